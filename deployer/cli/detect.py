@@ -1,0 +1,3 @@
+"""`deployer detect` commands."""
+
+from __future__ import annotations

@@ -1,0 +1,3 @@
+"""`deployer models` commands."""
+
+from __future__ import annotations

@@ -1,0 +1,3 @@
+"""`deployer plan` commands."""
+
+from __future__ import annotations

@@ -1,0 +1,3 @@
+"""`deployer profiles` commands."""
+
+from __future__ import annotations

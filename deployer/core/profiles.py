@@ -1,0 +1,145 @@
+"""Hardware profiles: data in profiles/*.yaml, user overrides in <config>/profiles/*.yaml."""
+
+from __future__ import annotations
+
+import difflib
+from functools import cached_property
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from deployer.core.datafiles import iter_yaml_files, parse_yaml_model
+from deployer.core.errors import InvalidDataFile, ProfileNotFound
+from deployer.core.resources import config_dir, data_dir
+from deployer.core.units import GIB, MIB
+
+AcceleratorKind = Literal["nvidia", "amd", "apple", "cpu"]
+Backend = Literal["llamacpp", "ollama"]
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class GpuSpec(_Strict):
+    """One accelerator device; a profile holds `count` identical ones."""
+
+    name: str
+    memory_mib: int = Field(gt=0, description="total device memory as the driver reports it")
+    reserve_mib: int = Field(
+        ge=0, description="runtime context the framework takes before any buffer (CUDA context)"
+    )
+    bandwidth_gbps: float = Field(gt=0, description="memory bandwidth, GB/s")
+    compute_capability: str | None = None
+    flash_attention: bool = True
+    count: int = Field(default=1, ge=1)
+
+
+class UnifiedMemory(_Strict):
+    """Apple unified memory: the GPU may wire only part of RAM unless raised by sysctl."""
+
+    gpu_wired_fraction: float = Field(gt=0, le=1)
+    raise_hint: str = "sudo sysctl iogpu.wired_limit_mb=<MiB> (resets on reboot)"
+
+
+class RuntimeSpec(_Strict):
+    """How a backend runs on this profile: a container image, or natively."""
+
+    mode: Literal["container", "native"]
+    image: str | None = None
+    note: str = ""
+
+
+class Price(_Strict):
+    """On-demand price where a cloud sells this machine."""
+
+    usd_per_hour: float = Field(gt=0)
+    offering: str
+    source: str
+    as_of: str
+
+
+class Profile(_Strict):
+    """A target machine: accelerators, host, runtimes and price."""
+
+    id: str
+    name: str
+    kind: AcceleratorKind
+    gpu: GpuSpec | None = None
+    unified_memory: UnifiedMemory | None = None
+    host_ram_gib: float = Field(gt=0)
+    cpu_cores: int = Field(gt=0)
+    cpu_bandwidth_gbps: float = Field(gt=0, description="host RAM bandwidth, GB/s")
+    cpu_flags: list[str] = Field(default_factory=list)
+    runtimes: dict[Backend, RuntimeSpec]
+    price: Price | None = None
+    notes: str = ""
+    source: str = Field(description="where the numbers come from")
+
+    @model_validator(mode="after")
+    def _check_kind(self) -> Profile:
+        if self.kind == "cpu" and self.gpu is not None:
+            raise ValueError("a cpu profile has no gpu section")
+        if self.kind in ("nvidia", "amd") and self.gpu is None:
+            raise ValueError(f"a {self.kind} profile needs a gpu section")
+        if self.kind == "apple" and self.unified_memory is None:
+            raise ValueError("an apple profile needs a unified_memory section")
+        return self
+
+    @cached_property
+    def host_ram_bytes(self) -> int:
+        """Host RAM in bytes."""
+        return int(self.host_ram_gib * GIB)
+
+    @property
+    def device_count(self) -> int:
+        """Number of accelerator devices that hold weights (0 for CPU-only)."""
+        if self.kind == "apple":
+            return 1
+        return self.gpu.count if self.gpu else 0
+
+    def device_budget_bytes(self) -> int:
+        """Memory one device can give to llama.cpp buffers, before our safety margin."""
+        if self.kind == "apple":
+            assert self.unified_memory is not None
+            return int(self.host_ram_bytes * self.unified_memory.gpu_wired_fraction)
+        if self.gpu is None:
+            return 0
+        return (self.gpu.memory_mib - self.gpu.reserve_mib) * MIB
+
+    def device_bandwidth_gbps(self) -> float:
+        """Bandwidth of the memory that holds offloaded weights."""
+        return self.gpu.bandwidth_gbps if self.gpu else self.cpu_bandwidth_gbps
+
+    @property
+    def flash_attention(self) -> bool:
+        """Whether llama.cpp's flash attention is available on the devices."""
+        return self.gpu.flash_attention if self.gpu else True
+
+
+def _load_folder(folder: object, found: dict[str, Profile], origin: dict[str, str]) -> None:
+    for source, text in iter_yaml_files(folder):  # type: ignore[arg-type]
+        profile = parse_yaml_model(text, Profile, source)
+        stem = source.rsplit("/", 1)[-1].rsplit(".", 1)[0]
+        if profile.id != stem:
+            raise InvalidDataFile(source, 1, f"id '{profile.id}' must match the file name '{stem}'")
+        found[profile.id] = profile
+        origin[profile.id] = source
+
+
+def load_profiles() -> dict[str, Profile]:
+    """All profiles: shipped ones, then the user's (same id overrides)."""
+    found: dict[str, Profile] = {}
+    origin: dict[str, str] = {}
+    _load_folder(data_dir("profiles"), found, origin)
+    _load_folder(config_dir() / "profiles", found, origin)
+    return found
+
+
+def get_profile(profile_id: str, profiles: dict[str, Profile] | None = None) -> Profile:
+    """One profile by id, or ProfileNotFound with the closest ids."""
+    table = profiles if profiles is not None else load_profiles()
+    if profile_id in table:
+        return table[profile_id]
+    close = difflib.get_close_matches(profile_id, list(table), n=3, cutoff=0.4)
+    raise ProfileNotFound(profile_id, close)
