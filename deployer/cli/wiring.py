@@ -1,0 +1,51 @@
+"""Build the real adapters and hand them to core: the one place that knows both."""
+
+from __future__ import annotations
+
+from deployer.core.arch import ModelFacts
+from deployer.core.catalog import CatalogModel, get_model, load_catalog
+from deployer.core.layout import facts_from_catalog
+from deployer.core.plan import License
+from deployer.core.profiles import Profile, get_profile, load_profiles
+from deployer.core.resolve import HF_PREFIX, resolve_model
+
+
+def hub_reader() -> object:
+    """The real Hub adapter (imports huggingface_hub lazily)."""
+    from deployer.adapters.hub import HfHubReader
+
+    return HfHubReader()
+
+
+def pick_profile(profile_id: str | None, detect: bool) -> Profile:
+    """The profile named, the detected one, or the detected one when neither is given."""
+    profiles = load_profiles()
+    if profile_id and not detect:
+        return get_profile(profile_id, profiles)
+    from deployer.adapters.system_probe import probe_system
+    from deployer.core.detect import detected_profile
+
+    return detected_profile(probe_system(), profiles)
+
+
+def catalog_entry(ref: str) -> CatalogModel | None:
+    """The catalog model `ref` names, if it names one."""
+    if ref.startswith(HF_PREFIX) or ref.lower().endswith(".gguf") or ref == "demo":
+        return None
+    return get_model(ref, load_catalog())
+
+
+def plan_candidates(ref: str, quant: str | None) -> tuple[str, list[ModelFacts], License | None]:
+    """Every quant worth comparing for `ref` (all catalog quants; else the one file)."""
+    entry = catalog_entry(ref)
+    if entry is not None:
+        if quant is not None:
+            from deployer.core.catalog import get_quant
+
+            get_quant(entry, quant)  # unknown quant: a clear error before any planning
+        facts = [facts_from_catalog(entry, q) for q in entry.quants]
+        lic = entry.license
+        return entry.id, facts, License(lic.id, lic.commercial_use, lic.restricts_use, lic.gated)
+    hub = hub_reader() if ref.startswith(HF_PREFIX) else None
+    facts = resolve_model(ref, quant, hub=hub)  # type: ignore[arg-type]
+    return ref, [facts], None
