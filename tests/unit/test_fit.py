@@ -1,0 +1,146 @@
+"""Memory fit: KV, placement and compute against numbers llama.cpp logged for other models."""
+
+from __future__ import annotations
+
+import pytest
+
+from deployer.core.arch import ModelArch, ModelFacts, WeightLayout
+from deployer.core.fit import (
+    FitSettings,
+    MachineSpec,
+    estimate_memory,
+    kv_bytes,
+    offloaded_blocks,
+    pad,
+    split_layers,
+)
+from deployer.core.units import GIB, MIB
+
+
+def _arch(**kw: object) -> ModelArch:
+    base: dict[str, object] = dict(
+        architecture="llama", n_layer=32, n_embd=4096, n_head=32, n_head_kv=[8] * 32,
+        head_dim_k=128, head_dim_v=128, n_ff=14336, n_vocab=128256, ctx_train=131072,
+    )
+    base.update(kw)
+    return ModelArch.model_validate(base)
+
+
+def _facts(arch: ModelArch, block: int = 100 * MIB, embd: int = 280 * MIB,
+           out: int = 400 * MIB, tied: bool = False) -> ModelFacts:
+    layout = WeightLayout(
+        file_bytes=embd + out + block * arch.n_layer, token_embd_bytes=embd,
+        output_bytes=out, output_in_file=not tied, block_bytes=[block] * arch.n_layer, exact=True,
+    )
+    return ModelFacts(name="t", quant="Q4_K_M", arch=arch, weights=layout, source="test")
+
+
+GPU = MachineSpec(kind="gpu", device_count=1, device_budget_bytes=80 * GIB,
+                  device_overhead_bytes=500 * MIB, host_budget_bytes=64 * GIB)
+
+
+def test_llama31_8b_kv_is_128_kib_per_token() -> None:
+    # fit_methods.md §1.1: 32 layers x 8 KV heads x 128 x (K+V) x 2 B; logged 16384 MiB at 131072.
+    arch = _arch()
+    assert kv_bytes(arch, range(32), FitSettings(ctx=8192)) == 1024 * MIB
+    assert kv_bytes(arch, range(32), FitSettings(ctx=131072)) == 16384 * MIB
+
+
+def test_q8_0_kv_is_34_of_64_of_f16() -> None:
+    arch = _arch()
+    f16 = kv_bytes(arch, range(32), FitSettings(ctx=32768))
+    q8 = kv_bytes(arch, range(32), FitSettings(ctx=32768, kv_type_k="q8_0", kv_type_v="q8_0"))
+    assert q8 * 1024 == f16 * 544
+
+
+def test_gemma3_4b_swa_matches_logged_metal_buffers() -> None:
+    # gemma-3-4b: 34 layers, 5 global / 29 SWA (window 1024), 4 KV heads x 256.
+    # Logged: 160 MiB (8192 cells, 5 layers) + 174 MiB (1536 cells, 29 layers) at ctx 8192.
+    swa = [(i + 1) % 6 != 0 for i in range(34)]
+    arch = _arch(n_layer=34, n_embd=2560, n_head=8, n_head_kv=[4] * 34, head_dim_k=256,
+                 head_dim_v=256, sliding_window=1024, swa_layers=swa, n_vocab=262144)
+    assert kv_bytes(arch, range(34), FitSettings(ctx=8192)) == 334 * MIB
+    assert kv_bytes(arch, range(34), FitSettings(ctx=131072)) == (2560 + 174) * MIB
+
+
+def test_slots_split_cells_per_stream_and_pad_each() -> None:
+    s = FitSettings(ctx=10000, parallel=3)
+    assert s.cells_per_stream == pad(pad(10000, 256) // 3, 256)
+    assert s.kv_cells == s.cells_per_stream * 3
+    ollama = FitSettings(ctx=4096, parallel=4, ctx_is_per_slot=True)
+    assert ollama.kv_cells == 16384
+
+
+def test_mla_caches_latent_only() -> None:
+    arch = _arch(n_layer=2, n_head_kv=[128, 128], kv_lora_rank=512, n_rot=64)
+    got = kv_bytes(arch, range(2), FitSettings(ctx=4096))
+    assert got == 2 * 4096 * 576 * 2
+
+
+def test_ngl_offloads_output_first() -> None:
+    assert offloaded_blocks(32, 0) == ([], False)
+    assert offloaded_blocks(32, 1) == ([], True)
+    assert offloaded_blocks(32, 3) == ([30, 31], True)
+    assert offloaded_blocks(32, 33) == (list(range(32)), True)
+    assert offloaded_blocks(32, 99) == (list(range(32)), True)
+
+
+def test_full_offload_untied_keeps_embeddings_on_host() -> None:
+    facts = _facts(_arch())
+    est = estimate_memory(facts, FitSettings(ctx=8192, n_gpu_layers=33), GPU)
+    dev = est.devices[0]
+    assert dev.weights_bytes == 32 * 100 * MIB + 400 * MIB
+    assert est.host.weights_bytes == 280 * MIB
+    assert dev.kv_cache_bytes == 1024 * MIB
+    assert dev.overhead_bytes == 500 * MIB
+    assert est.host.kv_cache_bytes == 0
+
+
+def test_tied_embeddings_need_a_device_copy() -> None:
+    facts = _facts(_arch(tied_embeddings=True), out=280 * MIB, tied=True)
+    est = estimate_memory(facts, FitSettings(ctx=4096, n_gpu_layers=33), GPU)
+    assert est.devices[0].weights_bytes == 32 * 100 * MIB + 280 * MIB
+    assert est.host.weights_bytes == 280 * MIB
+
+
+def test_partial_offload_moves_kv_and_grows_compute() -> None:
+    facts = _facts(_arch())
+    full = estimate_memory(facts, FitSettings(ctx=8192, n_gpu_layers=33), GPU)
+    part = estimate_memory(facts, FitSettings(ctx=8192, n_gpu_layers=11), GPU)
+    assert part.devices[0].layers == 11
+    assert part.host.layers == 22
+    assert part.devices[0].kv_cache_bytes == 10 * 32 * MIB
+    assert part.host.kv_cache_bytes == 22 * 32 * MIB
+    assert part.devices[0].compute_bytes > full.devices[0].compute_bytes
+
+
+def test_two_gpus_split_layers_and_last_holds_output() -> None:
+    two = MachineSpec(kind="gpu", device_count=2, device_budget_bytes=40 * GIB,
+                      device_overhead_bytes=500 * MIB, host_budget_bytes=64 * GIB)
+    est = estimate_memory(_facts(_arch()), FitSettings(ctx=8192, n_gpu_layers=33), two)
+    a, b = est.devices
+    assert a.layers == 16 and b.layers == 17
+    assert b.weights_bytes - a.weights_bytes == 400 * MIB
+    assert split_layers(list(range(5)), 2) == [[0, 1], [2, 3, 4]]
+
+
+def test_no_flash_attention_costs_kq_matrix() -> None:
+    facts = _facts(_arch())
+    fa = estimate_memory(facts, FitSettings(ctx=32768, n_gpu_layers=33), GPU)
+    nofa = estimate_memory(facts, FitSettings(ctx=32768, n_gpu_layers=33, flash_attention=False), GPU)
+    extra = nofa.devices[0].compute_bytes - fa.devices[0].compute_bytes
+    # f32 KQ for n_head heads over 32768 cells x 512 tokens = 2 GiB, dwarfing everything else.
+    assert extra >= 2 * GIB
+    assert fa.devices[0].compute_bytes < 512 * MIB
+
+
+@pytest.mark.parametrize("ctx", [512, 4096, 65536])
+def test_cpu_only_puts_everything_on_host(ctx: int) -> None:
+    cpu = MachineSpec(kind="cpu", device_count=0, device_budget_bytes=0,
+                      device_overhead_bytes=0, host_budget_bytes=64 * GIB)
+    facts = _facts(_arch())
+    est = estimate_memory(facts, FitSettings(ctx=ctx, n_gpu_layers=33), cpu)
+    assert est.devices == []
+    assert est.n_gpu_layers == 0
+    assert est.host.weights_bytes == facts.weights.tensor_bytes
+    assert est.host.kv_cache_bytes == kv_bytes(facts.arch, range(32), FitSettings(ctx=ctx))
