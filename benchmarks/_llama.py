@@ -21,7 +21,9 @@ def llama_prefix() -> Path:
         return Path(env)
     out = subprocess.run(
         ["bash", str(REPO / "scripts" / "build-llama.sh")],
-        check=True, capture_output=True, text=True,
+        check=True,
+        capture_output=True,
+        text=True,
     )
     return Path(out.stdout.strip().splitlines()[-1])
 
@@ -51,7 +53,7 @@ def run_server(model: Path, args: list[str], timeout_s: float = 120.0) -> Server
     cmd = [str(binary), "-m", str(model), "--host", "127.0.0.1", "--port", str(port), "-v", *args]
     t0 = time.monotonic()
     # A file, not a pipe: -v logs megabytes and a full pipe would block the server.
-    logf = tempfile.TemporaryFile(mode="w+")
+    logf = tempfile.TemporaryFile(mode="w+")  # noqa: SIM115 - closed in the finally below
     proc = subprocess.Popen(cmd, stdout=logf, stderr=subprocess.STDOUT, text=True)
     rss = 0
     healthy_at = 0.0

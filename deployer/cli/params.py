@@ -8,6 +8,9 @@ import typer
 
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print machine-readable JSON.")]
 ProfileOpt = Annotated[
-    str | None, typer.Option("--profile", "-p", help="Hardware profile id (deployer profiles list).")
+    str | None,
+    typer.Option("--profile", "-p", help="Hardware profile id (deployer profiles list)."),
 ]
-DetectOpt = Annotated[bool, typer.Option("--detect", help="Use the detected hardware of this machine.")]
+DetectOpt = Annotated[
+    bool, typer.Option("--detect", help="Use the detected hardware of this machine.")
+]

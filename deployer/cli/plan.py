@@ -17,12 +17,16 @@ from deployer.core.units import fmt_bytes
 
 @app.command()
 def plan(
-    model: Annotated[str, typer.Argument(help="Catalog id, demo, a .gguf path or hf://ORG/REPO[:QUANT].")],
+    model: Annotated[
+        str, typer.Argument(help="Catalog id, demo, a .gguf path or hf://ORG/REPO[:QUANT].")
+    ],
     profile: ProfileOpt = None,
     detect: DetectOpt = False,
     ctx: Annotated[int | None, typer.Option("--ctx", help="Context length (tokens).")] = None,
     parallel: Annotated[int, typer.Option("--parallel", help="Parallel slots.")] = 1,
-    kv_type: Annotated[str, typer.Option("--kv-type", help="KV cache type: f16, q8_0, q4_0.")] = "f16",
+    kv_type: Annotated[
+        str, typer.Option("--kv-type", help="KV cache type: f16, q8_0, q4_0.")
+    ] = "f16",
     quant: Annotated[str | None, typer.Option("--quant", help="Force a quantization.")] = None,
     backend: Annotated[str, typer.Option("--backend", help="llamacpp or ollama.")] = "llamacpp",
     as_json: JsonOpt = False,
@@ -38,10 +42,12 @@ def plan(
             raise InvalidRequest(f"unknown backend '{backend}'", "Use llamacpp or ollama.")
         prof = wiring.pick_profile(profile, detect)
         name, candidates, lic = wiring.plan_candidates(model, quant)
-        req = PlanRequest(quant=quant, ctx=ctx, parallel=parallel, kv_type=kv_type.lower(),
-                          backend=backend)
-        result = make_plan(name, candidates, prof, req, license=lic,
-                           other_profiles=list(load_profiles().values()))
+        req = PlanRequest(
+            quant=quant, ctx=ctx, parallel=parallel, kv_type=kv_type.lower(), backend=backend
+        )
+        result = make_plan(
+            name, candidates, prof, req, license=lic, other_profiles=list(load_profiles().values())
+        )
         if as_json:
             print_json(result.as_dict())
         else:
@@ -61,7 +67,8 @@ def show_plan(result: PlanResult) -> None:
         f"({result.profile.name}): {verdict}"
     )
     offload = (
-        "CPU only" if result.profile.kind == "cpu"
+        "CPU only"
+        if result.profile.kind == "cpu"
         else f"{d['n_gpu_layers']}/{d['n_layers_total']} layers on GPU"
     )
     console.print(
@@ -69,21 +76,41 @@ def show_plan(result: PlanResult) -> None:
         f"KV {d['kv_type']} · flash attention {'on' if d['flash_attention'] else 'off'} · {offload}"
     )
     table = Table(title="memory", show_edge=False)
-    for col in ("device", "weights", "KV cache", "compute", "output", "overhead", "total", "budget"):
+    for col in (
+        "device",
+        "weights",
+        "KV cache",
+        "compute",
+        "output",
+        "overhead",
+        "total",
+        "budget",
+    ):
         table.add_column(col, justify="right" if col != "device" else "left")
     for dev in d["devices"]:
         ok = dev["total_bytes"] <= dev["budget_bytes"]
         table.add_row(
-            dev["name"], *(fmt_bytes(dev[k]) for k in (
-                "weights_bytes", "kv_cache_bytes", "compute_bytes", "output_bytes",
-                "overhead_bytes", "total_bytes")),
+            dev["name"],
+            *(
+                fmt_bytes(dev[k])
+                for k in (
+                    "weights_bytes",
+                    "kv_cache_bytes",
+                    "compute_bytes",
+                    "output_bytes",
+                    "overhead_bytes",
+                    "total_bytes",
+                )
+            ),
             fmt_bytes(dev["budget_bytes"]) + ("" if ok else " [red]over[/red]"),
         )
     console.print(table)
     speed = f"~{d['predicted_tokens_per_s']} tokens/s decode (one stream)"
     if d["cost_per_million_tokens_usd"] is not None:
-        speed += (f" · ${d['price_per_hour_usd']}/h · "
-                  f"${d['cost_per_million_tokens_usd']} per 1M output tokens")
+        speed += (
+            f" · ${d['price_per_hour_usd']}/h · "
+            f"${d['cost_per_million_tokens_usd']} per 1M output tokens"
+        )
     console.print(speed)
     if d["license"]:
         lic = d["license"]
@@ -93,9 +120,13 @@ def show_plan(result: PlanResult) -> None:
         for col in ("quant", "ctx", "GPU layers", "fits", "reason"):
             alt.add_column(col)
         for a in d["alternatives"]:
-            alt.add_row(a["quant"], str(a["ctx"]),
-                        "-" if a["n_gpu_layers"] < 0 else str(a["n_gpu_layers"]),
-                        "yes" if a["fits"] else "no", a["reason"])
+            alt.add_row(
+                a["quant"],
+                str(a["ctx"]),
+                "-" if a["n_gpu_layers"] < 0 else str(a["n_gpu_layers"]),
+                "yes" if a["fits"] else "no",
+                a["reason"],
+            )
         console.print(alt)
     for line in d["assumptions"]:
         console.print(f"[dim]assumes: {line}[/dim]")

@@ -47,5 +47,5 @@ def plan_candidates(ref: str, quant: str | None) -> tuple[str, list[ModelFacts],
         lic = entry.license
         return entry.id, facts, License(lic.id, lic.commercial_use, lic.restricts_use, lic.gated)
     hub = hub_reader() if ref.startswith(HF_PREFIX) else None
-    facts = resolve_model(ref, quant, hub=hub)  # type: ignore[arg-type]
-    return ref, [facts], None
+    one = resolve_model(ref, quant, hub=hub)  # type: ignore[arg-type]
+    return ref, [one], None

@@ -117,7 +117,7 @@ def load_catalog() -> dict[str, CatalogModel]:
     """All catalog models: shipped, then the user's (same id overrides)."""
     found: dict[str, CatalogModel] = {}
     for folder in (data_dir("catalog"), config_dir() / "models"):
-        for source, text in iter_yaml_files(folder):  # type: ignore[arg-type]
+        for source, text in iter_yaml_files(folder):
             model = parse_yaml_model(text, CatalogModel, source)
             stem = source.rsplit("/", 1)[-1].rsplit(".", 1)[0]
             if model.id != stem:

@@ -15,8 +15,15 @@ from deployer.core.arch import ModelArch, ModelFacts
 from deployer.core.units import GIB, MIB
 
 KV_BYTES_PER_ELEMENT: dict[str, float] = {
-    "f32": 4.0, "f16": 2.0, "bf16": 2.0, "q8_0": 34 / 32, "q5_1": 24 / 32, "q5_0": 22 / 32,
-    "q4_1": 20 / 32, "q4_0": 18 / 32, "iq4_nl": 18 / 32,
+    "f32": 4.0,
+    "f16": 2.0,
+    "bf16": 2.0,
+    "q8_0": 34 / 32,
+    "q5_1": 24 / 32,
+    "q5_0": 22 / 32,
+    "q4_1": 20 / 32,
+    "q4_0": 18 / 32,
+    "iq4_nl": 18 / 32,
 }
 KV_TYPES = tuple(KV_BYTES_PER_ELEMENT)
 CTX_PAD = 256
@@ -77,8 +84,11 @@ class DeviceMemory:
     def total_bytes(self) -> int:
         """Everything this device must hold."""
         return (
-            self.weights_bytes + self.kv_cache_bytes + self.compute_bytes
-            + self.output_bytes + self.overhead_bytes
+            self.weights_bytes
+            + self.kv_cache_bytes
+            + self.compute_bytes
+            + self.output_bytes
+            + self.overhead_bytes
         )
 
     @property
@@ -196,7 +206,11 @@ def compute_bytes(arch: ModelArch, s: FitSettings, *, gpu: bool = False) -> int:
     else:
         mask = 4 * ub * (n_kv + n_kv_swa) + 4 * ub * n_kv * arch.n_head
     act = 4 * ub * floats
-    quant_kv = s.kv_type_k not in ("f16", "bf16", "f32") or s.kv_type_v not in ("f16", "bf16", "f32")
+    quant_kv = s.kv_type_k not in ("f16", "bf16", "f32") or s.kv_type_v not in (
+        "f16",
+        "bf16",
+        "f32",
+    )
     extra = 0
     if quant_kv:
         # CPU quantizes the new K/V rows; GPU backends also dequantize a layer's cache to f16.

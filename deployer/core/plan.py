@@ -121,8 +121,13 @@ class PlanResult:
         memory = {
             k: sum(int(d.as_dict()[k]) for d in holders)
             for k in (
-                "weights_bytes", "kv_cache_bytes", "compute_bytes", "output_bytes",
-                "overhead_bytes", "total_bytes", "budget_bytes",
+                "weights_bytes",
+                "kv_cache_bytes",
+                "compute_bytes",
+                "output_bytes",
+                "overhead_bytes",
+                "total_bytes",
+                "budget_bytes",
             )
         }
         lic = self.license
@@ -145,9 +150,14 @@ class PlanResult:
             "price_per_hour_usd": self.profile.price.usd_per_hour if self.profile.price else None,
             "cost_per_million_tokens_usd": self.cost_per_million_tokens_usd(),
             "license": (
-                {"id": lic.id, "note": lic.note, "restricts_use": lic.restricts_use,
-                 "gated": lic.gated}
-                if lic else None
+                {
+                    "id": lic.id,
+                    "note": lic.note,
+                    "restricts_use": lic.restricts_use,
+                    "gated": lic.gated,
+                }
+                if lic
+                else None
             ),
             "layout_exact": c.facts.weights.exact,
             "alternatives": [a.as_dict() for a in self.alternatives],
@@ -163,21 +173,28 @@ def machine_spec(profile: Profile) -> MachineSpec:
     if profile.kind == "apple":
         wired = profile.device_budget_bytes()
         return MachineSpec(
-            kind="apple", device_count=1,
+            kind="apple",
+            device_count=1,
             device_budget_bytes=wired - max(GIB, wired // 10),
-            device_overhead_bytes=0, host_budget_bytes=ram - wired, device_name="MTL",
+            device_overhead_bytes=0,
+            host_budget_bytes=ram - wired,
+            device_name="MTL",
         )
     if profile.gpu is not None:
         total = profile.gpu.memory_mib << 20
         return MachineSpec(
-            kind="gpu", device_count=profile.gpu.count,
+            kind="gpu",
+            device_count=profile.gpu.count,
             device_budget_bytes=total - safety_margin_bytes(total),
             device_overhead_bytes=profile.gpu.reserve_mib << 20,
             host_budget_bytes=host_budget,
             device_name="ROCm" if profile.kind == "amd" else "CUDA",
         )
     return MachineSpec(
-        kind="cpu", device_count=0, device_budget_bytes=0, device_overhead_bytes=0,
+        kind="cpu",
+        device_count=0,
+        device_budget_bytes=0,
+        device_overhead_bytes=0,
         host_budget_bytes=host_budget,
     )
 
@@ -193,8 +210,9 @@ def _active_fraction(facts: ModelFacts) -> float:
     return (attn + experts * a.n_expert_used) / (attn + experts * a.n_expert)
 
 
-def predict_tokens_per_s(facts: ModelFacts, s: FitSettings, mem: MemoryEstimate,
-                         profile: Profile) -> float:
+def predict_tokens_per_s(
+    facts: ModelFacts, s: FitSettings, mem: MemoryEstimate, profile: Profile
+) -> float:
     """Single-stream decode speed from bytes read per token over memory bandwidth."""
     w = facts.weights
     frac = _active_fraction(facts)
@@ -223,13 +241,19 @@ def _evaluate(facts: ModelFacts, s: FitSettings, profile: Profile, m: MachineSpe
 
 def _settings(req: PlanRequest, ctx: int, fa: bool, ngl: int) -> FitSettings:
     return FitSettings(
-        ctx=ctx, parallel=req.parallel, kv_type_k=req.kv_type, kv_type_v=req.kv_type,
-        flash_attention=fa, n_gpu_layers=ngl, ctx_is_per_slot=req.backend == "ollama",
+        ctx=ctx,
+        parallel=req.parallel,
+        kv_type_k=req.kv_type,
+        kv_type_v=req.kv_type,
+        flash_attention=fa,
+        n_gpu_layers=ngl,
+        ctx_is_per_slot=req.backend == "ollama",
     )
 
 
-def _best_partial(facts: ModelFacts, req: PlanRequest, ctx: int, fa: bool, profile: Profile,
-                  m: MachineSpec) -> Option | None:
+def _best_partial(
+    facts: ModelFacts, req: PlanRequest, ctx: int, fa: bool, profile: Profile, m: MachineSpec
+) -> Option | None:
     """Most GPU layers that fit (memory grows with layers, so bisect)."""
     lo, hi = 0, facts.arch.n_layer  # n_layer + 1 is full offload, already rejected
     best: Option | None = None
@@ -243,8 +267,15 @@ def _best_partial(facts: ModelFacts, req: PlanRequest, ctx: int, fa: bool, profi
     return best if best is not None and best.memory.n_gpu_layers > 0 else None
 
 
-def _max_ctx(facts: ModelFacts, req: PlanRequest, ctx: int, fa: bool, profile: Profile,
-             m: MachineSpec, ngl: int) -> int | None:
+def _max_ctx(
+    facts: ModelFacts,
+    req: PlanRequest,
+    ctx: int,
+    fa: bool,
+    profile: Profile,
+    m: MachineSpec,
+    ngl: int,
+) -> int | None:
     """Largest context (multiple of 256, >= MIN_CTX) below `ctx` that fits."""
     lo, hi, best = MIN_CTX // 256, ctx // 256 - 1, None
     while lo <= hi:
@@ -280,7 +311,9 @@ def make_plan(
     if not candidates:
         raise InvalidRequest(f"model '{model}' has no GGUF file to plan with")
     if req.kv_type not in KV_TYPES:
-        raise InvalidRequest(f"unknown KV type '{req.kv_type}'", f"Use one of: {', '.join(KV_TYPES)}.")
+        raise InvalidRequest(
+            f"unknown KV type '{req.kv_type}'", f"Use one of: {', '.join(KV_TYPES)}."
+        )
     if req.parallel < 1:
         raise InvalidRequest("--parallel must be at least 1")
     arch = candidates[0].arch
@@ -332,12 +365,16 @@ def make_plan(
         elif skip is not None:
             reason = f"fits, but {skip}"
         elif quality_rank(o.facts.quant) > quality_rank(chosen.facts.quant):
-            reason = f"fits, lower quality than {chosen.facts.quant} ({quality_note(o.facts.quant)})"
+            reason = (
+                f"fits, lower quality than {chosen.facts.quant} ({quality_note(o.facts.quant)})"
+            )
         else:
             reason = "fits, but ranked below the chosen quant"
-        alternatives.append(Alternative(
-            o.facts.quant, ctx, o.memory.n_gpu_layers, o.fits, reason, round(o.tokens_per_s, 1)
-        ))
+        alternatives.append(
+            Alternative(
+                o.facts.quant, ctx, o.memory.n_gpu_layers, o.fits, reason, round(o.tokens_per_s, 1)
+            )
+        )
 
     suggested: list[str] = []
     assumptions = [
@@ -345,8 +382,8 @@ def make_plan(
         f"{int(DECODE_EFFICIENCY['apple'] * 100)}% (Apple), {int(DECODE_EFFICIENCY['cpu'] * 100)}% "
         "(CPU) of memory bandwidth / bytes read per token; one stream, cache half full",
         "multi-GPU layer split runs the GPUs one after another: no speed-up, only more memory",
-        f"safety margin per device: max(1 GiB, 5%) (Apple: max(1 GiB, 10%) of the wired limit); "
-        f"host keeps max(2 GiB, 10%) of RAM free",
+        "safety margin per device: max(1 GiB, 5%) (Apple: max(1 GiB, 10%) of the wired limit); "
+        "host keeps max(2 GiB, 10%) of RAM free",
     ]
     if not candidates[0].weights.exact:
         assumptions.append(
@@ -356,26 +393,40 @@ def make_plan(
     if chosen is None:
         # Nothing fits fully: report the preferred quant (requested, else the default-ish one)
         # and offer what would work.
-        preferred = next(
-            (o for o in options if wanted and o.facts.quant.upper() == wanted), None
-        ) or next((o for o in options if o.facts.quant.upper() == "Q4_K_M"), None) or options[-1]
+        preferred = (
+            next((o for o in options if wanted and o.facts.quant.upper() == wanted), None)
+            or next((o for o in options if o.facts.quant.upper() == "Q4_K_M"), None)
+            or options[-1]
+        )
         chosen = preferred
         alternatives = [a for a in alternatives if a.quant != preferred.facts.quant]
         if m.kind != "cpu":
             partial = _best_partial(preferred.facts, req, ctx, fa, profile, m)
             if partial is not None:
-                alternatives.insert(0, Alternative(
-                    preferred.facts.quant, ctx, partial.memory.n_gpu_layers, True,
-                    f"partial offload: {partial.memory.n_gpu_layers} of {arch.n_layer + 1} layers "
-                    f"on the GPU, the rest on the CPU (~{partial.tokens_per_s:.1f} tokens/s)",
-                    round(partial.tokens_per_s, 1),
-                ))
+                alternatives.insert(
+                    0,
+                    Alternative(
+                        preferred.facts.quant,
+                        ctx,
+                        partial.memory.n_gpu_layers,
+                        True,
+                        f"partial offload: {partial.memory.n_gpu_layers} of {arch.n_layer + 1} layers "
+                        f"on the GPU, the rest on the CPU (~{partial.tokens_per_s:.1f} tokens/s)",
+                        round(partial.tokens_per_s, 1),
+                    ),
+                )
         best_ctx = _max_ctx(preferred.facts, req, ctx, fa, profile, m, full_ngl)
         if best_ctx is not None:
-            alternatives.insert(0, Alternative(
-                preferred.facts.quant, best_ctx, full_ngl, True,
-                f"largest context that fits fully: {best_ctx}",
-            ))
+            alternatives.insert(
+                0,
+                Alternative(
+                    preferred.facts.quant,
+                    best_ctx,
+                    full_ngl,
+                    True,
+                    f"largest context that fits fully: {best_ctx}",
+                ),
+            )
         for p in other_profiles or []:
             if p.id == profile.id:
                 continue
@@ -383,16 +434,29 @@ def make_plan(
             ngl = arch.n_layer + 1 if mp.kind != "cpu" else 0
             if estimate_memory(preferred.facts, _settings(req, ctx, fa, ngl), mp).fits:
                 suggested.append(p.id)
-        suggested.sort(key=lambda pid: _profile_size(next(p for p in other_profiles or [] if p.id == pid)))
+        suggested.sort(
+            key=lambda pid: _profile_size(next(p for p in other_profiles or [] if p.id == pid))
+        )
         suggested = suggested[:5]
         if suggested:
-            alternatives.append(Alternative(
-                preferred.facts.quant, ctx, -1, True,
-                "a bigger machine: " + ", ".join(suggested[:3]),
-            ))
+            alternatives.append(
+                Alternative(
+                    preferred.facts.quant,
+                    ctx,
+                    -1,
+                    True,
+                    "a bigger machine: " + ", ".join(suggested[:3]),
+                )
+            )
     return PlanResult(
-        model=model, profile=profile, request=req, chosen=chosen, alternatives=alternatives,
-        license=license, suggested_profiles=suggested, assumptions=assumptions,
+        model=model,
+        profile=profile,
+        request=req,
+        chosen=chosen,
+        alternatives=alternatives,
+        license=license,
+        suggested_profiles=suggested,
+        assumptions=assumptions,
     )
 
 

@@ -35,20 +35,39 @@ def _need_llama() -> None:
     ("ctx", "slots", "kv", "fa"),
     [(4096, 1, "f16", True), (16384, 4, "q8_0", True), (8192, 1, "f16", False)],
 )
-def test_estimate_matches_logged_buffers(demo_gguf: Path, ctx: int, slots: int, kv: str,
-                                         fa: bool) -> None:
+def test_estimate_matches_logged_buffers(
+    demo_gguf: Path, ctx: int, slots: int, kv: str, fa: bool
+) -> None:
     from _llama import run_server
 
     from deployer.core.gguf_meta import facts_from_gguf
 
-    args = ["-c", str(ctx), "-np", str(slots), "-fa", "on" if fa else "off", "--fit", "off",
-            "-ctk", kv, "-ctv", kv if fa else "f16"]
+    args = [
+        "-c",
+        str(ctx),
+        "-np",
+        str(slots),
+        "-fa",
+        "on" if fa else "off",
+        "--fit",
+        "off",
+        "-ctk",
+        kv,
+        "-ctv",
+        kv if fa else "f16",
+    ]
     run = run_server(demo_gguf, args)
     logged = parse_buffers(run.log.split("loaded meta data")[-1])
-    s = FitSettings(ctx=ctx, parallel=slots, kv_type_k=kv, kv_type_v=kv if fa else "f16",
-                    flash_attention=fa)
-    cpu = MachineSpec(kind="cpu", device_count=0, device_budget_bytes=0,
-                      device_overhead_bytes=0, host_budget_bytes=16 * GIB)
+    s = FitSettings(
+        ctx=ctx, parallel=slots, kv_type_k=kv, kv_type_v=kv if fa else "f16", flash_attention=fa
+    )
+    cpu = MachineSpec(
+        kind="cpu",
+        device_count=0,
+        device_budget_bytes=0,
+        device_overhead_bytes=0,
+        host_budget_bytes=16 * GIB,
+    )
     est = estimate_memory(facts_from_gguf(demo_gguf), s, cpu).host
     assert abs(est.weights_bytes - logged.get("host", "model")) <= MIB
     assert abs(est.kv_cache_bytes - logged.get("host", "KV")) <= MIB

@@ -1,0 +1,407 @@
+"""GGUF header reading on small synthetic files written with gguf.GGUFWriter."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+from gguf import GGMLQuantizationType, GGUFWriter
+from gguf.quants import quant_shape_to_byte_shape
+
+from deployer.core.errors import GGUFReadError
+from deployer.core.gguf_meta import (
+    CPU_REPACK_TYPES,
+    facts_from_gguf,
+    facts_from_gguf_parts,
+    gguf_header_bytes,
+)
+
+# (elements per block, bytes per block) of the ggml types used here, from ggml's type traits.
+TYPE_SIZES = {
+    "F32": (1, 4),
+    "Q4_0": (32, 18),
+    "Q8_0": (32, 34),
+    "Q4_K": (256, 144),
+    "Q6_K": (256, 210),
+}
+
+
+def nbytes(ggml_type: str, shape: tuple[int, ...]) -> int:
+    """Bytes of a tensor of `shape` (ggml order, ne0 first)."""
+    block, size = TYPE_SIZES[ggml_type]
+    return int(np.prod(shape)) // block * size
+
+
+TensorSpec = tuple[str, str, tuple[int, ...]]
+
+
+@dataclass
+class Spec:
+    """A synthetic model: architecture, keys (without the arch prefix unless dotted) and tensors."""
+
+    arch: str
+    keys: dict[str, Any]
+    tensors: list[TensorSpec]
+    general: dict[str, Any] = field(default_factory=dict)
+
+
+def write_gguf(path: Path, spec: Spec) -> Path:
+    """Write `spec` as a GGUF file with zero-filled tensor data."""
+    writer = GGUFWriter(path, spec.arch)
+    for key, value in {
+        **{f"{spec.arch}.{k}": v for k, v in spec.keys.items()},
+        **spec.general,
+    }.items():
+        if isinstance(value, str):
+            writer.add_string(key, value)
+        elif isinstance(value, bool):
+            writer.add_bool(key, value)
+        elif isinstance(value, int):
+            writer.add_uint32(key, value)
+        else:
+            writer.add_array(key, value)
+    for name, ggml_type, shape in spec.tensors:
+        qtype = GGMLQuantizationType[ggml_type]
+        np_shape = tuple(reversed(shape))
+        if ggml_type == "F32":
+            writer.add_tensor(name, np.zeros(np_shape, dtype=np.float32))
+        else:
+            data = np.zeros(quant_shape_to_byte_shape(np_shape, qtype), dtype=np.uint8)
+            writer.add_tensor(name, data, raw_dtype=qtype)
+    writer.write_header_to_file()
+    writer.write_kv_data_to_file()
+    writer.write_tensors_to_file()
+    writer.close()
+    return path
+
+
+def tokens(n: int) -> dict[str, Any]:
+    return {"tokenizer.ggml.model": "llama", "tokenizer.ggml.tokens": [f"t{i}" for i in range(n)]}
+
+
+def block_tensors(il: int, embd: int, q_rows: int, kv_rows: int, ff: int) -> list[TensorSpec]:
+    p = f"blk.{il}."
+    return [
+        (p + "attn_norm.weight", "F32", (embd,)),
+        (p + "attn_q.weight", "Q4_0", (embd, q_rows)),
+        (p + "attn_k.weight", "Q4_0", (embd, kv_rows)),
+        (p + "attn_v.weight", "Q8_0", (embd, kv_rows)),
+        (p + "attn_output.weight", "Q4_K", (q_rows, embd)),
+        (p + "ffn_gate.weight", "Q4_K", (embd, ff)),
+        (p + "ffn_up.weight", "Q4_0", (embd, ff + 4)),  # 516 rows: not a multiple of 8
+        (p + "ffn_down.weight", "Q6_K", (ff, embd)),
+        (p + "ffn_norm.weight", "F32", (embd,)),
+    ]
+
+
+EMBD, VOCAB, FF = 256, 300, 512
+
+
+def llama_spec(n_layer: int = 2, tied: bool = False) -> Spec:
+    tensors: list[TensorSpec] = [
+        ("token_embd.weight", "Q8_0", (EMBD, VOCAB)),
+        ("output_norm.weight", "F32", (EMBD,)),
+    ]
+    if not tied:
+        tensors.append(("output.weight", "Q6_K", (EMBD, VOCAB)))
+    for il in range(n_layer):
+        tensors += block_tensors(il, EMBD, 256, 64, FF)
+    keys = {
+        "block_count": n_layer,
+        "embedding_length": EMBD,
+        "attention.head_count": 8,
+        "attention.head_count_kv": 2,
+        "feed_forward_length": FF,
+        "context_length": 4096,
+    }
+    return Spec(
+        "llama",
+        keys,
+        tensors,
+        {**tokens(VOCAB), "general.file_type": 15, "general.name": "Tiny Llama"},
+    )
+
+
+# Per block of block_tensors(il, 256, 256, 64, 512).
+BLOCK_BYTES = (
+    nbytes("F32", (256,)) * 2
+    + nbytes("Q4_0", (256, 256))
+    + nbytes("Q4_0", (256, 64))
+    + nbytes("Q8_0", (256, 64))
+    + nbytes("Q4_K", (256, 256))
+    + nbytes("Q4_K", (256, 512))
+    + nbytes("Q4_0", (256, 516))
+    + nbytes("Q6_K", (512, 256))
+)
+# attn_q, attn_k (Q4_0), attn_output, ffn_gate (Q4_K); not attn_v (Q8_0) nor ffn_up (516 rows).
+REPACK_BYTES = (
+    nbytes("Q4_0", (256, 256))
+    + nbytes("Q4_0", (256, 64))
+    + nbytes("Q4_K", (256, 256))
+    + nbytes("Q4_K", (256, 512))
+)
+
+
+def test_byte_helper_matches_ggml_sizes() -> None:
+    assert nbytes("Q4_0", (256, 256)) == 36864
+    assert nbytes("Q4_K", (256, 512)) == 73728
+    assert BLOCK_BYTES == 2048 + 36864 + 9216 + 17408 + 36864 + 73728 + 74304 + 107520
+    assert REPACK_BYTES == 36864 + 9216 + 36864 + 73728
+    assert {"Q4_0", "Q4_K"} <= CPU_REPACK_TYPES
+
+
+def test_llama_untied_gqa(tmp_path: Path) -> None:
+    path = write_gguf(tmp_path / "tiny-Q4_K_M.gguf", llama_spec())
+    facts = facts_from_gguf(path)
+    arch = facts.arch
+    assert facts.name == "Tiny Llama"
+    assert facts.quant == "Q4_K_M"
+    assert facts.source == str(path)
+    assert arch.architecture == "llama"
+    assert (arch.n_layer, arch.n_embd, arch.n_head, arch.n_head_kv) == (2, 256, 8, [2, 2])
+    assert (arch.head_dim_k, arch.head_dim_v) == (32, 32)  # n_embd / n_head
+    assert (arch.n_ff, arch.n_vocab, arch.ctx_train) == (512, 300, 4096)
+    assert (arch.sliding_window, arch.swa_layers) == (0, [])
+    assert not arch.tied_embeddings
+    assert (arch.n_expert, arch.kv_lora_rank, arch.n_rot, arch.recurrent_state_bytes_per_seq) == (
+        0,
+        0,
+        0,
+        0,
+    )
+    w = facts.weights
+    assert w.exact and w.output_in_file
+    assert w.token_embd_bytes == nbytes("Q8_0", (256, 300)) == 81600
+    assert w.output_bytes == nbytes("Q6_K", (256, 300)) + 1024 == 63000 + 1024
+    assert w.block_bytes == [BLOCK_BYTES, BLOCK_BYTES]
+    assert w.cpu_repack_bytes == [REPACK_BYTES, REPACK_BYTES]
+    assert w.file_bytes == path.stat().st_size
+    # Between tensors there is only alignment padding (32 B): 63000 B of Q6_K is followed by 8.
+    assert path.stat().st_size - gguf_header_bytes(path) - w.tensor_bytes == 8
+
+
+def test_tied_embeddings_and_per_layer_kv(tmp_path: Path) -> None:
+    spec = llama_spec(n_layer=3, tied=True)
+    spec.keys["attention.head_count_kv"] = [2, 4, 2]
+    spec.keys["attention.key_length"] = 64
+    spec.keys["attention.value_length"] = 48
+    spec.keys["vocab_size"] = VOCAB
+    spec.general = {"general.name": "Tied"}  # no tokens, no file type
+    facts = facts_from_gguf(write_gguf(tmp_path / "tied.gguf", spec), total_file_bytes=10**9)
+    assert facts.arch.tied_embeddings
+    assert facts.arch.n_head_kv == [2, 4, 2]
+    assert (facts.arch.head_dim_k, facts.arch.head_dim_v) == (64, 32 + 16)
+    assert facts.arch.n_vocab == VOCAB
+    w = facts.weights
+    assert not w.output_in_file
+    # The device copy of token_embd plus output_norm, which the file does hold.
+    assert w.output_bytes == w.token_embd_bytes + 1024
+    assert w.untied_output_bytes == 0
+    assert w.file_bytes == 10**9
+    # Dominant type by bytes: Q4_0 (attn_q, attn_k, ffn_up) over Q8_0 (token_embd, attn_v).
+    assert facts.quant == "Q4_0"
+
+
+def gemma_spec(n_layer: int, pattern: object = None, arch: str = "gemma3") -> Spec:
+    keys: dict[str, Any] = {
+        "block_count": n_layer,
+        "embedding_length": 64,
+        "attention.head_count": 4,
+        "attention.head_count_kv": 1,
+        "attention.key_length": 256,
+        "attention.value_length": 256,
+        "attention.sliding_window": 512,
+        "feed_forward_length": 128,
+        "context_length": 32768,
+    }
+    if pattern is not None:
+        keys["attention.sliding_window_pattern"] = pattern
+    tensors: list[TensorSpec] = [
+        ("token_embd.weight", "Q8_0", (64, 40)),
+        ("output_norm.weight", "F32", (64,)),
+    ]
+    tensors += [(f"blk.{il}.attn_norm.weight", "F32", (64,)) for il in range(n_layer)]
+    return Spec(arch, keys, tensors, {"general.file_type": 15})
+
+
+def test_gemma3_default_period_six(tmp_path: Path) -> None:
+    spec = gemma_spec(12)
+    spec.general["tokenizer.ggml.tokens"] = [f"<{i}>" for i in range(1000)]
+    facts = facts_from_gguf(write_gguf(tmp_path / "g3.gguf", spec))
+    arch = facts.arch
+    assert arch.sliding_window == 512
+    assert arch.swa_layers == [il % 6 != 5 for il in range(12)]
+    assert sum(arch.swa_layers) == 10 and arch.is_swa(0) and not arch.is_swa(5)
+    assert (arch.head_dim_k, arch.n_head_kv, arch.n_vocab) == (256, [1] * 12, 1000)
+    assert facts.weights.block_bytes == [256] * 12
+    assert facts.weights.cpu_repack_bytes == [0] * 12
+
+
+def test_swa_pattern_from_period_key(tmp_path: Path) -> None:
+    facts = facts_from_gguf(write_gguf(tmp_path / "p.gguf", gemma_spec(8, pattern=4)))
+    assert facts.arch.swa_layers == [True, True, True, False] * 2
+
+
+def test_swa_pattern_from_bool_array(tmp_path: Path) -> None:
+    pattern = [True, False, False, True, True]
+    facts = facts_from_gguf(write_gguf(tmp_path / "a.gguf", gemma_spec(5, pattern=pattern)))
+    assert facts.arch.swa_layers == pattern
+
+
+def test_gemma2_swa_on_even_layers(tmp_path: Path) -> None:
+    facts = facts_from_gguf(write_gguf(tmp_path / "g2.gguf", gemma_spec(4, arch="gemma2")))
+    assert facts.arch.swa_layers == [True, False, True, False]
+
+
+def test_moe(tmp_path: Path) -> None:
+    keys = {
+        "block_count": 1,
+        "embedding_length": 256,
+        "attention.head_count": 4,
+        "attention.head_count_kv": 4,
+        "feed_forward_length": 1024,
+        "expert_feed_forward_length": 128,
+        "expert_count": 8,
+        "expert_used_count": 2,
+        "context_length": 2048,
+        "vocab_size": 32,
+    }
+    tensors: list[TensorSpec] = [
+        ("token_embd.weight", "F32", (256, 32)),
+        ("output.weight", "F32", (256, 32)),
+        ("blk.0.ffn_gate_inp.weight", "F32", (256, 8)),
+        ("blk.0.ffn_gate_exps.weight", "Q4_0", (256, 128, 8)),  # 3-D experts repack too
+        ("blk.0.ffn_down_exps.weight", "Q4_0", (128, 256, 8)),
+    ]
+    facts = facts_from_gguf(write_gguf(tmp_path / "moe.gguf", Spec("qwen3moe", keys, tensors)))
+    assert (facts.arch.n_expert, facts.arch.n_expert_used, facts.arch.n_ff) == (8, 2, 128)
+    assert facts.weights.block_bytes == [256 * 8 * 4 + 2 * nbytes("Q4_0", (256, 128, 8))]
+    assert facts.weights.cpu_repack_bytes == [2 * nbytes("Q4_0", (256, 128, 8))]
+    assert facts.weights.output_bytes == 256 * 32 * 4
+    assert facts.quant == "Q4_0"
+
+
+def test_mla_deepseek2(tmp_path: Path) -> None:
+    keys = {
+        "block_count": 2,
+        "embedding_length": 128,
+        "attention.head_count": 16,
+        "attention.head_count_kv": 16,
+        "attention.key_length": 48,
+        "attention.value_length": 32,
+        "attention.kv_lora_rank": 64,
+        "rope.dimension_count": 16,
+        "feed_forward_length": 256,
+        "context_length": 163840,
+        "vocab_size": 16,
+    }
+    tensors: list[TensorSpec] = [
+        ("token_embd.weight", "F32", (128, 16)),
+        ("output.weight", "F32", (128, 16)),
+    ]
+    tensors += [(f"blk.{il}.attn_kv_a_mqa.weight", "F32", (128, 80)) for il in range(2)]
+    facts = facts_from_gguf(write_gguf(tmp_path / "ds.gguf", Spec("deepseek2", keys, tensors)))
+    arch = facts.arch
+    assert (arch.kv_lora_rank, arch.n_rot) == (64, 16)
+    assert (arch.head_dim_k, arch.head_dim_v, arch.n_head_kv) == (48, 32, [16, 16])
+    assert facts.weights.block_bytes == [128 * 80 * 4] * 2
+
+
+def ssm_keys(n_layer: int) -> dict[str, Any]:
+    return {
+        "block_count": n_layer,
+        "embedding_length": 64,
+        "context_length": 1048576,
+        "ssm.conv_kernel": 4,
+        "ssm.inner_size": 128,
+        "ssm.state_size": 16,
+        "ssm.group_count": 1,
+        "ssm.time_step_rank": 4,
+        "vocab_size": 8,
+    }
+
+
+# ((d_conv - 1) * (d_inner + 2 * n_group * d_state) + d_state * d_inner) * 4 bytes
+SSM_LAYER_BYTES = ((4 - 1) * (128 + 2 * 1 * 16) + 16 * 128) * 4
+
+
+def test_mamba2_every_layer_recurrent(tmp_path: Path) -> None:
+    tensors: list[TensorSpec] = [("token_embd.weight", "F32", (64, 8))]
+    tensors += [(f"blk.{il}.ssm_norm.weight", "F32", (128,)) for il in range(2)]
+    facts = facts_from_gguf(write_gguf(tmp_path / "m2.gguf", Spec("mamba2", ssm_keys(2), tensors)))
+    arch = facts.arch
+    assert SSM_LAYER_BYTES == 10112
+    assert arch.n_head_kv == [0, 0]
+    assert arch.recurrent_state_bytes_per_seq == 2 * SSM_LAYER_BYTES
+    assert arch.tied_embeddings and arch.n_head == 1
+    assert facts.weights.block_bytes == [512, 512]
+
+
+def test_hybrid_recurrent_layers_have_no_kv(tmp_path: Path) -> None:
+    keys = {**ssm_keys(4), "attention.head_count": 4, "attention.head_count_kv": [0, 2, 0, 0]}
+    tensors: list[TensorSpec] = [
+        ("token_embd.weight", "F32", (64, 8)),
+        ("output.weight", "F32", (64, 8)),
+    ]
+    facts = facts_from_gguf(write_gguf(tmp_path / "h.gguf", Spec("granitehybrid", keys, tensors)))
+    assert facts.arch.n_head_kv == [0, 2, 0, 0]
+    assert facts.arch.recurrent_state_bytes_per_seq == 3 * SSM_LAYER_BYTES
+    assert facts.arch.head_dim_k == 16
+
+
+def split_parts(tmp_path: Path, spec: Spec, n: int) -> list[Path]:
+    """Write `spec` as an n-part split set: keys in part 1, tensors dealt round-robin."""
+    paths = []
+    for i in range(n):
+        part = Spec(
+            spec.arch,
+            spec.keys if i == 0 else {},
+            spec.tensors[i::n],
+            dict(spec.general) if i == 0 else {},
+        )
+        part.general |= {"split.no": i, "split.count": n, "split.tensors.count": len(spec.tensors)}
+        paths.append(write_gguf(tmp_path / f"tiny-Q4_K_M-{i + 1:05d}-of-{n:05d}.gguf", part))
+    return paths
+
+
+def test_split_set_merges_tensor_tables(tmp_path: Path) -> None:
+    whole = facts_from_gguf(write_gguf(tmp_path / "whole.gguf", llama_spec()))
+    paths = split_parts(tmp_path, llama_spec(), 3)
+    merged = facts_from_gguf_parts(paths)
+    assert merged.arch == whole.arch
+    assert merged.quant == whole.quant
+    w = merged.weights
+    assert w.block_bytes == whole.weights.block_bytes
+    assert w.cpu_repack_bytes == whole.weights.cpu_repack_bytes
+    assert (w.token_embd_bytes, w.output_bytes) == (
+        whole.weights.token_embd_bytes,
+        whole.weights.output_bytes,
+    )
+    assert w.file_bytes == sum(p.stat().st_size for p in paths)
+    with pytest.raises(GGUFReadError, match=r"split\.count"):
+        facts_from_gguf_parts(paths[:2])
+
+
+def test_not_a_gguf(tmp_path: Path) -> None:
+    path = tmp_path / "model.gguf"
+    path.write_bytes(b"<html>not found</html>" * 10)
+    with pytest.raises(GGUFReadError) as info:
+        facts_from_gguf(path)
+    assert str(path) in info.value.message()
+
+
+@pytest.mark.parametrize("keep", [0, 10, 600, -100])
+def test_truncated_or_empty(tmp_path: Path, keep: int) -> None:
+    data = write_gguf(tmp_path / "full.gguf", llama_spec()).read_bytes()
+    path = tmp_path / "cut.gguf"
+    path.write_bytes(data[:keep])
+    with pytest.raises(GGUFReadError):
+        facts_from_gguf(path)
+
+
+def test_missing_file(tmp_path: Path) -> None:
+    with pytest.raises(GGUFReadError, match="no such file"):
+        facts_from_gguf(tmp_path / "absent.gguf")
