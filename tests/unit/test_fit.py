@@ -19,24 +19,46 @@ from deployer.core.units import GIB, MIB
 
 def _arch(**kw: object) -> ModelArch:
     base: dict[str, object] = dict(
-        architecture="llama", n_layer=32, n_embd=4096, n_head=32, n_head_kv=[8] * 32,
-        head_dim_k=128, head_dim_v=128, n_ff=14336, n_vocab=128256, ctx_train=131072,
+        architecture="llama",
+        n_layer=32,
+        n_embd=4096,
+        n_head=32,
+        n_head_kv=[8] * 32,
+        head_dim_k=128,
+        head_dim_v=128,
+        n_ff=14336,
+        n_vocab=128256,
+        ctx_train=131072,
     )
     base.update(kw)
     return ModelArch.model_validate(base)
 
 
-def _facts(arch: ModelArch, block: int = 100 * MIB, embd: int = 280 * MIB,
-           out: int = 400 * MIB, tied: bool = False) -> ModelFacts:
+def _facts(
+    arch: ModelArch,
+    block: int = 100 * MIB,
+    embd: int = 280 * MIB,
+    out: int = 400 * MIB,
+    tied: bool = False,
+) -> ModelFacts:
     layout = WeightLayout(
-        file_bytes=embd + out + block * arch.n_layer, token_embd_bytes=embd,
-        output_bytes=out, output_in_file=not tied, block_bytes=[block] * arch.n_layer, exact=True,
+        file_bytes=embd + out + block * arch.n_layer,
+        token_embd_bytes=embd,
+        output_bytes=out,
+        output_in_file=not tied,
+        block_bytes=[block] * arch.n_layer,
+        exact=True,
     )
     return ModelFacts(name="t", quant="Q4_K_M", arch=arch, weights=layout, source="test")
 
 
-GPU = MachineSpec(kind="gpu", device_count=1, device_budget_bytes=80 * GIB,
-                  device_overhead_bytes=500 * MIB, host_budget_bytes=64 * GIB)
+GPU = MachineSpec(
+    kind="gpu",
+    device_count=1,
+    device_budget_bytes=80 * GIB,
+    device_overhead_bytes=500 * MIB,
+    host_budget_bytes=64 * GIB,
+)
 
 
 def test_llama31_8b_kv_is_128_kib_per_token() -> None:
@@ -57,8 +79,17 @@ def test_gemma3_4b_swa_matches_logged_metal_buffers() -> None:
     # gemma-3-4b: 34 layers, 5 global / 29 SWA (window 1024), 4 KV heads x 256.
     # Logged: 160 MiB (8192 cells, 5 layers) + 174 MiB (1536 cells, 29 layers) at ctx 8192.
     swa = [(i + 1) % 6 != 0 for i in range(34)]
-    arch = _arch(n_layer=34, n_embd=2560, n_head=8, n_head_kv=[4] * 34, head_dim_k=256,
-                 head_dim_v=256, sliding_window=1024, swa_layers=swa, n_vocab=262144)
+    arch = _arch(
+        n_layer=34,
+        n_embd=2560,
+        n_head=8,
+        n_head_kv=[4] * 34,
+        head_dim_k=256,
+        head_dim_v=256,
+        sliding_window=1024,
+        swa_layers=swa,
+        n_vocab=262144,
+    )
     assert kv_bytes(arch, range(34), FitSettings(ctx=8192)) == 334 * MIB
     assert kv_bytes(arch, range(34), FitSettings(ctx=131072)) == (2560 + 174) * MIB
 
@@ -115,8 +146,13 @@ def test_partial_offload_moves_kv_and_grows_compute() -> None:
 
 
 def test_two_gpus_split_layers_and_last_holds_output() -> None:
-    two = MachineSpec(kind="gpu", device_count=2, device_budget_bytes=40 * GIB,
-                      device_overhead_bytes=500 * MIB, host_budget_bytes=64 * GIB)
+    two = MachineSpec(
+        kind="gpu",
+        device_count=2,
+        device_budget_bytes=40 * GIB,
+        device_overhead_bytes=500 * MIB,
+        host_budget_bytes=64 * GIB,
+    )
     est = estimate_memory(_facts(_arch()), FitSettings(ctx=8192, n_gpu_layers=33), two)
     a, b = est.devices
     assert a.layers == 16 and b.layers == 17
@@ -127,7 +163,9 @@ def test_two_gpus_split_layers_and_last_holds_output() -> None:
 def test_no_flash_attention_costs_kq_matrix() -> None:
     facts = _facts(_arch())
     fa = estimate_memory(facts, FitSettings(ctx=32768, n_gpu_layers=33), GPU)
-    nofa = estimate_memory(facts, FitSettings(ctx=32768, n_gpu_layers=33, flash_attention=False), GPU)
+    nofa = estimate_memory(
+        facts, FitSettings(ctx=32768, n_gpu_layers=33, flash_attention=False), GPU
+    )
     extra = nofa.devices[0].compute_bytes - fa.devices[0].compute_bytes
     # f32 KQ for n_head heads over 32768 cells x 512 tokens = 2 GiB, dwarfing everything else.
     assert extra >= 2 * GIB
@@ -136,8 +174,13 @@ def test_no_flash_attention_costs_kq_matrix() -> None:
 
 @pytest.mark.parametrize("ctx", [512, 4096, 65536])
 def test_cpu_only_puts_everything_on_host(ctx: int) -> None:
-    cpu = MachineSpec(kind="cpu", device_count=0, device_budget_bytes=0,
-                      device_overhead_bytes=0, host_budget_bytes=64 * GIB)
+    cpu = MachineSpec(
+        kind="cpu",
+        device_count=0,
+        device_budget_bytes=0,
+        device_overhead_bytes=0,
+        host_budget_bytes=64 * GIB,
+    )
     facts = _facts(_arch())
     est = estimate_memory(facts, FitSettings(ctx=ctx, n_gpu_layers=33), cpu)
     assert est.devices == []
