@@ -31,6 +31,8 @@ class NotFoundError(DeployerError):
         text = f"unknown {self.kind} '{self.name}'"
         if self.close_matches:
             text += "; did you mean " + ", ".join(f"'{m}'" for m in self.close_matches) + "?"
+        elif self.hint:
+            text += "."
         if self.hint:
             text += f" {self.hint}"
         return text
