@@ -79,6 +79,7 @@ class DeviceMemory:
     overhead_bytes: int = 0
     budget_bytes: int = 0
     layers: int = 0
+    blocks: list[int] = field(default_factory=list)
 
     @property
     def total_bytes(self) -> int:
@@ -275,6 +276,7 @@ def estimate_memory(facts: ModelFacts, s: FitSettings, machine: MachineSpec) -> 
                 overhead_bytes=machine.device_overhead_bytes,
                 budget_bytes=machine.device_budget_bytes,
                 layers=len(blocks) + (1 if holds_output else 0),
+                blocks=blocks,
             )
             compute = compute_bytes(arch, s, gpu=machine.kind == "gpu")
             if partial:
@@ -295,6 +297,7 @@ def estimate_memory(facts: ModelFacts, s: FitSettings, machine: MachineSpec) -> 
         overhead_bytes=HOST_PROCESS_OVERHEAD_BYTES,
         budget_bytes=machine.host_budget_bytes,
         layers=len(host_blocks),
+        blocks=host_blocks,
     )
     if not on_device:
         host.compute_bytes = compute_bytes(arch, s)

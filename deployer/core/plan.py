@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -17,7 +18,13 @@ from deployer.core.fit import (
     safety_margin_bytes,
 )
 from deployer.core.profiles import Profile
-from deployer.core.quality import UNQUANTIZED, quality_note, quality_rank
+from deployer.core.quality import (
+    NEGLIGIBLE_PPL_DELTA,
+    UNQUANTIZED,
+    ppl_delta,
+    quality_note,
+    quality_rank,
+)
 from deployer.core.units import GIB, fmt_bytes
 
 DEFAULT_CTX = 8192
@@ -222,14 +229,14 @@ def predict_tokens_per_s(
     for dev in mem.devices:
         if dev.layers:
             bw = profile.device_bandwidth_gbps() * 1e9 * DECODE_EFFICIENCY[kind]
-            kv = kv_bytes(facts.arch, range(dev.layers), half)
+            kv = kv_bytes(facts.arch, dev.blocks, half)
             seconds += (dev.weights_bytes * frac + kv) / bw
     if mem.host.layers:
         bw = profile.cpu_bandwidth_gbps * 1e9 * DECODE_EFFICIENCY["cpu"]
-        host_w = sum(w.block_bytes[i] for i in range(mem.host.layers))
+        host_w = sum(w.block_bytes[i] for i in mem.host.blocks)
         if mem.n_gpu_layers == 0:
             host_w += w.output_bytes
-        seconds += (host_w * frac + kv_bytes(facts.arch, range(mem.host.layers), half)) / bw
+        seconds += (host_w * frac + kv_bytes(facts.arch, mem.host.blocks, half)) / bw
     return 1.0 / seconds if seconds > 0 else 0.0
 
 
@@ -252,15 +259,21 @@ def _settings(req: PlanRequest, ctx: int, fa: bool, ngl: int) -> FitSettings:
 
 
 def _best_partial(
-    facts: ModelFacts, req: PlanRequest, ctx: int, fa: bool, profile: Profile, m: MachineSpec
+    facts: ModelFacts,
+    req: PlanRequest,
+    ctx: int,
+    fa: bool,
+    profile: Profile,
+    m: MachineSpec,
+    gpu_only: bool = False,
 ) -> Option | None:
-    """Most GPU layers that fit (memory grows with layers, so bisect)."""
+    """Most GPU layers that fit (device memory grows with layers, so bisect)."""
     lo, hi = 0, facts.arch.n_layer  # n_layer + 1 is full offload, already rejected
     best: Option | None = None
     while lo <= hi:
         mid = (lo + hi) // 2
         opt = _evaluate(facts, _settings(req, ctx, fa, mid), profile, m)
-        if opt.fits:
+        if all(d.fits for d in opt.memory.devices) if gpu_only else opt.fits:
             best, lo = opt, mid + 1
         else:
             hi = mid - 1
@@ -285,6 +298,29 @@ def _max_ctx(
         else:
             hi = mid - 1
     return best
+
+
+def _prefer_smaller_when_negligible(
+    chosen: Option | None, options: list[Option], skip: Callable[[Option], str | None]
+) -> Option | None:
+    """The smallest fitting file whose measured loss is within noise of the best one's."""
+    if chosen is None:
+        return None
+    best = ppl_delta(chosen.facts.quant)
+    if best is None:
+        return chosen
+    pick = chosen
+    for o in options:
+        delta = ppl_delta(o.facts.quant)
+        if (
+            o.fits
+            and skip(o) is None
+            and delta is not None
+            and delta - best < NEGLIGIBLE_PPL_DELTA
+            and o.facts.weights.file_bytes < pick.facts.weights.file_bytes
+        ):
+            pick = o
+    return pick
 
 
 def _overflow_reason(opt: Option) -> str:
@@ -336,6 +372,7 @@ def make_plan(
     ordered = sorted(candidates, key=lambda f: (quality_rank(f.quant), f.weights.file_bytes))
     options = [_evaluate(f, _settings(req, ctx, fa, full_ngl), profile, m) for f in ordered]
     has_q8 = any(o.facts.quant.upper() == "Q8_0" for o in options)
+    native_mxfp4 = any(o.facts.quant.upper() == "MXFP4" for o in options)
 
     wanted = req.quant.upper() if req.quant else None
 
@@ -343,6 +380,10 @@ def make_plan(
         q = o.facts.quant.upper()
         if wanted is not None:
             return None if q == wanted else f"not requested (--quant {req.quant})"
+        if native_mxfp4 and (q in UNQUANTIZED or q == "Q8_0"):
+            return (
+                "the model was released in MXFP4: a larger re-quantization adds bytes, not quality"
+            )
         if q in UNQUANTIZED and m.kind == "cpu":
             return "unquantized on a CPU: twice the bytes per token of Q8_0 for no measurable gain"
         if q in UNQUANTIZED and has_q8:
@@ -353,6 +394,7 @@ def make_plan(
     for o in options:
         if chosen is None and skip_reason(o) is None and o.fits:
             chosen = o
+    chosen = _prefer_smaller_when_negligible(chosen, options, skip_reason)
     alternatives: list[Alternative] = []
     for o in options:
         if o is chosen:
@@ -364,6 +406,11 @@ def make_plan(
             reason = f"fits: a smaller quant that works ({quality_note(o.facts.quant)})"
         elif skip is not None:
             reason = f"fits, but {skip}"
+        elif quality_rank(o.facts.quant) < quality_rank(chosen.facts.quant):
+            reason = (
+                f"fits, but {chosen.facts.quant} is within noise of it "
+                f"({quality_note(o.facts.quant)}) and smaller, so faster"
+            )
         elif quality_rank(o.facts.quant) > quality_rank(chosen.facts.quant):
             reason = (
                 f"fits, lower quality than {chosen.facts.quant} ({quality_note(o.facts.quant)})"
@@ -415,6 +462,21 @@ def make_plan(
                         round(partial.tokens_per_s, 1),
                     ),
                 )
+            else:
+                gpu_full = _best_partial(preferred.facts, req, ctx, fa, profile, m, gpu_only=True)
+                if gpu_full is not None:
+                    alternatives.insert(
+                        0,
+                        Alternative(
+                            preferred.facts.quant,
+                            ctx,
+                            gpu_full.memory.n_gpu_layers,
+                            False,
+                            f"partial offload ({gpu_full.memory.n_gpu_layers} layers on the GPU) "
+                            f"does not fit either: {_overflow_reason(gpu_full)}",
+                            round(gpu_full.tokens_per_s, 1),
+                        ),
+                    )
         best_ctx = _max_ctx(preferred.facts, req, ctx, fa, profile, m, full_ngl)
         if best_ctx is not None:
             alternatives.insert(

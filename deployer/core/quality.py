@@ -55,6 +55,19 @@ PPL_DELTA: dict[str, float] = {
 UNQUANTIZED = frozenset({"F32", "F16", "BF16"})
 
 
+# Below this perplexity difference two quants are indistinguishable in use (F16 vs Q8_0 vs
+# Q6_K differ by about 0.02 on Llama-3-8B); the smaller, faster file is then preferred.
+NEGLIGIBLE_PPL_DELTA = 0.025
+
+
+def ppl_delta(quant: str) -> float | None:
+    """Measured perplexity increase over F16, 0 for unquantized, None when unknown."""
+    key = quant.upper()
+    if key in UNQUANTIZED:
+        return 0.0
+    return PPL_DELTA.get(key)
+
+
 def quality_rank(quant: str) -> int:
     """Position in QUALITY_ORDER (0 is best); unknown labels rank last."""
     key = quant.upper()
