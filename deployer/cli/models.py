@@ -15,6 +15,9 @@ from deployer.cli.output import console, print_json
 from deployer.cli.params import JsonOpt
 from deployer.core.catalog import CatalogModel, get_model, load_catalog
 from deployer.core.errors import NotFoundError
+from deployer.core.layout import facts_from_catalog
+from deployer.core.plan import PlanRequest, PlanResult, make_plan
+from deployer.core.profiles import Profile, get_profile
 from deployer.core.units import GB
 
 models_app = typer.Typer(
@@ -177,18 +180,85 @@ def _quant_table(model: CatalogModel) -> Table:
     return table
 
 
+def fits_filter(profile: Profile, ctx: int | None, fits: dict[str, PlanResult]) -> ModelFilter:
+    """A filter keeping models with a quant that fits `profile` fully; records each plan."""
+
+    def check(model: CatalogModel) -> bool:
+        if ctx is not None and ctx > model.arch.ctx_train:
+            return False
+        facts = [facts_from_catalog(model, q) for q in model.quants]
+        result = make_plan(model.id, facts, profile, PlanRequest(ctx=ctx))
+        if result.fits:
+            fits[model.id] = result
+        return result.fits
+
+    return check
+
+
+def _fit_table(models: list[CatalogModel], fits: dict[str, PlanResult]) -> Table:
+    table = Table(title=f"models that fit {next(iter(fits.values())).profile.id}" if fits else "")
+    for col in ("id", "params", "best quant", "ctx", "GPU layers", "memory", "tokens/s", "licence"):
+        table.add_column(col)
+    for m in models:
+        d = fits[m.id].as_dict()
+        table.add_row(
+            m.id,
+            _params(m),
+            d["quant"],
+            str(d["ctx"]),
+            str(d["n_gpu_layers"]),
+            f"{d['memory']['total_bytes'] / 2**30:.1f} GiB",
+            str(d["predicted_tokens_per_s"]),
+            m.license.id,
+        )
+    return table
+
+
+ProfileFilterOpt = Annotated[
+    str | None,
+    typer.Option("--profile", "-p", help="Only models that fit this profile fully."),
+]
+CtxOpt = Annotated[int | None, typer.Option("--ctx", help="Context to fit (with --profile).")]
+
+
 @models_app.command("list")
-def list_models(family: FamilyOpt = None, json_: JsonOpt = False) -> None:
-    """List catalog models (shipped and yours)."""
+def list_models(
+    family: FamilyOpt = None,
+    profile: ProfileFilterOpt = None,
+    ctx: CtxOpt = None,
+    json_: JsonOpt = False,
+) -> None:
+    """List catalog models (shipped and yours), optionally only those that fit a profile."""
 
     def body() -> None:
         catalog = load_catalog()
         filters: list[ModelFilter] = []
         if family:
             filters.append(family_filter(family, catalog))
+        fits: dict[str, PlanResult] = {}
+        if profile:
+            filters.append(fits_filter(get_profile(profile), ctx, fits))
         models = select_models(catalog, filters)
         if json_:
-            print_json([model_json(m) for m in models])
+            out = []
+            for m in models:
+                entry = model_json(m)
+                if m.id in fits:
+                    d = fits[m.id].as_dict()
+                    entry["fit"] = {
+                        k: d[k]
+                        for k in (
+                            "profile",
+                            "quant",
+                            "ctx",
+                            "n_gpu_layers",
+                            "predicted_tokens_per_s",
+                        )
+                    } | {"total_bytes": d["memory"]["total_bytes"]}
+                out.append(entry)
+            print_json(out)
+        elif profile:
+            console.print(_fit_table(models, fits))
         else:
             console.print(_list_table(models))
 

@@ -106,6 +106,7 @@ class PlanResult:
     license: License | None
     suggested_profiles: list[str] = field(default_factory=list)
     assumptions: list[str] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
 
     @property
     def fits(self) -> bool:
@@ -170,6 +171,7 @@ class PlanResult:
             "alternatives": [a.as_dict() for a in self.alternatives],
             "suggested_profiles": self.suggested_profiles,
             "assumptions": self.assumptions,
+            "warnings": self.warnings,
         }
 
 
@@ -489,7 +491,7 @@ def make_plan(
                     f"largest context that fits fully: {best_ctx}",
                 ),
             )
-        for p in other_profiles or []:
+        for p in _same_kind_first(other_profiles or [], profile):
             if p.id == profile.id:
                 continue
             mp = machine_spec(p)
@@ -510,6 +512,15 @@ def make_plan(
                     "a bigger machine: " + ", ".join(suggested[:3]),
                 )
             )
+    warnings: list[str] = []
+    delta = ppl_delta(chosen.facts.quant)
+    if chosen.fits and delta is not None and delta > HEAVY_LOSS_PPL_DELTA:
+        better = _profiles_fitting_quality(options, req, ctx, fa, other_profiles or [], profile)
+        warnings.append(
+            f"{chosen.facts.quant} loses a lot of quality ({quality_note(chosen.facts.quant)})"
+            + (f"; Q4_K_M or better fits on: {', '.join(better[:3])}" if better else "")
+        )
+        suggested = better[:5]
     return PlanResult(
         model=model,
         profile=profile,
@@ -519,7 +530,47 @@ def make_plan(
         license=license,
         suggested_profiles=suggested,
         assumptions=assumptions,
+        warnings=warnings,
     )
+
+
+# Worse than Q3_K_M: users should hear that a bigger machine buys real quality.
+HEAVY_LOSS_PPL_DELTA = 0.6
+
+
+def _profiles_fitting_quality(
+    options: list[Option],
+    req: PlanRequest,
+    ctx: int,
+    fa: bool,
+    profiles: list[Profile],
+    here: Profile,
+) -> list[str]:
+    """Profiles (cheapest first) where a quant at least as good as Q4_K_M fits fully."""
+    good = [
+        o for o in options if (d := ppl_delta(o.facts.quant)) is not None and d <= PPL_DELTA_Q4_K_M
+    ]
+    if not good:
+        return []
+    smallest = min(good, key=lambda o: o.facts.weights.file_bytes)
+    found = []
+    for p in _same_kind_first(profiles, here):
+        if p.id == here.id:
+            continue
+        mp = machine_spec(p)
+        ngl = smallest.facts.arch.n_layer + 1 if mp.kind != "cpu" else 0
+        if estimate_memory(smallest.facts, _settings(req, ctx, fa, ngl), mp).fits:
+            found.append(p)
+    return [p.id for p in sorted(found, key=_profile_size)]
+
+
+PPL_DELTA_Q4_K_M = 0.1754
+
+
+def _same_kind_first(profiles: list[Profile], here: Profile) -> list[Profile]:
+    """Profiles of the same accelerator kind as `here`, or all when none of that kind."""
+    same = [p for p in profiles if p.kind == here.kind and p.id != here.id]
+    return same or profiles
 
 
 def _profile_size(p: Profile) -> tuple[float, int]:
