@@ -36,7 +36,7 @@ def _root(
 
 def _register() -> None:
     # Each command module adds itself to `app`; imports stay cheap (SDKs load lazily).
-    from deployer.cli import detect, models, plan, profiles  # noqa: F401
+    from deployer.cli import detect, models, plan, profiles, pull  # noqa: F401
 
 
 _register()

@@ -1,0 +1,3 @@
+"""`deployer pull` command."""
+
+from __future__ import annotations

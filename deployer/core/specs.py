@@ -1,0 +1,48 @@
+"""What core hands to the container adapter: plain dataclasses, never SDK objects."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+
+@dataclass(frozen=True)
+class Mount:
+    """A bind mount; read-only unless said otherwise."""
+
+    source: str
+    target: str
+    read_only: bool = True
+
+
+@dataclass(frozen=True)
+class HealthCheck:
+    """A container health check (Docker HEALTHCHECK semantics)."""
+
+    test: list[str]
+    interval_s: float = 5.0
+    timeout_s: float = 3.0
+    retries: int = 3
+    start_period_s: float = 0.0
+
+
+@dataclass(frozen=True)
+class ContainerSpec:
+    """Everything needed to create one container, decided in Python by render/plan."""
+
+    name: str
+    image: str
+    command: list[str]
+    labels: dict[str, str] = field(default_factory=dict)
+    env: dict[str, str] = field(default_factory=dict)
+    mounts: list[Mount] = field(default_factory=list)
+    host_ip: str = "127.0.0.1"
+    host_port: int = 8080
+    container_port: int = 8080
+    user: str = "65534:65534"
+    gpus: list[str] = field(default_factory=list)  # NVIDIA device ids; empty = no GPU
+    read_only_rootfs: bool = True
+    cap_drop: list[str] = field(default_factory=lambda: ["ALL"])
+    security_opt: list[str] = field(default_factory=lambda: ["no-new-privileges"])
+    restart_policy: str = "unless-stopped"
+    health: HealthCheck | None = None
+    tmpfs: dict[str, str] = field(default_factory=lambda: {"/tmp": "rw,size=64m"})
