@@ -1,3 +1,180 @@
-"""`deployer pull` command."""
+"""`deployer pull`: download a model's files, verified and resumable, into the Hugging Face cache."""
 
 from __future__ import annotations
+
+import os
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.progress import (
+    BarColumn,
+    DownloadColumn,
+    Progress,
+    TaskID,
+    TextColumn,
+    TimeRemainingColumn,
+    TransferSpeedColumn,
+)
+
+from deployer.cli.app import app
+from deployer.cli.errors import run_guarded
+from deployer.cli.output import console, err_console, print_json
+from deployer.cli.params import JsonOpt
+from deployer.core.pull import HubStore, ProgressSink, PullResult, pull_model
+from deployer.core.units import MIB, fmt_bytes
+
+_TRUE = {"1", "true", "yes", "on"}
+
+
+class RichProgress:
+    """A bar per file with bytes, speed and ETA (terminals)."""
+
+    def __init__(self) -> None:
+        self._bar = Progress(
+            TextColumn("{task.description}"),
+            BarColumn(),
+            DownloadColumn(),
+            TransferSpeedColumn(),
+            TimeRemainingColumn(),
+            console=err_console,
+            transient=False,
+        )
+        self._task: TaskID | None = None
+
+    def start_file(self, name: str, total_bytes: int, done_bytes: int) -> None:
+        """Open a bar for this file."""
+        if self._task is None:
+            self._bar.start()
+        self._task = self._bar.add_task(name, total=total_bytes, completed=done_bytes)
+
+    def advance(self, n_bytes: int) -> None:
+        """Move the bar."""
+        if self._task is not None:
+            self._bar.advance(self._task, n_bytes)
+
+    def end_file(self) -> None:
+        """Leave the bar as it is."""
+
+    def close(self) -> None:
+        """Stop redrawing."""
+        if self._task is not None:
+            self._bar.stop()
+
+
+class LineProgress:
+    """One line per file start, then one about every 10 s (logs, CI, pipes)."""
+
+    def __init__(self, every_s: float = 10.0) -> None:
+        self.every_s = every_s
+        self._lock = threading.Lock()
+        self._name, self._total, self._done, self._started, self._last = "", 0, 0, 0.0, 0.0
+        self._base = 0
+
+    def start_file(self, name: str, total_bytes: int, done_bytes: int) -> None:
+        """Say what starts and what is already there."""
+        with self._lock:
+            self._name, self._total, self._done = name, total_bytes, done_bytes
+            self._base = done_bytes
+            self._started = self._last = time.monotonic()
+        have = f", {fmt_bytes(done_bytes)} already here" if done_bytes else ""
+        print(f"pull: {name} ({fmt_bytes(total_bytes)}{have})", file=sys.stderr, flush=True)
+
+    def advance(self, n_bytes: int) -> None:
+        """Count; print a line when due."""
+        with self._lock:
+            self._done += n_bytes
+            now = time.monotonic()
+            if now - self._last < self.every_s:
+                return
+            self._last = now
+            rate = (self._done - self._base) / max(now - self._started, 1e-6)
+            line = (
+                f"pull: {self._name} {self._done * 100 // max(self._total, 1)}% "
+                f"{fmt_bytes(self._done)} of {fmt_bytes(self._total)} at {rate / MIB:.1f} MiB/s"
+            )
+        print(line, file=sys.stderr, flush=True)
+
+    def end_file(self) -> None:
+        """Nothing more to say per file."""
+
+    def close(self) -> None:
+        """Nothing to stop."""
+
+
+def offline_mode() -> bool:
+    """HF_HUB_OFFLINE, read now (huggingface_hub reads it once, at import)."""
+    return os.environ.get("HF_HUB_OFFLINE", "").strip().lower() in _TRUE
+
+
+def hub_store(connections: int | None = None) -> HubStore:
+    """The real store: huggingface_hub's cache, deployer's transfer (imports the SDK lazily)."""
+    from deployer.adapters.download import DEFAULT_CONNECTIONS, HfCacheStore
+
+    return HfCacheStore(connections=connections or DEFAULT_CONNECTIONS)
+
+
+def show_result(result: PullResult) -> None:
+    """The files and what moved, for people."""
+    for f in result.files:
+        mark = "verified" if f.verified else "sha256 computed"
+        console.print(f"{f.path}  {fmt_bytes(f.bytes)}  sha256 {f.sha256} ({mark})")
+    rev = f" at {result.revision}" if result.revision else ""
+    console.print(
+        f"{result.model}{rev}: {fmt_bytes(result.bytes_downloaded)} downloaded, "
+        f"{fmt_bytes(result.bytes_reused)} reused, {result.seconds:.1f} s"
+    )
+
+
+@app.command()
+def pull(
+    model: Annotated[
+        str,
+        typer.Argument(help="Catalog id, demo, a .gguf path or hf://ORG/REPO[:QUANT][@REV]."),
+    ],
+    quant: Annotated[str | None, typer.Option("--quant", help="Quantization, e.g. Q4_K_M.")] = None,
+    revision: Annotated[
+        str | None, typer.Option("--revision", help="Branch, tag or commit (default main).")
+    ] = None,
+    local_dir: Annotated[
+        Path | None,
+        typer.Option("--local-dir", help="Put the files here instead of the Hugging Face cache."),
+    ] = None,
+    accept_license: Annotated[
+        bool, typer.Option("--accept-license", help="Accept a licence that restricts use.")
+    ] = False,
+    connections: Annotated[
+        int | None,
+        typer.Option("--connections", min=1, max=16, help="Parallel connections per file."),
+    ] = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Download a model's GGUF files, resumable and sha256-verified."""
+
+    def body() -> None:
+        progress: RichProgress | LineProgress = (
+            RichProgress() if err_console.is_terminal else LineProgress()
+        )
+        sink: ProgressSink = progress
+        try:
+            result = pull_model(
+                model,
+                quant,
+                store=hub_store(connections),
+                revision=revision,
+                local_dir=local_dir,
+                accept_license=accept_license,
+                offline=offline_mode(),
+                progress=sink,
+            )
+        finally:
+            progress.close()
+        if as_json:
+            print_json(result.as_dict())
+        else:
+            show_result(result)
+
+    run_guarded(body)

@@ -13,6 +13,7 @@ import hashlib
 import json
 import re
 import threading
+import time
 from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -27,6 +28,7 @@ _RESOLVE_RE = re.compile(r"^/([^/]+/[^/]+)/resolve/([^/]+)/(.+)$")
 _API_RE = re.compile(r"^/api/models/([^/]+/[^/]+?)(?:/revision/([^/]+)|/tree/([^/]+))?/?$")
 _RANGE_RE = re.compile(r"^bytes=(\d+)-(\d*)$")
 _CHUNK = 1024 * 1024
+_SLOW_CHUNK = 64 * 1024
 
 
 @dataclass
@@ -57,6 +59,12 @@ class LoopbackHub:
         self.repos: dict[str, HubRepo] = {}
         self.bytes_served: Counter[str] = Counter()
         self.requests: list[tuple[str, str]] = []
+        # Fault switches, keyed "repo_id/name": bytes per second for that file (all
+        # connections together), close each response after N bytes, or flip bytes in transit.
+        self.throttle_bps: dict[str, int] = {}
+        self.cut_after: dict[str, int] = {}
+        self.corrupt: set[str] = set()
+        self._next_send: dict[str, float] = {}
         self._lock = threading.Lock()
         self._server = ThreadingHTTPServer(("127.0.0.1", 0), _make_handler(self))
         self._server.daemon_threads = True
@@ -89,6 +97,18 @@ class LoopbackHub:
         self._server.shutdown()
         self._server.server_close()
 
+    def pace(self, key: str, n: int) -> None:
+        """Sleep as long as the file's throttle asks before sending n more bytes."""
+        rate = self.throttle_bps.get(key)
+        if not rate:
+            return
+        with self._lock:
+            now = time.monotonic()
+            at = max(now, self._next_send.get(key, now))
+            self._next_send[key] = at + n / rate
+        if at > now:
+            time.sleep(at - now)
+
     def count(self, key: str, n: int) -> None:
         """Record n bytes served for key (thread-safe)."""
         with self._lock:
@@ -119,7 +139,9 @@ class _HubHandler(BaseHTTPRequestHandler):
     def _route(self, head: bool) -> None:
         path = unquote(urlsplit(self.path).path)
         self.hub.requests.append((self.command, path))
-        if match := _RESOLVE_RE.match(path):
+        if path == "/_stats" and not head:  # bytes served per file, for out-of-process users
+            self._json(dict(self.hub.bytes_served))
+        elif match := _RESOLVE_RE.match(path):
             self._resolve(match.group(1), match.group(2), match.group(3), head)
         elif (match := _API_RE.match(path)) and not head:
             repo_id, revision, tree_rev = match.groups()
@@ -233,12 +255,24 @@ class _HubHandler(BaseHTTPRequestHandler):
         self._send_file(f"{repo_id}/{name}", path, start, end - start + 1)
 
     def _send_file(self, key: str, path: Path, start: int, length: int) -> None:
+        throttled = key in self.hub.throttle_bps
+        step = _SLOW_CHUNK if throttled else _CHUNK
+        budget = self.hub.cut_after.get(key)
         with path.open("rb") as fh:
             fh.seek(start)
             while length > 0:
-                chunk = fh.read(min(_CHUNK, length))
+                if budget is not None and budget <= 0:
+                    self.close_connection = True
+                    break  # cut: the client sees a short body
+                want = min(step, length) if budget is None else min(step, length, budget)
+                chunk = fh.read(want)
                 if not chunk:
                     break
+                if key in self.hub.corrupt:
+                    chunk = bytes(b ^ 0x5A for b in chunk)
+                if budget is not None:
+                    budget -= len(chunk)
+                self.hub.pace(key, len(chunk))
                 try:
                     self.wfile.write(chunk)
                 except (BrokenPipeError, ConnectionResetError):

@@ -1,0 +1,546 @@
+"""Verified, resumable downloads into the standard Hugging Face cache (or a --local-dir).
+
+huggingface_hub gives us URLs, auth headers, its HTTP session, the cache layout and its locks;
+the byte transfer is ours because the library neither resumes across processes nor checks
+sha256. A file is fetched in blocks (Range requests, optionally several connections) into
+`blobs/<sha256>.incomplete`; a sidecar `<...>.incomplete.progress` records, per block, how
+many bytes are on disk, written after the data so a SIGKILL never overstates progress. The
+main thread hashes the file in order as the front advances (re-reading the prefix on resume),
+then the sha256 is compared and the file atomically renamed into its blob.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import re
+import struct
+import threading
+import time
+from collections import deque
+from collections.abc import Iterator
+from pathlib import Path
+
+from huggingface_hub import HfApi, get_session, hf_hub_url, hf_raise_for_status
+from huggingface_hub.errors import HfHubHTTPError
+from huggingface_hub.utils import (  # type: ignore[attr-defined]
+    WeakFileLock,
+    build_hf_headers,
+)
+
+from deployer.adapters.hub import _translated
+from deployer.core.errors import ExternalUnavailable
+from deployer.core.pull import (
+    FetchResult,
+    FileTarget,
+    ProgressSink,
+    RepoListing,
+    contained,
+    sha256_file,
+)
+from deployer.core.pull_errors import ChecksumMismatch
+from deployer.core.resolve import RemoteFile
+from deployer.core.resources import state_dir
+
+try:  # huggingface_hub 2.x talks through httpx2, 1.x through httpx
+    from httpx2 import TransportError
+except ImportError:  # pragma: no cover - depends on the installed huggingface_hub
+    from httpx import TransportError  # type: ignore[no-redef]
+
+BLOCK_BYTES = 16 << 20
+# Parallel ranges help on long links; on loopback each connection costs a core of Python.
+DEFAULT_CONNECTIONS = min(4, max(2, os.cpu_count() or 2))
+_READ_CHUNK = 8 << 20
+_HASH_STEP = 4 << 20
+_MAGIC = b"DPLPRG01"
+_HEADER = struct.Struct("<8sQQ")  # magic, block size, file size
+_SLOT = struct.Struct("<Q")
+_RETRIES = 5
+_SHA_RE = re.compile(r"^[0-9a-f]{64}$")
+_COMMIT_RE = re.compile(r"^[0-9a-f]{40}$")
+_HUB = "Hugging Face Hub"
+
+
+def default_cache_dir() -> Path:
+    """The Hub cache the library would use, read from the environment now (not at import)."""
+    if explicit := os.environ.get("HF_HUB_CACHE") or os.environ.get("HUGGINGFACE_HUB_CACHE"):
+        return Path(explicit).expanduser()
+    home = os.environ.get("HF_HOME") or os.path.join(
+        os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"), "huggingface"
+    )
+    return Path(home).expanduser() / "hub"
+
+
+def repo_folder(repo_id: str) -> str:
+    """models--ORG--NAME, as huggingface_hub names a model repo's cache folder."""
+    return "--".join(["models", *repo_id.split("/")])
+
+
+class _Blocks:
+    """Per-block progress of one partial file, mirrored to its sidecar."""
+
+    def __init__(self, part: Path, size: int, block: int) -> None:
+        self.part, self.size, self.block = part, size, block
+        self.sidecar = part.with_name(part.name + ".progress")
+        self.count = max(1, -(-size // block))
+        self.done = [0] * self.count
+        self.cond = threading.Condition()
+        self._load()
+        self.fd = os.open(self.sidecar, os.O_RDWR | os.O_CREAT | os.O_TRUNC, 0o644)
+        os.pwrite(self.fd, _HEADER.pack(_MAGIC, block, size), 0)
+        os.pwrite(self.fd, b"".join(_SLOT.pack(d) for d in self.done), _HEADER.size)
+
+    def length(self, i: int) -> int:
+        return min(self.block, self.size - i * self.block)
+
+    def _load(self) -> None:
+        if not self.part.exists():
+            self.sidecar.unlink(missing_ok=True)
+            return
+        on_disk = self.part.stat().st_size
+        raw = self.sidecar.read_bytes() if self.sidecar.exists() else b""
+        want = _HEADER.size + _SLOT.size * self.count
+        if len(raw) == want and _HEADER.unpack_from(raw) == (_MAGIC, self.block, self.size):
+            slots = struct.unpack_from(f"<{self.count}Q", raw, _HEADER.size)
+        elif not raw and on_disk <= self.size:
+            # A plain prefix: our own older file or one huggingface_hub left when killed.
+            slots = tuple(
+                max(0, min(self.block, on_disk - i * self.block)) for i in range(self.count)
+            )
+        else:
+            slots = (0,) * self.count
+        for i, got in enumerate(slots):
+            # never trust more than the data file really holds
+            self.done[i] = max(0, min(got, self.length(i), on_disk - i * self.block))
+
+    def record(self, i: int, n: int) -> None:
+        with self.cond:
+            self.done[i] += n
+            value = self.done[i]
+            self.cond.notify_all()
+        os.pwrite(self.fd, _SLOT.pack(value), _HEADER.size + _SLOT.size * i)
+
+    def front(self, pos: int) -> int:
+        """Bytes readable in order from `pos` right now, once worth a read (0 until then)."""
+        i = pos // self.block
+        avail = i * self.block + self.done[i] - pos
+        block_left = i * self.block + self.length(i) - pos
+        # waking per network chunk costs more in GIL hand-offs than the hashing itself
+        return avail if avail >= min(_HASH_STEP, block_left) else 0
+
+    def close(self) -> None:
+        os.close(self.fd)
+
+    def remove(self) -> None:
+        self.sidecar.unlink(missing_ok=True)
+
+
+class _Transfer:
+    """One file's block download (threads) and in-order hashing (caller's thread)."""
+
+    def __init__(
+        self,
+        url: str,
+        headers: dict[str, str],
+        blocks: _Blocks,
+        connections: int,
+        progress: ProgressSink,
+    ) -> None:
+        self.url, self.headers, self.blocks = url, headers, blocks
+        self.connections, self.progress = connections, progress
+        self.pending = deque(i for i in range(blocks.count) if blocks.done[i] < blocks.length(i))
+        self.errors: list[BaseException] = []
+        self.stop = False
+        self.downloaded = 0
+        self._lock = threading.Lock()
+
+    def run(self, fd: int) -> str:
+        """Download what is missing while hashing in order; the hex sha256."""
+        import hashlib
+
+        workers = [
+            threading.Thread(target=self._worker, args=(fd,), daemon=True)
+            for _ in range(min(self.connections, len(self.pending)))
+        ]
+        for w in workers:
+            w.start()
+        digest, pos, size, blocks = hashlib.sha256(), 0, self.blocks.size, self.blocks
+        try:
+            while pos < size:
+                with blocks.cond:
+                    while (avail := blocks.front(pos)) <= 0 and not self.errors:
+                        if not any(w.is_alive() for w in workers):
+                            break
+                        blocks.cond.wait(0.5)
+                if avail <= 0:
+                    break
+                data = os.pread(fd, min(avail, _READ_CHUNK), pos)
+                if not data:
+                    break
+                digest.update(data)
+                pos += len(data)
+        finally:
+            self.stop = True
+            for w in workers:
+                w.join()
+        if self.errors:
+            raise self.errors[0]
+        if pos < size:
+            raise ExternalUnavailable(_HUB, f"download stopped at {pos} of {size} bytes")
+        return digest.hexdigest()
+
+    def _worker(self, fd: int) -> None:
+        try:
+            while not self.stop and not self.errors:
+                with self._lock:
+                    if not self.pending:
+                        return
+                    i = self.pending.popleft()
+                self._fetch_block(fd, i)
+        except BaseException as exc:
+            self.errors.append(exc)
+            with self.blocks.cond:
+                self.blocks.cond.notify_all()
+
+    def _fetch_block(self, fd: int, i: int) -> None:
+        blocks = self.blocks
+        start, end = i * blocks.block, i * blocks.block + blocks.length(i) - 1
+        failures = 0
+        while not self.stop and blocks.done[i] < blocks.length(i):
+            offset = start + blocks.done[i]
+            try:
+                self._stream(fd, i, offset, end)
+            except (TransportError, HfHubHTTPError) as exc:
+                status = getattr(getattr(exc, "response", None), "status_code", None)
+                if isinstance(exc, HfHubHTTPError) and status not in (429, 500, 502, 503, 504):
+                    raise
+                if start + blocks.done[i] > offset:
+                    failures = 0  # a cut after some progress is not a failure streak
+                    continue
+                failures += 1
+                if failures > _RETRIES:
+                    raise
+                time.sleep(min(0.1 * 2**failures, 5.0))
+
+    def _stream(self, fd: int, i: int, offset: int, end: int) -> None:
+        headers = {**self.headers, "Range": f"bytes={offset}-{end}", "Accept-Encoding": "identity"}
+        with get_session().stream("GET", self.url, headers=headers, timeout=60.0) as resp:
+            hf_raise_for_status(resp)
+            skip = offset if resp.status_code == 200 else 0  # server ignored the Range
+            for chunk in resp.iter_bytes():
+                if self.stop:
+                    return
+                if skip:
+                    cut = min(skip, len(chunk))
+                    chunk, skip = chunk[cut:], skip - cut
+                chunk = chunk[: end + 1 - offset]
+                if not chunk:
+                    if offset > end:
+                        return
+                    continue
+                os.pwrite(fd, chunk, offset)
+                self.blocks.record(i, len(chunk))
+                offset += len(chunk)
+                with self._lock:
+                    self.downloaded += len(chunk)
+                self.progress.advance(len(chunk))
+                if offset > end:
+                    return
+
+
+class _Verified:
+    """Files deployer has hashed, by (path, size, mtime, inode): reuse without re-hashing."""
+
+    def __init__(self, folder: Path) -> None:
+        self.folder = folder
+
+    def _key(self, path: Path) -> list[int]:
+        st = path.stat()
+        return [st.st_size, st.st_mtime_ns, st.st_ino]
+
+    def _file(self, sha: str) -> Path:
+        return self.folder / f"{sha}.json"
+
+    def known(self, path: Path, sha: str) -> bool:
+        try:
+            entries = json.loads(self._file(sha).read_text())
+            return bool(entries.get(str(path.resolve())) == self._key(path))
+        except (OSError, ValueError, AttributeError):
+            return False
+
+    def remember(self, path: Path, sha: str) -> None:
+        with contextlib.suppress(OSError):
+            self.folder.mkdir(parents=True, exist_ok=True)
+            target = self._file(sha)
+            try:
+                entries = json.loads(target.read_text())
+            except (OSError, ValueError):
+                entries = {}
+            entries[str(path.resolve())] = self._key(path)
+            tmp = target.with_name(f"{target.name}.{os.getpid()}.tmp")
+            tmp.write_text(json.dumps(entries))
+            tmp.replace(target)
+
+    def check(self, path: Path, sha: str, progress: ProgressSink | None = None) -> str:
+        """The file's sha256: remembered if unchanged since we hashed it, else computed."""
+        if self.known(path, sha):
+            return sha
+        actual = sha256_file(path, progress)
+        if actual == sha:
+            self.remember(path, sha)
+        return actual
+
+
+class HfCacheStore:
+    """The real HubStore: huggingface_hub's cache layout, our resumable verified transfer."""
+
+    def __init__(
+        self,
+        *,
+        cache_dir: Path | None = None,
+        endpoint: str | None = None,
+        token: str | None = None,
+        connections: int = DEFAULT_CONNECTIONS,
+        block_bytes: int = BLOCK_BYTES,
+        verified_dir: Path | None = None,
+    ) -> None:
+        self.root = (cache_dir or default_cache_dir()).expanduser()
+        self.endpoint, self.token = endpoint, token
+        self.connections, self.block_bytes = max(1, connections), block_bytes
+        self.verified = _Verified(verified_dir or state_dir() / "verified")
+
+    # -- layout -------------------------------------------------------------------------------
+    def cache_root(self) -> Path:
+        """The hub cache folder."""
+        return self.root
+
+    def _repo_dir(self, repo_id: str) -> Path:
+        return self.root / repo_folder(repo_id)
+
+    def _lock(self, repo_id: str, sha: str) -> Path:
+        path = self.root / ".locks" / repo_folder(repo_id) / f"{sha}.lock"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        return path
+
+    def _paths(self, t: FileTarget) -> tuple[Path, Path, Path]:
+        """(final path, partial path, lock path) for a target."""
+        if t.local_dir is not None:
+            final = contained(t.local_dir, t.name)
+            work = t.local_dir / ".cache" / "huggingface" / "download"
+            return final, work / f"{t.sha256}.incomplete", work / f"{t.sha256}.lock"
+        snapshot = self._repo_dir(t.repo_id) / "snapshots" / t.commit
+        final = contained(snapshot, t.name)
+        blob = self._repo_dir(t.repo_id) / "blobs" / t.sha256
+        return final, blob.with_name(blob.name + ".incomplete"), self._lock(t.repo_id, t.sha256)
+
+    # -- listing ------------------------------------------------------------------------------
+    def list_repo(self, repo_id: str, revision: str | None) -> RepoListing:
+        """Every file of the repo with LFS sizes and sha256, pinned to the commit."""
+        with _translated(repo_id):
+            info = HfApi(endpoint=self.endpoint, token=self.token).model_info(
+                repo_id, revision=revision, files_metadata=True
+            )
+        if not info.sha or not _COMMIT_RE.match(info.sha):
+            raise ExternalUnavailable(_HUB, f"no commit hash for {repo_id} at {revision or 'main'}")
+        files = []
+        for sib in info.siblings or []:
+            size = sib.lfs.size if sib.lfs else sib.size
+            files.append(
+                RemoteFile(sib.rfilename, int(size or 0), sib.lfs.sha256 if sib.lfs else None)
+            )
+        return RepoListing(repo_id, info.sha, files, bool(info.gated))
+
+    def cached_listing(self, repo_id: str, revision: str | None) -> RepoListing | None:
+        """The cached snapshot's files; sha256 from the blob each one links to."""
+        repo_dir = self._repo_dir(repo_id)
+        rev = revision or "main"
+        commit = rev if _COMMIT_RE.match(rev) else None
+        ref = repo_dir / "refs" / rev
+        if commit is None and ref.is_file():
+            commit = ref.read_text().strip()
+        snapshot = repo_dir / "snapshots" / (commit or "")
+        if commit is None or not snapshot.is_dir():
+            return None
+        files = []
+        for path in sorted(snapshot.rglob("*")):
+            if not path.is_file():
+                continue
+            blob = path.resolve()
+            sha = blob.name if _SHA_RE.match(blob.name) else None
+            files.append(
+                RemoteFile(path.relative_to(snapshot).as_posix(), blob.stat().st_size, sha)
+            )
+        return RepoListing(repo_id, commit, files)
+
+    # -- state --------------------------------------------------------------------------------
+    def present_bytes(self, target: FileTarget) -> int:
+        """Size when the blob or local file is there; else what a partial already holds."""
+        final, part, _ = self._paths(target)
+        complete = final if target.local_dir is not None else part.with_suffix("")
+        if complete.is_file() and complete.stat().st_size == target.size:
+            return target.size
+        candidates = [part, *self._foreign_partials(part)]
+        best = 0
+        for cand in candidates:
+            if cand.is_file():
+                blocks_file = cand.with_name(cand.name + ".progress")
+                if blocks_file.exists():
+                    raw = blocks_file.read_bytes()[_HEADER.size :]
+                    have = sum(struct.unpack(f"<{len(raw) // 8}Q", raw[: len(raw) // 8 * 8]))
+                else:
+                    have = cand.stat().st_size
+                best = max(best, min(have, target.size))
+        return best
+
+    def _foreign_partials(self, part: Path) -> list[Path]:
+        """Partials huggingface_hub left for the same blob (`<sha>.<uuid8>.incomplete`)."""
+        sha = part.name.removesuffix(".incomplete")
+        if not part.parent.is_dir():
+            return []
+        return [p for p in part.parent.glob(f"{sha}.*.incomplete") if p != part]
+
+    def clean_stale(self, repo_id: str, keep_sha256: set[str]) -> int:
+        """Delete this repo's partials whose sha256 no file at the current commit has."""
+        blobs = self._repo_dir(repo_id) / "blobs"
+        freed = 0
+        if not blobs.is_dir():
+            return 0
+        for path in list(blobs.glob("*.incomplete")) + list(blobs.glob("*.incomplete.progress")):
+            sha = path.name.split(".", 1)[0]
+            if sha in keep_sha256 or not _SHA_RE.match(sha):
+                continue
+            try:  # someone downloading it holds the lock: leave theirs alone
+                with WeakFileLock(self._lock(repo_id, sha), timeout=0.05):
+                    if path.exists():
+                        freed += path.stat().st_size
+                        path.unlink()
+            except Exception as exc:  # filelock.Timeout: busy
+                if type(exc).__name__ != "Timeout":
+                    raise
+        return freed
+
+    # -- fetch --------------------------------------------------------------------------------
+    def fetch(self, target: FileTarget, progress: ProgressSink, *, offline: bool) -> FetchResult:
+        """Reuse, resume or download `target`, verify its sha256, link it into place."""
+        final, part, lock = self._paths(target)
+        lock.parent.mkdir(parents=True, exist_ok=True)
+        part.parent.mkdir(parents=True, exist_ok=True)
+        with WeakFileLock(lock):
+            if target.local_dir is not None:
+                return self._fetch_local_dir(target, final, part, progress, offline)
+            blob = part.with_suffix("")
+            if blob.is_file():
+                self._check_existing(target, blob, progress, remove_on_mismatch=True)
+                self._link(target, blob, final)
+                return FetchResult(final, target.sha256, 0, target.size, True)
+            downloaded, reused = self._download(target, part, blob, progress)
+            self._link(target, blob, final)
+            return FetchResult(final, target.sha256, downloaded, reused, True)
+
+    def _fetch_local_dir(
+        self, t: FileTarget, final: Path, part: Path, progress: ProgressSink, offline: bool
+    ) -> FetchResult:
+        if final.is_file() and final.stat().st_size == t.size:
+            progress.start_file(f"{t.name} (verifying)", t.size, 0)
+            try:
+                if self.verified.check(final, t.sha256, progress) == t.sha256:
+                    self._write_local_metadata(t)
+                    return FetchResult(final, t.sha256, 0, t.size, True)
+            finally:
+                progress.end_file()
+        final.parent.mkdir(parents=True, exist_ok=True)
+        downloaded, reused = self._download(t, part, final, progress)
+        self._write_local_metadata(t)
+        return FetchResult(final, t.sha256, downloaded, reused, True)
+
+    def _write_local_metadata(self, t: FileTarget) -> None:
+        # So `hf download --local-dir` sees the file as current (same commit and etag).
+        assert t.local_dir is not None
+        with contextlib.suppress(ImportError, OSError):
+            from huggingface_hub._local_folder import write_download_metadata
+
+            write_download_metadata(t.local_dir, t.name, t.commit, t.sha256)
+
+    def _check_existing(
+        self, t: FileTarget, path: Path, progress: ProgressSink, *, remove_on_mismatch: bool
+    ) -> None:
+        progress.start_file(f"{t.name} (verifying)", t.size, 0)
+        try:
+            actual = self.verified.check(path, t.sha256, progress)
+        finally:
+            progress.end_file()
+        if actual != t.sha256:
+            if remove_on_mismatch:
+                path.unlink(missing_ok=True)
+            raise ChecksumMismatch(t.name, t.sha256, actual, str(path))
+
+    def _adopt_partials(self, part: Path) -> None:
+        """Keep the longest plain partial of this blob as ours; drop the others."""
+        foreign = [p for p in self._foreign_partials(part) if p.is_file()]
+        if not foreign:
+            return
+        ours = part.stat().st_size if part.exists() else -1
+        best = max(foreign, key=lambda p: p.stat().st_size)
+        if best.stat().st_size > ours and not part.with_name(part.name + ".progress").exists():
+            best.replace(part)
+            foreign.remove(best)
+        for p in foreign:
+            p.unlink(missing_ok=True)
+
+    def _download(
+        self, t: FileTarget, part: Path, dest: Path, progress: ProgressSink
+    ) -> tuple[int, int]:
+        """Fetch into `part`, verify, rename to `dest`; (bytes downloaded, bytes reused)."""
+        url = hf_hub_url(t.repo_id, t.name, revision=t.commit, endpoint=self.endpoint)
+        headers = build_hf_headers(token=self.token)
+        self._adopt_partials(part)
+        blocks = _Blocks(part, t.size, self.block_bytes)
+        reused = sum(blocks.done)
+        fd = os.open(part, os.O_RDWR | os.O_CREAT, 0o644)
+        transfer = _Transfer(url, headers, blocks, self.connections, progress)
+        progress.start_file(t.name, t.size, reused)
+        try:
+            with _translated(t.repo_id, t.name):
+                actual = transfer.run(fd)
+        except BaseException:
+            if not any(blocks.done):  # refused before any byte: leave nothing behind
+                part.unlink(missing_ok=True)
+                blocks.remove()
+            raise
+        finally:
+            os.close(fd)
+            blocks.close()
+            progress.end_file()
+        if actual != t.sha256:
+            part.unlink(missing_ok=True)
+            blocks.remove()
+            raise ChecksumMismatch(t.name, t.sha256, actual, str(part))
+        os.chmod(part, 0o644)
+        part.replace(dest)
+        blocks.remove()
+        self.verified.remember(dest, t.sha256)
+        return transfer.downloaded, reused
+
+    def _link(self, t: FileTarget, blob: Path, pointer: Path) -> None:
+        """snapshots/<commit>/<name> -> ../../blobs/<sha256>, and refs/<revision>."""
+        pointer.parent.mkdir(parents=True, exist_ok=True)
+        rel = os.path.relpath(blob, pointer.parent)
+        if not (pointer.is_symlink() and os.readlink(pointer) == rel):
+            tmp = pointer.with_name(f".{pointer.name}.{os.getpid()}.tmp")
+            tmp.unlink(missing_ok=True)
+            tmp.symlink_to(rel)
+            tmp.replace(pointer)
+        if t.revision != t.commit:
+            ref = self._repo_dir(t.repo_id) / "refs" / t.revision
+            contained(self._repo_dir(t.repo_id) / "refs", t.revision)
+            ref.parent.mkdir(parents=True, exist_ok=True)
+            if not ref.is_file() or ref.read_text() != t.commit:
+                tmp = ref.with_name(f".{ref.name}.{os.getpid()}.tmp")
+                tmp.write_text(t.commit)
+                tmp.replace(ref)
+
+
+def iter_partials(cache_dir: Path) -> Iterator[Path]:
+    """Every partial download (ours and huggingface_hub's) in a cache, for tests and doctors."""
+    yield from cache_dir.glob("*/blobs/*.incomplete")
