@@ -36,7 +36,16 @@ def _root(
 
 def _register() -> None:
     # Each command module adds itself to `app`; imports stay cheap (SDKs load lazily).
-    from deployer.cli import detect, models, plan, profiles, pull  # noqa: F401
+    from deployer.cli import (  # noqa: F401
+        detect,
+        image,
+        models,
+        plan,
+        profiles,
+        pull,
+        render,
+        runtime,
+    )
 
 
 _register()

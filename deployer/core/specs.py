@@ -46,3 +46,5 @@ class ContainerSpec:
     restart_policy: str = "unless-stopped"
     health: HealthCheck | None = None
     tmpfs: dict[str, str] = field(default_factory=lambda: {"/tmp": "rw,size=64m"})
+    # A tiny init as PID 1 forwards SIGTERM: llama-server as PID 1 ignores it while loading.
+    init: bool = True

@@ -1,0 +1,166 @@
+"""`deployer render`: the files to run a plan by hand (compose, systemd, launchd, k8s)."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path, PurePosixPath
+from typing import Annotated
+
+import typer
+
+from deployer.cli.app import app
+from deployer.cli.errors import run_guarded
+from deployer.cli.output import console
+from deployer.cli.params import DetectOpt, ProfileOpt
+from deployer.core.arch import ModelFacts
+from deployer.core.llama_flags import PINNED_BUILD
+
+# Where `deployer pull --local-dir` puts weights that are not in the Hugging Face cache yet.
+PULL_DIR = PurePosixPath("/models")
+
+
+@dataclass(frozen=True)
+class WeightsLocation:
+    """The host path the weights have (or will have), and the pull that fetches them if absent."""
+
+    path: Path
+    pull_command: str | None = None
+
+
+def _hf_cache_file(repo_id: str, filename: str) -> Path | None:
+    """The file in the Hugging Face cache (the snapshot refs/main points at first), if there."""
+    home = Path(os.environ.get("HF_HOME") or Path.home() / ".cache" / "huggingface")
+    repo_dir = home / "hub" / ("models--" + repo_id.replace("/", "--"))
+    main = repo_dir / "refs" / "main"
+    revisions = [main.read_text().strip()] if main.is_file() else []
+    snapshots = repo_dir / "snapshots"
+    if snapshots.is_dir():
+        revisions += sorted(p.name for p in snapshots.iterdir())
+    for rev in revisions:
+        candidate = snapshots / rev / filename
+        if candidate.is_file():
+            return candidate
+    return None
+
+
+def weights_location(ref: str, facts: ModelFacts) -> WeightsLocation:
+    """Real path for demo and local files; the HF cache if pulled; else where pull will put it."""
+    from deployer.cli import wiring
+    from deployer.core.resolve import HF_PREFIX, demo_model_path, parse_hf_ref, select_files
+
+    if ref == "demo":
+        return WeightsLocation(demo_model_path())
+    if ref.lower().endswith(".gguf"):
+        return WeightsLocation(Path(ref).expanduser().resolve())
+    if ref.startswith(HF_PREFIX):
+        hub_ref = parse_hf_ref(ref)
+        hub = wiring.hub_reader()
+        files = hub.list_gguf_files(hub_ref.repo_id, hub_ref.revision)  # type: ignore[attr-defined]
+        repo_id = hub_ref.repo_id
+        filename = select_files(files, facts.quant, ref)[0].name
+        pull = f"deployer pull {HF_PREFIX}{repo_id}:{facts.quant} --local-dir {PULL_DIR}"
+    else:
+        from deployer.core.catalog import get_quant
+
+        entry = wiring.catalog_entry(ref)
+        assert entry is not None
+        _, qf = get_quant(entry, facts.quant)
+        repo_id, filename = qf.repo, qf.file
+        pull = f"deployer pull {entry.id} --quant {facts.quant} --local-dir {PULL_DIR}"
+    cached = _hf_cache_file(repo_id, filename)
+    if cached is not None:
+        return WeightsLocation(cached)
+    return WeightsLocation(Path(str(PULL_DIR / filename)), pull)
+
+
+@app.command()
+def render(
+    model: Annotated[
+        str, typer.Argument(help="Catalog id, demo, a .gguf path or hf://ORG/REPO[:QUANT].")
+    ],
+    profile: ProfileOpt = None,
+    detect: DetectOpt = False,
+    backend: Annotated[str, typer.Option("--backend", help="llamacpp or ollama.")] = "llamacpp",
+    target: Annotated[
+        str | None,
+        typer.Option("--target", help="compose, systemd, launchd or k8s (default: by profile)."),
+    ] = None,
+    out: Annotated[
+        Path | None, typer.Option("--out", help="Output directory (default ./deployer-NAME).")
+    ] = None,
+    port: Annotated[int | None, typer.Option("--port", help="Port on this machine.")] = None,
+    expose: Annotated[
+        bool,
+        typer.Option("--expose", help="Listen on all interfaces (llama.cpp: with an API key)."),
+    ] = False,
+    insecure: Annotated[
+        bool, typer.Option("--insecure", help="Allow --expose for Ollama, which has no API key.")
+    ] = False,
+    name: Annotated[str | None, typer.Option("--name", help="Deployment name.")] = None,
+    image: Annotated[str | None, typer.Option("--image", help="Container image to use.")] = None,
+    runtime_version: Annotated[
+        int, typer.Option("--runtime-version", help="llama.cpp build the flags are spelled for.")
+    ] = PINNED_BUILD,
+    load_mode: Annotated[
+        str | None,
+        typer.Option("--load-mode", help="How llama-server loads weights: mmap, mlock, none, dio."),
+    ] = None,
+    ctx: Annotated[int | None, typer.Option("--ctx", help="Context length (tokens).")] = None,
+    parallel: Annotated[int, typer.Option("--parallel", help="Parallel slots.")] = 1,
+    kv_type: Annotated[
+        str, typer.Option("--kv-type", help="KV cache type: f16, q8_0, q4_0.")
+    ] = "f16",
+    quant: Annotated[str | None, typer.Option("--quant", help="Force a quantization.")] = None,
+) -> None:
+    """Write the files that run MODEL on PROFILE, with a README on running them by hand."""
+
+    def body() -> None:
+        from deployer.cli import wiring
+        from deployer.core.errors import InvalidRequest
+        from deployer.core.plan import PlanRequest, make_plan
+        from deployer.core.render import default_name, render_plan
+
+        if backend not in ("llamacpp", "ollama"):
+            raise InvalidRequest(f"unknown backend '{backend}'", "Use llamacpp or ollama.")
+        prof = wiring.pick_profile(profile, detect)
+        model_name, candidates, lic = wiring.plan_candidates(model, quant)
+        req = PlanRequest(
+            quant=quant, ctx=ctx, parallel=parallel, kv_type=kv_type.lower(), backend=backend
+        )
+        result = make_plan(model_name, candidates, prof, req, license=lic)
+        if not result.fits:
+            raise InvalidRequest(
+                f"{result.model} {result.chosen.facts.quant} does not fit {prof.id}",
+                f"Run 'deployer plan {model} --profile {prof.id}' for what does.",
+            )
+        dep_name = name or default_name(result.model)
+        out_dir = (out or Path(f"deployer-{dep_name}")).resolve()
+        weights = weights_location(model, result.chosen.facts)
+        bundle = render_plan(
+            result,
+            backend=backend,
+            target=target,
+            model_path=weights.path,
+            port=port,
+            expose=expose,
+            insecure=insecure,
+            name=dep_name,
+            runtime_version=runtime_version,
+            image=image,
+            api_key_file=out_dir / "secrets" / "api_key" if expose else None,
+            load_mode=load_mode,
+            pull_command=weights.pull_command,
+        )
+        written = bundle.write(out_dir)
+        console.print(
+            f"rendered [bold]{bundle.name}[/bold]: {result.model} {result.chosen.facts.quant} "
+            f"on {prof.id}, {backend} via {bundle.target}"
+        )
+        for path in written:
+            console.print(f"  wrote {path}", highlight=False, soft_wrap=True)
+        if weights.pull_command:
+            console.print(f"weights not here yet: {weights.pull_command}", soft_wrap=True)
+        console.print(f"next: see {out_dir / 'README.md'}", highlight=False, soft_wrap=True)
+
+    run_guarded(body)

@@ -1,0 +1,263 @@
+"""`deployer ps`, `deployer logs`, `deployer down`: deployments as records and containers."""
+
+from __future__ import annotations
+
+import difflib
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated, Any
+
+import typer
+from rich.table import Table
+
+from deployer.cli.app import app
+from deployer.cli.errors import run_guarded
+from deployer.cli.output import console, print_json
+from deployer.cli.params import JsonOpt
+from deployer.core.errors import InvalidRequest
+from deployer.core.resources import state_dir
+from deployer.core.runtime_errors import DeploymentGone, DeploymentNotFound, EngineUnavailable
+from deployer.core.state import (
+    DeploymentRecord,
+    DeploymentStatus,
+    delete_record,
+    load_records,
+    purge_weights,
+    reconcile,
+    uptime_s,
+)
+
+if TYPE_CHECKING:
+    from deployer.core.containers import ContainerEngine
+
+STOP_TIMEOUT_S = 10.0
+NameArg = Annotated[str, typer.Argument(help="Deployment name (deployer ps).")]
+
+
+def docker_engine() -> ContainerEngine:
+    """The real container engine (imports the Docker SDK lazily)."""
+    from deployer.adapters.docker_engine import DockerEngine
+
+    return DockerEngine()
+
+
+def pid_alive(pid: int) -> bool:
+    """Whether a process with this pid exists (zombies count as gone)."""
+    import psutil
+
+    try:
+        return bool(psutil.Process(pid).status() != psutil.STATUS_ZOMBIE)
+    except psutil.Error:
+        return False
+
+
+def current_statuses(*, need_engine: bool) -> list[DeploymentStatus]:
+    """Records reconciled with labelled containers; without an engine only if allowed."""
+    records = load_records()
+    try:
+        containers = docker_engine().list_deployer_containers()
+    except EngineUnavailable as exc:
+        if need_engine and any(r.runtime == "container" for r in records):
+            raise
+        if any(r.runtime == "container" for r in records):
+            typer.echo(f"warning: {exc.message()}", err=True)
+        containers = None
+    return reconcile(records, containers, pid_alive=pid_alive)
+
+
+def fmt_uptime(seconds: float | None) -> str:
+    """45s, 12m, 3h05m, 2d04h."""
+    if seconds is None:
+        return "-"
+    s = int(seconds)
+    if s < 60:
+        return f"{s}s"
+    if s < 3600:
+        return f"{s // 60}m"
+    if s < 86400:
+        return f"{s // 3600}h{(s % 3600) // 60:02d}m"
+    return f"{s // 86400}d{(s % 86400) // 3600:02d}h"
+
+
+def status_json(st: DeploymentStatus) -> dict[str, Any]:
+    """One `ps --json` row."""
+    r, c = st.record, st.container
+    live = st.status not in ("exited", "gone", "unknown")
+    return {
+        "name": st.name,
+        "status": st.status,
+        "model": r.model if r else (c.labels.get("io.deployer.model") if c else None),
+        "quant": r.quant if r else (c.labels.get("io.deployer.quant") if c else None),
+        "backend": r.backend if r else (c.labels.get("io.deployer.backend") if c else None),
+        "runtime": r.runtime if r else "container",
+        "endpoint": r.endpoint if r else None,
+        "uptime_s": uptime_s(st.started_at) if live else None,
+        "container_id": c.id if c else (r.container_id if r else None),
+        "pid": r.pid if r else None,
+        "image": c.image if c else (r.image if r else None),
+    }
+
+
+@app.command()
+def ps(json_out: JsonOpt = False) -> None:
+    """List deployments: records reconciled with the containers Docker has."""
+
+    def go() -> None:
+        rows = [status_json(s) for s in current_statuses(need_engine=False)]
+        if json_out:
+            print_json(rows)
+            return
+        if not rows:
+            typer.echo("no deployments. Run 'deployer deploy demo' to start one.")
+            return
+        table = Table()
+        for col in ("name", "model", "quant", "backend", "endpoint"):
+            table.add_column(col, no_wrap=col in ("name", "endpoint"), overflow="fold")
+        table.add_column("health", no_wrap=True, min_width=9)  # never "healt…"
+        table.add_column("uptime", no_wrap=True, min_width=6)
+        for row in rows:
+            table.add_row(
+                row["name"],
+                row["model"] or "-",
+                row["quant"] or "-",
+                row["backend"] or "-",
+                row["endpoint"] or "-",
+                row["status"],
+                fmt_uptime(row["uptime_s"]),
+            )
+        console.print(table)
+
+    run_guarded(go)
+
+
+def _find(name: str, statuses: list[DeploymentStatus]) -> DeploymentStatus:
+    for st in statuses:
+        if st.name == name:
+            return st
+    names = [s.name for s in statuses]
+    raise DeploymentNotFound(name, difflib.get_close_matches(name, names, n=3))
+
+
+def _tail_file(path: Path, tail: int, follow: bool) -> Iterator[str]:
+    with path.open(encoding="utf-8", errors="replace") as f:
+        yield from [line.rstrip("\n") for line in f.readlines()[-tail:]]
+        while follow:
+            line = f.readline()
+            if line:
+                yield line.rstrip("\n")
+            else:
+                time.sleep(0.5)
+
+
+@app.command()
+def logs(
+    name: NameArg,
+    follow: Annotated[
+        bool, typer.Option("--follow", "-f", help="Keep printing new lines.")
+    ] = False,
+    tail: Annotated[int, typer.Option("--tail", "-n", help="Lines from the end.", min=0)] = 100,
+) -> None:
+    """Print a deployment's server log (stdout and stderr)."""
+
+    def go() -> None:
+        st = _find(name, current_statuses(need_engine=True))
+        r = st.record
+        if r is not None and r.runtime == "native":
+            if not r.log_path or not Path(r.log_path).is_file():
+                raise DeploymentGone(name, "its log file is missing")
+            lines = _tail_file(Path(r.log_path), tail, follow)
+        elif st.container is None:
+            raise DeploymentGone(name, "its container was removed")
+        else:
+            lines = docker_engine().container_logs(
+                container_id=st.container.id, tail=tail, follow=follow
+            )
+        try:
+            for line in lines:
+                typer.echo(line)
+        except KeyboardInterrupt:
+            return  # Ctrl-C is how `logs -f` ends
+
+    run_guarded(go)
+
+
+def _stop_native(record: DeploymentRecord) -> str:
+    import psutil
+
+    if record.pid is None or not pid_alive(record.pid):
+        return "process already gone"
+    proc = psutil.Process(record.pid)
+    # Never signal a stranger that reused the pid: ours was started with our port.
+    if str(record.port) not in " ".join(proc.cmdline()):
+        return f"pid {record.pid} is no longer the server (pid reused); left alone"
+    proc.terminate()
+    try:
+        proc.wait(timeout=STOP_TIMEOUT_S)
+    except psutil.TimeoutExpired:
+        proc.kill()
+        proc.wait(timeout=5)
+        return f"stopped pid {record.pid} (killed after {STOP_TIMEOUT_S:g} s)"
+    return f"stopped pid {record.pid}"
+
+
+def _down_one(engine: ContainerEngine | None, st: DeploymentStatus, *, purge: bool) -> None:
+    r = st.record
+    say = typer.echo
+    if r is not None and r.runtime == "native":
+        say(f"{st.name}: {_stop_native(r)}")
+    elif engine is not None:
+        target = st.container.id if st.container else (r.container_id if r else None) or st.name
+        removed = engine.stop_and_remove(name_or_id=target, timeout_s=STOP_TIMEOUT_S)
+        say(
+            f"{st.name}: "
+            + ("stopped and removed container" if removed else "container already gone")
+        )
+        for net in r.networks if r else []:
+            if engine.remove_network(name=net):
+                say(f"{st.name}: removed network {net}")
+        for vol in r.volumes if r else []:
+            if engine.remove_volume(name=vol):
+                say(f"{st.name}: removed volume {vol}")
+    if r is None:
+        return
+    key = Path(r.api_key_path) if r.api_key_path else None
+    if key is not None and key.resolve().is_relative_to(state_dir().resolve()):
+        key.unlink(missing_ok=True)  # a key deploy generated; a user's own key file stays
+        say(f"{st.name}: removed API key file")
+    if purge:
+        from deployer.adapters.download import default_cache_dir
+
+        result = purge_weights(load_records(), r, hub_cache=default_cache_dir())
+        for path in result.deleted:
+            say(f"{st.name}: deleted {path}")
+        for path, why in result.kept:
+            say(f"{st.name}: kept {path} ({why})")
+    delete_record(r.name)
+    say(f"{st.name}: state removed")
+
+
+@app.command()
+def down(
+    name: Annotated[str | None, typer.Argument(help="Deployment name (deployer ps).")] = None,
+    all_: Annotated[bool, typer.Option("--all", help="Every deployment.")] = False,
+    purge: Annotated[
+        bool, typer.Option("--purge", help="Also delete model files no other deployment uses.")
+    ] = False,
+) -> None:
+    """Stop gracefully (SIGTERM, 10 s), then remove container, network, volumes and state."""
+
+    def go() -> None:
+        if (name is None) == (not all_):
+            raise InvalidRequest("name one deployment or pass --all, not both or neither")
+        statuses = current_statuses(need_engine=True)
+        targets = statuses if all_ else [s for s in statuses if s.name == name]
+        needs_engine = any(s.record is None or s.record.runtime == "container" for s in targets)
+        engine = docker_engine() if needs_engine else None
+        if not targets:
+            typer.echo(f"'{name}' is already gone: nothing to do" if name else "no deployments")
+            return
+        for st in targets:
+            _down_one(engine, st, purge=purge)
+
+    run_guarded(go)

@@ -1,0 +1,603 @@
+"""Render a plan into files a careful operator would write by hand, and the container spec.
+
+Every decision (argument list, paths, ports, GPUs, timeouts) is made here in Python; the
+Jinja2 templates in templates/ only loop and branch over the context built here. Rendered
+YAML and plists are parsed back before they are handed out.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import plistlib
+import re
+import shlex
+from dataclasses import dataclass, field
+from pathlib import Path, PurePosixPath
+from typing import Any, Literal
+from xml.sax.saxutils import escape as xml_escape
+
+import jinja2
+import yaml
+
+from deployer import __version__
+from deployer.core.errors import DeployerError, InvalidRequest
+from deployer.core.llama_flags import (
+    PINNED_BUILD,
+    flash_attn_args,
+    get_version,
+    load_mode_args,
+)
+from deployer.core.plan import PlanResult
+from deployer.core.resources import data_dir
+from deployer.core.specs import ContainerSpec, HealthCheck, Mount
+from deployer.core.units import GIB, MIB
+
+Backend = Literal["llamacpp", "ollama"]
+Target = Literal["compose", "systemd", "launchd", "k8s"]
+
+TARGETS: dict[str, tuple[str, ...]] = {
+    "llamacpp": ("compose", "systemd", "launchd", "k8s"),
+    "ollama": ("compose", "launchd"),
+}
+CONTAINER_PORT = {"llamacpp": 8080, "ollama": 11434}
+HEALTH_PATH = {"llamacpp": "/health", "ollama": "/api/version"}
+MODEL_DIR = PurePosixPath("/models")
+API_KEY_IN_CONTAINER = "/run/secrets/api_key"
+NOBODY = "65534:65534"
+DEFAULT_BINARY = {
+    ("llamacpp", "systemd"): "/usr/local/bin/llama-server",
+    ("llamacpp", "launchd"): "/opt/homebrew/bin/llama-server",
+    ("ollama", "launchd"): "/opt/homebrew/bin/ollama",
+}
+# Seconds to wait for a model to load: a fixed start plus the file read at a slow disk's pace.
+STARTUP_BASE_S = 60
+LOAD_BYTES_PER_S = 200_000_000
+_NAME_RE = re.compile(r"^[a-z0-9]([a-z0-9-]{0,50}[a-z0-9])?$")
+_SPLIT_RE = re.compile(r"-(\d{5})-of-(\d{5})\.gguf$", re.IGNORECASE)
+
+
+@dataclass
+class RenderRefused(DeployerError):
+    """A combination render will not produce (unsafe, or impossible on that target)."""
+
+    problem: str
+    hint: str = ""
+    exit_code: int = 2
+
+    def message(self) -> str:
+        return f"{self.problem}. {self.hint}".strip() if self.hint else self.problem
+
+
+@dataclass
+class RenderedBundle:
+    """The rendered files plus what the Docker adapter and the native supervisor need."""
+
+    name: str
+    backend: str
+    target: str
+    files: dict[str, str]
+    image: str | None
+    command: list[str]
+    native: list[str]
+    labels: dict[str, str]
+    env: dict[str, str]
+    mounts: list[Mount]
+    health: HealthCheck
+    host_ip: str
+    host_port: int
+    container_port: int
+    user: str
+    gpus: list[str] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+
+    def container_spec(self) -> ContainerSpec:
+        """What the Docker adapter creates: same args, mounts and health check as the files."""
+        if self.image is None:
+            raise RenderRefused(f"target '{self.target}' runs natively, not in a container")
+        return ContainerSpec(
+            name=self.name,
+            image=self.image,
+            command=list(self.command),
+            labels=dict(self.labels),
+            env=dict(self.env),
+            mounts=list(self.mounts),
+            host_ip=self.host_ip,
+            host_port=self.host_port,
+            container_port=self.container_port,
+            user=self.user,
+            gpus=list(self.gpus),
+            health=self.health,
+        )
+
+    def native_argv(self) -> list[str]:
+        """The argument list of a supervised local process (binary first)."""
+        return list(self.native)
+
+    def write(self, out: Path) -> list[Path]:
+        """Write every file under `out` (scripts executable); the paths written, in order."""
+        written = []
+        for rel, text in self.files.items():
+            path = out / rel
+            path.parent.mkdir(parents=True, exist_ok=True)
+            tmp = path.with_name(path.name + ".tmp")
+            tmp.write_text(text, encoding="utf-8")
+            tmp.chmod(0o755 if rel.endswith(".sh") else 0o644)
+            tmp.replace(path)
+            written.append(path)
+        return written
+
+
+def _q(value: object) -> str:
+    """A scalar as a double-quoted YAML/JSON string (never HTML-escaped)."""
+    return json.dumps(str(value) if not isinstance(value, int | float) else value)
+
+
+_ENV: jinja2.Environment | None = None
+
+
+def template_env() -> jinja2.Environment:
+    """The one Jinja2 environment: shipped templates, StrictUndefined, no autoescape."""
+    global _ENV
+    if _ENV is None:
+        root = data_dir("templates")
+
+        def load(name: str) -> str:
+            node = root
+            for part in name.split("/"):
+                node = node / part
+            return node.read_text(encoding="utf-8")
+
+        _ENV = jinja2.Environment(
+            loader=jinja2.FunctionLoader(load),
+            undefined=jinja2.StrictUndefined,
+            keep_trailing_newline=True,
+            autoescape=False,
+            trim_blocks=True,
+            lstrip_blocks=True,
+        )
+        _ENV.filters["q"] = _q
+        _ENV.filters["x"] = lambda v: xml_escape(str(v))
+    return _ENV
+
+
+def _validated(rel: str, text: str) -> str:
+    """Parse YAML/JSON/plist back; a template bug fails here, not at deploy time."""
+    if rel.endswith((".yml", ".yaml")):
+        docs = [d for d in yaml.safe_load_all(text) if d is not None]
+        if not docs or not all(isinstance(d, dict) for d in docs):
+            raise ValueError(f"{rel}: rendered YAML is not a mapping")
+    elif rel.endswith(".json"):
+        json.loads(text)
+    elif rel.endswith(".plist"):
+        plistlib.loads(text.encode("utf-8"))
+    return text
+
+
+def default_name(model: str) -> str:
+    """A deployment name from a model reference (DNS-safe, as k8s and Docker need)."""
+    base = model.removeprefix("hf://").rsplit("/", 1)[-1]
+    base = re.sub(r"\.gguf$", "", base, flags=re.IGNORECASE).lower()
+    return re.sub(r"[^a-z0-9]+", "-", base).strip("-")[:52].strip("-") or "model"
+
+
+def startup_timeout_s(file_bytes: int) -> int:
+    """How long a load may take before it counts as failed; grows with the file."""
+    return STARTUP_BASE_S + math.ceil(file_bytes / LOAD_BYTES_PER_S)
+
+
+def _model_parts(model_path: Path) -> list[Path]:
+    """The file, or every part of a split set (named from the first part)."""
+    m = _SPLIT_RE.search(model_path.name)
+    if not m:
+        return [model_path]
+    total, prefix = int(m.group(2)), model_path.name[: m.start()]
+    return [
+        model_path.with_name(f"{prefix}-{i:05d}-of-{total:05d}.gguf") for i in range(1, total + 1)
+    ]
+
+
+def _health_test(backend: str, image: str) -> list[str]:
+    """A probe the image can run: the official llama.cpp images carry curl, ours busybox wget."""
+    if backend == "ollama":
+        return ["CMD", "ollama", "list"]
+    url = f"http://127.0.0.1:{CONTAINER_PORT['llamacpp']}/health"
+    if image.startswith("ghcr.io/ggml-org/llama.cpp"):
+        return ["CMD", "curl", "-fsS", "-o", "/dev/null", url]
+    return ["CMD", "wget", "-q", "-O", "/dev/null", url]
+
+
+def _pinned_image(image: str, build: int) -> str:
+    """The official llama.cpp tags move; pin them to the build the flags are rendered for."""
+    repo, _, tag = image.rpartition(":")
+    if repo == "ghcr.io/ggml-org/llama.cpp" and not re.search(r"-b\d+$", tag):
+        return f"{repo}:{tag}-b{build}"
+    return image
+
+
+def _check_request(
+    result: PlanResult, backend: str, target: str, expose: bool, insecure: bool, name: str
+) -> None:
+    if backend not in TARGETS:
+        raise InvalidRequest(f"unknown backend '{backend}'", "Use llamacpp or ollama.")
+    if target not in TARGETS[backend]:
+        raise RenderRefused(
+            f"backend {backend} has no '{target}' target",
+            f"Use --target {' or '.join(TARGETS[backend])}.",
+        )
+    if result.request.backend != backend:
+        raise InvalidRequest(
+            f"the plan was made for {result.request.backend}, not {backend}",
+            "Plan again with the same --backend (their context is counted differently).",
+        )
+    if not _NAME_RE.match(name):
+        raise InvalidRequest(
+            f"invalid name '{name}'",
+            "Use lowercase letters, digits and '-', at most 52 characters.",
+        )
+    profile_kind = result.profile.kind
+    apple = profile_kind == "apple"
+    if apple and target != "launchd":
+        raise RenderRefused(
+            f"{result.profile.id} is a Mac: Docker on macOS runs a Linux VM that cannot reach "
+            "the Metal GPU, and macOS has no systemd",
+            "Use --target launchd (native, with Metal).",
+        )
+    if profile_kind == "amd" and target in ("compose", "k8s"):
+        raise RenderRefused(
+            "ROCm device passthrough (/dev/kfd, /dev/dri) is not rendered yet: the container "
+            "would silently run on the CPU",
+            "Use --target systemd with a ROCm build of llama-server.",
+        )
+    if target == "launchd" and not apple:
+        raise RenderRefused("launchd runs on macOS only", "Use --target systemd or compose.")
+    if expose and backend == "ollama" and not insecure:
+        raise RenderRefused(
+            "Ollama has no API key: exposing it lets anyone on the network use (and pull into) "
+            "the server",
+            "Keep it on 127.0.0.1 behind an authenticating proxy, use --backend llamacpp "
+            "(which gets an API key), or add --insecure if you accept that.",
+        )
+
+
+def default_target(result: PlanResult, backend: str) -> str:
+    """launchd on a Mac, systemd where the profile runs the backend natively, else compose."""
+    if result.profile.kind == "apple":
+        return "launchd"
+    runtime = result.profile.runtimes.get(backend)  # type: ignore[call-overload]
+    if runtime is not None and runtime.mode == "native" and backend == "llamacpp":
+        return "systemd"
+    return "compose"
+
+
+def model_alias(model: str) -> str:
+    """The model name clients send (`--alias`): catalog id, ORG/REPO, or the file's stem."""
+    ref = model.removeprefix("hf://")
+    return PurePosixPath(ref).stem if ref.lower().endswith(".gguf") else ref
+
+
+def llama_server_args(
+    result: PlanResult,
+    *,
+    build: int,
+    model_arg: str,
+    host: str,
+    port: int,
+    api_key_file: str | None,
+    load_mode: str | None = None,
+) -> list[str]:
+    """llama-server's arguments for this plan, spelled for `build`; refuses flags it lacks."""
+    v = get_version(build)
+    s = result.chosen.settings
+    args = [v.require("-m"), model_arg, v.require("--host"), host, v.require("--port"), str(port)]
+    args += [v.require("-c"), str(s.ctx), v.require("-np"), str(s.parallel)]
+    if result.profile.kind != "cpu":
+        args += [v.require("-ngl"), str(result.chosen.memory.n_gpu_layers)]
+    if s.kv_type_k != "f16":
+        args += [v.require("-ctk"), s.kv_type_k]
+    if s.kv_type_v != "f16":
+        args += [v.require("-ctv"), s.kv_type_v]
+    args += flash_attn_args(v, s.flash_attention)
+    args += [v.require("-ub"), str(s.n_ubatch), v.require("--alias"), model_alias(result.model)]
+    if v.has("--jinja"):
+        args.append("--jinja")  # the GGUF's own chat template, as the model was trained
+    if v.has("--no-webui"):
+        args.append("--no-webui")  # an API server: no browser UI surface
+    if v.fit_default_on:
+        # The plan already sized -c and -ngl; --fit would only add a slower trial load.
+        args += [v.require("--fit"), "off"]
+    args.append(v.require("--metrics"))
+    args += load_mode_args(v, load_mode)
+    if api_key_file is not None:
+        args += [v.require("--api-key-file"), api_key_file]
+    return args
+
+
+def _systemd_escape(arg: str) -> str:
+    """One ExecStart word: specifiers and variables escaped, quoted when needed."""
+    text = arg.replace("%", "%%").replace("$", "$$")
+    return text if re.fullmatch(r"[A-Za-z0-9_./:=+,@-]+", text) else json.dumps(text)
+
+
+def render_plan(
+    result: PlanResult,
+    *,
+    backend: str,
+    target: str | None = None,
+    model_path: Path,
+    port: int | None = None,
+    expose: bool = False,
+    insecure: bool = False,
+    name: str | None = None,
+    runtime_version: int = PINNED_BUILD,
+    image: str | None = None,
+    api_key_file: Path | None = None,
+    load_mode: str | None = None,
+    binary: str | None = None,
+    log_dir: Path | None = None,
+    pull_command: str | None = None,
+) -> RenderedBundle:
+    """Render `result` for `backend` on `target`: files, container spec and native argv."""
+    name = name or default_name(result.model)
+    target = target or default_target(result, backend)
+    _check_request(result, backend, target, expose, insecure, name)
+    port = port or CONTAINER_PORT[backend]
+    if not 1 <= port <= 65535:
+        raise InvalidRequest(f"port {port} is out of range", "Use --port 1-65535.")
+    profile, c = result.profile, result.chosen
+    parts = _model_parts(model_path)
+    if backend == "ollama" and len(parts) > 1:
+        raise RenderRefused(
+            "Ollama cannot import a split GGUF",
+            "Merge it with 'llama-gguf-split --merge', or use --backend llamacpp.",
+        )
+    runtime = profile.runtimes.get(backend)  # type: ignore[call-overload]
+    native = target in ("systemd", "launchd")
+    if native:
+        image = None
+    else:
+        image = image or (runtime.image if runtime is not None else None)
+        if image is None:
+            raise RenderRefused(f"profile {profile.id} names no {backend} image", "Pass --image.")
+        if backend == "llamacpp":
+            image = _pinned_image(image, runtime_version)
+    gpu_ids = (
+        [str(i) for i in range(profile.gpu.count)]
+        if profile.kind == "nvidia" and profile.gpu and not native
+        else []
+    )
+    if expose and backend == "llamacpp":
+        if api_key_file is None:
+            api_key_file = (
+                Path(f"/etc/deployer/{name}/api_key")
+                if target == "systemd"
+                else Path("secrets/api_key")
+            )
+        if native and not api_key_file.is_absolute():
+            raise InvalidRequest("the API key file of a native service needs an absolute path")
+    else:
+        api_key_file = None
+    key_path = str(api_key_file) if api_key_file else None
+    in_container = MODEL_DIR / parts[0].name
+    host_model = str(parts[0])
+    startup_s = startup_timeout_s(c.facts.weights.file_bytes)
+    labels = {
+        "io.deployer.name": name,
+        "io.deployer.model": result.model,
+        "io.deployer.quant": c.facts.quant,
+        "io.deployer.backend": backend,
+        "io.deployer.version": __version__,
+    }
+    if backend == "llamacpp":
+        labels["io.deployer.runtime-version"] = f"b{runtime_version}"
+        command = llama_server_args(
+            result,
+            build=runtime_version,
+            model_arg=str(in_container),
+            host="0.0.0.0",
+            port=CONTAINER_PORT[backend],
+            api_key_file=API_KEY_IN_CONTAINER if key_path else None,
+            load_mode=load_mode,
+        )
+        native_args = [
+            binary or DEFAULT_BINARY.get((backend, target), "llama-server"),
+            *llama_server_args(
+                result,
+                build=runtime_version,
+                model_arg=host_model,
+                host="0.0.0.0" if expose else "127.0.0.1",
+                port=port,
+                api_key_file=key_path,
+                load_mode=load_mode,
+            ),
+        ]
+        env: dict[str, str] = {}
+    else:
+        command = ["serve"]
+        native_args = [binary or DEFAULT_BINARY.get((backend, target), "ollama"), "serve"]
+        env = _ollama_env(result, "0.0.0.0" if not native else "127.0.0.1", port, native)
+    mounts = [Mount(str(p), str(MODEL_DIR / p.name)) for p in parts]
+    if backend == "ollama":
+        mounts.append(Mount(f"deployer-{name}-ollama", "/root/.ollama", read_only=False))
+    health = HealthCheck(
+        test=_health_test(backend, image or ""),
+        interval_s=10.0,
+        timeout_s=5.0,
+        retries=3,
+        start_period_s=float(startup_s),
+    )
+    bundle = RenderedBundle(
+        name=name,
+        backend=backend,
+        target=target,
+        files={},
+        image=image,
+        command=command,
+        native=native_args,
+        labels=labels,
+        env=env,
+        mounts=mounts,
+        health=health,
+        host_ip="0.0.0.0" if expose else "127.0.0.1",
+        host_port=port,
+        container_port=CONTAINER_PORT[backend],
+        user=NOBODY if backend == "llamacpp" else "0:0",
+        gpus=gpu_ids,
+    )
+    ctx: dict[str, Any] = {
+        "b": bundle,
+        "result": result,
+        "profile": profile,
+        "s": c.settings,
+        "quant": c.facts.quant,
+        "n_gpu_layers": c.memory.n_gpu_layers if profile.kind != "cpu" else 0,
+        "gpu": profile.kind != "cpu",
+        "expose": expose,
+        "insecure": insecure,
+        "port": port,
+        "endpoint": f"http://127.0.0.1:{port}",
+        "health_path": HEALTH_PATH[backend],
+        "api_key_file": key_path,
+        "api_key_in_container": API_KEY_IN_CONTAINER,
+        "model_parts": [str(p) for p in parts],
+        "model_in_container": str(in_container),
+        "pull_command": pull_command,
+        "alias": model_alias(result.model) if backend == "llamacpp" else name,
+        "startup_s": startup_s,
+        "file_gib": f"{c.facts.weights.file_bytes / GIB:.2f}",
+        "runtime_version": runtime_version,
+    }
+    files = _files_for(backend, target, ctx, log_dir)
+    bundle.files = {rel: _validated(rel, text) for rel, text in files.items()}
+    return bundle
+
+
+def _ollama_env(result: PlanResult, host: str, port: int, native: bool) -> dict[str, str]:
+    """Ollama's server settings are environment variables, not Modelfile parameters."""
+    s = result.chosen.settings
+    env = {
+        "OLLAMA_HOST": f"{host}:{port if native else CONTAINER_PORT['ollama']}",
+        "OLLAMA_NUM_PARALLEL": str(s.parallel),
+        "OLLAMA_MAX_LOADED_MODELS": "1",
+        "OLLAMA_KEEP_ALIVE": "-1",  # keep the model loaded: health and first answer stay fast
+        "OLLAMA_FLASH_ATTENTION": "1" if s.flash_attention else "0",
+    }
+    if s.kv_type_k != "f16":
+        env["OLLAMA_KV_CACHE_TYPE"] = s.kv_type_k
+    return env
+
+
+def _render(template: str, ctx: dict[str, Any], **extra: Any) -> str:
+    return template_env().get_template(template).render(**ctx, **extra)
+
+
+def _files_for(
+    backend: str, target: str, ctx: dict[str, Any], log_dir: Path | None
+) -> dict[str, str]:
+    b: RenderedBundle = ctx["b"]
+    files: dict[str, str] = {}
+    health_url = f"{ctx['endpoint']}{ctx['health_path']}"
+    ctx = {**ctx, "health_url": health_url}
+    if backend == "ollama":
+        model_from = ctx["model_in_container"] if target == "compose" else ctx["model_parts"][0]
+        files["Modelfile"] = _render("ollama/Modelfile.j2", ctx, model_from=model_from)
+        files["create.sh"] = _render("ollama/create.sh.j2", ctx)
+    if target == "compose":
+        files["docker-compose.yml"] = _render(f"{backend}/docker-compose.yml.j2", ctx)
+    elif target == "systemd":
+        unit = f"deployer-{b.name}"
+        model_path = ctx["model_parts"][0]
+        # A model under a home directory stays readable; every other home is hidden.
+        in_home = model_path.startswith(("/home/", "/root/"))
+        check = (
+            f"code=$(curl -s -o /dev/null -w '%{{http_code}}' --max-time 10 {health_url}); "
+            f'[ "$code" != 000 ] || systemctl restart {unit}.service'
+        )
+        words = [_systemd_escape(a) for a in b.native]
+        if "--api-key-file" in b.native:
+            # systemd hands the key over as a credential, in the unit's own directory (%d).
+            words[b.native.index("--api-key-file") + 1] = "%d/api_key"
+        sctx = {
+            "unit": unit,
+            "exec_start": " ".join(words),
+            "read_only_paths": " ".join(ctx["model_parts"]),
+            "ready_retries": math.ceil(ctx["startup_s"] / 2),
+            "protect_home": "read-only" if in_home else "yes",
+            "private_devices": not ctx["gpu"],
+            "health_exec": "/bin/sh -c " + _systemd_escape(check),
+        }
+        files[f"{unit}.service"] = _render("systemd/llama-server.service.j2", ctx, **sctx)
+        files[f"{unit}-health.service"] = _render("systemd/health.service.j2", ctx, **sctx)
+        files[f"{unit}-health.timer"] = _render("systemd/health.timer.j2", ctx, **sctx)
+        ctx = {**ctx, **sctx}
+    elif target == "launchd":
+        label = f"io.deployer.{b.name}"
+        logs = log_dir or Path.home() / "Library" / "Logs" / "deployer"
+        check = (
+            f"code=$(/usr/bin/curl -s -o /dev/null -w '%{{http_code}}' --max-time 10 "
+            f'{health_url}); [ "$code" != 000 ] || '
+            f'/bin/launchctl kickstart -k "gui/$(id -u)/{label}"'
+        )
+        lctx = {
+            "label": label,
+            "log_dir": str(logs),
+            "stdout_path": str(logs / f"{b.name}.log"),
+            "stderr_path": str(logs / f"{b.name}.err.log"),
+            "health_args": ["/bin/sh", "-c", check],
+            "env": b.env,
+        }
+        files[f"{label}.plist"] = _render("launchd/server.plist.j2", ctx, **lctx)
+        files[f"{label}.health.plist"] = _render("launchd/health.plist.j2", ctx, **lctx)
+        ctx = {**ctx, **lctx}
+    elif target == "k8s":
+        host = ctx["result"].chosen.memory.host
+        file_bytes = ctx["result"].chosen.facts.weights.file_bytes
+        memory_mib = max(math.ceil(host.total_bytes / MIB), 512)
+        kctx = {
+            "secret_name": f"{b.name}-api-key",
+            "pvc_name": f"{b.name}-model",
+            "pvc_gib": math.ceil(file_bytes * 1.1 / GIB),
+            "memory_request": f"{memory_mib}Mi",
+            # Page cache of the mapped weights counts against the limit: leave room for all of it.
+            "memory_limit": f"{memory_mib + math.ceil(file_bytes / MIB)}Mi",
+            "startup_failures": math.ceil(ctx["startup_s"] / 5),
+            "gpu_count": len(b.gpus),
+        }
+        for kind in ("deployment", "service", "pvc", "model-loader"):
+            files[f"{kind}.yaml"] = _render(f"k8s/{kind}.yaml.j2", ctx, **kctx)
+        ctx = {**ctx, **kctx}
+    files["README.md"] = _render(
+        "readme/README.md.j2",
+        ctx,
+        files=sorted([*files, "README.md"]),
+        shell_argv=shlex.join(b.native),
+        curl_health=shlex.join(["curl", "-fsS", health_url]),
+        curl_chat=_curl_chat(ctx),
+    )
+    return files
+
+
+def _curl_chat(ctx: dict[str, Any]) -> str:
+    """One short chat completion through the OpenAI-compatible API; the key read from its file."""
+    body = {
+        "model": ctx["alias"],
+        "messages": [{"role": "user", "content": "Say hello."}],
+        "max_tokens": 8,
+    }
+    words = [
+        "curl",
+        "-fsS",
+        f"{ctx['endpoint']}/v1/chat/completions",
+        "-H",
+        "Content-Type: application/json",
+        "-d",
+        json.dumps(body),
+    ]
+    cmd = shlex.join(words)
+    key = ctx["api_key_file"]
+    if key and ctx["b"].target != "k8s":
+        reader = "sudo cat" if ctx["b"].target == "systemd" else "cat"
+        cmd += f' -H "Authorization: Bearer $({reader} {shlex.quote(key)})"'
+    elif key:
+        cmd += f' -H "Authorization: Bearer $(cat {shlex.quote(key)})"'
+    return cmd

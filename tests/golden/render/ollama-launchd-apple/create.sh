@@ -1,0 +1,6 @@
+#!/bin/sh
+# Create the Ollama model "llama-3-1-8b-instruct" from the GGUF once the server is healthy.
+# Ollama copies the weights into its own store: this needs 6.15 GiB more disk.
+set -eu
+cd "$(dirname "$0")"
+OLLAMA_HOST=127.0.0.1:11434 /opt/homebrew/bin/ollama create llama-3-1-8b-instruct -f Modelfile
