@@ -346,6 +346,16 @@ class DockerEngine:
             labels=dict(image.labels or {}),
         )
 
+    def try_pull(self, *, tag: str) -> bool:
+        """Pull `tag` from its registry; False when no registry answers (air-gapped sites)."""
+        import docker.errors
+
+        try:
+            self.client().images.pull(tag)
+        except (docker.errors.APIError, docker.errors.DockerException):
+            return False
+        return True
+
     def build_image(self, *, context_dir: Path, tag: str) -> ImageInfo:
         """`docker build` of `context_dir` (its Dockerfile), no registry access."""
         import docker.errors

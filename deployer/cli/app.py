@@ -37,6 +37,7 @@ def _root(
 def _register() -> None:
     # Each command module adds itself to `app`; imports stay cheap (SDKs load lazily).
     from deployer.cli import (  # noqa: F401
+        deploy,
         detect,
         image,
         models,

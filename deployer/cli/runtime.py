@@ -224,6 +224,8 @@ def _down_one(engine: ContainerEngine | None, st: DeploymentStatus, *, purge: bo
     key = Path(r.api_key_path) if r.api_key_path else None
     if key is not None and key.resolve().is_relative_to(state_dir().resolve()):
         key.unlink(missing_ok=True)  # a key deploy generated; a user's own key file stays
+        if key.parent.name == r.name and not any(key.parent.iterdir()):
+            key.parent.rmdir()
         say(f"{st.name}: removed API key file")
     if purge:
         from deployer.adapters.download import default_cache_dir

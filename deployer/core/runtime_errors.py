@@ -169,3 +169,17 @@ class DeploymentGone(DeployerError):
             f"deployment '{self.name}' is gone ({self.problem}). Run 'deployer down "
             f"{self.name}' to clear its record"
         )
+
+
+@dataclass
+class SmokeTestFailed(DeployerError):
+    """The server was healthy but a real completion did not come back."""
+
+    endpoint: str
+    problem: str
+
+    def message(self) -> str:
+        return (
+            f"the server at {self.endpoint} is healthy but its test completion failed: "
+            f"{self.problem}. The deployment was removed; see 'deployer logs' of a retry"
+        )

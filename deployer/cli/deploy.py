@@ -1,0 +1,260 @@
+"""`deployer deploy`: the one command: plan, pull, render, run, wait healthy, prove."""
+
+from __future__ import annotations
+
+import json
+import socket
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from deployer.cli.app import app
+from deployer.cli.errors import run_guarded
+from deployer.cli.output import console, err_console, print_json
+from deployer.cli.params import DetectOpt, JsonOpt, ProfileOpt
+
+DEFAULT_PORT = 8080
+
+
+def free_port(start: int = DEFAULT_PORT) -> int:
+    """The first port from `start` up that nothing listens on at 127.0.0.1."""
+    for port in range(start, start + 200):
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return port
+    return start
+
+
+def choose_image(engine: Any, official: str, kind: str, given: str | None) -> tuple[str, str]:
+    """The image to run and why: --image, the official one, else the local build."""
+    from deployer.adapters.image_build import build_runtime_image
+    from deployer.core.runtime_errors import ImageMissing
+
+    if given:
+        return given, f"{given} (--image)"
+    if engine.image_info(tag=official) is not None or engine.try_pull(tag=official):
+        return official, f"{official} (official)"
+    if kind != "cpu":
+        raise ImageMissing(official)
+    built = build_runtime_image(engine=engine)
+    how = "built locally just now" if built.built else "local build"
+    return built.tag, f"{built.tag} ({how}: {official} could not be pulled, no registry reachable)"
+
+
+def best_catalog_model(prof: Any) -> str:
+    """Without MODEL: the largest catalog model that fits fully at a usable speed."""
+    from deployer.core.catalog import load_catalog
+    from deployer.core.layout import facts_from_catalog
+    from deployer.core.plan import PlanRequest, make_plan
+
+    best: tuple[float, str] | None = None
+    for m in load_catalog().values():
+        facts = [facts_from_catalog(m, q) for q in m.quants]
+        result = make_plan(m.id, facts, prof, PlanRequest())
+        if (
+            result.fits
+            and result.chosen.tokens_per_s >= 15
+            and (best is None or m.params_b > best[0])
+        ):
+            best = (m.params_b, m.id)
+    return best[1] if best else "demo"
+
+
+@app.command()
+def deploy(
+    model: Annotated[
+        str | None, typer.Argument(help="Catalog id, demo, a .gguf path or hf://ORG/REPO[:QUANT].")
+    ] = None,
+    profile: ProfileOpt = None,
+    detect: DetectOpt = False,
+    backend: Annotated[str, typer.Option("--backend", help="llamacpp or ollama.")] = "llamacpp",
+    name: Annotated[str | None, typer.Option("--name", help="Deployment name.")] = None,
+    port: Annotated[
+        int | None, typer.Option("--port", help="Host port (default: 8080 or the next free).")
+    ] = None,
+    expose: Annotated[
+        bool, typer.Option("--expose", help="Listen on all interfaces, with an API key.")
+    ] = False,
+    insecure: Annotated[
+        bool, typer.Option("--insecure", help="Allow --expose without an API key (Ollama).")
+    ] = False,
+    image: Annotated[str | None, typer.Option("--image", help="Container image to run.")] = None,
+    ctx: Annotated[int | None, typer.Option("--ctx", help="Context length (tokens).")] = None,
+    parallel: Annotated[int, typer.Option("--parallel", help="Parallel slots.")] = 1,
+    kv_type: Annotated[str, typer.Option("--kv-type", help="KV cache type.")] = "f16",
+    quant: Annotated[str | None, typer.Option("--quant", help="Force a quantization.")] = None,
+    accept_license: Annotated[
+        bool, typer.Option("--accept-license", help="Accept a restrictive licence.")
+    ] = False,
+    timeout_s: Annotated[
+        float | None,
+        typer.Option("--timeout", help="Health wait, seconds (default: by model size)."),
+    ] = None,
+    dry_run: Annotated[
+        bool,
+        typer.Option("--dry-run", help="Print the plan, files and container spec; run nothing."),
+    ] = False,
+    as_json: JsonOpt = False,
+) -> None:
+    """Deploy MODEL and prove it with a real completion; print the endpoint."""
+
+    def body() -> None:
+        from deployer.cli import wiring
+        from deployer.cli.pull import hub_store
+        from deployer.core.deploy import container_spec_for, write_api_key
+        from deployer.core.deploy import deploy as run_deploy
+        from deployer.core.errors import InvalidRequest
+        from deployer.core.plan import PlanRequest, make_plan
+        from deployer.core.pull import pull_model
+        from deployer.core.render import default_name, render_plan
+
+        if backend not in ("llamacpp", "ollama"):
+            raise InvalidRequest(f"unknown backend '{backend}'", "Use llamacpp or ollama.")
+        prof = wiring.pick_profile(profile, detect)
+        ref = model or best_catalog_model(prof)
+        model_name, candidates, lic = wiring.plan_candidates(ref, quant)
+        req = PlanRequest(
+            quant=quant, ctx=ctx, parallel=parallel, kv_type=kv_type.lower(), backend=backend
+        )
+        result = make_plan(model_name, candidates, prof, req, license=lic)
+        if not result.fits:
+            raise InvalidRequest(
+                f"{result.model} does not fit {prof.id}",
+                f"Run 'deployer plan {ref} --profile {prof.id}' for what would.",
+            )
+        dep_name = name or default_name(result.model)
+        host_port = port or free_port()
+        chosen_quant = result.chosen.facts.quant
+        if dry_run:
+            weights_path = Path(f"/models/{dep_name}.gguf")
+            if ref == "demo" or ref.lower().endswith(".gguf"):
+                pulled = pull_model(ref, quant)
+                weights_path = pulled.path
+            else:
+                from deployer.cli.render import weights_location
+
+                weights_path = weights_location(ref, result.chosen.facts).path
+            bundle = render_plan(
+                result,
+                backend=backend,
+                target="compose",
+                model_path=weights_path,
+                port=host_port,
+                expose=expose,
+                insecure=insecure,
+                name=dep_name,
+                image=image,
+            )
+            key_note = "(generated at deploy time)" if expose and backend == "llamacpp" else None
+            spec = bundle.container_spec()
+            out = {
+                "plan": result.as_dict(),
+                "weights": str(weights_path),
+                "files": bundle.files,
+                "container": {
+                    "name": spec.name,
+                    "image": spec.image,
+                    "command": spec.command,
+                    "labels": spec.labels,
+                    "mounts": [m.__dict__ for m in spec.mounts],
+                    "ports": f"{spec.host_ip}:{spec.host_port}->{spec.container_port}",
+                    "user": spec.user,
+                    "gpus": spec.gpus,
+                    "read_only_rootfs": spec.read_only_rootfs,
+                    "cap_drop": spec.cap_drop,
+                    "security_opt": spec.security_opt,
+                    "health": spec.health.__dict__ if spec.health else None,
+                    "api_key_file": key_note,
+                },
+            }
+            if as_json:
+                print_json(out)
+            else:
+                console.print(json.dumps(out["container"], indent=2), highlight=False)
+                for rel, text in bundle.files.items():
+                    console.print(f"--- {rel}", highlight=False)
+                    console.print(text, highlight=False, markup=False)
+            return
+
+        from deployer.adapters.docker_engine import DockerEngine
+        from deployer.adapters.smoke import chat_smoke_test
+
+        engine = DockerEngine()
+        engine.engine_available()
+        say = err_console.print
+        say(
+            f"plan: {result.model} {chosen_quant} on {prof.id} (ngl {result.chosen.memory.n_gpu_layers}, ctx {result.chosen.settings.ctx})"
+        )
+        store = None if ref == "demo" or ref.lower().endswith(".gguf") else hub_store()
+        pulled = pull_model(
+            ref,
+            chosen_quant if ref != "demo" else quant,
+            store=store,
+            accept_license=accept_license,
+        )
+        say(f"weights: {pulled.path} (verified: {all(f.verified for f in pulled.files)})")
+        bundle = render_plan(
+            result,
+            backend=backend,
+            target="compose",
+            model_path=pulled.path,
+            port=host_port,
+            expose=expose,
+            insecure=insecure,
+            name=dep_name,
+            image=image,
+        )
+        official = bundle.image or ""
+        run_image, image_note = choose_image(engine, official, prof.kind, image)
+        say(f"image: {image_note}")
+        from dataclasses import replace
+
+        bundle = replace(bundle, image=run_image)
+        key_file = write_api_key(dep_name) if expose and backend == "llamacpp" else None
+        done = run_deploy(
+            result=result,
+            bundle=bundle,
+            engine=engine,
+            smoke=chat_smoke_test,
+            model_files=[f.path for f in pulled.files],
+            api_key_file=key_file,
+            image_source=image_note,
+            timeout_s=timeout_s,
+            on_progress=lambda t, msg: say(f"  {t:5.1f}s {msg}") if not as_json else None,
+        )
+        if as_json:
+            print_json(done.as_dict())
+            return
+        rec, s = done.record, done.smoke
+        console.print(
+            f"[green]deployed[/green] [bold]{rec.name}[/bold]: {rec.model} {rec.quant} at {rec.endpoint}/v1"
+        )
+        console.print(
+            f"smoke test: {s.completion_tokens} tokens, first token {s.time_to_first_token_ms} ms, {s.tokens_per_s} tokens/s: {s.text!r}",
+            highlight=False,
+        )
+        auth = ""
+        if rec.api_key_path:
+            console.print(f"API key: {rec.api_key_path} (mode 0600; never printed)")
+            auth = f' -H "Authorization: Bearer $(cat {rec.api_key_path})"'
+        console.print(
+            f"curl {rec.endpoint}/v1/chat/completions -H 'Content-Type: application/json'{auth} "
+            f'-d \'{{"model": "{rec.model}", "messages": [{{"role": "user", "content": "Hello"}}]}}\'',
+            highlight=False,
+            soft_wrap=True,
+        )
+        key_py = f"open('{rec.api_key_path}').read().strip()" if rec.api_key_path else "'none'"
+        console.print(
+            f"python: from openai import OpenAI; c = OpenAI(base_url='{rec.endpoint}/v1', api_key={key_py}); "
+            f"print(c.chat.completions.create(model='{rec.model}', messages=[{{'role': 'user', 'content': 'Hello'}}]).choices[0].message.content)",
+            highlight=False,
+            soft_wrap=True,
+            markup=False,
+        )
+        console.print(f"tear down: deployer down {rec.name}", highlight=False)
+
+    run_guarded(body)
