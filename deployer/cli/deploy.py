@@ -105,8 +105,8 @@ def deploy(
     def body() -> None:
         from deployer.cli import wiring
         from deployer.cli.pull import hub_store
-        from deployer.core.deploy import container_spec_for, write_api_key
         from deployer.core.deploy import deploy as run_deploy
+        from deployer.core.deploy import write_api_key
         from deployer.core.errors import InvalidRequest
         from deployer.core.plan import PlanRequest, make_plan
         from deployer.core.pull import pull_model
