@@ -2,18 +2,18 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from rich.table import Table
 
-from deployer.adapters.system_probe import probe_system
 from deployer.cli.app import app
 from deployer.cli.errors import run_guarded
 from deployer.cli.output import console, print_json
 from deployer.cli.params import JsonOpt
-from deployer.core.detect import DetectedHardware, ProfileMatch, detect_hardware, match_profile
-from deployer.core.profiles import load_profiles
 from deployer.core.units import GIB
+
+if TYPE_CHECKING:  # probing and pydantic models load only when detect runs
+    from deployer.core.detect import DetectedHardware, ProfileMatch
 
 
 def detect_json(hw: DetectedHardware, found: ProfileMatch) -> dict[str, Any]:
@@ -54,6 +54,10 @@ def detect(json_: JsonOpt = False) -> None:
     """Detect this machine's GPUs, CPU and RAM, and the profile that matches them."""
 
     def body() -> None:
+        from deployer.adapters.system_probe import probe_system
+        from deployer.core.detect import detect_hardware, match_profile
+        from deployer.core.profiles import load_profiles
+
         hw = detect_hardware(probe_system())
         found = match_profile(hw, load_profiles())
         if json_:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import difflib
 from collections.abc import Callable, Iterable
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.table import Table
@@ -13,12 +13,13 @@ from deployer.cli.app import app
 from deployer.cli.errors import run_guarded
 from deployer.cli.output import console, print_json
 from deployer.cli.params import JsonOpt
-from deployer.core.catalog import CatalogModel, get_model, load_catalog
 from deployer.core.errors import NotFoundError
-from deployer.core.layout import facts_from_catalog
-from deployer.core.plan import PlanRequest, PlanResult, make_plan
-from deployer.core.profiles import Profile, get_profile
 from deployer.core.units import GB
+
+if TYPE_CHECKING:  # pydantic models load only when a command runs (fast --help)
+    from deployer.core.catalog import CatalogModel
+    from deployer.core.plan import PlanResult
+    from deployer.core.profiles import Profile
 
 models_app = typer.Typer(
     name="models",
@@ -34,7 +35,7 @@ FamilyOpt = Annotated[
 
 # A filter keeps or drops one model; `list` applies every filter it is given, so later
 # options (a hardware profile, a licence) only add a filter here.
-ModelFilter = Callable[[CatalogModel], bool]
+ModelFilter = Callable[["CatalogModel"], bool]
 
 
 class FamilyNotFound(NotFoundError):
@@ -186,6 +187,9 @@ def fits_filter(profile: Profile, ctx: int | None, fits: dict[str, PlanResult]) 
     def check(model: CatalogModel) -> bool:
         if ctx is not None and ctx > model.arch.ctx_train:
             return False
+        from deployer.core.layout import facts_from_catalog
+        from deployer.core.plan import PlanRequest, make_plan
+
         facts = [facts_from_catalog(model, q) for q in model.quants]
         result = make_plan(model.id, facts, profile, PlanRequest(ctx=ctx))
         if result.fits:
@@ -231,6 +235,9 @@ def list_models(
     """List catalog models (shipped and yours), optionally only those that fit a profile."""
 
     def body() -> None:
+        from deployer.core.catalog import load_catalog
+        from deployer.core.profiles import get_profile
+
         catalog = load_catalog()
         filters: list[ModelFilter] = []
         if family:
@@ -270,6 +277,8 @@ def show_model(model_id: ModelIdArg, json_: JsonOpt = False) -> None:
     """Show one model: architecture, quant files with sizes, licence."""
 
     def body() -> None:
+        from deployer.core.catalog import get_model
+
         model = get_model(model_id)
         if json_:
             print_json(model_json(model))

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.table import Table
@@ -11,8 +11,10 @@ from deployer.cli.app import app
 from deployer.cli.errors import run_guarded
 from deployer.cli.output import console, print_json
 from deployer.cli.params import DetectOpt, JsonOpt, ProfileOpt
-from deployer.core.plan import PlanRequest, PlanResult, make_plan
 from deployer.core.units import fmt_bytes
+
+if TYPE_CHECKING:  # the planner (pydantic, numpy) loads only when plan runs (fast --help)
+    from deployer.core.plan import PlanResult
 
 
 @app.command()
@@ -42,6 +44,8 @@ def plan(
             raise InvalidRequest(f"unknown backend '{backend}'", "Use llamacpp or ollama.")
         prof = wiring.pick_profile(profile, detect)
         name, candidates, lic = wiring.plan_candidates(model, quant)
+        from deployer.core.plan import PlanRequest, make_plan
+
         req = PlanRequest(
             quant=quant, ctx=ctx, parallel=parallel, kv_type=kv_type.lower(), backend=backend
         )

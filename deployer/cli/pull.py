@@ -7,7 +7,7 @@ import sys
 import threading
 import time
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.progress import (
@@ -24,8 +24,10 @@ from deployer.cli.app import app
 from deployer.cli.errors import run_guarded
 from deployer.cli.output import console, err_console, print_json
 from deployer.cli.params import JsonOpt
-from deployer.core.pull import HubStore, ProgressSink, PullResult, pull_model
 from deployer.core.units import MIB, fmt_bytes
+
+if TYPE_CHECKING:  # the pull machinery (gguf, numpy, the Hub) loads only when a pull runs
+    from deployer.core.pull import HubStore, ProgressSink, PullResult
 
 _TRUE = {"1", "true", "yes", "on"}
 
@@ -158,6 +160,8 @@ def pull(
         progress: RichProgress | LineProgress = (
             RichProgress() if err_console.is_terminal else LineProgress()
         )
+        from deployer.core.pull import pull_model
+
         sink: ProgressSink = progress
         try:
             result = pull_model(
