@@ -8,7 +8,6 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from deployer.cli import detect as detect_cli
 from deployer.cli.app import app
 from deployer.core.detect import (
     ProbeResult,
@@ -238,7 +237,9 @@ def test_arm_cpu_has_no_x86_closest(profiles: dict[str, Profile]) -> None:
 
 def test_cli_detect_json(monkeypatch: pytest.MonkeyPatch) -> None:
     probe = _linux(15.4, 4, nvidia_csv=_fixture("nvidia-smi-a10g.csv"))
-    monkeypatch.setattr(detect_cli, "probe_system", lambda: probe)
+    import deployer.adapters.system_probe as system_probe
+
+    monkeypatch.setattr(system_probe, "probe_system", lambda: probe)
     result = CliRunner().invoke(app, ["detect", "--json"])
     assert result.exit_code == 0, result.output
     data = json.loads(result.stdout)
