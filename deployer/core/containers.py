@@ -74,6 +74,7 @@ class ContainerEngine(Protocol):
         timeout_s: float,
         on_progress: ProgressFn | None = None,
         ready_url: str | None = None,
+        poll_s: float = 0.5,
     ) -> None:
         """Return once healthy; ContainerExited or HealthTimeout otherwise."""
         ...

