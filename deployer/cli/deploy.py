@@ -83,6 +83,13 @@ def deploy(
         bool, typer.Option("--insecure", help="Allow --expose without an API key (Ollama).")
     ] = False,
     image: Annotated[str | None, typer.Option("--image", help="Container image to run.")] = None,
+    runtime: Annotated[
+        str | None,
+        typer.Option(
+            "--runtime",
+            help="container or native (a supervised local llama-server; default on Macs).",
+        ),
+    ] = None,
     ctx: Annotated[int | None, typer.Option("--ctx", help="Context length (tokens).")] = None,
     parallel: Annotated[int, typer.Option("--parallel", help="Parallel slots.")] = 1,
     kv_type: Annotated[str, typer.Option("--kv-type", help="KV cache type.")] = "f16",
@@ -114,7 +121,15 @@ def deploy(
 
         if backend not in ("llamacpp", "ollama"):
             raise InvalidRequest(f"unknown backend '{backend}'", "Use llamacpp or ollama.")
+        if runtime not in (None, "container", "native"):
+            raise InvalidRequest(f"unknown runtime '{runtime}'", "Use container or native.")
         prof = wiring.pick_profile(profile, detect)
+        how = runtime or ("native" if prof.kind == "apple" else "container")
+        if how == "native" and backend != "llamacpp":
+            raise InvalidRequest(
+                "the native runtime runs llama-server only",
+                "Use --backend llamacpp, or --runtime container.",
+            )
         ref = model or best_catalog_model(prof)
         model_name, candidates, lic = wiring.plan_candidates(ref, quant)
         req = PlanRequest(
@@ -129,6 +144,19 @@ def deploy(
         dep_name = name or default_name(result.model)
         host_port = port or free_port()
         chosen_quant = result.chosen.facts.quant
+        if how == "native":
+            deploy_native_cli(
+                result=result,
+                ref=ref,
+                name=dep_name,
+                port=host_port,
+                expose=expose,
+                accept_license=accept_license,
+                timeout_s=timeout_s,
+                dry_run=dry_run,
+                as_json=as_json,
+            )
+            return
         if dry_run:
             weights_path = Path(f"/models/{dep_name}.gguf")
             if ref == "demo" or ref.lower().endswith(".gguf"):
@@ -226,35 +254,115 @@ def deploy(
             timeout_s=timeout_s,
             on_progress=lambda t, msg: say(f"  {t:5.1f}s {msg}") if not as_json else None,
         )
-        if as_json:
-            print_json(done.as_dict())
-            return
-        rec, s = done.record, done.smoke
-        console.print(
-            f"[green]deployed[/green] [bold]{rec.name}[/bold]: {rec.model} {rec.quant} at {rec.endpoint}/v1"
-        )
-        console.print(
-            f"smoke test: {s.completion_tokens} tokens, first token {s.time_to_first_token_ms} ms, {s.tokens_per_s} tokens/s: {s.text!r}",
-            highlight=False,
-        )
-        auth = ""
-        if rec.api_key_path:
-            console.print(f"API key: {rec.api_key_path} (mode 0600; never printed)")
-            auth = f' -H "Authorization: Bearer $(cat {rec.api_key_path})"'
-        console.print(
-            f"curl {rec.endpoint}/v1/chat/completions -H 'Content-Type: application/json'{auth} "
-            f'-d \'{{"model": "{rec.model}", "messages": [{{"role": "user", "content": "Hello"}}]}}\'',
-            highlight=False,
-            soft_wrap=True,
-        )
-        key_py = f"open('{rec.api_key_path}').read().strip()" if rec.api_key_path else "'none'"
-        console.print(
-            f"python: from openai import OpenAI; c = OpenAI(base_url='{rec.endpoint}/v1', api_key={key_py}); "
-            f"print(c.chat.completions.create(model='{rec.model}', messages=[{{'role': 'user', 'content': 'Hello'}}]).choices[0].message.content)",
-            highlight=False,
-            soft_wrap=True,
-            markup=False,
-        )
-        console.print(f"tear down: deployer down {rec.name}", highlight=False)
+        print_deployed(done, as_json=as_json)
 
     run_guarded(body)
+
+
+def print_deployed(done: Any, *, as_json: bool) -> None:
+    """The endpoint, the smoke test's proof and how to call and tear down the deployment."""
+    if as_json:
+        print_json(done.as_dict())
+        return
+    rec, s = done.record, done.smoke
+    console.print(
+        f"[green]deployed[/green] [bold]{rec.name}[/bold]: {rec.model} {rec.quant} at {rec.endpoint}/v1"
+    )
+    console.print(
+        f"smoke test: {s.completion_tokens} tokens, first token {s.time_to_first_token_ms} ms, {s.tokens_per_s} tokens/s: {s.text!r}",
+        highlight=False,
+    )
+    auth = ""
+    if rec.api_key_path:
+        console.print(f"API key: {rec.api_key_path} (mode 0600; never printed)")
+        auth = f' -H "Authorization: Bearer $(cat {rec.api_key_path})"'
+    console.print(
+        f"curl {rec.endpoint}/v1/chat/completions -H 'Content-Type: application/json'{auth} "
+        f'-d \'{{"model": "{rec.model}", "messages": [{{"role": "user", "content": "Hello"}}]}}\'',
+        highlight=False,
+        soft_wrap=True,
+    )
+    key_py = f"open('{rec.api_key_path}').read().strip()" if rec.api_key_path else "'none'"
+    console.print(
+        f"python: from openai import OpenAI; c = OpenAI(base_url='{rec.endpoint}/v1', api_key={key_py}); "
+        f"print(c.chat.completions.create(model='{rec.model}', messages=[{{'role': 'user', 'content': 'Hello'}}]).choices[0].message.content)",
+        highlight=False,
+        soft_wrap=True,
+        markup=False,
+    )
+    if rec.runtime == "native":
+        console.print(f"pid {rec.pid}, log: {rec.log_path} (deployer logs {rec.name})")
+    console.print(f"tear down: deployer down {rec.name}", highlight=False)
+
+
+def deploy_native_cli(
+    *,
+    result: Any,
+    ref: str,
+    name: str,
+    port: int,
+    expose: bool,
+    accept_license: bool,
+    timeout_s: float | None,
+    dry_run: bool,
+    as_json: bool,
+) -> None:
+    """`deploy --runtime native`: llama-server as a supervised local process."""
+    from deployer.adapters import native
+    from deployer.adapters.smoke import chat_smoke_test
+    from deployer.cli.pull import hub_store
+    from deployer.core.deploy import deploy_native, secrets_dir, write_api_key
+    from deployer.core.pull import pull_model
+    from deployer.core.render import render_plan
+    from deployer.core.runtime_errors import NameInUse
+    from deployer.core.state import load_record
+
+    say = err_console.print
+    if load_record(name) is not None:
+        raise NameInUse(name)  # before a new key overwrites the running one's
+    binary = native.find_llama_server()
+    host_ip = "0.0.0.0" if expose else "127.0.0.1"
+    if not dry_run:
+        native.check_port_free(host_ip, port)
+    local = ref == "demo" or ref.lower().endswith(".gguf")
+    pulled = pull_model(
+        ref,
+        result.chosen.facts.quant if ref != "demo" else result.request.quant,
+        store=None if local else hub_store(),
+        accept_license=accept_license,
+    )
+    key_path = secrets_dir(name) / "api_key" if expose else None
+    bundle = render_plan(
+        result,
+        backend="llamacpp",
+        target="launchd" if result.profile.kind == "apple" else "systemd",
+        model_path=pulled.path,
+        port=port,
+        expose=expose,
+        name=name,
+        binary=str(binary),
+        api_key_file=key_path,
+    )
+    if dry_run:
+        out = {"plan": result.as_dict(), "weights": str(pulled.path), "argv": bundle.native_argv()}
+        if as_json:
+            print_json(out)
+        else:
+            console.print(json.dumps(out["argv"]), highlight=False, soft_wrap=True)
+        return
+    say(f"weights: {pulled.path} (verified: {all(f.verified for f in pulled.files)})")
+    say(f"server: {binary} (native, pid and log under the state dir)")
+    key_file = write_api_key(name, for_container=False) if expose else None
+    log_path = native.log_path_for(name)
+    done = deploy_native(
+        result=result,
+        bundle=bundle,
+        runtime=native.NativeSupervisor(),
+        smoke=chat_smoke_test,
+        model_files=[f.path for f in pulled.files],
+        api_key_file=key_file,
+        log_path=log_path,
+        timeout_s=timeout_s,
+        on_progress=lambda t, msg: say(f"  {t:5.1f}s {msg}") if not as_json else None,
+    )
+    print_deployed(done, as_json=as_json)

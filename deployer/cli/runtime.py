@@ -5,6 +5,7 @@ from __future__ import annotations
 import difflib
 import time
 from collections.abc import Iterator
+from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
@@ -63,7 +64,28 @@ def current_statuses(*, need_engine: bool) -> list[DeploymentStatus]:
         if any(r.runtime == "container" for r in records):
             typer.echo(f"warning: {exc.message()}", err=True)
         containers = None
-    return reconcile(records, containers, pid_alive=pid_alive)
+    return [_native_health(st) for st in reconcile(records, containers, pid_alive=_native_alive)]
+
+
+def _native_alive(pid: int) -> bool:
+    """A native server's pid lives and is still the process deploy started (same start time)."""
+    from deployer.adapters.native import load_process, same_process
+
+    for r in load_records():
+        if r.runtime == "native" and r.pid == pid:
+            known = load_process(r.name)
+            started = known.create_time if known is not None and known.pid == pid else None
+            return same_process(pid, started) is not None
+    return pid_alive(pid)
+
+
+def _native_health(st: DeploymentStatus) -> DeploymentStatus:
+    """A running native server's /health: healthy (200), starting (503) or unhealthy."""
+    if st.record is None or st.record.runtime != "native" or st.status != "running":
+        return st
+    from deployer.adapters.native import probe_health
+
+    return replace(st, status=probe_health(st.record.endpoint))  # type: ignore[arg-type]
 
 
 def fmt_uptime(seconds: float | None) -> str:
@@ -183,22 +205,26 @@ def logs(
 
 
 def _stop_native(record: DeploymentRecord) -> str:
+    """SIGTERM the server's process group, SIGKILL after STOP_TIMEOUT_S; never a reused pid."""
     import psutil
 
-    if record.pid is None or not pid_alive(record.pid):
+    from deployer.adapters.native import NativeSupervisor, load_process, remove_process_file
+
+    if record.pid is None:
         return "process already gone"
-    proc = psutil.Process(record.pid)
-    # Never signal a stranger that reused the pid: ours was started with our port.
-    if str(record.port) not in " ".join(proc.cmdline()):
+    known = load_process(record.name)
+    if known is not None and known.pid == record.pid:
+        said = NativeSupervisor().stop(
+            pid=record.pid, create_time=known.create_time, timeout_s=STOP_TIMEOUT_S
+        )
+        remove_process_file(record.name)
+        return said
+    if not pid_alive(record.pid):
+        return "process already gone"
+    # No pid file: fall back to the port on its command line to recognise our server.
+    if str(record.port) not in " ".join(psutil.Process(record.pid).cmdline()):
         return f"pid {record.pid} is no longer the server (pid reused); left alone"
-    proc.terminate()
-    try:
-        proc.wait(timeout=STOP_TIMEOUT_S)
-    except psutil.TimeoutExpired:
-        proc.kill()
-        proc.wait(timeout=5)
-        return f"stopped pid {record.pid} (killed after {STOP_TIMEOUT_S:g} s)"
-    return f"stopped pid {record.pid}"
+    return NativeSupervisor().stop(pid=record.pid, create_time=None, timeout_s=STOP_TIMEOUT_S)
 
 
 def _down_one(engine: ContainerEngine | None, st: DeploymentStatus, *, purge: bool) -> None:
@@ -206,6 +232,8 @@ def _down_one(engine: ContainerEngine | None, st: DeploymentStatus, *, purge: bo
     say = typer.echo
     if r is not None and r.runtime == "native":
         say(f"{st.name}: {_stop_native(r)}")
+        if r.log_path:
+            say(f"{st.name}: log kept at {r.log_path}")
     elif engine is not None:
         target = st.container.id if st.container else (r.container_id if r else None) or st.name
         removed = engine.stop_and_remove(name_or_id=target, timeout_s=STOP_TIMEOUT_S)

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from deployer.core.containers import ContainerEngine
-from deployer.core.errors import InvalidRequest
+from deployer.core.errors import DeployerError, InvalidRequest
 from deployer.core.plan import PlanResult
 from deployer.core.render import API_KEY_IN_CONTAINER, RenderedBundle, startup_timeout_s
 from deployer.core.resources import state_dir
@@ -22,6 +22,47 @@ from deployer.core.state import DeploymentRecord, load_record, now_iso, save_rec
 
 # The container user of the runtime image (render sets it; the key file must be readable by it).
 CONTAINER_UID = 65534
+
+
+def _log_block(log_path: str, lines: list[str]) -> str:
+    where = f" (full log: {log_path})" if log_path else ""
+    if not lines:
+        return f"; it logged nothing{where}"
+    return f"{where}; last log lines:\n" + "\n".join(f"  | {line}" for line in lines)
+
+
+@dataclass
+class NativeExited(DeployerError):
+    """The local llama-server process ended before it became healthy."""
+
+    name: str
+    process_exit_code: int | None  # the server's; `exit_code` is deployer's own
+    log_path: str
+    last_logs: list[str] = field(default_factory=list)
+
+    def message(self) -> str:
+        code = "" if self.process_exit_code is None else f" with code {self.process_exit_code}"
+        return f"llama-server of '{self.name}' exited{code} before it became healthy" + (
+            _log_block(self.log_path, self.last_logs)
+        )
+
+
+@dataclass
+class NativeHealthTimeout(DeployerError):
+    """The local llama-server did not answer /health with 200 in time."""
+
+    name: str
+    timeout_s: float
+    last_status: str
+    log_path: str
+    last_logs: list[str] = field(default_factory=list)
+
+    def message(self) -> str:
+        return (
+            f"llama-server of '{self.name}' was not healthy after {self.timeout_s:g} s "
+            f"(health: {self.last_status}); it was stopped"
+            + _log_block(self.log_path, self.last_logs)
+        )
 
 
 class SmokeTester(Protocol):
@@ -53,6 +94,9 @@ class DeployResult:
             "image": self.record.image,
             "image_source": self.image_source,
             "container_id": self.record.container_id,
+            "runtime": self.record.runtime,
+            "pid": self.record.pid,
+            "log_path": self.record.log_path,
             "files": self.record.files,
             "smoke": {
                 "text": s.text,
@@ -71,8 +115,8 @@ def secrets_dir(name: str) -> Path:
     return state_dir() / "secrets" / name
 
 
-def write_api_key(name: str) -> Path:
-    """Generate a key, store it with the tightest mode the container user can still read."""
+def write_api_key(name: str, *, for_container: bool = True) -> Path:
+    """Generate a key, store it with the tightest mode its reader (container user or we) allows."""
     folder = secrets_dir(name)
     folder.mkdir(parents=True, exist_ok=True)
     os.chmod(folder, 0o700)
@@ -80,6 +124,8 @@ def write_api_key(name: str) -> Path:
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     with os.fdopen(fd, "w") as fh:
         fh.write(secrets.token_urlsafe(32))
+    if not for_container:
+        return path  # a native server runs as this user: 0600 is enough
     if os.geteuid() == 0:
         os.chown(path, CONTAINER_UID, CONTAINER_UID)
     else:
@@ -157,3 +203,91 @@ def deploy(
             shutil.rmtree(api_key_file.parent, ignore_errors=True)
         raise
     return DeployResult(record, proof, image_source, time.monotonic() - started)
+
+
+class NativeStarted(Protocol):
+    """What a process runtime reports about a server it started."""
+
+    @property
+    def pid(self) -> int: ...
+
+    @property
+    def create_time(self) -> float: ...
+
+    @property
+    def log_path(self) -> str: ...
+
+
+class ProcessRuntime(Protocol):
+    """Starts, watches and stops a local server process (deployer.adapters.native)."""
+
+    def start(self, *, name: str, argv: list[str], log_path: Path) -> NativeStarted: ...
+
+    def wait_healthy(
+        self,
+        *,
+        name: str,
+        proc: Any,
+        endpoint: str,
+        timeout_s: float,
+        on_progress: Callable[[float, str], None] | None = None,
+    ) -> None: ...
+
+    def stop(self, *, pid: int, create_time: float | None, timeout_s: float = 10.0) -> str: ...
+
+    def forget(self, *, name: str) -> None: ...
+
+
+def deploy_native(
+    *,
+    result: PlanResult,
+    bundle: RenderedBundle,
+    runtime: ProcessRuntime,
+    smoke: SmokeTester,
+    model_files: list[str],
+    api_key_file: Path | None,
+    log_path: Path,
+    on_progress: Callable[[float, str], None] | None = None,
+    timeout_s: float | None = None,
+) -> DeployResult:
+    """Run the bundle's native argv until healthy and proven; on failure stop it, keep the log."""
+    started = time.monotonic()
+    if load_record(bundle.name) is not None:
+        raise NameInUse(bundle.name)
+    argv = bundle.native_argv()
+    endpoint = f"http://127.0.0.1:{bundle.host_port}"
+    proc: NativeStarted | None = None
+    try:
+        proc = runtime.start(name=bundle.name, argv=argv, log_path=log_path)
+        wait = timeout_s or float(startup_timeout_s(result.chosen.facts.weights.file_bytes))
+        runtime.wait_healthy(
+            name=bundle.name, proc=proc, endpoint=endpoint, timeout_s=wait, on_progress=on_progress
+        )
+        key = api_key_file.read_text().strip() if api_key_file else None
+        proof = smoke(endpoint, model=bundle.labels["io.deployer.model"], api_key=key)
+        record = DeploymentRecord(
+            name=bundle.name,
+            model=result.model,
+            quant=result.chosen.facts.quant,
+            backend=bundle.backend,
+            runtime="native",
+            endpoint=endpoint,
+            port=bundle.host_port,
+            created_at=now_iso(),
+            pid=proc.pid,
+            image=argv[0],  # the binary that serves
+            api_key_path=str(api_key_file) if api_key_file else None,
+            files=model_files,
+            log_path=str(log_path),
+        )
+        save_record(record)
+    except BaseException:
+        # The process group and the key go; the log stays for the user to read.
+        if proc is not None:
+            runtime.stop(pid=proc.pid, create_time=proc.create_time, timeout_s=10.0)
+        runtime.forget(name=bundle.name)
+        if api_key_file is not None:
+            shutil.rmtree(api_key_file.parent, ignore_errors=True)
+        raise
+    notes = [f"log: {log_path}"]
+    return DeployResult(record, proof, f"{argv[0]} (native)", time.monotonic() - started, notes)
