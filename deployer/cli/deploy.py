@@ -115,12 +115,10 @@ def deploy(
         from deployer.core.deploy import deploy as run_deploy
         from deployer.core.deploy import write_api_key
         from deployer.core.errors import InvalidRequest
-        from deployer.core.plan import PlanRequest, make_plan
         from deployer.core.pull import pull_model
         from deployer.core.render import default_name, render_plan
 
-        if backend not in ("llamacpp", "ollama"):
-            raise InvalidRequest(f"unknown backend '{backend}'", "Use llamacpp or ollama.")
+        wiring.check_backend(backend)
         if runtime not in (None, "container", "native"):
             raise InvalidRequest(f"unknown runtime '{runtime}'", "Use container or native.")
         prof = wiring.pick_profile(profile, detect)
@@ -131,16 +129,10 @@ def deploy(
                 "Use --backend llamacpp, or --runtime container.",
             )
         ref = model or best_catalog_model(prof)
-        model_name, candidates, lic = wiring.plan_candidates(ref, quant)
-        req = PlanRequest(
-            quant=quant, ctx=ctx, parallel=parallel, kv_type=kv_type.lower(), backend=backend
+        result = wiring.plan_for(
+            ref, prof, quant=quant, ctx=ctx, parallel=parallel, kv_type=kv_type, backend=backend
         )
-        result = make_plan(model_name, candidates, prof, req, license=lic)
-        if not result.fits:
-            raise InvalidRequest(
-                f"{result.model} does not fit {prof.id}",
-                f"Run 'deployer plan {ref} --profile {prof.id}' for what would.",
-            )
+        wiring.require_fit(result, ref)
         dep_name = name or default_name(result.model)
         host_port = port or free_port()
         chosen_quant = result.chosen.facts.quant

@@ -37,21 +37,13 @@ def plan(
 
     def body() -> None:
         from deployer.cli import wiring
-        from deployer.core.errors import InvalidRequest
-        from deployer.core.profiles import load_profiles
 
-        if backend not in ("llamacpp", "ollama"):
-            raise InvalidRequest(f"unknown backend '{backend}'", "Use llamacpp or ollama.")
+        wiring.check_backend(backend)
         prof = wiring.pick_profile(profile, detect)
-        name, candidates, lic = wiring.plan_candidates(model, quant)
-        from deployer.core.plan import PlanRequest, make_plan
-
-        req = PlanRequest(
-            quant=quant, ctx=ctx, parallel=parallel, kv_type=kv_type.lower(), backend=backend
-        )
-        result = make_plan(
-            name, candidates, prof, req, license=lic, other_profiles=list(load_profiles().values())
-        )
+        result = wiring.plan_for(
+            model, prof, quant=quant, ctx=ctx, parallel=parallel, kv_type=kv_type,
+            backend=backend, suggest_profiles=True,
+        )  # fmt: skip
         if as_json:
             print_json(result.as_dict())
         else:

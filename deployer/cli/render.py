@@ -117,23 +117,14 @@ def render(
 
     def body() -> None:
         from deployer.cli import wiring
-        from deployer.core.errors import InvalidRequest
-        from deployer.core.plan import PlanRequest, make_plan
         from deployer.core.render import default_name, render_plan
 
-        if backend not in ("llamacpp", "ollama"):
-            raise InvalidRequest(f"unknown backend '{backend}'", "Use llamacpp or ollama.")
+        wiring.check_backend(backend)
         prof = wiring.pick_profile(profile, detect)
-        model_name, candidates, lic = wiring.plan_candidates(model, quant)
-        req = PlanRequest(
-            quant=quant, ctx=ctx, parallel=parallel, kv_type=kv_type.lower(), backend=backend
+        result = wiring.plan_for(
+            model, prof, quant=quant, ctx=ctx, parallel=parallel, kv_type=kv_type, backend=backend
         )
-        result = make_plan(model_name, candidates, prof, req, license=lic)
-        if not result.fits:
-            raise InvalidRequest(
-                f"{result.model} {result.chosen.facts.quant} does not fit {prof.id}",
-                f"Run 'deployer plan {model} --profile {prof.id}' for what does.",
-            )
+        wiring.require_fit(result, model)
         dep_name = name or default_name(result.model)
         out_dir = (out or Path(f"deployer-{dep_name}")).resolve()
         weights = weights_location(model, result.chosen.facts)

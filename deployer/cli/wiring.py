@@ -5,7 +5,7 @@ from __future__ import annotations
 from deployer.core.arch import ModelFacts
 from deployer.core.catalog import CatalogModel, get_model, load_catalog
 from deployer.core.layout import facts_from_catalog
-from deployer.core.plan import License
+from deployer.core.plan import License, PlanResult
 from deployer.core.profiles import Profile, get_profile, load_profiles
 from deployer.core.resolve import HF_PREFIX, resolve_model
 
@@ -49,3 +49,45 @@ def plan_candidates(ref: str, quant: str | None) -> tuple[str, list[ModelFacts],
     hub = hub_reader() if ref.startswith(HF_PREFIX) else None
     one = resolve_model(ref, quant, hub=hub)  # type: ignore[arg-type]
     return ref, [one], None
+
+
+def check_backend(backend: str) -> None:
+    """Refuse a backend deployer does not know."""
+    from deployer.core.errors import InvalidRequest
+
+    if backend not in ("llamacpp", "ollama"):
+        raise InvalidRequest(f"unknown backend '{backend}'", "Use llamacpp or ollama.")
+
+
+def plan_for(
+    ref: str,
+    prof: Profile,
+    *,
+    quant: str | None,
+    ctx: int | None,
+    parallel: int,
+    kv_type: str,
+    backend: str,
+    suggest_profiles: bool = False,
+) -> PlanResult:
+    """Plan `ref` on `prof` as plan, render and deploy all do (bigger profiles on request)."""
+    from deployer.core.plan import PlanRequest, make_plan
+
+    model_name, candidates, lic = plan_candidates(ref, quant)
+    req = PlanRequest(
+        quant=quant, ctx=ctx, parallel=parallel, kv_type=kv_type.lower(), backend=backend
+    )
+    others = list(load_profiles().values()) if suggest_profiles else None
+    return make_plan(model_name, candidates, prof, req, license=lic, other_profiles=others)
+
+
+def require_fit(result: PlanResult, ref: str) -> None:
+    """Refuse to render or deploy a plan that does not fit, naming the command that explains."""
+    from deployer.core.errors import InvalidRequest
+
+    if not result.fits:
+        prof = result.profile.id
+        raise InvalidRequest(
+            f"{result.model} {result.chosen.facts.quant} does not fit {prof}",
+            f"Run 'deployer plan {ref} --profile {prof}' for what would.",
+        )
