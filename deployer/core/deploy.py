@@ -11,17 +11,27 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Protocol
 
-from deployer.core.containers import ContainerEngine
+from deployer.core.containers import ContainerEngine, ContainerInfo
 from deployer.core.errors import DeployerError, InvalidRequest
 from deployer.core.plan import PlanResult
 from deployer.core.render import API_KEY_IN_CONTAINER, RenderedBundle, startup_timeout_s
 from deployer.core.resources import state_dir
 from deployer.core.runtime_errors import NameInUse
 from deployer.core.specs import ContainerSpec, Mount
-from deployer.core.state import DeploymentRecord, load_record, now_iso, save_record
+from deployer.core.state import (
+    DeploymentRecord,
+    delete_record,
+    load_record,
+    now_iso,
+    save_record,
+)
 
 # The container user of the runtime image (render sets it; the key file must be readable by it).
 CONTAINER_UID = 65534
+# One random value per deploy attempt: cleanup after an interrupt that landed while the engine
+# was still creating the container finds exactly what this attempt made, never a same-named
+# container someone else owns.
+ATTEMPT_LABEL = "io.deployer.attempt"
 
 
 def _log_block(log_path: str, lines: list[str]) -> str:
@@ -138,6 +148,7 @@ def write_api_key(name: str, *, for_container: bool = True) -> Path:
 def container_spec_for(bundle: RenderedBundle, api_key_file: Path | None) -> ContainerSpec:
     """The bundle's spec, with the key file mounted read-only where the server reads it."""
     spec = bundle.container_spec()
+    spec = replace(spec, labels={**spec.labels, ATTEMPT_LABEL: secrets.token_hex(8)})
     if api_key_file is not None:
         spec = replace(spec, mounts=[*spec.mounts, Mount(str(api_key_file), API_KEY_IN_CONTAINER)])
     return spec
@@ -195,14 +206,37 @@ def deploy(
             files=model_files,
         )
         save_record(record)
-    except BaseException:
+    except BaseException as exc:
         # Nothing half-made survives: the container, its key and no record.
+        if container_id is None:
+            # Interrupted inside run_container: the engine may have made it all the same.
+            late = not isinstance(exc, Exception)
+            container_id = _made_by_attempt(
+                engine, spec.labels[ATTEMPT_LABEL], wait_s=1.0 if late else 0.0
+            )
         if container_id is not None:
             engine.stop_and_remove(name_or_id=container_id, timeout_s=10.0)
+        rec = load_record(bundle.name)
+        if rec is not None and rec.container_id == container_id:
+            delete_record(bundle.name)
         if api_key_file is not None:
             shutil.rmtree(api_key_file.parent, ignore_errors=True)
         raise
     return DeployResult(record, proof, image_source, time.monotonic() - started)
+
+
+def _made_by_attempt(engine: ContainerEngine, attempt: str, *, wait_s: float) -> str | None:
+    """The id of the container labelled with this attempt, looking up to `wait_s` for it."""
+    end = time.monotonic() + wait_s
+    while True:
+        mine: list[ContainerInfo] = [
+            c for c in engine.list_deployer_containers() if c.labels.get(ATTEMPT_LABEL) == attempt
+        ]
+        if mine:
+            return mine[0].id
+        if time.monotonic() >= end:
+            return None
+        time.sleep(0.1)
 
 
 class NativeStarted(Protocol):

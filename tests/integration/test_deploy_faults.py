@@ -11,6 +11,7 @@ import time
 import pytest
 
 from deployer.adapters.docker_engine import DockerEngine
+from deployer.core.specs import ContainerSpec
 from deployer.core.state import load_record
 from tests.integration.dockerkit import engine, free_port, runtime_image
 
@@ -43,25 +44,31 @@ def test_health_timeout_is_reported_and_cleaned_up(
     _left_nothing(engine, "t-timeout")
 
 
+@pytest.mark.parametrize("delay_s", [0.0, 0.5])
 def test_sigint_while_waiting_removes_the_container(
-    engine: DockerEngine, runtime_image: str
+    engine: DockerEngine, runtime_image: str, delay_s: float
 ) -> None:
+    """SIGINT as soon as the container exists (the engine may still be answering the create
+    call), and a moment later while the server loads: either way nothing is left."""
+    name = f"t-sigint-{int(delay_s * 10)}"
     proc = subprocess.Popen(
-        [*CMD, "--name", "t-sigint", "--port", str(free_port()), "--timeout", "120"],
+        [*CMD, "--name", name, "--port", str(free_port()), "--timeout", "120"],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
     )  # fmt: skip
     end = time.monotonic() + 60
-    while "t-sigint" not in _names(engine) and time.monotonic() < end and proc.poll() is None:
-        time.sleep(0.05)
-    assert "t-sigint" in _names(engine), "the container never appeared"
+    while name not in _names(engine) and time.monotonic() < end and proc.poll() is None:
+        time.sleep(0.01)
+    assert name in _names(engine), "the container never appeared"
+    time.sleep(delay_s)
     proc.send_signal(signal.SIGINT)
     _, err = proc.communicate(timeout=60)
-    # Either the interrupt landed while waiting (130), or the deploy had already finished.
+    # Either the interrupt landed while deploying (130), or the deploy had already finished.
     if proc.returncode == 0:
-        subprocess.run([*CMD[:3], "down", "t-sigint"], check=True, capture_output=True)
+        subprocess.run([*CMD[:3], "down", name], check=True, capture_output=True)
     else:
         assert proc.returncode == 130 and "interrupted" in err
-    _left_nothing(engine, "t-sigint")
+        assert "Traceback" not in err
+    _left_nothing(engine, name)
 
 
 def test_daemon_not_running_is_exit_3_with_the_fix(tmp_path: object) -> None:
@@ -73,3 +80,43 @@ def test_daemon_not_running_is_exit_3_with_the_fix(tmp_path: object) -> None:
     lines = [ln for ln in proc.stderr.splitlines() if ln.strip()]
     assert lines and lines[0].startswith("error: Docker unavailable")
     assert "dockerd" in proc.stderr and "Traceback" not in proc.stderr
+
+
+class _InterruptedAfterCreate(DockerEngine):
+    """The real engine, with Ctrl-C injected after the container is created but before
+    run_container returns its id: the window where only the attempt label finds it."""
+
+    def run_container(self, *, spec: ContainerSpec) -> str:
+        self.client().containers.create(**self._create_kwargs(spec))
+        raise KeyboardInterrupt
+
+
+def test_interrupt_inside_container_creation_still_leaves_nothing(
+    engine: DockerEngine, runtime_image: str
+) -> None:
+    from deployer.adapters.smoke import chat_smoke_test
+    from deployer.cli import wiring
+    from deployer.core.deploy import ATTEMPT_LABEL, deploy
+    from deployer.core.profiles import get_profile
+    from deployer.core.render import render_plan
+    from deployer.core.resolve import demo_model_path
+
+    result = wiring.plan_for("demo", get_profile("cpu-x86-2c-8gb"), quant=None, ctx=None,
+                             parallel=1, kv_type="f16", backend="llamacpp")  # fmt: skip
+    bundle = render_plan(result, backend="llamacpp", target="compose", model_path=demo_model_path(),
+                         port=free_port(), expose=False, insecure=False, name="t-midcreate",
+                         image=runtime_image)  # fmt: skip
+    # Someone else's container with a deployer label must survive our cleanup.
+    other = engine.client().containers.create(
+        runtime_image, name="t-midcreate-other", labels={"io.deployer.name": "t-other"}
+    )
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            deploy(result=result, bundle=bundle, engine=_InterruptedAfterCreate(),
+                   smoke=chat_smoke_test, model_files=[], api_key_file=None,
+                   image_source="local")  # fmt: skip
+        _left_nothing(engine, "t-midcreate")
+        assert not [c for c in engine.list_deployer_containers() if ATTEMPT_LABEL in c.labels]
+        assert "t-midcreate-other" in _names(engine)
+    finally:
+        other.remove(force=True)

@@ -87,7 +87,8 @@ def test_native_deploy_serves_shows_logs_and_downs_clean() -> None:
     got = json.loads(out)
     assert got["runtime"] == "native" and got["smoke"]["completion_tokens"] > 0
     rec = load_record("n-ok")
-    assert rec is not None and rec.pid == got["pid"] and rec.runtime == "native"
+    assert rec is not None and rec.pid is not None and rec.pid == got["pid"]
+    assert rec.runtime == "native"
     assert rec.log_path == str(log_path_for("n-ok"))
     assert stat.S_IMODE(os.stat(rec.log_path).st_mode) == 0o600
     argv = psutil.Process(rec.pid).cmdline()
