@@ -39,6 +39,7 @@ def _register() -> None:
     from deployer.cli import (  # noqa: F401
         deploy,
         detect,
+        fleet,
         image,
         models,
         plan,

@@ -467,3 +467,27 @@ def pull_model(
         progress=progress or NullProgress(),
         started=started,
     )
+
+
+def remote_targets(
+    ref: str,
+    quant: str | None,
+    store: HubStore,
+    *,
+    revision: str | None = None,
+    accept_license: bool = False,
+) -> list[FileTarget]:
+    """The exact Hub files `ref` needs, pinned to a commit, with sizes and sha256, fetching
+    nothing: for hosts that download the weights themselves (deployer fleet)."""
+    req = _hub_request(ref, quant, revision, accept_license)
+    listing = store.list_repo(req.repo_id, req.revision)
+    targets = []
+    for f in _choose_files(req, listing, offline=False):
+        check_repo_filename(req.repo_id, f.name)
+        if not f.sha256:
+            raise UnsafeRepoPath(
+                req.repo_id, f.name, "the Hub lists no sha256, so it cannot be verified"
+            )
+        rev = req.revision or DEFAULT_REVISION
+        targets.append(FileTarget(req.repo_id, listing.commit, rev, f.name, f.size, f.sha256))
+    return targets
