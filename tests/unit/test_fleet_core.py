@@ -1,0 +1,155 @@
+"""Fleet core: inventory variables, facts -> profile, playbooks, and outcomes from events."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+import yaml
+
+from deployer.core.detect import detect_hardware, match_profile
+from deployer.core.errors import InvalidRequest
+from deployer.core.fleet import (
+    DEFAULT_PORT,
+    DEFAULT_ROOT,
+    FleetHost,
+    HostPlan,
+    Weight,
+    deployment_name,
+    hosts_from_inventory,
+    outcomes_from_events,
+    probe_from_facts,
+    render_playbook,
+)
+from deployer.core.profiles import load_profiles
+
+
+def _listing(hostvars: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    return {"_meta": {"hostvars": hostvars}, "all": {"children": ["ungrouped"]},
+            "ungrouped": {"hosts": sorted(hostvars)}}  # fmt: skip
+
+
+def test_inventory_variables_and_defaults() -> None:
+    hosts = hosts_from_inventory(
+        _listing({
+            "gpu1": {"deployer_model": "llama-3.1-8b-instruct", "deployer_profile": "nvidia-a10g-24gb",
+                     "deployer_port": "9000", "deployer_expose": "yes", "ansible_host": "10.0.0.5"},
+            "cpu1": {"deployer_model": "demo"},
+            "bastion": {"ansible_host": "10.0.0.1"},  # no model: not part of the deployments
+        })
+    )  # fmt: skip
+    by = {h.host: h for h in hosts}
+    assert set(by) == {"gpu1", "cpu1"}
+    assert by["gpu1"].port == 9000 and by["gpu1"].expose is True
+    assert by["cpu1"] == FleetHost(host="cpu1", profile="detect", model="demo")
+    assert by["cpu1"].port == DEFAULT_PORT and by["cpu1"].root == DEFAULT_ROOT
+
+
+@pytest.mark.parametrize(
+    ("hv", "words"),
+    [
+        ({"deployer_model": "demo", "deployer_modle": "x"}, "unknown variable deployer_modle"),
+        ({"deployer_model": "demo", "deployer_port": "http"}, "must be a whole number"),
+        ({"deployer_model": "demo", "deployer_port": 70000}, "is not a port"),
+        ({"deployer_model": "demo", "deployer_root": "models"}, "absolute path"),
+    ],
+)
+def test_bad_inventory_variables_are_named(hv: dict[str, Any], words: str) -> None:
+    with pytest.raises(InvalidRequest) as info:
+        hosts_from_inventory(_listing({"h1": hv}))
+    assert words in info.value.message() and "h1" in info.value.message()
+
+
+def test_inventory_without_models_says_what_to_set() -> None:
+    with pytest.raises(InvalidRequest) as info:
+        hosts_from_inventory(_listing({"h1": {"ansible_host": "x"}}))
+    assert "deployer_model" in info.value.message()
+
+
+def test_default_names_differ_per_host_and_are_container_safe() -> None:
+    a, b = deployment_name("llama-3-1-8b", "GPU_01.example.com"), deployment_name("m", "h")
+    assert a == "llama-3-1-8b-gpu_01.example.com" and b == "m-h"
+    assert len(deployment_name("x" * 80, "y")) <= 63
+
+
+def test_facts_of_an_a10g_host_match_the_a10g_profile() -> None:
+    facts = {"ansible_system": "Linux", "ansible_architecture": "x86_64",
+             "ansible_memtotal_mb": "63000", "ansible_processor_cores": 8,
+             "ansible_processor_count": 1, "ansible_processor_vcpus": "16"}  # fmt: skip
+    probe = probe_from_facts(facts, {"nvidia": "NVIDIA A10G, 23028, 8.6"})
+    assert probe.ram_bytes == 63000 * 1024 * 1024 and probe.cpu_threads == 16
+    match = match_profile(detect_hardware(probe), load_profiles())
+    assert match.profile.kind == "nvidia" and "a10g" in match.profile.id
+
+
+def test_facts_without_a_gpu_give_a_cpu_profile() -> None:
+    facts = {"ansible_system": "Linux", "ansible_architecture": "x86_64",
+             "ansible_memtotal_mb": 65536, "ansible_processor_cores": 16,
+             "ansible_processor_count": 1, "ansible_processor_vcpus": 32}  # fmt: skip
+    match = match_profile(detect_hardware(probe_from_facts(facts, {"nvidia": ""})), load_profiles())
+    assert match.profile.kind == "cpu"
+
+
+def test_fingerprint_changes_with_what_the_host_runs_only() -> None:
+    h = FleetHost(host="a", profile="p", model="demo", port=8080)
+    base = HostPlan(host=h, name="n", files={"docker-compose.yml": "x"},
+                    weights=[Weight(dest="/m/f.gguf", size=1, src="/here/f.gguf")], image="i")  # fmt: skip
+    moved = HostPlan(host=h, name="n", files={"docker-compose.yml": "x"},
+                     weights=[Weight(dest="/m/f.gguf", size=1, src="/elsewhere/f.gguf")], image="i")  # fmt: skip
+    other = HostPlan(host=h, name="n", files={"docker-compose.yml": "y"},
+                     weights=base.weights, image="i")  # fmt: skip
+    assert base.fingerprint() == moved.fingerprint()  # where we copy from is not what runs
+    assert base.fingerprint() != other.fingerprint()
+
+
+@pytest.mark.parametrize("kind", ["facts", "deploy", "status", "down"])
+def test_every_playbook_renders_to_yaml_with_only_builtin_modules(kind: str) -> None:
+    play = yaml.safe_load(render_playbook(kind))[0]
+    tasks = list(play["tasks"])
+    for t in list(tasks):
+        tasks += t.get("block", []) + t.get("rescue", [])
+    modules = {k for t in tasks for k in t if "." in k}
+    assert modules and all(m.startswith("ansible.builtin.") for m in modules), modules
+
+
+def test_deploy_playbook_carries_serial_and_max_fail_only_when_given() -> None:
+    plain = yaml.safe_load(render_playbook("deploy"))[0]
+    assert "serial" not in plain and "max_fail_percentage" not in plain
+    rolled = yaml.safe_load(render_playbook("deploy", serial="25%", max_fail_percentage=10))[0]
+    assert rolled["serial"] == "25%" and rolled["max_fail_percentage"] == 10
+
+
+def test_down_removes_weights_only_with_purge() -> None:
+    assert "remove the weights" not in render_playbook("down")
+    assert "remove the weights" in render_playbook("down", purge=True)
+
+
+def _ev(kind: str, host: str, task: str, res: dict[str, Any] | None = None) -> dict[str, Any]:
+    return {"event": kind, "event_data": {"host": host, "task": task, "res": res or {}}}
+
+
+def test_outcomes_keep_the_report_reason_over_the_final_fail() -> None:
+    events = [
+        _ev("runner_on_start", "a", "bring the server up"),
+        _ev("runner_on_failed", "a", "bring the server up", {"msg": "non-zero return code", "stderr": "boom"}),
+        _ev("runner_on_ok", "a", "report failed",
+            {"msg": {"deployer": {"result": "failed", "reason": "bring the server up: boom"}}}),
+        _ev("runner_on_failed", "a", "fail this host", {"msg": "bring the server up failed"}),
+        _ev("runner_on_ok", "b", "report deployed", {"msg": {"deployer": {"result": "deployed"}}}),
+        _ev("runner_on_unreachable", "c", "find docker", {"msg": "ssh: connect refused"}),
+    ]  # fmt: skip
+    out = outcomes_from_events(events, ["a", "b", "c", "d"], default="failed")
+    assert out["a"].result == "failed" and out["a"].reason == "bring the server up: boom"
+    assert out["b"].result == "deployed"
+    assert out["c"].result == "unreachable" and "refused" in out["c"].reason
+    assert out["d"].result == "not-run"
+
+
+def test_a_failure_without_report_uses_stderr_and_censored_output_stays_hidden() -> None:
+    events = [
+        _ev("runner_on_failed", "a", "copy", {"msg": "non-zero return code", "stderr": "disk full"}),
+        _ev("runner_on_failed", "b", "key", {"censored": "the output has been hidden"}),
+    ]  # fmt: skip
+    out = outcomes_from_events(events, ["a", "b"], default="failed")
+    assert out["a"].reason == "disk full"
+    assert "hidden" in out["b"].reason
