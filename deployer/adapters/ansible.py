@@ -10,7 +10,9 @@ from __future__ import annotations
 import json
 import os
 import shlex
+import shutil
 import sys
+import sysconfig
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -49,13 +51,17 @@ def _runner() -> Any:
         import ansible_runner
     except ImportError:
         raise _missing("ansible-runner") from None
-    # ansible_runner starts ansible-playbook from PATH: make it the one next to this Python.
-    bindir = str(Path(sys.executable).parent)
-    path = os.environ.get("PATH", "")
-    if not path.startswith(bindir + os.pathsep):
-        os.environ["PATH"] = bindir + os.pathsep + path
-    if not (Path(bindir) / "ansible-playbook").exists():
-        raise _missing("ansible-core (ansible-playbook)")
+    # ansible_runner starts ansible-playbook from PATH: make it the one installed with this
+    # Python (next to the interpreter in a venv; the scripts dir of a system-wide pip install).
+    candidates = [Path(sys.executable).parent, Path(sysconfig.get_path("scripts"))]
+    found = next((d for d in candidates if (d / "ansible-playbook").exists()), None)
+    if found is None:
+        if shutil.which("ansible-playbook") is None:
+            raise _missing("ansible-core (ansible-playbook)")
+    else:
+        path = os.environ.get("PATH", "")
+        if not path.startswith(str(found) + os.pathsep):
+            os.environ["PATH"] = str(found) + os.pathsep + path
     return ansible_runner
 
 

@@ -21,10 +21,11 @@ import yaml
 
 from deployer.adapters.docker_engine import DockerEngine
 from tests.integration.dockerkit import engine, free_port, runtime_image
+from tests.integration.sshkit import SshHost, ssh_host
 
 pytest.importorskip("ansible_runner", reason="ansible-runner is not installed ('.[fleet]')")
 pytestmark = pytest.mark.docker
-__all__ = ["engine", "runtime_image"]  # fixtures, imported
+__all__ = ["engine", "runtime_image", "ssh_host"]  # fixtures, imported
 
 CLI = [sys.executable, "-c", "from deployer.cli.app import main; main()", "fleet"]
 
@@ -218,3 +219,26 @@ def test_fleet_expose_keeps_the_key_on_the_host_and_out_of_the_run_folder(
     finally:
         _fleet("down", "-i", str(inv))
     assert not (host_root / "k" / "demo-k1").exists()
+
+
+def test_fleet_over_real_ssh_deploys_and_tears_down(
+    engine: DockerEngine, runtime_image: str, host_root: Path, tmp_path: Path, ssh_host: SshHost
+) -> None:
+    """Ansible's ssh connection to a real sshd (on 127.0.0.1): modules, file copies of the
+    weights and artifacts, and the health and smoke checks all travel over SSH."""
+    port = free_port()
+    inv = _inventory(tmp_path / "fleet.yml", runtime_image, {
+        "over-ssh": {**ssh_host.inventory_vars(), "deployer_port": port,
+                     "deployer_root": f"{host_root}/s", "deployer_profile": "detect"},
+    })  # fmt: skip
+    try:
+        code, out, err = _fleet("deploy", "-i", str(inv))
+        assert code == 0, err
+        host = _by_host(out)["over-ssh"]
+        assert host["result"] == "deployed" and host["detected"]
+        assert _chat(f"http://127.0.0.1:{port}")[0] == 200
+        assert (host_root / "s" / "models" / "gemma-3-270m-q4_k_m.gguf").stat().st_size > 0
+    finally:
+        _, down, _ = _fleet("down", "-i", str(inv))
+    assert _by_host(down)["over-ssh"]["result"] == "removed"
+    assert "demo-over-ssh" not in _deployer_names(engine)
