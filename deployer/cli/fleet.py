@@ -47,13 +47,14 @@ def _plan_one(h: FleetHost, profile: Any, image: str | None) -> HostPlan:
     hp = HostPlan(host=h, profile_id=profile.id, model=result.model, plan=result.as_dict())
     hp.quant = result.chosen.facts.quant
     hp.fits = result.fits
+    # Named before anything can refuse it: status and down must still find what runs there.
+    hp.name = h.name or deployment_name(default_name(result.model), h.host)
     if not result.fits:
         hp.reason = f"{result.model} does not fit {profile.id}; run 'deployer plan {h.model} --profile {profile.id}'"
         return hp
     if h.backend != "llamacpp":
         hp.reason = "fleet deploys run llama-server; for ollama use 'deployer render --backend ollama' per host"
         return hp
-    hp.name = h.name or deployment_name(default_name(result.model), h.host)
     models_dir = f"{h.root}/models"
     if h.model == "demo" or h.model.lower().endswith(".gguf"):
         from deployer.core.pull import pull_model
@@ -177,13 +178,18 @@ def _write_project(run_dir: Path, action: str, playbook: str) -> None:
     (project / f"{action}.yml").write_text(playbook)
 
 
+def _takes_part(action: str, hp: HostPlan) -> bool:
+    """Deploy needs a plan that fits; status and down only need to know the deployment."""
+    return hp.ok if action == "deploy" else bool(hp.name)
+
+
 def _prepare(action: str, plans: list[HostPlan], playbook: str) -> tuple[Path, dict[str, Any]]:
     """The run's private data dir: playbook, each host's rendered files, and the variables."""
     run_dir = _new_run_dir(action)
     _write_project(run_dir, action, playbook)
     fleet: dict[str, Any] = {}
     for hp in plans:
-        if not hp.ok:
+        if not _takes_part(action, hp):
             continue
         files_dir = run_dir / "project" / "files" / hp.host.host
         for rel, text in hp.files.items():
@@ -271,7 +277,7 @@ def _run(
     from deployer.adapters.ansible import run_playbook
     from deployer.core.fleet import failures_after_rescue, outcomes_from_events, render_playbook
 
-    ready = [hp.host.host for hp in plans if hp.ok]
+    ready = [hp.host.host for hp in plans if _takes_part(action, hp)]
     if not ready:
         return None, {}, None
     run_dir, extravars = _prepare(action, plans, render_playbook(action, **render_ctx))
