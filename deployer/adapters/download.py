@@ -177,7 +177,7 @@ class _Transfer:
         self.hashed = 0
         self.kept: dict[int, _Kept] = {}
         self.window = max(_KEEP_WINDOW, blocks.block)
-        self._buf = bytearray(2 * _HASH_STEP)
+        self._buf = bytearray()  # grown on first use: direct reads never need it
         # (block, offset, from memory): the hasher sleeps until that front passes offset
         self.wake_at: tuple[int, int, bool] | None = None
         self._pool: list[bytearray] = []
@@ -255,6 +255,8 @@ class _Transfer:
             return chunks, spent
         # small chunks (the library's 64 KiB): one update per step, because each update call
         # hands the GIL over and back; a reused buffer, because a fresh one page-faults
+        if not self._buf:
+            self._buf = bytearray(2 * _HASH_STEP)
         view, n = memoryview(self._buf), 0
         for chunk in chunks:
             view[n : n + len(chunk)] = chunk
@@ -265,7 +267,7 @@ class _Transfer:
         """Kept chunks that fit the hash buffer, at least one (caller holds the lock)."""
         taken: list[bytes | memoryview] = [kept.chunks.popleft()]
         n = len(taken[0])
-        while kept.chunks and n + len(kept.chunks[0]) <= len(self._buf):
+        while kept.chunks and n + len(kept.chunks[0]) <= 2 * _HASH_STEP:
             taken.append(kept.chunks.popleft())
             n += len(taken[-1])
         if n >= block_left:
