@@ -1,12 +1,15 @@
 """Verified, resumable downloads into the standard Hugging Face cache (or a --local-dir).
 
-huggingface_hub gives us URLs, auth headers, its HTTP session, the cache layout and its locks;
-the byte transfer is ours because the library neither resumes across processes nor checks
-sha256. A file is fetched in blocks (Range requests, optionally several connections) into
-`blobs/<sha256>.incomplete`; a sidecar `<...>.incomplete.progress` records, per block, how
-many bytes are on disk, written after the data so a SIGKILL never overstates progress. The
-main thread hashes the file in order as the front advances (re-reading the prefix on resume),
-then the sha256 is compared and the file atomically renamed into its blob.
+huggingface_hub gives us URLs, auth headers, metadata, the cache layout and its locks; the byte
+transfer is ours because the library neither resumes across processes nor checks sha256 (its
+own `http_get` is one stream through its session; parallel transfer exists only for xet
+repos). A file is fetched in blocks (Range requests, optionally several connections) into
+`blobs/<sha256>.incomplete`; a sidecar `<...>.incomplete.progress` records, per block, how many
+bytes are on disk, written after the data so a SIGKILL never overstates progress. Bodies are
+read straight into reused buffers (http_range.py), falling back to the library's session for
+anything unusual. The caller's thread hashes in order as the front advances: bytes near the
+hash position straight from those buffers, anything else (a resumed prefix, blocks far ahead)
+from the file; then the sha256 is compared and the file atomically renamed into its blob.
 """
 
 from __future__ import annotations
@@ -29,6 +32,7 @@ from huggingface_hub.utils import (  # type: ignore[attr-defined]
     build_hf_headers,
 )
 
+from deployer.adapters.http_range import RangeBody, RangeCut, open_range
 from deployer.adapters.hub import _translated
 from deployer.core.errors import ExternalUnavailable
 from deployer.core.pull import (
@@ -53,6 +57,10 @@ BLOCK_BYTES = 16 << 20
 DEFAULT_CONNECTIONS = min(4, max(2, os.cpu_count() or 2))
 _READ_CHUNK = 8 << 20
 _HASH_STEP = 4 << 20
+_KEEP_WINDOW = 32 << 20  # blocks starting this close to the hash position stay in memory
+_SAVE_STEP = 64 << 10
+_BUF_BYTES = 1 << 20  # one socket read target; the hasher takes these whole
+_TIMEOUT_S = 60.0
 _MAGIC = b"DPLPRG01"
 _HEADER = struct.Struct("<8sQQ")  # magic, block size, file size
 _SLOT = struct.Struct("<Q")
@@ -90,6 +98,7 @@ class _Blocks:
         self.fd = os.open(self.sidecar, os.O_RDWR | os.O_CREAT | os.O_TRUNC, 0o644)
         os.pwrite(self.fd, _HEADER.pack(_MAGIC, block, size), 0)
         os.pwrite(self.fd, b"".join(_SLOT.pack(d) for d in self.done), _HEADER.size)
+        self.saved = list(self.done)
 
     def length(self, i: int) -> int:
         return min(self.block, self.size - i * self.block)
@@ -114,20 +123,17 @@ class _Blocks:
             # never trust more than the data file really holds
             self.done[i] = max(0, min(got, self.length(i), on_disk - i * self.block))
 
-    def record(self, i: int, n: int) -> None:
-        with self.cond:
-            self.done[i] += n
-            value = self.done[i]
-            self.cond.notify_all()
-        os.pwrite(self.fd, _SLOT.pack(value), _HEADER.size + _SLOT.size * i)
+    def save(self, i: int) -> None:
+        """Write block i's progress to the sidecar (only after its data was written)."""
+        value = self.done[i]
+        if value != self.saved[i]:
+            os.pwrite(self.fd, _SLOT.pack(value), _HEADER.size + _SLOT.size * i)
+            self.saved[i] = value
 
-    def front(self, pos: int) -> int:
-        """Bytes readable in order from `pos` right now, once worth a read (0 until then)."""
-        i = pos // self.block
-        avail = i * self.block + self.done[i] - pos
-        block_left = i * self.block + self.length(i) - pos
-        # waking per network chunk costs more in GIL hand-offs than the hashing itself
-        return avail if avail >= min(_HASH_STEP, block_left) else 0
+    def saved_lag(self, i: int) -> None:
+        """Save block i if the sidecar lags by a step; a kill refetches at most that much."""
+        if self.done[i] - self.saved[i] >= _SAVE_STEP:
+            self.save(i)
 
     def close(self) -> None:
         os.close(self.fd)
@@ -136,8 +142,22 @@ class _Blocks:
         self.sidecar.unlink(missing_ok=True)
 
 
+class _Kept:
+    """Chunks of one block held in memory for the hasher, from absolute offset `start`."""
+
+    def __init__(self, start: int) -> None:
+        self.start = start
+        self.chunks: deque[bytes | memoryview] = deque()
+        self.end = start  # offset just past the last chunk handed over
+
+
 class _Transfer:
-    """One file's block download (threads) and in-order hashing (caller's thread)."""
+    """One file's block download (threads) and in-order hashing (caller's thread).
+
+    Blocks near the hashing position keep their chunks in memory until hashed, so the hasher
+    reads each byte once, from the network buffer; blocks further ahead (and whatever a
+    resumed partial already held) are hashed from the file.
+    """
 
     def __init__(
         self,
@@ -146,6 +166,7 @@ class _Transfer:
         blocks: _Blocks,
         connections: int,
         progress: ProgressSink,
+        direct: bool = True,
     ) -> None:
         self.url, self.headers, self.blocks = url, headers, blocks
         self.connections, self.progress = connections, progress
@@ -153,6 +174,14 @@ class _Transfer:
         self.errors: list[BaseException] = []
         self.stop = False
         self.downloaded = 0
+        self.hashed = 0
+        self.kept: dict[int, _Kept] = {}
+        self.window = max(_KEEP_WINDOW, blocks.block)
+        self._buf = bytearray()  # grown on first use: direct reads never need it
+        # (block, offset, from memory): the hasher sleeps until that front passes offset
+        self.wake_at: tuple[int, int, bool] | None = None
+        self._pool: list[bytearray] = []
+        self.direct = direct
         self._lock = threading.Lock()
 
     def run(self, fd: int) -> str:
@@ -165,30 +194,93 @@ class _Transfer:
         ]
         for w in workers:
             w.start()
-        digest, pos, size, blocks = hashlib.sha256(), 0, self.blocks.size, self.blocks
+        digest, size = hashlib.sha256(), self.blocks.size
         try:
-            while pos < size:
-                with blocks.cond:
-                    while (avail := blocks.front(pos)) <= 0 and not self.errors:
-                        if not any(w.is_alive() for w in workers):
-                            break
-                        blocks.cond.wait(0.5)
-                if avail <= 0:
+            while self.hashed < size:
+                parts, spent = self._next(fd, workers)
+                if not parts:
                     break
-                data = os.pread(fd, min(avail, _READ_CHUNK), pos)
-                if not data:
-                    break
-                digest.update(data)
-                pos += len(data)
+                for data in parts:
+                    digest.update(data)
+                    with self.blocks.cond:
+                        self.hashed += len(data)
+                self._release(*spent)
         finally:
             self.stop = True
+            with self.blocks.cond:
+                self.blocks.cond.notify_all()
             for w in workers:
                 w.join()
         if self.errors:
             raise self.errors[0]
-        if pos < size:
-            raise ExternalUnavailable(_HUB, f"download stopped at {pos} of {size} bytes")
+        if self.hashed < size:
+            raise ExternalUnavailable(_HUB, f"download stopped at {self.hashed} of {size} bytes")
         return digest.hexdigest()
+
+    def _next(
+        self, fd: int, workers: list[threading.Thread]
+    ) -> tuple[list[bytes | memoryview], list[bytearray]]:
+        """(bytes at the hashing position, buffers to reuse after hashing): none at the end."""
+        blocks, pos = self.blocks, self.hashed
+        i = pos // blocks.block
+        base = i * blocks.block
+        block_end = base + blocks.length(i)
+        with blocks.cond:
+            while True:
+                kept = self.kept.get(i)
+                in_memory = kept is not None and pos >= kept.start
+                limit = kept.start if kept is not None and not in_memory else block_end
+                # a step at a time: waking per network chunk costs more in GIL hand-offs
+                # than the hashing itself
+                need = min(_HASH_STEP, limit - pos)
+                front = kept.end if in_memory and kept is not None else base + blocks.done[i]
+                if front - pos >= need:
+                    break
+                if self.errors or not any(w.is_alive() for w in workers):
+                    return [], []
+                self.wake_at = (i, pos + need, in_memory)
+                blocks.cond.wait(0.5)
+            self.wake_at = None
+            if in_memory:
+                assert kept is not None
+                chunks = self._take(kept, i, block_end - pos)
+            else:
+                avail = min(base + blocks.done[i], limit) - pos
+        if not in_memory:
+            return [os.pread(fd, min(avail, _READ_CHUNK), pos)], []
+        spent = [
+            c.obj for c in chunks if isinstance(c, memoryview) and isinstance(c.obj, bytearray)
+        ]
+        if len(chunks) == 1 or len(chunks[0]) >= _BUF_BYTES:
+            return chunks, spent
+        # small chunks (the library's 64 KiB): one update per step, because each update call
+        # hands the GIL over and back; a reused buffer, because a fresh one page-faults
+        if not self._buf:
+            self._buf = bytearray(2 * _HASH_STEP)
+        view, n = memoryview(self._buf), 0
+        for chunk in chunks:
+            view[n : n + len(chunk)] = chunk
+            n += len(chunk)
+        return [view[:n]], spent
+
+    def _take(self, kept: _Kept, i: int, block_left: int) -> list[bytes | memoryview]:
+        """Kept chunks that fit the hash buffer, at least one (caller holds the lock)."""
+        taken: list[bytes | memoryview] = [kept.chunks.popleft()]
+        n = len(taken[0])
+        while kept.chunks and n + len(kept.chunks[0]) <= 2 * _HASH_STEP:
+            taken.append(kept.chunks.popleft())
+            n += len(taken[-1])
+        if n >= block_left:
+            del self.kept[i]
+        return taken
+
+    def _buffer(self) -> bytearray:
+        with self._lock:
+            return self._pool.pop() if self._pool else bytearray(_BUF_BYTES)
+
+    def _release(self, *bufs: object) -> None:
+        with self._lock:
+            self._pool.extend(b for b in bufs if isinstance(b, bytearray))
 
     def _worker(self, fd: int) -> None:
         try:
@@ -200,6 +292,7 @@ class _Transfer:
                 self._fetch_block(fd, i)
         except BaseException as exc:
             self.errors.append(exc)
+        finally:  # the hasher may be waiting for this worker's block
             with self.blocks.cond:
                 self.blocks.cond.notify_all()
 
@@ -211,7 +304,7 @@ class _Transfer:
             offset = start + blocks.done[i]
             try:
                 self._stream(fd, i, offset, end)
-            except (TransportError, HfHubHTTPError) as exc:
+            except (TransportError, HfHubHTTPError, RangeCut) as exc:
                 status = getattr(getattr(exc, "response", None), "status_code", None)
                 if isinstance(exc, HfHubHTTPError) and status not in (429, 500, 502, 503, 504):
                     raise
@@ -222,13 +315,67 @@ class _Transfer:
                 if failures > _RETRIES:
                     raise
                 time.sleep(min(0.1 * 2**failures, 5.0))
+            finally:
+                blocks.save(i)
+
+    def _keep(self, i: int, offset: int) -> _Kept | None:
+        """Hold block i's chunks from `offset` in memory if the hasher will want them soon."""
+        with self.blocks.cond:
+            kept = self.kept.get(i)
+            if kept is None and offset - self.hashed <= self.window:
+                kept = self.kept[i] = _Kept(offset)
+            return kept
 
     def _stream(self, fd: int, i: int, offset: int, end: int) -> None:
+        if self.direct:
+            body = open_range(self.url, self.headers, offset, end, _TIMEOUT_S)
+            if body is not None:
+                with body:
+                    self._stream_direct(fd, i, offset, end, body)
+                return
+        self._stream_library(fd, i, offset, end)
+
+    def _stream_direct(self, fd: int, i: int, offset: int, end: int, body: RangeBody) -> None:
+        """Read the body into reused buffers: one copy from the socket, none per chunk."""
+        skip = offset if body.status == 200 else 0  # server ignored the Range
+        kept = self._keep(i, offset)
+        while offset <= end and not self.stop:
+            buf = self._buffer()
+            view = memoryview(buf)
+            if skip:
+                n = body.readinto(view[: min(len(buf), skip)])
+                self._release(buf)
+                if not n:
+                    raise RangeCut("body ended before the range")
+                skip -= n
+                continue
+            want, filled = min(len(buf), end + 1 - offset), 0
+            while filled < want and not self.stop:
+                n = body.readinto(view[filled:want])
+                if not n:
+                    break
+                self._write(fd, i, offset + filled, view[filled : filled + n])
+                filled += n
+            if kept is not None and filled:
+                self._hand(kept, i, view[:filled])  # the hasher releases the buffer
+            else:
+                self._release(buf)
+            offset += filled
+            if filled < want and not self.stop:
+                raise RangeCut(f"body ended {end + 1 - offset} bytes early")
+
+    def _stream_library(self, fd: int, i: int, offset: int, end: int) -> None:
+        """The same request through huggingface_hub's session (errors, proxies, its config)."""
         headers = {**self.headers, "Range": f"bytes={offset}-{end}", "Accept-Encoding": "identity"}
-        with get_session().stream("GET", self.url, headers=headers, timeout=60.0) as resp:
+        with get_session().stream("GET", self.url, headers=headers, timeout=_TIMEOUT_S) as resp:
             hf_raise_for_status(resp)
             skip = offset if resp.status_code == 200 else 0  # server ignored the Range
-            for chunk in resp.iter_bytes():
+            encoded = resp.headers.get("Content-Encoding", "identity") != "identity"
+            # iter_raw skips a decoder pass over every byte; a server that encodes anyway
+            # gets decoded, so the hash is over the file's bytes either way
+            stream = resp.iter_bytes() if encoded else resp.iter_raw()
+            kept = self._keep(i, offset)
+            for chunk in stream:
                 if self.stop:
                     return
                 if skip:
@@ -239,14 +386,35 @@ class _Transfer:
                     if offset > end:
                         return
                     continue
-                os.pwrite(fd, chunk, offset)
-                self.blocks.record(i, len(chunk))
+                self._write(fd, i, offset, chunk)
+                if kept is not None:
+                    self._hand(kept, i, chunk)
                 offset += len(chunk)
-                with self._lock:
-                    self.downloaded += len(chunk)
-                self.progress.advance(len(chunk))
                 if offset > end:
                     return
+
+    def _write(self, fd: int, i: int, offset: int, chunk: bytes | memoryview) -> None:
+        """Write a chunk, then count it: the sidecar never claims bytes not on disk."""
+        os.pwrite(fd, chunk, offset)
+        n, blocks = len(chunk), self.blocks
+        with blocks.cond:
+            blocks.done[i] += n
+            self.downloaded += n
+            wake = self.wake_at
+            front = i * blocks.block + blocks.done[i]
+            if wake is not None and wake[0] == i and not wake[2] and front >= wake[1]:
+                blocks.cond.notify_all()
+        blocks.saved_lag(i)
+        self.progress.advance(n)
+
+    def _hand(self, kept: _Kept, i: int, chunk: bytes | memoryview) -> None:
+        """Give written bytes to the hasher, in order, from memory."""
+        with self.blocks.cond:
+            kept.chunks.append(chunk)
+            kept.end += len(chunk)
+            wake = self.wake_at
+            if wake is not None and wake[0] == i and wake[2] and kept.end >= wake[1]:
+                self.blocks.cond.notify_all()
 
 
 class _Verified:
@@ -304,11 +472,14 @@ class HfCacheStore:
         connections: int = DEFAULT_CONNECTIONS,
         block_bytes: int = BLOCK_BYTES,
         verified_dir: Path | None = None,
+        direct_reads: bool = True,
     ) -> None:
         self.root = (cache_dir or default_cache_dir()).expanduser()
         self.endpoint, self.token = endpoint, token
         self.connections, self.block_bytes = max(1, connections), block_bytes
         self.verified = _Verified(verified_dir or state_dir() / "verified")
+        # False: every byte through huggingface_hub's session (slower; same cache and checks)
+        self.direct_reads = direct_reads
 
     # -- layout -------------------------------------------------------------------------------
     def cache_root(self) -> Path:
@@ -498,7 +669,7 @@ class HfCacheStore:
         blocks = _Blocks(part, t.size, self.block_bytes)
         reused = sum(blocks.done)
         fd = os.open(part, os.O_RDWR | os.O_CREAT, 0o644)
-        transfer = _Transfer(url, headers, blocks, self.connections, progress)
+        transfer = _Transfer(url, headers, blocks, self.connections, progress, self.direct_reads)
         progress.start_file(t.name, t.size, reused)
         try:
             with _translated(t.repo_id, t.name):
