@@ -133,13 +133,17 @@ def run_playbook(
     )  # fmt: skip
 
 
-def replay_command(private_dir: Path, playbook: str, inventory: Path, check: bool) -> str:
-    """The command that runs the same playbook with the same variables again."""
+def replay_command(
+    private_dir: Path, playbook: str, inventory: Path, check: bool, limit: list[str]
+) -> str:
+    """The command that runs the same playbook with the same variables on the same hosts."""
     parts = [
         "ansible-playbook", "-i", str(inventory.resolve()),
         "-e", f"@{private_dir / 'env' / 'extravars'}",
         str(private_dir / "project" / playbook),
     ]  # fmt: skip
+    if limit:
+        parts += ["--limit", ",".join(limit)]
     if check:
         parts.append("--check")
     return " ".join(shlex.quote(p) for p in parts)

@@ -200,7 +200,9 @@ def _prepare(action: str, plans: list[HostPlan], playbook: str) -> tuple[Path, d
     return run_dir, {"deployer_fleet": fleet}
 
 
-def _write_readme(run_dir: Path, action: str, inventory: Path, check: bool) -> None:
+def _write_readme(
+    run_dir: Path, action: str, inventory: Path, check: bool, hosts: list[str]
+) -> None:
     from deployer.adapters.ansible import replay_command
 
     (run_dir / "README.txt").write_text(
@@ -208,7 +210,7 @@ def _write_readme(run_dir: Path, action: str, inventory: Path, check: bool) -> N
         "project/   the playbook and each host's rendered files\n"
         "env/       the variables (no secrets: API keys are made on the hosts)\n"
         "artifacts/ ansible-runner's events and output\n\n"
-        f"Replay:\n  {replay_command(run_dir, f'{action}.yml', inventory, check)}\n"
+        f"Replay:\n  {replay_command(run_dir, f'{action}.yml', inventory, check, hosts)}\n"
     )
 
 
@@ -281,7 +283,7 @@ def _run(
     if not ready:
         return None, {}, None
     run_dir, extravars = _prepare(action, plans, render_playbook(action, **render_ctx))
-    _write_readme(run_dir, action, inventory, check)
+    _write_readme(run_dir, action, inventory, check, ready)
     progress = _Progress(ready, quiet)
     try:
         res = run_playbook(
