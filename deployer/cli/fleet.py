@@ -52,9 +52,6 @@ def _plan_one(h: FleetHost, profile: Any, image: str | None) -> HostPlan:
     if not result.fits:
         hp.reason = f"{result.model} does not fit {profile.id}; run 'deployer plan {h.model} --profile {profile.id}'"
         return hp
-    if h.backend != "llamacpp":
-        hp.reason = "fleet deploys run llama-server; for ollama use 'deployer render --backend ollama' per host"
-        return hp
     models_dir = f"{h.root}/models"
     if h.model == "demo" or h.model.lower().endswith(".gguf"):
         from deployer.core.pull import pull_model
@@ -94,7 +91,8 @@ def _plan_one(h: FleetHost, profile: Any, image: str | None) -> HostPlan:
     )
     hp.files = dict(bundle.files)
     hp.image = bundle.image or ""
-    hp.model_alias = model_alias(result.model)
+    # llama-server answers to its alias; Ollama to the model the playbook creates (the name).
+    hp.model_alias = model_alias(result.model) if h.backend == "llamacpp" else hp.name
     hp.health_retries = startup_timeout_s(sum(w.size for w in hp.weights))
     return hp
 

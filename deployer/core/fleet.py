@@ -243,6 +243,10 @@ class HostPlan:
             "fingerprint": self.fingerprint(),
             "health_retries": self.health_retries,
             "smoke_model": self.model_alias,
+            # Ollama answers /api/version once up (it has no /health); llama-server /health
+            # only once the model is loaded.
+            "health_path": "/api/version" if self.host.backend == "ollama" else "/health",
+            "service": "ollama" if self.host.backend == "ollama" else "llama-server",
         }
 
     def as_dict(self) -> dict[str, Any]:

@@ -164,12 +164,33 @@ def test_fleet_check_mode_changes_nothing(
     inv = _inventory(tmp_path / "fleet.yml", runtime_image, {
         "c1": {"deployer_port": free_port(), "deployer_root": f"{host_root}/c1"},
         "c2": {"deployer_port": free_port(), "deployer_root": f"{host_root}/c2"},
+        # Ollama cannot run here: its host is exercised in check mode only.
+        "c3-ollama": {"deployer_port": free_port(), "deployer_root": f"{host_root}/c3",
+                      "deployer_backend": "ollama"},
     })  # fmt: skip
     code, out, _ = _fleet("deploy", "-i", str(inv), "--check")
     assert code == 0, out
     assert {h["result"] for h in out["hosts"]} == {"would-deploy"}
-    assert not {"demo-c1", "demo-c2"} & _deployer_names(engine)
-    assert not (host_root / "c1").exists() and not (host_root / "c2").exists()
+    assert not {"demo-c1", "demo-c2", "demo-c3-ollama"} & _deployer_names(engine)
+    assert not any((host_root / h).exists() for h in ("c1", "c2", "c3"))
+    files = Path(out["run_dir"]) / "project" / "files"
+    assert (files / "c3-ollama" / "Modelfile").read_text().startswith("FROM ")
+    assert "ollama" in (files / "c3-ollama" / "docker-compose.yml").read_text()
+    assert "llama-server" in (files / "c1" / "docker-compose.yml").read_text()
+
+
+def test_fleet_refuses_an_exposed_ollama_host_at_planning(tmp_path: Path) -> None:
+    inv = _inventory(tmp_path / "fleet.yml", "unused", {
+        "o1": {"deployer_backend": "ollama", "deployer_expose": True},
+        "l1": {"deployer_expose": True},
+    })  # fmt: skip
+    code, out, _ = _fleet("plan", "-i", str(inv))
+    hosts = _by_host(out)
+    assert code == 1
+    assert hosts["o1"]["result"] == "not-planned" and "API key" in hosts["o1"]["reason"]
+    assert hosts["l1"]["result"] == "planned" and hosts["l1"]["endpoint"].startswith(
+        "http://0.0.0.0"
+    )
 
 
 def test_fleet_serial_with_zero_failures_allowed_stops_after_the_failing_batch(
