@@ -153,3 +153,11 @@ def test_a_failure_without_report_uses_stderr_and_censored_output_stays_hidden()
     out = outcomes_from_events(events, ["a", "b"], default="failed")
     assert out["a"].reason == "disk full"
     assert "hidden" in out["b"].reason
+
+
+def test_facts_of_a_mac_studio_match_the_m2_ultra_profile() -> None:
+    facts = {"ansible_system": "Darwin", "ansible_architecture": "arm64",
+             "ansible_memtotal_mb": 196608, "ansible_processor_vcpus": 24}  # fmt: skip
+    probe = probe_from_facts(facts, {"sysctl": "Apple M2 Ultra\n206158430208"})
+    match = match_profile(detect_hardware(probe), load_profiles())
+    assert match.profile.kind == "apple" and "m2-ultra" in match.profile.id
