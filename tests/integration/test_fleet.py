@@ -174,7 +174,7 @@ def test_fleet_check_mode_changes_nothing(
     assert not {"demo-c1", "demo-c2", "demo-c3-ollama"} & _deployer_names(engine)
     assert not any((host_root / h).exists() for h in ("c1", "c2", "c3"))
     files = Path(out["run_dir"]) / "project" / "files"
-    assert (files / "c3-ollama" / "Modelfile").read_text().startswith("FROM ")
+    assert "\nFROM /models/" in (files / "c3-ollama" / "Modelfile").read_text()
     assert "ollama" in (files / "c3-ollama" / "docker-compose.yml").read_text()
     assert "llama-server" in (files / "c1" / "docker-compose.yml").read_text()
 
