@@ -53,8 +53,8 @@ except ImportError:  # pragma: no cover - depends on the installed huggingface_h
     from httpx import TransportError  # type: ignore[no-redef]
 
 BLOCK_BYTES = 16 << 20
-# Parallel ranges help on long links; on loopback each connection costs a core of Python.
-DEFAULT_CONNECTIONS = min(4, max(2, os.cpu_count() or 2))
+MAX_AUTO_CONNECTIONS = 4
+_SMALL_FILE_BYTES = 4 * BLOCK_BYTES
 _READ_CHUNK = 8 << 20
 _HASH_STEP = 4 << 20
 _KEEP_WINDOW = 32 << 20  # blocks starting this close to the hash position stay in memory
@@ -83,6 +83,22 @@ def default_cache_dir() -> Path:
 def repo_folder(repo_id: str) -> str:
     """models--ORG--NAME, as huggingface_hub names a model repo's cache folder."""
     return "--".join(["models", *repo_id.split("/")])
+
+
+def choose_connections(size_bytes: int, cpus: int | None = None) -> int:
+    """Connections for one file when the user did not say: 1, or up to 4 on bigger machines.
+
+    Parallel ranges help where one connection is bound by latency (a long link), but each one
+    costs the receiving process CPU, and the caller's thread needs most of a core for sha256.
+    With 2 CPUs or fewer a second connection only competes for them: measured on loopback with
+    2 cores, one connection was as fast or faster, and with two the hasher fell behind so that
+    60-80% of the file was hashed back from disk instead of from memory. Below 4 blocks the
+    extra request and the out-of-order window cost more than a second stream could win.
+    """
+    cpus = cpus if cpus is not None else (os.cpu_count() or 1)
+    if cpus <= 2 or size_bytes < _SMALL_FILE_BYTES:
+        return 1
+    return min(MAX_AUTO_CONNECTIONS, cpus)
 
 
 class _Blocks:
@@ -469,14 +485,16 @@ class HfCacheStore:
         cache_dir: Path | None = None,
         endpoint: str | None = None,
         token: str | None = None,
-        connections: int = DEFAULT_CONNECTIONS,
+        connections: int | None = None,
         block_bytes: int = BLOCK_BYTES,
         verified_dir: Path | None = None,
         direct_reads: bool = True,
     ) -> None:
         self.root = (cache_dir or default_cache_dir()).expanduser()
         self.endpoint, self.token = endpoint, token
-        self.connections, self.block_bytes = max(1, connections), block_bytes
+        # None: chosen per file by choose_connections; a number (--connections) is used as is
+        self.connections = None if connections is None else max(1, connections)
+        self.block_bytes = block_bytes
         self.verified = _Verified(verified_dir or state_dir() / "verified")
         # False: every byte through huggingface_hub's session (slower; same cache and checks)
         self.direct_reads = direct_reads
@@ -669,7 +687,8 @@ class HfCacheStore:
         blocks = _Blocks(part, t.size, self.block_bytes)
         reused = sum(blocks.done)
         fd = os.open(part, os.O_RDWR | os.O_CREAT, 0o644)
-        transfer = _Transfer(url, headers, blocks, self.connections, progress, self.direct_reads)
+        connections = self.connections or choose_connections(t.size)
+        transfer = _Transfer(url, headers, blocks, connections, progress, self.direct_reads)
         progress.start_file(t.name, t.size, reused)
         try:
             with _translated(t.repo_id, t.name):
