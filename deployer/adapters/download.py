@@ -55,8 +55,8 @@ except ImportError:  # pragma: no cover - depends on the installed huggingface_h
 BLOCK_BYTES = 16 << 20
 MAX_AUTO_CONNECTIONS = 4
 _SMALL_FILE_BYTES = 4 * BLOCK_BYTES
-_READ_CHUNK = 8 << 20
-_HASH_STEP = 4 << 20
+_READ_CHUNK = 4 << 20  # one read of a block the hasher takes from the file
+_HASH_STEP = 1 << 20  # = one receive buffer: the hasher wakes per buffer, not per MiBs held
 _KEEP_WINDOW = 32 << 20  # blocks starting this close to the hash position stay in memory
 _SAVE_STEP = 64 << 10
 _BUF_BYTES = 1 << 20  # one socket read target; the hasher takes these whole
@@ -99,6 +99,15 @@ def choose_connections(size_bytes: int, cpus: int | None = None) -> int:
     if cpus <= 2 or size_bytes < _SMALL_FILE_BYTES:
         return 1
     return min(MAX_AUTO_CONNECTIONS, cpus)
+
+
+def _pread_into(fd: int, view: memoryview, offset: int) -> int:
+    """Read from offset into view; the byte count."""
+    if hasattr(os, "preadv"):
+        return os.preadv(fd, [view], offset)
+    data = os.pread(fd, len(view), offset)  # pragma: no cover - platforms without preadv
+    view[: len(data)] = data
+    return len(data)
 
 
 class _Blocks:
@@ -193,7 +202,9 @@ class _Transfer:
         self.hashed = 0
         self.kept: dict[int, _Kept] = {}
         self.window = max(_KEEP_WINDOW, blocks.block)
-        self._buf = bytearray()  # grown on first use: direct reads never need it
+        # reused for reads from the file and for joining small chunks, grown on first use
+        # (a fresh buffer per read page-faults on every page); direct reads never need it
+        self._buf = bytearray()
         # (block, offset, from memory): the hasher sleeps until that front passes offset
         self.wake_at: tuple[int, int, bool] | None = None
         self._pool: list[bytearray] = []
@@ -263,7 +274,8 @@ class _Transfer:
             else:
                 avail = min(base + blocks.done[i], limit) - pos
         if not in_memory:
-            return [os.pread(fd, min(avail, _READ_CHUNK), pos)], []
+            view = self._scratch()[: min(avail, _READ_CHUNK)]
+            return [view[: _pread_into(fd, view, pos)]], []
         spent = [
             c.obj for c in chunks if isinstance(c, memoryview) and isinstance(c.obj, bytearray)
         ]
@@ -271,13 +283,16 @@ class _Transfer:
             return chunks, spent
         # small chunks (the library's 64 KiB): one update per step, because each update call
         # hands the GIL over and back; a reused buffer, because a fresh one page-faults
-        if not self._buf:
-            self._buf = bytearray(2 * _HASH_STEP)
-        view, n = memoryview(self._buf), 0
+        view, n = self._scratch(), 0
         for chunk in chunks:
             view[n : n + len(chunk)] = chunk
             n += len(chunk)
         return [view[:n]], spent
+
+    def _scratch(self) -> memoryview:
+        if not self._buf:
+            self._buf = bytearray(max(_READ_CHUNK, 2 * _HASH_STEP))
+        return memoryview(self._buf)
 
     def _take(self, kept: _Kept, i: int, block_left: int) -> list[bytes | memoryview]:
         """Kept chunks that fit the hash buffer, at least one (caller holds the lock)."""
