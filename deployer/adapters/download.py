@@ -24,15 +24,16 @@ import time
 from collections import deque
 from collections.abc import Iterator
 from pathlib import Path
+from urllib.parse import quote
 
-from huggingface_hub import HfApi, get_session, hf_hub_url, hf_raise_for_status
+from huggingface_hub import HfApi, ModelInfo, get_session, hf_hub_url, hf_raise_for_status
 from huggingface_hub.errors import HfHubHTTPError
 from huggingface_hub.utils import (  # type: ignore[attr-defined]
     WeakFileLock,
     build_hf_headers,
 )
 
-from deployer.adapters.http_range import RangeBody, RangeCut, open_range
+from deployer.adapters.http_range import RangeBody, RangeCut, get_plain_json, open_range
 from deployer.adapters.hub import _translated
 from deployer.core.errors import ExternalUnavailable
 from deployer.core.pull import (
@@ -53,10 +54,10 @@ except ImportError:  # pragma: no cover - depends on the installed huggingface_h
     from httpx import TransportError  # type: ignore[no-redef]
 
 BLOCK_BYTES = 16 << 20
-# Parallel ranges help on long links; on loopback each connection costs a core of Python.
-DEFAULT_CONNECTIONS = min(4, max(2, os.cpu_count() or 2))
-_READ_CHUNK = 8 << 20
-_HASH_STEP = 4 << 20
+MAX_AUTO_CONNECTIONS = 4
+_SMALL_FILE_BYTES = 4 * BLOCK_BYTES
+_READ_CHUNK = 4 << 20  # one read of a block the hasher takes from the file
+_HASH_STEP = 1 << 20  # = one receive buffer: the hasher wakes per buffer, not per MiBs held
 _KEEP_WINDOW = 32 << 20  # blocks starting this close to the hash position stay in memory
 _SAVE_STEP = 64 << 10
 _BUF_BYTES = 1 << 20  # one socket read target; the hasher takes these whole
@@ -83,6 +84,31 @@ def default_cache_dir() -> Path:
 def repo_folder(repo_id: str) -> str:
     """models--ORG--NAME, as huggingface_hub names a model repo's cache folder."""
     return "--".join(["models", *repo_id.split("/")])
+
+
+def choose_connections(size_bytes: int, cpus: int | None = None) -> int:
+    """Connections for one file when the user did not say: 1, or up to 4 on bigger machines.
+
+    Parallel ranges help where one connection is bound by latency (a long link), but each one
+    costs the receiving process CPU, and the caller's thread needs most of a core for sha256.
+    With 2 CPUs or fewer a second connection only competes for them: measured on loopback with
+    2 cores, one connection was as fast or faster, and with two the hasher fell behind so that
+    60-80% of the file was hashed back from disk instead of from memory. Below 4 blocks the
+    extra request and the out-of-order window cost more than a second stream could win.
+    """
+    cpus = cpus if cpus is not None else (os.cpu_count() or 1)
+    if cpus <= 2 or size_bytes < _SMALL_FILE_BYTES:
+        return 1
+    return min(MAX_AUTO_CONNECTIONS, cpus)
+
+
+def _pread_into(fd: int, view: memoryview, offset: int) -> int:
+    """Read from offset into view; the byte count."""
+    if hasattr(os, "preadv"):
+        return os.preadv(fd, [view], offset)
+    data = os.pread(fd, len(view), offset)  # pragma: no cover - platforms without preadv
+    view[: len(data)] = data
+    return len(data)
 
 
 class _Blocks:
@@ -177,7 +203,9 @@ class _Transfer:
         self.hashed = 0
         self.kept: dict[int, _Kept] = {}
         self.window = max(_KEEP_WINDOW, blocks.block)
-        self._buf = bytearray()  # grown on first use: direct reads never need it
+        # reused for reads from the file and for joining small chunks, grown on first use
+        # (a fresh buffer per read page-faults on every page); direct reads never need it
+        self._buf = bytearray()
         # (block, offset, from memory): the hasher sleeps until that front passes offset
         self.wake_at: tuple[int, int, bool] | None = None
         self._pool: list[bytearray] = []
@@ -247,7 +275,8 @@ class _Transfer:
             else:
                 avail = min(base + blocks.done[i], limit) - pos
         if not in_memory:
-            return [os.pread(fd, min(avail, _READ_CHUNK), pos)], []
+            view = self._scratch()[: min(avail, _READ_CHUNK)]
+            return [view[: _pread_into(fd, view, pos)]], []
         spent = [
             c.obj for c in chunks if isinstance(c, memoryview) and isinstance(c.obj, bytearray)
         ]
@@ -255,13 +284,16 @@ class _Transfer:
             return chunks, spent
         # small chunks (the library's 64 KiB): one update per step, because each update call
         # hands the GIL over and back; a reused buffer, because a fresh one page-faults
-        if not self._buf:
-            self._buf = bytearray(2 * _HASH_STEP)
-        view, n = memoryview(self._buf), 0
+        view, n = self._scratch(), 0
         for chunk in chunks:
             view[n : n + len(chunk)] = chunk
             n += len(chunk)
         return [view[:n]], spent
+
+    def _scratch(self) -> memoryview:
+        if not self._buf:
+            self._buf = bytearray(max(_READ_CHUNK, 2 * _HASH_STEP))
+        return memoryview(self._buf)
 
     def _take(self, kept: _Kept, i: int, block_left: int) -> list[bytes | memoryview]:
         """Kept chunks that fit the hash buffer, at least one (caller holds the lock)."""
@@ -469,14 +501,16 @@ class HfCacheStore:
         cache_dir: Path | None = None,
         endpoint: str | None = None,
         token: str | None = None,
-        connections: int = DEFAULT_CONNECTIONS,
+        connections: int | None = None,
         block_bytes: int = BLOCK_BYTES,
         verified_dir: Path | None = None,
         direct_reads: bool = True,
     ) -> None:
         self.root = (cache_dir or default_cache_dir()).expanduser()
         self.endpoint, self.token = endpoint, token
-        self.connections, self.block_bytes = max(1, connections), block_bytes
+        # None: chosen per file by choose_connections; a number (--connections) is used as is
+        self.connections = None if connections is None else max(1, connections)
+        self.block_bytes = block_bytes
         self.verified = _Verified(verified_dir or state_dir() / "verified")
         # False: every byte through huggingface_hub's session (slower; same cache and checks)
         self.direct_reads = direct_reads
@@ -508,10 +542,17 @@ class HfCacheStore:
     # -- listing ------------------------------------------------------------------------------
     def list_repo(self, repo_id: str, revision: str | None) -> RepoListing:
         """Every file of the repo with LFS sizes and sha256, pinned to the commit."""
-        with _translated(repo_id):
-            info = HfApi(endpoint=self.endpoint, token=self.token).model_info(
-                repo_id, revision=revision, files_metadata=True
-            )
+        api = HfApi(endpoint=self.endpoint, token=self.token)
+        # the library's own URL and parameters (HfApi.model_info); see get_plain_json
+        url = f"{api.endpoint}/api/models/{repo_id}" + (
+            f"/revision/{quote(revision, safe='')}" if revision is not None else ""
+        )
+        data = get_plain_json(f"{url}?blobs=true", build_hf_headers(token=self.token), _TIMEOUT_S)
+        if isinstance(data, dict):
+            info = ModelInfo(**data)  # type: ignore[no-untyped-call]
+        else:
+            with _translated(repo_id):
+                info = api.model_info(repo_id, revision=revision, files_metadata=True)
         if not info.sha or not _COMMIT_RE.match(info.sha):
             raise ExternalUnavailable(_HUB, f"no commit hash for {repo_id} at {revision or 'main'}")
         files = []
@@ -669,7 +710,8 @@ class HfCacheStore:
         blocks = _Blocks(part, t.size, self.block_bytes)
         reused = sum(blocks.done)
         fd = os.open(part, os.O_RDWR | os.O_CREAT, 0o644)
-        transfer = _Transfer(url, headers, blocks, self.connections, progress, self.direct_reads)
+        connections = self.connections or choose_connections(t.size)
+        transfer = _Transfer(url, headers, blocks, connections, progress, self.direct_reads)
         progress.start_file(t.name, t.size, reused)
         try:
             with _translated(t.repo_id, t.name):

@@ -6,12 +6,16 @@ more CPU than the sha256). For the body bytes of a file we therefore open the co
 ourselves, with the library's URL and headers, and `recv_into` reused buffers. Only a plain
 200/206 is read here: anything else (an error status, a proxy or a custom client configured for
 the library) returns None, and the caller makes the same request through the library's session,
-so errors, proxies and configuration stay the library's.
+so errors, proxies and configuration stay the library's. The same path answers the metadata
+call for a plain-http endpoint (`get_plain_json`), and every HTTPS connection shares one
+verifying TLS context.
 """
 
 from __future__ import annotations
 
+import functools
 import http.client
+import json
 import ssl
 import urllib.request
 from urllib.parse import urljoin, urlsplit
@@ -77,13 +81,18 @@ class RangeBody:
         self.close()
 
 
-def open_range(
-    url: str, headers: dict[str, str], start: int, end: int, timeout_s: float
-) -> RangeBody | None:
-    """GET bytes start..end of url; None where the library's session must make the request."""
+@functools.lru_cache(maxsize=1)
+def _tls_context() -> ssl.SSLContext:
+    """One verifying context for every HTTPS connection (loading the CA bundle takes ~20 ms)."""
+    return ssl.create_default_context()
+
+
+def _open(
+    url: str, headers: dict[str, str], timeout_s: float
+) -> tuple[http.client.HTTPConnection, http.client.HTTPResponse] | None:
+    """GET url, following redirects; None where the library's session must make the request."""
     if not library_is_default():
         return None
-    headers = {**headers, "Range": f"bytes={start}-{end}", "Accept-Encoding": "identity"}
     for _ in range(_REDIRECTS + 1):
         parts = urlsplit(url)
         if parts.scheme not in ("http", "https") or not parts.hostname or _proxied(url):
@@ -91,7 +100,7 @@ def open_range(
         conn: http.client.HTTPConnection
         if parts.scheme == "https":
             conn = http.client.HTTPSConnection(
-                parts.hostname, parts.port, timeout=timeout_s, context=ssl.create_default_context()
+                parts.hostname, parts.port, timeout=timeout_s, context=_tls_context()
             )
         else:
             conn = http.client.HTTPConnection(parts.hostname, parts.port, timeout=timeout_s)
@@ -109,10 +118,51 @@ def open_range(
                 headers = {k: v for k, v in headers.items() if k.lower() != "authorization"}
             url = target
             continue
-        encoding = (resp.getheader("Content-Encoding") or "identity").lower()
-        plain = encoding == "identity" and not resp.chunked and resp.getheader("Content-Length")
-        if resp.status not in (200, 206) or not plain:
-            conn.close()
-            return None
-        return RangeBody(conn, resp)
+        return conn, resp
     return None
+
+
+def open_range(
+    url: str, headers: dict[str, str], start: int, end: int, timeout_s: float
+) -> RangeBody | None:
+    """GET bytes start..end of url; None where the library's session must make the request."""
+    headers = {**headers, "Range": f"bytes={start}-{end}", "Accept-Encoding": "identity"}
+    opened = _open(url, headers, timeout_s)
+    if opened is None:
+        return None
+    conn, resp = opened
+    encoding = (resp.getheader("Content-Encoding") or "identity").lower()
+    plain = encoding == "identity" and not resp.chunked and resp.getheader("Content-Length")
+    if resp.status not in (200, 206) or not plain:
+        conn.close()
+        return None
+    return RangeBody(conn, resp)
+
+
+def get_plain_json(url: str, headers: dict[str, str], timeout_s: float) -> object | None:
+    """A 200 JSON body from a plain-http URL; None where the library's session must ask.
+
+    Only for http:// endpoints (a local mirror, the test Hub): there the library's client
+    would load the CA bundle (~20 ms per process) for a request that uses no TLS. An https
+    endpoint, an error status or anything unexpected is left to the library, so its typed
+    errors apply.
+    """
+    if urlsplit(url).scheme != "http":
+        return None
+    try:
+        opened = _open(url, {**headers, "Accept-Encoding": "identity"}, timeout_s)
+    except RangeCut:
+        return None  # the library retries and says what failed
+    if opened is None:
+        return None
+    conn, resp = opened
+    try:
+        kind = (resp.getheader("Content-Type") or "").split(";")[0].strip().lower()
+        if resp.status != 200 or kind != "application/json":
+            return None
+        data: object = json.loads(resp.read())
+        return data
+    except (OSError, ValueError, http.client.HTTPException):
+        return None
+    finally:
+        conn.close()

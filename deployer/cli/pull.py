@@ -114,9 +114,9 @@ def offline_mode() -> bool:
 
 def hub_store(connections: int | None = None) -> HubStore:
     """The real store: huggingface_hub's cache, deployer's transfer (imports the SDK lazily)."""
-    from deployer.adapters.download import DEFAULT_CONNECTIONS, HfCacheStore
+    from deployer.adapters.download import HfCacheStore
 
-    return HfCacheStore(connections=connections or DEFAULT_CONNECTIONS)
+    return HfCacheStore(connections=connections)
 
 
 def show_result(result: PullResult) -> None:
@@ -150,7 +150,13 @@ def pull(
     ] = False,
     connections: Annotated[
         int | None,
-        typer.Option("--connections", min=1, max=16, help="Parallel connections per file."),
+        typer.Option(
+            "--connections",
+            min=1,
+            max=16,
+            help="Parallel connections per file (default: 1 with <= 2 CPUs or under 64 MiB, "
+            "else up to 4).",
+        ),
     ] = None,
     as_json: JsonOpt = False,
 ) -> None:
