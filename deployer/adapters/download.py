@@ -24,16 +24,15 @@ import time
 from collections import deque
 from collections.abc import Iterator
 from pathlib import Path
-from urllib.parse import quote
 
-from huggingface_hub import HfApi, ModelInfo, get_session, hf_hub_url, hf_raise_for_status
+from huggingface_hub import HfApi, get_session, hf_hub_url, hf_raise_for_status
 from huggingface_hub.errors import HfHubHTTPError
 from huggingface_hub.utils import (  # type: ignore[attr-defined]
     WeakFileLock,
     build_hf_headers,
 )
 
-from deployer.adapters.http_range import RangeBody, RangeCut, get_plain_json, open_range
+from deployer.adapters.http_range import RangeBody, RangeCut, open_range
 from deployer.adapters.hub import _translated
 from deployer.core.errors import ExternalUnavailable
 from deployer.core.pull import (
@@ -542,17 +541,10 @@ class HfCacheStore:
     # -- listing ------------------------------------------------------------------------------
     def list_repo(self, repo_id: str, revision: str | None) -> RepoListing:
         """Every file of the repo with LFS sizes and sha256, pinned to the commit."""
-        api = HfApi(endpoint=self.endpoint, token=self.token)
-        # the library's own URL and parameters (HfApi.model_info); see get_plain_json
-        url = f"{api.endpoint}/api/models/{repo_id}" + (
-            f"/revision/{quote(revision, safe='')}" if revision is not None else ""
-        )
-        data = get_plain_json(f"{url}?blobs=true", build_hf_headers(token=self.token), _TIMEOUT_S)
-        if isinstance(data, dict):
-            info = ModelInfo(**data)  # type: ignore[no-untyped-call]
-        else:
-            with _translated(repo_id):
-                info = api.model_info(repo_id, revision=revision, files_metadata=True)
+        with _translated(repo_id):
+            info = HfApi(endpoint=self.endpoint, token=self.token).model_info(
+                repo_id, revision=revision, files_metadata=True
+            )
         if not info.sha or not _COMMIT_RE.match(info.sha):
             raise ExternalUnavailable(_HUB, f"no commit hash for {repo_id} at {revision or 'main'}")
         files = []

@@ -6,8 +6,7 @@ more CPU than the sha256). For the body bytes of a file we therefore open the co
 ourselves, with the library's URL and headers, and `recv_into` reused buffers. Only a plain
 200/206 is read here: anything else (an error status, a proxy or a custom client configured for
 the library) returns None, and the caller makes the same request through the library's session,
-so errors, proxies and configuration stay the library's. The same path answers the metadata
-call for a plain-http endpoint (`get_plain_json`), and every HTTPS connection shares one
+so errors, proxies and configuration stay the library's. Every HTTPS connection shares one
 verifying TLS context.
 """
 
@@ -15,7 +14,6 @@ from __future__ import annotations
 
 import functools
 import http.client
-import json
 import ssl
 import urllib.request
 from urllib.parse import urljoin, urlsplit
@@ -137,32 +135,3 @@ def open_range(
         conn.close()
         return None
     return RangeBody(conn, resp)
-
-
-def get_plain_json(url: str, headers: dict[str, str], timeout_s: float) -> object | None:
-    """A 200 JSON body from a plain-http URL; None where the library's session must ask.
-
-    Only for http:// endpoints (a local mirror, the test Hub): there the library's client
-    would load the CA bundle (~20 ms per process) for a request that uses no TLS. An https
-    endpoint, an error status or anything unexpected is left to the library, so its typed
-    errors apply.
-    """
-    if urlsplit(url).scheme != "http":
-        return None
-    try:
-        opened = _open(url, {**headers, "Accept-Encoding": "identity"}, timeout_s)
-    except RangeCut:
-        return None  # the library retries and says what failed
-    if opened is None:
-        return None
-    conn, resp = opened
-    try:
-        kind = (resp.getheader("Content-Type") or "").split(";")[0].strip().lower()
-        if resp.status != 200 or kind != "application/json":
-            return None
-        data: object = json.loads(resp.read())
-        return data
-    except (OSError, ValueError, http.client.HTTPException):
-        return None
-    finally:
-        conn.close()

@@ -14,7 +14,7 @@ import pytest
 from huggingface_hub import scan_cache_dir, try_to_load_from_cache
 
 from deployer.adapters.download import HfCacheStore
-from deployer.adapters.http_range import get_plain_json, library_is_default, open_range
+from deployer.adapters.http_range import library_is_default, open_range
 from deployer.core.pull import pull_model
 from deployer.core.pull_errors import ChecksumMismatch
 from tests.integration.hubserver import LoopbackHub, running_hub
@@ -88,18 +88,3 @@ def test_proxy_in_environment_goes_through_the_library(
     monkeypatch.delenv("no_proxy", raising=False)
     url = f"http://example.invalid/test/paths/resolve/main/{NAME}"
     assert open_range(url, {}, 0, 9, 5.0) is None
-
-
-def test_plain_http_metadata_without_the_library_client(hub: LoopbackHub, src: Path) -> None:
-    api = f"{hub.url}/api/models"
-    info = get_plain_json(f"{api}/test/paths/revision/main?blobs=true", {}, 5.0)
-    assert isinstance(info, dict)
-    assert [s["rfilename"] for s in info["siblings"]] == [NAME]
-    # errors (typed by the library) and TLS endpoints stay the library's
-    assert get_plain_json(f"{api}/test/missing/revision/main?blobs=true", {}, 5.0) is None
-    assert get_plain_json("https://127.0.0.1:1/api/models/x", {}, 5.0) is None
-    # and the listing built from it is the one the library's call gives
-    listing = HfCacheStore().list_repo("test/paths", "main")
-    assert [(f.name, f.size, f.sha256) for f in listing.files] == [
-        (NAME, src.stat().st_size, hashlib.sha256(src.read_bytes()).hexdigest())
-    ]
