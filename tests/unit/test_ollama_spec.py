@@ -107,3 +107,48 @@ def test_ollama_expose_needs_insecure_and_says_why() -> None:
     bundle = render_plan(result, backend="ollama", target="compose", model_path=MODEL,
                          expose=True, insecure=True)  # fmt: skip
     assert bundle.container_spec().host_ip == "0.0.0.0"
+
+
+def test_ollama_dry_run_prints_the_real_plan_files_and_spec() -> None:
+    import json
+
+    from typer.testing import CliRunner
+
+    import deployer.cli.deploy  # noqa: F401  (registers `deploy`)
+    from deployer.cli.app import app
+
+    args = ["deploy", "demo", "--profile", "cpu-x86-16c-64gb", "--backend", "ollama"]
+    res = CliRunner().invoke(app, [*args, "--port", "18111", "--dry-run", "--json"])
+    assert res.exit_code == 0, res.output
+    out = json.loads(res.stdout)
+    assert out["plan"]["backend"] == "ollama"
+    assert {"Modelfile", "create.sh", "docker-compose.yml"} <= set(out["files"])
+    c = out["container"]
+    assert c["image"] == f"docker.io/ollama/ollama:{OLLAMA_VERSION}" and c["user"] == "65534:65534"
+    assert c["ports"] == "127.0.0.1:18111->11434" and c["api_key_file"] is None
+    assert c["env"]["OLLAMA_MODELS"] == "/ollama/models"
+    assert [v["name"] for v in c["volumes"]] == ["deployer-demo-ollama"]
+    assert out["ollama_create"]["model"] == "demo"
+    assert out["ollama_create"]["parameters"] == {"num_ctx": out["plan"]["ctx"]}
+    text = CliRunner().invoke(app, [*args, "--dry-run"])
+    assert text.exit_code == 0 and "--- Modelfile" in text.stdout
+
+
+def test_ollama_image_missing_says_how_to_load_it() -> None:
+    from deployer.cli.deploy import choose_image
+    from deployer.core.runtime_errors import ImageMissing
+
+    class NoImages:
+        def image_info(self, *, tag: str) -> None:
+            return None
+
+        def try_pull(self, *, tag: str) -> bool:
+            return False
+
+    with pytest.raises(ImageMissing) as err:
+        choose_image(NoImages(), "docker.io/ollama/ollama:0.12.6", "cpu", None, "ollama")
+    assert "docker save | docker load" in err.value.message()
+    assert choose_image(NoImages(), "x", "cpu", "mine:1", "ollama") == (
+        "mine:1",
+        "mine:1 (--image)",
+    )
