@@ -30,8 +30,9 @@ from deployer.core.runtime_errors import (
     ImageMissing,
     NameInUse,
     PortInUse,
+    VolumeInitFailed,
 )
-from deployer.core.specs import ContainerSpec
+from deployer.core.specs import ContainerSpec, VolumeSpec
 
 if TYPE_CHECKING:
     import docker
@@ -317,6 +318,53 @@ class DockerEngine:
             self.client().networks.get(name).remove()
         except docker.errors.NotFound:
             return False
+        return True
+
+    def create_volume(self, *, spec: VolumeSpec) -> bool:
+        """Create a labelled volume and run its init command; False when it existed already.
+
+        The init container runs as root with CAP_CHOWN only, no network, a read-only root
+        filesystem and no-new-privileges, and is removed when it exits. An existing volume
+        (a previous deployment's store) is reused as it is.
+        """
+        import docker.errors
+        from docker.types import Mount
+
+        client = self.client()
+        try:
+            client.volumes.get(spec.name)
+            return False
+        except docker.errors.NotFound:
+            pass
+        client.volumes.create(name=spec.name, labels=dict(spec.labels))
+        if spec.init_image is None or not spec.init_command:
+            return True
+        try:
+            client.containers.run(
+                spec.init_image,
+                # An entrypoint given here clears the image's CMD: only this command runs.
+                entrypoint=list(spec.init_command),
+                user="0:0",
+                cap_drop=["ALL"],
+                cap_add=["CHOWN"],
+                security_opt=["no-new-privileges"],
+                network_mode="none",
+                read_only=True,
+                mounts=[Mount(target=spec.target, source=spec.name, type="volume")],
+                remove=True,
+                detach=False,
+            )
+        except docker.errors.ImageNotFound:
+            self.remove_volume(name=spec.name)
+            raise ImageMissing(
+                spec.init_image, spec.labels.get("io.deployer.backend", "")
+            ) from None
+        except (docker.errors.ContainerError, docker.errors.APIError) as exc:
+            self.remove_volume(name=spec.name)
+            detail = getattr(exc, "stderr", None) or getattr(exc, "explanation", None) or exc
+            if isinstance(detail, bytes):
+                detail = detail.decode("utf-8", "replace")
+            raise VolumeInitFailed(spec.name, spec.init_image, str(detail).strip()) from None
         return True
 
     def remove_volume(self, *, name: str) -> bool:

@@ -14,7 +14,7 @@ import urllib.error
 import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 from deployer.core.errors import DeployerError, ExternalUnavailable
 
@@ -54,7 +54,7 @@ class OllamaClient:
         method: str,
         path: str,
         *,
-        body: bytes | None = None,
+        body: bytes | IO[bytes] | None = None,
         step: str,
         headers: dict[str, str] | None = None,
     ) -> tuple[int, bytes]:
@@ -100,10 +100,13 @@ class OllamaClient:
         digest = digest or sha256_digest(path)
         if self.has_blob(digest):
             return digest, False
-        self._request(
-            "POST", f"/api/blobs/{digest}", body=path.read_bytes(), step="blob upload",
-            headers={"Content-Type": "application/octet-stream"},
-        )  # fmt: skip
+        size = path.stat().st_size
+        with path.open("rb") as fh:  # streamed: a GGUF can be larger than free memory
+            self._request(
+                "POST", f"/api/blobs/{digest}", body=fh, step="blob upload",
+                headers={"Content-Type": "application/octet-stream",
+                         "Content-Length": str(size)},
+            )  # fmt: skip
         return digest, True
 
     def create(
@@ -127,10 +130,29 @@ def create_from_gguf(
     client: OllamaClient, name: str, model_path: Path, *, num_ctx: int, num_gpu: int | None = None
 ) -> dict[str, Any]:
     """The create step: upload the GGUF once, create the model with its parameters."""
-    version = client.wait_ready()
-    digest, uploaded = client.push_blob(model_path)
     params: dict[str, Any] = {"num_ctx": num_ctx}
     if num_gpu is not None:
         params["num_gpu"] = num_gpu
-    client.create(name, files={model_path.name: digest}, parameters=params)
+    return create_model(client, name, model_path, params)
+
+
+def create_model(
+    client: OllamaClient, name: str, model_path: Path, parameters: dict[str, Any]
+) -> dict[str, Any]:
+    """Wait for the server, upload the GGUF unless held, create `name` with `parameters`."""
+    version = client.wait_ready()
+    digest, uploaded = client.push_blob(model_path)
+    client.create(name, files={model_path.name: digest}, parameters=parameters)
     return {"version": version, "digest": digest, "uploaded": uploaded}
+
+
+def create_in_server(
+    endpoint: str,
+    *,
+    name: str,
+    model_path: Path,
+    parameters: dict[str, Any],
+    timeout_s: float,
+) -> dict[str, Any]:
+    """deploy's create step (deployer.core.ollama_deploy.ModelCreator) over the HTTP API."""
+    return create_model(OllamaClient(endpoint, timeout_s=timeout_s), name, model_path, parameters)

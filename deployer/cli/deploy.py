@@ -29,7 +29,9 @@ def free_port(start: int = DEFAULT_PORT) -> int:
     return start
 
 
-def choose_image(engine: Any, official: str, kind: str, given: str | None) -> tuple[str, str]:
+def choose_image(
+    engine: Any, official: str, kind: str, given: str | None, backend: str = "llamacpp"
+) -> tuple[str, str]:
     """The image to run and why: --image, the official one, else the local build."""
     from deployer.adapters.image_build import build_runtime_image
     from deployer.core.runtime_errors import ImageMissing
@@ -38,6 +40,8 @@ def choose_image(engine: Any, official: str, kind: str, given: str | None) -> tu
         return given, f"{given} (--image)"
     if engine.image_info(tag=official) is not None or engine.try_pull(tag=official):
         return official, f"{official} (official)"
+    if backend == "ollama":
+        raise ImageMissing(official, backend)  # no local build of Ollama: it must be loaded
     if kind != "cpu":
         raise ImageMissing(official)
     built = build_runtime_image(engine=engine)
@@ -116,9 +120,10 @@ def deploy(
         from deployer.core.deploy import write_api_key
         from deployer.core.errors import InvalidRequest
         from deployer.core.pull import pull_model
-        from deployer.core.render import default_name, render_plan
+        from deployer.core.render import check_exposure, default_name, render_plan
 
         wiring.check_backend(backend)
+        check_exposure(backend, expose=expose, insecure=insecure)  # before any download
         if runtime not in (None, "container", "native"):
             raise InvalidRequest(f"unknown runtime '{runtime}'", "Use container or native.")
         prof = wiring.pick_profile(profile, detect)
@@ -189,8 +194,20 @@ def deploy(
                     "security_opt": spec.security_opt,
                     "health": spec.health.__dict__ if spec.health else None,
                     "api_key_file": key_note,
+                    "env": spec.env,
+                    "tmpfs": spec.tmpfs,
+                    "restart_policy": spec.restart_policy,
+                    "volumes": [v.__dict__ for v in bundle.volume_specs()],
                 },
             }
+            if backend == "ollama":
+                out["ollama_create"] = {
+                    "model": dep_name,
+                    "from": str(weights_path),
+                    "parameters": bundle.model_parameters,
+                    "steps": ["GET /api/version", "POST /api/blobs/sha256:<digest> (once)",
+                              "POST /api/create", "POST /v1/chat/completions (8 tokens)"],
+                }  # fmt: skip
             if as_json:
                 print_json(out)
             else:
@@ -200,10 +217,10 @@ def deploy(
                     console.print(text, highlight=False, markup=False)
             return
 
-        from deployer.adapters.docker_engine import DockerEngine
         from deployer.adapters.smoke import chat_smoke_test
+        from deployer.cli.runtime import docker_engine
 
-        engine = DockerEngine()
+        engine = docker_engine()
         engine.engine_available()
         say = err_console.print
         say(
@@ -229,11 +246,32 @@ def deploy(
             image=image,
         )
         official = bundle.image or ""
-        run_image, image_note = choose_image(engine, official, prof.kind, image)
+        run_image, image_note = choose_image(engine, official, prof.kind, image, backend)
         say(f"image: {image_note}")
         from dataclasses import replace
 
         bundle = replace(bundle, image=run_image)
+        if backend == "ollama":
+            from deployer.adapters.ollama import create_in_server
+            from deployer.core.ollama_deploy import deploy_ollama
+
+            if expose:
+                say("warning: --expose --insecure: Ollama has no API key; anyone who reaches "
+                    f"port {host_port} can use the server")  # fmt: skip
+            done = deploy_ollama(
+                result=result,
+                bundle=bundle,
+                engine=engine,
+                create=create_in_server,
+                smoke=chat_smoke_test,
+                model_path=pulled.path,
+                model_files=[f.path for f in pulled.files],
+                image_source=image_note,
+                timeout_s=timeout_s,
+                on_progress=lambda t, msg: say(f"  {t:5.1f}s {msg}") if not as_json else None,
+            )
+            print_deployed(done, as_json=as_json)
+            return
         key_file = write_api_key(dep_name) if expose and backend == "llamacpp" else None
         done = run_deploy(
             result=result,
@@ -257,27 +295,33 @@ def print_deployed(done: Any, *, as_json: bool) -> None:
         print_json(done.as_dict())
         return
     rec, s = done.record, done.smoke
+    served = done.served_model or rec.model
     console.print(
         f"[green]deployed[/green] [bold]{rec.name}[/bold]: {rec.model} {rec.quant} at {rec.endpoint}/v1"
     )
+    ttft = "n/a" if s.time_to_first_token_ms is None else f"{s.time_to_first_token_ms} ms"
+    tps = "n/a" if s.tokens_per_s is None else f"{s.tokens_per_s}"
     console.print(
-        f"smoke test: {s.completion_tokens} tokens, first token {s.time_to_first_token_ms} ms, {s.tokens_per_s} tokens/s: {s.text!r}",
+        f"smoke test: {s.completion_tokens} tokens in {s.seconds:.2f} s, first token {ttft}, "
+        f"{tps} tokens/s: {s.text!r}",
         highlight=False,
     )
+    for note in done.notes if rec.runtime == "container" else []:
+        console.print(note, highlight=False, markup=False)
     auth = ""
     if rec.api_key_path:
         console.print(f"API key: {rec.api_key_path} (mode 0600; never printed)")
         auth = f' -H "Authorization: Bearer $(cat {rec.api_key_path})"'
     console.print(
         f"curl {rec.endpoint}/v1/chat/completions -H 'Content-Type: application/json'{auth} "
-        f'-d \'{{"model": "{rec.model}", "messages": [{{"role": "user", "content": "Hello"}}]}}\'',
+        f'-d \'{{"model": "{served}", "messages": [{{"role": "user", "content": "Hello"}}]}}\'',
         highlight=False,
         soft_wrap=True,
     )
     key_py = f"open('{rec.api_key_path}').read().strip()" if rec.api_key_path else "'none'"
     console.print(
         f"python: from openai import OpenAI; c = OpenAI(base_url='{rec.endpoint}/v1', api_key={key_py}); "
-        f"print(c.chat.completions.create(model='{rec.model}', messages=[{{'role': 'user', 'content': 'Hello'}}]).choices[0].message.content)",
+        f"print(c.chat.completions.create(model='{served}', messages=[{{'role': 'user', 'content': 'Hello'}}]).choices[0].message.content)",
         highlight=False,
         soft_wrap=True,
         markup=False,

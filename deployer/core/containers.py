@@ -6,7 +6,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Protocol
 
-from deployer.core.specs import ContainerSpec
+from deployer.core.specs import ContainerSpec, VolumeSpec
 
 NAME_LABEL = "io.deployer.name"
 
@@ -93,6 +93,10 @@ class ContainerEngine(Protocol):
 
     def remove_network(self, *, name: str) -> bool:
         """Remove a network; False when it did not exist."""
+        ...
+
+    def create_volume(self, *, spec: VolumeSpec) -> bool:
+        """Create a labelled volume and run its init command; False when it existed already."""
         ...
 
     def remove_volume(self, *, name: str) -> bool:

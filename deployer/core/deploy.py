@@ -90,6 +90,7 @@ class DeployResult:
     image_source: str
     seconds: float
     notes: list[str] = field(default_factory=list)
+    served_model: str | None = None  # the name clients send; None: the record's model
 
     def as_dict(self) -> dict[str, Any]:
         """The `deployer deploy --json` form."""
@@ -108,6 +109,8 @@ class DeployResult:
             "pid": self.record.pid,
             "log_path": self.record.log_path,
             "files": self.record.files,
+            "served_model": self.served_model or self.record.model,
+            "volumes": self.record.volumes,
             "smoke": {
                 "text": s.text,
                 "completion_tokens": s.completion_tokens,
@@ -172,8 +175,8 @@ def deploy(
         raise NameInUse(bundle.name)
     if bundle.backend != "llamacpp":
         raise InvalidRequest(
-            "container deploys of the ollama backend are not available yet",
-            "Use 'deployer render --backend ollama' and run its files by hand.",
+            f"deploy() runs llama-server; the {bundle.backend} backend deploys through "
+            "deployer.core.ollama_deploy.deploy_ollama"
         )
     engine.engine_available()
     spec = container_spec_for(bundle, api_key_file)
@@ -208,21 +211,27 @@ def deploy(
         save_record(record)
     except BaseException as exc:
         # Nothing half-made survives: the container, its key and no record.
-        if container_id is None:
-            # Interrupted inside run_container: the engine may have made it all the same.
-            late = not isinstance(exc, Exception)
-            container_id = _made_by_attempt(
-                engine, spec.labels[ATTEMPT_LABEL], wait_s=1.0 if late else 0.0
-            )
-        if container_id is not None:
-            engine.stop_and_remove(name_or_id=container_id, timeout_s=10.0)
-        rec = load_record(bundle.name)
-        if rec is not None and rec.container_id == container_id:
-            delete_record(bundle.name)
+        remove_attempt(engine, spec, container_id, bundle.name, late=not isinstance(exc, Exception))
         if api_key_file is not None:
             shutil.rmtree(api_key_file.parent, ignore_errors=True)
         raise
     return DeployResult(record, proof, image_source, time.monotonic() - started)
+
+
+def remove_attempt(
+    engine: ContainerEngine, spec: ContainerSpec, container_id: str | None, name: str, *, late: bool
+) -> None:
+    """Remove this attempt's container (found by its label if creation was cut) and record."""
+    if container_id is None:
+        # Interrupted inside run_container: the engine may have made it all the same.
+        container_id = _made_by_attempt(
+            engine, spec.labels[ATTEMPT_LABEL], wait_s=1.0 if late else 0.0
+        )
+    if container_id is not None:
+        engine.stop_and_remove(name_or_id=container_id, timeout_s=10.0)
+    rec = load_record(name)
+    if rec is not None and rec.container_id == container_id:
+        delete_record(name)
 
 
 def _made_by_attempt(engine: ContainerEngine, attempt: str, *, wait_s: float) -> str | None:

@@ -12,7 +12,7 @@ import math
 import plistlib
 import re
 import shlex
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path, PurePosixPath
 from typing import Any, Literal
 from xml.sax.saxutils import escape as xml_escape
@@ -30,7 +30,7 @@ from deployer.core.llama_flags import (
 )
 from deployer.core.plan import PlanResult
 from deployer.core.resources import data_dir
-from deployer.core.specs import ContainerSpec, HealthCheck, Mount
+from deployer.core.specs import ContainerSpec, HealthCheck, Mount, VolumeSpec
 from deployer.core.units import GIB, MIB
 
 Backend = Literal["llamacpp", "ollama"]
@@ -45,6 +45,14 @@ HEALTH_PATH = {"llamacpp": "/health", "ollama": "/api/version"}
 MODEL_DIR = PurePosixPath("/models")
 API_KEY_IN_CONTAINER = "/run/secrets/api_key"
 NOBODY = "65534:65534"
+# The Ollama release the create step and the container settings are written for; its tags
+# (`latest`, `rocm`) move, so render pins them like llama.cpp's.
+OLLAMA_VERSION = "0.12.6"
+# Ollama keeps its key pair under $HOME/.ollama and its models under OLLAMA_MODELS: both live
+# in one named volume, the only writable place besides /tmp, so it can run as user 65534.
+OLLAMA_HOME = "/ollama"
+OLLAMA_MODELS_DIR = f"{OLLAMA_HOME}/models"
+OLLAMA_TMPFS = {"/tmp": "rw,size=256m"}
 DEFAULT_BINARY = {
     ("llamacpp", "systemd"): "/usr/local/bin/llama-server",
     ("llamacpp", "launchd"): "/opt/homebrew/bin/llama-server",
@@ -90,12 +98,15 @@ class RenderedBundle:
     user: str
     gpus: list[str] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
+    # Ollama: the model's PARAMETERs (Modelfile and API create alike).
+    model_parameters: dict[str, int] = field(default_factory=dict)
+    tmpfs: dict[str, str] = field(default_factory=dict)  # empty: the spec's default
 
     def container_spec(self) -> ContainerSpec:
         """What the Docker adapter creates: same args, mounts and health check as the files."""
         if self.image is None:
             raise RenderRefused(f"target '{self.target}' runs natively, not in a container")
-        return ContainerSpec(
+        spec = ContainerSpec(
             name=self.name,
             image=self.image,
             command=list(self.command),
@@ -109,6 +120,23 @@ class RenderedBundle:
             gpus=list(self.gpus),
             health=self.health,
         )
+        return replace(spec, tmpfs=dict(self.tmpfs)) if self.tmpfs else spec
+
+    def volume_specs(self) -> list[VolumeSpec]:
+        """The named volumes the container writes to, each prepared for the container user."""
+        if self.image is None:
+            return []
+        return [
+            VolumeSpec(
+                name=m.source,
+                labels=dict(self.labels),
+                target=m.target,
+                init_image=self.image,
+                init_command=volume_init_command(self.user, m.target),
+            )
+            for m in self.mounts
+            if not m.read_only and not m.source.startswith("/")
+        ]
 
     def native_argv(self) -> list[str]:
         """The argument list of a supervised local process (binary first)."""
@@ -215,6 +243,27 @@ def _pinned_image(image: str, build: int) -> str:
     return image
 
 
+def pinned_ollama_image(image: str, version: str = OLLAMA_VERSION) -> str:
+    """`ollama/ollama[:latest|:rocm]` pinned to `version` (`0.12.6`, `0.12.6-rocm`)."""
+    repo, colon, tag = image.rpartition(":")
+    if not colon or "/" in tag:
+        repo, tag = image, ""
+    if repo.removeprefix("docker.io/") != "ollama/ollama" or re.match(r"\d+\.\d+", tag):
+        return image
+    return f"{repo}:{version}" if tag in ("", "latest") else f"{repo}:{version}-{tag}"
+
+
+def check_exposure(backend: str, *, expose: bool, insecure: bool) -> None:
+    """Refuse to publish an Ollama server (it has no API key) unless --insecure says so."""
+    if expose and backend == "ollama" and not insecure:
+        raise RenderRefused(
+            "Ollama has no API key: exposing it lets anyone on the network use (and pull into) "
+            "the server",
+            "Keep it on 127.0.0.1 behind an authenticating proxy, use --backend llamacpp "
+            "(which gets an API key), or add --insecure if you accept that.",
+        )
+
+
 def _check_request(
     result: PlanResult, backend: str, target: str, expose: bool, insecure: bool, name: str
 ) -> None:
@@ -251,13 +300,7 @@ def _check_request(
         )
     if target == "launchd" and not apple:
         raise RenderRefused("launchd runs on macOS only", "Use --target systemd or compose.")
-    if expose and backend == "ollama" and not insecure:
-        raise RenderRefused(
-            "Ollama has no API key: exposing it lets anyone on the network use (and pull into) "
-            "the server",
-            "Keep it on 127.0.0.1 behind an authenticating proxy, use --backend llamacpp "
-            "(which gets an API key), or add --insecure if you accept that.",
-        )
+    check_exposure(backend, expose=expose, insecure=insecure)
 
 
 def default_target(result: PlanResult, backend: str) -> str:
@@ -361,6 +404,8 @@ def render_plan(
             raise RenderRefused(f"profile {profile.id} names no {backend} image", "Pass --image.")
         if backend == "llamacpp":
             image = _pinned_image(image, runtime_version)
+        else:
+            image = pinned_ollama_image(image)
     gpu_ids = (
         [str(i) for i in range(profile.gpu.count)]
         if profile.kind == "nvidia" and profile.gpu and not native
@@ -413,12 +458,13 @@ def render_plan(
         ]
         env: dict[str, str] = {}
     else:
+        labels["io.deployer.runtime-version"] = OLLAMA_VERSION
         command = ["serve"]
         native_args = [binary or DEFAULT_BINARY.get((backend, target), "ollama"), "serve"]
         env = _ollama_env(result, "0.0.0.0" if not native else "127.0.0.1", port, native)
     mounts = [Mount(str(p), str(MODEL_DIR / p.name)) for p in parts]
     if backend == "ollama":
-        mounts.append(Mount(f"deployer-{name}-ollama", "/root/.ollama", read_only=False))
+        mounts.append(Mount(ollama_volume(name), OLLAMA_HOME, read_only=False))
     health = HealthCheck(
         test=_health_test(backend, image or ""),
         interval_s=10.0,
@@ -441,8 +487,10 @@ def render_plan(
         host_ip="0.0.0.0" if expose else "127.0.0.1",
         host_port=port,
         container_port=CONTAINER_PORT[backend],
-        user=NOBODY if backend == "llamacpp" else "0:0",
+        user=NOBODY,
         gpus=gpu_ids,
+        model_parameters=_ollama_parameters(result) if backend == "ollama" else {},
+        tmpfs=dict(OLLAMA_TMPFS) if backend == "ollama" else {},
     )
     ctx: dict[str, Any] = {
         "b": bundle,
@@ -465,6 +513,7 @@ def render_plan(
         "alias": model_alias(result.model) if backend == "llamacpp" else name,
         "startup_s": startup_s,
         "file_gib": f"{c.facts.weights.file_bytes / GIB:.2f}",
+        "volume_init": volume_init_command(NOBODY, OLLAMA_HOME),
         "runtime_version": runtime_version,
     }
     files = _files_for(backend, target, ctx, log_dir)
@@ -484,7 +533,29 @@ def _ollama_env(result: PlanResult, host: str, port: int, native: bool) -> dict[
     }
     if s.kv_type_k != "f16":
         env["OLLAMA_KV_CACHE_TYPE"] = s.kv_type_k
+    if not native:
+        # The image's default store is /root/.ollama; user 65534 writes only to the volume.
+        env["HOME"] = OLLAMA_HOME
+        env["OLLAMA_MODELS"] = OLLAMA_MODELS_DIR
     return env
+
+
+def volume_init_command(user: str, target: str) -> list[str]:
+    """What the one-shot init container runs: give the volume's top folder to `user`."""
+    return ["chown", user, target]
+
+
+def ollama_volume(name: str) -> str:
+    """The named volume that holds a container deployment's Ollama store."""
+    return f"deployer-{name}-ollama"
+
+
+def _ollama_parameters(result: PlanResult) -> dict[str, int]:
+    """The Modelfile PARAMETERs, also sent as `parameters` by the API create step."""
+    params = {"num_ctx": result.chosen.settings.ctx}
+    if result.profile.kind != "cpu":
+        params["num_gpu"] = result.chosen.memory.n_gpu_layers
+    return params
 
 
 def _render(template: str, ctx: dict[str, Any], **extra: Any) -> str:

@@ -88,11 +88,33 @@ class ImageMissing(DeployerError):
     """The image a container needs is not present locally (and no registry is used)."""
 
     image: str
+    backend: str = "llamacpp"
 
     def message(self) -> str:
+        if self.backend == "ollama":
+            return (
+                f"image '{self.image}' is not present and could not be pulled. Pull it where a "
+                "registry is reachable and move it here with 'docker save | docker load', or "
+                "pass --image with one that is"
+            )
         return (
             f"image '{self.image}' is not present. Run 'deployer image build --backend "
             "llamacpp', or pass --image with one that is"
+        )
+
+
+@dataclass
+class VolumeInitFailed(DeployerError):
+    """The one-shot container that hands a new volume to the server's user failed."""
+
+    volume: str
+    image: str
+    detail: str
+
+    def message(self) -> str:
+        return (
+            f"could not prepare volume '{self.volume}' with image '{self.image}': "
+            f"{self.detail}. The volume was removed"
         )
 
 

@@ -48,3 +48,19 @@ class ContainerSpec:
     tmpfs: dict[str, str] = field(default_factory=lambda: {"/tmp": "rw,size=64m"})
     # A tiny init as PID 1 forwards SIGTERM: llama-server as PID 1 ignores it while loading.
     init: bool = True
+
+
+@dataclass(frozen=True)
+class VolumeSpec:
+    """A named volume a deployment owns; a one-shot init container hands it to `owner`.
+
+    A fresh Docker volume belongs to root, so a server running as a non-root user could not
+    write it; `init_command` runs as root with only CAP_CHOWN, no network and a read-only root
+    filesystem, the volume mounted at `target`, and is removed when it exits.
+    """
+
+    name: str
+    labels: dict[str, str]
+    target: str
+    init_image: str | None = None
+    init_command: list[str] = field(default_factory=list)

@@ -1,7 +1,10 @@
 """A contract server for Ollama's API (no Ollama binary or image can run here).
 
 It checks requests the way Ollama's server does: a blob's digest must match the bytes uploaded
-to it, `create` must name blobs that exist, and the request shapes must be the documented ones.
+to it, `create` must name blobs that exist, a chat must name a created model (`name` and
+`name:latest` are the same model), and the request shapes must be the documented ones.
+`ContractEngine` plays the container engine for deploy tests: "running" the Ollama container
+starts this server on the spec's published port, so deploy's real HTTP clients talk to it.
 """
 
 from __future__ import annotations
@@ -9,9 +12,16 @@ from __future__ import annotations
 import hashlib
 import json
 import threading
+import time
+import urllib.request
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
+
+from deployer.core.containers import ContainerInfo, EngineInfo, ImageInfo, ProgressFn
+from deployer.core.runtime_errors import HealthTimeout, NameInUse, PortInUse
+from deployer.core.specs import ContainerSpec, VolumeSpec
 
 
 @dataclass
@@ -22,10 +32,20 @@ class OllamaContract:
     models: dict[str, dict[str, Any]] = field(default_factory=dict)
     requests: list[tuple[str, str]] = field(default_factory=list)
     version: str = "0.12.6"
+    # Injected failures: path -> (HTTP status, error text), answered instead of the real thing.
+    fail: dict[str, tuple[int, str]] = field(default_factory=dict)
+    chats: list[dict[str, Any]] = field(default_factory=list)
 
 
-def serve(contract: OllamaContract) -> tuple[ThreadingHTTPServer, str]:
-    """Start the contract server on 127.0.0.1; returns (server, base URL)."""
+def _tagged(model: str) -> str:
+    """Ollama's model names get `:latest` when they carry no tag."""
+    return model if ":" in model.rsplit("/", 1)[-1] else f"{model}:latest"
+
+
+def serve(
+    contract: OllamaContract, *, host: str = "127.0.0.1", port: int = 0
+) -> tuple[ThreadingHTTPServer, str]:
+    """Start the contract server (any free port by default); returns (server, base URL)."""
 
     class Handler(BaseHTTPRequestHandler):
         def log_message(self, format: str, *args: Any) -> None:
@@ -56,6 +76,11 @@ def serve(contract: OllamaContract) -> tuple[ThreadingHTTPServer, str]:
             contract.requests.append(("POST", self.path))
             size = int(self.headers.get("Content-Length", "0"))
             body = self.rfile.read(size)
+            if self.path in contract.fail:
+                status, text = contract.fail[self.path]
+                return self._reply(status, {"error": text})
+            if self.path == "/v1/chat/completions":
+                return self._chat(json.loads(body))
             if self.path.startswith("/api/blobs/"):
                 digest = self.path.removeprefix("/api/blobs/")
                 if not digest.startswith("sha256:"):
@@ -72,7 +97,7 @@ def serve(contract: OllamaContract) -> tuple[ThreadingHTTPServer, str]:
                 missing = [d for d in files.values() if d not in contract.blobs]
                 if not files or missing:
                     return self._reply(400, {"error": f"blobs missing: {missing}"})
-                contract.models[req["model"]] = req
+                contract.models[_tagged(req["model"])] = req
                 lines = [{"status": "parsing GGUF"}, {"status": "writing manifest"},
                          {"status": "success"}]  # fmt: skip
                 raw = "\n".join(json.dumps(x) for x in lines).encode()
@@ -84,6 +109,138 @@ def serve(contract: OllamaContract) -> tuple[ThreadingHTTPServer, str]:
                 return None
             return self._reply(404, {"error": "not found"})
 
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        def _chat(self, req: dict[str, Any]) -> None:
+            # Ollama's OpenAI-compatible API: errors are {"error": {"message", "type"}}.
+            model = req.get("model")
+            messages = req.get("messages")
+            if not isinstance(model, str) or not model:
+                return self._reply(400, {"error": {"message": "model is required",
+                                                   "type": "invalid_request_error"}})  # fmt: skip
+            if not isinstance(messages, list) or not messages:
+                return self._reply(400, {"error": {"message": "messages is required",
+                                                   "type": "invalid_request_error"}})  # fmt: skip
+            if _tagged(model) not in contract.models:
+                text = f'model "{model}" not found, try pulling it first'
+                return self._reply(404, {"error": {"message": text, "type": "api_error"}})
+            contract.chats.append(req)
+            words = ["Hello", " there", ",", " how", " are", " you", " today", "?", " I"]
+            limit = int(req.get("max_tokens") or len(words))
+            content = "".join(words[:limit])
+            return self._reply(200, {
+                "id": "chatcmpl-1", "object": "chat.completion", "created": 0,
+                "model": model, "system_fingerprint": "fp_ollama",
+                "choices": [{"index": 0, "message": {"role": "assistant", "content": content},
+                             "finish_reason": "length" if limit < len(words) else "stop"}],
+                "usage": {"prompt_tokens": 12, "completion_tokens": min(limit, len(words)),
+                          "total_tokens": 12 + min(limit, len(words))},
+            })  # fmt: skip
+
+    server = ThreadingHTTPServer((host, port), Handler)
     threading.Thread(target=server.serve_forever, daemon=True).start()
     return server, f"http://127.0.0.1:{server.server_address[1]}"
+
+
+class ContractEngine:
+    """The container engine for Ollama deploy tests (deployer.core.containers.ContainerEngine).
+
+    The official Ollama image cannot run on this machine, so `run_container` records the spec
+    and starts the contract server on the spec's published address instead; everything deploy
+    does over HTTP (health, create, smoke test) reaches that server for real.
+    """
+
+    def __init__(self, contract: OllamaContract, image: str = "") -> None:
+        self.contract = contract
+        self.image = image
+        self.specs: list[ContainerSpec] = []
+        self.volumes: dict[str, VolumeSpec] = {}
+        self.running: dict[str, tuple[ContainerSpec, ThreadingHTTPServer]] = {}
+        self.removed: list[str] = []
+        self.removed_volumes: list[str] = []
+
+    def engine_available(self) -> EngineInfo:
+        return EngineInfo("contract", "1.41", "linux", "x86_64", "contract://")
+
+    def create_volume(self, *, spec: VolumeSpec) -> bool:
+        if spec.name in self.volumes:
+            return False
+        self.volumes[spec.name] = spec
+        return True
+
+    def remove_volume(self, *, name: str) -> bool:
+        self.removed_volumes.append(name)
+        return self.volumes.pop(name, None) is not None
+
+    def remove_network(self, *, name: str) -> bool:
+        return False
+
+    def run_container(self, *, spec: ContainerSpec) -> str:
+        if any(s.name == spec.name for s, _ in self.running.values()):
+            raise NameInUse(spec.name)
+        for m in spec.mounts:
+            if not m.read_only and m.source not in self.volumes:
+                raise AssertionError(f"volume {m.source} used before it was created")
+        self.specs.append(spec)
+        try:
+            server, _ = serve(self.contract, host=spec.host_ip, port=spec.host_port)
+        except OSError:
+            raise PortInUse(spec.host_ip, spec.host_port) from None
+        cid = f"c{len(self.specs):063d}"
+        self.running[cid] = (spec, server)
+        return cid
+
+    def wait_healthy(
+        self,
+        *,
+        container_id: str,
+        timeout_s: float,
+        on_progress: ProgressFn | None = None,
+        ready_url: str | None = None,
+        poll_s: float = 0.5,
+    ) -> None:
+        assert ready_url is not None, "the Ollama image has no curl: deploy must poll itself"
+        spec, _ = self.running[container_id]
+        end = time.monotonic() + timeout_s
+        while True:
+            try:
+                with urllib.request.urlopen(ready_url, timeout=2) as resp:
+                    if resp.status == 200:
+                        return
+            except OSError:
+                pass
+            if time.monotonic() > end:
+                raise HealthTimeout(spec.name, timeout_s, "starting", [])
+            time.sleep(poll_s)
+
+    def container_logs(self, *, container_id: str, tail: int, follow: bool) -> Iterator[str]:
+        yield from (f"{m} {p}" for m, p in self.contract.requests[-tail:])
+
+    def stop_and_remove(self, *, name_or_id: str, timeout_s: float = 10.0) -> bool:
+        for cid, (spec, server) in list(self.running.items()):
+            if name_or_id in (cid, spec.name):
+                server.shutdown()
+                server.server_close()
+                del self.running[cid]
+                self.removed.append(cid)
+                return True
+        return False
+
+    def list_deployer_containers(self) -> list[ContainerInfo]:
+        return [
+            ContainerInfo(
+                id=cid,
+                name=spec.name,
+                image=spec.image,
+                labels=dict(spec.labels),
+                status="running",
+                health="healthy",
+                started_at="2026-11-28T00:00:00Z",
+                ports={f"{spec.container_port}/tcp": f"{spec.host_ip}:{spec.host_port}"},
+            )
+            for cid, (spec, _) in self.running.items()
+        ]
+
+    def image_info(self, *, tag: str) -> ImageInfo | None:
+        return ImageInfo(tag, "sha256:" + "0" * 64, 1, {}) if tag == self.image else None
+
+    def try_pull(self, *, tag: str) -> bool:
+        return False

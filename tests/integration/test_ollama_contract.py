@@ -33,8 +33,8 @@ def test_contract_create_uploads_once_and_creates(ollama: tuple[OllamaContract, 
     first = create_from_gguf(client, "demo", gguf, num_ctx=4096, num_gpu=19)
     assert first["uploaded"] is True and first["version"] == contract.version
     assert contract.blobs == {sha256_digest(gguf): gguf.stat().st_size}
-    assert contract.models["demo"]["files"] == {gguf.name: sha256_digest(gguf)}
-    assert contract.models["demo"]["parameters"] == {"num_ctx": 4096, "num_gpu": 19}
+    assert contract.models["demo:latest"]["files"] == {gguf.name: sha256_digest(gguf)}
+    assert contract.models["demo:latest"]["parameters"] == {"num_ctx": 4096, "num_gpu": 19}
     second = create_from_gguf(client, "demo-2", gguf, num_ctx=2048)
     assert second["uploaded"] is False
     posts = [p for m, p in contract.requests if m == "POST" and p.startswith("/api/blobs/")]

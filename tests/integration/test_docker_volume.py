@@ -1,0 +1,97 @@
+"""The Ollama store volume on the real Docker engine: labelled, handed to user 65534 by a
+one-shot init container (CHOWN only, no network), removed again when that init fails.
+
+The Ollama image cannot be pulled here, so a local image of busybox applets plays its part: the
+init command is the same `chown` the rendered bundle asks for.
+"""
+
+from __future__ import annotations
+
+import secrets
+import shutil
+from collections.abc import Iterator
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import pytest
+
+from deployer.core.render import NOBODY, volume_init_command
+from deployer.core.runtime_errors import VolumeInitFailed
+from deployer.core.specs import VolumeSpec
+from tests.integration.dockerkit import TEST_LABEL, engine  # noqa: F401
+
+if TYPE_CHECKING:
+    from deployer.adapters.docker_engine import DockerEngine
+
+pytestmark = pytest.mark.docker
+TAG = "deployer-test/volume-init:1"
+
+
+@pytest.fixture(scope="module")
+def applets(engine: DockerEngine) -> Iterator[str]:  # noqa: F811
+    """A FROM-scratch image whose chown, touch and ls are busybox."""
+    busybox = shutil.which("busybox")
+    if busybox is None:
+        pytest.skip("busybox is not installed on this machine")
+    ctx = Path(__import__("tempfile").mkdtemp(prefix="volinit-"))
+    (ctx / "bin").mkdir()
+    for name in ("chown", "touch", "ls"):
+        shutil.copy(busybox, ctx / "bin" / name)
+    (ctx / "Dockerfile").write_text('FROM scratch\nCOPY bin/ /bin/\nCMD ["serve"]\n')
+    engine.build_image(context_dir=ctx, tag=TAG)
+    shutil.rmtree(ctx, ignore_errors=True)
+    yield TAG
+    engine.client().images.remove(TAG, force=True)
+
+
+def _spec(name: str, image: str, command: list[str]) -> VolumeSpec:
+    return VolumeSpec(name=name, labels={"io.deployer.name": name, TEST_LABEL: "1"},
+                      target="/ollama", init_image=image, init_command=command)  # fmt: skip
+
+
+def _write_as_nobody(engine: DockerEngine, image: str, volume: str) -> None:  # noqa: F811
+    from docker.types import Mount
+
+    engine.client().containers.run(
+        image, entrypoint=["touch", "/ollama/written"], user=NOBODY, read_only=True,
+        cap_drop=["ALL"], network_mode="none", remove=True,
+        mounts=[Mount(target="/ollama", source=volume, type="volume")],
+    )  # fmt: skip
+
+
+def test_volume_is_labelled_and_writable_by_the_server_user(
+    engine: DockerEngine,  # noqa: F811
+    applets: str,
+) -> None:
+    import docker.errors
+
+    name = f"deployer-test-{secrets.token_hex(4)}-ollama"
+    bare = f"{name}-bare"
+    try:
+        assert engine.create_volume(
+            spec=_spec(name, applets, volume_init_command(NOBODY, "/ollama"))
+        )
+        assert engine.client().volumes.get(name).attrs["Labels"][TEST_LABEL] == "1"
+        _write_as_nobody(engine, applets, name)
+        # Reused as it is the second time; the init does not run again.
+        assert (
+            engine.create_volume(spec=_spec(name, applets, ["chown", "0:0", "/nowhere"])) is False
+        )
+        # Without the init a fresh volume is root's, and user 65534 cannot write it.
+        assert engine.create_volume(spec=_spec(bare, applets, []))
+        with pytest.raises(docker.errors.ContainerError):
+            _write_as_nobody(engine, applets, bare)
+        # The init container is gone (removed on exit) and never carried the deployer label.
+        left = engine.client().containers.list(all=True, filters={"ancestor": applets})
+        assert left == []
+    finally:
+        assert engine.remove_volume(name=name)
+        engine.remove_volume(name=bare)
+
+
+def test_failed_init_removes_the_volume(engine: DockerEngine, applets: str) -> None:  # noqa: F811
+    name = f"deployer-test-{secrets.token_hex(4)}-ollama"
+    with pytest.raises(VolumeInitFailed) as err:
+        engine.create_volume(spec=_spec(name, applets, ["chown", NOBODY, "/not-there"]))
+    assert "not-there" in err.value.message()
+    assert engine.remove_volume(name=name) is False
