@@ -306,8 +306,15 @@ class DockerEngine:
         return True
 
     def list_deployer_containers(self) -> list[ContainerInfo]:
-        """Every container labelled io.deployer.name, running or not."""
-        containers = self.client().containers.list(all=True, filters={"label": NAME_LABEL})
+        """Every container labelled io.deployer.name, running or not.
+
+        The SDK lists ids, then inspects each: a container that is removed in between (another
+        deploy's cleanup, `docker rm`) or is still being created answers 404 and is skipped
+        rather than failing the whole listing.
+        """
+        containers = self.client().containers.list(
+            all=True, filters={"label": NAME_LABEL}, ignore_removed=True
+        )
         return [_info(c) for c in containers]
 
     def remove_network(self, *, name: str) -> bool:

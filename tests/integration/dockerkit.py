@@ -65,7 +65,7 @@ def cleanup(engine: DockerEngine) -> Iterator[list[str]]:
     for n in names:
         engine.stop_and_remove(name_or_id=n, timeout_s=2)
     client = engine.client()
-    left = client.containers.list(all=True, filters={"label": TEST_LABEL})
+    left = client.containers.list(all=True, filters={"label": TEST_LABEL}, ignore_removed=True)
     for c in left:
         c.remove(force=True)
     assert not left, f"containers left behind: {[c.name for c in left]}"

@@ -55,20 +55,27 @@ def test_sigint_while_waiting_removes_the_container(
         [*CMD, "--name", name, "--port", str(free_port()), "--timeout", "120"],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
     )  # fmt: skip
-    end = time.monotonic() + 60
-    while name not in _names(engine) and time.monotonic() < end and proc.poll() is None:
-        time.sleep(0.01)
-    assert name in _names(engine), "the container never appeared"
-    time.sleep(delay_s)
-    proc.send_signal(signal.SIGINT)
-    _, err = proc.communicate(timeout=60)
-    # Either the interrupt landed while deploying (130), or the deploy had already finished.
-    if proc.returncode == 0:
-        subprocess.run([*CMD[:3], "down", name], check=True, capture_output=True)
-    else:
-        assert proc.returncode == 130 and "interrupted" in err
-        assert "Traceback" not in err
-    _left_nothing(engine, name)
+    try:
+        end = time.monotonic() + 60
+        while name not in _names(engine) and time.monotonic() < end and proc.poll() is None:
+            time.sleep(0.01)
+        assert name in _names(engine), "the container never appeared"
+        time.sleep(delay_s)
+        proc.send_signal(signal.SIGINT)
+        _, err = proc.communicate(timeout=60)
+        # Either the interrupt landed while deploying (130), or the deploy had already finished.
+        if proc.returncode == 0:
+            subprocess.run([*CMD[:3], "down", name], check=True, capture_output=True)
+        else:
+            assert proc.returncode == 130 and "interrupted" in err
+            assert "Traceback" not in err
+        _left_nothing(engine, name)
+    finally:
+        # Whatever failed above, the next test must not inherit this deploy.
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate(timeout=30)
+        subprocess.run([*CMD[:3], "down", name], capture_output=True)
 
 
 def test_daemon_not_running_is_exit_3_with_the_fix(tmp_path: object) -> None:
