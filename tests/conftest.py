@@ -18,6 +18,7 @@ def pytest_addoption(parser: pytest.Parser) -> None:
 def _isolated_dirs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
     monkeypatch.setenv("DEPLOYER_CONFIG_DIR", str(tmp_path / "config"))
     monkeypatch.setenv("DEPLOYER_STATE_DIR", str(tmp_path / "state"))
+    monkeypatch.setenv("DEPLOYER_CACHE_DIR", str(tmp_path / "cache"))
     monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))
     monkeypatch.setenv("HF_HUB_DISABLE_TELEMETRY", "1")
     monkeypatch.delenv("DEPLOYER_DEBUG", raising=False)

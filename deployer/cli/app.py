@@ -1,20 +1,108 @@
-"""The `deployer` command: one typer app, a module per command group."""
+"""The `deployer` command: one typer app, a module per command group, loaded on demand.
+
+`deployer --help` lists every command from the table below without importing any of them, and
+`deployer profiles list` imports only the profiles module: start-up stays cheap because the
+SDKs (docker, huggingface_hub, ansible_runner), pydantic models and templates of the other
+commands are never loaded. A test keeps the table's help lines equal to the commands' own.
+"""
 
 from __future__ import annotations
 
-from typing import Annotated
+import importlib
+from typing import TYPE_CHECKING, Annotated, Any, NamedTuple
 
 import typer
+from typer.core import TyperCommand, TyperGroup
 
 from deployer import __version__
 from deployer.cli.errors import run_guarded
 
+if TYPE_CHECKING:
+    # typer vendors click (typer._click) from 0.29 on; its classes are what TyperGroup takes.
+    from typer._click import Command, Context, HelpFormatter
+
+
+class Entry(NamedTuple):
+    module: str  # under deployer.cli; importing it registers the command on `app`
+    help: str  # the first line of the command's help, shown by `deployer --help`
+
+
+COMMANDS: dict[str, Entry] = {
+    "deploy": Entry(
+        "deploy", "Deploy MODEL and prove it with a real completion; print the endpoint."
+    ),
+    "detect": Entry(
+        "detect", "Detect this machine's GPUs, CPU and RAM, and the profile that matches them."
+    ),
+    "plan": Entry(
+        "plan", "Pick the best quant that fits, with its memory breakdown, speed and cost."
+    ),
+    "pull": Entry("pull", "Download a model's GGUF files, resumable and sha256-verified."),
+    "render": Entry(
+        "render",
+        "Write the files that run MODEL on PROFILE, with a README on running them by hand.",
+    ),
+    "ps": Entry("runtime", "List deployments: records reconciled with the containers Docker has."),
+    "logs": Entry("runtime", "Print a deployment's server log (stdout and stderr)."),
+    "down": Entry(
+        "runtime",
+        "Stop gracefully (SIGTERM, 10 s), then remove container, network, volumes and state.",
+    ),
+    "fleet": Entry(
+        "fleet", "Many hosts from an Ansible inventory: each gets the plan that fits its hardware."
+    ),
+    "image": Entry("image", "Runtime images, built locally."),
+    "models": Entry("models", "The model catalog: architectures, quant files and licences."),
+    "profiles": Entry("profiles", "Hardware profiles: GPUs, Macs and CPU machines."),
+}
+
+
+class LazyGroup(TyperGroup):
+    """The root group: a command's module is imported the first time the command is needed."""
+
+    _listing = False
+
+    def list_commands(self, ctx: Context) -> list[str]:
+        return [*COMMANDS, *(n for n in self.commands if n not in COMMANDS)]
+
+    def format_help(self, ctx: Context, formatter: HelpFormatter) -> None:
+        # Listing needs names and help lines only: the table has them.
+        self._listing = True
+        try:
+            super().format_help(ctx, formatter)
+        finally:
+            self._listing = False
+
+    def get_command(self, ctx: Context, cmd_name: str) -> Command | None:
+        command = self.commands.get(cmd_name)
+        if command is not None or cmd_name not in COMMANDS:
+            return command
+        entry = COMMANDS[cmd_name]
+        if self._listing:
+            return TyperCommand(
+                cmd_name, help=entry.help, short_help=entry.help, callback=lambda: None
+            )
+        return self._load(cmd_name, entry)
+
+    def _load(self, cmd_name: str, entry: Entry) -> Command | None:
+        importlib.import_module(f"deployer.cli.{entry.module}")
+        # Rebuild the root from everything registered so far and keep what was asked for.
+        built: Any = typer.main.get_group(app)
+        for name, command in built.commands.items():
+            self.commands.setdefault(name, command)
+        return self.commands.get(cmd_name)
+
+
 app = typer.Typer(
     name="deployer",
+    cls=LazyGroup,
     help="Self-host open-weight LLMs: plan the fit, pull, render and deploy.",
     no_args_is_help=True,
     pretty_exceptions_enable=False,
     add_completion=False,
+    # Plain click help and usage errors: typer's rich panels import markdown, pygments and
+    # rich.traceback (~120 ms), more than the rest of a start together.
+    rich_markup_mode=None,
 )
 
 
@@ -34,23 +122,10 @@ def _root(
     """Self-host open-weight LLMs with one command."""
 
 
-def _register() -> None:
-    # Each command module adds itself to `app`; imports stay cheap (SDKs load lazily).
-    from deployer.cli import (  # noqa: F401
-        deploy,
-        detect,
-        fleet,
-        image,
-        models,
-        plan,
-        profiles,
-        pull,
-        render,
-        runtime,
-    )
-
-
-_register()
+def load_all() -> None:
+    """Import every command module (tests, docs generation and shell completion need them)."""
+    for entry in COMMANDS.values():
+        importlib.import_module(f"deployer.cli.{entry.module}")
 
 
 def main() -> None:

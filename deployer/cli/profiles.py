@@ -2,17 +2,24 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
-from rich.table import Table
 
 from deployer.cli.app import app
 from deployer.cli.errors import run_guarded
-from deployer.cli.output import console, print_json
+from deployer.cli.output import console, print_json, print_rows
 from deployer.cli.params import JsonOpt
-from deployer.core.profiles import Profile, get_profile, load_profiles
+from deployer.core import filememo
+from deployer.core.resources import config_dir, data_dir
 from deployer.core.units import GIB, MIB
+
+if TYPE_CHECKING:
+    # pydantic and YAML load only when a profile must be validated (see profiles_data).
+    from rich.table import Table
+
+    from deployer.core.profiles import Profile
 
 profiles_app = typer.Typer(
     name="profiles", help="Hardware profiles: GPUs, Macs and CPU machines.", no_args_is_help=True
@@ -29,39 +36,70 @@ def profile_json(profile: Profile) -> dict[str, Any]:
     return data
 
 
-def _devices(profile: Profile) -> str:
-    if profile.gpu is not None:
-        return f"{profile.gpu.count} x {profile.gpu.memory_mib / 1024:.1f} GiB"
-    if profile.kind == "apple":
-        return f"{profile.device_budget_bytes() / GIB:.0f} GiB unified"
+def _profile_files() -> list[Path] | None:
+    """Every profile file, shipped and the user's; None when the shipped ones are not plain files
+    (a zipped install), so nothing is memoised."""
+    shipped = data_dir("profiles")
+    if not isinstance(shipped, Path):
+        return None
+    files: list[Path] = []
+    for folder in (shipped, config_dir() / "profiles"):
+        if folder.is_dir():
+            files += sorted(p for p in folder.iterdir() if p.suffix in (".yaml", ".yml"))
+    return files
+
+
+def profiles_data() -> list[dict[str, Any]]:
+    """Every profile as JSON data, sorted by kind then id.
+
+    Validated from the YAML files, or recalled from the memo of the last validation while no
+    profile file was added, removed or changed since (saves ~0.3 s of imports and validation).
+    """
+    files = _profile_files()
+    identity = None if files is None else filememo.file_identity(files, salt="profiles")
+    cached = filememo.recall("profiles", identity)
+    if isinstance(cached, list):
+        return cached
+    from deployer.core.profiles import load_profiles
+
+    data = [profile_json(p) for p in sorted(load_profiles().values(), key=lambda p: (p.kind, p.id))]
+    filememo.remember("profiles", identity, data)
+    return data
+
+
+def _devices(d: dict[str, Any]) -> str:
+    if d["gpu"] is not None:
+        return f"{d['gpu']['count']} x {d['gpu']['memory_mib'] / 1024:.1f} GiB"
+    if d["kind"] == "apple":
+        return f"{d['device_budget_bytes'] / GIB:.0f} GiB unified"
     return "-"
 
 
-def _price(profile: Profile) -> str:
-    return f"{profile.price.usd_per_hour:.2f}" if profile.price else "-"
-
-
-def _list_table(profiles: list[Profile]) -> Table:
-    table = Table()
-    table.add_column("id", no_wrap=True)
-    table.add_column("name")
-    table.add_column("kind")
-    for title in ("devices x memory", "GB/s", "host RAM", "$/h"):
-        table.add_column(title, justify="right")
-    for p in profiles:
-        table.add_row(
-            p.id,
-            p.name,
-            p.kind,
-            _devices(p),
-            f"{p.device_bandwidth_gbps():g}",
-            f"{p.host_ram_gib:g} GiB",
-            _price(p),
+def _list_rows(profiles: list[dict[str, Any]]) -> list[list[str]]:
+    rows = []
+    for d in profiles:
+        gpu, price = d["gpu"], d["price"]
+        bandwidth = gpu["bandwidth_gbps"] if gpu else d["cpu_bandwidth_gbps"]
+        rows.append(
+            [
+                d["id"],
+                d["name"],
+                d["kind"],
+                _devices(d),
+                f"{bandwidth:g}",
+                f"{d['host_ram_gib']:g} GiB",
+                f"{price['usd_per_hour']:.2f}" if price else "-",
+            ]
         )
-    return table
+    return rows
+
+
+LIST_HEADERS = ("ID", "NAME", "KIND", "DEVICES x MEMORY", "GB/s", "HOST RAM", "$/h")
 
 
 def _show_table(profile: Profile) -> Table:
+    from rich.table import Table
+
     table = Table("field", "value", show_header=False)
     rows: list[tuple[str, str]] = [
         ("id", profile.id),
@@ -105,11 +143,11 @@ def list_profiles(json_: JsonOpt = False) -> None:
     """List every hardware profile (shipped and yours)."""
 
     def body() -> None:
-        profiles = sorted(load_profiles().values(), key=lambda p: (p.kind, p.id))
+        profiles = profiles_data()
         if json_:
-            print_json([profile_json(p) for p in profiles])
+            print_json(profiles)
         else:
-            console.print(_list_table(profiles))
+            print_rows(LIST_HEADERS, _list_rows(profiles), right=(3, 4, 5, 6))
 
     run_guarded(body)
 
@@ -119,6 +157,8 @@ def show_profile(profile_id: ProfileIdArg, json_: JsonOpt = False) -> None:
     """Show one hardware profile in full."""
 
     def body() -> None:
+        from deployer.core.profiles import get_profile
+
         profile = get_profile(profile_id)
         if json_:
             print_json(profile_json(profile))

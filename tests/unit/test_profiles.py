@@ -174,3 +174,38 @@ def test_cli_invalid_user_profile_is_one_line_exit_1() -> None:
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and "x.yaml:5: cpu_cores:" in lines[0]
     assert "Traceback" not in result.output
+
+
+def _list_ids() -> list[str]:
+    result = runner.invoke(app, ["profiles", "list", "--json"])
+    assert result.exit_code == 0, result.output
+    return [p["id"] for p in json.loads(result.stdout)]
+
+
+def test_list_memo_follows_every_change_to_the_profile_files() -> None:
+    """`profiles list` answers from a memo of the last validation: adding, editing or breaking a
+    user profile must show at once, exactly as without the memo."""
+    from deployer.core.filememo import cache_dir
+
+    first = _list_ids()
+    assert list((cache_dir() / "memo" / "profiles").glob("*.json")), "no memo was written"
+    assert _list_ids() == first
+    path = _user_profile("my-box", _valid_cpu_yaml("my-box"))
+    assert "my-box" in _list_ids()
+    path.write_text(_valid_cpu_yaml("my-box").replace("test box", "renamed box"), "utf-8")
+    data = json.loads(runner.invoke(app, ["profiles", "list", "--json"]).stdout)
+    assert next(p for p in data if p["id"] == "my-box")["name"] == "renamed box"
+    path.write_text(_valid_cpu_yaml("my-box") + "bogus_key: 1\n", "utf-8")
+    broken = runner.invoke(app, ["profiles", "list"])
+    assert broken.exit_code != 0 and "bogus_key" in broken.output
+    path.unlink()
+    assert _list_ids() == first
+
+
+def test_list_memo_holds_what_validation_gives() -> None:
+    fresh = _list_ids()  # validates and writes the memo
+    again = json.loads(runner.invoke(app, ["profiles", "list", "--json"]).stdout)
+    assert [p["id"] for p in again] == fresh
+    by_id = {p["id"]: p for p in again}
+    for profile_id, profile in load_profiles().items():
+        assert by_id[profile_id]["device_budget_bytes"] == profile.device_budget_bytes()
