@@ -86,6 +86,7 @@ class DockerEngine:
     def __init__(self, *, timeout_s: float = 30.0) -> None:
         self._timeout_s = timeout_s
         self._client: docker.DockerClient | None = None
+        self._engine_info: EngineInfo | None = None
 
     # -- connection --------------------------------------------------------------------------
 
@@ -110,17 +111,20 @@ class DockerEngine:
         """Engine version facts, or EngineUnavailable with the hint to start dockerd."""
         import docker.errors
 
+        if self._engine_info is not None:
+            return self._engine_info  # asked once per engine: every deploy step checks it
         try:
             v = self.client().version()
         except docker.errors.DockerException as exc:
             raise EngineUnavailable(str(exc)) from None
-        return EngineInfo(
+        self._engine_info = EngineInfo(
             version=str(v.get("Version", "")),
             api_version=str(v.get("ApiVersion", "")),
             os=str(v.get("Os", "")),
             arch=str(v.get("Arch", "")),
             host=self._host(),
         )
+        return self._engine_info
 
     # -- containers --------------------------------------------------------------------------
 

@@ -190,7 +190,7 @@ def deploy(
             timeout_s=wait,
             on_progress=on_progress,
             ready_url=f"{endpoint}/health",
-            poll_s=0.1,
+            poll_s=0.05,
         )
         key = api_key_file.read_text().strip() if api_key_file else None
         proof = smoke(endpoint, model=bundle.labels["io.deployer.model"], api_key=key)

