@@ -8,6 +8,7 @@ commands are never loaded. A test keeps the table's help lines equal to the comm
 
 from __future__ import annotations
 
+import gc
 import importlib
 from typing import TYPE_CHECKING, Annotated, Any, NamedTuple
 
@@ -130,4 +131,8 @@ def load_all() -> None:
 
 def main() -> None:
     """Console-script entry point."""
+    # A short-lived CLI allocates mostly long-lived objects while importing (pydantic models,
+    # the Docker SDK): collecting the young generation every 700 allocations is wasted work
+    # (~10% of a deploy's start here). Collection still runs, 30x less often.
+    gc.set_threshold(20_000, 20, 20)
     run_guarded(lambda: app(standalone_mode=True))

@@ -10,15 +10,6 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
 import typer
-from rich.progress import (
-    BarColumn,
-    DownloadColumn,
-    Progress,
-    TaskID,
-    TextColumn,
-    TimeRemainingColumn,
-    TransferSpeedColumn,
-)
 
 from deployer.cli.app import app
 from deployer.cli.errors import run_guarded
@@ -27,6 +18,8 @@ from deployer.cli.params import JsonOpt
 from deployer.core.units import MIB, fmt_bytes
 
 if TYPE_CHECKING:  # the pull machinery (gguf, numpy, the Hub) loads only when a pull runs
+    from rich.progress import TaskID
+
     from deployer.core.pull import HubStore, ProgressSink, PullResult
 
 _TRUE = {"1", "true", "yes", "on"}
@@ -36,6 +29,15 @@ class RichProgress:
     """A bar per file with bytes, speed and ETA (terminals)."""
 
     def __init__(self) -> None:
+        from rich.progress import (
+            BarColumn,
+            DownloadColumn,
+            Progress,
+            TextColumn,
+            TimeRemainingColumn,
+            TransferSpeedColumn,
+        )
+
         self._bar = Progress(
             TextColumn("{task.description}"),
             BarColumn(),
