@@ -31,6 +31,7 @@ from deployer.core.runtime_errors import (
     NameInUse,
     PortInUse,
     VolumeInitFailed,
+    VolumeInUse,
 )
 from deployer.core.specs import ContainerSpec, VolumeSpec
 
@@ -379,14 +380,24 @@ class DockerEngine:
         return True
 
     def remove_volume(self, *, name: str) -> bool:
-        """Remove a volume; False when it did not exist."""
+        """Remove a volume; False when it did not exist. One still mounted is VolumeInUse."""
         import docker.errors
 
         try:
             self.client().volumes.get(name).remove()
         except docker.errors.NotFound:
             return False
+        except docker.errors.APIError as exc:
+            raise VolumeInUse(name, str(exc.explanation or exc)) from None
         return True
+
+    def list_deployer_volumes(self) -> dict[str, str]:
+        """Volumes labelled io.deployer.name (an Ollama store): volume name -> deployment name.
+
+        Found by label, so `down` removes a store even when the deployment's record is lost.
+        """
+        volumes = self.client().volumes.list(filters={"label": NAME_LABEL})
+        return {v.name: (v.attrs.get("Labels") or {}).get(NAME_LABEL, "") for v in volumes}
 
     # -- images ------------------------------------------------------------------------------
 

@@ -244,7 +244,9 @@ def _down_one(engine: ContainerEngine | None, st: DeploymentStatus, *, purge: bo
         for net in r.networks if r else []:
             if engine.remove_network(name=net):
                 say(f"{st.name}: removed network {net}")
-        for vol in r.volumes if r else []:
+        # The record's volumes, and any labelled for this deployment (its record may be lost).
+        labelled = [v for v, owner in engine.list_deployer_volumes().items() if owner == st.name]
+        for vol in dict.fromkeys([*(r.volumes if r else []), *labelled]):
             if engine.remove_volume(name=vol):
                 say(f"{st.name}: removed volume {vol}")
     if r is None:
@@ -267,6 +269,19 @@ def _down_one(engine: ContainerEngine | None, st: DeploymentStatus, *, purge: bo
     say(f"{st.name}: state removed")
 
 
+def _stray_volumes(name: str | None, known: set[str]) -> dict[str, str]:
+    """Labelled volumes of `name` (or of any deployment, for --all) not handled above."""
+    try:
+        volumes = docker_engine().list_deployer_volumes()
+    except EngineUnavailable:
+        return {}
+    return {
+        v: owner
+        for v, owner in volumes.items()
+        if owner not in known and (name is None or owner == name)
+    }
+
+
 @app.command()
 def down(
     name: Annotated[str | None, typer.Argument(help="Deployment name (deployer ps).")] = None,
@@ -284,10 +299,15 @@ def down(
         targets = statuses if all_ else [s for s in statuses if s.name == name]
         needs_engine = any(s.record is None or s.record.runtime == "container" for s in targets)
         engine = docker_engine() if needs_engine else None
-        if not targets:
-            typer.echo(f"'{name}' is already gone: nothing to do" if name else "no deployments")
-            return
         for st in targets:
             _down_one(engine, st, purge=purge)
+        # Volumes left by a deployment whose container and record are both gone.
+        known = {st.name for st in targets}
+        strays = _stray_volumes(name, known) if all_ or not targets else {}
+        for vol, owner in strays.items():
+            if docker_engine().remove_volume(name=vol):
+                typer.echo(f"{owner}: removed volume {vol} (its deployment was already gone)")
+        if not targets and not strays:
+            typer.echo(f"'{name}' is already gone: nothing to do" if name else "no deployments")
 
     run_guarded(go)

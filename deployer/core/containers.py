@@ -102,3 +102,7 @@ class ContainerEngine(Protocol):
     def remove_volume(self, *, name: str) -> bool:
         """Remove a volume; False when it did not exist."""
         ...
+
+    def list_deployer_volumes(self) -> dict[str, str]:
+        """Volumes labelled io.deployer.name: volume name -> deployment name."""
+        ...

@@ -40,6 +40,20 @@ class PortInUse(DeployerError):
 
 
 @dataclass
+class VolumeInUse(DeployerError):
+    """A volume to remove is still mounted by a container."""
+
+    name: str
+    detail: str
+
+    def message(self) -> str:
+        return (
+            f"volume '{self.name}' is still in use ({self.detail}). Run 'docker ps -a "
+            f"--filter volume={self.name}' to see which container holds it, then retry"
+        )
+
+
+@dataclass
 class NameInUse(DeployerError):
     """A container with that name exists already."""
 

@@ -173,6 +173,9 @@ class ContractEngine:
     def remove_network(self, *, name: str) -> bool:
         return False
 
+    def list_deployer_volumes(self) -> dict[str, str]:
+        return {n: v.labels.get("io.deployer.name", "") for n, v in self.volumes.items()}
+
     def run_container(self, *, spec: ContainerSpec) -> str:
         if any(s.name == spec.name for s, _ in self.running.values()):
             raise NameInUse(spec.name)

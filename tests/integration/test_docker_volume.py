@@ -10,6 +10,7 @@ from __future__ import annotations
 import secrets
 import shutil
 from collections.abc import Iterator
+from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -95,3 +96,58 @@ def test_failed_init_removes_the_volume(engine: DockerEngine, applets: str) -> N
         engine.create_volume(spec=_spec(name, applets, ["chown", NOBODY, "/not-there"]))
     assert "not-there" in err.value.message()
     assert engine.remove_volume(name=name) is False
+
+
+def _down(*args: str) -> tuple[int, str]:
+    from typer.testing import CliRunner
+
+    from deployer.cli.app import app
+
+    result = CliRunner().invoke(app, ["down", *args])
+    return result.exit_code, result.output
+
+
+def test_down_removes_a_store_whose_deployment_record_was_lost(
+    engine: DockerEngine,  # noqa: F811
+    applets: str,
+) -> None:
+    """No record, no container: the volume is still found by its io.deployer.name label."""
+    name = f"vt-lost-{secrets.token_hex(3)}"
+    volume = f"deployer-{name}-ollama"
+    other = f"deployer-vt-other-{secrets.token_hex(3)}-ollama"
+    spec = _spec(volume, applets, [])
+    engine.create_volume(spec=replace(spec, labels={**spec.labels, "io.deployer.name": name}))
+    engine.create_volume(spec=_spec(other, applets, []))
+    try:
+        code, out = _down(name)
+        assert code == 0, out
+        assert f"removed volume {volume}" in out
+        assert volume not in engine.list_deployer_volumes()
+        assert other in engine.list_deployer_volumes()  # another deployment's store stays
+        code, out = _down(name)
+        assert code == 0 and "already gone" in out
+    finally:
+        engine.remove_volume(name=volume)
+        engine.remove_volume(name=other)
+
+
+def test_a_volume_still_mounted_is_a_clear_error(
+    engine: DockerEngine,  # noqa: F811
+    applets: str,
+) -> None:
+    from docker.types import Mount
+
+    from deployer.core.runtime_errors import VolumeInUse
+
+    volume = f"deployer-test-{secrets.token_hex(4)}-ollama"
+    engine.create_volume(spec=_spec(volume, applets, []))
+    holder = engine.client().containers.create(
+        applets, mounts=[Mount(target="/ollama", source=volume, type="volume")]
+    )
+    try:
+        with pytest.raises(VolumeInUse) as err:
+            engine.remove_volume(name=volume)
+        assert volume in err.value.message() and "docker ps -a" in err.value.message()
+    finally:
+        holder.remove(force=True)
+        engine.remove_volume(name=volume)
