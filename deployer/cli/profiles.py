@@ -49,6 +49,22 @@ def _profile_files() -> list[Path] | None:
     return files
 
 
+# What the list table reads: a memo without them (hand-edited, or from a development build
+# whose JSON differed) is ignored and the profiles are validated again.
+_LIST_KEYS = frozenset(
+    {
+        "id",
+        "name",
+        "kind",
+        "gpu",
+        "price",
+        "cpu_bandwidth_gbps",
+        "host_ram_gib",
+        "device_budget_bytes",
+    }
+)
+
+
 def profiles_data() -> list[dict[str, Any]]:
     """Every profile as JSON data, sorted by kind then id.
 
@@ -58,7 +74,9 @@ def profiles_data() -> list[dict[str, Any]]:
     files = _profile_files()
     identity = None if files is None else filememo.file_identity(files, salt="profiles")
     cached = filememo.recall("profiles", identity)
-    if isinstance(cached, list):
+    if isinstance(cached, list) and all(
+        isinstance(d, dict) and d.keys() >= _LIST_KEYS for d in cached
+    ):
         return cached
     from deployer.core.profiles import load_profiles
 

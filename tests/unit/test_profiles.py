@@ -209,3 +209,16 @@ def test_list_memo_holds_what_validation_gives() -> None:
     by_id = {p["id"]: p for p in again}
     for profile_id, profile in load_profiles().items():
         assert by_id[profile_id]["device_budget_bytes"] == profile.device_budget_bytes()
+
+
+def test_a_memo_of_another_shape_is_ignored() -> None:
+    from deployer.core.filememo import cache_dir
+
+    first = _list_ids()
+    (entry,) = (cache_dir() / "memo" / "profiles").glob("*.json")
+    data = json.loads(entry.read_text())
+    data["value"] = [{"id": "stale"}]
+    entry.write_text(json.dumps(data))
+    result = runner.invoke(app, ["profiles", "list"])
+    assert result.exit_code == 0, result.output
+    assert "stale" not in result.output and first[0] in result.output
