@@ -12,8 +12,6 @@ from __future__ import annotations
 import hashlib
 import json
 import threading
-import time
-import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -22,6 +20,7 @@ from typing import Any
 from deployer.core.containers import ContainerInfo, EngineInfo, ImageInfo, ProgressFn
 from deployer.core.runtime_errors import HealthTimeout, NameInUse, PortInUse
 from deployer.core.specs import ContainerSpec, VolumeSpec
+from tests.integration.waits import wait_http_200
 
 
 @dataclass
@@ -202,17 +201,8 @@ class ContractEngine:
     ) -> None:
         assert ready_url is not None, "the Ollama image has no curl: deploy must poll itself"
         spec, _ = self.running[container_id]
-        end = time.monotonic() + timeout_s
-        while True:
-            try:
-                with urllib.request.urlopen(ready_url, timeout=2) as resp:
-                    if resp.status == 200:
-                        return
-            except OSError:
-                pass
-            if time.monotonic() > end:
-                raise HealthTimeout(spec.name, timeout_s, "starting", [])
-            time.sleep(poll_s)
+        if not wait_http_200(ready_url, timeout_s, poll_s):
+            raise HealthTimeout(spec.name, timeout_s, "starting", [])
 
     def container_logs(self, *, container_id: str, tail: int, follow: bool) -> Iterator[str]:
         yield from (f"{m} {p}" for m, p in self.contract.requests[-tail:])

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import os
 import secrets
-import urllib.request
 from collections.abc import Iterator
 
 import pytest
@@ -19,27 +18,13 @@ import pytest
 from deployer.adapters.smoke import chat_smoke_test
 from deployer.core.runtime_errors import SmokeTestFailed
 from tests.integration.dockerkit import TEST_LABEL, engine, runtime_image
+from tests.integration.waits import wait_http_200
 
 os.environ.setdefault("TESTCONTAINERS_RYUK_DISABLED", "true")
 tc = pytest.importorskip("testcontainers.core.container")
 
 pytestmark = pytest.mark.docker
 __all__ = ["engine", "runtime_image"]  # fixtures, imported
-
-
-def _wait_healthy(url: str, timeout_s: float = 90) -> None:
-    import time
-
-    end = time.monotonic() + timeout_s
-    while time.monotonic() < end:
-        try:
-            with urllib.request.urlopen(url, timeout=1) as r:
-                if r.status == 200:
-                    return
-        except OSError:
-            pass
-        time.sleep(0.1)
-    raise AssertionError(f"{url} never answered 200")
 
 
 @pytest.fixture(scope="module")
@@ -82,7 +67,7 @@ def keyed_server(
         if host in ("localhost", "0.0.0.0"):
             host = "127.0.0.1"
         endpoint = f"http://{host}:{container.get_exposed_port(8080)}"
-        _wait_healthy(f"{endpoint}/health")
+        assert wait_http_200(f"{endpoint}/health"), "the server never became healthy"
         yield endpoint, key
 
 

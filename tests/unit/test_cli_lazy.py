@@ -24,6 +24,11 @@ def test_every_listed_command_exists_with_the_listed_help() -> None:
         assert _first_line(real[name].help) == entry.help, name
 
 
+def _python(code: str) -> str:
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    return out.stdout.strip() + out.stderr
+
+
 def test_help_lists_every_command_without_importing_them() -> None:
     code = (
         "import sys\n"
@@ -38,8 +43,7 @@ def test_help_lists_every_command_without_importing_them() -> None:
         " 'jinja2', 'gguf') if m in sys.modules)\n"
         "print(missing, loaded, heavy)\n"
     )
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
-    assert out.stdout.strip() == "[] [] []", out.stdout + out.stderr
+    assert _python(code) == "[] [] []"
 
 
 def test_a_command_runs_after_loading_only_its_module() -> None:
@@ -52,8 +56,7 @@ def test_a_command_runs_after_loading_only_its_module() -> None:
         "print(sorted(m for m in ('deployer.cli.deploy', 'deployer.cli.fleet', 'docker',"
         " 'ansible_runner') if m in sys.modules))\n"
     )
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
-    assert out.stdout.strip() == "[]", out.stdout + out.stderr
+    assert _python(code) == "[]"
 
 
 def test_unknown_command_is_a_usage_error() -> None:
