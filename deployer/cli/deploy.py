@@ -17,6 +17,25 @@ from deployer.cli.params import DetectOpt, JsonOpt, ProfileOpt
 DEFAULT_PORT = 8080
 
 
+class WaitProgress:
+    """Waiting-for-healthy lines: one when the status changes, else one every `every_s`.
+
+    Health is polled every 50 ms; a line per poll would be a wall of text.
+    """
+
+    def __init__(self, say: Any, every_s: float = 5.0) -> None:
+        self._say = say
+        self._every_s = every_s
+        self._last_status: str | None = None
+        self._last_t = 0.0
+
+    def __call__(self, elapsed_s: float, status: str) -> None:
+        if status == self._last_status and elapsed_s - self._last_t < self._every_s:
+            return
+        self._last_status, self._last_t = status, elapsed_s
+        self._say(f"  {elapsed_s:5.1f}s {status}")
+
+
 def free_port(start: int = DEFAULT_PORT) -> int:
     """The first port from `start` up that nothing listens on at 127.0.0.1."""
     for port in range(start, start + 200):
@@ -268,7 +287,7 @@ def deploy(
                 model_files=[f.path for f in pulled.files],
                 image_source=image_note,
                 timeout_s=timeout_s,
-                on_progress=lambda t, msg: say(f"  {t:5.1f}s {msg}") if not as_json else None,
+                on_progress=None if as_json else WaitProgress(say),
             )
             print_deployed(done, as_json=as_json)
             return
@@ -282,7 +301,7 @@ def deploy(
             api_key_file=key_file,
             image_source=image_note,
             timeout_s=timeout_s,
-            on_progress=lambda t, msg: say(f"  {t:5.1f}s {msg}") if not as_json else None,
+            on_progress=None if as_json else WaitProgress(say),
         )
         print_deployed(done, as_json=as_json)
 
@@ -399,6 +418,6 @@ def deploy_native_cli(
         api_key_file=key_file,
         log_path=log_path,
         timeout_s=timeout_s,
-        on_progress=lambda t, msg: say(f"  {t:5.1f}s {msg}") if not as_json else None,
+        on_progress=None if as_json else WaitProgress(say),
     )
     print_deployed(done, as_json=as_json)
