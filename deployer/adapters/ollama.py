@@ -110,12 +110,21 @@ class OllamaClient:
         return digest, True
 
     def create(
-        self, name: str, *, files: dict[str, str], parameters: dict[str, Any] | None = None
+        self,
+        name: str,
+        *,
+        files: dict[str, str],
+        parameters: dict[str, Any] | None = None,
+        template: str | None = None,
     ) -> list[dict[str, Any]]:
-        """Create model `name` from uploaded blobs (POST /api/create); returns the statuses."""
-        body = {"model": name, "files": files, "stream": False}
+        """Create model `name` from uploaded blobs (POST /api/create); returns the statuses.
+
+        `template` (a Go template) only for a GGUF without its own chat template."""
+        body: dict[str, Any] = {"model": name, "files": files, "stream": False}
         if parameters:
             body["parameters"] = parameters
+        if template:
+            body["template"] = template
         _, raw = self._request(
             "POST", "/api/create", body=json.dumps(body).encode(), step="create",
             headers={"Content-Type": "application/json"},
@@ -137,12 +146,16 @@ def create_from_gguf(
 
 
 def create_model(
-    client: OllamaClient, name: str, model_path: Path, parameters: dict[str, Any]
+    client: OllamaClient,
+    name: str,
+    model_path: Path,
+    parameters: dict[str, Any],
+    template: str | None = None,
 ) -> dict[str, Any]:
     """Wait for the server, upload the GGUF unless held, create `name` with `parameters`."""
     version = client.wait_ready()
     digest, uploaded = client.push_blob(model_path)
-    client.create(name, files={model_path.name: digest}, parameters=parameters)
+    client.create(name, files={model_path.name: digest}, parameters=parameters, template=template)
     return {"version": version, "digest": digest, "uploaded": uploaded}
 
 
@@ -153,6 +166,8 @@ def create_in_server(
     model_path: Path,
     parameters: dict[str, Any],
     timeout_s: float,
+    template: str | None = None,
 ) -> dict[str, Any]:
     """deploy's create step (deployer.core.ollama_deploy.ModelCreator) over the HTTP API."""
-    return create_model(OllamaClient(endpoint, timeout_s=timeout_s), name, model_path, parameters)
+    client = OllamaClient(endpoint, timeout_s=timeout_s)
+    return create_model(client, name, model_path, parameters, template)

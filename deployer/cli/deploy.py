@@ -224,6 +224,7 @@ def deploy(
                     "model": dep_name,
                     "from": str(weights_path),
                     "parameters": bundle.model_parameters,
+                    "template": bundle.model_template,
                     "steps": ["GET /api/version", "POST /api/blobs/sha256:<digest> (once)",
                               "POST /api/create", "POST /v1/chat/completions (8 tokens)"],
                 }  # fmt: skip

@@ -72,7 +72,9 @@ def profiles_data() -> list[dict[str, Any]]:
     profile file was added, removed or changed since (saves ~0.3 s of imports and validation).
     """
     files = _profile_files()
-    identity = None if files is None else filememo.file_identity(files, salt="profiles")
+    # The code that validates and serialises them is part of the key too.
+    code = [Path(__file__), Path(__file__).parents[1] / "core" / "profiles.py"]
+    identity = None if files is None else filememo.file_identity([*files, *code], salt="profiles")
     cached = filememo.recall("profiles", identity)
     if isinstance(cached, list) and all(
         isinstance(d, dict) and d.keys() >= _LIST_KEYS for d in cached

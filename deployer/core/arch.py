@@ -88,3 +88,7 @@ class ModelFacts(BaseModel):
     arch: ModelArch
     weights: WeightLayout
     source: str = Field(description="catalog, a local path, or hf://ORG/REPO:QUANT")
+    has_chat_template: bool = Field(
+        default=True,
+        description="the GGUF carries tokenizer.chat_template (catalog files: the publishers' do)",
+    )

@@ -346,4 +346,5 @@ def facts_from_gguf_parts(
         arch=arch,
         weights=layout,
         source=source or str(paths[0]),
+        has_chat_template=first.get_field("tokenizer.chat_template") is not None,
     )

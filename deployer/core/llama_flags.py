@@ -29,6 +29,7 @@ _COMMON = frozenset(
         "--api-key-file",
         "--metrics",
         "--alias",
+        "--chat-template",
     }
 )
 

@@ -32,6 +32,7 @@ class ModelCreator(Protocol):
         model_path: Path,
         parameters: dict[str, Any],
         timeout_s: float,
+        template: str | None = None,
     ) -> dict[str, Any]: ...
 
 
@@ -79,6 +80,7 @@ def deploy_ollama(
             model_path=model_path,
             parameters=dict(bundle.model_parameters),
             timeout_s=wait,
+            template=bundle.model_template,
         )
         proof = smoke(endpoint, model=bundle.name, api_key=None)
         record = DeploymentRecord(

@@ -21,6 +21,7 @@ import jinja2
 import yaml
 
 from deployer import __version__
+from deployer.core.chat_templates import OllamaFormat, builtin_template, ollama_format
 from deployer.core.errors import DeployerError, InvalidRequest
 from deployer.core.llama_flags import (
     PINNED_BUILD,
@@ -98,8 +99,10 @@ class RenderedBundle:
     user: str
     gpus: list[str] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
-    # Ollama: the model's PARAMETERs (Modelfile and API create alike).
-    model_parameters: dict[str, int] = field(default_factory=dict)
+    # Ollama: the model's PARAMETERs (Modelfile and API create alike): ints, and `stop` (a
+    # list) with `model_template` when the GGUF has no chat template of its own.
+    model_parameters: dict[str, Any] = field(default_factory=dict)
+    model_template: str | None = None
     tmpfs: dict[str, str] = field(default_factory=dict)  # empty: the spec's default
 
     def container_spec(self) -> ContainerSpec:
@@ -342,7 +345,13 @@ def llama_server_args(
         args += [v.require("-ctv"), s.kv_type_v]
     args += flash_attn_args(v, s.flash_attention)
     args += [v.require("-ub"), str(s.n_ubatch), v.require("--alias"), model_alias(result.model)]
-    if v.has("--jinja"):
+    facts = result.chosen.facts
+    builtin = None if facts.has_chat_template else builtin_template(facts.arch)
+    if builtin is not None:
+        # No template in the GGUF: the family's built-in format, not llama-server's ChatML
+        # fallback (and no --jinja, which would read the name itself as a template).
+        args += [v.require("--chat-template"), builtin]
+    elif v.has("--jinja"):
         args.append("--jinja")  # the GGUF's own chat template, as the model was trained
     if v.has("--no-webui"):
         args.append("--no-webui")  # an API server: no browser UI surface
@@ -490,6 +499,7 @@ def render_plan(
         user=NOBODY,
         gpus=gpu_ids,
         model_parameters=_ollama_parameters(result) if backend == "ollama" else {},
+        model_template=_ollama_template(result) if backend == "ollama" else None,
         tmpfs=dict(OLLAMA_TMPFS) if backend == "ollama" else {},
     )
     ctx: dict[str, Any] = {
@@ -550,12 +560,26 @@ def ollama_volume(name: str) -> str:
     return f"deployer-{name}-ollama"
 
 
-def _ollama_parameters(result: PlanResult) -> dict[str, int]:
+def _ollama_format(result: PlanResult) -> OllamaFormat | None:
+    facts = result.chosen.facts
+    return None if facts.has_chat_template else ollama_format(facts.arch)
+
+
+def _ollama_parameters(result: PlanResult) -> dict[str, Any]:
     """The Modelfile PARAMETERs, also sent as `parameters` by the API create step."""
-    params = {"num_ctx": result.chosen.settings.ctx}
+    params: dict[str, Any] = {"num_ctx": result.chosen.settings.ctx}
     if result.profile.kind != "cpu":
         params["num_gpu"] = result.chosen.memory.n_gpu_layers
+    fmt = _ollama_format(result)
+    if fmt is not None:
+        params["stop"] = list(fmt.stop)
     return params
+
+
+def _ollama_template(result: PlanResult) -> str | None:
+    """A TEMPLATE for a GGUF without a chat template, when its family's format is known."""
+    fmt = _ollama_format(result)
+    return fmt.template if fmt is not None else None
 
 
 def _render(template: str, ctx: dict[str, Any], **extra: Any) -> str:

@@ -156,7 +156,9 @@ def facts_from_files(parts: list[Path], name: str | None, source: str) -> ModelF
     Walking a header takes ~0.1 s for a 262k-token vocabulary (and loads numpy and gguf);
     the memo holds the facts as JSON, validated again by ModelFacts when recalled.
     """
-    identity = filememo.file_identity(parts, salt=f"gguf-facts {name} {source}")
+    # The code that reads headers is part of the key: a changed reader reads them again.
+    readers = [Path(__file__).with_name(n) for n in ("gguf_meta.py", "arch.py", "layout.py")]
+    identity = filememo.file_identity([*parts, *readers], salt=f"gguf-facts {name} {source}")
     cached = filememo.recall("gguf-facts", identity)
     if cached is not None:
         try:

@@ -155,7 +155,10 @@ def test_contract_cli_deploy_ps_down(
     assert out["backend"] == "ollama" and out["served_model"] == "demo-ollama"
     assert out["endpoint"] == f"http://127.0.0.1:{port}" and out["api_key_path"] is None
     assert out["volumes"] == ["deployer-demo-ollama-ollama"]
-    assert "demo-ollama:latest" in contract.models
+    created = contract.models["demo-ollama:latest"]
+    # The demo GGUF has no chat template: the create step sends Gemma's format and stop token.
+    assert created["template"].startswith("<start_of_turn>user")
+    assert created["parameters"]["stop"] == ["<end_of_turn>"]
     ps = CliRunner().invoke(app, ["ps", "--json"])
     assert ps.exit_code == 0, ps.output
     assert [d["name"] for d in json.loads(ps.stdout)] == ["demo-ollama"]

@@ -448,3 +448,12 @@ def test_memo_that_no_longer_validates_is_read_again(
     data["value"]["arch"]["n_layer"] = "not a number"
     entry.write_text(json.dumps(data))
     assert resolve.resolve_model(str(path), None) == fresh
+
+
+def test_chat_template_presence_is_read(tmp_path: Path) -> None:
+    bare = llama_spec()
+    assert not facts_from_gguf(write_gguf(tmp_path / "bare-Q4_K_M.gguf", bare)).has_chat_template
+    spec = llama_spec()
+    spec.general["tokenizer.chat_template"] = "{{ messages[0]['content'] }}"
+    with_tpl = facts_from_gguf(write_gguf(tmp_path / "chat-Q4_K_M.gguf", spec))
+    assert with_tpl.has_chat_template

@@ -129,7 +129,16 @@ def test_ollama_dry_run_prints_the_real_plan_files_and_spec() -> None:
     assert c["env"]["OLLAMA_MODELS"] == "/ollama/models"
     assert [v["name"] for v in c["volumes"]] == ["deployer-demo-ollama"]
     assert out["ollama_create"]["model"] == "demo"
-    assert out["ollama_create"]["parameters"] == {"num_ctx": out["plan"]["ctx"]}
+    # The demo GGUF has no chat template: Gemma's turn format and its stop token are given.
+    assert out["ollama_create"]["parameters"] == {
+        "num_ctx": out["plan"]["ctx"],
+        "stop": ["<end_of_turn>"],
+    }
+    assert out["ollama_create"]["template"].startswith("<start_of_turn>user\n")
+    modelfile = out["files"]["Modelfile"]
+    assert (
+        'PARAMETER stop "<end_of_turn>"' in modelfile and 'TEMPLATE """<start_of_turn>' in modelfile
+    )
     text = CliRunner().invoke(app, [*args, "--dry-run"])
     assert text.exit_code == 0 and "--- Modelfile" in text.stdout
 
