@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import socket
 from pathlib import Path
 from typing import Annotated, Any
@@ -48,24 +49,47 @@ def free_port(start: int = DEFAULT_PORT) -> int:
     return start
 
 
+IMAGE_SOURCES = ("auto", "official", "local")
+
+
 def choose_image(
     engine: Any, official: str, kind: str, given: str | None, backend: str = "llamacpp"
 ) -> tuple[str, str]:
-    """The image to run and why: --image, the official one, else the local build."""
+    """The image to run and why: --image; else as DEPLOYER_IMAGE_SOURCE says:
+
+    - auto (default): the official image when present or pullable, else (CPU, llama.cpp) the
+      local build;
+    - official: the official image only, never a local build;
+    - local: no registry is contacted (air-gapped sites): the official image if it was loaded
+      by hand, else the local build.
+    """
     from deployer.adapters.image_build import build_runtime_image
+    from deployer.core.errors import InvalidRequest
     from deployer.core.runtime_errors import ImageMissing
 
     if given:
         return given, f"{given} (--image)"
-    if engine.image_info(tag=official) is not None or engine.try_pull(tag=official):
-        return official, f"{official} (official)"
-    if backend == "ollama":
-        raise ImageMissing(official, backend)  # no local build of Ollama: it must be loaded
-    if kind != "cpu":
-        raise ImageMissing(official)
+    source = os.environ.get("DEPLOYER_IMAGE_SOURCE", "auto").strip().lower() or "auto"
+    if source not in IMAGE_SOURCES:
+        raise InvalidRequest(
+            f"DEPLOYER_IMAGE_SOURCE is '{source}'",
+            "Set it to auto, official or local (or unset it).",
+        )
+    if engine.image_info(tag=official) is not None:
+        return official, f"{official} (official, present)"
+    if source != "local" and engine.try_pull(tag=official):
+        return official, f"{official} (official, pulled)"
+    if source == "official" or backend == "ollama" or kind != "cpu":
+        # No local build of Ollama or of a GPU image: it must be pulled or loaded.
+        raise ImageMissing(official, backend)
     built = build_runtime_image(engine=engine)
     how = "built locally just now" if built.built else "local build"
-    return built.tag, f"{built.tag} ({how}: {official} could not be pulled, no registry reachable)"
+    why = (
+        "DEPLOYER_IMAGE_SOURCE=local, no registry contacted"
+        if source == "local"
+        else f"{official} could not be pulled, no registry reachable"
+    )
+    return built.tag, f"{built.tag} ({how}: {why})"
 
 
 def best_catalog_model(prof: Any) -> str:

@@ -112,8 +112,10 @@ class ImageMissing(DeployerError):
                 "pass --image with one that is"
             )
         return (
-            f"image '{self.image}' is not present. Run 'deployer image build --backend "
-            "llamacpp', or pass --image with one that is"
+            f"image '{self.image}' is not present and could not be pulled. Move it here with "
+            "'docker save | docker load' from a machine that can pull it, or pass --image with "
+            "one that is; on a CPU machine 'deployer image build --backend llamacpp' builds one "
+            "(used on its own unless DEPLOYER_IMAGE_SOURCE=official)"
         )
 
 
