@@ -15,7 +15,6 @@ from the file; then the sha256 is compared and the file atomically renamed into 
 from __future__ import annotations
 
 import contextlib
-import json
 import os
 import re
 import struct
@@ -34,6 +33,7 @@ from huggingface_hub.utils import (  # type: ignore[attr-defined]
 
 from deployer.adapters.http_range import RangeBody, RangeCut, open_range
 from deployer.adapters.hub import _translated
+from deployer.core import filememo
 from deployer.core.errors import ExternalUnavailable
 from deployer.core.pull import (
     FetchResult,
@@ -45,7 +45,6 @@ from deployer.core.pull import (
 )
 from deployer.core.pull_errors import ChecksumMismatch
 from deployer.core.resolve import RemoteFile
-from deployer.core.resources import state_dir
 
 try:  # huggingface_hub 2.x talks through httpx2, 1.x through httpx
     from httpx2 import TransportError
@@ -449,37 +448,14 @@ class _Transfer:
 
 
 class _Verified:
-    """Files deployer has hashed, by (path, size, mtime, inode): reuse without re-hashing."""
-
-    def __init__(self, folder: Path) -> None:
-        self.folder = folder
-
-    def _key(self, path: Path) -> list[int]:
-        st = path.stat()
-        return [st.st_size, st.st_mtime_ns, st.st_ino]
-
-    def _file(self, sha: str) -> Path:
-        return self.folder / f"{sha}.json"
+    """Files whose sha256 deployer has checked, remembered by identity (path, size, mtime,
+    inode: deployer.core.filememo), so an unchanged file is reused without hashing it again."""
 
     def known(self, path: Path, sha: str) -> bool:
-        try:
-            entries = json.loads(self._file(sha).read_text())
-            return bool(entries.get(str(path.resolve())) == self._key(path))
-        except (OSError, ValueError, AttributeError):
-            return False
+        return filememo.is_verified(path, sha)
 
     def remember(self, path: Path, sha: str) -> None:
-        with contextlib.suppress(OSError):
-            self.folder.mkdir(parents=True, exist_ok=True)
-            target = self._file(sha)
-            try:
-                entries = json.loads(target.read_text())
-            except (OSError, ValueError):
-                entries = {}
-            entries[str(path.resolve())] = self._key(path)
-            tmp = target.with_name(f"{target.name}.{os.getpid()}.tmp")
-            tmp.write_text(json.dumps(entries))
-            tmp.replace(target)
+        filememo.remember_verified(path, sha)
 
     def check(self, path: Path, sha: str, progress: ProgressSink | None = None) -> str:
         """The file's sha256: remembered if unchanged since we hashed it, else computed."""
@@ -502,7 +478,6 @@ class HfCacheStore:
         token: str | None = None,
         connections: int | None = None,
         block_bytes: int = BLOCK_BYTES,
-        verified_dir: Path | None = None,
         direct_reads: bool = True,
     ) -> None:
         self.root = (cache_dir or default_cache_dir()).expanduser()
@@ -510,7 +485,7 @@ class HfCacheStore:
         # None: chosen per file by choose_connections; a number (--connections) is used as is
         self.connections = None if connections is None else max(1, connections)
         self.block_bytes = block_bytes
-        self.verified = _Verified(verified_dir or state_dir() / "verified")
+        self.verified = _Verified()
         # False: every byte through huggingface_hub's session (slower; same cache and checks)
         self.direct_reads = direct_reads
 

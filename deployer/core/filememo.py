@@ -70,7 +70,7 @@ def recall(namespace: str, identity: str | None) -> Any | None:
 
 
 # Entries kept per namespace; older ones (files since edited or gone) are pruned on write.
-KEEP_PER_NAMESPACE = 64
+KEEP_PER_NAMESPACE = 256
 
 
 def _prune(folder: Path) -> None:
@@ -94,3 +94,13 @@ def remember(namespace: str, identity: str | None, value: Any) -> None:
     except (OSError, TypeError, ValueError):
         with contextlib.suppress(OSError):
             tmp.unlink()
+
+
+def is_verified(path: Path, sha256: str) -> bool:
+    """Whether this very file (same identity) was found to have `sha256` before."""
+    return recall("verified", file_identity([path], salt=f"sha256 {sha256}")) is True
+
+
+def remember_verified(path: Path, sha256: str) -> None:
+    """Record that the file now at `path` hashes to `sha256`."""
+    remember("verified", file_identity([path], salt=f"sha256 {sha256}"), True)

