@@ -278,9 +278,9 @@ def test_verified_file_is_not_hashed_again_until_it_changes(
     """A reused blob is hashed once; the memo of that check (by path, size, mtime, inode) lets
     the next pull skip it, and any change to the file makes the next pull hash it again."""
     import deployer.adapters.download as download
+    from deployer.core.pull import sha256_file as real
 
     hashed: list[str] = []
-    real = download.sha256_file
 
     def counting(path: Path, *args: Any, **kwargs: Any) -> str:
         hashed.append(str(path))
