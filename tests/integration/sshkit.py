@@ -1,12 +1,17 @@
-"""A real sshd on 127.0.0.1 for fleet tests over SSH (key auth, throwaway keys and config)."""
+"""Real sshd servers for fleet tests over SSH (key auth, throwaway keys and config).
+
+`ssh_host`: one on 127.0.0.1. `start_sshd` also runs one inside a network namespace (see
+netnskit), with environment variables it hands to every session (`SetEnv`).
+"""
 
 from __future__ import annotations
 
+import getpass
 import shutil
 import socket
 import subprocess
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -17,16 +22,17 @@ SSHD = Path("/usr/sbin/sshd")
 
 @dataclass(frozen=True)
 class SshHost:
-    """Where to reach the test sshd and with which key."""
+    """Where to reach a test sshd and with which key."""
 
     port: int
     user: str
     key: Path
+    address: str = "127.0.0.1"
 
     def inventory_vars(self) -> dict[str, object]:
         return {
             "ansible_connection": "ssh",
-            "ansible_host": "127.0.0.1",
+            "ansible_host": self.address,
             "ansible_port": self.port,
             "ansible_user": self.user,
             "ansible_ssh_private_key_file": str(self.key),
@@ -40,40 +46,71 @@ def _free_port() -> int:
         return int(s.getsockname()[1])
 
 
-@pytest.fixture(scope="session")
-def ssh_host(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SshHost]:
-    """sshd in the foreground on a free loopback port, accepting one generated key."""
+def require_sshd() -> None:
     if not SSHD.exists() or shutil.which("ssh-keygen") is None:
         pytest.skip("openssh-server is not installed (apt-get install openssh-server)")
-    import getpass
 
-    d = tmp_path_factory.mktemp("sshd")
+
+def start_sshd(
+    d: Path,
+    *,
+    address: str,
+    port: int,
+    prefix: Sequence[str] = (),
+    set_env: dict[str, str] | None = None,
+    reachable: bool = True,
+) -> tuple[subprocess.Popen[str], SshHost]:
+    """sshd in the foreground on address:port (run under `prefix`, e.g. nsenter), accepting one
+    generated key; waits until it listens when `reachable` from here."""
+    d.mkdir(parents=True, exist_ok=True)
     for name in ("host_key", "client_key"):
-        subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(d / name)],
-                       check=True)  # fmt: skip
+        if not (d / name).exists():
+            subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(d / name)],
+                           check=True)  # fmt: skip
     (d / "authorized_keys").write_text((d / "client_key.pub").read_text())
     (d / "authorized_keys").chmod(0o600)
-    port = _free_port()
+    env_line = ""
+    if set_env:
+        env_line = "SetEnv " + " ".join(f"{k}={v}" for k, v in set_env.items()) + "\n"
     (d / "sshd_config").write_text(
-        f"Port {port}\nListenAddress 127.0.0.1\nHostKey {d / 'host_key'}\n"
+        f"Port {port}\nListenAddress {address}\nHostKey {d / 'host_key'}\n"
         f"AuthorizedKeysFile {d / 'authorized_keys'}\nPidFile {d / 'sshd.pid'}\n"
         "PasswordAuthentication no\nKbdInteractiveAuthentication no\nUsePAM no\n"
         "PermitRootLogin prohibit-password\nStrictModes no\nSubsystem sftp internal-sftp\n"
+        + env_line
     )
     Path("/run/sshd").mkdir(exist_ok=True)  # privilege separation dir sshd insists on
-    proc = subprocess.Popen([str(SSHD), "-D", "-e", "-f", str(d / "sshd_config")],
+    proc = subprocess.Popen([*prefix, str(SSHD), "-D", "-e", "-f", str(d / "sshd_config")],
                             stderr=subprocess.PIPE, text=True)  # fmt: skip
-    host = SshHost(port=port, user=getpass.getuser(), key=d / "client_key")
+    host = SshHost(port=port, user=getpass.getuser(), key=d / "client_key", address=address)
+    end = time.monotonic() + 15
+    while reachable and time.monotonic() < end:
+        if proc.poll() is not None:
+            pytest.fail(f"sshd did not start: {proc.stderr.read() if proc.stderr else ''}")
+        with socket.socket() as s:
+            s.settimeout(1)
+            if s.connect_ex((address, port)) == 0:
+                break
+        time.sleep(0.1)
+    return proc, host
+
+
+def stop(proc: subprocess.Popen[str]) -> None:
+    proc.terminate()
     try:
-        end = time.monotonic() + 15
-        while time.monotonic() < end:
-            if proc.poll() is not None:
-                pytest.fail(f"sshd did not start: {proc.stderr.read() if proc.stderr else ''}")
-            with socket.socket() as s:
-                if s.connect_ex(("127.0.0.1", port)) == 0:
-                    break
-            time.sleep(0.1)
+        proc.wait(timeout=10)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait(timeout=10)
+
+
+@pytest.fixture(scope="session")
+def ssh_host(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SshHost]:
+    """sshd on a free loopback port."""
+    require_sshd()
+    proc, host = start_sshd(tmp_path_factory.mktemp("sshd"), address="127.0.0.1",
+                            port=_free_port())  # fmt: skip
+    try:
         yield host
     finally:
-        proc.terminate()
-        proc.wait(timeout=10)
+        stop(proc)
