@@ -447,24 +447,15 @@ class _Transfer:
                 self.blocks.cond.notify_all()
 
 
-class _Verified:
-    """Files whose sha256 deployer has checked, remembered by identity (path, size, mtime,
-    inode: deployer.core.filememo), so an unchanged file is reused without hashing it again."""
-
-    def known(self, path: Path, sha: str) -> bool:
-        return filememo.is_verified(path, sha)
-
-    def remember(self, path: Path, sha: str) -> None:
+def _checked_sha256(path: Path, sha: str, progress: ProgressSink | None = None) -> str:
+    """The file's sha256: remembered if unchanged since it was found to be `sha` (by path, size,
+    mtime, inode: deployer.core.filememo), else computed, and remembered when it matches."""
+    if filememo.is_verified(path, sha):
+        return sha
+    actual = sha256_file(path, progress)
+    if actual == sha:
         filememo.remember_verified(path, sha)
-
-    def check(self, path: Path, sha: str, progress: ProgressSink | None = None) -> str:
-        """The file's sha256: remembered if unchanged since we hashed it, else computed."""
-        if self.known(path, sha):
-            return sha
-        actual = sha256_file(path, progress)
-        if actual == sha:
-            self.remember(path, sha)
-        return actual
+    return actual
 
 
 class HfCacheStore:
@@ -485,7 +476,6 @@ class HfCacheStore:
         # None: chosen per file by choose_connections; a number (--connections) is used as is
         self.connections = None if connections is None else max(1, connections)
         self.block_bytes = block_bytes
-        self.verified = _Verified()
         # False: every byte through huggingface_hub's session (slower; same cache and checks)
         self.direct_reads = direct_reads
 
@@ -623,7 +613,7 @@ class HfCacheStore:
         if final.is_file() and final.stat().st_size == t.size:
             progress.start_file(f"{t.name} (verifying)", t.size, 0)
             try:
-                if self.verified.check(final, t.sha256, progress) == t.sha256:
+                if _checked_sha256(final, t.sha256, progress) == t.sha256:
                     self._write_local_metadata(t)
                     return FetchResult(final, t.sha256, 0, t.size, True)
             finally:
@@ -646,7 +636,7 @@ class HfCacheStore:
     ) -> None:
         progress.start_file(f"{t.name} (verifying)", t.size, 0)
         try:
-            actual = self.verified.check(path, t.sha256, progress)
+            actual = _checked_sha256(path, t.sha256, progress)
         finally:
             progress.end_file()
         if actual != t.sha256:
@@ -699,7 +689,7 @@ class HfCacheStore:
         os.chmod(part, 0o644)
         part.replace(dest)
         blocks.remove()
-        self.verified.remember(dest, t.sha256)
+        filememo.remember_verified(dest, t.sha256)
         return transfer.downloaded, reused
 
     def _link(self, t: FileTarget, blob: Path, pointer: Path) -> None:

@@ -12,7 +12,7 @@ from deployer.cli.errors import run_guarded
 from deployer.cli.output import console, print_json, print_rows
 from deployer.cli.params import JsonOpt
 from deployer.core import filememo
-from deployer.core.resources import config_dir, data_dir
+from deployer.core.resources import config_dir, data_dir, yaml_files
 from deployer.core.units import GIB, MIB
 
 if TYPE_CHECKING:
@@ -42,11 +42,8 @@ def _profile_files() -> list[Path] | None:
     shipped = data_dir("profiles")
     if not isinstance(shipped, Path):
         return None
-    files: list[Path] = []
-    for folder in (shipped, config_dir() / "profiles"):
-        if folder.is_dir():
-            files += sorted(p for p in folder.iterdir() if p.suffix in (".yaml", ".yml"))
-    return files
+    folders = (shipped, config_dir() / "profiles")
+    return [p for folder in folders for p in yaml_files(folder) if isinstance(p, Path)]
 
 
 # What the list table reads: a memo without them (hand-edited, or from a development build

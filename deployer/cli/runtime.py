@@ -227,7 +227,13 @@ def _stop_native(record: DeploymentRecord) -> str:
     return NativeSupervisor().stop(pid=record.pid, create_time=None, timeout_s=STOP_TIMEOUT_S)
 
 
-def _down_one(engine: ContainerEngine | None, st: DeploymentStatus, *, purge: bool) -> None:
+def _down_one(
+    engine: ContainerEngine | None,
+    st: DeploymentStatus,
+    *,
+    purge: bool,
+    volume_owners: dict[str, str],
+) -> None:
     r = st.record
     say = typer.echo
     if r is not None and r.runtime == "native":
@@ -245,7 +251,7 @@ def _down_one(engine: ContainerEngine | None, st: DeploymentStatus, *, purge: bo
             if engine.remove_network(name=net):
                 say(f"{st.name}: removed network {net}")
         # The record's volumes, and any labelled for this deployment (its record may be lost).
-        labelled = [v for v, owner in engine.list_deployer_volumes().items() if owner == st.name]
+        labelled = [v for v, owner in volume_owners.items() if owner == st.name]
         for vol in dict.fromkeys([*(r.volumes if r else []), *labelled]):
             if engine.remove_volume(name=vol):
                 say(f"{st.name}: removed volume {vol}")
@@ -269,17 +275,12 @@ def _down_one(engine: ContainerEngine | None, st: DeploymentStatus, *, purge: bo
     say(f"{st.name}: state removed")
 
 
-def _stray_volumes(name: str | None, known: set[str]) -> dict[str, str]:
-    """Labelled volumes of `name` (or of any deployment, for --all) not handled above."""
+def _volume_owners(engine: ContainerEngine) -> dict[str, str]:
+    """Volumes labelled io.deployer.name -> their deployment; none when no engine answers."""
     try:
-        volumes = docker_engine().list_deployer_volumes()
+        return engine.list_deployer_volumes()
     except EngineUnavailable:
         return {}
-    return {
-        v: owner
-        for v, owner in volumes.items()
-        if owner not in known and (name is None or owner == name)
-    }
 
 
 @app.command()
@@ -299,13 +300,21 @@ def down(
         targets = statuses if all_ else [s for s in statuses if s.name == name]
         needs_engine = any(s.record is None or s.record.runtime == "container" for s in targets)
         engine = docker_engine() if needs_engine else None
+        # Labelled volumes, listed once: each target's own, and strays whose deployment (its
+        # container and record) is already gone, looked for with --all or an unknown name.
+        look_for_strays = all_ or not targets
+        volume_engine = engine or docker_engine()
+        owners = _volume_owners(volume_engine) if engine or look_for_strays else {}
         for st in targets:
-            _down_one(engine, st, purge=purge)
-        # Volumes left by a deployment whose container and record are both gone.
+            _down_one(engine, st, purge=purge, volume_owners=owners)
         known = {st.name for st in targets}
-        strays = _stray_volumes(name, known) if all_ or not targets else {}
+        strays = {
+            v: owner
+            for v, owner in owners.items()
+            if look_for_strays and owner not in known and (name is None or owner == name)
+        }
         for vol, owner in strays.items():
-            if docker_engine().remove_volume(name=vol):
+            if volume_engine.remove_volume(name=vol):
                 typer.echo(f"{owner}: removed volume {vol} (its deployment was already gone)")
         if not targets and not strays:
             typer.echo(f"'{name}' is already gone: nothing to do" if name else "no deployments")

@@ -11,6 +11,7 @@ import yaml
 from pydantic import BaseModel, ValidationError
 
 from deployer.core.errors import InvalidDataFile
+from deployer.core.resources import yaml_files
 
 M = TypeVar("M", bound=BaseModel)
 # libyaml's loader when present (about 10x faster); the pure-Python one otherwise.
@@ -66,9 +67,6 @@ def parse_yaml_model(text: str, model: type[M], source: str) -> M:
 
 def iter_yaml_files(folder: Traversable | Path) -> Iterator[tuple[str, str]]:
     """Yield (source name, text) for each *.yaml file in `folder`, sorted by name."""
-    if not folder.is_dir():
-        return
-    for entry in sorted(folder.iterdir(), key=lambda e: e.name):
-        if entry.name.endswith((".yaml", ".yml")) and entry.is_file():
-            source = str(entry) if isinstance(entry, Path) else entry.name
-            yield source, entry.read_text(encoding="utf-8")
+    for entry in yaml_files(folder):
+        source = str(entry) if isinstance(entry, Path) else entry.name
+        yield source, entry.read_text(encoding="utf-8")

@@ -30,3 +30,11 @@ def state_dir() -> Path:
     """User data dir for state records; DEPLOYER_STATE_DIR overrides it."""
     override = os.environ.get("DEPLOYER_STATE_DIR")
     return Path(override) if override else user_data_path("deployer")
+
+
+def yaml_files(folder: Traversable | Path) -> list[Traversable]:
+    """The *.yaml / *.yml files directly in `folder`, sorted by name; none when it is no folder."""
+    if not folder.is_dir():
+        return []
+    entries = (e for e in folder.iterdir() if e.name.endswith((".yaml", ".yml")) and e.is_file())
+    return sorted(entries, key=lambda e: e.name)
