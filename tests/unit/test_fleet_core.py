@@ -48,9 +48,9 @@ def test_inventory_variables_and_defaults() -> None:
 @pytest.mark.parametrize(
     ("hv", "words"),
     [
-        ({"deployer_model": "demo", "deployer_modle": "x"}, "unknown variable deployer_modle"),
+        ({"deployer_model": "demo", "deployer_modle": "x"}, "unknown variable 'deployer_modle'"),
         ({"deployer_model": "demo", "deployer_port": "http"}, "must be a whole number"),
-        ({"deployer_model": "demo", "deployer_port": 70000}, "is not a port"),
+        ({"deployer_model": "demo", "deployer_port": 70000}, "70000 is not between 1 and 65535"),
         ({"deployer_model": "demo", "deployer_root": "models"}, "absolute path"),
     ],
 )
@@ -66,10 +66,11 @@ def test_inventory_without_models_says_what_to_set() -> None:
     assert "deployer_model" in info.value.message()
 
 
-def test_default_names_differ_per_host_and_are_container_safe() -> None:
+def test_default_names_differ_per_host_and_are_ones_the_renderer_accepts() -> None:
     a, b = deployment_name("llama-3-1-8b", "GPU_01.example.com"), deployment_name("m", "h")
-    assert a == "llama-3-1-8b-gpu_01.example.com" and b == "m-h"
-    assert len(deployment_name("x" * 80, "y")) <= 63
+    assert a == "llama-3-1-8b-gpu-01-example-com" and b == "m-h"
+    long_a, long_b = deployment_name("x" * 80, "y"), deployment_name("x" * 80, "z")
+    assert len(long_a) <= 52 and long_a != long_b  # cut, yet still apart
 
 
 def test_facts_of_an_a10g_host_match_the_a10g_profile() -> None:
