@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
@@ -399,7 +400,8 @@ def fleet_deploy(
     def body() -> None:
         from deployer.core.errors import InvalidRequest
 
-        if serial is not None and not serial.rstrip("%").isdigit():
+        # Rendered into the playbook: ASCII digits only (str.isdigit() also takes '²', '１').
+        if serial is not None and not re.fullmatch(r"[0-9]{1,6}%?", serial):
             raise InvalidRequest(
                 f"--serial {serial!r} is not a number or a percentage",
                 "Use e.g. --serial 2 or --serial 50%.",

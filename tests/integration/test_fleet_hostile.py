@@ -219,16 +219,21 @@ def test_the_hub_token_reaches_the_download_and_no_file_of_the_run(
 
 
 def test_fleet_commands_leave_no_token_in_the_run_folder(tmp_path: Path) -> None:
+    """plan, deploy --check, status, down: the token is in no file any run left, and an
+    inventory variable that is not ours, holding a lookup, is never evaluated (Ansible
+    templates a variable only where a playbook uses it)."""
     root = tmp_path / "root"
-    inv = _inventory(tmp_path / "fleet.yml", {"t1": {"deployer_root": str(root),
-                                                      "deployer_port": 18931}})  # fmt: skip
-    env = {"HF_TOKEN": TOKEN}
+    inv = _inventory(tmp_path / "fleet.yml", {"t1": {
+        "deployer_root": str(root), "deployer_port": 18931, "site_note": LOOKUP}})  # fmt: skip
     for command in COMMANDS:
-        proc = _fleet(tmp_path, *command, "-i", str(inv), "--json", env=env)
-        assert proc.returncode in (0, 1), proc.stderr
+        proc = _fleet(tmp_path, *command, "-i", str(inv), "--json", env={"HF_TOKEN": TOKEN})
+        assert proc.returncode in (0, 1), proc.stderr  # 1: no Docker here for deploy --check
         assert TOKEN not in proc.stdout + proc.stderr
+        assert json.loads(proc.stdout)["hosts"][0]["host"] == "t1"
     runs = list(_runs(tmp_path).iterdir())
-    assert sorted(r.name.split("-")[1] for r in runs) == ["deploy", "down", "status"]
+    kinds = sorted(r.name.split("-")[1] for r in runs)
+    assert kinds == ["deploy", "down", "status"]
     assert all((r / "artifacts" / "run" / "command").is_file() for r in runs)
     assert not _files_with(TOKEN, _runs(tmp_path))
+    assert not _sentinels(tmp_path)
     assert not root.exists()  # check mode, status and down of nothing created nothing

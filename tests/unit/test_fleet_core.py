@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -162,3 +163,16 @@ def test_facts_of_a_mac_studio_match_the_m2_ultra_profile() -> None:
     probe = probe_from_facts(facts, {"sysctl": "Apple M2 Ultra\n206158430208"})
     match = match_profile(detect_hardware(probe), load_profiles())
     assert match.profile.kind == "apple" and "m2-ultra" in match.profile.id
+
+
+@pytest.mark.parametrize("serial", ["²", "１", "1\n", "1: x", "-1", "50%%"])
+def test_serial_must_be_ascii_digits_before_it_reaches_the_playbook(
+    serial: str, tmp_path: Path
+) -> None:
+    from typer.testing import CliRunner
+
+    from deployer.cli.app import app
+
+    inv = tmp_path / "fleet.yml"  # never read: the option is refused first
+    result = CliRunner().invoke(app, ["fleet", "deploy", "-i", str(inv), "--serial", serial])
+    assert result.exit_code == 2 and "--serial" in result.output
