@@ -126,8 +126,11 @@ def _detect_profiles(
 def _plans(inventory: Path, forks: int, image: str | None) -> list[HostPlan]:
     from deployer.adapters.ansible import read_inventory
     from deployer.core.fleet import HostPlan, hosts_from_inventory
+    from deployer.core.fleet_inventory import check_image
     from deployer.core.profiles import get_profile
 
+    if image is not None:
+        check_image(image, "--image")
     hosts = hosts_from_inventory(read_inventory(inventory))
     detected, failed = _detect_profiles(inventory, hosts, forks)
     from deployer.core.errors import DeployerError

@@ -131,6 +131,15 @@ def _as_bool(host: str, key: str, value: Any) -> bool:
     raise UntrustedValue(_source(host), key, _brief(value), "is not true or false", FIX)
 
 
+def check_image(value: str, source: str) -> str:
+    """A runtime image reference (registry/name:tag@digest characters only), or one line."""
+    check_line(value, source, "image", max_len=255)
+    if not IMAGE_RE.fullmatch(value):
+        raise UntrustedValue(source, "image", value, "is not an image reference",
+                             "Use e.g. ghcr.io/ggml-org/llama.cpp:server.")  # fmt: skip
+    return value
+
+
 def check_root(host: str, value: Any) -> str:
     """An absolute folder without '.', '..', spaces or quotes, normalised (no trailing '/')."""
     text = _text(host, "deployer_root", value, None, max_len=ROOT_MAX)

@@ -176,3 +176,17 @@ def test_serial_must_be_ascii_digits_before_it_reaches_the_playbook(
     inv = tmp_path / "fleet.yml"  # never read: the option is refused first
     result = CliRunner().invoke(app, ["fleet", "deploy", "-i", str(inv), "--serial", serial])
     assert result.exit_code == 2 and "--serial" in result.output
+
+
+@pytest.mark.parametrize("image", ["img --privileged", "{{ lookup('pipe','id') }}", "a\nb"])
+def test_the_image_option_is_checked_like_the_inventory_variable(
+    image: str, tmp_path: Path
+) -> None:
+    from typer.testing import CliRunner
+
+    from deployer.cli.app import app
+
+    inv = tmp_path / "fleet.yml"
+    inv.write_text("all: {hosts: {h1: {deployer_model: demo}}}\n")
+    result = CliRunner().invoke(app, ["fleet", "plan", "-i", str(inv), "--image", image])
+    assert result.exit_code == 2 and "--image: image" in result.output
