@@ -28,6 +28,7 @@ from typing import Any
 import yaml
 
 from deployer.core.errors import DeployerError, ExternalUnavailable, InvalidRequest
+from deployer.core.untrusted import CONTROL_RE, shown
 
 EventFn = Callable[[dict[str, Any]], None]
 # Environment variables that hold a Hub token: never in the environment Ansible runs with.
@@ -55,7 +56,7 @@ class InventoryUnreadable(DeployerError):
 
     def message(self) -> str:
         return (
-            f"cannot read the inventory {self.path}: {self.detail}; "
+            f"cannot read the inventory {shown(self.path)}: {self.detail}; "
             f"check it with 'ansible-inventory -i {shlex.quote(self.path)} --list'"
         )
 
@@ -91,11 +92,19 @@ def read_inventory(path: Path) -> dict[str, Any]:
             action="list", inventories=[str(path.resolve())], response_format="json", quiet=True
         )
     except ValueError as exc:  # runner's JSON parse: e.g. a number too long to convert
-        raise InventoryUnreadable(str(path), " ".join(str(exc).split())[:400]) from None
+        raise InventoryUnreadable(str(path), _one_line(str(exc))) from None
     if not out or not isinstance(out, Mapping):
-        detail = " ".join(str(err or "no output").split())[:400]
-        raise InventoryUnreadable(str(path), detail)
+        raise InventoryUnreadable(str(path), _one_line(str(err or "no output")))
+    # Ansible only warns about a file it cannot parse, and lists an empty inventory.
+    if "Unable to parse" in str(err):
+        lines = str(err).splitlines()
+        reason = next((ln for ln in lines if "Failed to parse" in ln), "Ansible cannot parse it")
+        raise InventoryUnreadable(str(path), _one_line(reason.replace("[WARNING]:", "")))
     return dict(out)
+
+
+def _one_line(text: str) -> str:
+    return " ".join(CONTROL_RE.sub(" ", text).split())[:400]
 
 
 @dataclass

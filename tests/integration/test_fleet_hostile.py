@@ -102,6 +102,28 @@ def test_status_never_writes_outside_its_run_folder(tmp_path: Path) -> None:
     assert set(tmp_path.rglob("*")) == before and not (tmp_path.parent / "x").exists()
 
 
+@pytest.mark.parametrize(
+    ("text", "words"),
+    [
+        ("all:\n  hosts:\n    h1: {deployer_port: " + "9" * 5000 + "}\n", "4300 digits"),
+        ("all:\n  hosts: [\n", "YAML parsing failed"),
+    ],
+    ids=["huge-number", "broken-yaml"],
+)
+def test_an_inventory_ansible_cannot_parse_is_one_line(
+    text: str, words: str, tmp_path: Path
+) -> None:
+    """Ansible only warns and lists nothing: said as the file's problem, not 'no host'."""
+    from deployer.adapters.ansible import InventoryUnreadable, read_inventory
+
+    inv = tmp_path / "fleet.yml"
+    inv.write_text(text)
+    with pytest.raises(InventoryUnreadable) as info:
+        read_inventory(inv)
+    message = info.value.message()
+    assert words in message and "\n" not in message and "ansible-inventory -i" in message
+
+
 def _literal_playbook() -> str:
     """Every way a playbook of ours uses a variable: command arguments, module paths, file
     content, loops, set_fact, conditions, a lookup of a path, and the report."""
