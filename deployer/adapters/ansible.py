@@ -1,8 +1,14 @@
 """Ansible through ansible-runner: read an inventory, run a playbook in a private data dir.
 
-The only module that imports ansible_runner. Nothing secret is handed to the runner: no
-`envvars`, no passwords, no keys (runner writes those into the run folder). The process
-environment is inherited, so an HF_TOKEN set here stays in memory.
+The only module that imports ansible_runner. What the run folder keeps is never secret and
+never evaluated:
+- the playbook variables go to `env/extravars` as YAML with every text tagged `!unsafe`, so
+  Ansible never templates a value that came from an inventory, the Hub or a file name;
+- nothing secret goes through runner's `envvars`, passwords or keys (runner writes those
+  there); ansible-runner records the whole environment in `artifacts/<ident>/command`, so the
+  Hub token variables are taken out of the environment Ansible gets, the token reaches the
+  deploy playbook as a 0600 file outside the run folder (removed when the run ends), and the
+  recorded environment is reduced to its variable names once the run is over.
 """
 
 from __future__ import annotations
@@ -13,14 +19,23 @@ import shlex
 import shutil
 import sys
 import sysconfig
+import tempfile
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import yaml
+
 from deployer.core.errors import DeployerError, ExternalUnavailable, InvalidRequest
+from deployer.core.untrusted import CONTROL_RE, shown
 
 EventFn = Callable[[dict[str, Any]], None]
+# Environment variables that hold a Hub token: never in the environment Ansible runs with.
+TOKEN_ENV = ("HF_TOKEN", "HUGGING_FACE_HUB_TOKEN")
+# The variable naming the token file, read by the deploy playbook (templates/ansible/).
+TOKEN_FILE_VAR = "deployer_hf_token_file"
+IDENT = "run"
 
 
 def _missing(what: str) -> ExternalUnavailable:
@@ -41,7 +56,7 @@ class InventoryUnreadable(DeployerError):
 
     def message(self) -> str:
         return (
-            f"cannot read the inventory {self.path}: {self.detail}; "
+            f"cannot read the inventory {shown(self.path)}: {self.detail}; "
             f"check it with 'ansible-inventory -i {shlex.quote(self.path)} --list'"
         )
 
@@ -72,13 +87,24 @@ def read_inventory(path: Path) -> dict[str, Any]:
             f"no inventory file at {path}", "Write one in Ansible's YAML format; see docs/fleet.md."
         )
     runner = _runner()
-    out, err = runner.get_inventory(
-        action="list", inventories=[str(path.resolve())], response_format="json", quiet=True
-    )
+    try:
+        out, err = runner.get_inventory(
+            action="list", inventories=[str(path.resolve())], response_format="json", quiet=True
+        )
+    except ValueError as exc:  # runner's JSON parse: e.g. a number too long to convert
+        raise InventoryUnreadable(str(path), _one_line(str(exc))) from None
     if not out or not isinstance(out, Mapping):
-        detail = " ".join(str(err or "no output").split())[:400]
-        raise InventoryUnreadable(str(path), detail)
+        raise InventoryUnreadable(str(path), _one_line(str(err or "no output")))
+    # Ansible only warns about a file it cannot parse, and lists an empty inventory.
+    if "Unable to parse" in str(err):
+        lines = str(err).splitlines()
+        reason = next((ln for ln in lines if "Failed to parse" in ln), "Ansible cannot parse it")
+        raise InventoryUnreadable(str(path), _one_line(reason.replace("[WARNING]:", "")))
     return dict(out)
+
+
+def _one_line(text: str) -> str:
+    return " ".join(CONTROL_RE.sub(" ", text).split())[:400]
 
 
 @dataclass
@@ -92,6 +118,73 @@ class RunResult:
     run_dir: Path = Path()
 
 
+class _UnsafeDumper(yaml.SafeDumper):
+    """YAML where every text is `!unsafe`: Ansible reads it literally, never as a template."""
+
+
+def _unsafe_text(dumper: yaml.SafeDumper, value: str) -> yaml.Node:
+    return dumper.represent_scalar("!unsafe", value, style='"')
+
+
+def _plain_keys(dumper: yaml.SafeDumper, value: Mapping[str, Any]) -> yaml.Node:
+    # Keys stay plain text (variable and host names, validated): only values are data.
+    pairs = [
+        (yaml.ScalarNode("tag:yaml.org,2002:str", str(k), style='"'), dumper.represent_data(v))
+        for k, v in value.items()
+    ]
+    return yaml.MappingNode("tag:yaml.org,2002:map", pairs)
+
+
+_UnsafeDumper.add_representer(str, _unsafe_text)
+_UnsafeDumper.add_representer(dict, _plain_keys)
+
+
+class _UnsafeLoader(yaml.SafeLoader):
+    """Reads `!unsafe` as text: how the written file is checked before Ansible sees it."""
+
+
+def _as_text(loader: yaml.SafeLoader, node: yaml.Node) -> str:
+    if not isinstance(node, yaml.ScalarNode):
+        raise ValueError("!unsafe on a collection")
+    return str(loader.construct_scalar(node))
+
+
+_UnsafeLoader.add_constructor("!unsafe", _as_text)
+
+
+def unsafe_yaml(data: Mapping[str, Any]) -> str:
+    """`data` as YAML with every text value tagged `!unsafe`, checked by reading it back."""
+    text = yaml.dump(dict(data), Dumper=_UnsafeDumper, allow_unicode=False, sort_keys=True,
+                     width=1 << 16)  # fmt: skip
+    if yaml.load(text, Loader=_UnsafeLoader) != data:
+        raise ValueError("the playbook variables do not survive YAML")  # a bug, not an input
+    return text
+
+
+def write_extravars(private_dir: Path, data: Mapping[str, Any]) -> Path:
+    """`env/extravars` of a run folder: what runner hands to ansible-playbook as `-e @FILE`."""
+    path = private_dir / "env" / "extravars"
+    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    path.write_text(unsafe_yaml(data))
+    return path
+
+
+def _forget_environment(artifact_dir: Path) -> None:
+    """runner's `command` record keeps the command and the variable names, not their values."""
+    record = artifact_dir / "command"
+    try:
+        data = json.loads(record.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return
+    env = data.get("env") if isinstance(data, dict) else None
+    if isinstance(env, dict):
+        data["env"] = dict.fromkeys(sorted(env), "(value not kept)")
+        tmp = record.with_suffix(".tmp")
+        tmp.write_text(json.dumps(data), encoding="utf-8")
+        tmp.chmod(0o600)
+        tmp.replace(record)
+
+
 def run_playbook(
     *,
     private_dir: Path,
@@ -102,9 +195,16 @@ def run_playbook(
     forks: int = 5,
     check: bool = False,
     on_event: EventFn | None = None,
+    hf_token: str | None = None,
 ) -> RunResult:
-    """Run `project/<playbook>` of `private_dir` (already written) against `inventory`."""
-    runner = _runner()
+    """Run `project/<playbook>` of `private_dir` (already written) against `inventory`.
+
+    `hf_token`, if any, reaches the playbook only as the path of a private file outside the
+    run folder (variable TOKEN_FILE_VAR), removed when the run ends.
+    """
+    _runner()  # ansible-playbook on PATH, or a one-line error
+    from ansible_runner.interface import init_runner
+
     events: list[dict[str, Any]] = []
 
     def handler(ev: dict[str, Any]) -> bool:
@@ -113,20 +213,37 @@ def run_playbook(
             on_event(ev)
         return True  # keep runner's own artifacts: the run can be inspected afterwards
 
-    cmdline = "--check --diff" if check else None
-    r = runner.run(
-        private_data_dir=str(private_dir),
-        playbook=playbook,
-        inventory=str(inventory.resolve()),
-        extravars=extravars,
-        limit=",".join(limit) if limit else None,
-        forks=forks,
-        cmdline=cmdline,
-        event_handler=handler,
-        quiet=True,
-        ident="run",
-        settings={"suppress_ansible_output": True},
-    )
+    secret_dir = Path(tempfile.mkdtemp(prefix="deployer-fleet-token-")) if hf_token else None
+    try:
+        variables = dict(extravars)
+        if secret_dir is not None and hf_token:
+            token_file = secret_dir / "hf_token"
+            token_file.touch(mode=0o600)
+            token_file.write_text(hf_token)
+            variables[TOKEN_FILE_VAR] = str(token_file)
+        if variables:
+            write_extravars(private_dir, variables)
+        r = init_runner(
+            private_data_dir=str(private_dir),
+            playbook=playbook,
+            inventory=str(inventory.resolve()),
+            limit=",".join(limit) if limit else None,
+            forks=forks,
+            cmdline="--check --diff" if check else None,
+            event_handler=handler,
+            quiet=True,
+            ident=IDENT,
+            settings={"suppress_ansible_output": True},
+        )
+        for name in TOKEN_ENV:
+            r.config.env.pop(name, None)
+        try:
+            r.run()
+        finally:
+            _forget_environment(private_dir / "artifacts" / IDENT)
+    finally:
+        if secret_dir is not None:
+            shutil.rmtree(secret_dir, ignore_errors=True)
     return RunResult(
         status=str(r.status), rc=int(r.rc), stats=dict(r.stats or {}), events=events,
         run_dir=private_dir,

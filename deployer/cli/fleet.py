@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import re
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
@@ -15,7 +17,8 @@ from deployer.cli.params import JsonOpt
 
 if TYPE_CHECKING:  # planning and Ansible load only when a fleet command runs
     from deployer.adapters.ansible import RunResult
-    from deployer.core.fleet import FleetHost, HostOutcome, HostPlan
+    from deployer.core.fleet import HostOutcome, HostPlan
+    from deployer.core.fleet_inventory import FleetHost
 
 fleet_app = typer.Typer(
     name="fleet",
@@ -37,7 +40,7 @@ OK_RESULTS = {"deployed", "unchanged", "would-deploy", "running", "removed", "al
 
 def _plan_one(h: FleetHost, profile: Any, image: str | None) -> HostPlan:
     from deployer.cli import wiring
-    from deployer.core.fleet import HostPlan, Weight, deployment_name
+    from deployer.core.fleet import HostPlan, deployment_name, hub_weight, local_weight
     from deployer.core.render import default_name, model_alias, render_plan, startup_timeout_s
 
     wiring.check_backend(h.backend)
@@ -52,29 +55,18 @@ def _plan_one(h: FleetHost, profile: Any, image: str | None) -> HostPlan:
     if not result.fits:
         hp.reason = f"{result.model} does not fit {profile.id}; run 'deployer plan {h.model} --profile {profile.id}'"
         return hp
-    models_dir = f"{h.root}/models"
     if h.model == "demo" or h.model.lower().endswith(".gguf"):
         from deployer.core.pull import pull_model
 
         pulled = pull_model(h.model, h.quant)
-        hp.weights = [
-            Weight(dest=f"{models_dir}/{Path(f.path).name}", size=f.bytes, src=f.path)
-            for f in pulled.files
-        ]
+        hp.weights = [local_weight(hp.models_dir, f.path, f.bytes) for f in pulled.files]
     else:
-        import os
-
         from deployer.cli.pull import hub_store
         from deployer.core.pull import remote_targets
 
         endpoint = os.environ.get("HF_ENDPOINT", "https://huggingface.co").rstrip("/")
         hp.weights = [
-            Weight(
-                dest=f"{models_dir}/{t.repo_id.replace('/', '--')}/{t.name}",
-                size=t.size,
-                url=f"{endpoint}/{t.repo_id}/resolve/{t.commit}/{t.name}",
-                sha256=t.sha256,
-            )
+            hub_weight(hp.models_dir, endpoint, t.repo_id, t.commit, t.name, t.size, t.sha256)
             for t in remote_targets(h.model, hp.quant, hub_store())
         ]
     key = Path(f"{hp.dir}/api_key") if h.expose else None
@@ -134,8 +126,11 @@ def _detect_profiles(
 def _plans(inventory: Path, forks: int, image: str | None) -> list[HostPlan]:
     from deployer.adapters.ansible import read_inventory
     from deployer.core.fleet import HostPlan, hosts_from_inventory
+    from deployer.core.fleet_inventory import check_image
     from deployer.core.profiles import get_profile
 
+    if image is not None:
+        check_image(image, "--image")
     hosts = hosts_from_inventory(read_inventory(inventory))
     detected, failed = _detect_profiles(inventory, hosts, forks)
     from deployer.core.errors import DeployerError
@@ -183,19 +178,22 @@ def _takes_part(action: str, hp: HostPlan) -> bool:
 
 def _prepare(action: str, plans: list[HostPlan], playbook: str) -> tuple[Path, dict[str, Any]]:
     """The run's private data dir: playbook, each host's rendered files, and the variables."""
+    from deployer.core.fleet import check_playbook_vars, run_file
+
     run_dir = _new_run_dir(action)
     _write_project(run_dir, action, playbook)
     fleet: dict[str, Any] = {}
     for hp in plans:
         if not _takes_part(action, hp):
             continue
+        # The host name was validated where the inventory was read: one plain path segment.
         files_dir = run_dir / "project" / "files" / hp.host.host
         for rel, text in hp.files.items():
-            target = files_dir / rel
+            target = files_dir / run_file(rel)
             target.parent.mkdir(parents=True, exist_ok=True)
             target.write_text(text)
         fleet[hp.host.host] = hp.as_var(str(files_dir))
-    return run_dir, {"deployer_fleet": fleet}
+    return run_dir, {"deployer_fleet": check_playbook_vars(fleet, "fleet variables")}
 
 
 def _write_readme(
@@ -283,10 +281,13 @@ def _run(
     run_dir, extravars = _prepare(action, plans, render_playbook(action, **render_ctx))
     _write_readme(run_dir, action, inventory, check, ready)
     progress = _Progress(ready, quiet)
+    # Only a deploy downloads weights; the token never goes to any other playbook.
+    token = (os.environ.get("HF_TOKEN") or None) if action == "deploy" else None
     try:
         res = run_playbook(
             private_dir=run_dir, playbook=f"{action}.yml", inventory=inventory,
             extravars=extravars, limit=ready, forks=forks, check=check, on_event=progress,
+            hf_token=token,
         )  # fmt: skip
     finally:
         progress.stop()
@@ -402,7 +403,8 @@ def fleet_deploy(
     def body() -> None:
         from deployer.core.errors import InvalidRequest
 
-        if serial is not None and not serial.rstrip("%").isdigit():
+        # Rendered into the playbook: ASCII digits only (str.isdigit() also takes '²', '１').
+        if serial is not None and not re.fullmatch(r"[0-9]{1,6}%?", serial):
             raise InvalidRequest(
                 f"--serial {serial!r} is not a number or a percentage",
                 "Use e.g. --serial 2 or --serial 50%.",

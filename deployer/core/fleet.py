@@ -12,126 +12,24 @@ import json
 import re
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
+from pathlib import PurePosixPath
 from typing import Any
+from urllib.parse import quote
 
 from deployer.core.detect import ProbeResult
-from deployer.core.errors import DeployerError, InvalidRequest
+from deployer.core.errors import DeployerError
+from deployer.core.fleet_inventory import DEFAULT_PORT as DEFAULT_PORT
+from deployer.core.fleet_inventory import DEFAULT_ROOT as DEFAULT_ROOT
+from deployer.core.fleet_inventory import DETECT as DETECT
+from deployer.core.fleet_inventory import HOST_VARS as HOST_VARS
+from deployer.core.fleet_inventory import MODELS_DIR
+from deployer.core.fleet_inventory import FleetHost as FleetHost
+from deployer.core.fleet_inventory import deployment_name as deployment_name
+from deployer.core.fleet_inventory import hosts_from_inventory as hosts_from_inventory
+from deployer.core.untrusted import UntrustedValue, check_commit, check_line, check_sha256, shown
 
-# Variables an inventory may set per host or group (the first four are the issue's contract).
-HOST_VARS = {
-    "deployer_profile": "a profile id, or 'detect' (from the host's facts and nvidia-smi)",
-    "deployer_model": "anything 'deployer deploy' accepts: catalog id, demo, .gguf path, hf://",
-    "deployer_backend": "llamacpp (default) or ollama",
-    "deployer_port": "host port on 127.0.0.1 (default 8080)",
-    "deployer_name": "deployment name (default: the model's name and the inventory host)",
-    "deployer_quant": "force a quantization",
-    "deployer_ctx": "context length",
-    "deployer_image": "runtime image (default: the pinned official image)",
-    "deployer_root": "folder on the host for artifacts and weights (default /var/lib/deployer)",
-    "deployer_expose": "publish on 0.0.0.0 with an API key generated on the host",
-}
-DEFAULT_ROOT = "/var/lib/deployer"
-DEFAULT_PORT = 8080
-DETECT = "detect"
 # Report tasks in the playbooks emit `{"deployer": {...}}` as their debug message.
 REPORT_KEY = "deployer"
-
-
-@dataclass(frozen=True)
-class FleetHost:
-    """One inventory host and the deployer variables Ansible resolved for it."""
-
-    host: str
-    profile: str
-    model: str
-    backend: str = "llamacpp"
-    port: int = DEFAULT_PORT
-    name: str | None = None
-    quant: str | None = None
-    ctx: int | None = None
-    image: str | None = None
-    root: str = DEFAULT_ROOT
-    expose: bool = False
-
-
-def _as_int(host: str, key: str, value: Any) -> int:
-    try:
-        number = int(str(value))
-    except ValueError:
-        raise InvalidRequest(
-            f"inventory host '{host}': {key} must be a whole number, got {value!r}",
-            "Fix the inventory, then run 'deployer fleet plan --inventory FILE'.",
-        ) from None
-    return number
-
-
-def _as_bool(value: Any) -> bool:
-    if isinstance(value, bool):
-        return value
-    return str(value).strip().lower() in ("1", "true", "yes", "on")
-
-
-def hosts_from_inventory(listing: Mapping[str, Any]) -> list[FleetHost]:
-    """Every host of an `ansible-inventory --list` answer, with its deployer variables.
-
-    A host without `deployer_model` is not part of the fleet's deployments and is left out;
-    an inventory with no such host is an error that says which variables are expected.
-    """
-    hostvars: Mapping[str, Mapping[str, Any]] = listing.get("_meta", {}).get("hostvars", {})
-    names = set(hostvars)
-    for group, body in listing.items():
-        if group != "_meta" and isinstance(body, Mapping):
-            names.update(body.get("hosts", []))
-    hosts: list[FleetHost] = []
-    for host in sorted(names):
-        hv = hostvars.get(host, {})
-        model = hv.get("deployer_model")
-        if model is None:
-            continue
-        unknown = sorted(k for k in hv if k.startswith("deployer_") and k not in HOST_VARS)
-        if unknown:
-            raise InvalidRequest(
-                f"inventory host '{host}': unknown variable {unknown[0]}",
-                "Known: " + ", ".join(HOST_VARS) + " (see docs/fleet.md).",
-            )
-        root = str(hv.get("deployer_root", DEFAULT_ROOT))
-        if not root.startswith("/"):
-            raise InvalidRequest(
-                f"inventory host '{host}': deployer_root must be an absolute path, got {root!r}",
-                "Use a path like /var/lib/deployer.",
-            )
-        port = _as_int(host, "deployer_port", hv.get("deployer_port", DEFAULT_PORT))
-        if not 1 <= port <= 65535:
-            raise InvalidRequest(f"inventory host '{host}': deployer_port {port} is not a port")
-        ctx = hv.get("deployer_ctx")
-        hosts.append(
-            FleetHost(
-                host=host,
-                profile=str(hv.get("deployer_profile", DETECT)),
-                model=str(model),
-                backend=str(hv.get("deployer_backend", "llamacpp")),
-                port=port,
-                name=str(hv["deployer_name"]) if "deployer_name" in hv else None,
-                quant=str(hv["deployer_quant"]) if "deployer_quant" in hv else None,
-                ctx=_as_int(host, "deployer_ctx", ctx) if ctx is not None else None,
-                image=str(hv["deployer_image"]) if "deployer_image" in hv else None,
-                root=root.rstrip("/") or "/",
-                expose=_as_bool(hv.get("deployer_expose", False)),
-            )
-        )
-    if not hosts:
-        raise InvalidRequest(
-            "the inventory has no host with deployer_model set",
-            "Set deployer_model (and deployer_profile) per host or group; see docs/fleet.md.",
-        )
-    return hosts
-
-
-def deployment_name(base: str, host: str) -> str:
-    """The default deployment name on a host: the model's name and the inventory host, so
-    several inventory entries on one machine never collide."""
-    slug = re.sub(r"[^a-z0-9_.-]+", "-", host.lower()).strip("-.") or "host"
-    return f"{base}-{slug}"[:63].rstrip("-.")
 
 
 def _count(value: Any) -> int | None:
@@ -185,6 +83,65 @@ class Weight:
         return out
 
 
+REPO_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,95}/[A-Za-z0-9][A-Za-z0-9_.-]{0,95}$")
+
+
+def _file_name(name: str, source: str) -> str:
+    """One plain path segment: a file name that can neither traverse nor be templated."""
+    check_line(name, source, "file name", max_len=255)
+    if name in ("", ".", "..") or "\\" in name or "/" in name:
+        raise UntrustedValue(source, "file name", name, "is not a plain file name")
+    return name
+
+
+def local_weight(models_dir: str, src: str, size: int) -> Weight:
+    """A weights file the host gets copied from this machine (a local .gguf, the demo)."""
+    check_line(src, "model file", "path")
+    name = _file_name(PurePosixPath(src).name, f"model file {shown(src)}")
+    return Weight(dest=f"{models_dir}/{name}", size=size, src=src)
+
+
+def hub_weight(
+    models_dir: str, endpoint: str, repo_id: str, commit: str, name: str, size: int, sha256: str
+) -> Weight:
+    """A weights file the host downloads itself, pinned to a commit, its sha256 checked."""
+    source = f"Hub listing of {shown(repo_id)}"
+    if not REPO_RE.fullmatch(repo_id):
+        raise UntrustedValue(source, "repository id", repo_id, "is not ORG/NAME")
+    if not re.match(r"^https?://[^\s/]+", check_line(endpoint, "HF_ENDPOINT", "URL")):
+        raise UntrustedValue("HF_ENDPOINT", "URL", endpoint, "is not an http(s) URL")
+    parts = [_file_name(p, source) for p in name.split("/")]
+    return Weight(
+        dest=f"{models_dir}/{repo_id.replace('/', '--')}/{'/'.join(parts)}",
+        size=size,
+        url=f"{endpoint}/{quote(repo_id)}/resolve/{check_commit(commit, source)}/{quote(name)}",
+        sha256=check_sha256(sha256, source),
+    )
+
+
+def run_file(rel: str) -> PurePosixPath:
+    """A rendered artifact's relative path: plain segments only, so it stays in its folder."""
+    path = PurePosixPath(rel)
+    if path.is_absolute() or any(p in ("", ".", "..") for p in rel.split("/")):
+        raise ValueError(f"rendered file {rel!r} is not a relative path")  # a renderer bug
+    return path
+
+
+def check_playbook_vars(value: Any, source: str) -> Any:
+    """Every text in the playbook variables is one line without template syntax (they are also
+    passed as unsafe, so Ansible never templates them: two guards, each enough alone)."""
+    if isinstance(value, str):
+        check_line(value, source, "variable")
+    elif isinstance(value, Mapping):
+        for k, v in value.items():
+            check_line(k, source, "variable name")
+            check_playbook_vars(v, source)
+    elif isinstance(value, list | tuple):
+        for v in value:
+            check_playbook_vars(v, source)
+    return value
+
+
 @dataclass
 class HostPlan:
     """What one host will run, or why it cannot."""
@@ -210,7 +167,12 @@ class HostPlan:
 
     @property
     def dir(self) -> str:
+        """The deployment folder: a validated name under a validated root, never elsewhere."""
         return f"{self.host.root}/{self.name}"
+
+    @property
+    def models_dir(self) -> str:
+        return f"{self.host.root}/{MODELS_DIR}"
 
     @property
     def endpoint(self) -> str:
@@ -234,7 +196,7 @@ class HostPlan:
         return {
             "name": self.name,
             "dir": self.dir,
-            "models_dir": f"{self.host.root}/models",
+            "models_dir": self.models_dir,
             "files_src": files_src,
             "weights": [w.as_var() for w in self.weights],
             "port": self.host.port,

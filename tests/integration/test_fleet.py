@@ -167,12 +167,15 @@ def test_fleet_check_mode_changes_nothing(
         # Ollama cannot run here: its host is exercised in check mode only.
         "c3-ollama": {"deployer_port": free_port(), "deployer_root": f"{host_root}/c3",
                       "deployer_backend": "ollama"},
+        # Its key would be made in a folder check mode does not create.
+        "c4-exposed": {"deployer_port": free_port(), "deployer_root": f"{host_root}/c4",
+                       "deployer_expose": True},
     })  # fmt: skip
     code, out, _ = _fleet("deploy", "-i", str(inv), "--check")
     assert code == 0, out
     assert {h["result"] for h in out["hosts"]} == {"would-deploy"}
-    assert not {"demo-c1", "demo-c2", "demo-c3-ollama"} & _deployer_names(engine)
-    assert not any((host_root / h).exists() for h in ("c1", "c2", "c3"))
+    assert not {"demo-c1", "demo-c2", "demo-c3-ollama", "demo-c4-exposed"} & _deployer_names(engine)
+    assert not any((host_root / h).exists() for h in ("c1", "c2", "c3", "c4"))
     files = Path(out["run_dir"]) / "project" / "files"
     assert "\nFROM /models/" in (files / "c3-ollama" / "Modelfile").read_text()
     assert "ollama" in (files / "c3-ollama" / "docker-compose.yml").read_text()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -48,9 +49,9 @@ def test_inventory_variables_and_defaults() -> None:
 @pytest.mark.parametrize(
     ("hv", "words"),
     [
-        ({"deployer_model": "demo", "deployer_modle": "x"}, "unknown variable deployer_modle"),
+        ({"deployer_model": "demo", "deployer_modle": "x"}, "unknown variable 'deployer_modle'"),
         ({"deployer_model": "demo", "deployer_port": "http"}, "must be a whole number"),
-        ({"deployer_model": "demo", "deployer_port": 70000}, "is not a port"),
+        ({"deployer_model": "demo", "deployer_port": 70000}, "70000 is not between 1 and 65535"),
         ({"deployer_model": "demo", "deployer_root": "models"}, "absolute path"),
     ],
 )
@@ -66,10 +67,11 @@ def test_inventory_without_models_says_what_to_set() -> None:
     assert "deployer_model" in info.value.message()
 
 
-def test_default_names_differ_per_host_and_are_container_safe() -> None:
+def test_default_names_differ_per_host_and_are_ones_the_renderer_accepts() -> None:
     a, b = deployment_name("llama-3-1-8b", "GPU_01.example.com"), deployment_name("m", "h")
-    assert a == "llama-3-1-8b-gpu_01.example.com" and b == "m-h"
-    assert len(deployment_name("x" * 80, "y")) <= 63
+    assert a == "llama-3-1-8b-gpu-01-example-com" and b == "m-h"
+    long_a, long_b = deployment_name("x" * 80, "y"), deployment_name("x" * 80, "z")
+    assert len(long_a) <= 52 and long_a != long_b  # cut, yet still apart
 
 
 def test_facts_of_an_a10g_host_match_the_a10g_profile() -> None:
@@ -161,3 +163,30 @@ def test_facts_of_a_mac_studio_match_the_m2_ultra_profile() -> None:
     probe = probe_from_facts(facts, {"sysctl": "Apple M2 Ultra\n206158430208"})
     match = match_profile(detect_hardware(probe), load_profiles())
     assert match.profile.kind == "apple" and "m2-ultra" in match.profile.id
+
+
+@pytest.mark.parametrize("serial", ["²", "１", "1\n", "1: x", "-1", "50%%"])
+def test_serial_must_be_ascii_digits_before_it_reaches_the_playbook(
+    serial: str, tmp_path: Path
+) -> None:
+    from typer.testing import CliRunner
+
+    from deployer.cli.app import app
+
+    inv = tmp_path / "fleet.yml"  # never read: the option is refused first
+    result = CliRunner().invoke(app, ["fleet", "deploy", "-i", str(inv), "--serial", serial])
+    assert result.exit_code == 2 and "--serial" in result.output
+
+
+@pytest.mark.parametrize("image", ["img --privileged", "{{ lookup('pipe','id') }}", "a\nb"])
+def test_the_image_option_is_checked_like_the_inventory_variable(
+    image: str, tmp_path: Path
+) -> None:
+    from typer.testing import CliRunner
+
+    from deployer.cli.app import app
+
+    inv = tmp_path / "fleet.yml"
+    inv.write_text("all: {hosts: {h1: {deployer_model: demo}}}\n")
+    result = CliRunner().invoke(app, ["fleet", "plan", "-i", str(inv), "--image", image])
+    assert result.exit_code == 2 and "--image: image" in result.output
