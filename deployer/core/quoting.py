@@ -103,8 +103,9 @@ def sd_line(words: list[str], *, executable: bool = True) -> Quoted:
 
 
 def sd_path(value: object) -> Quoted:
-    """One absolute path of a ReadOnlyPaths=-style list: systemd keeps backslashes there
-    (EXTRACT_RETAIN_ESCAPE), so a path with '"' or '\\' cannot be said and is refused."""
+    """One absolute path of a ReadOnlyPaths=-style list, double-quoted when needed. How systemd
+    unquotes backslashes in path lists differs from ExecStart= (and between versions), so a
+    path with '"' or '\\' is refused rather than escaped."""
     text = one_line(value, "systemd unit")
     if not text.startswith("/") or re.search(r"[\"\\]", text):
         raise _refuse("systemd unit", text, "is not an absolute path without '\"' or '\\'")

@@ -51,7 +51,7 @@ from deployer.core.rendered import check_rendered
 from deployer.core.resources import data_dir
 from deployer.core.specs import ContainerSpec, HealthCheck, Mount, VolumeSpec
 from deployer.core.units import GIB, MIB
-from deployer.core.untrusted import UntrustedValue, check_line
+from deployer.core.untrusted import UntrustedValue, check_line, shown
 
 Backend = Literal["llamacpp", "ollama"]
 Target = Literal["compose", "systemd", "launchd", "k8s"]
@@ -429,7 +429,7 @@ def _check_request(
         )
     if not _NAME_RE.match(name):
         raise InvalidRequest(
-            f"invalid name '{name}'",
+            f"invalid name {shown(name)}",
             "Use lowercase letters, digits and '-', at most 52 characters.",
         )
     profile_kind = result.profile.kind
@@ -547,17 +547,8 @@ def render_plan(
     """Render `result` for `backend` on `target`: files, container spec and native argv."""
     name = name or default_name(result.model)
     target = target or default_target(result, backend)
-    _check_request(result, backend, target, expose, insecure, name)
-    port = port or CONTAINER_PORT[backend]
-    if not 1 <= port <= 65535:
-        raise InvalidRequest(f"port {port} is out of range", "Use --port 1-65535.")
     profile, c = result.profile, result.chosen
     parts = _model_parts(model_path)
-    if backend == "ollama" and len(parts) > 1:
-        raise RenderRefused(
-            "Ollama cannot import a split GGUF",
-            "Merge it with 'llama-gguf-split --merge', or use --backend llamacpp.",
-        )
     _check_inputs(
         {
             "model reference": result.model,
@@ -572,6 +563,15 @@ def render_plan(
             **{f"model path {i + 1}": p for i, p in enumerate(parts)},
         }
     )
+    _check_request(result, backend, target, expose, insecure, name)
+    port = port or CONTAINER_PORT[backend]
+    if not 1 <= port <= 65535:
+        raise InvalidRequest(f"port {port} is out of range", "Use --port 1-65535.")
+    if backend == "ollama" and len(parts) > 1:
+        raise RenderRefused(
+            "Ollama cannot import a split GGUF",
+            "Merge it with 'llama-gguf-split --merge', or use --backend llamacpp.",
+        )
     runtime = profile.runtimes.get(backend)  # type: ignore[call-overload]
     native = target in ("systemd", "launchd")
     if native:

@@ -7,7 +7,6 @@ quoted value reads back literally and that a file holds exactly the settings it 
 from __future__ import annotations
 
 import re
-import shlex
 
 from markdown_it import MarkdownIt
 from markdown_it.token import Token
@@ -179,12 +178,86 @@ def inline_text(tokens: list[Token]) -> list[str]:
     ]
 
 
+def shell_script(text: str) -> list[list[str]]:
+    """Every command of a shell script (see shell_lines), blank and comment lines dropped."""
+    lines: list[list[str]] = []
+    for line in text.splitlines():
+        words, _ = _shell_words(line, 0, lines, nested=False)
+        if words:
+            lines.append(words)
+    return lines
+
+
 def shell_lines(tokens: list[Token]) -> list[list[str]]:
-    """Every line of every code block, split as a POSIX shell splits words (comments dropped)."""
-    lines = []
+    """Every command of every code block as the argv a POSIX shell would pass: each line, and
+    each command substitution `$( )` inside it as a command of its own (its place in the outer
+    word kept as `$(...)`)."""
+    lines: list[list[str]] = []
     for t in tokens:
         if t.type in ("code_block", "fence"):
             for line in t.content.splitlines():
                 if line.strip():
-                    lines.append(shlex.split(line, comments=True))
+                    words, _ = _shell_words(line, 0, lines, nested=False)
+                    lines.append(words)
     return lines
+
+
+def _shell_words(line: str, i: int, out: list[list[str]], *, nested: bool) -> tuple[list[str], int]:
+    """Words from line[i:] to the end (or to the ')' closing a substitution): quotes as POSIX
+    2.2 reads them, '#' at a word start a comment, `$( )` read recursively into `out`.
+    Operators (&&, ;, |, >, parentheses) are kept as plain words."""
+    words: list[str] = []
+    word: list[str] | None = None
+    n = len(line)
+    while i < n:
+        c = line[i]
+        if c in " \t":
+            if word is not None:
+                words.append("".join(word))
+                word = None
+            i += 1
+        elif (c == "#" and word is None) or (c == ")" and nested):
+            break  # a comment, or the end of a command substitution
+        elif c in "()":  # a subshell: its own token, as the shell's operators are
+            if word is not None:
+                words.append("".join(word))
+                word = None
+            words.append(c)
+            i += 1
+        elif c == "'":
+            end = line.index("'", i + 1)
+            word = (word or []) + [line[i + 1 : end]]
+            i = end + 1
+        elif c == '"':
+            i += 1
+            part: list[str] = []
+            while line[i] != '"':
+                if line[i] == "\\" and line[i + 1] in '$`"\\':
+                    part.append(line[i + 1])
+                    i += 2
+                elif line.startswith("$(", i):
+                    inner, i = _shell_words(line, i + 2, out, nested=True)
+                    out.append(inner)
+                    part.append("$(...)")
+                    i += 1
+                else:
+                    assert line[i] not in "`", "backquotes are not rendered"
+                    part.append(line[i])
+                    i += 1
+            word = (word or []) + ["".join(part)]
+            i += 1
+        elif c == "\\":
+            word = (word or []) + [line[i + 1]]
+            i += 2
+        elif line.startswith("$(", i):
+            inner, i = _shell_words(line, i + 2, out, nested=True)
+            out.append(inner)
+            word = (word or []) + ["$(...)"]
+            i += 1
+        else:
+            assert c != "`", "backquotes are not rendered"
+            word = (word or []) + [c]
+            i += 1
+    if word is not None:
+        words.append("".join(word))
+    return words, i
