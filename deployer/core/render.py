@@ -9,10 +9,8 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import re
 import shlex
-import tempfile
 from dataclasses import dataclass, field, replace
 from pathlib import Path, PurePosixPath
 from typing import Any, Literal
@@ -23,12 +21,14 @@ import jinja2
 from deployer import __version__
 from deployer.core.chat_templates import OllamaFormat, builtin_template, ollama_format
 from deployer.core.errors import DeployerError, InvalidRequest
+from deployer.core.limits import resource_limits
 from deployer.core.llama_flags import (
     PINNED_BUILD,
     flash_attn_args,
     get_version,
     load_mode_args,
 )
+from deployer.core.output_folder import write_files
 from deployer.core.plan import PlanResult
 from deployer.core.quoting import (
     Quoted,
@@ -50,7 +50,7 @@ from deployer.core.quoting import (
 from deployer.core.rendered import check_rendered
 from deployer.core.resources import data_dir
 from deployer.core.specs import ContainerSpec, HealthCheck, Mount, VolumeSpec
-from deployer.core.units import GIB, MIB
+from deployer.core.units import GIB
 from deployer.core.untrusted import UntrustedValue, check_line, shown
 
 Backend = Literal["llamacpp", "ollama"]
@@ -170,99 +170,8 @@ class RenderedBundle:
         return list(self.native)
 
     def write(self, out: Path) -> list[Path]:
-        """Write every file under `out` (scripts executable); the paths written, in order.
-
-        A file of the same name is replaced only when deployer rendered it (it carries
-        RENDERED_MARK): nothing is written if any is not. Other files are left alone.
-        """
-        for rel in self.files:
-            _check_replaceable(out / rel)
-        written = []
-        for rel, text in self.files.items():
-            path = out / rel
-            try:
-                path.parent.mkdir(parents=True, exist_ok=True)
-                # mkstemp: a fresh name opened O_EXCL, never a file or link planted there.
-                fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-                with os.fdopen(fd, "w", encoding="utf-8") as fh:
-                    fh.write(text)
-                os.chmod(tmp, 0o755 if rel.endswith(".sh") else 0o644)
-                os.replace(tmp, path)
-            except OSError as exc:
-                raise CannotWrite(str(path), exc.strerror or str(exc)) from exc
-            written.append(path)
-        return written
-
-
-# Every rendered file says so near its top; `write` replaces only files that do.
-RENDERED_MARK = "Rendered by deployer"
-_MARK_WITHIN_BYTES = 16384
-
-
-@dataclass
-class CannotWrite(DeployerError):
-    """An output file that cannot be written, or that render will not replace."""
-
-    path: str
-    reason: str
-    hint: str = "Choose another --out."
-    exit_code: int = 1
-
-    def message(self) -> str:
-        return f"cannot write {self.path}: {self.reason}. {self.hint}"
-
-
-def _check_replaceable(path: Path) -> None:
-    """Refuse to replace anything but a regular file that deployer rendered."""
-    if not path.exists() and not path.is_symlink():
-        return
-    if path.is_symlink() or not path.is_file():
-        raise CannotWrite(str(path), "it exists and is not a regular file")
-    try:
-        with path.open("rb") as fh:
-            head = fh.read(_MARK_WITHIN_BYTES)
-    except OSError as exc:
-        raise CannotWrite(str(path), exc.strerror or str(exc)) from exc
-    if RENDERED_MARK.encode() not in head:
-        raise CannotWrite(
-            str(path),
-            "it exists and was not rendered by deployer, so it is not replaced",
-            "Move it away, or choose another --out.",
-        )
-
-
-# The cap on processes and threads of one deployment. llama-server runs about a thread per
-# core for compute and per core for HTTP, Ollama a few dozen plus its runner's: 4096 is far
-# above either on a 256-core host and still stops a runaway fork.
-PIDS_LIMIT = 4096
-MIN_MEMORY_BYTES = 512 * MIB
-
-
-@dataclass(frozen=True)
-class ResourceLimits:
-    """Memory and process limits of one deployment, the same on every target."""
-
-    memory_request_bytes: int  # the plan's host total (its margin included), at least 512 MiB
-    memory_limit_bytes: int  # plus the whole file: mapped weights are page cache in the cgroup
-    pids: int = PIDS_LIMIT
-
-    @property
-    def request_mib(self) -> int:
-        """The request in MiB (k8s `Mi`)."""
-        return self.memory_request_bytes // MIB
-
-    @property
-    def limit_mib(self) -> int:
-        """The limit in MiB (k8s `Mi`, compose `m`, systemd `M`: all 1024-based)."""
-        return self.memory_limit_bytes // MIB
-
-
-def resource_limits(result: PlanResult) -> ResourceLimits:
-    """The limits every target carries, from the plan: host memory plus the file's pages."""
-    host = result.chosen.memory.host
-    request_mib = max(math.ceil(host.total_bytes / MIB), MIN_MEMORY_BYTES // MIB)
-    file_mib = math.ceil(result.chosen.facts.weights.file_bytes / MIB)
-    return ResourceLimits(request_mib * MIB, (request_mib + file_mib) * MIB)
+        """Write every file under `out` (see output_folder.write_files); the paths written."""
+        return write_files(out, self.files)
 
 
 def _q(value: object) -> str:

@@ -126,7 +126,7 @@ def test_readme_key_line_is_inert_when_pasted_into_a_shell(target: str, tmp_path
 
 
 def test_every_rendered_file_carries_the_mark() -> None:
-    from deployer.core.render import RENDERED_MARK
+    from deployer.core.output_folder import RENDERED_MARK
     from tests.unit.test_render_golden import VARIANTS
 
     for variant in VARIANTS:
@@ -135,7 +135,7 @@ def test_every_rendered_file_carries_the_mark() -> None:
 
 
 def test_limits_are_the_plans_on_every_target() -> None:
-    from deployer.core.render import PIDS_LIMIT, resource_limits
+    from deployer.core.limits import PIDS_LIMIT, resource_limits
     from tests.unit.test_render_golden import plan_for
 
     limits = resource_limits(plan_for("qwen2.5-7b-instruct", "cpu-x86-16c-64gb", "llamacpp"))
