@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+import shlex
+from dataclasses import dataclass, replace
 from pathlib import Path, PurePosixPath
 from typing import Annotated
 
@@ -59,7 +60,15 @@ def weights_location(ref: str, facts: ModelFacts) -> WeightsLocation:
         files = hub.list_gguf_files(hub_ref.repo_id, hub_ref.revision)  # type: ignore[attr-defined]
         repo_id = hub_ref.repo_id
         filename = select_files(files, facts.quant, ref)[0].name
-        pull = f"deployer pull {HF_PREFIX}{repo_id}:{facts.quant} --local-dir {PULL_DIR}"
+        pull = shlex.join(
+            [
+                "deployer",
+                "pull",
+                f"{HF_PREFIX}{repo_id}:{facts.quant}",
+                "--local-dir",
+                str(PULL_DIR),
+            ]
+        )
     else:
         from deployer.core.catalog import get_quant
 
@@ -67,11 +76,30 @@ def weights_location(ref: str, facts: ModelFacts) -> WeightsLocation:
         assert entry is not None
         _, qf = get_quant(entry, facts.quant)
         repo_id, filename = qf.repo, qf.file
-        pull = f"deployer pull {entry.id} --quant {facts.quant} --local-dir {PULL_DIR}"
+        pull = shlex.join(
+            ["deployer", "pull", entry.id, "--quant", facts.quant, "--local-dir", str(PULL_DIR)]
+        )
     cached = _hf_cache_file(repo_id, filename)
     if cached is not None:
         return WeightsLocation(cached)
     return WeightsLocation(Path(str(PULL_DIR / filename)), pull)
+
+
+def check_out_dir(out: Path) -> None:
+    """--out is one line of text and a folder (or nothing yet), never an existing file."""
+    from deployer.core.errors import InvalidRequest
+    from deployer.core.untrusted import UntrustedValue, check_line
+
+    try:
+        check_line(str(out), "--out", "folder")
+    except UntrustedValue as exc:
+        raise replace(exc, hint="Choose a folder name without it.") from None
+    if out.exists() and not out.is_dir():
+        raise InvalidRequest(
+            f"--out {out} is an existing file, not a folder",
+            "Pass a folder: it is created if missing, and only files deployer rendered "
+            "there are replaced.",
+        )
 
 
 @app.command()
@@ -120,6 +148,8 @@ def render(
         from deployer.core.render import default_name, render_plan
 
         wiring.check_backend(backend)
+        if out is not None:
+            check_out_dir(out)
         prof = wiring.pick_profile(profile, detect)
         result = wiring.plan_for(
             model, prof, quant=quant, ctx=ctx, parallel=parallel, kv_type=kv_type, backend=backend

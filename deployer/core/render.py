@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import math
-import plistlib
 import re
 import shlex
 from dataclasses import dataclass, field, replace
@@ -18,21 +17,41 @@ from typing import Any, Literal
 from xml.sax.saxutils import escape as xml_escape
 
 import jinja2
-import yaml
 
 from deployer import __version__
 from deployer.core.chat_templates import OllamaFormat, builtin_template, ollama_format
 from deployer.core.errors import DeployerError, InvalidRequest
+from deployer.core.limits import resource_limits
 from deployer.core.llama_flags import (
     PINNED_BUILD,
     flash_attn_args,
     get_version,
     load_mode_args,
 )
+from deployer.core.output_folder import write_files
 from deployer.core.plan import PlanResult
+from deployer.core.quoting import (
+    Quoted,
+    comment,
+    md,
+    md_code,
+    mf_block,
+    mf_value,
+    sd_line,
+    sd_path,
+    sd_text,
+    sd_word,
+    sh,
+    sh_line,
+    xml_text,
+    yaml_dollar,
+    yaml_str,
+)
+from deployer.core.rendered import check_rendered
 from deployer.core.resources import data_dir
 from deployer.core.specs import ContainerSpec, HealthCheck, Mount, VolumeSpec
-from deployer.core.units import GIB, MIB
+from deployer.core.units import GIB
+from deployer.core.untrusted import UntrustedValue, check_line, shown
 
 Backend = Literal["llamacpp", "ollama"]
 Target = Literal["compose", "systemd", "launchd", "k8s"]
@@ -104,6 +123,9 @@ class RenderedBundle:
     model_parameters: dict[str, Any] = field(default_factory=dict)
     model_template: str | None = None
     tmpfs: dict[str, str] = field(default_factory=dict)  # empty: the spec's default
+    # Every target's cgroup limits (see resource_limits); launchd has no cgroups.
+    memory_limit_bytes: int | None = None
+    pids_limit: int | None = None
 
     def container_spec(self) -> ContainerSpec:
         """What the Docker adapter creates: same args, mounts and health check as the files."""
@@ -122,6 +144,8 @@ class RenderedBundle:
             user=self.user,
             gpus=list(self.gpus),
             health=self.health,
+            memory_limit_bytes=self.memory_limit_bytes,
+            pids_limit=self.pids_limit,
         )
         return replace(spec, tmpfs=dict(self.tmpfs)) if self.tmpfs else spec
 
@@ -146,29 +170,57 @@ class RenderedBundle:
         return list(self.native)
 
     def write(self, out: Path) -> list[Path]:
-        """Write every file under `out` (scripts executable); the paths written, in order."""
-        written = []
-        for rel, text in self.files.items():
-            path = out / rel
-            path.parent.mkdir(parents=True, exist_ok=True)
-            tmp = path.with_name(path.name + ".tmp")
-            tmp.write_text(text, encoding="utf-8")
-            tmp.chmod(0o755 if rel.endswith(".sh") else 0o644)
-            tmp.replace(path)
-            written.append(path)
-        return written
+        """Write every file under `out` (see output_folder.write_files); the paths written."""
+        return write_files(out, self.files)
 
 
 def _q(value: object) -> str:
-    """A scalar as a double-quoted YAML/JSON string (never HTML-escaped)."""
+    """A scalar as a double-quoted YAML/JSON string (never HTML-escaped); the image template's."""
     return json.dumps(str(value) if not isinstance(value, int | float) else value)
+
+
+# What each strict template may print: only values quoted for its own syntax (or ints). A
+# template not listed here (the image Dockerfile) is not strict.
+STRICT_TEMPLATES: dict[str, frozenset[str]] = {
+    "llamacpp/docker-compose.yml.j2": frozenset({"yaml-dollar", "comment"}),
+    "ollama/docker-compose.yml.j2": frozenset({"yaml-dollar", "comment"}),
+    "ollama/Modelfile.j2": frozenset({"modelfile", "comment"}),
+    "ollama/create.sh.j2": frozenset({"sh", "comment"}),
+    "k8s/": frozenset({"yaml", "yaml-dollar", "comment"}),
+    "systemd/": frozenset({"systemd", "comment"}),
+    "launchd/": frozenset({"xml", "comment"}),
+    "readme/": frozenset({"sh", "md"}),
+}
+
+
+class UnquotedValue(Exception):
+    """A strict template printed a value without the filter for its syntax (a template bug)."""
+
+
+def _strict_syntaxes(template: str | None) -> frozenset[str] | None:
+    for prefix, syntaxes in STRICT_TEMPLATES.items():
+        if (template or "").startswith(prefix):
+            return syntaxes
+    return None
+
+
+@jinja2.pass_context
+def _finalize(context: jinja2.runtime.Context, value: object) -> object:
+    """Refuse, in a strict template, any printed value that its syntax's filter did not make."""
+    allowed = _strict_syntaxes(context.name)
+    if allowed is None or (isinstance(value, int) and not isinstance(value, bool)):
+        return value
+    if isinstance(value, Quoted) and value.syntax in allowed:
+        return value
+    raise UnquotedValue(f"{context.name} prints {value!r} without a filter for its syntax")
 
 
 _ENV: jinja2.Environment | None = None
 
 
 def template_env() -> jinja2.Environment:
-    """The one Jinja2 environment: shipped templates, StrictUndefined, no autoescape."""
+    """The one Jinja2 environment: shipped templates, StrictUndefined, a quoting filter per
+    syntax, and strict templates that print nothing else."""
     global _ENV
     if _ENV is None:
         root = data_dir("templates")
@@ -186,23 +238,25 @@ def template_env() -> jinja2.Environment:
             autoescape=False,
             trim_blocks=True,
             lstrip_blocks=True,
+            finalize=_finalize,
         )
-        _ENV.filters["q"] = _q
-        _ENV.filters["x"] = lambda v: xml_escape(str(v))
+        _ENV.filters.update(
+            q=_q,
+            x=lambda v: xml_escape(str(v)),
+            yaml=yaml_str,
+            yaml_dollar=yaml_dollar,
+            sd_word=sd_word,
+            sd_path=sd_path,
+            sd_text=sd_text,
+            xml=xml_text,
+            comment=comment,
+            sh=sh,
+            md=md,
+            code=md_code,
+            mf=mf_value,
+            mf_block=mf_block,
+        )
     return _ENV
-
-
-def _validated(rel: str, text: str) -> str:
-    """Parse YAML/JSON/plist back; a template bug fails here, not at deploy time."""
-    if rel.endswith((".yml", ".yaml")):
-        docs = [d for d in yaml.safe_load_all(text) if d is not None]
-        if not docs or not all(isinstance(d, dict) for d in docs):
-            raise ValueError(f"{rel}: rendered YAML is not a mapping")
-    elif rel.endswith(".json"):
-        json.loads(text)
-    elif rel.endswith(".plist"):
-        plistlib.loads(text.encode("utf-8"))
-    return text
 
 
 def default_name(model: str) -> str:
@@ -284,7 +338,7 @@ def _check_request(
         )
     if not _NAME_RE.match(name):
         raise InvalidRequest(
-            f"invalid name '{name}'",
+            f"invalid name {shown(name)}",
             "Use lowercase letters, digits and '-', at most 52 characters.",
         )
     profile_kind = result.profile.kind
@@ -365,10 +419,20 @@ def llama_server_args(
     return args
 
 
-def _systemd_escape(arg: str) -> str:
-    """One ExecStart word: specifiers and variables escaped, quoted when needed."""
-    text = arg.replace("%", "%%").replace("$", "$$")
-    return text if re.fullmatch(r"[A-Za-z0-9_./:=+,@-]+", text) else json.dumps(text)
+def _check_inputs(fields: dict[str, object]) -> None:
+    """Refuse, once, any outside value that no rendered file could carry: a line break or other
+    control character, template syntax, or text that is not valid UTF-8."""
+    hint = "Rename it: no file deployer renders can carry it safely."
+    for what, value in fields.items():
+        if value is None:
+            continue
+        try:
+            check_line(str(value), "render", what)
+            str(value).encode("utf-8")
+        except UntrustedValue as exc:
+            raise replace(exc, hint=hint) from None
+        except UnicodeEncodeError:
+            raise UntrustedValue("render", what, str(value), "is not valid UTF-8", hint) from None
 
 
 def render_plan(
@@ -392,12 +456,26 @@ def render_plan(
     """Render `result` for `backend` on `target`: files, container spec and native argv."""
     name = name or default_name(result.model)
     target = target or default_target(result, backend)
+    profile, c = result.profile, result.chosen
+    parts = _model_parts(model_path)
+    _check_inputs(
+        {
+            "model reference": result.model,
+            "profile id": profile.id,
+            "quant label": c.facts.quant,
+            "KV cache type": f"{c.settings.kv_type_k} {c.settings.kv_type_v}",
+            "image": image,
+            "API key file": api_key_file,
+            "llama-server binary": binary,
+            "log folder": log_dir,
+            "pull command": pull_command,
+            **{f"model path {i + 1}": p for i, p in enumerate(parts)},
+        }
+    )
     _check_request(result, backend, target, expose, insecure, name)
     port = port or CONTAINER_PORT[backend]
     if not 1 <= port <= 65535:
         raise InvalidRequest(f"port {port} is out of range", "Use --port 1-65535.")
-    profile, c = result.profile, result.chosen
-    parts = _model_parts(model_path)
     if backend == "ollama" and len(parts) > 1:
         raise RenderRefused(
             "Ollama cannot import a split GGUF",
@@ -481,6 +559,7 @@ def render_plan(
         retries=3,
         start_period_s=float(startup_s),
     )
+    limits = resource_limits(result)
     bundle = RenderedBundle(
         name=name,
         backend=backend,
@@ -501,6 +580,8 @@ def render_plan(
         model_parameters=_ollama_parameters(result) if backend == "ollama" else {},
         model_template=_ollama_template(result) if backend == "ollama" else None,
         tmpfs=dict(OLLAMA_TMPFS) if backend == "ollama" else {},
+        memory_limit_bytes=limits.memory_limit_bytes if target != "launchd" else None,
+        pids_limit=limits.pids if target != "launchd" else None,
     )
     ctx: dict[str, Any] = {
         "b": bundle,
@@ -525,9 +606,12 @@ def render_plan(
         "file_gib": f"{c.facts.weights.file_bytes / GIB:.2f}",
         "volume_init": volume_init_command(NOBODY, OLLAMA_HOME),
         "runtime_version": runtime_version,
+        "limits": limits,
     }
     files = _files_for(backend, target, ctx, log_dir)
-    bundle.files = {rel: _validated(rel, text) for rel, text in files.items()}
+    for rel, text in files.items():
+        check_rendered(rel, text, bundle)
+    bundle.files = files
     return bundle
 
 
@@ -608,18 +692,18 @@ def _files_for(
             f"code=$(curl -s -o /dev/null -w '%{{http_code}}' --max-time 10 {health_url}); "
             f'[ "$code" != 000 ] || systemctl restart {unit}.service'
         )
-        words = [_systemd_escape(a) for a in b.native]
+        exec_words = [sd_word(a, executable=i == 0) for i, a in enumerate(b.native)]
         if "--api-key-file" in b.native:
             # systemd hands the key over as a credential, in the unit's own directory (%d).
-            words[b.native.index("--api-key-file") + 1] = "%d/api_key"
+            exec_words[b.native.index("--api-key-file") + 1] = Quoted("%d/api_key", "systemd")
         sctx = {
             "unit": unit,
-            "exec_start": " ".join(words),
-            "read_only_paths": " ".join(ctx["model_parts"]),
+            "exec_start": Quoted(" ".join(exec_words), "systemd"),
+            "read_only_paths": Quoted(" ".join(sd_path(p) for p in ctx["model_parts"]), "systemd"),
             "ready_retries": math.ceil(ctx["startup_s"] / 2),
-            "protect_home": "read-only" if in_home else "yes",
+            "protect_home_read_only": in_home,
             "private_devices": not ctx["gpu"],
-            "health_exec": "/bin/sh -c " + _systemd_escape(check),
+            "health_exec": sd_line(["/bin/sh", "-c", check]),
         }
         files[f"{unit}.service"] = _render("systemd/llama-server.service.j2", ctx, **sctx)
         files[f"{unit}-health.service"] = _render("systemd/health.service.j2", ctx, **sctx)
@@ -638,6 +722,7 @@ def _files_for(
             "log_dir": str(logs),
             "stdout_path": str(logs / f"{b.name}.log"),
             "stderr_path": str(logs / f"{b.name}.err.log"),
+            "health_log": str(logs / f"{b.name}.health.log"),
             "health_args": ["/bin/sh", "-c", check],
             "env": b.env,
         }
@@ -645,34 +730,32 @@ def _files_for(
         files[f"{label}.health.plist"] = _render("launchd/health.plist.j2", ctx, **lctx)
         ctx = {**ctx, **lctx}
     elif target == "k8s":
-        host = ctx["result"].chosen.memory.host
         file_bytes = ctx["result"].chosen.facts.weights.file_bytes
-        memory_mib = max(math.ceil(host.total_bytes / MIB), 512)
         kctx = {
             "secret_name": f"{b.name}-api-key",
             "pvc_name": f"{b.name}-model",
             "pvc_gib": math.ceil(file_bytes * 1.1 / GIB),
-            "memory_request": f"{memory_mib}Mi",
-            # Page cache of the mapped weights counts against the limit: leave room for all of it.
-            "memory_limit": f"{memory_mib + math.ceil(file_bytes / MIB)}Mi",
             "startup_failures": math.ceil(ctx["startup_s"] / 5),
             "gpu_count": len(b.gpus),
         }
         for kind in ("deployment", "service", "pvc", "model-loader"):
             files[f"{kind}.yaml"] = _render(f"k8s/{kind}.yaml.j2", ctx, **kctx)
         ctx = {**ctx, **kctx}
+    pull = ctx["pull_command"]
     files["README.md"] = _render(
         "readme/README.md.j2",
         ctx,
         files=sorted([*files, "README.md"]),
-        shell_argv=shlex.join(b.native),
-        curl_health=shlex.join(["curl", "-fsS", health_url]),
+        shell_argv=sh_line(b.native),
+        # The pull line is re-split and re-quoted word by word: only quoted words reach it.
+        pull_line=sh_line(shlex.split(pull)) if pull else None,
+        curl_health=sh_line(["curl", "-fsS", health_url]),
         curl_chat=_curl_chat(ctx),
     )
     return files
 
 
-def _curl_chat(ctx: dict[str, Any]) -> str:
+def _curl_chat(ctx: dict[str, Any]) -> Quoted:
     """One short chat completion through the OpenAI-compatible API; the key read from its file."""
     body = {
         "model": ctx["alias"],
@@ -688,11 +771,10 @@ def _curl_chat(ctx: dict[str, Any]) -> str:
         "-d",
         json.dumps(body),
     ]
-    cmd = shlex.join(words)
+    cmd = str(sh_line(words))
     key = ctx["api_key_file"]
-    if key and ctx["b"].target != "k8s":
+    if key:
         reader = "sudo cat" if ctx["b"].target == "systemd" else "cat"
-        cmd += f' -H "Authorization: Bearer $({reader} {shlex.quote(key)})"'
-    elif key:
-        cmd += f' -H "Authorization: Bearer $(cat {shlex.quote(key)})"'
-    return cmd
+        # Inside "$( )" the shell parses a fresh command: the quoted path stays one word.
+        cmd += f' -H "Authorization: Bearer $({reader} {sh(key)})"'
+    return Quoted(cmd, "sh")

@@ -48,6 +48,9 @@ class ContainerSpec:
     tmpfs: dict[str, str] = field(default_factory=lambda: {"/tmp": "rw,size=64m"})
     # A tiny init as PID 1 forwards SIGTERM: llama-server as PID 1 ignores it while loading.
     init: bool = True
+    # cgroup limits decided by render (resource_limits); None: no limit.
+    memory_limit_bytes: int | None = None
+    pids_limit: int | None = None
 
 
 @dataclass(frozen=True)
