@@ -359,6 +359,7 @@ def print_deployed(done: Any, *, as_json: bool) -> None:
         f"first token {ttft}, {tps} tokens/s: {describe(s)}",
         highlight=False,
         markup=False,
+        soft_wrap=True,  # one line, whatever the terminal width: greppable
     )
     for note in done.notes if rec.runtime == "container" else []:
         console.print(note, highlight=False, markup=False)

@@ -196,3 +196,18 @@ def test_contract_cli_expose_without_insecure_is_refused_before_anything(
     assert ok.exit_code == 0, ok.output
     assert engine.specs[-1].host_ip == "0.0.0.0"
     assert "warning" in ok.stderr and "no API key" in ok.stderr
+
+
+def test_contract_cli_unexpected_continuation_is_reported_not_fatal(
+    engine: ContractEngine, contract: OllamaContract, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(deployer.cli.runtime, "docker_engine", lambda: engine)
+    contract.continuation = [".", "\n\n", "<h2>", "<strong>"]  # a model that answers noise
+    args = ["deploy", "demo", "--profile", PROFILE, "--backend", "ollama", "--name", "weak"]
+    res = CliRunner().invoke(app, [*args, "--port", str(_free_port())])
+    assert res.exit_code == 0, res.output
+    assert "smoke test (completion)" in res.stdout
+    assert "did not continue as expected (wanted '8' next)" in res.stdout
+    rec = load_record("weak")
+    assert rec is not None  # the server works: the deployment stays, and says so
+    assert CliRunner().invoke(app, ["down", "weak"]).exit_code == 0

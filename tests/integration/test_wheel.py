@@ -23,6 +23,8 @@ import typer
 
 from deployer.cli.app import app, load_all
 
+pytestmark = pytest.mark.registry  # pip fetches the base dependencies
+
 REPO = Path(__file__).resolve().parents[2]
 PROFILE = "cpu-x86-2c-8gb"
 FLEET_HINT = "pip install 'deployer[fleet]'"
