@@ -31,15 +31,17 @@ from _llama import free_port, llama_prefix
 
 from deployer.core.image import image_for_build
 from deployer.core.llama_flags import PINNED_BUILD
+from deployer.core.proof import COMPLETION_PROMPT
 from deployer.core.resolve import demo_model_path
 
 DEPLOYER = [sys.executable, "-c", "from deployer.cli.app import main; main()"]
-PROMPT = {"messages": [{"role": "user", "content": "Say hello."}], "max_tokens": 8}
+# The demo has no chat template: deploy proves it with this plain completion, and so does this.
+PROMPT = {"prompt": COMPLETION_PROMPT, "max_tokens": 8, "temperature": 0}
 
 
-def _chat(port: int) -> None:
+def _complete(port: int) -> None:
     req = urllib.request.Request(
-        f"http://127.0.0.1:{port}/v1/chat/completions",
+        f"http://127.0.0.1:{port}/v1/completions",
         data=json.dumps(PROMPT).encode(),
         headers={"Content-Type": "application/json"},
     )
@@ -117,7 +119,7 @@ def docker_run(image: str, model: Path) -> float:
         capture_output=True,
     )
     _healthy(port)
-    _chat(port)
+    _complete(port)
     seconds = time.monotonic() - t0
     subprocess.run(["docker", "rm", "-f", name], check=True, capture_output=True)
     return seconds

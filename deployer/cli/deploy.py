@@ -244,13 +244,20 @@ def deploy(
                 },
             }
             if backend == "ollama":
+                from deployer.core.deploy import smoke_kind_for
+
+                proof_step = (
+                    "POST /v1/chat/completions (8 tokens)"
+                    if smoke_kind_for(result) == "chat"
+                    else "POST /api/generate (raw completion, 8 tokens)"
+                )
                 out["ollama_create"] = {
                     "model": dep_name,
                     "from": str(weights_path),
                     "parameters": bundle.model_parameters,
                     "template": bundle.model_template,
                     "steps": ["GET /api/version", "POST /api/blobs/sha256:<digest> (once)",
-                              "POST /api/create", "POST /v1/chat/completions (8 tokens)"],
+                              "POST /api/create", proof_step],
                 }  # fmt: skip
             if as_json:
                 print_json(out)
@@ -261,7 +268,7 @@ def deploy(
                     console.print(text, highlight=False, markup=False)
             return
 
-        from deployer.adapters.smoke import chat_smoke_test
+        from deployer.adapters.smoke import llama_server_smoke, ollama_smoke
         from deployer.cli.runtime import docker_engine
 
         engine = docker_engine()
@@ -307,7 +314,7 @@ def deploy(
                 bundle=bundle,
                 engine=engine,
                 create=create_in_server,
-                smoke=chat_smoke_test,
+                smoke=ollama_smoke,
                 model_path=pulled.path,
                 model_files=[f.path for f in pulled.files],
                 image_source=image_note,
@@ -321,7 +328,7 @@ def deploy(
             result=result,
             bundle=bundle,
             engine=engine,
-            smoke=chat_smoke_test,
+            smoke=llama_server_smoke,
             model_files=[f.path for f in pulled.files],
             api_key_file=key_file,
             image_source=image_note,
@@ -338,6 +345,8 @@ def print_deployed(done: Any, *, as_json: bool) -> None:
     if as_json:
         print_json(done.as_dict())
         return
+    from deployer.core.proof import describe
+
     rec, s = done.record, done.smoke
     served = done.served_model or rec.model
     console.print(
@@ -346,9 +355,11 @@ def print_deployed(done: Any, *, as_json: bool) -> None:
     ttft = "n/a" if s.time_to_first_token_ms is None else f"{s.time_to_first_token_ms} ms"
     tps = "n/a" if s.tokens_per_s is None else f"{s.tokens_per_s}"
     console.print(
-        f"smoke test: {s.completion_tokens} tokens in {s.seconds:.2f} s, first token {ttft}, "
-        f"{tps} tokens/s: {s.text!r}",
+        f"smoke test ({s.kind}): {s.completion_tokens} tokens in {s.seconds:.2f} s, "
+        f"first token {ttft}, {tps} tokens/s: {describe(s)}",
         highlight=False,
+        markup=False,
+        soft_wrap=True,  # one line, whatever the terminal width: greppable
     )
     for note in done.notes if rec.runtime == "container" else []:
         console.print(note, highlight=False, markup=False)
@@ -389,7 +400,7 @@ def deploy_native_cli(
 ) -> None:
     """`deploy --runtime native`: llama-server as a supervised local process."""
     from deployer.adapters import native
-    from deployer.adapters.smoke import chat_smoke_test
+    from deployer.adapters.smoke import llama_server_smoke
     from deployer.cli.pull import hub_store
     from deployer.core.deploy import deploy_native, secrets_dir, write_api_key
     from deployer.core.pull import pull_model
@@ -438,7 +449,7 @@ def deploy_native_cli(
         result=result,
         bundle=bundle,
         runtime=native.NativeSupervisor(),
-        smoke=chat_smoke_test,
+        smoke=llama_server_smoke,
         model_files=[f.path for f in pulled.files],
         api_key_file=key_file,
         log_path=log_path,

@@ -14,6 +14,7 @@ from typing import Any, Protocol
 from deployer.core.containers import ContainerEngine, ContainerInfo
 from deployer.core.errors import DeployerError, InvalidRequest
 from deployer.core.plan import PlanResult
+from deployer.core.proof import SmokeKind, SmokeResult, smoke_kind
 from deployer.core.render import API_KEY_IN_CONTAINER, RenderedBundle, startup_timeout_s
 from deployer.core.resources import state_dir
 from deployer.core.runtime_errors import NameInUse
@@ -76,9 +77,16 @@ class NativeHealthTimeout(DeployerError):
 
 
 class SmokeTester(Protocol):
-    """Sends one real completion and reports what came back."""
+    """Sends one real completion of the given kind and reports what came back."""
 
-    def __call__(self, endpoint: str, *, model: str, api_key: str | None) -> Any: ...
+    def __call__(
+        self, endpoint: str, *, model: str, api_key: str | None, kind: SmokeKind = "chat"
+    ) -> SmokeResult: ...
+
+
+def smoke_kind_for(result: PlanResult) -> SmokeKind:
+    """The proof the planned model gets: chat with a chat template, else a checked completion."""
+    return smoke_kind(result.chosen.facts.has_chat_template)
 
 
 @dataclass
@@ -86,7 +94,7 @@ class DeployResult:
     """A running, proven deployment."""
 
     record: DeploymentRecord
-    smoke: Any
+    smoke: SmokeResult
     image_source: str
     seconds: float
     notes: list[str] = field(default_factory=list)
@@ -117,6 +125,10 @@ class DeployResult:
                 "time_to_first_token_ms": s.time_to_first_token_ms,
                 "tokens_per_s": s.tokens_per_s,
                 "seconds": round(s.seconds, 3),
+                "kind": s.kind,
+                "prompt": s.prompt,
+                "expected": s.expected,
+                "matched": s.matched,
             },
             "seconds": round(self.seconds, 3),
             "notes": self.notes,
@@ -193,7 +205,12 @@ def deploy(
             poll_s=0.05,
         )
         key = api_key_file.read_text().strip() if api_key_file else None
-        proof = smoke(endpoint, model=bundle.labels["io.deployer.model"], api_key=key)
+        proof = smoke(
+            endpoint,
+            model=bundle.labels["io.deployer.model"],
+            api_key=key,
+            kind=smoke_kind_for(result),
+        )
         record = DeploymentRecord(
             name=bundle.name,
             model=result.model,
@@ -307,7 +324,12 @@ def deploy_native(
             name=bundle.name, proc=proc, endpoint=endpoint, timeout_s=wait, on_progress=on_progress
         )
         key = api_key_file.read_text().strip() if api_key_file else None
-        proof = smoke(endpoint, model=bundle.labels["io.deployer.model"], api_key=key)
+        proof = smoke(
+            endpoint,
+            model=bundle.labels["io.deployer.model"],
+            api_key=key,
+            kind=smoke_kind_for(result),
+        )
         record = DeploymentRecord(
             name=bundle.name,
             model=result.model,

@@ -13,6 +13,7 @@ from deployer.core.deploy import (
     SmokeTester,
     container_spec_for,
     remove_attempt,
+    smoke_kind_for,
 )
 from deployer.core.errors import InvalidRequest
 from deployer.core.plan import PlanResult
@@ -82,7 +83,7 @@ def deploy_ollama(
             timeout_s=wait,
             template=bundle.model_template,
         )
-        proof = smoke(endpoint, model=bundle.name, api_key=None)
+        proof = smoke(endpoint, model=bundle.name, api_key=None, kind=smoke_kind_for(result))
         record = DeploymentRecord(
             name=bundle.name,
             model=result.model,

@@ -34,6 +34,11 @@ class OllamaContract:
     # Injected failures: path -> (HTTP status, error text), answered instead of the real thing.
     fail: dict[str, tuple[int, str]] = field(default_factory=dict)
     chats: list[dict[str, Any]] = field(default_factory=list)
+    generates: list[dict[str, Any]] = field(default_factory=list)
+    # What the "model" answers a raw generate, one string per token (a count continued).
+    continuation: list[str] = field(
+        default_factory=lambda: [" 8", ",", " 9", ",", " 1", "0", ",", " 1", "1"]
+    )
 
 
 def _tagged(model: str) -> str:
@@ -80,6 +85,8 @@ def serve(
                 return self._reply(status, {"error": text})
             if self.path == "/v1/chat/completions":
                 return self._chat(json.loads(body))
+            if self.path == "/api/generate":
+                return self._generate(json.loads(body))
             if self.path.startswith("/api/blobs/"):
                 digest = self.path.removeprefix("/api/blobs/")
                 if not digest.startswith("sha256:"):
@@ -132,6 +139,31 @@ def serve(
                              "finish_reason": "length" if limit < len(words) else "stop"}],
                 "usage": {"prompt_tokens": 12, "completion_tokens": min(limit, len(words)),
                           "total_tokens": 12 + min(limit, len(words))},
+            })  # fmt: skip
+
+        def _generate(self, req: dict[str, Any]) -> None:
+            # Ollama's native API: errors are {"error": "..."}; durations in nanoseconds.
+            model, prompt = req.get("model"), req.get("prompt")
+            if not isinstance(model, str) or not model:
+                return self._reply(400, {"error": "model is required"})
+            if _tagged(model) not in contract.models:
+                return self._reply(404, {"error": f"model '{model}' not found"})
+            if not isinstance(prompt, str) or not isinstance(req.get("raw", False), bool):
+                return self._reply(400, {"error": "invalid request: prompt and raw"})
+            if req.get("stream", True) is not False:
+                # Ollama would stream NDJSON; deployer always asks for one answer.
+                return self._reply(400, {"error": "contract: only stream=false is modelled"})
+            contract.generates.append(req)
+            options = req.get("options") or {}
+            limit = int(options.get("num_predict") or len(contract.continuation))
+            tokens = contract.continuation[:limit]
+            return self._reply(200, {
+                "model": model, "created_at": "2026-11-29T00:00:00Z",
+                "response": "".join(tokens), "done": True,
+                "done_reason": "length" if limit < len(contract.continuation) else "stop",
+                "prompt_eval_count": 12, "prompt_eval_duration": 40_000_000,
+                "eval_count": len(tokens), "eval_duration": 200_000_000,
+                "total_duration": 250_000_000, "load_duration": 10_000_000,
             })  # fmt: skip
 
     server = ThreadingHTTPServer((host, port), Handler)

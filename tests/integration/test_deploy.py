@@ -40,6 +40,8 @@ def test_deploy_demo_proves_it_then_down_leaves_nothing(
     got = json.loads(out)
     assert got["endpoint"] == f"http://127.0.0.1:{port}"
     assert got["smoke"]["completion_tokens"] > 0 and got["smoke"]["tokens_per_s"] > 0
+    # The demo has no chat template: proven by the count it must continue, and it does.
+    assert got["smoke"]["kind"] == "completion" and got["smoke"]["matched"] is True, got["smoke"]
     assert got["image"] == runtime_image and "local" in got["image_source"]
     record = load_record("t-deploy")
     assert record is not None and record.container_id == got["container_id"]

@@ -101,7 +101,7 @@ class _InterruptedAfterCreate(DockerEngine):
 def test_interrupt_inside_container_creation_still_leaves_nothing(
     engine: DockerEngine, runtime_image: str
 ) -> None:
-    from deployer.adapters.smoke import chat_smoke_test
+    from deployer.adapters.smoke import llama_server_smoke
     from deployer.cli import wiring
     from deployer.core.deploy import ATTEMPT_LABEL, deploy
     from deployer.core.profiles import get_profile
@@ -120,7 +120,7 @@ def test_interrupt_inside_container_creation_still_leaves_nothing(
     try:
         with pytest.raises(KeyboardInterrupt):
             deploy(result=result, bundle=bundle, engine=_InterruptedAfterCreate(),
-                   smoke=chat_smoke_test, model_files=[], api_key_file=None,
+                   smoke=llama_server_smoke, model_files=[], api_key_file=None,
                    image_source="local")  # fmt: skip
         _left_nothing(engine, "t-midcreate")
         assert not [c for c in engine.list_deployer_containers() if ATTEMPT_LABEL in c.labels]

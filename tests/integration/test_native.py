@@ -86,6 +86,8 @@ def test_native_deploy_serves_shows_logs_and_downs_clean() -> None:
     assert code == 0, err
     got = json.loads(out)
     assert got["runtime"] == "native" and got["smoke"]["completion_tokens"] > 0
+    # The demo has no chat template: proven by the count it must continue, and it does.
+    assert got["smoke"]["kind"] == "completion" and got["smoke"]["matched"] is True, got["smoke"]
     rec = load_record("n-ok")
     assert rec is not None and rec.pid is not None and rec.pid == got["pid"]
     assert rec.runtime == "native"

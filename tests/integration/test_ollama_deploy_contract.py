@@ -18,7 +18,7 @@ from typer.testing import CliRunner
 import deployer.cli.deploy  # registers `deploy`
 import deployer.cli.runtime  # registers `ps`, `down`; patched below
 from deployer.adapters.ollama import OllamaError, create_in_server, sha256_digest
-from deployer.adapters.smoke import chat_smoke_test
+from deployer.adapters.smoke import ollama_smoke
 from deployer.cli.app import app
 from deployer.core.ollama_deploy import deploy_ollama
 from deployer.core.render import RenderedBundle, render_plan
@@ -70,7 +70,7 @@ def _deploy(engine: ContractEngine, gguf: Path, name: str = "qwen") -> object:
         bundle=bundle,
         engine=engine,
         create=create_in_server,
-        smoke=chat_smoke_test,
+        smoke=ollama_smoke,
         model_path=gguf,
         model_files=[str(gguf)],
         image_source="test",
@@ -103,6 +103,9 @@ def test_contract_deploy_creates_model_proves_it_and_records(
     assert record.image == "docker.io/ollama/ollama:0.12.6"
     out = done.as_dict()  # type: ignore[attr-defined]
     assert out["served_model"] == "qwen" and out["smoke"]["completion_tokens"] == 8
+    # qwen2.5-7b-instruct carries a chat template: the chat proof, nothing to match.
+    assert out["smoke"]["kind"] == "chat" and out["smoke"]["matched"] is None
+    assert contract.generates == []
     assert out["endpoint"] == f"http://127.0.0.1:{spec.host_port}"
 
 
@@ -159,6 +162,15 @@ def test_contract_cli_deploy_ps_down(
     # The demo GGUF has no chat template: the create step sends Gemma's format and stop token.
     assert created["template"].startswith("<start_of_turn>user")
     assert created["parameters"]["stop"] == ["<end_of_turn>"]
+    # ...and no chat proof: a raw generate (the TEMPLATE bypassed) of a count, checked.
+    (gen,) = contract.generates
+    assert gen["raw"] is True and gen["model"] == "demo-ollama" and gen["stream"] is False
+    assert gen["options"] == {"temperature": 0, "num_predict": 8}
+    assert contract.chats == []
+    smoke = out["smoke"]
+    assert (smoke["kind"], smoke["prompt"], smoke["matched"]) == ("completion", gen["prompt"], True)
+    assert smoke["text"] == " 8, 9, 10, 1" and smoke["completion_tokens"] == 8
+    assert smoke["time_to_first_token_ms"] == 40.0 and smoke["tokens_per_s"] == 40.0
     ps = CliRunner().invoke(app, ["ps", "--json"])
     assert ps.exit_code == 0, ps.output
     assert [d["name"] for d in json.loads(ps.stdout)] == ["demo-ollama"]
@@ -184,3 +196,18 @@ def test_contract_cli_expose_without_insecure_is_refused_before_anything(
     assert ok.exit_code == 0, ok.output
     assert engine.specs[-1].host_ip == "0.0.0.0"
     assert "warning" in ok.stderr and "no API key" in ok.stderr
+
+
+def test_contract_cli_unexpected_continuation_is_reported_not_fatal(
+    engine: ContractEngine, contract: OllamaContract, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(deployer.cli.runtime, "docker_engine", lambda: engine)
+    contract.continuation = [".", "\n\n", "<h2>", "<strong>"]  # a model that answers noise
+    args = ["deploy", "demo", "--profile", PROFILE, "--backend", "ollama", "--name", "weak"]
+    res = CliRunner().invoke(app, [*args, "--port", str(_free_port())])
+    assert res.exit_code == 0, res.output
+    assert "smoke test (completion)" in res.stdout
+    assert "did not continue as expected (wanted '8' next)" in res.stdout
+    rec = load_record("weak")
+    assert rec is not None  # the server works: the deployment stays, and says so
+    assert CliRunner().invoke(app, ["down", "weak"]).exit_code == 0

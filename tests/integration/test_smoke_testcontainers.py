@@ -2,7 +2,8 @@
 
 Independent of deployer's own engine adapter: testcontainers starts the locally built
 llama-server image with the demo model mounted read-only and an API key file, and the test
-checks what `chat_smoke_test` reports, and that a wrong key is refused as a clear failure.
+checks what `chat_smoke_test` and `completion_smoke_test` report (the demo, a base model,
+continues the count), and that a wrong key is refused as a clear failure.
 Ryuk (testcontainers' reaper) is off: its image cannot be pulled here; the context manager
 removes the container.
 """
@@ -15,7 +16,8 @@ from collections.abc import Iterator
 
 import pytest
 
-from deployer.adapters.smoke import chat_smoke_test
+from deployer.adapters.smoke import chat_smoke_test, completion_smoke_test
+from deployer.core.proof import COMPLETION_EXPECTED
 from deployer.core.runtime_errors import SmokeTestFailed
 from tests.integration.dockerkit import TEST_LABEL, engine, runtime_image
 from tests.integration.waits import wait_http_200
@@ -88,3 +90,17 @@ def test_smoke_with_a_wrong_key_fails_clearly(keyed_server: tuple[str, str]) -> 
     assert "401" in err.value.message()
     with pytest.raises(SmokeTestFailed):
         chat_smoke_test(endpoint, model="demo", api_key=None, max_tokens=8)
+
+
+def test_completion_proof_of_the_base_demo_continues_the_count(
+    keyed_server: tuple[str, str],
+) -> None:
+    endpoint, key = keyed_server
+    for _ in range(3):  # greedy decoding: the same answer every time, not a lucky one
+        result = completion_smoke_test(endpoint, model="demo", api_key=key)
+        assert result.kind == "completion" and result.expected == COMPLETION_EXPECTED
+        assert result.matched is True, result.text
+        assert 0 < result.completion_tokens <= 8
+        assert result.tokens_per_s is not None and result.tokens_per_s > 0
+    with pytest.raises(SmokeTestFailed):
+        completion_smoke_test(endpoint, model="demo", api_key="not-the-key")
