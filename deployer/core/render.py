@@ -23,6 +23,7 @@ import yaml
 from deployer import __version__
 from deployer.core.chat_templates import OllamaFormat, builtin_template, ollama_format
 from deployer.core.errors import DeployerError, InvalidRequest
+from deployer.core.limits import memory_limit_mib, memory_request_mib
 from deployer.core.llama_flags import (
     PINNED_BUILD,
     flash_attn_args,
@@ -32,7 +33,7 @@ from deployer.core.llama_flags import (
 from deployer.core.plan import PlanResult
 from deployer.core.resources import data_dir
 from deployer.core.specs import ContainerSpec, HealthCheck, Mount, VolumeSpec
-from deployer.core.units import GIB, MIB
+from deployer.core.units import GIB
 
 Backend = Literal["llamacpp", "ollama"]
 Target = Literal["compose", "systemd", "launchd", "k8s"]
@@ -645,16 +646,13 @@ def _files_for(
         files[f"{label}.health.plist"] = _render("launchd/health.plist.j2", ctx, **lctx)
         ctx = {**ctx, **lctx}
     elif target == "k8s":
-        host = ctx["result"].chosen.memory.host
         file_bytes = ctx["result"].chosen.facts.weights.file_bytes
-        memory_mib = max(math.ceil(host.total_bytes / MIB), 512)
         kctx = {
             "secret_name": f"{b.name}-api-key",
             "pvc_name": f"{b.name}-model",
             "pvc_gib": math.ceil(file_bytes * 1.1 / GIB),
-            "memory_request": f"{memory_mib}Mi",
-            # Page cache of the mapped weights counts against the limit: leave room for all of it.
-            "memory_limit": f"{memory_mib + math.ceil(file_bytes / MIB)}Mi",
+            "memory_request": f"{memory_request_mib(ctx['result'])}Mi",
+            "memory_limit": f"{memory_limit_mib(ctx['result'])}Mi",  # same as the container's
             "startup_failures": math.ceil(ctx["startup_s"] / 5),
             "gpu_count": len(b.gpus),
         }

@@ -48,6 +48,8 @@ class ContainerSpec:
     tmpfs: dict[str, str] = field(default_factory=lambda: {"/tmp": "rw,size=64m"})
     # A tiny init as PID 1 forwards SIGTERM: llama-server as PID 1 ignores it while loading.
     init: bool = True
+    memory_bytes: int | None = None  # the container's memory cap (and memory+swap); None: none
+    pids_limit: int | None = None  # most processes and threads at once; None: the engine's
 
 
 @dataclass(frozen=True)
