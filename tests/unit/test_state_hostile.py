@@ -309,3 +309,27 @@ def test_an_existing_key_file_is_never_overwritten() -> None:
         write_api_key(NAME)
     assert (key.read_bytes(), key.stat().st_mtime_ns) == before
     assert str(key) in err.value.message() and f"deployer down {NAME}" in err.value.message()
+
+
+def test_a_session_leader_with_the_port_on_its_command_line_is_still_not_ours(
+    world: dict[str, Any],
+) -> None:
+    """What the old check took as proof (the record's port on the pid's command line) is not:
+    without the pid file deploy wrote, with its start time and exact argv, nothing is signalled."""
+    bystander = subprocess.Popen(
+        [sys.executable, "-c", "import time; time.sleep(60)", "--port", "18080"],
+        start_new_session=True,
+    )
+    try:
+        raw = _valid_record(world, "native") | {"pid": bystander.pid}
+        record_path(NAME).parent.mkdir(parents=True)
+        record_path(NAME).write_text(json.dumps(raw))
+        ps = _run("ps", "--json")
+        assert [r["status"] for r in json.loads(ps.stdout)] == ["gone"]
+        down = _run("down", NAME)
+        assert down.exit_code == 0
+        assert f"pid {bystander.pid} is not the server deploy started" in down.stdout
+        assert bystander.poll() is None
+    finally:
+        bystander.kill()
+        bystander.wait()
