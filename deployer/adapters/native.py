@@ -280,30 +280,41 @@ class NativeSupervisor:
         if p is None:
             _reap(pid)
             return "process already gone"
-        _signal_group(pid, signal.SIGTERM)
+        group = _leads_group(pid)  # asked while it is known to be ours and alive
+        _signal(p, signal.SIGTERM, group=group)
         try:
             p.wait(timeout=timeout_s)
         except psutil.TimeoutExpired:
-            _signal_group(pid, signal.SIGKILL)
+            _signal(p, signal.SIGKILL, group=group)
             try:
                 p.wait(timeout=5)
             except psutil.TimeoutExpired:
                 return f"pid {pid} did not stop after SIGKILL"
             return f"stopped pid {pid} (killed after {timeout_s:g} s)"
-        _signal_group(pid, signal.SIGKILL)  # anything it left behind in its group
+        if group:
+            # Anything it left behind in its group. The group id stays reserved while any
+            # member lives, so this cannot reach a process that reused the pid.
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(pid, signal.SIGKILL)
         return f"stopped pid {pid}"
 
 
-def _signal_group(pid: int, sig: signal.Signals) -> None:
-    if pid <= 1:
-        return  # kill(0 / -1) would reach this process's group or every process
+def _leads_group(pid: int) -> bool:
     try:
-        if os.getpgid(pid) != pid:
-            raise ProcessLookupError  # not the leader of its own group: the process only
-        os.killpg(pid, sig)
-    except (ProcessLookupError, PermissionError):
-        with contextlib.suppress(ProcessLookupError, PermissionError):
-            os.kill(pid, sig)
+        return os.getpgid(pid) == pid
+    except OSError:
+        return False
+
+
+def _signal(p: psutil.Process, sig: signal.Signals, *, group: bool) -> None:
+    """Signal the verified process `p`, with its whole group when it leads one."""
+    if p.pid <= 1:
+        return  # kill(0 / -1) would reach this process's group or every process
+    with contextlib.suppress(ProcessLookupError, PermissionError, psutil.Error):
+        if group:
+            os.killpg(p.pid, sig)
+        else:
+            p.send_signal(sig)  # psutil checks the pid was not reused in between
 
 
 def _reap(pid: int) -> int | None:

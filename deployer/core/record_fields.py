@@ -94,7 +94,7 @@ def _list_of(check: Callable[[Any], Any]) -> Callable[[Any], list[Any]]:
 
 FIELD_CHECKS: dict[str, Callable[[Any], Any]] = {
     "name": _match(NAME_RE, "a deployment name"),
-    "model": _text(1024),
+    "model": _text(4096),  # a local .gguf path may be the model
     "quant": _text(64),
     "backend": _one_of("llamacpp", "ollama"),
     "runtime": _one_of("container", "native"),

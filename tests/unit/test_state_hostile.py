@@ -9,11 +9,13 @@ survive every example.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -333,3 +335,39 @@ def test_a_session_leader_with_the_port_on_its_command_line_is_still_not_ours(
     finally:
         bystander.kill()
         bystander.wait()
+
+
+def test_the_process_deploy_started_is_stopped_with_its_group(
+    world: dict[str, Any], tmp_path: Path
+) -> None:
+    """The positive case of the same checks: a server started by the supervisor (here a
+    sleeping python with a child in its group) is recognised, stopped, its group with it."""
+    import psutil
+
+    from deployer.adapters.native import NativeSupervisor, process_file
+
+    code = "import subprocess, sys, time; subprocess.Popen([sys.executable, '-c', " \
+        "'import time; time.sleep(60)']); time.sleep(60)"  # fmt: skip
+    argv = [sys.executable, "-c", code, "--port", "18080"]
+    proc = NativeSupervisor().start(name=NAME, argv=argv, log_path=tmp_path / "srv.log")
+    server = psutil.Process(proc.pid)
+    try:
+        for _ in range(100):
+            if server.children():
+                break
+            time.sleep(0.05)
+        (child,) = server.children()
+        raw = _valid_record(world, "native") | {"pid": proc.pid}
+        record_path(NAME).parent.mkdir(parents=True)
+        record_path(NAME).write_text(json.dumps(raw))
+        ps = _run("ps", "--json")
+        assert [r["status"] for r in json.loads(ps.stdout)] == ["unhealthy"]  # alive, no /health
+        down = _run("down", NAME)
+        assert down.exit_code == 0 and f"stopped pid {proc.pid}" in down.stdout, down.output
+        assert not process_file(NAME).exists()
+        child.wait(timeout=5)  # the group went with it
+        _check_untouched(world)
+    finally:
+        with contextlib.suppress(psutil.Error):
+            for p in [*server.children(), server]:
+                p.kill()
