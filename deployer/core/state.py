@@ -180,7 +180,8 @@ def load_records() -> list[DeploymentRecord]:
 def invalid_name(error: StateFileInvalid) -> str:
     """The deployment name an invalid record file stands for: its file name less `.json`."""
     base = os.path.basename(error.path)
-    return base[: -len(".json")] if base.endswith(".json") else base
+    name = base[: -len(".json")] if base.endswith(".json") else base
+    return name if name.isprintable() else repr(name)  # a file name may hold escape sequences
 
 
 def delete_record(name: str) -> bool:

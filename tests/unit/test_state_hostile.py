@@ -371,3 +371,13 @@ def test_the_process_deploy_started_is_stopped_with_its_group(
         with contextlib.suppress(psutil.Error):
             for p in [*server.children(), server]:
                 p.kill()
+
+
+def test_a_record_file_name_with_escape_sequences_is_shown_escaped(world: dict[str, Any]) -> None:
+    folder = record_path(NAME).parent
+    folder.mkdir(parents=True)
+    (folder / "\x1b]0;pwned\x07x\n.json").write_text("{")
+    for args in (["ps"], ["ps", "--json"], ["down", "--all"]):
+        result = _run(*args)
+        assert "\x1b" not in result.stdout and "\x07" not in result.stdout, args
+    assert "invalid: state file " in _run("ps").stdout
