@@ -179,9 +179,11 @@ def deploy(
         host_port = picked.port
         if not dry_run:
             check_port_free(host_ip, host_port)  # before the download, not after it
-            err_console.print(f"port: {host_port} ({picked.why})", highlight=False, markup=False)
+        port_note = f"port: {host_port} ({picked.why})"
         chosen_quant = result.chosen.facts.quant
         if how == "native":
+            if not dry_run:
+                err_console.print(port_note, highlight=False, markup=False)
             deploy_native_cli(
                 result=result,
                 ref=ref,
@@ -272,6 +274,7 @@ def deploy(
         say(
             f"plan: {result.model} {chosen_quant} on {prof.id} (ngl {result.chosen.memory.n_gpu_layers}, ctx {result.chosen.settings.ctx})"
         )
+        say(port_note, highlight=False, markup=False)
         store = None if ref == "demo" or ref.lower().endswith(".gguf") else hub_store()
         pulled = pull_model(
             ref,
