@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import socket
 import time
 import urllib.error
 import urllib.request
@@ -15,6 +14,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from deployer.adapters.ports import port_free
 from deployer.core.containers import (
     NAME_LABEL,
     ContainerInfo,
@@ -45,15 +45,6 @@ _PORT_TAKEN = ("port is already allocated", "address already in use")
 
 def _ns(seconds: float) -> int:
     return int(seconds * NS)
-
-
-def _port_free(host_ip: str, port: int) -> bool:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        try:
-            s.bind((host_ip, port))
-        except OSError:
-            return False
-    return True
 
 
 def _info(container: Any) -> ContainerInfo:
@@ -166,6 +157,11 @@ class DockerEngine:
                 else DeviceRequest(driver="nvidia", device_ids=spec.gpus, capabilities=[["gpu"]])
             )
             kwargs["device_requests"] = [request]
+        if spec.memory_limit_bytes is not None:
+            kwargs["mem_limit"] = spec.memory_limit_bytes
+            kwargs["memswap_limit"] = spec.memory_limit_bytes  # no swap on top: the cap is the cap
+        if spec.pids_limit is not None:
+            kwargs["pids_limit"] = spec.pids_limit
         if spec.health is not None:
             h = spec.health
             kwargs["healthcheck"] = {
@@ -193,7 +189,7 @@ class DockerEngine:
         try:
             # Checked here as well as at start: a host process on the port gives a clearer
             # answer before docker-proxy tries, and the created container is removed below.
-            if not _port_free(spec.host_ip, spec.host_port):
+            if not port_free(spec.host_ip, spec.host_port):
                 raise PortInUse(spec.host_ip, spec.host_port)
             container.start()
         except PortInUse:
@@ -323,11 +319,17 @@ class DockerEngine:
         return [_info(c) for c in containers]
 
     def remove_network(self, *, name: str) -> bool:
-        """Remove a network; False when it did not exist."""
+        """Remove a network labelled io.deployer.name; False when none is, or it did not exist.
+
+        The name comes from a state file: a network deployer did not label is someone else's.
+        """
         import docker.errors
 
         try:
-            self.client().networks.get(name).remove()
+            network = self.client().networks.get(name)
+            if NAME_LABEL not in (network.attrs.get("Labels") or {}):
+                return False
+            network.remove()
         except docker.errors.NotFound:
             return False
         return True

@@ -7,27 +7,32 @@ and is identified by its pid *and* its start time, so a reused pid is never sign
 from __future__ import annotations
 
 import contextlib
-import json
+import math
 import os
 import shutil
 import signal
-import socket
+import stat
 import subprocess
-import tempfile
 import time
 import urllib.error
 import urllib.request
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import BinaryIO
 
 import psutil
 
+from deployer.adapters.ports import check_port_free as check_port_free  # re-exported
 from deployer.core.deploy import NativeExited, NativeHealthTimeout
+from deployer.core.record_fields import PID_MAX
 from deployer.core.resources import state_dir
-from deployer.core.runtime_errors import PortInUse
+from deployer.core.runtime_errors import StateFileInvalid
+from deployer.core.statefile import read_state_json, write_state_json
 
 LOG_TAIL_LINES = 20
+TAIL_BLOCK = 64 * 1024
+TAIL_MAX_BYTES = 16 * 1024 * 1024  # `logs -n HUGE` of a huge file reads no more than this
 
 
 @dataclass(frozen=True)
@@ -65,58 +70,82 @@ def find_llama_server() -> Path:
     return llama_prefix() / "bin" / "llama-server"
 
 
-def check_port_free(host_ip: str, port: int) -> None:
-    """Refuse a port something already listens on (llama-server would only log it)."""
-    with socket.socket() as s:
-        try:
-            s.bind((host_ip, port))
-        except OSError:
-            raise PortInUse(host_ip, port) from None
-
-
 def _open_log(path: Path) -> int:
     path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    # O_NOFOLLOW: a link planted at the log's path must not make us truncate what it points to.
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o600)
     os.fchmod(fd, 0o600)  # an older file may have had another mode
     return fd
 
 
-def tail_lines(path: Path | str, n: int = LOG_TAIL_LINES) -> list[str]:
-    """The last `n` lines of a log file ([] when it is missing)."""
+def open_log(path: Path | str) -> BinaryIO | None:
+    """The log file open for reading, or None when missing or not a regular file.
+
+    Never a FIFO or a device: reading /dev/zero would never end.
+    """
     try:
-        with open(path, encoding="utf-8", errors="replace") as f:
-            return [line.rstrip("\n") for line in f.readlines()[-n:]]
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
     except OSError:
+        return None
+    f = os.fdopen(fd, "rb")
+    if not stat.S_ISREG(os.fstat(f.fileno()).st_mode):
+        f.close()
+        return None
+    return f
+
+
+def last_lines(f: BinaryIO, n: int, *, max_bytes: int = TAIL_MAX_BYTES) -> list[str]:
+    """The last `n` lines of an open file, read backwards from its end, at most `max_bytes`."""
+    if n <= 0:
         return []
+    pos = f.seek(0, os.SEEK_END)
+    buf = b""
+    while pos > 0 and buf.count(b"\n") <= n and len(buf) < max_bytes:
+        step = min(TAIL_BLOCK, pos)
+        pos -= step
+        f.seek(pos)
+        buf = f.read(step) + buf
+    f.seek(0, os.SEEK_END)
+    lines = buf.decode("utf-8", "replace").splitlines()
+    if pos > 0 and lines:
+        lines = lines[1:]  # the first one read is only the end of a line
+    return lines[-n:]
+
+
+def tail_lines(path: Path | str, n: int = LOG_TAIL_LINES) -> list[str]:
+    """The last `n` lines of a log file ([] when it is missing or not a regular file)."""
+    f = open_log(path)
+    if f is None:
+        return []
+    with f:
+        return last_lines(f, n)
 
 
 def save_process(name: str, proc: NativeProcess) -> None:
     """Write the pid file atomically, mode 0600."""
-    path = process_file(name)
-    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-    fd, tmp = tempfile.mkstemp(prefix=f".{name}.", suffix=".tmp", dir=path.parent)
-    try:
-        os.fchmod(fd, 0o600)
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            json.dump(asdict(proc), f, indent=2)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    write_state_json(process_file(name), asdict(proc))
 
 
 def load_process(name: str) -> NativeProcess | None:
-    """The pid file of `name`, or None when missing or unreadable."""
+    """The pid file of `name`, or None when it is missing or not exactly what start wrote."""
     try:
-        raw = json.loads(process_file(name).read_text(encoding="utf-8"))
-        return NativeProcess(
-            pid=int(raw["pid"]),
-            create_time=float(raw["create_time"]),
-            argv=[str(a) for a in raw.get("argv", [])],
-            log_path=str(raw.get("log_path", "")),
-        )
-    except (OSError, ValueError, KeyError, TypeError):
+        raw = read_state_json(process_file(name))
+    except (FileNotFoundError, StateFileInvalid):
         return None
+    if not isinstance(raw, dict) or set(raw) != {"pid", "create_time", "argv", "log_path"}:
+        return None
+    pid, created, argv, log = raw["pid"], raw["create_time"], raw["argv"], raw["log_path"]
+    if isinstance(pid, bool) or not isinstance(pid, int) or not 2 <= pid <= PID_MAX:
+        return None
+    if isinstance(created, bool) or not isinstance(created, (int, float)):
+        return None
+    if not math.isfinite(created) or created <= 0:
+        return None
+    if not isinstance(argv, list) or not argv or not all(isinstance(a, str) for a in argv):
+        return None
+    if not isinstance(log, str):
+        return None
+    return NativeProcess(pid, float(created), list(argv), log)
 
 
 def remove_process_file(name: str) -> None:
@@ -124,13 +153,39 @@ def remove_process_file(name: str) -> None:
     process_file(name).unlink(missing_ok=True)
 
 
-def same_process(pid: int, create_time: float | None) -> psutil.Process | None:
+def our_server(name: str, pid: int, port: int) -> psutil.Process | None:
+    """The live process `pid` only when it is provably the server deploy started for `name`.
+
+    A record's pid alone proves nothing (pids are reused; a state file can be edited), so the
+    pid file must name the same pid, and the process must have the start time, the exact
+    command line and the own process group that start gave it, run as this user, and serve
+    `port`. Anything else is never signalled.
+    """
+    known = load_process(name)
+    if known is None or known.pid != pid or pid in (1, os.getpid()):
+        return None
+    p = same_process(pid, known.create_time)
+    if p is None:
+        return None
+    try:
+        if p.cmdline() != known.argv or os.getpgid(pid) != pid or p.uids().real != os.getuid():
+            return None
+    except (psutil.Error, OSError):
+        return None
+    argv = known.argv
+    serves = any(a == "--port" and argv[i + 1 : i + 2] == [str(port)] for i, a in enumerate(argv))
+    return p if serves else None
+
+
+def same_process(pid: int, create_time: float) -> psutil.Process | None:
     """The live process `pid`, if it is still the one started at `create_time`."""
+    if pid <= 1:
+        return None  # 0 and -1 mean groups to kill(2); 1 is init
     try:
         p = psutil.Process(pid)
         if p.status() == psutil.STATUS_ZOMBIE:
             return None
-        if create_time is not None and abs(p.create_time() - create_time) > 0.01:
+        if abs(p.create_time() - create_time) > 0.01:
             return None  # the pid was reused by another program
         return p
     except psutil.Error:
@@ -214,35 +269,58 @@ class NativeSupervisor:
         remove_process_file(name)
 
     def stop(self, *, pid: int, create_time: float | None, timeout_s: float = 10.0) -> str:
-        """SIGTERM the process group, wait, then SIGKILL; what happened, in words."""
+        """SIGTERM the process group, wait, then SIGKILL; what happened, in words.
+
+        Only the process started at `create_time` is signalled: without a start time to check,
+        nothing is.
+        """
+        if create_time is None:
+            return f"pid {pid} cannot be verified as the server (no start time); left alone"
         p = same_process(pid, create_time)
         if p is None:
             _reap(pid)
             return "process already gone"
-        _signal_group(pid, signal.SIGTERM)
+        group = _leads_group(pid)  # asked while it is known to be ours and alive
+        _signal(p, signal.SIGTERM, group=group)
         try:
             p.wait(timeout=timeout_s)
         except psutil.TimeoutExpired:
-            _signal_group(pid, signal.SIGKILL)
+            _signal(p, signal.SIGKILL, group=group)
             try:
                 p.wait(timeout=5)
             except psutil.TimeoutExpired:
                 return f"pid {pid} did not stop after SIGKILL"
             return f"stopped pid {pid} (killed after {timeout_s:g} s)"
-        _signal_group(pid, signal.SIGKILL)  # anything it left behind in its group
+        if group:
+            # Anything it left behind in its group. The group id stays reserved while any
+            # member lives, so this cannot reach a process that reused the pid.
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(pid, signal.SIGKILL)
         return f"stopped pid {pid}"
 
 
-def _signal_group(pid: int, sig: signal.Signals) -> None:
+def _leads_group(pid: int) -> bool:
     try:
-        os.killpg(pid, sig)
-    except (ProcessLookupError, PermissionError):
-        with contextlib.suppress(ProcessLookupError, PermissionError):
-            os.kill(pid, sig)
+        return os.getpgid(pid) == pid
+    except OSError:
+        return False
+
+
+def _signal(p: psutil.Process, sig: signal.Signals, *, group: bool) -> None:
+    """Signal the verified process `p`, with its whole group when it leads one."""
+    if p.pid <= 1:
+        return  # kill(0 / -1) would reach this process's group or every process
+    with contextlib.suppress(ProcessLookupError, PermissionError, psutil.Error):
+        if group:
+            os.killpg(p.pid, sig)
+        else:
+            p.send_signal(sig)  # psutil checks the pid was not reused in between
 
 
 def _reap(pid: int) -> int | None:
     """Collect our own exited child (a zombie otherwise); its exit code when it was ours."""
+    if pid <= 1:
+        return None  # waitpid(0 / -1) would reap any child of ours
     try:
         done, status = os.waitpid(pid, os.WNOHANG)
     except ChildProcessError:

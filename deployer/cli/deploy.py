@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -14,8 +13,6 @@ from deployer.cli.app import app
 from deployer.cli.errors import run_guarded
 from deployer.cli.output import console, err_console, print_json
 from deployer.cli.params import DetectOpt, JsonOpt, ProfileOpt
-
-DEFAULT_PORT = 8080
 
 
 class WaitProgress:
@@ -35,18 +32,6 @@ class WaitProgress:
             return
         self._last_status, self._last_t = status, elapsed_s
         self._say(f"  {elapsed_s:5.1f}s {status}")
-
-
-def free_port(start: int = DEFAULT_PORT) -> int:
-    """The first port from `start` up that nothing listens on at 127.0.0.1."""
-    for port in range(start, start + 200):
-        with socket.socket() as s:
-            try:
-                s.bind(("127.0.0.1", port))
-            except OSError:
-                continue
-            return port
-    return start
 
 
 IMAGE_SOURCES = ("auto", "official", "local")
@@ -157,15 +142,20 @@ def deploy(
     """Deploy MODEL and prove it with a real completion; print the endpoint."""
 
     def body() -> None:
+        from deployer.adapters.ports import check_port_free, choose_port
         from deployer.cli import wiring
         from deployer.cli.pull import hub_store
+        from deployer.core.deploy import check_name_free, with_limits, write_api_key
         from deployer.core.deploy import deploy as run_deploy
-        from deployer.core.deploy import write_api_key
         from deployer.core.errors import InvalidRequest
         from deployer.core.pull import pull_model
         from deployer.core.render import check_exposure, default_name, render_plan
+        from deployer.core.state import check_name
+        from deployer.core.untrusted import check_port
 
         wiring.check_backend(backend)
+        if port is not None:
+            check_port(port, "--port")  # 0 would otherwise mean "pick one", not port 0
         check_exposure(backend, expose=expose, insecure=insecure)  # before any download
         if runtime not in (None, "container", "native"):
             raise InvalidRequest(f"unknown runtime '{runtime}'", "Use container or native.")
@@ -182,9 +172,18 @@ def deploy(
         )
         wiring.require_fit(result, ref)
         dep_name = name or default_name(result.model)
-        host_port = port or free_port()
+        # The name first: a refusal must come before any key, file, volume or container.
+        check_name_free(check_name(dep_name))
+        host_ip = "0.0.0.0" if expose else "127.0.0.1"
+        picked = choose_port(dep_name, port, host_ip)
+        host_port = picked.port
+        if not dry_run:
+            check_port_free(host_ip, host_port)  # before the download, not after it
+        port_note = f"port: {host_port} ({picked.why})"
         chosen_quant = result.chosen.facts.quant
         if how == "native":
+            if not dry_run:
+                err_console.print(port_note, highlight=False, markup=False)
             deploy_native_cli(
                 result=result,
                 ref=ref,
@@ -219,6 +218,8 @@ def deploy(
             )
             key_note = "(generated at deploy time)" if expose and backend == "llamacpp" else None
             spec = bundle.container_spec()
+            if backend == "llamacpp":
+                spec = with_limits(spec, result)  # as deploy() runs it
             out = {
                 "plan": result.as_dict(),
                 "weights": str(weights_path),
@@ -240,6 +241,8 @@ def deploy(
                     "env": spec.env,
                     "tmpfs": spec.tmpfs,
                     "restart_policy": spec.restart_policy,
+                    "memory_limit_bytes": spec.memory_limit_bytes,
+                    "pids_limit": spec.pids_limit,
                     "volumes": [v.__dict__ for v in bundle.volume_specs()],
                 },
             }
@@ -273,10 +276,12 @@ def deploy(
 
         engine = docker_engine()
         engine.engine_available()
+        check_name_free(dep_name, engine)  # a labelled container without a record: the same
         say = err_console.print
         say(
             f"plan: {result.model} {chosen_quant} on {prof.id} (ngl {result.chosen.memory.n_gpu_layers}, ctx {result.chosen.settings.ctx})"
         )
+        say(port_note, highlight=False, markup=False)
         store = None if ref == "demo" or ref.lower().endswith(".gguf") else hub_store()
         pulled = pull_model(
             ref,
@@ -402,19 +407,13 @@ def deploy_native_cli(
     from deployer.adapters import native
     from deployer.adapters.smoke import llama_server_smoke
     from deployer.cli.pull import hub_store
-    from deployer.core.deploy import deploy_native, secrets_dir, write_api_key
+    from deployer.core.deploy import check_name_free, deploy_native, secrets_dir, write_api_key
     from deployer.core.pull import pull_model
     from deployer.core.render import render_plan
-    from deployer.core.runtime_errors import NameInUse
-    from deployer.core.state import load_record
 
     say = err_console.print
-    if load_record(name) is not None:
-        raise NameInUse(name)  # before a new key overwrites the running one's
+    check_name_free(name)  # before a new key could touch the running one's
     binary = native.find_llama_server()
-    host_ip = "0.0.0.0" if expose else "127.0.0.1"
-    if not dry_run:
-        native.check_port_free(host_ip, port)
     local = ref == "demo" or ref.lower().endswith(".gguf")
     pulled = pull_model(
         ref,

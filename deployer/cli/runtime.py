@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import difflib
+import os
 import time
 from collections.abc import Iterator
 from dataclasses import replace
@@ -17,15 +19,22 @@ from deployer.cli.errors import run_guarded
 from deployer.cli.output import console, print_json
 from deployer.cli.params import JsonOpt
 from deployer.core.errors import InvalidRequest
-from deployer.core.resources import state_dir
-from deployer.core.runtime_errors import DeploymentGone, DeploymentNotFound, EngineUnavailable
+from deployer.core.runtime_errors import (
+    DeploymentGone,
+    DeploymentNotFound,
+    EngineUnavailable,
+    InvalidStateLeft,
+)
 from deployer.core.state import (
     DeploymentRecord,
     DeploymentStatus,
     delete_record,
+    invalid_name,
     load_records,
     purge_weights,
     reconcile,
+    record_path,
+    scan_records,
     uptime_s,
 )
 
@@ -47,6 +56,8 @@ def pid_alive(pid: int) -> bool:
     """Whether a process with this pid exists (zombies count as gone)."""
     import psutil
 
+    if pid <= 0:
+        return False
     try:
         return bool(psutil.Process(pid).status() != psutil.STATUS_ZOMBIE)
     except psutil.Error:
@@ -55,7 +66,8 @@ def pid_alive(pid: int) -> bool:
 
 def current_statuses(*, need_engine: bool) -> list[DeploymentStatus]:
     """Records reconciled with labelled containers; without an engine only if allowed."""
-    records = load_records()
+    scan = scan_records()
+    records = scan.records
     try:
         containers = docker_engine().list_deployer_containers()
     except EngineUnavailable as exc:
@@ -64,19 +76,19 @@ def current_statuses(*, need_engine: bool) -> list[DeploymentStatus]:
         if any(r.runtime == "container" for r in records):
             typer.echo(f"warning: {exc.message()}", err=True)
         containers = None
-    return [_native_health(st) for st in reconcile(records, containers, pid_alive=_native_alive)]
+    natives = {r.pid: r for r in records if r.runtime == "native" and r.pid is not None}
+    statuses = reconcile(
+        records, containers, pid_alive=lambda pid: _native_alive(natives[pid]), invalid=scan.invalid
+    )
+    return [_native_health(st) for st in statuses]
 
 
-def _native_alive(pid: int) -> bool:
-    """A native server's pid lives and is still the process deploy started (same start time)."""
-    from deployer.adapters.native import load_process, same_process
+def _native_alive(record: DeploymentRecord) -> bool:
+    """A native server lives while its pid is provably the process deploy started."""
+    from deployer.adapters.native import our_server
 
-    for r in load_records():
-        if r.runtime == "native" and r.pid == pid:
-            known = load_process(r.name)
-            started = known.create_time if known is not None and known.pid == pid else None
-            return same_process(pid, started) is not None
-    return pid_alive(pid)
+    assert record.pid is not None  # only records with a pid are asked about
+    return our_server(record.name, record.pid, record.port) is not None
 
 
 def _native_health(st: DeploymentStatus) -> DeploymentStatus:
@@ -105,7 +117,7 @@ def fmt_uptime(seconds: float | None) -> str:
 def status_json(st: DeploymentStatus) -> dict[str, Any]:
     """One `ps --json` row."""
     r, c = st.record, st.container
-    live = st.status not in ("exited", "gone", "unknown")
+    live = st.status not in ("exited", "gone", "unknown", "invalid")
     return {
         "name": st.name,
         "status": st.status,
@@ -118,6 +130,8 @@ def status_json(st: DeploymentStatus) -> dict[str, Any]:
         "container_id": c.id if c else (r.container_id if r else None),
         "pid": r.pid if r else None,
         "image": c.image if c else (r.image if r else None),
+        "state_file": st.invalid.path if st.invalid else (str(record_path(r.name)) if r else None),
+        "problem": st.invalid.message() if st.invalid else None,
     }
 
 
@@ -126,7 +140,8 @@ def ps(json_out: JsonOpt = False) -> None:
     """List deployments: records reconciled with the containers Docker has."""
 
     def go() -> None:
-        rows = [status_json(s) for s in current_statuses(need_engine=False)]
+        statuses = current_statuses(need_engine=False)
+        rows = [status_json(s) for s in statuses]
         if json_out:
             print_json(rows)
             return
@@ -149,6 +164,9 @@ def ps(json_out: JsonOpt = False) -> None:
                 fmt_uptime(row["uptime_s"]),
             )
         console.print(table)
+        for st in statuses:
+            if st.invalid is not None:
+                typer.echo(f"{st.name}: invalid: {st.invalid.message()}")
 
     run_guarded(go)
 
@@ -156,18 +174,29 @@ def ps(json_out: JsonOpt = False) -> None:
 def _find(name: str, statuses: list[DeploymentStatus]) -> DeploymentStatus:
     for st in statuses:
         if st.name == name:
+            if st.invalid is not None:
+                raise st.invalid
             return st
     names = [s.name for s in statuses]
     raise DeploymentNotFound(name, difflib.get_close_matches(name, names, n=3))
 
 
-def _tail_file(path: Path, tail: int, follow: bool) -> Iterator[str]:
-    with path.open(encoding="utf-8", errors="replace") as f:
-        yield from [line.rstrip("\n") for line in f.readlines()[-tail:]]
+def _tail_file(name: str, path: Path, tail: int, follow: bool) -> Iterator[str]:
+    from deployer.adapters.native import last_lines, open_log
+
+    f = open_log(path)
+    if f is None:
+        raise DeploymentGone(name, f"its log {path} is missing or not a regular file")
+    with f:
+        yield from last_lines(f, tail)
+        pending = b""
         while follow:
-            line = f.readline()
-            if line:
-                yield line.rstrip("\n")
+            chunk = f.readline(1 << 20)
+            if chunk:
+                pending += chunk
+                if pending.endswith(b"\n") or len(pending) >= 1 << 20:
+                    yield pending.decode("utf-8", "replace").rstrip("\n")
+                    pending = b""
             else:
                 time.sleep(0.5)
 
@@ -186,9 +215,9 @@ def logs(
         st = _find(name, current_statuses(need_engine=True))
         r = st.record
         if r is not None and r.runtime == "native":
-            if not r.log_path or not Path(r.log_path).is_file():
-                raise DeploymentGone(name, "its log file is missing")
-            lines = _tail_file(Path(r.log_path), tail, follow)
+            if not r.log_path:
+                raise DeploymentGone(name, "its record names no log file")
+            lines = _tail_file(name, Path(r.log_path), tail, follow)
         elif st.container is None:
             raise DeploymentGone(name, "its container was removed")
         else:
@@ -205,26 +234,49 @@ def logs(
 
 
 def _stop_native(record: DeploymentRecord) -> str:
-    """SIGTERM the server's process group, SIGKILL after STOP_TIMEOUT_S; never a reused pid."""
-    import psutil
-
-    from deployer.adapters.native import NativeSupervisor, load_process, remove_process_file
+    """SIGTERM the server's process group, SIGKILL after STOP_TIMEOUT_S; only our own server."""
+    from deployer.adapters.native import (
+        NativeSupervisor,
+        load_process,
+        our_server,
+        remove_process_file,
+    )
 
     if record.pid is None:
         return "process already gone"
-    known = load_process(record.name)
-    if known is not None and known.pid == record.pid:
-        said = NativeSupervisor().stop(
-            pid=record.pid, create_time=known.create_time, timeout_s=STOP_TIMEOUT_S
+    if our_server(record.name, record.pid, record.port) is None:
+        if not pid_alive(record.pid):
+            remove_process_file(record.name)
+            return "process already gone"
+        # The pid lives but is not provably ours (reused, or the state was edited): a record
+        # must never lead to signalling an unrelated process.
+        return (
+            f"pid {record.pid} is not the server deploy started (its pid file, start time or "
+            "command line differ); left alone"
         )
-        remove_process_file(record.name)
-        return said
-    if not pid_alive(record.pid):
-        return "process already gone"
-    # No pid file: fall back to the port on its command line to recognise our server.
-    if str(record.port) not in " ".join(psutil.Process(record.pid).cmdline()):
-        return f"pid {record.pid} is no longer the server (pid reused); left alone"
-    return NativeSupervisor().stop(pid=record.pid, create_time=None, timeout_s=STOP_TIMEOUT_S)
+    known = load_process(record.name)
+    said = NativeSupervisor().stop(
+        pid=record.pid,
+        create_time=known.create_time if known is not None else None,
+        timeout_s=STOP_TIMEOUT_S,
+    )
+    remove_process_file(record.name)
+    return said
+
+
+def _remove_key(r: DeploymentRecord) -> str | None:
+    """Delete the key file deploy generated for `r`; any other path is the user's and stays."""
+    from deployer.core.deploy import secrets_dir
+
+    if not r.api_key_path:
+        return None
+    ours = secrets_dir(r.name) / "api_key"
+    if os.path.realpath(r.api_key_path) != os.path.realpath(ours):
+        return f"API key file {r.api_key_path} is not one deploy generated; left alone"
+    ours.unlink(missing_ok=True)
+    with contextlib.suppress(OSError):
+        ours.parent.rmdir()  # only when empty
+    return "removed API key file"
 
 
 def _down_one(
@@ -241,8 +293,11 @@ def _down_one(
         if r.log_path:
             say(f"{st.name}: log kept at {r.log_path}")
     elif engine is not None:
-        target = st.container.id if st.container else (r.container_id if r else None) or st.name
-        removed = engine.stop_and_remove(name_or_id=target, timeout_s=STOP_TIMEOUT_S)
+        # Only a container labelled with this deployment's name is ours to stop: a record's
+        # container id alone could name anyone's container.
+        removed = st.container is not None and engine.stop_and_remove(
+            name_or_id=st.container.id, timeout_s=STOP_TIMEOUT_S
+        )
         say(
             f"{st.name}: "
             + ("stopped and removed container" if removed else "container already gone")
@@ -250,19 +305,20 @@ def _down_one(
         for net in r.networks if r else []:
             if engine.remove_network(name=net):
                 say(f"{st.name}: removed network {net}")
-        # The record's volumes, and any labelled for this deployment (its record may be lost).
+        # Volumes labelled for this deployment (its record may be lost); one the record lists
+        # without that label is someone else's.
         labelled = [v for v, owner in volume_owners.items() if owner == st.name]
-        for vol in dict.fromkeys([*(r.volumes if r else []), *labelled]):
+        for vol in labelled:
             if engine.remove_volume(name=vol):
                 say(f"{st.name}: removed volume {vol}")
+        for vol in r.volumes if r else []:
+            if vol not in labelled:
+                say(f"{st.name}: volume {vol} is not labelled for '{st.name}'; left alone")
     if r is None:
         return
-    key = Path(r.api_key_path) if r.api_key_path else None
-    if key is not None and key.resolve().is_relative_to(state_dir().resolve()):
-        key.unlink(missing_ok=True)  # a key deploy generated; a user's own key file stays
-        if key.parent.name == r.name and not any(key.parent.iterdir()):
-            key.parent.rmdir()
-        say(f"{st.name}: removed API key file")
+    said = _remove_key(r)
+    if said:
+        say(f"{st.name}: {said}")
     if purge:
         from deployer.adapters.download import default_cache_dir
 
@@ -298,6 +354,12 @@ def down(
             raise InvalidRequest("name one deployment or pass --all, not both or neither")
         statuses = current_statuses(need_engine=True)
         targets = statuses if all_ else [s for s in statuses if s.name == name]
+        # An invalid record decides nothing: what it names is left alone, and the user is told
+        # how to clear it (after which `down` finds a labelled container as an orphan).
+        invalid = [st.invalid for st in targets if st.invalid is not None]
+        if invalid and not all_:
+            raise invalid[0]
+        targets = [st for st in targets if st.invalid is None]
         needs_engine = any(s.record is None or s.record.runtime == "container" for s in targets)
         engine = docker_engine() if needs_engine else None
         # Labelled volumes, listed once: each target's own, and strays whose deployment (its
@@ -316,7 +378,11 @@ def down(
         for vol, owner in strays.items():
             if volume_engine.remove_volume(name=vol):
                 typer.echo(f"{owner}: removed volume {vol} (its deployment was already gone)")
-        if not targets and not strays:
+        if not targets and not strays and not invalid:
             typer.echo(f"'{name}' is already gone: nothing to do" if name else "no deployments")
+        for bad in invalid:
+            typer.echo(f"{invalid_name(bad)}: left alone: {bad.message()}")
+        if invalid:
+            raise InvalidStateLeft(len(invalid))
 
     run_guarded(go)

@@ -92,7 +92,7 @@ class ContainerEngine(Protocol):
         ...
 
     def remove_network(self, *, name: str) -> bool:
-        """Remove a network; False when it did not exist."""
+        """Remove a network labelled io.deployer.name; False when it did not exist or is not."""
         ...
 
     def create_volume(self, *, spec: VolumeSpec) -> bool:

@@ -13,11 +13,12 @@ from typing import Any, Protocol
 
 from deployer.core.containers import ContainerEngine, ContainerInfo
 from deployer.core.errors import DeployerError, InvalidRequest
+from deployer.core.limits import resource_limits
 from deployer.core.plan import PlanResult
 from deployer.core.proof import SmokeKind, SmokeResult, smoke_kind
 from deployer.core.render import API_KEY_IN_CONTAINER, RenderedBundle, startup_timeout_s
 from deployer.core.resources import state_dir
-from deployer.core.runtime_errors import NameInUse
+from deployer.core.runtime_errors import KeyFileExists, NameInUse
 from deployer.core.specs import ContainerSpec, Mount
 from deployer.core.state import (
     DeploymentRecord,
@@ -141,12 +142,18 @@ def secrets_dir(name: str) -> Path:
 
 
 def write_api_key(name: str, *, for_container: bool = True) -> Path:
-    """Generate a key, store it with the tightest mode its reader (container user or we) allows."""
+    """Generate a key, store it with the tightest mode its reader (container user or we) allows.
+
+    An existing key file is never overwritten: it may be the one a running server reads.
+    """
     folder = secrets_dir(name)
     folder.mkdir(parents=True, exist_ok=True)
     os.chmod(folder, 0o700)
     path = folder / "api_key"
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
+    except FileExistsError:
+        raise KeyFileExists(name, str(path)) from None
     with os.fdopen(fd, "w") as fh:
         fh.write(secrets.token_urlsafe(32))
     if not for_container:
@@ -158,6 +165,24 @@ def write_api_key(name: str, *, for_container: bool = True) -> Path:
         # users out while the bind-mounted file stays readable inside the container.
         os.chmod(path, 0o644)
     return path
+
+
+def check_name_free(name: str, engine: ContainerEngine | None = None) -> None:
+    """Refuse a name that has a record, or (engine given) a labelled container: asked before
+    anything (key, file, volume, container) is made, so a refusal changes nothing."""
+    if load_record(name) is not None:
+        raise NameInUse(name)
+    if engine is not None and any(
+        c.deployment == name or c.name == name for c in engine.list_deployer_containers()
+    ):
+        raise NameInUse(name)
+
+
+def with_limits(spec: ContainerSpec, result: PlanResult) -> ContainerSpec:
+    """`spec` capped by the plan (deployer.core.limits), its process cap sized for this host's
+    CPUs, which the server in the container sees."""
+    limits = resource_limits(result, host_cpus=os.cpu_count())
+    return replace(spec, memory_limit_bytes=limits.memory_limit_bytes, pids_limit=limits.pids)
 
 
 def container_spec_for(bundle: RenderedBundle, api_key_file: Path | None) -> ContainerSpec:
@@ -191,7 +216,7 @@ def deploy(
             "deployer.core.ollama_deploy.deploy_ollama"
         )
     engine.engine_available()
-    spec = container_spec_for(bundle, api_key_file)
+    spec = with_limits(container_spec_for(bundle, api_key_file), result)
     endpoint = f"http://127.0.0.1:{spec.host_port}"
     container_id: str | None = None
     try:

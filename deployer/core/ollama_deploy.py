@@ -14,6 +14,7 @@ from deployer.core.deploy import (
     container_spec_for,
     remove_attempt,
     smoke_kind_for,
+    with_limits,
 )
 from deployer.core.errors import InvalidRequest
 from deployer.core.plan import PlanResult
@@ -57,7 +58,7 @@ def deploy_ollama(
     if load_record(bundle.name) is not None:
         raise NameInUse(bundle.name)
     engine.engine_available()
-    spec = container_spec_for(bundle, None)
+    spec = with_limits(container_spec_for(bundle, None), result)
     endpoint = f"http://127.0.0.1:{spec.host_port}"
     volumes = bundle.volume_specs()
     made: list[str] = []  # volumes this attempt created; a reused one is not ours to remove

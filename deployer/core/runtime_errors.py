@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shlex
 from dataclasses import dataclass, field
 
 from deployer.core.errors import DeployerError, ExternalUnavailable, NotFoundError
@@ -63,6 +64,21 @@ class NameInUse(DeployerError):
         return (
             f"a container named '{self.name}' exists already. Run 'deployer down {self.name}' "
             "first, or pass another --name"
+        )
+
+
+@dataclass
+class KeyFileExists(DeployerError):
+    """An API key file is already there for that name (a deployment may be serving with it)."""
+
+    name: str
+    path: str
+
+    def message(self) -> str:
+        return (
+            f"an API key file for '{self.name}' exists already ({self.path}) and may be the one a "
+            f"running server reads. Run 'deployer down {self.name}' first, or remove the file "
+            "if no deployment uses it"
         )
 
 
@@ -183,15 +199,39 @@ class DeploymentNotFound(NotFoundError):
 
 @dataclass
 class StateFileInvalid(DeployerError):
-    """A state record cannot be read (corrupt, or written by a newer deployer)."""
+    """A state record cannot be read (corrupt, edited, or written by a newer deployer)."""
 
     path: str
     problem: str
 
     def message(self) -> str:
         return (
-            f"state file {self.path}: {self.problem}. Move it aside if the deployment is "
-            "gone, or upgrade deployer"
+            f"state file {_printable(self.path)}: {self.problem}. deployer acts on nothing in "
+            f"it; remove it ({_rm_hint(self.path)}), or upgrade deployer if a newer one wrote it"
+        )
+
+
+def _printable(path: str) -> str:
+    """A path as one printable line: repr-quoted when it holds control characters."""
+    return path if path.isprintable() else repr(path)
+
+
+def _rm_hint(path: str) -> str:
+    if _printable(path) != path:
+        return "its name holds control characters: remove it with a file manager or 'rm -i'"
+    return f"rm -- {shlex.quote(path)}"
+
+
+@dataclass
+class InvalidStateLeft(DeployerError):
+    """`down --all` finished, but left the deployments of invalid state files alone."""
+
+    count: int
+
+    def message(self) -> str:
+        return (
+            f"{self.count} invalid state file(s) left alone, with whatever they describe (see "
+            "above). Remove them, then run 'deployer down --all' again"
         )
 
 

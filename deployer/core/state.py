@@ -2,31 +2,35 @@
 
 Files live in `state_dir()/deployments/<name>.json`, written atomically (temp file in the same
 folder, fsync, `os.replace`) with mode 0600. A record never holds an API key, only its path.
+Reading one is bounded and checks every field (deployer.core.statefile, record_fields): a bad
+file is one StateFileInvalid, and `ps` lists it as invalid instead of failing.
 """
 
 from __future__ import annotations
 
-import json
 import os
 import re
-import tempfile
 from collections.abc import Callable, Iterable
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Literal
 
 from deployer.core.containers import ContainerInfo
 from deployer.core.errors import InvalidRequest
+from deployer.core.record_fields import NAME_RE, FieldInvalid, check_fields
 from deployer.core.resources import state_dir
 from deployer.core.runtime_errors import StateFileInvalid
+from deployer.core.statefile import read_state_json, write_state_json
+from deployer.core.untrusted import shown
 
 SCHEMA_VERSION = 1
-_NAME_RE = re.compile(r"^[a-zA-Z0-9][a-zA-Z0-9_.-]{0,62}$")
+_NAME_RE = NAME_RE
+MAX_REMEMBERED_PORTS = 256
 
 Runtime = Literal["container", "native"]
 Status = Literal[
-    "running", "starting", "healthy", "unhealthy", "exited", "gone", "orphan", "unknown"
+    "running", "starting", "healthy", "unhealthy", "exited", "gone", "orphan", "unknown", "invalid"
 ]
 
 
@@ -89,80 +93,95 @@ MIGRATIONS: dict[int, Callable[[dict[str, Any]], dict[str, Any]]] = {}
 def migrate(raw: dict[str, Any], *, path: str = "<record>") -> dict[str, Any]:
     """Bring a raw record up to SCHEMA_VERSION; newer or unknown versions are refused."""
     version = raw.get("schema_version", 1)
-    if not isinstance(version, int) or version > SCHEMA_VERSION:
-        raise StateFileInvalid(path, f"schema version {version!r} is newer than this deployer's")
+    if isinstance(version, bool) or not isinstance(version, int) or version < 1:
+        raise StateFileInvalid(path, f"unknown schema version {shown(version)}")
+    if version > SCHEMA_VERSION:
+        raise StateFileInvalid(path, f"schema version {version} is newer than this deployer's")
     while version < SCHEMA_VERSION:
         step = MIGRATIONS.get(version)
         if step is None:
             raise StateFileInvalid(path, f"no migration from schema version {version}")
-        raw = step(dict(raw))
+        try:
+            raw = step(dict(raw))
+        except (KeyError, TypeError, ValueError) as exc:
+            raise StateFileInvalid(path, f"cannot migrate from version {version} ({exc})") from None
         version += 1
         raw["schema_version"] = version
     return raw
 
 
-def record_from_dict(raw: dict[str, Any], *, path: str = "<record>") -> DeploymentRecord:
-    """A record from its JSON form, migrated; unknown keys are refused."""
+def record_from_dict(
+    raw: dict[str, Any], *, path: str = "<record>", expected_name: str | None = None
+) -> DeploymentRecord:
+    """A record from its JSON form, migrated, every field checked; unknown keys are refused."""
     raw = migrate(raw, path=path)
-    known = {f.name for f in fields(DeploymentRecord)}
-    unknown = sorted(set(raw) - known)
-    if unknown:
-        raise StateFileInvalid(path, f"unknown keys {unknown}")
     try:
-        return DeploymentRecord(**raw)
-    except TypeError as exc:
+        checked = check_fields(raw, expected_name=expected_name)
+    except FieldInvalid as exc:
         raise StateFileInvalid(path, str(exc)) from None
+    return DeploymentRecord(**checked)
 
 
 def save_record(record: DeploymentRecord) -> Path:
-    """Write `record` atomically with mode 0600; its path."""
-    path = record_path(record.name)
-    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-    data = json.dumps(record.as_dict(), indent=2) + "\n"
-    fd, tmp = tempfile.mkstemp(prefix=f".{record.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        os.fchmod(fd, 0o600)
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    """Write `record` atomically with mode 0600 and remember its port; its path."""
+    path = write_state_json(record_path(record.name), record.as_dict())
+    remember_port(record.name, record.port)
     return path
 
 
 def load_record(name: str) -> DeploymentRecord | None:
-    """The record of `name`, or None."""
+    """The record of `name`, or None; StateFileInvalid when its file is not a valid record."""
     path = record_path(name)
     try:
-        text = path.read_text(encoding="utf-8")
+        return _parse(path)
     except FileNotFoundError:
         return None
-    return _parse(path, text)
 
 
-def _parse(path: Path, text: str) -> DeploymentRecord:
-    try:
-        raw = json.loads(text)
-    except json.JSONDecodeError as exc:
-        raise StateFileInvalid(str(path), f"not JSON ({exc.msg} at line {exc.lineno})") from None
+def _parse(path: Path) -> DeploymentRecord:
+    raw = read_state_json(path)
     if not isinstance(raw, dict):
         raise StateFileInvalid(str(path), "not a JSON object")
-    return record_from_dict(raw, path=str(path))
+    return record_from_dict(raw, path=str(path), expected_name=path.name[: -len(".json")])
+
+
+@dataclass(frozen=True)
+class RecordScan:
+    """Every record file: the valid records, and one error per file that is not one."""
+
+    records: list[DeploymentRecord]
+    invalid: list[StateFileInvalid]
+
+
+def scan_records() -> RecordScan:
+    """Every record file, sorted by name (temp files of interrupted writes are ignored)."""
+    folder = deployments_dir()
+    if not folder.is_dir():
+        return RecordScan([], [])
+    records: list[DeploymentRecord] = []
+    invalid: list[StateFileInvalid] = []
+    for p in sorted(folder.glob("*.json")):
+        if p.name.startswith("."):
+            continue
+        try:
+            records.append(_parse(p))
+        except StateFileInvalid as exc:
+            invalid.append(exc)
+        except FileNotFoundError:
+            continue  # removed by a concurrent `down` since the listing
+    return RecordScan(records, invalid)
 
 
 def load_records() -> list[DeploymentRecord]:
-    """Every record, sorted by name (temp files of interrupted writes are ignored)."""
-    folder = deployments_dir()
-    if not folder.is_dir():
-        return []
-    return [
-        _parse(p, p.read_text(encoding="utf-8"))
-        for p in sorted(folder.glob("*.json"))
-        if not p.name.startswith(".")
-    ]
+    """Every valid record, sorted by name (scan_records also reports the invalid ones)."""
+    return scan_records().records
+
+
+def invalid_name(error: StateFileInvalid) -> str:
+    """The deployment name an invalid record file stands for: its file name less `.json`."""
+    base = os.path.basename(error.path)
+    name = base[: -len(".json")] if base.endswith(".json") else base
+    return name if name.isprintable() else repr(name)  # a file name may hold escape sequences
 
 
 def delete_record(name: str) -> bool:
@@ -174,6 +193,35 @@ def delete_record(name: str) -> bool:
     return True
 
 
+def ports_path() -> Path:
+    """The ports memory: deployment name -> the last port it published on, kept after `down`."""
+    return state_dir() / "ports.json"
+
+
+def remembered_ports() -> dict[str, int]:
+    """The ports memory; empty when missing or invalid (it is only a preference)."""
+    try:
+        raw = read_state_json(ports_path())
+    except (FileNotFoundError, StateFileInvalid):
+        return {}
+    if not isinstance(raw, dict):
+        return {}
+    return {
+        k: v
+        for k, v in raw.items()
+        if _NAME_RE.match(k) and isinstance(v, int) and not isinstance(v, bool) and 0 < v < 65536
+    }
+
+
+def remember_port(name: str, port: int) -> None:
+    """Remember `port` as `name`'s (the oldest names are forgotten past MAX_REMEMBERED_PORTS)."""
+    ports = remembered_ports()
+    ports.pop(name, None)
+    ports[name] = port  # last written goes last: the oldest are first to be dropped
+    kept = dict(list(ports.items())[-MAX_REMEMBERED_PORTS:])
+    write_state_json(ports_path(), kept)
+
+
 @dataclass(frozen=True)
 class DeploymentStatus:
     """A record and/or a container, and what state they are in together."""
@@ -182,6 +230,7 @@ class DeploymentStatus:
     status: Status
     record: DeploymentRecord | None
     container: ContainerInfo | None
+    invalid: StateFileInvalid | None = None  # status "invalid": its record file cannot be used
 
     @property
     def started_at(self) -> str | None:
@@ -210,12 +259,14 @@ def reconcile(
     containers: Iterable[ContainerInfo] | None,
     *,
     pid_alive: Callable[[int], bool] | None = None,
+    invalid: Iterable[StateFileInvalid] = (),
 ) -> list[DeploymentStatus]:
     """Status per deployment name, sorted.
 
     A container record whose container is missing is `gone`; a labelled container with no
     record is an `orphan`. `containers=None` means the engine could not be asked: container
     records are then `unknown`. Native records are `running` while their pid lives, else `gone`.
+    A record file that cannot be read is `invalid` (with its container, if one has its name).
     """
     by_name: dict[str, ContainerInfo] = {}
     for c in containers or []:
@@ -236,6 +287,10 @@ def reconcile(
             out.append(DeploymentStatus(r.name, "gone", r, None))
         else:
             out.append(DeploymentStatus(r.name, _container_status(found), r, found))
+    for bad in invalid:
+        name = invalid_name(bad)
+        seen.add(name)
+        out.append(DeploymentStatus(name, "invalid", None, by_name.get(name), bad))
     for name, c in by_name.items():
         if name not in seen:
             out.append(DeploymentStatus(name, "orphan", None, c))

@@ -71,3 +71,14 @@ def check_line(value: object, source: str, what: str, *, max_len: int = 4096) ->
     if len(value) > max_len:
         raise UntrustedValue(source, what, value, f"is longer than {max_len} characters")
     return value
+
+
+def check_port(value: object, source: str, what: str = "port") -> int:
+    """A TCP port, 1-65535 (an int, never a bool or text), or UntrustedValue."""
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise UntrustedValue(source, what, str(value), "is not a whole number")
+    if not 1 <= value <= 65535:
+        raise UntrustedValue(
+            source, what, str(value), "is out of range", "Use a port from 1 to 65535."
+        )
+    return value

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import urllib.error
 import urllib.request
 from pathlib import Path
@@ -11,7 +12,11 @@ import pytest
 from typer.testing import CliRunner
 
 from deployer.adapters.docker_engine import DockerEngine
+from deployer.cli import wiring
 from deployer.cli.app import app
+from deployer.core.limits import resource_limits
+from deployer.core.plan import PlanResult
+from deployer.core.profiles import get_profile
 from deployer.core.resources import state_dir
 from deployer.core.state import load_record
 from tests.integration.dockerkit import engine, free_port, runtime_image, truncated_copy
@@ -31,6 +36,30 @@ def _names(engine: DockerEngine) -> set[str]:
     return {c.name for c in engine.list_deployer_containers()}
 
 
+def _demo_plan() -> PlanResult:
+    """The plan `deploy demo` makes on PROFILE (the CLI's defaults)."""
+    return wiring.plan_for("demo", get_profile(PROFILE[1]), quant=None, ctx=None, parallel=1,
+                           kv_type="f16", backend="llamacpp")  # fmt: skip
+
+
+def _time_waits(port: int) -> int:
+    """Connections on local port `port` in TIME_WAIT (the kernel's own table)."""
+    count = 0
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        with open(table) as f:
+            for line in f.readlines()[1:]:
+                fields = line.split()
+                if int(fields[1].rsplit(":", 1)[1], 16) == port and fields[3] == "06":
+                    count += 1
+    return count
+
+
+def _poll_health(port: int, times: int) -> None:
+    for _ in range(times):
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=10) as r:
+            assert r.status == 200
+
+
 def test_deploy_demo_proves_it_then_down_leaves_nothing(
     engine: DockerEngine, runtime_image: str
 ) -> None:
@@ -45,6 +74,12 @@ def test_deploy_demo_proves_it_then_down_leaves_nothing(
     assert got["image"] == runtime_image and "local" in got["image_source"]
     record = load_record("t-deploy")
     assert record is not None and record.container_id == got["container_id"]
+    # Capped by the plan, and the demo loaded and answered under the cap (the smoke test above).
+    host = engine.client().containers.get(got["container_id"]).attrs["HostConfig"]
+    plan = _demo_plan()
+    limits = resource_limits(plan, host_cpus=os.cpu_count())
+    assert host["Memory"] == limits.memory_limit_bytes == host["MemorySwap"]
+    assert host["PidsLimit"] == limits.pids
     ps = json.loads(CliRunner().invoke(app, ["ps", "--json"]).stdout)
     assert [d["name"] for d in ps] == ["t-deploy"]
     # A second deploy under the same name is refused and changes nothing.
@@ -126,3 +161,49 @@ def test_dry_run_prints_the_real_spec_and_runs_nothing(engine: DockerEngine) -> 
     assert any(m["target"].startswith("/models/") and m["read_only"] for m in spec["mounts"])
     assert "/path/to" not in out and "<" not in " ".join(spec["command"])
     assert "t-dry" not in _names(engine)
+
+
+def test_a_second_expose_under_a_running_name_changes_nothing(
+    engine: DockerEngine, runtime_image: str
+) -> None:
+    port = free_port()
+    code, out, err = _deploy("demo", "--name", "t-twice", "--port", str(port), "--expose")
+    try:
+        assert code == 0, err
+        key_path = Path(json.loads(out)["api_key_path"])
+        before = key_path.read_bytes(), key_path.stat().st_mtime_ns
+        code2, out2, err2 = _deploy("demo", "--name", "t-twice", "--port", str(free_port()),
+                                    "--expose")  # fmt: skip
+        assert code2 == 1 and out2 == ""
+        lines = err2.strip().splitlines()
+        assert len(lines) == 1 and "'t-twice' exists already" in lines[0], err2
+        assert (key_path.read_bytes(), key_path.stat().st_mtime_ns) == before
+        key = before[0].decode().strip()
+        req = urllib.request.Request(
+            f"http://127.0.0.1:{port}/v1/models", headers={"Authorization": f"Bearer {key}"}
+        )
+        with urllib.request.urlopen(req, timeout=10) as ok:
+            assert ok.status == 200  # the first deployment still answers with its key
+    finally:
+        CliRunner().invoke(app, ["down", "t-twice"])
+
+
+def test_redeploy_right_after_down_keeps_the_port(engine: DockerEngine, runtime_image: str) -> None:
+    port = free_port()
+    code, _, err = _deploy("demo", "--name", "t-again", "--port", str(port))
+    try:
+        assert code == 0, err
+        _poll_health(port, 200)
+        assert CliRunner().invoke(app, ["down", "t-again"]).exit_code == 0
+        assert _time_waits(port) > 0  # what made the old check say "in use" for a minute
+        code, out, err = _deploy("demo", "--name", "t-again", "--port", str(port))
+        assert code == 0, err
+        assert json.loads(out)["endpoint"] == f"http://127.0.0.1:{port}"
+        _poll_health(port, 50)
+        assert CliRunner().invoke(app, ["down", "t-again"]).exit_code == 0
+        code, out, err = _deploy("demo", "--name", "t-again")  # no --port: the same one
+        assert code == 0, err
+        assert json.loads(out)["endpoint"] == f"http://127.0.0.1:{port}"
+        assert f"port: {port} (the port 't-again' had before)" in err
+    finally:
+        CliRunner().invoke(app, ["down", "t-again"])

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 from pathlib import Path
 
+import docker.errors
 import pytest
 from typer.testing import CliRunner
 
@@ -58,7 +60,7 @@ def test_ps_logs_down_of_a_live_deployment(
     cleanup.append("dt-cli")
     port = free_port()
     cid = engine.run_container(spec=demo_spec("dt-cli", runtime_image, demo_model, port))
-    key = state_dir() / "keys" / "dt-cli.key"
+    key = state_dir() / "secrets" / "dt-cli" / "api_key"  # where deploy writes one
     key.parent.mkdir(parents=True)
     key.write_text("not-a-real-key")
     save_record(
@@ -162,3 +164,45 @@ def test_image_build_json_reuses_the_image(engine: DockerEngine, runtime_image: 
     assert result.exit_code == 0, result.output
     data = json.loads(result.stdout)
     assert data["tag"] == runtime_image and data["built"] is False and data["size_bytes"] > 0
+
+
+def test_down_of_a_hostile_record_touches_nothing_not_labelled_for_it(
+    engine: DockerEngine, runtime_image: str
+) -> None:
+    """A record naming someone else's container, volume and network: down leaves all three
+    (only what carries io.deployer.name=<name> is deployer's), and removes its own network."""
+    client = engine.client()
+    bystander = client.containers.create(
+        runtime_image, name="dt-bystander", labels={TEST_LABEL: "1"}
+    )
+    volume = client.volumes.create(name="dt-bystander-vol")
+    network = client.networks.create("dt-bystander-net")
+    own_net = client.networks.create("dt-hostile-net", labels={NAME_LABEL: "dt-hostile"})
+    try:
+        save_record(
+            _record(
+                "dt-hostile",
+                free_port(),
+                container_id=bystander.id,
+                volumes=[volume.name],
+                networks=[network.name, own_net.name],
+            )
+        )
+        down = runner.invoke(app, ["down", "dt-hostile"])
+        assert down.exit_code == 0, down.output
+        assert "dt-hostile: container already gone" in down.stdout
+        assert f"volume {volume.name} is not labelled for 'dt-hostile'; left alone" in down.stdout
+        assert "removed network dt-hostile-net" in down.stdout
+        assert "dt-bystander-net" not in down.stdout
+        client.containers.get(bystander.id)  # still there
+        client.volumes.get(volume.name)
+        client.networks.get(network.name)
+        with pytest.raises(docker.errors.NotFound):
+            client.networks.get(own_net.id)
+        assert load_record("dt-hostile") is None
+    finally:
+        bystander.remove(force=True)
+        volume.remove(force=True)
+        network.remove()
+        with contextlib.suppress(docker.errors.NotFound):
+            own_net.remove()

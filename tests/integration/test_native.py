@@ -194,3 +194,41 @@ def test_native_health_timeout_stops_the_server() -> None:
     assert code == 1
     assert "not healthy after" in err and str(log_path_for("n-slow")) in err
     _left_nothing("n-slow", port)
+
+
+def _time_waits(port: int) -> int:
+    """Connections on local port `port` in TIME_WAIT (the kernel's own table)."""
+    count = 0
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        with open(table) as f:
+            for line in f.readlines()[1:]:
+                fields = line.split()
+                if int(fields[1].rsplit(":", 1)[1], 16) == port and fields[3] == "06":
+                    count += 1
+    return count
+
+
+def test_native_redeploy_right_after_down_keeps_its_port() -> None:
+    """Health polls leave the server's side of each connection in TIME_WAIT; a redeploy on the
+    same port right after `down` must still start, and without --port get that port back."""
+    port = _free_port()
+    code, _, err = _run("deploy", "demo", *PROFILE, "--name", "n-again", "--port", str(port))
+    try:
+        assert code == 0, err
+        for _ in range(200):
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=10) as r:
+                assert r.status == 200
+        assert _run("down", "n-again")[0] == 0
+        assert _time_waits(port) > 0  # what made the old check say "in use" for a minute
+        code, out, err = _run(
+            "deploy", "demo", *PROFILE, "--name", "n-again", "--port", str(port), "--json"
+        )
+        assert code == 0, err
+        assert json.loads(out)["endpoint"] == f"http://127.0.0.1:{port}"
+        assert _run("down", "n-again")[0] == 0
+        code, out, err = _run("deploy", "demo", *PROFILE, "--name", "n-again", "--json")
+        assert code == 0, err
+        assert json.loads(out)["endpoint"] == f"http://127.0.0.1:{port}"
+    finally:
+        _run("down", "n-again")
+    _left_nothing("n-again", port)

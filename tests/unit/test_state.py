@@ -40,6 +40,8 @@ def _rec(name: str = "web", **kw: object) -> DeploymentRecord:
         "created_at": "2025-01-01T00:00:00+00:00",
     }
     base.update(kw)
+    if "port" in kw and "endpoint" not in kw:
+        base["endpoint"] = f"http://127.0.0.1:{kw['port']}"
     return DeploymentRecord(**base)  # type: ignore[arg-type]
 
 
@@ -56,7 +58,7 @@ def _ctr(name: str, status: str = "running", health: str | None = "healthy") -> 
 
 
 def test_round_trip_is_0600_atomic_and_versioned() -> None:
-    rec = _rec(api_key_path="/keys/web.key", files=["/m.gguf"], container_id="abc")
+    rec = _rec(api_key_path="/keys/web.key", files=["/m.gguf"], container_id="abc123def456")
     path = save_record(rec)
     assert path == record_path("web")
     assert stat.S_IMODE(path.stat().st_mode) == 0o600
@@ -193,3 +195,112 @@ def test_purge_deletes_only_unshared_files_in_the_hub_cache(tmp_path: Path) -> N
         str(gone): "already gone",
     }
     assert shared.exists() and mine.exists()
+
+
+# -- hostile state files: every way a file can be wrong is one StateFileInvalid ----------------
+
+
+def _write_raw(name: str, data: bytes) -> Path:
+    path = record_path(name)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(data)
+    return path
+
+
+def _valid(**changes: object) -> bytes:
+    raw = _rec().as_dict() | changes
+    return json.dumps(raw).encode()
+
+
+@pytest.mark.parametrize(
+    ("data", "problem"),
+    [
+        (b"\x00\xff\xfe binary", "not UTF-8"),
+        (b"[" * 100_000, "larger than"),
+        (b"[" * 5000 + b"]" * 5000, "nested too deeply"),
+        (b"[1, 2]", "not a JSON object"),
+        (b'{"port": NaN}', "NaN"),
+        (b'{"port": ' + b"9" * 5000 + b"}", "not JSON deployer wrote"),
+        (_valid(pid=-1, runtime="native"), "pid is -1"),
+        (_valid(pid=1, runtime="native"), "pid is 1"),
+        (_valid(pid="1", runtime="native"), "pid is '1', not a whole number"),
+        (_valid(pid=True, runtime="native"), "not a whole number"),
+        (_valid(port=0, endpoint="http://127.0.0.1:0"), "out of range"),
+        (_valid(port=70000, endpoint="http://127.0.0.1:70000"), "out of range"),
+        (_valid(port="18080"), "not a whole number"),
+        (_valid(endpoint="http://evil.example:18080"), "endpoint"),
+        (_valid(endpoint="http://127.0.0.1:1"), "is not on port 18080"),
+        (_valid(files="/m.gguf"), "files is '/m.gguf', not a list"),
+        (_valid(files=["/m.gguf\n/etc/passwd"]), "control character"),
+        (_valid(volumes=["../x"]), "not a volume name"),
+        (_valid(container_id="--all"), "not a container id"),
+        (_valid(runtime="shell"), "not one of container, native"),
+        (_valid(name="other"), "not its file's name"),
+        (_valid(schema_version=0), "unknown schema version"),
+        (_valid(schema_version="1"), "unknown schema version"),
+        (_valid(schema_version=99), "newer"),
+        (_valid(api_key="secret"), "unknown keys"),
+        (b'{"name": "web"}', "missing"),
+    ],
+)
+def test_a_bad_record_is_one_error_naming_the_file(data: bytes, problem: str) -> None:
+    path = _write_raw("web", data)
+    with pytest.raises(StateFileInvalid) as err:
+        load_record("web")
+    assert problem in err.value.problem
+    msg = err.value.message()
+    assert str(path) in msg and "rm -- " in msg and "\n" not in msg
+    scan = state.scan_records()
+    assert scan.records == [] and [e.path for e in scan.invalid] == [str(path)]
+
+
+def test_folders_links_and_fifos_are_never_read(tmp_path: Path) -> None:
+    folder = record_path("dir")
+    folder.mkdir(parents=True)
+    record_path("zero").symlink_to("/dev/zero")  # reading it would never end
+    good = save_record(_rec("good"))
+    record_path("link").symlink_to(good)  # even a link to a valid record
+    os.mkfifo(record_path("fifo"))  # opening it for reading would block
+    problems = {Path(e.path).name: e.problem for e in state.scan_records().invalid}
+    assert problems == {
+        "dir.json": "is not a regular file",
+        "zero.json": "is a symbolic link, not a file deployer wrote",
+        "link.json": "is a symbolic link, not a file deployer wrote",
+        "fifo.json": "is not a regular file",
+    }
+    assert [r.name for r in load_records()] == ["good"]
+
+
+def test_an_invalid_record_is_listed_as_invalid_with_its_container() -> None:
+    bad = StateFileInvalid("/s/deployments/broken.json", "not JSON")
+    got = reconcile([_rec("ok")], [_ctr("ok"), _ctr("broken")], invalid=[bad])
+    assert [(s.name, s.status, s.invalid) for s in got] == [
+        ("broken", "invalid", bad),
+        ("ok", "healthy", None),
+    ]
+    (broken,) = [s for s in got if s.name == "broken"]
+    assert broken.container is not None  # not also listed as an orphan
+
+
+def test_save_remembers_the_port_after_the_record_is_gone() -> None:
+    save_record(_rec("web", port=18555))
+    assert delete_record("web")
+    assert state.remembered_ports() == {"web": 18555}
+    save_record(_rec("api", port=18556))
+    save_record(_rec("web", port=18557))
+    assert state.remembered_ports() == {"api": 18556, "web": 18557}
+    assert stat.S_IMODE(state.ports_path().stat().st_mode) == 0o600
+
+
+def test_the_ports_memory_is_bounded_and_a_bad_one_is_ignored(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(state, "MAX_REMEMBERED_PORTS", 3)
+    for i in range(5):
+        state.remember_port(f"n{i}", 20000 + i)
+    assert state.remembered_ports() == {"n2": 20002, "n3": 20003, "n4": 20004}
+    state.ports_path().write_text('{"a": 0, "b": "1", "../c": 5, "d": 70000, "e": true, "f": 9}')
+    assert state.remembered_ports() == {"f": 9}
+    state.ports_path().unlink()
+    state.ports_path().symlink_to("/dev/zero")
+    assert state.remembered_ports() == {}

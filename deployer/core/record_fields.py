@@ -1,0 +1,137 @@
+"""What each field of a deployment record may hold, checked one by one when a record is read.
+
+A record decides what `down` stops and deletes, so a field that does not have the exact form
+deploy writes makes the whole record invalid: no guessing, no partial use.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+from typing import Any
+
+from deployer.core.untrusted import UntrustedValue, check_line, check_port, shown
+
+NAME_RE = re.compile(r"^[a-zA-Z0-9][a-zA-Z0-9_.-]{0,62}$")
+CONTAINER_ID_RE = re.compile(r"^[0-9a-f]{12,64}$")
+DOCKER_NAME_RE = re.compile(r"^[a-zA-Z0-9][a-zA-Z0-9_.-]{0,127}$")
+ENDPOINT_RE = re.compile(r"^http://127\.0\.0\.1:([0-9]{1,5})$")
+PID_MAX = 4_194_304  # Linux's PID_MAX_LIMIT; pids 0 and 1 are never a server deploy started
+MAX_LIST = 1024
+
+
+class FieldInvalid(Exception):
+    """One field's problem, in words (the caller adds the file)."""
+
+
+def _int(value: Any) -> int:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise FieldInvalid(f"is {shown(value)}, not a whole number")
+    return value
+
+
+def _text(max_len: int) -> Callable[[Any], str]:
+    def check(value: Any) -> str:
+        try:
+            return check_line(value, "state", "value", max_len=max_len)
+        except UntrustedValue as exc:
+            raise FieldInvalid(f"{shown(value)} {exc.problem}") from None
+
+    return check
+
+
+def _one_of(*allowed: str) -> Callable[[Any], str]:
+    def check(value: Any) -> str:
+        if value not in allowed:
+            raise FieldInvalid(f"is {shown(value)}, not one of {', '.join(allowed)}")
+        return str(value)
+
+    return check
+
+
+def _match(regex: re.Pattern[str], form: str) -> Callable[[Any], str]:
+    def check(value: Any) -> str:
+        if not isinstance(value, str) or not regex.match(value):
+            raise FieldInvalid(f"is {shown(value)}, not {form}")
+        return value
+
+    return check
+
+
+# Paths are checked where they are used (down deletes only the key file deploy made; logs reads
+# only a regular file), so here they need only be one line: DEPLOYER_STATE_DIR may be relative.
+_path = _text(4096)
+
+
+def _port(value: Any) -> int:
+    try:
+        return check_port(value, "state")
+    except UntrustedValue as exc:
+        raise FieldInvalid(f"is {shown(value)}: {exc.problem}") from None
+
+
+def _pid(value: Any) -> int:
+    pid = _int(value)
+    if not 2 <= pid <= PID_MAX:
+        raise FieldInvalid(f"is {pid}, not a process deploy started")
+    return pid
+
+
+def _optional(check: Callable[[Any], Any]) -> Callable[[Any], Any]:
+    return lambda value: None if value is None else check(value)
+
+
+def _list_of(check: Callable[[Any], Any]) -> Callable[[Any], list[Any]]:
+    def check_list(value: Any) -> list[Any]:
+        if not isinstance(value, list):
+            raise FieldInvalid(f"is {shown(value)}, not a list")
+        if len(value) > MAX_LIST:
+            raise FieldInvalid(f"has {len(value)} entries (at most {MAX_LIST})")
+        return [check(v) for v in value]
+
+    return check_list
+
+
+FIELD_CHECKS: dict[str, Callable[[Any], Any]] = {
+    "name": _match(NAME_RE, "a deployment name"),
+    "model": _text(4096),  # a local .gguf path may be the model
+    "quant": _text(64),
+    "backend": _one_of("llamacpp", "ollama"),
+    "runtime": _one_of("container", "native"),
+    "endpoint": _match(ENDPOINT_RE, "http://127.0.0.1:PORT"),
+    "port": _port,
+    "created_at": _text(64),
+    "container_id": _optional(_match(CONTAINER_ID_RE, "a container id (hex)")),
+    "pid": _optional(_pid),
+    "image": _optional(_text(1024)),
+    "api_key_path": _optional(_path),
+    "files": _list_of(_path),
+    "networks": _list_of(_match(DOCKER_NAME_RE, "a network name")),
+    "volumes": _list_of(_match(DOCKER_NAME_RE, "a volume name")),
+    "log_path": _optional(_path),
+    "schema_version": _int,
+}
+REQUIRED = ("name", "model", "quant", "backend", "runtime", "endpoint", "port", "created_at")
+
+
+def check_fields(raw: dict[str, Any], *, expected_name: str | None) -> dict[str, Any]:
+    """`raw` with every field checked; FieldInvalid naming the first that is wrong."""
+    unknown = sorted(str(k) for k in set(raw) - set(FIELD_CHECKS))
+    if unknown:
+        more = f" and {len(unknown) - 3} more" if len(unknown) > 3 else ""
+        raise FieldInvalid(f"unknown keys {', '.join(shown(k) for k in unknown[:3])}{more}")
+    missing = [k for k in REQUIRED if k not in raw]
+    if missing:
+        raise FieldInvalid(f"missing {', '.join(missing)}")
+    out: dict[str, Any] = {}
+    for key, value in raw.items():
+        try:
+            out[key] = FIELD_CHECKS[key](value)
+        except FieldInvalid as exc:
+            raise FieldInvalid(f"{key} {exc}") from None
+    if expected_name is not None and out["name"] != expected_name:
+        raise FieldInvalid(f"name {shown(out['name'])} is not its file's name")
+    end = ENDPOINT_RE.match(out["endpoint"])
+    if end is None or int(end.group(1)) != out["port"]:
+        raise FieldInvalid(f"endpoint {shown(out['endpoint'])} is not on port {out['port']}")
+    return out
