@@ -16,6 +16,8 @@ import struct
 from dataclasses import dataclass
 from pathlib import Path
 
+from deployer.core.untrusted import shown
+
 # --- llama.cpp's own limits (ggml/src/gguf.cpp, ggml/include/ggml.h) -------------------------
 GGUF_MAGIC = b"GGUF"
 GGUF_VERSIONS = (2, 3)  # v1 is refused as unsupported, anything above 3 as too new
@@ -170,45 +172,45 @@ class _Cursor:
 _U64 = struct.Struct("<Q")
 
 
-def _skip_strings(cur: _Cursor, count: int, key: str) -> None:
+def _skip_strings(cur: _Cursor, count: int, label: str) -> None:
     # The hot loop of a header (a 262k-token vocabulary): no per-item allocation.
     buf, pos, size, unpack = cur.buf, cur.pos, cur.size, _U64.unpack_from
     for i in range(count):
         if size - pos < 8:
             cur.pos = pos
-            cur.need(8, f"string {i} of {key}")
+            cur.need(8, f"string {i} of {label}")
         pos += 8 + unpack(buf, pos)[0]
         if pos > size:
-            raise HeaderError(f"string {i} of {key} runs past the end of the file ({size} bytes)")
+            raise HeaderError(f"string {i} of {label} runs past the end of the file ({size} bytes)")
     cur.pos = pos
 
 
-def _read_value(cur: _Cursor, vtype: int, key: str, strings_left: list[int]) -> KeyValue:
+def _read_value(cur: _Cursor, vtype: int, label: str, strings_left: list[int]) -> KeyValue:
     if vtype in _SCALAR_FORMATS:
-        value = cur.unpack(_SCALAR_FORMATS[vtype], f"the value of {key}")
+        value = cur.unpack(_SCALAR_FORMATS[vtype], f"the value of {label}")
         return KeyValue(vtype, bool(value) if vtype == BOOL else value)
     if vtype == STRING:
-        length, data = cur.raw_string(f"the value of {key}", SHORT_STRING_BYTES)
+        length, data = cur.raw_string(f"the value of {label}", SHORT_STRING_BYTES)
         text = None if data is None else data.decode("utf-8", errors="replace")
         return KeyValue(STRING, text, count=length)
     if vtype != ARRAY:
-        raise HeaderError(f"{key} has an unknown value type {vtype}")
-    itype = cur.i32(f"the item type of {key}")
-    count = cur.u64(f"the length of {key}")
+        raise HeaderError(f"{label} has an unknown value type {vtype}")
+    itype = cur.i32(f"the item type of {label}")
+    count = cur.u64(f"the length of {label}")
     if itype == ARRAY or not (itype in _SCALAR_FORMATS or itype == STRING):
-        raise HeaderError(f"{key} is an array of unknown or nested type {itype}")
+        raise HeaderError(f"{label} is an array of unknown or nested type {itype}")
     if count > GGUF_MAX_ARRAY_ELEMENTS:
-        raise HeaderError(f"{key} has {count} items, above llama.cpp's limit of 2^30")
+        raise HeaderError(f"{label} has {count} items, above llama.cpp's limit of 2^30")
     if itype == STRING:
         if count > strings_left[0]:
-            raise HeaderError(f"{key} has {count} strings; deployer reads at most {MAX_STRINGS}")
+            raise HeaderError(f"{label} has {count} strings; deployer reads at most {MAX_STRINGS}")
         strings_left[0] -= count
-        cur.need(8 * count, f"the strings of {key}")  # every string has an 8-byte length
-        _skip_strings(cur, count, key)
+        cur.need(8 * count, f"the strings of {label}")  # every string has an 8-byte length
+        _skip_strings(cur, count, label)
         return KeyValue(ARRAY, item_type=STRING, count=count)
     fmt = _SCALAR_FORMATS[itype]
     size = struct.calcsize(fmt)
-    cur.need(count * size, f"the items of {key}")
+    cur.need(count * size, f"the items of {label}")
     items = None
     if count <= SMALL_ARRAY_ITEMS:
         items = tuple(
@@ -227,45 +229,47 @@ def _read_kv(cur: _Cursor, n_kv: int) -> dict[str, KeyValue]:
         key = cur.text(f"key {i}", MAX_KEY_BYTES)
         if not key:
             raise HeaderError(f"key {i} is empty")
+        label = shown(key)  # keys and names go into one-line messages: escaped, bounded
         if key in kv:
-            raise HeaderError(f"key {key!r} appears twice")
-        vtype = cur.i32(f"the type of {key}")
-        kv[key] = _read_value(cur, vtype, key, strings_left)
+            raise HeaderError(f"key {label} appears twice")
+        vtype = cur.i32(f"the type of {label}")
+        kv[key] = _read_value(cur, vtype, label, strings_left)
     return kv
 
 
-def _tensor_bytes(name: str, type_id: int, dims: list[int]) -> tuple[str, int]:
+def _tensor_bytes(label: str, type_id: int, dims: list[int]) -> tuple[str, int]:
     if type_id not in GGML_TYPES:
-        raise HeaderError(f"tensor {name!r} has unknown ggml type {type_id}")
+        raise HeaderError(f"tensor {label} has unknown ggml type {type_id}")
     type_name, block, type_size = GGML_TYPES[type_id]
     if dims[0] % block:
         raise HeaderError(
-            f"tensor {name!r} rows of {dims[0]} do not divide into {type_name} blocks of {block}"
+            f"tensor {label} rows of {dims[0]} do not divide into {type_name} blocks of {block}"
         )
     if 0 in dims:
         return type_name, 0
     n_elements = math.prod(dims)
     if n_elements > INT64_MAX:
-        raise HeaderError(f"tensor {name!r} shape {tuple(dims)} overflows a 64-bit count")
+        raise HeaderError(f"tensor {label} shape {tuple(dims)} overflows a 64-bit count")
     n_bytes = n_elements // block * type_size
     if n_bytes > UINT64_MAX:
-        raise HeaderError(f"tensor {name!r} of {n_bytes} bytes overflows a 64-bit size")
+        raise HeaderError(f"tensor {label} of {n_bytes} bytes overflows a 64-bit size")
     return type_name, n_bytes
 
 
 def _read_tensor(cur: _Cursor, i: int) -> tuple[str, str, tuple[int, ...], int, int]:
     name = cur.text(f"the name of tensor {i}", MAX_KEY_BYTES)
+    label = shown(name)
     if not name or len(name.encode()) >= GGML_MAX_NAME:
-        raise HeaderError(f"tensor {i} name {name!r} is empty or {GGML_MAX_NAME}+ bytes long")
-    n_dims = cur.u32(f"the dimensions of {name}")
+        raise HeaderError(f"tensor {i} name {label} is empty or {GGML_MAX_NAME}+ bytes long")
+    n_dims = cur.u32(f"the dimensions of {label}")
     if n_dims > GGML_MAX_DIMS:
-        raise HeaderError(f"tensor {name!r} has {n_dims} dimensions (llama.cpp: at most 4)")
-    dims = [cur.i64(f"the shape of {name}") for _ in range(n_dims)]
+        raise HeaderError(f"tensor {label} has {n_dims} dimensions (llama.cpp: at most 4)")
+    dims = [cur.i64(f"the shape of {label}") for _ in range(n_dims)]
     if any(d < 0 for d in dims):
-        raise HeaderError(f"tensor {name!r} has a negative dimension {tuple(dims)}")
-    type_id = cur.i32(f"the type of {name}")
-    type_name, n_bytes = _tensor_bytes(name, type_id, dims or [1])
-    offset = cur.u64(f"the offset of {name}")
+        raise HeaderError(f"tensor {label} has a negative dimension {tuple(dims)}")
+    type_id = cur.i32(f"the type of {label}")
+    type_name, n_bytes = _tensor_bytes(label, type_id, dims or [1])
+    offset = cur.u64(f"the offset of {label}")
     return name, type_name, tuple(dims), n_bytes, offset
 
 
@@ -311,10 +315,12 @@ def parse_header(buf: memoryview) -> GGUFHeader:
     for i in range(n_tensors):
         name, type_name, shape, n_bytes, offset = _read_tensor(cur, i)
         if name in seen:
-            raise HeaderError(f"tensor {name!r} appears twice")
+            raise HeaderError(f"tensor {shown(name)} appears twice")
         seen.add(name)
         if offset != expected:
-            raise HeaderError(f"tensor {name!r} is at data offset {offset}, expected {expected}")
+            raise HeaderError(
+                f"tensor {shown(name)} is at data offset {offset}, expected {expected}"
+            )
         expected = offset + _pad(n_bytes, alignment)
         tensors.append(TensorEntry(name, type_name, shape, n_bytes, offset))
     return GGUFHeader(version, alignment, kv, tensors, _pad(cur.pos, alignment))

@@ -19,7 +19,14 @@ from pathlib import Path
 
 from pydantic import ValidationError
 
-from deployer.core.arch import ModelArch, ModelFacts, WeightLayout
+from deployer.core.arch import (
+    LLAMA_MAX_EXPERTS,
+    LLAMA_MAX_LAYERS,
+    U32_MAX,
+    ModelArch,
+    ModelFacts,
+    WeightLayout,
+)
 from deployer.core.errors import GGUFReadError
 from deployer.core.gguf_header import (
     ARRAY,
@@ -58,11 +65,6 @@ _FTYPE_GUESSED = 1024
 # (src/llama-model.cpp: set_swa_pattern(N) makes layer il SWA when il % N < N - 1).
 _DEFAULT_SWA_PERIOD: dict[str, int] = {"gemma2": 2, "gpt-oss": 2, "gemma3": 6, "cohere2": 4}
 
-# src/llama-hparams.h: load_hparams asserts 0 < block_count <= LLAMA_MAX_LAYERS and
-# expert_count <= LLAMA_MAX_EXPERTS; hparams are uint32_t, read by get_key<uint32_t>.
-LLAMA_MAX_LAYERS = 512
-LLAMA_MAX_EXPERTS = 1024
-U32_MAX = (1 << 32) - 1
 # Keys llama.cpp reads with get_key_or_arr: one number, or one per layer (block_count of them).
 _PER_LAYER_KEYS = frozenset(
     {

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import json
 import os
 import resource
 import signal
@@ -387,6 +388,13 @@ def at(pos: int, fmt: str, value: int) -> Edit:
     return lambda h: ge.put(h.core, pos, fmt, value)
 
 
+def _renamed_bad_type(h: ge.Header, name: str) -> bytes:
+    """Tensor 1 renamed and given an unknown type."""
+    t = h.tensors[1]
+    rest = h.core[t.ndims_pos : t.type_pos] + struct.pack("<i", 99) + h.core[t.type_pos + 4 :]
+    return h.core[: t.start] + ge.enc_string(name) + rest
+
+
 NESTED = ge.enc_string("tokenizer.ggml.scores") + struct.pack(
     "<iiQiQ", ge.ARRAY, ge.ARRAY, 1, U32, 0
 )
@@ -463,6 +471,12 @@ LIMITS: list[tuple[str, str, Edit, str]] = [
         h, "general.architecture", ge.enc_kv("general.other", ge.STRING, "llama")),
      "general.architecture is missing"),
     ("llama", "name-not-a-string", retype("general.name", U32, 7), "general.name is UINT32"),
+    # names from the file are shown escaped and cut: a refusal stays one line
+    ("llama", "key-with-newline", lambda h: ge.add_kv(
+        h, ge.enc_string("evil\nerror: all good") + struct.pack("<i", 99)),
+     "'evil\\nerror: all good' has an unknown value type 99"),
+    ("llama", "tensor-name-with-newline", lambda h: _renamed_bad_type(h, "x\nerror: y"),
+     "tensor 'x\\nerror: y' has unknown ggml type 99"),
 ]  # fmt: skip
 
 
@@ -565,3 +579,25 @@ def test_plan_cli_refuses_a_hostile_demo_header_in_one_line(
     lines = [ln for ln in proc.stderr.splitlines() if ln.strip()]
     assert proc.returncode == 1 and len(lines) == 1, proc.stderr
     assert lines[0].startswith(f"error: cannot read GGUF '{path}': ") and expected in lines[0]
+
+
+@pytest.mark.parametrize("tamper", ["600-layers", "expert-used-over-count", "blocks-short"])
+def test_remembered_facts_are_held_to_the_same_bounds(tamper: str, tmp_path: Path) -> None:
+    """The facts memo is a file too: facts outside llama.cpp's bounds are read again."""
+    from deployer.core import filememo, resolve
+    from tests.unit.test_gguf_meta import llama_spec, write_gguf
+
+    path = write_gguf(tmp_path / "tiny-Q4_K_M.gguf", llama_spec())
+    fresh = resolve.resolve_model(str(path), None)
+    (entry,) = (filememo.cache_dir() / "memo" / "gguf-facts").glob("*.json")
+    data = json.loads(entry.read_text())
+    arch, weights = data["value"]["arch"], data["value"]["weights"]
+    if tamper == "600-layers":
+        arch["n_layer"], arch["n_head_kv"] = 600, [2] * 600
+        weights["block_bytes"], weights["cpu_repack_bytes"] = [1] * 600, []
+    elif tamper == "expert-used-over-count":
+        arch["n_expert"], arch["n_expert_used"] = 1, 2
+    else:
+        weights["block_bytes"] = weights["block_bytes"][:1]
+    entry.write_text(json.dumps(data))
+    assert resolve.resolve_model(str(path), None) == fresh
