@@ -50,7 +50,6 @@ _SCALAR_FORMATS: dict[int, str] = {
     FLOAT32: "<f", BOOL: "<b", UINT64: "<Q", INT64: "<q", FLOAT64: "<d",
 }  # fmt: skip
 INT_TYPES = frozenset({UINT8, INT8, UINT16, INT16, UINT32, INT32, UINT64, INT64})
-FLOAT_TYPES = frozenset({FLOAT32, FLOAT64})
 
 # ggml types a GGUF may hold: id -> (name, elements per block, bytes per block), from
 # ggml/include/ggml.h enum ggml_type and ggml/src/ggml.c type_traits of the pinned build.

@@ -31,16 +31,18 @@ from deployer.core.errors import GGUFReadError
 from deployer.core.gguf_header import (
     ARRAY,
     BOOL,
-    FLOAT_TYPES,
+    FLOAT32,
+    INT32,
     INT_TYPES,
     STRING,
+    UINT32,
     GGUFHeader,
     HeaderError,
     KeyValue,
     check_complete,
     read_header,
 )
-from deployer.core.untrusted import CONTROL_RE, TEMPLATE_RE
+from deployer.core.untrusted import CONTROL_RE, TEMPLATE_RE, shown
 
 # ggml types the x86 (AVX2) CPU backend of the pinned llama.cpp repacks into an interleaved copy
 # (the CPU_REPACK buffer) when a matmul weight's row count divides by 8
@@ -75,6 +77,8 @@ _PER_LAYER_KEYS = frozenset(
         "expert_used_count",
     }
 )
+# Items llama.cpp's get_arr takes for a per-layer uint32_t array.
+_LAYER_ARRAY_ITEMS = frozenset({BOOL, UINT32, INT32})
 # Float hparams llama.cpp reads (get_key<float>): (key, smallest allowed, inclusive).
 _FLOAT_KEYS: tuple[tuple[str, float, bool], ...] = (
     ("rope.freq_base", 0.0, False),
@@ -117,11 +121,15 @@ def gguf_header_bytes(path: Path) -> int:
 
 
 def _int_value(key: str, field: KeyValue, hi: int, limit: str) -> int:
-    """A whole number within 0..hi from a scalar field, or a one-line HeaderError."""
+    """A UINT32 within 0..hi, or a one-line HeaderError naming what the key holds instead.
+
+    llama.cpp reads hparams with get_key<uint32_t>, which accepts a UINT32 and nothing else
+    (not a UINT64 or INT32 of the same value: "key ... has wrong type").
+    """
     if field.type == ARRAY:
-        raise HeaderError(f"{key} is {field.type_name}; llama.cpp needs a single number")
-    if field.type not in INT_TYPES:
-        raise HeaderError(f"{key} is {field.type_name}; llama.cpp needs an unsigned integer")
+        raise HeaderError(f"{key} is {field.type_name}; llama.cpp needs a single UINT32")
+    if field.type != UINT32:
+        raise HeaderError(f"{key} is {field.type_name}; llama.cpp needs a UINT32")
     return _bounded(key, int(field.value), hi, limit)  # type: ignore[arg-type]
 
 
@@ -165,8 +173,8 @@ class _Keys:
 
     def _items(self, key: str, field: KeyValue, n_layer: int | None) -> list[int]:
         full = f"{self._arch}.{key}"
-        if field.item_type not in INT_TYPES and field.item_type != BOOL:
-            raise HeaderError(f"{full} is {field.type_name}; llama.cpp needs whole numbers")
+        if field.item_type not in _LAYER_ARRAY_ITEMS:
+            raise HeaderError(f"{full} is {field.type_name}; llama.cpp needs UINT32 or INT32 items")
         wanted = n_layer if n_layer is not None else self.n_layer()
         if field.count != wanted or field.items is None:
             raise HeaderError(f"{full} has {field.count} entries, not one per layer ({wanted})")
@@ -195,7 +203,7 @@ class _Keys:
             if field is None:
                 continue
             full = f"{self._arch}.{key}"
-            if field.type not in FLOAT_TYPES:
+            if field.type != FLOAT32:  # get_key<float>: FLOAT32 only
                 raise HeaderError(f"{full} is {field.type_name}; llama.cpp needs FLOAT32")
             value = float(field.value)  # type: ignore[arg-type]
             if not math.isfinite(value):
@@ -210,7 +218,7 @@ def _swa_layers(keys: _Keys, arch: str, n_layer: int, window: int) -> list[bool]
         return []
     field = keys.field("attention.sliding_window_pattern")
     if field is not None and field.type == ARRAY:
-        if field.item_type not in INT_TYPES and field.item_type != BOOL:
+        if field.item_type not in _LAYER_ARRAY_ITEMS:
             raise HeaderError(f"{arch}.attention.sliding_window_pattern is {field.type_name}")
         if field.count != n_layer or field.items is None:
             raise HeaderError(
@@ -351,7 +359,7 @@ def layout_from_tensors(tensors: list[TensorInfo], n_layer: int, file_bytes: int
         if match:
             il = int(match.group(1))
             if il >= n_layer:
-                raise HeaderError(f"tensor {t.name} is beyond block_count {n_layer}")
+                raise HeaderError(f"tensor {shown(t.name)} is beyond block_count {n_layer}")
             blocks[il] += t.n_bytes
             repack[il] += t.n_bytes if _repacked(t) else 0
         elif t.name == "token_embd.weight":
@@ -403,7 +411,11 @@ def _general_name(header: GGUFHeader) -> str | None:
 
 def _split_count(header: GGUFHeader) -> int | None:
     field = header.kv.get("split.count")
-    return None if field is None else _int_value("split.count", field, U32_MAX, "")
+    if field is None:
+        return None
+    if field.type not in INT_TYPES:
+        raise HeaderError(f"split.count is {field.type_name}, not a whole number")
+    return _bounded("split.count", int(field.value), U32_MAX, "")  # type: ignore[arg-type]
 
 
 def _labels(paths: list[Path], source: str | None) -> list[str]:
