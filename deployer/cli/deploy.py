@@ -157,6 +157,8 @@ def deploy(
         if port is not None:
             check_port(port, "--port")  # 0 would otherwise mean "pick one", not port 0
         check_exposure(backend, expose=expose, insecure=insecure)  # before any download
+        if timeout_s is not None and not 0 < timeout_s <= 86400:  # NaN and inf fail too
+            raise InvalidRequest(f"--timeout {timeout_s:g} is not in (0, 86400] seconds")
         if runtime not in (None, "container", "native"):
             raise InvalidRequest(f"unknown runtime '{runtime}'", "Use container or native.")
         prof = wiring.pick_profile(profile, detect)

@@ -2,22 +2,47 @@
 
 Only the header is touched (key/values and tensor infos); tensor data stay unread, so a sparse
 file holding just the header bytes of a remote model reads the same as the full file.
+
+This is where header values become facts, once: every value the planner uses is checked here
+against what llama.cpp accepts (src/llama-hparams.h, src/llama-model.cpp load_hparams and
+src/llama-model-loader.cpp of the pinned build 11434), so fit and plan can rely on ModelFacts.
+A header that fails is refused in one GGUFReadError line naming the key and the limit.
 """
 
 from __future__ import annotations
 
+import math
 import re
-import struct
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
-import numpy as np
-from gguf import GGUFReader, GGUFValueType, ReaderField
+from pydantic import ValidationError
 
-from deployer.core.arch import ModelArch, ModelFacts, WeightLayout
+from deployer.core.arch import (
+    LLAMA_MAX_EXPERTS,
+    LLAMA_MAX_LAYERS,
+    U32_MAX,
+    ModelArch,
+    ModelFacts,
+    WeightLayout,
+)
 from deployer.core.errors import GGUFReadError
+from deployer.core.gguf_header import (
+    ARRAY,
+    BOOL,
+    FLOAT32,
+    INT32,
+    INT_TYPES,
+    STRING,
+    UINT32,
+    GGUFHeader,
+    HeaderError,
+    KeyValue,
+    check_complete,
+    read_header,
+)
+from deployer.core.untrusted import CONTROL_RE, TEMPLATE_RE, shown
 
 # ggml types the x86 (AVX2) CPU backend of the pinned llama.cpp repacks into an interleaved copy
 # (the CPU_REPACK buffer) when a matmul weight's row count divides by 8
@@ -34,7 +59,7 @@ LLAMA_FTYPE_LABELS: dict[int, str] = {
     21: "Q2_K_S", 22: "IQ3_XS", 23: "IQ3_XXS", 24: "IQ1_S", 25: "IQ4_NL", 26: "IQ3_S",
     27: "IQ3_M", 28: "IQ2_S", 29: "IQ2_M", 30: "IQ4_XS", 31: "IQ1_M", 32: "BF16",
     33: "Q4_0_4_4", 34: "Q4_0_4_8", 35: "Q4_0_8_8", 36: "TQ1_0", 37: "TQ2_0",
-    38: "MXFP4_MOE", 39: "NVFP4", 40: "Q1_0",
+    38: "MXFP4_MOE", 39: "NVFP4", 40: "Q1_0", 41: "Q2_0",
 }  # fmt: skip
 _FTYPE_GUESSED = 1024
 
@@ -42,14 +67,36 @@ _FTYPE_GUESSED = 1024
 # (src/llama-model.cpp: set_swa_pattern(N) makes layer il SWA when il % N < N - 1).
 _DEFAULT_SWA_PERIOD: dict[str, int] = {"gemma2": 2, "gpt-oss": 2, "gemma3": 6, "cohere2": 4}
 
+# Keys llama.cpp reads with get_key_or_arr: one number, or one per layer (block_count of them).
+_PER_LAYER_KEYS = frozenset(
+    {
+        "attention.head_count",
+        "attention.head_count_kv",
+        "feed_forward_length",
+        "expert_feed_forward_length",
+        "expert_used_count",
+    }
+)
+# Items llama.cpp's get_arr takes for a per-layer uint32_t array.
+_LAYER_ARRAY_ITEMS = frozenset({BOOL, UINT32, INT32})
+# Float hparams llama.cpp reads (get_key<float>): (key, smallest allowed, inclusive).
+_FLOAT_KEYS: tuple[tuple[str, float, bool], ...] = (
+    ("rope.freq_base", 0.0, False),
+    ("rope.freq_base_swa", 0.0, False),
+    ("rope.scaling.factor", 0.0, True),
+    ("attention.layer_norm_epsilon", 0.0, False),
+    ("attention.layer_norm_rms_epsilon", 0.0, False),
+)
+# llama.cpp's architecture names (src/llama-arch.cpp): lowercase words, digits, '-', '_', '.'.
+_ARCH_RE = re.compile(r"^[a-z0-9][a-z0-9_.-]{0,63}$")
+_NAME_MAX = 128
+
 _BLOCK_RE = re.compile(r"^blk\.(\d+)\.")
-# String arrays longer than this are skipped over, not split into one numpy view per string.
-_SMALL_STRING_ARRAY = 256
 
 
 @dataclass(frozen=True)
 class TensorInfo:
-    """One tensor-table entry: what the layout needs, without the reader's memory map."""
+    """One tensor-table entry: what the layout needs."""
 
     name: str
     ggml_type: str
@@ -57,124 +104,133 @@ class TensorInfo:
     n_bytes: int
 
 
-class _HeaderReader(GGUFReader):
-    """GGUFReader that reads big arrays in one step.
-
-    The stock reader builds one numpy view per array element: 10 s for a 262k-token
-    vocabulary. Numeric arrays become one view (contents() still works); long string arrays
-    keep only their count and raw bytes (contents() is not used on them).
-    """
-
-    def _get_field_parts(
-        self, orig_offs: int, raw_type: int
-    ) -> tuple[int, list[np.ndarray[Any, Any]], list[int], list[GGUFValueType]]:
-        if GGUFValueType(raw_type) != GGUFValueType.ARRAY:
-            return super()._get_field_parts(orig_offs, raw_type)
-        raw_itype = self._get(orig_offs, np.uint32)
-        count_arr = self._get(orig_offs + 4, np.uint64)
-        if len(raw_itype) != 1 or len(count_arr) != 1:
-            raise ValueError("array header past the end of the file")
-        itype, count = GGUFValueType(int(raw_itype[0])), int(count_arr[0])
-        offs = orig_offs + 12
-        np_type = self.gguf_scalar_to_np.get(itype)
-        if np_type is not None:
-            values = self._get(offs, np_type, count)
-            if len(values) != count:
-                raise ValueError("array past the end of the file")
-            size = 12 + int(values.nbytes)
-            return size, [raw_itype, count_arr, values], [2], [GGUFValueType.ARRAY, itype]
-        if itype == GGUFValueType.STRING and count > _SMALL_STRING_ARRAY:
-            end = self._skip_strings(offs, count)
-            payload = self.data[offs:end]
-            return (
-                end - orig_offs,
-                [raw_itype, count_arr, payload],
-                [],
-                [GGUFValueType.ARRAY, itype],
-            )
-        return super()._get_field_parts(orig_offs, raw_type)
-
-    def _skip_strings(self, offs: int, count: int) -> int:
-        swapped = self.byte_order == "S"
-        little = (np.little_endian and not swapped) or (not np.little_endian and swapped)
-        length = struct.Struct("<Q" if little else ">Q")
-        buf = memoryview(self.data)  # type: ignore[arg-type]
-        for _ in range(count):
-            offs += 8 + length.unpack_from(buf, offs)[0]
-        if offs > len(buf):
-            raise ValueError("string array past the end of the file")
-        return offs
-
-
-def _open(path: Path) -> GGUFReader:
+def _open(path: Path, source: str) -> GGUFHeader:
     try:
-        return _HeaderReader(path)
+        return read_header(path)
     except FileNotFoundError:
-        raise GGUFReadError(str(path), "no such file") from None
-    except (ValueError, IndexError, KeyError, OverflowError, TypeError, struct.error) as exc:
-        raise GGUFReadError(str(path), f"not a GGUF file or truncated ({exc})") from exc
+        raise GGUFReadError(source, "no such file") from None
+    except HeaderError as exc:
+        raise GGUFReadError(source, str(exc)) from None
     except OSError as exc:
-        raise GGUFReadError(str(path), str(exc)) from exc
+        raise GGUFReadError(source, exc.strerror or str(exc)) from None
 
 
 def gguf_header_bytes(path: Path) -> int:
     """Offset of the tensor data: how many leading bytes hold the whole header."""
-    return int(_open(path).data_offset)
+    return _open(path, str(path)).data_offset
 
 
-def _scalar(field: ReaderField | None) -> Any:
-    if field is None:
-        return None
-    if field.types and field.types[0] == GGUFValueType.ARRAY:
-        return None
-    return field.contents()
+def _int_value(key: str, field: KeyValue, hi: int, limit: str) -> int:
+    """A UINT32 within 0..hi, or a one-line HeaderError naming what the key holds instead.
+
+    llama.cpp reads hparams with get_key<uint32_t>, which accepts a UINT32 and nothing else
+    (not a UINT64 or INT32 of the same value: "key ... has wrong type").
+    """
+    if field.type == ARRAY:
+        raise HeaderError(f"{key} is {field.type_name}; llama.cpp needs a single UINT32")
+    if field.type != UINT32:
+        raise HeaderError(f"{key} is {field.type_name}; llama.cpp needs a UINT32")
+    return _bounded(key, int(field.value), hi, limit)  # type: ignore[arg-type]
 
 
-def _array_len(field: ReaderField) -> int:
-    # KV field parts: key length, key bytes, value type, item type, item count, items...
-    return int(field.parts[4][0])
+def _bounded(key: str, value: int, hi: int, limit: str) -> int:
+    if value < 0:
+        raise HeaderError(f"{key} {value} is negative")
+    if value > hi:
+        raise HeaderError(f"{key} {value} exceeds llama.cpp's limit of {hi}{limit}")
+    return value
 
 
 class _Keys:
-    """Typed access to `<arch>.*` keys, scalar or per-layer array."""
+    """Checked access to `<arch>.*` keys: every value within what llama.cpp accepts."""
 
-    def __init__(self, reader: GGUFReader, arch: str) -> None:
-        self._reader, self._arch = reader, arch
+    def __init__(self, header: GGUFHeader, arch: str) -> None:
+        self._header, self._arch = header, arch
 
-    def field(self, key: str) -> ReaderField | None:
-        return self._reader.get_field(f"{self._arch}.{key}")
+    def field(self, key: str) -> KeyValue | None:
+        return self._header.kv.get(f"{self._arch}.{key}")
 
-    def get_int(self, key: str, default: int = 0) -> int:
+    def has(self, key: str) -> bool:
+        return self.field(key) is not None
+
+    def get_int(self, key: str, default: int = 0, *, hi: int = U32_MAX, limit: str = "") -> int:
+        """A single number; per-layer keys give their largest value."""
         field = self.field(key)
         if field is None:
             return default
-        if field.types and field.types[0] == GGUFValueType.ARRAY:
-            values = [int(v) for v in field.contents()]
-            return max(values) if values else default
-        return int(field.contents())
+        if field.type == ARRAY and key in _PER_LAYER_KEYS:
+            return max(self._items(key, field, None), default=default)
+        return _int_value(f"{self._arch}.{key}", field, hi, limit)
 
     def per_layer(self, key: str, n_layer: int, default: int) -> list[int]:
+        """One number per layer: an array of n_layer numbers, or one number repeated."""
         field = self.field(key)
         if field is None:
             return [default] * n_layer
-        if field.types and field.types[0] == GGUFValueType.ARRAY:
-            values = [int(v) for v in field.contents()]
-            if len(values) != n_layer:
-                raise ValueError(f"{self._arch}.{key} has {len(values)} entries, not {n_layer}")
-            return values
-        return [int(field.contents())] * n_layer
+        if field.type == ARRAY:
+            return self._items(key, field, n_layer)
+        return [_int_value(f"{self._arch}.{key}", field, U32_MAX, "")] * n_layer
+
+    def _items(self, key: str, field: KeyValue, n_layer: int | None) -> list[int]:
+        full = f"{self._arch}.{key}"
+        if field.item_type not in _LAYER_ARRAY_ITEMS:
+            raise HeaderError(f"{full} is {field.type_name}; llama.cpp needs UINT32 or INT32 items")
+        wanted = n_layer if n_layer is not None else self.n_layer()
+        if field.count != wanted or field.items is None:
+            raise HeaderError(f"{full} has {field.count} entries, not one per layer ({wanted})")
+        return [_bounded(full, int(v), U32_MAX, "") for v in field.items]
+
+    def n_layer(self) -> int:
+        field = self.field("block_count")
+        if field is None:
+            raise HeaderError(f"{self._arch}.block_count is missing")
+        n = _int_value(f"{self._arch}.block_count", field, LLAMA_MAX_LAYERS, " (LLAMA_MAX_LAYERS)")
+        if n == 0:
+            raise HeaderError(f"{self._arch}.block_count is 0; a model has at least one layer")
+        return n
+
+    def required(self, key: str) -> int:
+        field = self.field(key)
+        value = 0 if field is None else _int_value(f"{self._arch}.{key}", field, U32_MAX, "")
+        if value == 0:
+            raise HeaderError(f"{self._arch}.{key} is missing or 0")
+        return value
+
+    def check_floats(self) -> None:
+        """The float hparams llama.cpp reads are finite numbers in range."""
+        for key, lowest, inclusive in _FLOAT_KEYS:
+            field = self.field(key)
+            if field is None:
+                continue
+            full = f"{self._arch}.{key}"
+            if field.type != FLOAT32:  # get_key<float>: FLOAT32 only
+                raise HeaderError(f"{full} is {field.type_name}; llama.cpp needs FLOAT32")
+            value = float(field.value)  # type: ignore[arg-type]
+            if not math.isfinite(value):
+                raise HeaderError(f"{full} is {value}, not a finite number")
+            if value < lowest or (value == lowest and not inclusive):
+                relation = "at least" if inclusive else "above"
+                raise HeaderError(f"{full} is {value}; it must be {relation} {lowest:g}")
 
 
 def _swa_layers(keys: _Keys, arch: str, n_layer: int, window: int) -> list[bool]:
     if window <= 0:
         return []
     field = keys.field("attention.sliding_window_pattern")
-    if field is not None and field.types[0] == GGUFValueType.ARRAY:
-        values = [bool(v) for v in field.contents()]
-        if len(values) != n_layer:
-            raise ValueError(f"sliding_window_pattern has {len(values)} entries, not {n_layer}")
-        return values
-    period = int(field.contents()) if field is not None else _DEFAULT_SWA_PERIOD.get(arch)
+    if field is not None and field.type == ARRAY:
+        if field.item_type not in _LAYER_ARRAY_ITEMS:
+            raise HeaderError(f"{arch}.attention.sliding_window_pattern is {field.type_name}")
+        if field.count != n_layer or field.items is None:
+            raise HeaderError(
+                f"{arch}.attention.sliding_window_pattern has {field.count} entries, "
+                f"not one per layer ({n_layer})"
+            )
+        return [bool(v) for v in field.items]
+    period = (
+        keys.get_int("attention.sliding_window_pattern")
+        if field is not None
+        else _DEFAULT_SWA_PERIOD.get(arch)
+    )
     if period is None:
         return [True] * n_layer  # a window with no pattern: every layer slides
     return [period == 0 or il % period < period - 1 for il in range(n_layer)]
@@ -193,24 +249,69 @@ def _recurrent_state_bytes(keys: _Keys, n_head_kv: list[int]) -> int:
     return per_layer * n_recurrent
 
 
-def _arch_from_reader(reader: GGUFReader, tensors: dict[str, TensorInfo]) -> ModelArch:
-    arch = _scalar(reader.get_field("general.architecture"))
-    if not isinstance(arch, str) or not arch:
-        raise ValueError("general.architecture is missing")
-    keys = _Keys(reader, arch)
-    n_layer = keys.get_int("block_count")
-    n_embd = keys.get_int("embedding_length")
-    recurrent = keys.field("ssm.conv_kernel") is not None
-    n_head = keys.get_int("attention.head_count", 0 if recurrent else -1)
-    if n_head < 0:
-        raise ValueError(f"{arch}.attention.head_count is missing")
+def _architecture(header: GGUFHeader) -> str:
+    field = header.kv.get("general.architecture")
+    if field is None:
+        raise HeaderError("general.architecture is missing")
+    if field.type != STRING or not isinstance(field.value, str):
+        raise HeaderError(f"general.architecture is {field.type_name}, not a short string")
+    if not _ARCH_RE.match(field.value):
+        raise HeaderError(
+            "general.architecture is not an architecture name (lowercase letters, digits, -_.)"
+        )
+    return field.value
+
+
+def _n_vocab(header: GGUFHeader, keys: _Keys, tensors: dict[str, TensorInfo]) -> int:
+    tokens = header.kv.get("tokenizer.ggml.tokens")
+    if tokens is not None:
+        if tokens.type != ARRAY or tokens.item_type != STRING:
+            raise HeaderError(f"tokenizer.ggml.tokens is {tokens.type_name}, not ARRAY[STRING]")
+        return tokens.count
+    n_vocab = keys.get_int("vocab_size")
+    embd = tensors.get("token_embd.weight")
+    if not n_vocab and embd is not None and len(embd.shape) >= 2:
+        n_vocab = embd.shape[-1]
+    return n_vocab
+
+
+def _experts(keys: _Keys, arch: str) -> tuple[int, int]:
+    n_expert = keys.get_int("expert_count", hi=LLAMA_MAX_EXPERTS, limit=" (LLAMA_MAX_EXPERTS)")
+    used = keys.get_int("expert_used_count")
+    if used > n_expert:
+        raise HeaderError(f"{arch}.expert_used_count {used} exceeds expert_count {n_expert}")
+    if n_expert and not used:
+        raise HeaderError(f"{arch}.expert_used_count is missing or 0 with {n_expert} experts")
+    return n_expert, used
+
+
+def _arch_from_header(header: GGUFHeader, tensors: dict[str, TensorInfo]) -> ModelArch:
+    arch = _architecture(header)
+    keys = _Keys(header, arch)
+    n_layer = keys.n_layer()
+    n_embd = keys.required("embedding_length")
+    ctx_train = keys.required("context_length")
+    keys.check_floats()
+    recurrent = keys.has("ssm.conv_kernel")
+    if not recurrent and not keys.has("attention.head_count"):
+        raise HeaderError(f"{arch}.attention.head_count is missing")
+    n_head = keys.get_int("attention.head_count")
     n_head_kv = keys.per_layer("attention.head_count_kv", n_layer, 0 if recurrent else n_head)
+    if not recurrent and n_head == 0:
+        raise HeaderError(f"{arch}.attention.head_count is 0")
     n_head = max(n_head, 1)  # pure SSMs have no attention heads
+    head_dim_k = keys.get_int("attention.key_length", n_embd // n_head)
+    head_dim_v = keys.get_int("attention.value_length", n_embd // n_head)
+    if not head_dim_k or not head_dim_v:
+        raise HeaderError(
+            f"{arch}: key/value length is 0 (embedding_length {n_embd}, head_count {n_head})"
+        )
     n_ff = keys.get_int("expert_feed_forward_length") or keys.get_int("feed_forward_length")
-    tokens = reader.get_field("tokenizer.ggml.tokens")
-    n_vocab = _array_len(tokens) if tokens is not None else keys.get_int("vocab_size")
-    if not n_vocab and "token_embd.weight" in tensors:
-        n_vocab = tensors["token_embd.weight"].shape[-1]
+    keys.per_layer("feed_forward_length", n_layer, 0)  # an array must have one per layer
+    n_vocab = _n_vocab(header, keys, tensors)
+    if not n_vocab:
+        raise HeaderError("no vocabulary: tokenizer.ggml.tokens, vocab_size and token_embd absent")
+    n_expert, n_expert_used = _experts(keys, arch)
     window = keys.get_int("attention.sliding_window")
     swa = _swa_layers(keys, arch, n_layer, window)
     kv_lora_rank = keys.get_int("attention.kv_lora_rank")
@@ -220,15 +321,15 @@ def _arch_from_reader(reader: GGUFReader, tensors: dict[str, TensorInfo]) -> Mod
         n_embd=n_embd,
         n_head=n_head,
         n_head_kv=n_head_kv,
-        head_dim_k=keys.get_int("attention.key_length", n_embd // n_head),
-        head_dim_v=keys.get_int("attention.value_length", n_embd // n_head),
+        head_dim_k=head_dim_k,
+        head_dim_v=head_dim_v,
         n_ff=n_ff,
         n_vocab=n_vocab,
-        ctx_train=keys.get_int("context_length"),
+        ctx_train=ctx_train,
         sliding_window=window if any(swa) else 0,
         swa_layers=swa if any(swa) else [],
-        n_expert=keys.get_int("expert_count"),
-        n_expert_used=keys.get_int("expert_used_count"),
+        n_expert=n_expert,
+        n_expert_used=n_expert_used,
         tied_embeddings="output.weight" not in tensors,
         kv_lora_rank=kv_lora_rank,
         n_rot=keys.get_int("rope.dimension_count") if kv_lora_rank else 0,
@@ -236,11 +337,8 @@ def _arch_from_reader(reader: GGUFReader, tensors: dict[str, TensorInfo]) -> Mod
     )
 
 
-def _tensors(reader: GGUFReader) -> list[TensorInfo]:
-    return [
-        TensorInfo(t.name, t.tensor_type.name, tuple(int(d) for d in t.shape), int(t.n_bytes))
-        for t in reader.tensors
-    ]
+def _tensors(header: GGUFHeader) -> list[TensorInfo]:
+    return [TensorInfo(t.name, t.ggml_type, t.shape, t.n_bytes) for t in header.tensors]
 
 
 def _repacked(t: TensorInfo) -> bool:
@@ -261,7 +359,7 @@ def layout_from_tensors(tensors: list[TensorInfo], n_layer: int, file_bytes: int
         if match:
             il = int(match.group(1))
             if il >= n_layer:
-                raise ValueError(f"tensor {t.name} beyond block_count {n_layer}")
+                raise HeaderError(f"tensor {shown(t.name)} is beyond block_count {n_layer}")
             blocks[il] += t.n_bytes
             repack[il] += t.n_bytes if _repacked(t) else 0
         elif t.name == "token_embd.weight":
@@ -283,9 +381,10 @@ def layout_from_tensors(tensors: list[TensorInfo], n_layer: int, file_bytes: int
     )
 
 
-def _quant_label(reader: GGUFReader, tensors: list[TensorInfo]) -> str:
-    file_type = _scalar(reader.get_field("general.file_type"))
-    if isinstance(file_type, int):
+def _quant_label(header: GGUFHeader, tensors: list[TensorInfo]) -> str:
+    field = header.kv.get("general.file_type")
+    if field is not None:
+        file_type = _int_value("general.file_type", field, U32_MAX, "")
         label = LLAMA_FTYPE_LABELS.get(file_type & ~_FTYPE_GUESSED)
         if label:
             return label
@@ -295,16 +394,57 @@ def _quant_label(reader: GGUFReader, tensors: list[TensorInfo]) -> str:
     return by_type.most_common(1)[0][0] if by_type else "unknown"
 
 
-def _check_fits(path: Path, reader: GGUFReader, size: int) -> None:
-    end = max((int(t.data_offset) + int(t.n_bytes) for t in reader.tensors), default=0)
-    if max(end, int(reader.data_offset)) > size:
-        raise GGUFReadError(str(path), f"truncated: tensor data end at {end}, file has {size}")
+def _general_name(header: GGUFHeader) -> str | None:
+    """general.name when it is one clean line of text (it is printed and rendered)."""
+    field = header.kv.get("general.name")
+    if field is None:
+        return None
+    if field.type != STRING:
+        raise HeaderError(f"general.name is {field.type_name}; llama.cpp needs a STRING")
+    value = field.value
+    if not isinstance(value, str) or not value.strip() or len(value) > _NAME_MAX:
+        return None
+    if CONTROL_RE.search(value) or TEMPLATE_RE.search(value) or "\ufffd" in value:
+        return None
+    return value
 
 
-def _read_part(path: Path) -> tuple[GGUFReader, list[TensorInfo]]:
-    reader = _open(path)
-    _check_fits(path, reader, path.stat().st_size)
-    return reader, _tensors(reader)
+def _split_count(header: GGUFHeader) -> int | None:
+    field = header.kv.get("split.count")
+    if field is None:
+        return None
+    if field.type not in INT_TYPES:
+        raise HeaderError(f"split.count is {field.type_name}, not a whole number")
+    return _bounded("split.count", int(field.value), U32_MAX, "")  # type: ignore[arg-type]
+
+
+def _labels(paths: list[Path], source: str | None) -> list[str]:
+    """How each part is named in errors: its path, or the caller's source for a temp copy."""
+    if source is None or source == str(paths[0]):
+        return [str(p) for p in paths]
+    if len(paths) == 1:
+        return [source]
+    return [f"{source} (part {i + 1} of {len(paths)})" for i in range(len(paths))]
+
+
+def _read_part(path: Path, label: str) -> GGUFHeader:
+    header = _open(path, label)
+    try:
+        check_complete(header, path.stat().st_size)
+    except HeaderError as exc:
+        raise GGUFReadError(label, str(exc)) from None
+    return header
+
+
+def check_gguf_file(path: Path) -> None:
+    """Refuse a local GGUF that is not one, or shorter than its own tensor table (cut short)."""
+    _read_part(path, str(path))
+
+
+def _one_line(exc: ValidationError) -> str:
+    first = exc.errors()[0]
+    where = ".".join(str(p) for p in first.get("loc", ()))
+    return f"{where}: {first.get('msg', 'invalid')}"
 
 
 def facts_from_gguf(
@@ -326,25 +466,36 @@ def facts_from_gguf_parts(
     """ModelFacts from a split set: keys from the first part, tensor tables from all parts."""
     if not paths:
         raise ValueError("facts_from_gguf_parts needs at least one path")
-    first, tensors = _read_part(paths[0])
-    split_count = _scalar(first.get_field("split.count"))
-    if len(paths) > 1 and split_count != len(paths):
-        raise GGUFReadError(str(paths[0]), f"split.count is {split_count}, got {len(paths)} parts")
-    for part in paths[1:]:
-        tensors += _read_part(part)[1]
+    labels = _labels(paths, source)
+    first = _read_part(paths[0], labels[0])
+    tensors = _tensors(first)
     try:
-        arch = _arch_from_reader(first, {t.name: t for t in tensors})
+        split_count = _split_count(first)
+    except HeaderError as exc:
+        raise GGUFReadError(labels[0], str(exc)) from None
+    if len(paths) > 1 and split_count != len(paths):
+        raise GGUFReadError(labels[0], f"split.count is {split_count}, got {len(paths)} parts")
+    for part, label in zip(paths[1:], labels[1:], strict=True):
+        tensors += _tensors(_read_part(part, label))
+    names = [t.name for t in tensors]
+    if len(set(names)) != len(names):
+        raise GGUFReadError(labels[0], "a tensor appears in more than one part of the split set")
+    try:
+        arch = _arch_from_header(first, {t.name: t for t in tensors})
         file_bytes = total_file_bytes or sum(p.stat().st_size for p in paths)
         layout = layout_from_tensors(tensors, arch.n_layer, file_bytes)
         quant = _quant_label(first, tensors)
-    except (ValueError, TypeError) as exc:  # pydantic's ValidationError is a ValueError
-        raise GGUFReadError(str(paths[0]), f"unusable metadata: {exc}") from exc
-    general_name = _scalar(first.get_field("general.name"))
+        general_name = _general_name(first)
+    except HeaderError as exc:
+        raise GGUFReadError(labels[0], str(exc)) from None
+    except ValidationError as exc:
+        raise GGUFReadError(labels[0], f"unusable metadata: {_one_line(exc)}") from None
+    chat_template = first.kv.get("tokenizer.chat_template")
     return ModelFacts(
-        name=name or (general_name if isinstance(general_name, str) else paths[0].stem),
+        name=name or general_name or paths[0].stem,
         quant=quant,
         arch=arch,
         weights=layout,
         source=source or str(paths[0]),
-        has_chat_template=first.get_field("tokenizer.chat_template") is not None,
+        has_chat_template=chat_template is not None and chat_template.type == STRING,
     )

@@ -29,6 +29,10 @@ from deployer.core.units import GIB, fmt_bytes
 
 DEFAULT_CTX = 8192
 MIN_CTX = 512
+# llama.cpp refuses more sequences than LLAMA_MAX_SEQ (src/llama-cparams.h; llama_context
+# throws "n_seq_max must be <= 256" at startup), and llama-server reads -c as a 32-bit int.
+MAX_PARALLEL = 256
+MAX_CTX = (1 << 31) - 1
 # Share of peak memory bandwidth a decode step achieves (llama.cpp on one stream).
 DECODE_EFFICIENCY = {"gpu": 0.7, "apple": 0.65, "cpu": 0.5}
 
@@ -336,6 +340,39 @@ def _overflow_reason(opt: Option) -> str:
     )
 
 
+def _check_slots(req: PlanRequest, ctx: int, ctx_train: int, model: str) -> None:
+    """Refuse a context or slot count llama.cpp would refuse, or that leaves a slot no room."""
+    if not 1 <= req.parallel <= MAX_PARALLEL:
+        raise InvalidRequest(
+            f"--parallel {req.parallel} is outside llama.cpp's range of 1 to {MAX_PARALLEL} slots",
+            f"Use --parallel 1 to {MAX_PARALLEL}.",
+        )
+    if ctx > ctx_train:
+        raise InvalidRequest(
+            f"context {ctx} is above {model}'s trained context of {ctx_train}",
+            f"Use --ctx {min(ctx_train, MAX_CTX)} or less.",
+        )
+    if ctx < MIN_CTX:
+        raise InvalidRequest(f"context {ctx} is below the minimum of {MIN_CTX}")
+    per_slot = req.backend == "ollama"  # Ollama's num_ctx is per slot, allocated x slots
+    total = ctx * req.parallel if per_slot else ctx
+    if total > MAX_CTX:
+        raise InvalidRequest(
+            f"a context of {total} cells is above llama-server's limit of {MAX_CTX}",
+            "Use a smaller --ctx" + (" or --parallel." if per_slot else "."),
+        )
+    cells = FitSettings(ctx=ctx, parallel=req.parallel, ctx_is_per_slot=per_slot).cells_per_stream
+    if cells < MIN_CTX:
+        # llama.cpp splits -c evenly over the slots (n_ctx_seq): each must hold a real prompt.
+        more_ctx = MIN_CTX * req.parallel
+        hint = f"Use --ctx {more_ctx} or more, or " if more_ctx <= ctx_train else "Use "
+        raise InvalidRequest(
+            f"context {ctx} shared by {req.parallel} slots leaves {cells} cells a slot, "
+            f"below the minimum of {MIN_CTX}",
+            f"{hint}--parallel {max(1, ctx // MIN_CTX)} or fewer.",
+        )
+
+
 def make_plan(
     model: str,
     candidates: list[ModelFacts],
@@ -352,17 +389,9 @@ def make_plan(
         raise InvalidRequest(
             f"unknown KV type '{req.kv_type}'", f"Use one of: {', '.join(KV_TYPES)}."
         )
-    if req.parallel < 1:
-        raise InvalidRequest("--parallel must be at least 1")
     arch = candidates[0].arch
     ctx = req.ctx if req.ctx is not None else min(DEFAULT_CTX, arch.ctx_train)
-    if ctx > arch.ctx_train:
-        raise InvalidRequest(
-            f"context {ctx} is above {model}'s trained context of {arch.ctx_train}",
-            f"Use --ctx {arch.ctx_train} or less.",
-        )
-    if ctx < MIN_CTX:
-        raise InvalidRequest(f"context {ctx} is below the minimum of {MIN_CTX}")
+    _check_slots(req, ctx, arch.ctx_train, model)
     fa = profile.flash_attention if req.flash_attention is None else req.flash_attention
     if req.kv_type not in ("f16", "bf16", "f32") and not fa:
         raise InvalidRequest(

@@ -266,9 +266,10 @@ def demo_expected_sha256() -> str:
 
 
 def _local_file(path: Path, verified_sha: str | None = None) -> PulledFile:
-    with path.open("rb") as fh:
-        if fh.read(4) != _GGUF_MAGIC:
-            raise GGUFReadError(str(path), "not a GGUF file (bad magic)")
+    from deployer.core.gguf_meta import check_gguf_file
+
+    # A GGUF, no shorter than its own tensor table (a cut copy would fail in llama-server).
+    check_gguf_file(path)
     sha = sha256_file(path)
     if verified_sha is not None and sha != verified_sha:
         raise ChecksumMismatch(str(path), verified_sha, sha)

