@@ -35,7 +35,7 @@ from deployer.adapters.http_range import RangeBody, RangeCut, open_range, range_
 from deployer.adapters.hub import _translated, fetch_listing
 from deployer.core import filememo
 from deployer.core.errors import ExternalUnavailable
-from deployer.core.hub_checks import check_repo_id, check_revision
+from deployer.core.hub_checks import check_repo_id, check_repo_path, check_revision
 from deployer.core.pull import (
     FetchResult,
     FileTarget,
@@ -554,9 +554,9 @@ class HfCacheStore:
                 continue
             blob = path.resolve()
             sha = blob.name if _SHA_RE.match(blob.name) else None
-            files.append(
-                RemoteFile(path.relative_to(snapshot).as_posix(), blob.stat().st_size, sha)
-            )
+            # names huggingface_hub placed from some listing: held to the same rules
+            name = check_repo_path(repo_id, path.relative_to(snapshot).as_posix())
+            files.append(RemoteFile(name, blob.stat().st_size, sha))
         return RepoListing(repo_id, commit, files)
 
     # -- state --------------------------------------------------------------------------------

@@ -158,6 +158,12 @@ def test_offline_revision_and_cached_ref_are_checked(tmp_path: Path) -> None:
     with pytest.raises(UntrustedValue) as info:
         store.cached_listing(REPO, None)
     assert str(ref) in info.value.message()
+    ref.write_text(COMMIT)
+    snapshot = ref.parent.parent / "snapshots" / COMMIT
+    snapshot.mkdir(parents=True)
+    (snapshot / "m{{ x }}-Q4_K_M.gguf").write_bytes(b"GGUF")  # a name some other tool placed
+    with pytest.raises(UntrustedValue, match="template syntax"):
+        store.cached_listing(REPO, None)
 
 
 @pytest.mark.parametrize(
