@@ -24,17 +24,18 @@ from collections import deque
 from collections.abc import Iterator
 from pathlib import Path
 
-from huggingface_hub import HfApi, get_session, hf_hub_url, hf_raise_for_status
+from huggingface_hub import get_session, hf_hub_url, hf_raise_for_status
 from huggingface_hub.errors import HfHubHTTPError
 from huggingface_hub.utils import (  # type: ignore[attr-defined]
     WeakFileLock,
     build_hf_headers,
 )
 
-from deployer.adapters.http_range import RangeBody, RangeCut, open_range
-from deployer.adapters.hub import _translated
+from deployer.adapters.http_range import RangeBody, RangeCut, open_range, range_total
+from deployer.adapters.hub import _translated, fetch_listing
 from deployer.core import filememo
 from deployer.core.errors import ExternalUnavailable
+from deployer.core.hub_checks import check_repo_id, check_repo_path, check_revision
 from deployer.core.pull import (
     FetchResult,
     FileTarget,
@@ -43,8 +44,9 @@ from deployer.core.pull import (
     contained,
     sha256_file,
 )
-from deployer.core.pull_errors import ChecksumMismatch
+from deployer.core.pull_errors import ChecksumMismatch, SizeMismatch
 from deployer.core.resolve import RemoteFile
+from deployer.core.untrusted import UntrustedValue, check_commit, check_sha256
 
 try:  # huggingface_hub 2.x talks through httpx2, 1.x through httpx
     from httpx2 import TransportError
@@ -365,8 +367,14 @@ class _Transfer:
                 return
         self._stream_library(fd, i, offset, end)
 
+    def _check_total(self, total: int | None) -> None:
+        """The server's length for the whole file must be the listing's (where it states one)."""
+        if total is not None and total != self.blocks.size:
+            raise SizeMismatch("", self.blocks.size, total)  # the caller names the file
+
     def _stream_direct(self, fd: int, i: int, offset: int, end: int, body: RangeBody) -> None:
         """Read the body into reused buffers: one copy from the socket, none per chunk."""
+        self._check_total(body.total)
         skip = offset if body.status == 200 else 0  # server ignored the Range
         kept = self._keep(i, offset)
         while offset <= end and not self.stop:
@@ -401,6 +409,10 @@ class _Transfer:
             hf_raise_for_status(resp)
             skip = offset if resp.status_code == 200 else 0  # server ignored the Range
             encoded = resp.headers.get("Content-Encoding", "identity") != "identity"
+            if resp.status_code == 206:
+                self._check_total(range_total(resp.headers.get("Content-Range")))
+            elif not encoded and resp.headers.get("Content-Length", "").isdigit():
+                self._check_total(int(resp.headers["Content-Length"]))
             # iter_raw skips a decoder pass over every byte; a server that encodes anyway
             # gets decoded, so the hash is over the file's bytes either way
             stream = resp.iter_bytes() if encoded else resp.iter_raw()
@@ -485,61 +497,66 @@ class HfCacheStore:
         return self.root
 
     def _repo_dir(self, repo_id: str) -> Path:
-        return self.root / repo_folder(repo_id)
+        return contained(self.root, repo_folder(check_repo_id(repo_id)))
 
     def _lock(self, repo_id: str, sha: str) -> Path:
-        path = self.root / ".locks" / repo_folder(repo_id) / f"{sha}.lock"
+        path = contained(self.root / ".locks" / repo_folder(repo_id), f"{sha}.lock")
         path.parent.mkdir(parents=True, exist_ok=True)
         return path
 
     def _paths(self, t: FileTarget) -> tuple[Path, Path, Path]:
-        """(final path, partial path, lock path) for a target."""
+        """(final path, partial path, lock path) for a target.
+
+        The listing was checked where it entered (deployer.adapters.hub.listed_files); the
+        values are checked again here, where they become paths, so no caller can get a path
+        outside the cache or the target dir from a value of the wrong form.
+        """
+        sha = check_sha256(t.sha256, f"download of {t.repo_id}/{t.name}")
         if t.local_dir is not None:
             final = contained(t.local_dir, t.name)
             work = t.local_dir / ".cache" / "huggingface" / "download"
-            return final, work / f"{t.sha256}.incomplete", work / f"{t.sha256}.lock"
-        snapshot = self._repo_dir(t.repo_id) / "snapshots" / t.commit
-        final = contained(snapshot, t.name)
-        blob = self._repo_dir(t.repo_id) / "blobs" / t.sha256
-        return final, blob.with_name(blob.name + ".incomplete"), self._lock(t.repo_id, t.sha256)
+            return final, contained(work, f"{sha}.incomplete"), contained(work, f"{sha}.lock")
+        repo_dir = self._repo_dir(t.repo_id)
+        commit = check_commit(t.commit, f"download of {t.repo_id}")
+        final = contained(contained(repo_dir / "snapshots", commit), t.name)
+        part = contained(repo_dir / "blobs", f"{sha}.incomplete")
+        return final, part, self._lock(t.repo_id, sha)
 
     # -- listing ------------------------------------------------------------------------------
     def list_repo(self, repo_id: str, revision: str | None) -> RepoListing:
-        """Every file of the repo with LFS sizes and sha256, pinned to the commit."""
-        with _translated(repo_id):
-            info = HfApi(endpoint=self.endpoint, token=self.token).model_info(
-                repo_id, revision=revision, files_metadata=True
-            )
-        if not info.sha or not _COMMIT_RE.match(info.sha):
-            raise ExternalUnavailable(_HUB, f"no commit hash for {repo_id} at {revision or 'main'}")
-        files = []
-        for sib in info.siblings or []:
-            size = sib.lfs.size if sib.lfs else sib.size
-            files.append(
-                RemoteFile(sib.rfilename, int(size or 0), sib.lfs.sha256 if sib.lfs else None)
-            )
-        return RepoListing(repo_id, info.sha, files, bool(info.gated))
+        """Every file of the repo with LFS sizes and sha256, pinned to the commit (checked)."""
+        return fetch_listing(repo_id, revision, endpoint=self.endpoint, token=self.token)
 
     def cached_listing(self, repo_id: str, revision: str | None) -> RepoListing | None:
         """The cached snapshot's files; sha256 from the blob each one links to."""
         repo_dir = self._repo_dir(repo_id)
-        rev = revision or "main"
+        rev = check_revision(revision or "main")
         commit = rev if _COMMIT_RE.match(rev) else None
-        ref = repo_dir / "refs" / rev
+        ref = contained(repo_dir / "refs", rev)
         if commit is None and ref.is_file():
-            commit = ref.read_text().strip()
-        snapshot = repo_dir / "snapshots" / (commit or "")
-        if commit is None or not snapshot.is_dir():
+            # written by us or by huggingface_hub from a server's X-Repo-Commit: checked again
+            text = ref.read_text().strip()
+            if not _COMMIT_RE.match(text):
+                raise UntrustedValue(
+                    f"Hugging Face cache {ref}",
+                    "commit",
+                    text,
+                    "is not a 40-hex commit id",
+                    f"Delete {ref} and pull again without HF_HUB_OFFLINE.",
+                )
+            commit = text
+        if commit is None or not (repo_dir / "snapshots" / commit).is_dir():
             return None
+        snapshot = repo_dir / "snapshots" / commit
         files = []
         for path in sorted(snapshot.rglob("*")):
             if not path.is_file():
                 continue
             blob = path.resolve()
             sha = blob.name if _SHA_RE.match(blob.name) else None
-            files.append(
-                RemoteFile(path.relative_to(snapshot).as_posix(), blob.stat().st_size, sha)
-            )
+            # names huggingface_hub placed from some listing: held to the same rules
+            name = check_repo_path(repo_id, path.relative_to(snapshot).as_posix())
+            files.append(RemoteFile(name, blob.stat().st_size, sha))
         return RepoListing(repo_id, commit, files)
 
     # -- state --------------------------------------------------------------------------------
@@ -673,6 +690,20 @@ class HfCacheStore:
         try:
             with _translated(t.repo_id, t.name):
                 actual = transfer.run(fd)
+        except SizeMismatch as exc:  # bytes of some other file: keep none of them
+            part.unlink(missing_ok=True)
+            blocks.remove()
+            exc.file = f"{t.repo_id}/{t.name}"
+            raise
+        except RangeCut as exc:  # the retries are spent: say so in one line
+            if not any(blocks.done):
+                part.unlink(missing_ok=True)
+                blocks.remove()
+            raise ExternalUnavailable(
+                _HUB,
+                f"the connection for {t.repo_id}/{t.name} kept ending early ({exc})",
+                "Run 'deployer pull' again: it resumes where it stopped.",
+            ) from exc
         except BaseException:
             if not any(blocks.done):  # refused before any byte: leave nothing behind
                 part.unlink(missing_ok=True)

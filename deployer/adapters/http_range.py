@@ -22,6 +22,14 @@ _REDIRECTS = 5
 _REDIRECT_CODES = (301, 302, 303, 307, 308)
 
 
+def range_total(content_range: str | None) -> int | None:
+    """The complete length in a `Content-Range: bytes a-b/N` header; None if absent or '*'."""
+    if not content_range:
+        return None
+    _, _, total = content_range.rpartition("/")
+    return int(total) if total.strip().isdigit() and len(total) < 20 else None
+
+
 class RangeCut(Exception):
     """The connection failed or closed before the requested bytes arrived (retryable)."""
 
@@ -51,6 +59,11 @@ class RangeBody:
         self.conn, self.resp = conn, resp
         self.status = resp.status
         self.left = int(resp.getheader("Content-Length") or 0)
+        # the whole file's length as the server states it: the caller compares it to the
+        # listing's (a 200 states it in Content-Length, a 206 after the '/' of Content-Range)
+        self.total = (
+            self.left if resp.status == 200 else range_total(resp.getheader("Content-Range"))
+        )
 
     def readinto(self, view: memoryview) -> int:
         """Bytes the socket has now, up to len(view), in one read (0: the body ended).

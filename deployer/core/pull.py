@@ -20,6 +20,7 @@ from typing import Any, Protocol
 from deployer.core.catalog import get_model, get_quant
 from deployer.core.errors import GGUFReadError, InvalidRequest, ModelNotFound, NotFoundError
 from deployer.core.errors import QuantNotFound as _QuantNotFound
+from deployer.core.hub_checks import check_quant, check_revision
 from deployer.core.pull_errors import (
     ChecksumMismatch,
     LicenseNotAccepted,
@@ -332,6 +333,10 @@ class _HubRequest:
 def _hub_request(
     ref: str, quant: str | None, revision: str | None, accept_license: bool
 ) -> _HubRequest:
+    # The revision becomes a path (refs/<revision>) and part of a URL; the quant is shown in
+    # messages: both are checked here, before anything is asked or written.
+    revision = check_revision(revision, "--revision") if revision is not None else None
+    quant = check_quant(quant, "--quant") if quant is not None else None
     if ref.startswith(HF_PREFIX):
         parsed = parse_hf_ref(ref)
         if parsed.revision and revision and parsed.revision != revision:

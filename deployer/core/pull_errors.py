@@ -84,3 +84,20 @@ class OfflineMissing(DeployerError):
             f"HF_HUB_OFFLINE=1 and '{self.repo_id}' at '{self.revision}' is not fully cached "
             f"in {self.cache_dir}: missing {names}. Unset HF_HUB_OFFLINE to download"
         )
+
+
+@dataclass
+class SizeMismatch(DeployerError):
+    """The Hub serves a file of another length than its listing says."""
+
+    file: str
+    listed_bytes: int
+    served_bytes: int
+
+    def message(self) -> str:
+        return (
+            f"size mismatch for '{self.file}': the Hub's listing says {self.listed_bytes} bytes, "
+            f"its server sends {self.served_bytes}; nothing was kept. The file changed since it "
+            "was listed, or the Hub is misbehaving: run 'deployer pull' again, and report it "
+            "to the repo's owner if it repeats"
+        )

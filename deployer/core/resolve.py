@@ -16,8 +16,10 @@ from deployer.core import filememo
 from deployer.core.arch import ModelFacts
 from deployer.core.catalog import get_model
 from deployer.core.errors import ExternalUnavailable, GGUFReadError, ModelNotFound, QuantNotFound
+from deployer.core.hub_checks import REF_HINT, check_quant, check_repo_id, check_revision
 from deployer.core.hub_errors import DemoModelMissing
 from deployer.core.layout import facts_from_catalog
+from deployer.core.untrusted import UntrustedValue, shown
 
 DEMO_REF = "demo"
 DEMO_QUANT = "Q4_K_M"
@@ -25,6 +27,9 @@ DEFAULT_QUANT = "Q4_K_M"
 HF_PREFIX = "hf://"
 
 _SPLIT_RE = re.compile(r"-(\d{5})-of-(\d{5})\.gguf$", re.IGNORECASE)
+# hf:// body: the repo id up to the first ':' or '@', then ':QUANT' and '@REVISION' parts.
+_REF_SPLIT_RE = re.compile(r"([^:@]*)(.*)", re.DOTALL)
+_REF_SUFFIX_RE = re.compile(r"([:@])([^:@]*)", re.DOTALL)
 _QUANT_RE = re.compile(
     r"^(?:I?Q\d(?:_[A-Z0-9]+)*|TQ\d_\d|MXFP4(?:_MOE)?|NVFP4|BF16|F16|F32)$", re.IGNORECASE
 )
@@ -69,13 +74,28 @@ class HubRef:
 
 
 def parse_hf_ref(ref: str) -> HubRef:
-    """Split hf://ORG/REPO[@REVISION][:QUANT] into its parts."""
+    """Split hf://ORG/REPO[:QUANT][@REVISION] (either order) into checked parts.
+
+    The one place a user's hf:// reference is read: the repo id by huggingface_hub's rules,
+    the revision as a safe ref name (it becomes a path under refs/ and part of a URL), the
+    quant as a label; anything else is one line (UntrustedValue), never a traceback.
+    """
+    source = f"model reference {shown(ref)}"
     body = ref.removeprefix(HF_PREFIX)
-    body, _, quant = body.partition(":")
-    repo_id, _, revision = body.partition("@")
-    if repo_id.count("/") != 1 or not all(repo_id.split("/")):
-        raise ModelNotFound(ref, [])
-    return HubRef(repo_id, revision or None, quant or None)
+    repo_id, suffixes = _REF_SPLIT_RE.match(body).groups()  # type: ignore[union-attr]
+    parts: dict[str, str] = {}
+    for mark, value in _REF_SUFFIX_RE.findall(suffixes):
+        what = "quant" if mark == ":" else "revision"
+        if what in parts or not value:
+            problem = (
+                f"gives two {what}s" if what in parts else f"has an empty {what} after {mark!r}"
+            )
+            raise UntrustedValue("command line", "model reference", ref, problem, REF_HINT)
+        parts[what] = value
+    repo_id = check_repo_id(repo_id, source)
+    quant = check_quant(parts["quant"], source) if "quant" in parts else None
+    revision = check_revision(parts["revision"], source) if "revision" in parts else None
+    return HubRef(repo_id, revision, quant)
 
 
 def quant_label(filename: str) -> str:
@@ -201,7 +221,7 @@ def _resolve_hub(ref: str, quant: str | None, hub: HubReader | None) -> ModelFac
     parsed = parse_hf_ref(ref)
     if hub is None:
         raise ExternalUnavailable("Hugging Face Hub", "no Hub reader was configured")
-    wanted = parsed.quant or quant
+    wanted = parsed.quant or (check_quant(quant, "--quant") if quant else None)
     model = f"{HF_PREFIX}{parsed.repo_id}"
     files = select_files(hub.list_gguf_files(parsed.repo_id, parsed.revision), wanted, model)
     label = quant_label(files[0].name)

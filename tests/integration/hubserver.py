@@ -4,6 +4,11 @@ It serves what the library needs to list, probe and download files: resolve (HEA
 Range), model info with LFS metadata, the file tree, and typed errors via X-Error-Code. It
 counts the bytes it serves per file so tests can prove what was (not) downloaded.
 
+A repo's `lies` make it a hostile Hub for tests of untrusted input: a listing whose commit,
+sha256, sizes or extra entries say what the bytes do not, a lying X-Repo-Commit or
+Content-Length. File names are served as given, so traversal and template syntax in names need
+no switch.
+
 Use it through `running_hub(monkeypatch)` or register the `loopback_hub` fixture.
 """
 
@@ -32,6 +37,19 @@ _SLOW_CHUNK = 64 * 1024
 
 
 @dataclass
+class Lies:
+    """What a hostile Hub misstates about one repo; each value is sent exactly as given."""
+
+    commit: object = None  # the listing's `sha`
+    header_commit: str | None = None  # X-Repo-Commit of every resolve answer
+    sha256: dict[str, object] = field(default_factory=dict)  # listing lfs.sha256, per file
+    size: dict[str, object] = field(default_factory=dict)  # listing size and lfs.size, per file
+    blob_id: dict[str, object] = field(default_factory=dict)  # listing blobId, per file
+    siblings: list[Any] = field(default_factory=list)  # raw extra listing entries
+    content_length_delta: int = 0  # added to the Content-Length of every GET (bytes unchanged)
+
+
+@dataclass
 class HubRepo:
     """One model repo: its files, commit and whether it is gated."""
 
@@ -40,6 +58,7 @@ class HubRepo:
     gated: bool = False
     commit: str = ""
     _sha256: dict[str, str] = field(default_factory=dict)
+    lies: Lies = field(default_factory=Lies)
 
     def sha256(self, name: str) -> str:
         """The file's sha256 (computed once)."""
@@ -166,24 +185,26 @@ class _HubHandler(BaseHTTPRequestHandler):
         repo = self._repo(repo_id, revision, head=False)
         if repo is None:
             return
-        siblings = [
+        lies = repo.lies
+        siblings: list[Any] = [
             {
                 "rfilename": name,
-                "size": path.stat().st_size,
-                "blobId": hashlib.sha1(name.encode()).hexdigest(),
+                "size": lies.size.get(name, path.stat().st_size),
+                "blobId": lies.blob_id.get(name, hashlib.sha1(name.encode()).hexdigest()),
                 "lfs": {
-                    "size": path.stat().st_size,
-                    "sha256": repo.sha256(name),
+                    "size": lies.size.get(name, path.stat().st_size),
+                    "sha256": lies.sha256.get(name, repo.sha256(name)),
                     "pointerSize": 134,
                 },
             }
             for name, path in sorted(repo.files.items())
         ]
+        siblings += lies.siblings
         body = {
             "_id": repo.commit[:24],
             "id": repo_id,
             "modelId": repo_id,
-            "sha": repo.commit,
+            "sha": repo.commit if lies.commit is None else lies.commit,
             "private": False,
             "gated": "manual" if repo.gated else False,
             "disabled": False,
@@ -240,19 +261,24 @@ class _HubHandler(BaseHTTPRequestHandler):
             status = 206
         sha = repo.sha256(name)
         self.send_response(status)
-        self.send_header("X-Repo-Commit", repo.commit)
+        self.send_header("X-Repo-Commit", repo.lies.header_commit or repo.commit)
         self.send_header("ETag", f'"{sha}"')
         self.send_header("X-Linked-Etag", f'"{sha}"')
         self.send_header("X-Linked-Size", str(size))
         self.send_header("Accept-Ranges", "bytes")
         self.send_header("Content-Type", "application/octet-stream")
-        self.send_header("Content-Length", str(end - start + 1))
+        length = end - start + 1
+        self.send_header(
+            "Content-Length", str(length + (0 if head else repo.lies.content_length_delta))
+        )
         if status == 206:
             self.send_header("Content-Range", f"bytes {start}-{end}/{size}")
         self.end_headers()
         if head:
             return
-        self._send_file(f"{repo_id}/{name}", path, start, end - start + 1)
+        if repo.lies.content_length_delta:
+            self.close_connection = True  # what follows a lying body must not be read as a reply
+        self._send_file(f"{repo_id}/{name}", path, start, length)
 
     def _send_file(self, key: str, path: Path, start: int, length: int) -> None:
         throttled = key in self.hub.throttle_bps

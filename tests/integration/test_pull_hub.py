@@ -174,7 +174,7 @@ def test_traversal_names_refused(hub: LoopbackHub, tmp_path: Path, name: str) ->
     path = make_gguf(tmp_path / "e.gguf", MiB)
     hub.add_repo("test/evil", {name: path})
     code, _, err = pull("hf://test/evil:Q4_K_M")
-    assert code == 1 and "refusing" in err
+    assert code == 2 and "Hub listing of test/evil: file name" in err and name in err
     assert not list(tmp_path.rglob("evil-Q4_K_M.gguf"))
     assert not Path("/tmp/evil-Q4_K_M.gguf").exists()
     assert hub.served("test/evil", name) == 0
