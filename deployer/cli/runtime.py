@@ -14,7 +14,7 @@ from rich.table import Table
 
 from deployer.cli.app import app
 from deployer.cli.errors import run_guarded
-from deployer.cli.output import console, print_json
+from deployer.cli.output import cells, console, print_json
 from deployer.cli.params import JsonOpt
 from deployer.core.errors import InvalidRequest
 from deployer.core.resources import state_dir
@@ -28,6 +28,7 @@ from deployer.core.state import (
     reconcile,
     uptime_s,
 )
+from deployer.core.untrusted import printable
 
 if TYPE_CHECKING:
     from deployer.core.containers import ContainerEngine
@@ -62,7 +63,7 @@ def current_statuses(*, need_engine: bool) -> list[DeploymentStatus]:
         if need_engine and any(r.runtime == "container" for r in records):
             raise
         if any(r.runtime == "container" for r in records):
-            typer.echo(f"warning: {exc.message()}", err=True)
+            typer.echo(f"warning: {printable(exc.message())}", err=True)
         containers = None
     return [_native_health(st) for st in reconcile(records, containers, pid_alive=_native_alive)]
 
@@ -140,13 +141,15 @@ def ps(json_out: JsonOpt = False) -> None:
         table.add_column("uptime", no_wrap=True, min_width=6)
         for row in rows:
             table.add_row(
-                row["name"],
-                row["model"] or "-",
-                row["quant"] or "-",
-                row["backend"] or "-",
-                row["endpoint"] or "-",
-                row["status"],
-                fmt_uptime(row["uptime_s"]),
+                *cells(
+                    row["name"],
+                    row["model"] or "-",
+                    row["quant"] or "-",
+                    row["backend"] or "-",
+                    row["endpoint"] or "-",
+                    row["status"],
+                    fmt_uptime(row["uptime_s"]),
+                )
             )
         console.print(table)
 
