@@ -75,6 +75,8 @@ class CatalogArch(_Strict):
             raise ValueError("n_head must be a multiple of n_head_kv")
         if self.n_expert_used > self.n_expert or (self.n_expert > 0) != (self.n_expert_used > 0):
             raise ValueError("n_expert_used must be between 1 and n_expert (both 0 for dense)")
+        if (self.sliding_window > 0) != (self.swa_pattern != "none"):
+            raise ValueError("sliding_window and swa_pattern go together (both set or neither)")
         return self
 
     def to_arch(self) -> ModelArch:
