@@ -143,7 +143,7 @@ def _node_line(node: yaml.Node, loc: tuple[int | str, ...]) -> int:
 def field_path(loc: tuple[int | str, ...]) -> str:
     """`gpu.memory_mib`, `quants.Q4_K_M.bytes`; a key that came from the file and is not plain
     is quoted and escaped (it may hold markup, controls or a thousand characters)."""
-    parts = [str(p) if isinstance(p, int) or _PLAIN_KEY_RE.match(p) else shown(p) for p in loc]
+    parts = [str(p) if _PLAIN_KEY_RE.match(str(p)) else shown(p) for p in loc]
     return ".".join(parts) or "(top level)"
 
 

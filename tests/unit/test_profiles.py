@@ -448,3 +448,10 @@ def test_detected_hardware_out_of_bounds_is_one_line() -> None:
     with pytest.raises(InvalidDataFile) as info:
         validate_data(data, Profile, "the hardware detected")
     assert _one_line(info.value).startswith("the hardware detected: name: contains a control")
+
+
+def test_a_profile_file_name_with_controls_is_one_line() -> None:
+    _user_profile("bad\nname\x1b[2J", _valid_cpu_yaml("x"))
+    with pytest.raises(InvalidDataFile) as info:
+        load_profiles()
+    assert "bad\\nname\\x1b[2J" in _one_line(info.value)
