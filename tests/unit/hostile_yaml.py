@@ -92,22 +92,46 @@ def _parent(data: Any, path: tuple[Any, ...]) -> Any:
     return data
 
 
+# Values that are valid YAML and reach the code after the loader unless the models refuse them.
+damaging_value = st.sampled_from(
+    [s for s in SNIPPETS if not s.startswith(("!!python", "!!binary", "*", "&a"))]
+) | st.sampled_from(["'[/x]'", "'x [red]r[/red]'", "'[bold]'", "'x\\'", "'[link]'"])
+
+
 @st.composite
-def mutated(draw: st.DrawFn, folder: str, names: list[str]) -> tuple[str, str]:
-    """(file stem, YAML text): a shipped file with one to three values, keys or entries
-    replaced by hostile YAML, or dropped."""
+def mutated(
+    draw: st.DrawFn,
+    folder: str,
+    names: list[str],
+    *,
+    values: st.SearchStrategy[str] = hostile_value,
+    keep: tuple[str, ...] = (),
+    hows: tuple[str, ...] = ("value", "value", "value", "key", "drop", "add"),
+    most: int = 3,
+    leaves: bool = False,
+) -> tuple[str, str]:
+    """(file stem, YAML text): a shipped file with one to `most` values, keys or entries
+    replaced by hostile YAML (`values`), or dropped; top-level keys in `keep` stay; with
+    `leaves`, only scalars are replaced."""
     stem = draw(st.sampled_from(names))
     data = yaml.safe_load(shipped_text(folder, stem))
     replacements: dict[str, str] = {}
-    for n in range(draw(st.integers(min_value=1, max_value=3))):
-        paths = _paths(data)
+    for n in range(draw(st.integers(min_value=1, max_value=most))):
+        paths = [
+            p
+            for p in _paths(data)
+            if p[0] not in keep
+            and not (leaves and isinstance(_parent(data, p)[p[-1]], (dict, list)))
+        ]
+        if not paths:
+            break
         path = draw(st.sampled_from(paths))
         parent, last = _parent(data, path), path[-1]
-        how = draw(st.sampled_from(["value", "value", "value", "key", "drop", "add"]))
+        how = draw(st.sampled_from(hows))
         marker = f"__HOSTILE{n}__"
         if how == "value" or (how == "key" and isinstance(parent, list)):
             parent[last] = marker
-            replacements[marker] = draw(hostile_value)
+            replacements[marker] = draw(values)
         elif how == "key":
             parent[marker] = parent.pop(last)
             replacements[marker] = draw(hostile_key)

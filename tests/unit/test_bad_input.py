@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import subprocess
@@ -11,15 +12,14 @@ from pathlib import Path
 
 import pytest
 import yaml
-from click.testing import Result
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
-from typer.testing import CliRunner
+from typer.testing import CliRunner, Result
 
 from deployer.cli.app import app
 from deployer.core.runtime_errors import EngineUnavailable
 from deployer.core.untrusted import TEMPLATE_RE
-from tests.unit.hostile_yaml import BILLION_LAUGHS, DEEP, mutated
+from tests.unit.hostile_yaml import BILLION_LAUGHS, DEEP, damaging_value, mutated
 
 
 def _run(args: list[str]) -> tuple[int, str]:
@@ -146,7 +146,7 @@ SHIPPED_PROFILES = sorted(p.stem for p in PROFILES_DIR.glob("*.yaml"))
 WIDE = {"COLUMNS": "250"}  # no wrapping: a value must be findable as one string
 # Each example here runs whole commands (about 0.3 s each); the loader's own property tests in
 # test_profiles.py / test_catalog.py take the full number of examples.
-THROUGH_CLI = settings(max_examples=max(6, settings.default.max_examples // 6))
+THROUGH_CLI = settings(max_examples=max(6, settings().max_examples // 6))
 
 
 def _cli(args: list[str]) -> Result:
@@ -165,34 +165,87 @@ def _cli(args: list[str]) -> Result:
 
 
 def _write(folder: str, stem: str, text: str) -> None:
-    """A user data file; the list memo goes so that every example is validated afresh."""
+    """The only user data file in `folder`: hypothesis runs every example in one test's dirs,
+    so the previous example's file and the list memo go first."""
     from deployer.core.filememo import cache_dir
     from deployer.core.resources import config_dir
 
     shutil.rmtree(cache_dir() / "memo", ignore_errors=True)
+    shutil.rmtree(config_dir() / folder, ignore_errors=True)
     path = config_dir() / folder / f"{stem}.yaml"
-    path.parent.mkdir(parents=True, exist_ok=True)
+    path.parent.mkdir(parents=True)
     path.write_text(text, encoding="utf-8")
 
 
+def _edited(old: str, new: str) -> tuple[str, str]:
+    """cpu-x86-8c-32gb with one line edited."""
+    text = (PROFILES_DIR / "cpu-x86-8c-32gb.yaml").read_text(encoding="utf-8")
+    assert old in text
+    return "cpu-x86-8c-32gb", text.replace(old, new, 1)
+
+
 @THROUGH_CLI
-@given(mutated("profiles", SHIPPED_PROFILES))
+@given(
+    mutated(
+        "profiles",
+        SHIPPED_PROFILES,
+        values=damaging_value,
+        keep=("id",),
+        hows=("value",),
+        most=1,
+        leaves=True,
+    )
+)
+# Regressions: a MarkupError traceback (name), an OverflowError traceback (RAM), vanished text.
+@example(_edited("name: x86", "name: '[/x] x86"))
+@example(_edited("host_ram_gib: 32", "host_ram_gib: .inf"))
+@example(_edited("source: ", "source: '[red]red[/red]' "))
 def test_hostile_profiles_through_the_cli(case: tuple[str, str]) -> None:
     stem, text = case
     _write("profiles", stem, text)
     listed = _cli(["profiles", "list"])
     shown_ = _cli(["profiles", "show", stem])
     planned = _cli(["plan", "demo", "--profile", stem])
+    as_json = _cli(["plan", "demo", "--profile", stem, "--json"])
     # Either the file is refused everywhere, in the same one line, or used everywhere.
     if listed.exit_code != 0:
         assert shown_.exit_code == planned.exit_code == listed.exit_code == 1
         assert shown_.stderr == planned.stderr == listed.stderr
     else:
         assert shown_.exit_code == 0 and planned.exit_code in (0, 1)
+        _finite_plan(as_json)
+        data = yaml.safe_load(text)
+        for value in (data["name"], data.get("notes", ""), data["source"]):
+            assert _flat(value) in _flat(shown_.stdout), value  # nothing vanished
+
+
+def _flat(text: str) -> str:
+    """Text without whitespace and box drawing: a table cell wrapped over lines reads whole."""
+    return "".join(c for c in text if not c.isspace() and not "\u2500" <= c <= "\u257f")
+
+
+def _finite_plan(result: Result) -> None:
+    """A plan that was made holds finite numbers only (no inf tokens/s, no NaN cost)."""
+
+    def refuse(constant: str) -> None:
+        raise AssertionError(f"plan --json holds {constant}")
+
+    assert result.exit_code in (0, 1), result.output
+    json.loads(result.stdout, parse_constant=refuse)
 
 
 @THROUGH_CLI
-@given(mutated("catalog", ["gemma-3-270m-it", "qwen3-0.6b", "gpt-oss-20b"]))
+@given(
+    mutated(
+        "catalog",
+        ["gemma-3-270m-it", "qwen3-0.6b", "gpt-oss-20b"],
+        values=damaging_value,
+        keep=("id",),
+        hows=("value",),
+        most=1,
+        leaves=True,
+    )
+)
 def test_hostile_catalog_entries_through_the_cli(case: tuple[str, str]) -> None:
     stem, text = case
     _write("models", stem, text)
@@ -202,6 +255,7 @@ def test_hostile_catalog_entries_through_the_cli(case: tuple[str, str]) -> None:
         assert planned.exit_code == 1 and planned.stderr == shown_.stderr
     else:
         assert planned.exit_code in (0, 1)
+        _finite_plan(_cli(["plan", stem, "--profile", "cpu-x86-16c-64gb", "--json"]))
 
 
 # Text a user may legitimately write (it passes validation), rich markup and emoji codes
