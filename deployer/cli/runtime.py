@@ -200,7 +200,7 @@ def logs(
             )
         try:
             for line in lines:
-                typer.echo(line)
+                typer.echo(printable(line))  # a server may log what a hostile model holds
         except KeyboardInterrupt:
             return  # Ctrl-C is how `logs -f` ends
 
@@ -238,7 +238,10 @@ def _down_one(
     volume_owners: dict[str, str],
 ) -> None:
     r = st.record
-    say = typer.echo
+
+    def say(text: str) -> None:
+        typer.echo(printable(text))  # quotes the record's paths and names
+
     if r is not None and r.runtime == "native":
         say(f"{st.name}: {_stop_native(r)}")
         if r.log_path:
@@ -318,8 +321,12 @@ def down(
         }
         for vol, owner in strays.items():
             if volume_engine.remove_volume(name=vol):
-                typer.echo(f"{owner}: removed volume {vol} (its deployment was already gone)")
+                typer.echo(
+                    printable(f"{owner}: removed volume {vol} (its deployment was already gone)")
+                )
         if not targets and not strays:
-            typer.echo(f"'{name}' is already gone: nothing to do" if name else "no deployments")
+            typer.echo(
+                printable(f"'{name}' is already gone: nothing to do" if name else "no deployments")
+            )
 
     run_guarded(go)

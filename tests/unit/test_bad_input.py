@@ -364,3 +364,23 @@ def test_a_deeply_nested_profile_does_not_crash_the_process(tmp_path: Path) -> N
     (prof / "cpu-x86-8c-32gb.yaml").write_text(text + f"notes: {DEEP}\n")
     code, err = _run(["profiles", "show", "cpu-x86-8c-32gb"])
     assert code == 1 and "nested deeper than" in _one_line_error(err)
+
+
+def test_logs_escape_controls_a_server_printed(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from deployer.cli import runtime
+    from deployer.core.state import DeploymentRecord, now_iso, save_record
+
+    monkeypatch.setattr(runtime, "docker_engine", _NoEngine)
+    log = tmp_path / "server.log"
+    log.write_text("loaded model '\x1b]0;owned\x07\x1b[2J'\nready\n", encoding="utf-8")
+    save_record(
+        DeploymentRecord(
+            name="logged", model="m", quant="Q4_K_M", backend="llamacpp", runtime="native",
+            endpoint="http://127.0.0.1:1", port=1, created_at=now_iso(), log_path=str(log),
+        )
+    )  # fmt: skip
+    result = _cli(["logs", "logged"])
+    assert result.exit_code == 0
+    assert result.stdout == "loaded model '\\x1b]0;owned\\x07\\x1b[2J'\nready\n"
