@@ -11,7 +11,7 @@ import typer
 
 from deployer.cli.app import app
 from deployer.cli.errors import run_guarded
-from deployer.cli.output import console, err_console, print_json
+from deployer.cli.output import echo, print_block, print_json, styled
 from deployer.cli.params import DetectOpt, JsonOpt, ProfileOpt
 
 
@@ -32,6 +32,11 @@ class WaitProgress:
             return
         self._last_status, self._last_t = status, elapsed_s
         self._say(f"  {elapsed_s:5.1f}s {status}")
+
+
+def _say_err(text: str) -> None:
+    """A progress line on stderr, shown literally (it quotes paths, model and image names)."""
+    echo(text, err=True)
 
 
 IMAGE_SOURCES = ("auto", "official", "local")
@@ -185,7 +190,7 @@ def deploy(
         chosen_quant = result.chosen.facts.quant
         if how == "native":
             if not dry_run:
-                err_console.print(port_note, highlight=False, markup=False)
+                _say_err(port_note)
             deploy_native_cli(
                 result=result,
                 ref=ref,
@@ -267,10 +272,10 @@ def deploy(
             if as_json:
                 print_json(out)
             else:
-                console.print(json.dumps(out["container"], indent=2), highlight=False)
+                print_block(json.dumps(out["container"], indent=2))
                 for rel, text in bundle.files.items():
-                    console.print(f"--- {rel}", highlight=False)
-                    console.print(text, highlight=False, markup=False)
+                    echo(f"--- {rel}", soft_wrap=True)
+                    print_block(text)
             return
 
         from deployer.adapters.smoke import llama_server_smoke, ollama_smoke
@@ -279,11 +284,11 @@ def deploy(
         engine = docker_engine()
         engine.engine_available()
         check_name_free(dep_name, engine)  # a labelled container without a record: the same
-        say = err_console.print
+        say = _say_err
         say(
             f"plan: {result.model} {chosen_quant} on {prof.id} (ngl {result.chosen.memory.n_gpu_layers}, ctx {result.chosen.settings.ctx})"
         )
-        say(port_note, highlight=False, markup=False)
+        say(port_note)
         store = None if ref == "demo" or ref.lower().endswith(".gguf") else hub_store()
         pulled = pull_model(
             ref,
@@ -356,41 +361,37 @@ def print_deployed(done: Any, *, as_json: bool) -> None:
 
     rec, s = done.record, done.smoke
     served = done.served_model or rec.model
-    console.print(
-        f"[green]deployed[/green] [bold]{rec.name}[/bold]: {rec.model} {rec.quant} at {rec.endpoint}/v1"
-    )
+    echo(
+        styled("deployed", "green"), " ", styled(rec.name, "bold"),
+        f": {rec.model} {rec.quant} at {rec.endpoint}/v1",
+    )  # fmt: skip
     ttft = "n/a" if s.time_to_first_token_ms is None else f"{s.time_to_first_token_ms} ms"
     tps = "n/a" if s.tokens_per_s is None else f"{s.tokens_per_s}"
-    console.print(
+    echo(
         f"smoke test ({s.kind}): {s.completion_tokens} tokens in {s.seconds:.2f} s, "
         f"first token {ttft}, {tps} tokens/s: {describe(s)}",
-        highlight=False,
-        markup=False,
         soft_wrap=True,  # one line, whatever the terminal width: greppable
     )
     for note in done.notes if rec.runtime == "container" else []:
-        console.print(note, highlight=False, markup=False)
+        echo(note)
     auth = ""
     if rec.api_key_path:
-        console.print(f"API key: {rec.api_key_path} (mode 0600; never printed)")
+        echo(f"API key: {rec.api_key_path} (mode 0600; never printed)")
         auth = f' -H "Authorization: Bearer $(cat {rec.api_key_path})"'
-    console.print(
+    echo(
         f"curl {rec.endpoint}/v1/chat/completions -H 'Content-Type: application/json'{auth} "
         f'-d \'{{"model": "{served}", "messages": [{{"role": "user", "content": "Hello"}}]}}\'',
-        highlight=False,
         soft_wrap=True,
     )
     key_py = f"open('{rec.api_key_path}').read().strip()" if rec.api_key_path else "'none'"
-    console.print(
+    echo(
         f"python: from openai import OpenAI; c = OpenAI(base_url='{rec.endpoint}/v1', api_key={key_py}); "
         f"print(c.chat.completions.create(model='{served}', messages=[{{'role': 'user', 'content': 'Hello'}}]).choices[0].message.content)",
-        highlight=False,
         soft_wrap=True,
-        markup=False,
     )
     if rec.runtime == "native":
-        console.print(f"pid {rec.pid}, log: {rec.log_path} (deployer logs {rec.name})")
-    console.print(f"tear down: deployer down {rec.name}", highlight=False)
+        echo(f"pid {rec.pid}, log: {rec.log_path} (deployer logs {rec.name})")
+    echo(f"tear down: deployer down {rec.name}")
 
 
 def deploy_native_cli(
@@ -413,7 +414,7 @@ def deploy_native_cli(
     from deployer.core.pull import pull_model
     from deployer.core.render import render_plan
 
-    say = err_console.print
+    say = _say_err
     check_name_free(name)  # before a new key could touch the running one's
     binary = native.find_llama_server()
     local = ref == "demo" or ref.lower().endswith(".gguf")
@@ -440,7 +441,7 @@ def deploy_native_cli(
         if as_json:
             print_json(out)
         else:
-            console.print(json.dumps(out["argv"]), highlight=False, soft_wrap=True)
+            echo(json.dumps(out["argv"]), soft_wrap=True)
         return
     say(f"weights: {pulled.path} (verified: {all(f.verified for f in pulled.files)})")
     say(f"server: {binary} (native, pid and log under the state dir)")

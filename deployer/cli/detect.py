@@ -8,7 +8,7 @@ from rich.table import Table
 
 from deployer.cli.app import app
 from deployer.cli.errors import run_guarded
-from deployer.cli.output import console, print_json
+from deployer.cli.output import cells, console, print_json
 from deployer.cli.params import JsonOpt
 from deployer.core.units import GIB
 
@@ -33,19 +33,21 @@ def detect_json(hw: DetectedHardware, found: ProfileMatch) -> dict[str, Any]:
 
 def _table(hw: DetectedHardware, found: ProfileMatch) -> Table:
     table = Table("field", "value", show_header=False)
-    table.add_row("kind", hw.kind)
+    table.add_row(*cells("kind", hw.kind))
     for i, gpu in enumerate(hw.gpus):
         cc = f", compute {gpu.compute_capability}" if gpu.compute_capability else ""
-        table.add_row(f"gpu {i}", f"{gpu.name}, {gpu.memory_bytes / GIB:.1f} GiB{cc}")
+        table.add_row(*cells(f"gpu {i}", f"{gpu.name}, {gpu.memory_bytes / GIB:.1f} GiB{cc}"))
     simd = [name for name, on in (("avx2", hw.cpu.avx2), ("avx512", hw.cpu.avx512)) if on]
     table.add_row(
-        "cpu",
-        f"{hw.cpu.model}, {hw.cpu.cores} cores / {hw.cpu.threads} threads"
-        + (f" ({' '.join(simd)})" if simd else ""),
+        *cells(
+            "cpu",
+            f"{hw.cpu.model}, {hw.cpu.cores} cores / {hw.cpu.threads} threads"
+            + (f" ({' '.join(simd)})" if simd else ""),
+        )
     )
-    table.add_row("ram", f"{hw.ram_bytes / GIB:.1f} GiB")
-    table.add_row("profile", f"{found.profile.id} ({found.match})")
-    table.add_row("why", found.reason)
+    table.add_row(*cells("ram", f"{hw.ram_bytes / GIB:.1f} GiB"))
+    table.add_row(*cells("profile", f"{found.profile.id} ({found.match})"))
+    table.add_row(*cells("why", found.reason))
     return table
 
 

@@ -8,6 +8,7 @@ from collections.abc import Callable
 from typing import TypeVar
 
 from deployer.core.errors import DeployerError
+from deployer.core.untrusted import printable
 
 T = TypeVar("T")
 
@@ -24,7 +25,8 @@ def run_guarded(func: Callable[[], T]) -> T:
     except DeployerError as exc:
         if debug_enabled():
             raise
-        print(f"error: {exc.message()}", file=sys.stderr)
+        # Messages quote data (names, paths, Hub file names): one line, no raw controls.
+        print(f"error: {printable(exc.message())}", file=sys.stderr)
         raise SystemExit(exc.exit_code) from None
     except KeyboardInterrupt:
         if debug_enabled():

@@ -12,7 +12,7 @@ import typer
 
 from deployer.cli.app import app
 from deployer.cli.errors import run_guarded
-from deployer.cli.output import console, err_console, print_json
+from deployer.cli.output import cells, console, echo, err_console, line, print_json, styled
 from deployer.cli.params import JsonOpt
 
 if TYPE_CHECKING:  # planning and Ansible load only when a fleet command runs
@@ -230,7 +230,7 @@ class _Progress:
 
         t = Table(box=None, show_header=False)
         for host, (step, state) in self.state.items():
-            t.add_row(host, state, step)
+            t.add_row(*cells(host, state, step))
         return t
 
     def __call__(self, ev: dict[str, Any]) -> None:
@@ -253,9 +253,7 @@ class _Progress:
             self.live.update(self._table())
         elif not self.quiet and kind != "running":
             t = time.monotonic() - self.started
-            err_console.print(
-                f"{t:6.1f}s  {host:<{self.width}}  {kind:<8} {task}", highlight=False, markup=False
-            )
+            echo(f"{t:6.1f}s  {host:<{self.width}}  {kind:<8} {task}", err=True)
 
     def stop(self) -> None:
         if self.live is not None:
@@ -323,22 +321,22 @@ def _rows(plans: list[HostPlan], outcomes: dict[str, HostOutcome]) -> list[dict[
 def _show(rows: list[dict[str, Any]], title: str) -> None:
     from rich.table import Table
 
-    t = Table(title=title, title_justify="left")
+    t = Table(title=line(title), title_justify="left")
     for col in ("host", "profile", "model", "quant", "result", "endpoint"):
         t.add_column(col, overflow="fold")
     for r in rows:
         ok = r["result"] in OK_RESULTS or r["result"] == "planned"
         colour = "green" if ok else "red"
         t.add_row(
-            r["host"], str(r["profile"]), str(r["model"]), str(r["quant"] or "-"),
-            f"[{colour}]{r['result']}[/{colour}]", str(r.get("endpoint") or "-"),
+            *cells(r["host"], r["profile"], r["model"], r["quant"] or "-"),
+            styled(r["result"], colour), *cells(r.get("endpoint") or "-"),
         )  # fmt: skip
     console.print(t)
     for r in rows:
         if r.get("reason"):
-            console.print(f"{r['host']}: {r['reason']}", highlight=False, markup=False)
-        for line in (r.get("last_logs") or [])[-5:]:
-            console.print(f"  | {line}", highlight=False, markup=False)
+            echo(f"{r['host']}: {r['reason']}")
+        for log_line in (r.get("last_logs") or [])[-5:]:
+            echo(f"  | {log_line}")
 
 
 def _finish(rows: list[dict[str, Any]], run_dir: Path | None, as_json: bool, title: str) -> None:
@@ -348,7 +346,7 @@ def _finish(rows: list[dict[str, Any]], run_dir: Path | None, as_json: bool, tit
     else:
         _show(rows, title)
         if run_dir is not None:
-            err_console.print(f"run folder (inspect, replay): {run_dir}", highlight=False)
+            echo(f"run folder (inspect, replay): {run_dir}", err=True)
     if not ok:
         raise typer.Exit(1)
 

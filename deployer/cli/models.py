@@ -11,7 +11,7 @@ from rich.table import Table
 
 from deployer.cli.app import app
 from deployer.cli.errors import run_guarded
-from deployer.cli.output import console, print_json
+from deployer.cli.output import cells, console, line, print_json
 from deployer.cli.params import JsonOpt
 from deployer.core.errors import NotFoundError
 from deployer.core.units import GB
@@ -110,13 +110,15 @@ def _list_table(models: list[CatalogModel]) -> Table:
     table.add_column("gated")
     for m in models:
         table.add_row(
-            m.id,
-            _params(m),
-            _arch(m),
-            _ctx(m.arch.ctx_train),
-            _quant_range(m),
-            m.license.id,
-            _yes_no(m.license.gated),
+            *cells(
+                m.id,
+                _params(m),
+                _arch(m),
+                _ctx(m.arch.ctx_train),
+                _quant_range(m),
+                m.license.id,
+                _yes_no(m.license.gated),
+            )
         )
     return table
 
@@ -161,12 +163,12 @@ def _show_table(model: CatalogModel) -> Table:
     ]
     table = Table("field", "value", show_header=False)
     for key, value in rows:
-        table.add_row(key, value)
+        table.add_row(*cells(key, value))
     return table
 
 
 def _quant_table(model: CatalogModel) -> Table:
-    table = Table(title=f"{model.id} quants")
+    table = Table(title=line(model.id, " quants"))
     table.add_column("quant", no_wrap=True)
     table.add_column("GB", justify="right")
     table.add_column("parts", justify="right")
@@ -176,7 +178,7 @@ def _quant_table(model: CatalogModel) -> Table:
     for label, qf in sorted(model.quants.items(), key=lambda item: item[1].bytes):
         mark = " (default)" if label == model.default_quant else ""
         table.add_row(
-            label + mark, _gb(qf.bytes), str(qf.split_parts), qf.repo, qf.file, qf.size_source
+            *cells(label + mark, _gb(qf.bytes), qf.split_parts, qf.repo, qf.file, qf.size_source)
         )
     return table
 
@@ -200,20 +202,23 @@ def fits_filter(profile: Profile, ctx: int | None, fits: dict[str, PlanResult]) 
 
 
 def _fit_table(models: list[CatalogModel], fits: dict[str, PlanResult]) -> Table:
-    table = Table(title=f"models that fit {next(iter(fits.values())).profile.id}" if fits else "")
+    title = line("models that fit ", next(iter(fits.values())).profile.id) if fits else ""
+    table = Table(title=title)
     for col in ("id", "params", "best quant", "ctx", "GPU layers", "memory", "tokens/s", "licence"):
         table.add_column(col)
     for m in models:
         d = fits[m.id].as_dict()
         table.add_row(
-            m.id,
-            _params(m),
-            d["quant"],
-            str(d["ctx"]),
-            str(d["n_gpu_layers"]),
-            f"{d['memory']['total_bytes'] / 2**30:.1f} GiB",
-            str(d["predicted_tokens_per_s"]),
-            m.license.id,
+            *cells(
+                m.id,
+                _params(m),
+                d["quant"],
+                d["ctx"],
+                d["n_gpu_layers"],
+                f"{d['memory']['total_bytes'] / 2**30:.1f} GiB",
+                d["predicted_tokens_per_s"],
+                m.license.id,
+            )
         )
     return table
 

@@ -9,7 +9,7 @@ from rich.table import Table
 
 from deployer.cli.app import app
 from deployer.cli.errors import run_guarded
-from deployer.cli.output import console, print_json
+from deployer.cli.output import cells, console, echo, line, print_json, styled
 from deployer.cli.params import DetectOpt, JsonOpt, ProfileOpt
 from deployer.core.units import fmt_bytes
 
@@ -57,17 +57,17 @@ def plan(
 def show_plan(result: PlanResult) -> None:
     """Human view of a plan."""
     d = result.as_dict()
-    verdict = "[green]fits[/green]" if d["fits"] else "[red]does not fit[/red]"
-    console.print(
-        f"[bold]{d['model']}[/bold] {d['quant']} on [bold]{d['profile']}[/bold] "
-        f"({result.profile.name}): {verdict}"
-    )
+    verdict = styled("fits", "green") if d["fits"] else styled("does not fit", "red")
+    echo(
+        styled(d["model"], "bold"), f" {d['quant']} on ", styled(d["profile"], "bold"),
+        f" ({result.profile.name}): ", verdict,
+    )  # fmt: skip
     offload = (
         "CPU only"
         if result.profile.kind == "cpu"
         else f"{d['n_gpu_layers']}/{d['n_layers_total']} layers on GPU"
     )
-    console.print(
+    echo(
         f"file {fmt_bytes(d['file_bytes'])} · ctx {d['ctx']} · {d['parallel']} slot(s) · "
         f"KV {d['kv_type']} · flash attention {'on' if d['flash_attention'] else 'off'} · {offload}"
     )
@@ -86,19 +86,21 @@ def show_plan(result: PlanResult) -> None:
     for dev in d["devices"]:
         ok = dev["total_bytes"] <= dev["budget_bytes"]
         table.add_row(
-            dev["name"],
-            *(
-                fmt_bytes(dev[k])
-                for k in (
-                    "weights_bytes",
-                    "kv_cache_bytes",
-                    "compute_bytes",
-                    "output_bytes",
-                    "overhead_bytes",
-                    "total_bytes",
-                )
+            *cells(
+                dev["name"],
+                *(
+                    fmt_bytes(dev[k])
+                    for k in (
+                        "weights_bytes",
+                        "kv_cache_bytes",
+                        "compute_bytes",
+                        "output_bytes",
+                        "overhead_bytes",
+                        "total_bytes",
+                    )
+                ),
             ),
-            fmt_bytes(dev["budget_bytes"]) + ("" if ok else " [red]over[/red]"),
+            line(fmt_bytes(dev["budget_bytes"]), "" if ok else styled(" over", "red")),
         )
     console.print(table)
     speed = f"~{d['predicted_tokens_per_s']} tokens/s decode (one stream)"
@@ -107,22 +109,24 @@ def show_plan(result: PlanResult) -> None:
             f" · ${d['price_per_hour_usd']}/h · "
             f"${d['cost_per_million_tokens_usd']} per 1M output tokens"
         )
-    console.print(speed)
+    echo(speed)
     if d["license"]:
         lic = d["license"]
-        console.print(f"licence {lic['id']}: {lic['note']}")
+        echo(f"licence {lic['id']}: {lic['note']}")
     if d["alternatives"]:
         alt = Table(title="alternatives", show_edge=False)
         for col in ("quant", "ctx", "GPU layers", "fits", "reason"):
             alt.add_column(col)
         for a in d["alternatives"]:
             alt.add_row(
-                a["quant"],
-                str(a["ctx"]),
-                "-" if a["n_gpu_layers"] < 0 else str(a["n_gpu_layers"]),
-                "yes" if a["fits"] else "no",
-                a["reason"],
+                *cells(
+                    a["quant"],
+                    a["ctx"],
+                    "-" if a["n_gpu_layers"] < 0 else a["n_gpu_layers"],
+                    "yes" if a["fits"] else "no",
+                    a["reason"],
+                )
             )
         console.print(alt)
-    for line in d["assumptions"]:
-        console.print(f"[dim]assumes: {line}[/dim]")
+    for text in d["assumptions"]:
+        echo(styled(f"assumes: {text}", "dim"))

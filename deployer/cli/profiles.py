@@ -9,7 +9,7 @@ import typer
 
 from deployer.cli.app import app
 from deployer.cli.errors import run_guarded
-from deployer.cli.output import console, print_json, print_rows
+from deployer.cli.output import cells, console, print_json, print_rows
 from deployer.cli.params import JsonOpt
 from deployer.core import filememo
 from deployer.core.resources import config_dir, data_dir, yaml_files
@@ -151,7 +151,7 @@ def _show_table(profile: Profile) -> Table:
         rows.append(("price", f"${pr.usd_per_hour:g}/h, {pr.offering} ({pr.as_of}, {pr.source})"))
     rows += [("notes", profile.notes), ("source", profile.source)]
     for key, value in rows:
-        table.add_row(key, value)
+        table.add_row(*cells(key, value))
     return table
 
 

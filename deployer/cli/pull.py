@@ -13,9 +13,10 @@ import typer
 
 from deployer.cli.app import app
 from deployer.cli.errors import run_guarded
-from deployer.cli.output import console, err_console, print_json
+from deployer.cli.output import echo, err_console, print_json
 from deployer.cli.params import JsonOpt
 from deployer.core.units import MIB, fmt_bytes
+from deployer.core.untrusted import printable
 
 if TYPE_CHECKING:  # the pull machinery (gguf, numpy, the Hub) loads only when a pull runs
     from rich.progress import TaskID
@@ -39,7 +40,7 @@ class RichProgress:
         )
 
         self._bar = Progress(
-            TextColumn("{task.description}"),
+            TextColumn("{task.description}", markup=False),  # a Hub file name: data
             BarColumn(),
             DownloadColumn(),
             TransferSpeedColumn(),
@@ -53,7 +54,7 @@ class RichProgress:
         """Open a bar for this file."""
         if self._task is None:
             self._bar.start()
-        self._task = self._bar.add_task(name, total=total_bytes, completed=done_bytes)
+        self._task = self._bar.add_task(printable(name), total=total_bytes, completed=done_bytes)
 
     def advance(self, n_bytes: int) -> None:
         """Move the bar."""
@@ -85,7 +86,9 @@ class LineProgress:
             self._base = done_bytes
             self._started = self._last = time.monotonic()
         have = f", {fmt_bytes(done_bytes)} already here" if done_bytes else ""
-        print(f"pull: {name} ({fmt_bytes(total_bytes)}{have})", file=sys.stderr, flush=True)
+        print(
+            f"pull: {printable(name)} ({fmt_bytes(total_bytes)}{have})", file=sys.stderr, flush=True
+        )
 
     def advance(self, n_bytes: int) -> None:
         """Count; print a line when due."""
@@ -97,7 +100,7 @@ class LineProgress:
             self._last = now
             rate = (self._done - self._base) / max(now - self._started, 1e-6)
             line = (
-                f"pull: {self._name} {self._done * 100 // max(self._total, 1)}% "
+                f"pull: {printable(self._name)} {self._done * 100 // max(self._total, 1)}% "
                 f"{fmt_bytes(self._done)} of {fmt_bytes(self._total)} at {rate / MIB:.1f} MiB/s"
             )
         print(line, file=sys.stderr, flush=True)
@@ -125,9 +128,9 @@ def show_result(result: PullResult) -> None:
     """The files and what moved, for people."""
     for f in result.files:
         mark = "verified" if f.verified else "sha256 computed"
-        console.print(f"{f.path}  {fmt_bytes(f.bytes)}  sha256 {f.sha256} ({mark})")
+        echo(f"{f.path}  {fmt_bytes(f.bytes)}  sha256 {f.sha256} ({mark})")
     rev = f" at {result.revision}" if result.revision else ""
-    console.print(
+    echo(
         f"{result.model}{rev}: {fmt_bytes(result.bytes_downloaded)} downloaded, "
         f"{fmt_bytes(result.bytes_reused)} reused, {result.seconds:.1f} s"
     )

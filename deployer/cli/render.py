@@ -12,7 +12,7 @@ import typer
 
 from deployer.cli.app import app
 from deployer.cli.errors import run_guarded
-from deployer.cli.output import console
+from deployer.cli.output import echo, styled
 from deployer.cli.params import DetectOpt, ProfileOpt
 from deployer.core.arch import ModelFacts
 from deployer.core.llama_flags import PINNED_BUILD
@@ -174,14 +174,14 @@ def render(
             pull_command=weights.pull_command,
         )
         written = bundle.write(out_dir)
-        console.print(
-            f"rendered [bold]{bundle.name}[/bold]: {result.model} {result.chosen.facts.quant} "
-            f"on {prof.id}, {backend} via {bundle.target}"
-        )
+        echo(
+            "rendered ", styled(bundle.name, "bold"),
+            f": {result.model} {result.chosen.facts.quant} on {prof.id}, {backend} via {bundle.target}",
+        )  # fmt: skip
         for path in written:
-            console.print(f"  wrote {path}", highlight=False, soft_wrap=True)
+            echo(f"  wrote {path}", soft_wrap=True)
         if weights.pull_command:
-            console.print(f"weights not here yet: {weights.pull_command}", soft_wrap=True)
-        console.print(f"next: see {out_dir / 'README.md'}", highlight=False, soft_wrap=True)
+            echo(f"weights not here yet: {weights.pull_command}", soft_wrap=True)
+        echo(f"next: see {out_dir / 'README.md'}", soft_wrap=True)
 
     run_guarded(body)

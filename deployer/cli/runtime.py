@@ -16,7 +16,7 @@ from rich.table import Table
 
 from deployer.cli.app import app
 from deployer.cli.errors import run_guarded
-from deployer.cli.output import console, print_json
+from deployer.cli.output import cells, console, print_json
 from deployer.cli.params import JsonOpt
 from deployer.core.errors import InvalidRequest
 from deployer.core.runtime_errors import (
@@ -37,6 +37,7 @@ from deployer.core.state import (
     scan_records,
     uptime_s,
 )
+from deployer.core.untrusted import printable
 
 if TYPE_CHECKING:
     from deployer.core.containers import ContainerEngine
@@ -74,7 +75,7 @@ def current_statuses(*, need_engine: bool) -> list[DeploymentStatus]:
         if need_engine and any(r.runtime == "container" for r in records):
             raise
         if any(r.runtime == "container" for r in records):
-            typer.echo(f"warning: {exc.message()}", err=True)
+            typer.echo(f"warning: {printable(exc.message())}", err=True)
         containers = None
     natives = {r.pid: r for r in records if r.runtime == "native" and r.pid is not None}
     statuses = reconcile(
@@ -155,18 +156,20 @@ def ps(json_out: JsonOpt = False) -> None:
         table.add_column("uptime", no_wrap=True, min_width=6)
         for row in rows:
             table.add_row(
-                row["name"],
-                row["model"] or "-",
-                row["quant"] or "-",
-                row["backend"] or "-",
-                row["endpoint"] or "-",
-                row["status"],
-                fmt_uptime(row["uptime_s"]),
+                *cells(
+                    row["name"],
+                    row["model"] or "-",
+                    row["quant"] or "-",
+                    row["backend"] or "-",
+                    row["endpoint"] or "-",
+                    row["status"],
+                    fmt_uptime(row["uptime_s"]),
+                )
             )
         console.print(table)
         for st in statuses:
             if st.invalid is not None:
-                typer.echo(f"{st.name}: invalid: {st.invalid.message()}")
+                typer.echo(printable(f"{st.name}: invalid: {st.invalid.message()}"))
 
     run_guarded(go)
 
@@ -226,7 +229,7 @@ def logs(
             )
         try:
             for line in lines:
-                typer.echo(line)
+                typer.echo(printable(line))  # a server may log what a hostile model holds
         except KeyboardInterrupt:
             return  # Ctrl-C is how `logs -f` ends
 
@@ -287,7 +290,10 @@ def _down_one(
     volume_owners: dict[str, str],
 ) -> None:
     r = st.record
-    say = typer.echo
+
+    def say(text: str) -> None:
+        typer.echo(printable(text))  # quotes the record's paths and names
+
     if r is not None and r.runtime == "native":
         say(f"{st.name}: {_stop_native(r)}")
         if r.log_path:
@@ -377,11 +383,15 @@ def down(
         }
         for vol, owner in strays.items():
             if volume_engine.remove_volume(name=vol):
-                typer.echo(f"{owner}: removed volume {vol} (its deployment was already gone)")
+                typer.echo(
+                    printable(f"{owner}: removed volume {vol} (its deployment was already gone)")
+                )
         if not targets and not strays and not invalid:
-            typer.echo(f"'{name}' is already gone: nothing to do" if name else "no deployments")
+            typer.echo(
+                printable(f"'{name}' is already gone: nothing to do" if name else "no deployments")
+            )
         for bad in invalid:
-            typer.echo(f"{invalid_name(bad)}: left alone: {bad.message()}")
+            typer.echo(printable(f"{invalid_name(bad)}: left alone: {bad.message()}"))
         if invalid:
             raise InvalidStateLeft(len(invalid))
 

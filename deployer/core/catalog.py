@@ -8,44 +8,76 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from deployer.core.arch import ModelArch
-from deployer.core.datafiles import iter_yaml_files, parse_yaml_model
+from deployer.core.datafiles import (
+    Id,
+    Line,
+    Prose,
+    RepoFile,
+    RepoId,
+    Token,
+    Url,
+    iter_yaml_files,
+    parse_yaml_model,
+)
 from deployer.core.errors import InvalidDataFile, ModelNotFound, QuantNotFound
 from deployer.core.resources import config_dir, data_dir
 
+# Bounds far above any published model and far below what would overflow or hang the fit
+# (which multiplies layers x context x heads x head size); infinity and NaN are refused.
+MAX_FILE_BYTES = 64 << 40  # 64 TiB
+MAX_PARAMS_B = 100_000.0
+MAX_LAYERS = 1024
+MAX_HEADS = 1024
+MAX_WIDTH = 1 << 18  # n_embd, n_ff per expert
+MAX_VOCAB = 1 << 22
+MAX_CTX = 1 << 24
+MAX_EXPERTS = 1024
+MAX_SPLIT_PARTS = 1000
+
 
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
 
 class License(_Strict):
     """Licence facts a deployer must tell its user."""
 
-    id: str = Field(description="SPDX id or the licence's own short name, e.g. llama3.1")
-    url: str
+    id: Token = Field(description="SPDX id or the licence's own short name, e.g. llama3.1")
+    url: Url
     gated: bool = Field(description="the Hub repo asks users to accept terms first")
     restricts_use: bool = Field(description="use restrictions beyond attribution (needs consent)")
-    commercial_use: str = Field(description="one plain sentence on commercial use")
+    commercial_use: Prose = Field(description="one plain sentence on commercial use")
 
 
 class CatalogArch(_Strict):
     """Architecture as published; scalar shorthands expand to per-layer lists."""
 
-    architecture: str
-    n_layer: int
-    n_embd: int
-    n_head: int
-    n_head_kv: int
-    head_dim: int
-    n_ff: int = 0
-    n_vocab: int
-    ctx_train: int
-    sliding_window: int = 0
+    architecture: Token
+    n_layer: int = Field(ge=1, le=MAX_LAYERS)
+    n_embd: int = Field(ge=1, le=MAX_WIDTH)
+    n_head: int = Field(ge=1, le=MAX_HEADS)
+    n_head_kv: int = Field(ge=1, le=MAX_HEADS)
+    head_dim: int = Field(ge=1, le=4096)
+    n_ff: int = Field(default=0, ge=0, le=MAX_WIDTH)
+    n_vocab: int = Field(ge=1, le=MAX_VOCAB)
+    ctx_train: int = Field(ge=1, le=MAX_CTX)
+    sliding_window: int = Field(default=0, ge=0, le=MAX_CTX)
     swa_pattern: Literal["none", "alternating_even", "alternating_odd", "5_local_1_global"] = "none"
-    n_expert: int = 0
-    n_expert_used: int = 0
+    n_expert: int = Field(default=0, ge=0, le=MAX_EXPERTS)
+    n_expert_used: int = Field(default=0, ge=0, le=MAX_EXPERTS)
     tied_embeddings: bool = False
-    kv_lora_rank: int = 0
-    n_rot: int = 0
+    kv_lora_rank: int = Field(default=0, ge=0, le=MAX_WIDTH)
+    n_rot: int = Field(default=0, ge=0, le=4096)
+
+    @model_validator(mode="after")
+    def _check(self) -> CatalogArch:
+        if self.n_head % self.n_head_kv:
+            raise ValueError("n_head must be a multiple of n_head_kv")
+        if self.n_expert_used > self.n_expert or (self.n_expert > 0) != (self.n_expert_used > 0):
+            raise ValueError("n_expert_used must be between 1 and n_expert (both 0 for dense)")
+        if (self.sliding_window > 0) != (self.swa_pattern != "none"):
+            raise ValueError("sliding_window and swa_pattern go together (both set or neither)")
+        return self
 
     def to_arch(self) -> ModelArch:
         """Expand into the per-layer form the fit uses."""
@@ -82,11 +114,13 @@ class CatalogArch(_Strict):
 class QuantFile(_Strict):
     """One quantization of a model on the Hub."""
 
-    repo: str = Field(description="Hub repo id, ORG/NAME")
-    file: str = Field(description="file name, or the first part of a split set")
-    bytes: int = Field(gt=0, description="size of the file (split set: all parts together)")
-    split_parts: int = Field(default=1, ge=1)
-    size_source: str = Field(
+    repo: RepoId = Field(description="Hub repo id, ORG/NAME")
+    file: RepoFile = Field(description="file name, or the first part of a split set")
+    bytes: int = Field(
+        ge=1, le=MAX_FILE_BYTES, description="size of the file (split set: all parts together)"
+    )
+    split_parts: int = Field(default=1, ge=1, le=MAX_SPLIT_PARTS)
+    size_source: Prose = Field(
         default="Hub file listing", description="exact LFS size, or a listing rounded to 0.01 GB"
     )
 
@@ -94,22 +128,24 @@ class QuantFile(_Strict):
 class CatalogModel(_Strict):
     """One model family member, with its quants."""
 
-    id: str
-    name: str
-    family: str
-    params_b: float = Field(gt=0, description="parameters, billions")
-    hf_base_model: str
+    id: Id
+    name: Line
+    family: Id
+    params_b: float = Field(gt=0, le=MAX_PARAMS_B, description="parameters, billions")
+    hf_base_model: RepoId
     license: License
     arch: CatalogArch
-    quants: dict[str, QuantFile]
-    default_quant: str = "Q4_K_M"
-    notes: str = ""
-    source: str = Field(description="where the architecture and sizes come from")
+    quants: dict[Token, QuantFile] = Field(max_length=256)
+    default_quant: Token = "Q4_K_M"
+    notes: Prose = ""
+    source: Prose = Field(description="where the architecture and sizes come from")
 
     @model_validator(mode="after")
     def _check(self) -> CatalogModel:
         if not self.quants:
             raise ValueError("a model needs at least one quant")
+        if self.default_quant not in self.quants:
+            raise ValueError(f"default_quant {self.default_quant} is not one of its quants")
         return self
 
 

@@ -13,6 +13,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict
 
+from deployer.core.datafiles import validate_data
 from deployer.core.profiles import AcceleratorKind, Profile, RuntimeSpec
 from deployer.core.units import GIB, MIB
 
@@ -500,7 +501,7 @@ def build_adhoc_profile(detected: DetectedHardware, like: Profile | None) -> Pro
     else:
         data.update(name=f"{detected.cpu.model}, {detected.cpu.threads} CPUs (detected)")
     data["notes"] = "Built from this machine's hardware; " + "; ".join(assumed) + "."
-    return Profile.model_validate(data)
+    return validate_data(data, Profile, "the hardware detected")
 
 
 def match_profile(detected: DetectedHardware, profiles: dict[str, Profile]) -> ProfileMatch:

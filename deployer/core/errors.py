@@ -75,8 +75,11 @@ class InvalidDataFile(DeployerError):
     problem: str
 
     def message(self) -> str:
+        # One line whatever the file's name or the parser quoted from it.
+        from deployer.core.untrusted import printable  # untrusted imports this module
+
         where = f"{self.path}:{self.line}" if self.line else self.path
-        return f"{where}: {self.problem}"
+        return printable(f"{where}: {self.problem}")
 
 
 @dataclass

@@ -8,7 +8,15 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from deployer.core.datafiles import iter_yaml_files, parse_yaml_model
+from deployer.core.datafiles import (
+    Id,
+    ImageRef,
+    Line,
+    Prose,
+    Token,
+    iter_yaml_files,
+    parse_yaml_model,
+)
 from deployer.core.errors import InvalidDataFile, ProfileNotFound
 from deployer.core.resources import config_dir, data_dir
 from deployer.core.units import GIB, MIB
@@ -17,64 +25,85 @@ AcceleratorKind = Literal["nvidia", "amd", "apple", "cpu"]
 Backend = Literal["llamacpp", "ollama"]
 
 
+# Physical bounds: a value outside them is a typo or an attack, never hardware. 64 TiB of memory
+# and 100 TB/s of bandwidth are far above any machine sold; infinity and NaN are refused.
+MAX_MEMORY_MIB = 64 * 1024 * 1024
+MAX_BANDWIDTH_GBPS = 100_000.0
+MAX_DEVICES = 256
+MAX_CPU_CORES = 65_536
+MAX_USD_PER_HOUR = 100_000.0
+
+
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
 
 class GpuSpec(_Strict):
     """One accelerator device; a profile holds `count` identical ones."""
 
-    name: str
-    memory_mib: int = Field(gt=0, description="total device memory as the driver reports it")
-    reserve_mib: int = Field(
-        ge=0, description="runtime context the framework takes before any buffer (CUDA context)"
+    name: Line
+    memory_mib: int = Field(
+        ge=1, le=MAX_MEMORY_MIB, description="total device memory as the driver reports it"
     )
-    bandwidth_gbps: float = Field(gt=0, description="memory bandwidth, GB/s")
-    compute_capability: str | None = None
+    reserve_mib: int = Field(
+        ge=0,
+        le=MAX_MEMORY_MIB,
+        description="runtime context the framework takes before any buffer (CUDA context)",
+    )
+    bandwidth_gbps: float = Field(gt=0, lt=MAX_BANDWIDTH_GBPS, description="memory bandwidth, GB/s")
+    compute_capability: Token | None = None
     flash_attention: bool = True
-    count: int = Field(default=1, ge=1)
+    count: int = Field(default=1, ge=1, le=MAX_DEVICES)
+
+    @model_validator(mode="after")
+    def _check_reserve(self) -> GpuSpec:
+        if self.reserve_mib >= self.memory_mib:
+            raise ValueError("reserve_mib must be less than memory_mib")
+        return self
 
 
 class UnifiedMemory(_Strict):
     """Apple unified memory: the GPU may wire only part of RAM unless raised by sysctl."""
 
     gpu_wired_fraction: float = Field(gt=0, le=1)
-    raise_hint: str = "sudo sysctl iogpu.wired_limit_mb=<MiB> (resets on reboot)"
+    raise_hint: Line = "sudo sysctl iogpu.wired_limit_mb=<MiB> (resets on reboot)"
 
 
 class RuntimeSpec(_Strict):
     """How a backend runs on this profile: a container image, or natively."""
 
     mode: Literal["container", "native"]
-    image: str | None = None
-    note: str = ""
+    image: ImageRef | None = None
+    note: Prose = ""
 
 
 class Price(_Strict):
     """On-demand price where a cloud sells this machine."""
 
-    usd_per_hour: float = Field(gt=0)
-    offering: str
-    source: str
-    as_of: str
+    usd_per_hour: float = Field(ge=0, le=MAX_USD_PER_HOUR)
+    offering: Line
+    source: Prose
+    as_of: Line
 
 
 class Profile(_Strict):
     """A target machine: accelerators, host, runtimes and price."""
 
-    id: str
-    name: str
+    id: Id
+    name: Line
     kind: AcceleratorKind
     gpu: GpuSpec | None = None
     unified_memory: UnifiedMemory | None = None
-    host_ram_gib: float = Field(gt=0)
-    cpu_cores: int = Field(gt=0)
-    cpu_bandwidth_gbps: float = Field(gt=0, description="host RAM bandwidth, GB/s")
-    cpu_flags: list[str] = Field(default_factory=list)
+    host_ram_gib: float = Field(ge=1 / 1024, le=MAX_MEMORY_MIB / 1024)
+    cpu_cores: int = Field(ge=1, le=MAX_CPU_CORES)
+    cpu_bandwidth_gbps: float = Field(
+        gt=0, lt=MAX_BANDWIDTH_GBPS, description="host RAM bandwidth, GB/s"
+    )
+    cpu_flags: list[Token] = Field(default_factory=list, max_length=256)
     runtimes: dict[Backend, RuntimeSpec]
     price: Price | None = None
-    notes: str = ""
-    source: str = Field(description="where the numbers come from")
+    notes: Prose = ""
+    source: Prose = Field(description="where the numbers come from")
 
     @model_validator(mode="after")
     def _check_kind(self) -> Profile:

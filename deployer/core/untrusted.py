@@ -45,6 +45,16 @@ def shown(value: object) -> str:
     return text if len(text) <= SHOWN_MAX else text[: SHOWN_MAX - 4] + "...'"
 
 
+def printable(value: object) -> str:
+    """`value` as text that cannot move the cursor or end a line: every non-printable character
+    (controls, ANSI escapes, line separators, bidi and other format characters) is written the
+    way repr() writes it (ESC as \\x1b, a newline as \\n); printable text is unchanged."""
+    text = str(value)
+    if text.isprintable():
+        return text
+    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
+
+
 def check_sha256(value: object, source: str, what: str = "sha256") -> str:
     """64 lowercase hex digits, or UntrustedValue."""
     if not isinstance(value, str) or not SHA256_RE.match(value):

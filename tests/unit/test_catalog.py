@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import json
+import math
 from functools import cache
 from pathlib import Path
+from typing import Any
 
 import pytest
 import yaml
+from hypothesis import given
 from typer.testing import CliRunner
 
 from deployer.cli.app import app
@@ -16,6 +19,7 @@ from deployer.core.datafiles import parse_yaml_model
 from deployer.core.errors import InvalidDataFile, ModelNotFound
 from deployer.core.layout import base_bpw
 from deployer.core.resources import config_dir, data_dir
+from tests.unit.hostile_yaml import mutated, random_document
 
 SHIPPED = sorted(
     e.name.removesuffix(".yaml") for e in data_dir("catalog").iterdir() if e.name.endswith(".yaml")
@@ -299,3 +303,98 @@ def test_docs_licence_table_is_current(update_golden: bool) -> None:
         DOCS.write_text(head + TABLE_START + "\n" + table + TABLE_END + tail, encoding="utf-8")
         return
     assert current == table, "run: pytest tests/unit/test_catalog.py --update-golden"
+
+
+# ---- hostile catalog entries: bounded numbers, safe strings, one-line errors -----------------
+
+SMALL = ["gemma-3-270m-it", "qwen3-0.6b", "gpt-oss-20b", "qwen3-30b-a3b"]
+
+
+def _one_line(err: InvalidDataFile) -> str:
+    msg = err.message()
+    assert "\n" not in msg and msg.isprintable(), repr(msg)
+    return msg
+
+
+def _with(model_id: str, path: tuple[str, ...], value: object) -> str:
+    data: Any = _shipped_yaml(model_id)
+    parent = data
+    for part in path[:-1]:
+        parent = parent[part]
+    parent[path[-1]] = value
+    return yaml.safe_dump(data, sort_keys=False)
+
+
+@pytest.mark.parametrize(
+    ("path", "value", "field"),
+    [
+        (("params_b",), float("inf"), "params_b"),
+        (("params_b",), float("nan"), "params_b"),
+        (("params_b",), -1, "params_b"),
+        (("arch", "n_layer"), 0, "arch.n_layer"),
+        (("arch", "n_layer"), 10**30, "arch.n_layer"),
+        (("arch", "ctx_train"), 1e308, "arch.ctx_train"),
+        (("arch", "n_head_kv"), 0, "arch.n_head_kv"),
+        (("arch", "n_head_kv"), 3, "arch"),  # 4 heads are not a multiple of 3 KV heads
+        (("arch", "n_expert_used"), 4, "arch"),  # a dense model with experts in use
+        (("arch", "sliding_window"), 0, "arch"),  # its swa_pattern needs a window
+        (("quants", "Q4_K_M", "bytes"), 0, "quants.Q4_K_M.bytes"),
+        (("quants", "Q4_K_M", "bytes"), 2**80, "quants.Q4_K_M.bytes"),
+        (("quants", "Q4_K_M", "split_parts"), 10**6, "quants.Q4_K_M.split_parts"),
+        (("quants", "Q4_K_M", "file"), "../../etc/passwd.gguf", "quants.Q4_K_M.file"),
+        (("quants", "Q4_K_M", "file"), "/abs/model.gguf", "quants.Q4_K_M.file"),
+        (("quants", "Q4_K_M", "file"), "a\x1b[2J.gguf", "quants.Q4_K_M.file"),
+        (("quants", "Q4_K_M", "repo"), "org/repo/../x", "quants.Q4_K_M.repo"),
+        (("quants", "Q4_K_M", "repo"), "{{ org }}/r", "quants.Q4_K_M.repo"),
+        (("hf_base_model",), "no-slash", "hf_base_model"),
+        (("id",), "Gemma 3", "id"),
+        (("family",), "[/x]", "family"),
+        (("name",), "line\nbreak", "name"),
+        (("notes",), "{% include '/etc/passwd' %}", "notes"),
+        (("license", "url"), "javascript:alert(1)", "license.url"),
+        (("license", "id"), "a b", "license.id"),
+        (("default_quant",), "Q8_0", "(top level)"),  # not one of its quants
+    ],
+)
+def test_catalog_values_out_of_bounds_are_refused_naming_the_field(
+    path: tuple[str, ...], value: object, field: str
+) -> None:
+    _user_model("gemma-3-270m-it", _with("gemma-3-270m-it", path, value))
+    with pytest.raises(InvalidDataFile) as info:
+        load_catalog()
+    assert info.value.problem.startswith(f"{field}:"), info.value.problem
+    _one_line(info.value)
+
+
+def test_a_hostile_quant_label_is_refused_and_quoted() -> None:
+    data: Any = _shipped_yaml("gemma-3-270m-it")
+    data["quants"]["[/x]\x1b"] = data["quants"]["Q4_K_M"]
+    _user_model("gemma-3-270m-it", yaml.safe_dump(data))
+    with pytest.raises(InvalidDataFile) as info:
+        load_catalog()
+    assert "quants.'[/x]\\x1b'" in _one_line(info.value)
+
+
+@given(mutated("catalog", SMALL))
+def test_mutated_catalog_entries_validate_or_fail_in_one_line(case: tuple[str, str]) -> None:
+    stem, text = case
+    try:
+        model = parse_yaml_model(text, CatalogModel, f"{stem}.yaml")
+    except InvalidDataFile as err:
+        _one_line(err)
+    else:
+        assert 0 < model.params_b <= 100_000 and math.isfinite(model.params_b)
+        assert model.default_quant in model.quants
+        for qf in model.quants.values():
+            assert not qf.file.startswith("/") and ".." not in qf.file.split("/")
+            assert 0 < qf.bytes <= 64 << 40
+        arch = model.arch.to_arch()
+        assert arch.n_layer >= 1 and all(h >= 1 for h in arch.n_head_kv)
+
+
+@given(random_document())
+def test_random_catalog_documents_validate_or_fail_in_one_line(text: str) -> None:
+    try:
+        parse_yaml_model(text, CatalogModel, "r.yaml")
+    except InvalidDataFile as err:
+        _one_line(err)

@@ -3,17 +3,22 @@
 from __future__ import annotations
 
 import json
+import math
+import time
 from pathlib import Path
 
 import pytest
 import yaml
+from hypothesis import given
 from typer.testing import CliRunner
 
 from deployer.cli.app import app
+from deployer.core.datafiles import ID_RE, parse_yaml_model, validate_data
 from deployer.core.errors import InvalidDataFile, ProfileNotFound
-from deployer.core.profiles import get_profile, load_profiles
+from deployer.core.profiles import Profile, get_profile, load_profiles
 from deployer.core.resources import config_dir, data_dir
 from deployer.core.units import GIB, MIB
+from tests.unit.hostile_yaml import BILLION_LAUGHS, DEEP, mutated, random_document
 
 SHIPPED = sorted(
     e.name.removesuffix(".yaml") for e in data_dir("profiles").iterdir() if e.name.endswith(".yaml")
@@ -222,3 +227,231 @@ def test_a_memo_of_another_shape_is_ignored() -> None:
     result = runner.invoke(app, ["profiles", "list"])
     assert result.exit_code == 0, result.output
     assert "stale" not in result.output and first[0] in result.output
+
+
+# ---- hostile profiles: bounded numbers, safe strings, one-line errors ------------------------
+
+
+def _one_line(err: InvalidDataFile) -> str:
+    msg = err.message()
+    assert "\n" not in msg and msg.isprintable(), repr(msg)
+    return msg
+
+
+def _load_text(text: str, stem: str = "x") -> Profile:
+    _user_profile(stem, text)
+    return load_profiles()[stem]
+
+
+@pytest.mark.parametrize(
+    ("old", "new", "field"),
+    [
+        ("host_ram_gib: 8", "host_ram_gib: .inf", "host_ram_gib"),
+        ("host_ram_gib: 8", "host_ram_gib: .nan", "host_ram_gib"),
+        ("host_ram_gib: 8", "host_ram_gib: 1e308", "host_ram_gib"),
+        ("host_ram_gib: 8", "host_ram_gib: 1.0e+308", "host_ram_gib"),
+        ("host_ram_gib: 8", "host_ram_gib: 0", "host_ram_gib"),
+        ("host_ram_gib: 8", "host_ram_gib: -8", "host_ram_gib"),
+        ("host_ram_gib: 8", "host_ram_gib: 70000", "host_ram_gib"),  # above 64 TiB
+        ("cpu_cores: 2", "cpu_cores: 0", "cpu_cores"),
+        ("cpu_cores: 2", "cpu_cores: 1.0e+308", "cpu_cores"),
+        ("cpu_cores: 2", "cpu_cores: 18446744073709551617", "cpu_cores"),
+        ("cpu_bandwidth_gbps: 20", "cpu_bandwidth_gbps: .inf", "cpu_bandwidth_gbps"),
+        ("cpu_bandwidth_gbps: 20", "cpu_bandwidth_gbps: 100000", "cpu_bandwidth_gbps"),
+        ("cpu_bandwidth_gbps: 20", "cpu_bandwidth_gbps: 0", "cpu_bandwidth_gbps"),
+        ("source: a test", "source: a test\nprice: {usd_per_hour: -1, offering: o, source: s, "
+         "as_of: '2025'}", "price.usd_per_hour"),
+        ("source: a test", "source: a test\nprice: {usd_per_hour: .inf, offering: o, source: s, "
+         "as_of: '2025'}", "price.usd_per_hour"),
+    ],
+)  # fmt: skip
+def test_numbers_outside_physical_bounds_are_refused_naming_the_field(
+    old: str, new: str, field: str
+) -> None:
+    with pytest.raises(InvalidDataFile) as info:
+        _load_text(_valid_cpu_yaml("x").replace(old, new))
+    assert info.value.problem.startswith(f"{field}:"), info.value.problem
+    _one_line(info.value)
+
+
+_GPU = (
+    "id: g\nname: gpu box\nkind: nvidia\nhost_ram_gib: 64\ncpu_cores: 8\ncpu_bandwidth_gbps: 50\n"
+    "runtimes: {}\nsource: a test\n"
+    "gpu: {name: G, memory_mib: 24576, reserve_mib: 500, bandwidth_gbps: 600, count: 1}\n"
+)
+
+
+@pytest.mark.parametrize(
+    ("old", "new", "field"),
+    [
+        ("memory_mib: 24576", "memory_mib: 0", "gpu.memory_mib"),
+        ("memory_mib: 24576", "memory_mib: 1.0e+308", "gpu.memory_mib"),
+        ("memory_mib: 24576", "memory_mib: 68719476736", "gpu.memory_mib"),
+        ("reserve_mib: 500", "reserve_mib: 24576", "gpu"),  # nothing left for the model
+        ("bandwidth_gbps: 600", "bandwidth_gbps: .inf", "gpu.bandwidth_gbps"),
+        ("bandwidth_gbps: 600", "bandwidth_gbps: -600", "gpu.bandwidth_gbps"),
+        ("count: 1", "count: 0", "gpu.count"),
+        ("count: 1", "count: 100000", "gpu.count"),
+    ],
+)
+def test_gpu_numbers_outside_physical_bounds_are_refused(old: str, new: str, field: str) -> None:
+    assert _load_text(_GPU, "g").gpu is not None  # the unmutated one is fine
+    with pytest.raises(InvalidDataFile) as info:
+        _load_text(_GPU.replace(old, new), "g")
+    assert info.value.problem.startswith(f"{field}:"), info.value.problem
+
+
+def test_a_free_price_is_accepted() -> None:
+    text = (
+        _valid_cpu_yaml("x") + "price: {usd_per_hour: 0, offering: o, source: s, as_of: '2025'}\n"
+    )
+    price = _load_text(text).price
+    assert price is not None and price.usd_per_hour == 0
+
+
+@pytest.mark.parametrize(
+    ("old", "new", "field"),
+    [
+        ("id: x", "id: '../x'", "id"),
+        ("id: x", "id: 'X'", "id"),
+        ("name: test box", 'name: "a\\e[2Jb"', "name"),
+        ("name: test box", 'name: "two\\nlines"', "name"),
+        ("name: test box", "name: '{{ 7 * 7 }}'", "name"),
+        ("name: test box", "name: '" + "n" * 300 + "'", "name"),
+        ("source: a test", 'source: "\\u2028"', "source"),
+        ("image: ghcr.io/ggml-org/llama.cpp:server", "image: 'x y'", "runtimes.llamacpp.image"),
+        ("cpu_cores: 2", "cpu_cores: 2\ncpu_flags: ['avx2', 'a b']", "cpu_flags.1"),
+    ],
+)
+def test_strings_must_have_a_safe_form(old: str, new: str, field: str) -> None:
+    with pytest.raises(InvalidDataFile) as info:
+        _load_text(_valid_cpu_yaml("x").replace(old, new))
+    assert info.value.problem.startswith(f"{field}:"), info.value.problem
+    _one_line(info.value)
+
+
+def test_markup_is_plain_text_in_a_profile() -> None:
+    text = _valid_cpu_yaml("x").replace("name: test box", "name: '[/x] [red]r[/red]'")
+    assert _load_text(text).name == "[/x] [red]r[/red]"
+
+
+def test_several_problems_give_the_first_and_a_count_in_one_line() -> None:
+    text = (
+        _valid_cpu_yaml("x")
+        .replace("host_ram_gib: 8", "host_ram_gib: .inf")
+        .replace("cpu_cores: 2", "cpu_cores: -1")
+        .replace("name: test box", "name: '{{ x }}'")
+    )
+    path = _user_profile("x", text)
+    with pytest.raises(InvalidDataFile) as info:
+        load_profiles()
+    msg = _one_line(info.value)
+    assert msg.startswith(f"{path}:2: name: contains template syntax")
+    assert msg.endswith("(+2 more)")
+
+
+def test_a_key_from_the_file_is_quoted_in_the_message() -> None:
+    with pytest.raises(InvalidDataFile) as info:
+        _load_text(_valid_cpu_yaml("x") + '"[/x]\\n\\e[2J": 1\n')
+    assert "'[/x]\\n\\x1b[2J': unknown key" in _one_line(info.value)
+
+
+def test_yaml_errors_are_one_line_with_their_line() -> None:
+    with pytest.raises(InvalidDataFile) as info:
+        _load_text(_valid_cpu_yaml("x") + "notes: 'bad\x01'\n")
+    assert info.value.line == 12 and "#x0001" in _one_line(info.value)
+    with pytest.raises(InvalidDataFile) as info:
+        _load_text(_valid_cpu_yaml("x") + "notes: [\n")
+    assert info.value.line is not None and "invalid YAML" in _one_line(info.value)
+
+
+@pytest.mark.parametrize(
+    "tag", ["!!python/object/apply:os.system ['touch pwned']", "!!python/name:os.system"]
+)
+def test_python_tags_are_refused(tag: str, tmp_path: Path) -> None:
+    with pytest.raises(InvalidDataFile) as info:
+        _load_text(_valid_cpu_yaml("x").replace("name: test box", f"name: {tag}"))
+    assert "invalid YAML" in _one_line(info.value)
+    assert not (Path.cwd() / "pwned").exists()
+
+
+def test_an_alias_bomb_is_refused_quickly() -> None:
+    """Billion laughs: 3.4e9 values once expanded, a few hundred bytes as text."""
+    start = time.monotonic()
+    with pytest.raises(InvalidDataFile) as info:
+        _load_text(_valid_cpu_yaml("x") + f"notes: {BILLION_LAUGHS}\n")
+    assert "alias bomb" in _one_line(info.value)
+    assert time.monotonic() - start < 5
+
+
+def test_deep_nesting_is_refused_without_crashing() -> None:
+    """libyaml's composer recurses in C: 100,000 levels crash the interpreter if they get there."""
+    with pytest.raises(InvalidDataFile) as info:
+        _load_text(_valid_cpu_yaml("x") + f"notes: {DEEP}\n")
+    assert "nested deeper than" in _one_line(info.value)
+
+
+def test_a_recursive_alias_is_refused() -> None:
+    with pytest.raises(InvalidDataFile) as info:
+        _load_text(_valid_cpu_yaml("x") + "notes: &a [*a]\n")
+    assert "alias" in _one_line(info.value)
+
+
+def test_a_huge_or_binary_file_is_refused() -> None:
+    _user_profile("x", _valid_cpu_yaml("x") + "notes: '" + "x" * (2 << 20) + "'\n")
+    with pytest.raises(InvalidDataFile) as info:
+        load_profiles()
+    assert "larger than" in _one_line(info.value)
+    (config_dir() / "profiles" / "x.yaml").write_bytes(b"id: \xff\xfe\n")
+    with pytest.raises(InvalidDataFile) as info:
+        load_profiles()
+    assert "UTF-8" in _one_line(info.value)
+
+
+def _check_profile(profile: Profile) -> None:
+    """What a validated profile guarantees downstream."""
+    numbers = [profile.host_ram_gib, profile.cpu_bandwidth_gbps, profile.device_bandwidth_gbps()]
+    if profile.price is not None:
+        numbers.append(profile.price.usd_per_hour)
+    assert all(math.isfinite(n) and n >= 0 for n in numbers)
+    assert 0 <= profile.device_budget_bytes() <= 64 * 1024 * GIB
+    assert ID_RE.match(profile.id)
+    for text in (profile.name, profile.notes, profile.source):
+        assert text.isprintable() and "{{" not in text
+
+
+@given(mutated("profiles", SHIPPED))
+def test_mutated_shipped_profiles_validate_or_fail_in_one_line(case: tuple[str, str]) -> None:
+    stem, text = case
+    try:
+        profile = parse_yaml_model(text, Profile, f"{stem}.yaml")
+    except InvalidDataFile as err:
+        assert err.path == f"{stem}.yaml"
+        _one_line(err)
+    else:
+        _check_profile(profile)
+
+
+@given(random_document())
+def test_random_documents_validate_or_fail_in_one_line(text: str) -> None:
+    try:
+        profile = parse_yaml_model(text, Profile, "r.yaml")
+    except InvalidDataFile as err:
+        _one_line(err)
+    else:
+        _check_profile(profile)
+
+
+def test_detected_hardware_out_of_bounds_is_one_line() -> None:
+    data = yaml.safe_load(_valid_cpu_yaml("detected-cpu"))
+    data["name"] = "evil\x1b[2J cpu"
+    with pytest.raises(InvalidDataFile) as info:
+        validate_data(data, Profile, "the hardware detected")
+    assert _one_line(info.value).startswith("the hardware detected: name: contains a control")
+
+
+def test_a_profile_file_name_with_controls_is_one_line() -> None:
+    _user_profile("bad\nname\x1b[2J", _valid_cpu_yaml("x"))
+    with pytest.raises(InvalidDataFile) as info:
+        load_profiles()
+    assert "bad\\nname\\x1b[2J" in _one_line(info.value)
