@@ -29,10 +29,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from _llama import free_port, llama_prefix
 
-from deployer.core.image import image_for_build
-from deployer.core.llama_flags import PINNED_BUILD
-from deployer.core.proof import COMPLETION_PROMPT
-from deployer.core.resolve import demo_model_path
+from deployer.core.model.resolve import demo_model_path
+from deployer.core.serve.image import image_for_build
+from deployer.core.serve.llama_flags import PINNED_BUILD
+from deployer.core.serve.proof import COMPLETION_PROMPT
 
 DEPLOYER = [sys.executable, "-c", "from deployer.cli.app import main; main()"]
 # The demo has no chat template: deploy proves it with this plain completion, and so does this.

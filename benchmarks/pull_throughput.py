@@ -25,7 +25,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from deployer.core.resolve import demo_model_path  # noqa: E402
+from deployer.core.model.resolve import demo_model_path  # noqa: E402
 
 RESULTS = ROOT / "benchmarks" / "results" / "pull_throughput.json"
 DOC = ROOT / "docs" / "pull.md"
@@ -74,7 +74,7 @@ def time_deployer(url: str, work: Path) -> tuple[float, dict[str, object]]:
     code = (
         "import json, sys, time\n"
         "from deployer.adapters.download import HfCacheStore\n"
-        "from deployer.core.pull import pull_model\n"
+        "from deployer.core.pull.files import pull_model\n"
         "t = time.perf_counter()\n"
         "r = pull_model('hf://bench/fast', store=HfCacheStore())\n"
         "print(json.dumps({'s': time.perf_counter() - t, 'r': r.as_dict()}))\n"

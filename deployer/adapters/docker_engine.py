@@ -15,14 +15,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from deployer.adapters.ports import port_free
-from deployer.core.containers import (
-    NAME_LABEL,
-    ContainerInfo,
-    EngineInfo,
-    ImageInfo,
-    ProgressFn,
-)
-from deployer.core.runtime_errors import (
+from deployer.core.errors import (
     ContainerExited,
     EngineUnavailable,
     HealthTimeout,
@@ -33,7 +26,14 @@ from deployer.core.runtime_errors import (
     VolumeInitFailed,
     VolumeInUse,
 )
-from deployer.core.specs import ContainerSpec, VolumeSpec
+from deployer.core.serve.containers import (
+    NAME_LABEL,
+    ContainerInfo,
+    EngineInfo,
+    ImageInfo,
+    ProgressFn,
+)
+from deployer.core.serve.specs import ContainerSpec, VolumeSpec
 
 if TYPE_CHECKING:
     import docker

@@ -34,9 +34,9 @@ from huggingface_hub.utils import (  # type: ignore[attr-defined]
 from deployer.adapters.http_range import RangeBody, RangeCut, open_range, range_total
 from deployer.adapters.hub import _translated, fetch_listing
 from deployer.core import filememo
-from deployer.core.errors import ExternalUnavailable
-from deployer.core.hub_checks import check_repo_id, check_repo_path, check_revision
-from deployer.core.pull import (
+from deployer.core.errors import ChecksumMismatch, ExternalUnavailable, SizeMismatch
+from deployer.core.model.resolve import RemoteFile
+from deployer.core.pull.files import (
     FetchResult,
     FileTarget,
     ProgressSink,
@@ -44,8 +44,7 @@ from deployer.core.pull import (
     contained,
     sha256_file,
 )
-from deployer.core.pull_errors import ChecksumMismatch, SizeMismatch
-from deployer.core.resolve import RemoteFile
+from deployer.core.pull.hub_checks import check_repo_id, check_repo_path, check_revision
 from deployer.core.untrusted import UntrustedValue, check_commit, check_sha256
 
 try:  # huggingface_hub 2.x talks through httpx2, 1.x through httpx

@@ -4,7 +4,7 @@ A listing is where the Hub's values enter: every file name, size, sha256, blob i
 commit are checked to their exact form here (listed_files), so nothing downstream builds a
 path or a URL from a value the Hub could have chosen to escape with. A header is fetched with
 HTTP Range requests (4 MiB, then as much as the header walk says it needs, at least doubling)
-and walked as it arrives (deployer.core.gguf_extent), so a header that lies about a length or
+and walked as it arrives (deployer.core.model.gguf_extent), so a header that lies about a length or
 never ends stops at MAX_HEADER_BYTES; the prefix is then written into a sparse temp file as
 long as the remote file, so GGUFReader's memory map sees the real header and holes where the
 tensor data would be. Hub SDK errors become deployer's own error types here.
@@ -28,25 +28,25 @@ from huggingface_hub.errors import (
 )
 from huggingface_hub.utils import build_hf_headers  # type: ignore[attr-defined]
 
-from deployer.core.arch import ModelFacts
 from deployer.core.errors import (
     ExternalUnavailable,
+    GatedRepo,
     GGUFReadError,
     ModelNotFound,
     NotFoundError,
 )
-from deployer.core.gguf_extent import HeaderBudget, HeaderWalk
-from deployer.core.gguf_meta import facts_from_gguf_parts
-from deployer.core.hub_checks import (
+from deployer.core.model.facts import ModelFacts
+from deployer.core.model.gguf_extent import HeaderBudget, HeaderWalk
+from deployer.core.model.gguf_meta import facts_from_gguf_parts
+from deployer.core.model.resolve import RemoteFile
+from deployer.core.pull.files import RepoListing
+from deployer.core.pull.hub_checks import (
     HUB_HINT,
     check_blob_id,
     check_repo_path,
     check_size,
     listing_source,
 )
-from deployer.core.hub_errors import GatedRepo
-from deployer.core.pull import RepoListing
-from deployer.core.resolve import RemoteFile
 from deployer.core.untrusted import CONTROL_RE, UntrustedValue, check_commit, check_sha256, shown
 
 try:  # huggingface_hub 2.x talks through httpx2, 1.x through httpx
@@ -224,7 +224,7 @@ def read_remote_header(
 
 
 class HfHubReader:
-    """The real HubReader for deployer.core.resolve."""
+    """The real HubReader for deployer.core.model.resolve."""
 
     def __init__(
         self,

@@ -12,7 +12,8 @@ from pathlib import Path
 from typing import Any
 
 from deployer.adapters.docker_engine import DockerEngine
-from deployer.core.image import (
+from deployer.core.errors import LlamaBuildMissing
+from deployer.core.serve.image import (
     ImageFile,
     image_files,
     image_tag,
@@ -20,8 +21,7 @@ from deployer.core.image import (
     render_dockerfile,
     version_from_marker,
 )
-from deployer.core.llama_flags import PINNED_BUILD
-from deployer.core.runtime_errors import LlamaBuildMissing
+from deployer.core.serve.llama_flags import PINNED_BUILD
 
 _REPO_ROOT = Path(__file__).resolve().parents[2]
 BUILD_SCRIPT = _REPO_ROOT / "scripts" / "build-llama.sh"

@@ -1,6 +1,6 @@
 """Prove a deployment with one real completion: chat, or a plain completion that is checked.
 
-Which kind a model gets is decided in deployer.core.proof (chat when the GGUF carries a chat
+Which kind a model gets is decided in deployer.core.serve.proof (chat when the GGUF carries a chat
 template). llama-server takes both through its OpenAI-compatible API; Ollama's plain
 completion goes through its own generate API with `raw`, so the Modelfile TEMPLATE written for
 a template-less GGUF does not wrap the prompt in chat turns.
@@ -14,7 +14,8 @@ import urllib.error
 import urllib.request
 from typing import Any
 
-from deployer.core.proof import (
+from deployer.core.errors import SmokeTestFailed
+from deployer.core.serve.proof import (
     CHAT_PROMPT,
     COMPLETION_EXPECTED,
     COMPLETION_PROMPT,
@@ -22,7 +23,6 @@ from deployer.core.proof import (
     SmokeResult,
     continues_as_expected,
 )
-from deployer.core.runtime_errors import SmokeTestFailed
 
 __all__ = [
     "SmokeResult",
@@ -158,7 +158,7 @@ def ollama_generate_smoke_test(
 def llama_server_smoke(
     endpoint: str, *, model: str, api_key: str | None, kind: SmokeKind = "chat"
 ) -> SmokeResult:
-    """deploy's smoke test on llama-server (deployer.core.deploy.SmokeTester)."""
+    """deploy's smoke test on llama-server (deployer.core.serve.deploy.SmokeTester)."""
     if kind == "completion":
         return completion_smoke_test(endpoint, model=model, api_key=api_key)
     return chat_smoke_test(endpoint, model=model, api_key=api_key)

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import psutil
 
-from deployer.core.detect import ProbeResult
+from deployer.core.hardware.detect import ProbeResult
 
 _TIMEOUT_S = 5.0
 _NVIDIA_QUERY = [

@@ -54,8 +54,7 @@ def choose_image(
       by hand, else the local build.
     """
     from deployer.adapters.image_build import build_runtime_image
-    from deployer.core.errors import InvalidRequest
-    from deployer.core.runtime_errors import ImageMissing
+    from deployer.core.errors import ImageMissing, InvalidRequest
 
     if given:
         return given, f"{given} (--image)"
@@ -84,9 +83,9 @@ def choose_image(
 
 def best_catalog_model(prof: Any) -> str:
     """Without MODEL: the largest catalog model that fits fully at a usable speed."""
-    from deployer.core.catalog import load_catalog
-    from deployer.core.layout import facts_from_catalog
-    from deployer.core.plan import PlanRequest, make_plan
+    from deployer.core.fit.plan import PlanRequest, make_plan
+    from deployer.core.model.catalog import load_catalog
+    from deployer.core.model.weights import facts_from_catalog
 
     best: tuple[float, str] | None = None
     for m in load_catalog().values():
@@ -150,12 +149,12 @@ def deploy(
         from deployer.adapters.ports import check_port_free, choose_port
         from deployer.cli import wiring
         from deployer.cli.pull import hub_store
-        from deployer.core.deploy import check_name_free, with_limits, write_api_key
-        from deployer.core.deploy import deploy as run_deploy
         from deployer.core.errors import InvalidRequest
-        from deployer.core.pull import pull_model
-        from deployer.core.render import check_exposure, default_name, render_plan
-        from deployer.core.state import check_name
+        from deployer.core.pull.files import pull_model
+        from deployer.core.serve.deploy import check_name_free, with_limits, write_api_key
+        from deployer.core.serve.deploy import deploy as run_deploy
+        from deployer.core.serve.render import check_exposure, default_name, render_plan
+        from deployer.core.state.records import check_name
         from deployer.core.untrusted import check_port
 
         wiring.check_backend(backend)
@@ -254,7 +253,7 @@ def deploy(
                 },
             }
             if backend == "ollama":
-                from deployer.core.deploy import smoke_kind_for
+                from deployer.core.serve.deploy import smoke_kind_for
 
                 proof_step = (
                     "POST /v1/chat/completions (8 tokens)"
@@ -316,7 +315,7 @@ def deploy(
         bundle = replace(bundle, image=run_image)
         if backend == "ollama":
             from deployer.adapters.ollama import create_in_server
-            from deployer.core.ollama_deploy import deploy_ollama
+            from deployer.core.serve.ollama_deploy import deploy_ollama
 
             if expose:
                 say("warning: --expose --insecure: Ollama has no API key; anyone who reaches "
@@ -357,7 +356,7 @@ def print_deployed(done: Any, *, as_json: bool) -> None:
     if as_json:
         print_json(done.as_dict())
         return
-    from deployer.core.proof import describe
+    from deployer.core.serve.proof import describe
 
     rec, s = done.record, done.smoke
     served = done.served_model or rec.model
@@ -410,9 +409,14 @@ def deploy_native_cli(
     from deployer.adapters import native
     from deployer.adapters.smoke import llama_server_smoke
     from deployer.cli.pull import hub_store
-    from deployer.core.deploy import check_name_free, deploy_native, secrets_dir, write_api_key
-    from deployer.core.pull import pull_model
-    from deployer.core.render import render_plan
+    from deployer.core.pull.files import pull_model
+    from deployer.core.serve.deploy import (
+        check_name_free,
+        deploy_native,
+        secrets_dir,
+        write_api_key,
+    )
+    from deployer.core.serve.render import render_plan
 
     say = _say_err
     check_name_free(name)  # before a new key could touch the running one's

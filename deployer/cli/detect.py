@@ -13,7 +13,7 @@ from deployer.cli.params import JsonOpt
 from deployer.core.units import GIB
 
 if TYPE_CHECKING:  # probing and pydantic models load only when detect runs
-    from deployer.core.detect import DetectedHardware, ProfileMatch
+    from deployer.core.hardware.detect import DetectedHardware, ProfileMatch
 
 
 def detect_json(hw: DetectedHardware, found: ProfileMatch) -> dict[str, Any]:
@@ -57,8 +57,8 @@ def detect(json_: JsonOpt = False) -> None:
 
     def body() -> None:
         from deployer.adapters.system_probe import probe_system
-        from deployer.core.detect import detect_hardware, match_profile
-        from deployer.core.profiles import load_profiles
+        from deployer.core.hardware.detect import detect_hardware, match_profile
+        from deployer.core.hardware.profiles import load_profiles
 
         hw = detect_hardware(probe_system())
         found = match_profile(hw, load_profiles())

@@ -17,8 +17,8 @@ from deployer.cli.params import JsonOpt
 
 if TYPE_CHECKING:  # planning and Ansible load only when a fleet command runs
     from deployer.adapters.ansible import RunResult
-    from deployer.core.fleet import HostOutcome, HostPlan
-    from deployer.core.fleet_inventory import FleetHost
+    from deployer.core.fleet.hosts import HostOutcome, HostPlan
+    from deployer.core.fleet.inventory import FleetHost
 
 fleet_app = typer.Typer(
     name="fleet",
@@ -40,8 +40,8 @@ OK_RESULTS = {"deployed", "unchanged", "would-deploy", "running", "removed", "al
 
 def _plan_one(h: FleetHost, profile: Any, image: str | None) -> HostPlan:
     from deployer.cli import wiring
-    from deployer.core.fleet import HostPlan, deployment_name, hub_weight, local_weight
-    from deployer.core.render import default_name, model_alias, render_plan, startup_timeout_s
+    from deployer.core.fleet.hosts import HostPlan, deployment_name, hub_weight, local_weight
+    from deployer.core.serve.render import default_name, model_alias, render_plan, startup_timeout_s
 
     wiring.check_backend(h.backend)
     result = wiring.plan_for(
@@ -56,13 +56,13 @@ def _plan_one(h: FleetHost, profile: Any, image: str | None) -> HostPlan:
         hp.reason = f"{result.model} does not fit {profile.id}; run 'deployer plan {h.model} --profile {profile.id}'"
         return hp
     if h.model == "demo" or h.model.lower().endswith(".gguf"):
-        from deployer.core.pull import pull_model
+        from deployer.core.pull.files import pull_model
 
         pulled = pull_model(h.model, h.quant)
         hp.weights = [local_weight(hp.models_dir, f.path, f.bytes) for f in pulled.files]
     else:
         from deployer.cli.pull import hub_store
-        from deployer.core.pull import remote_targets
+        from deployer.core.pull.files import remote_targets
 
         endpoint = os.environ.get("HF_ENDPOINT", "https://huggingface.co").rstrip("/")
         hp.weights = [
@@ -94,9 +94,9 @@ def _detect_profiles(
 ) -> tuple[dict[str, Any], dict[str, str]]:
     """Profiles of the 'detect' hosts from their Ansible facts; reasons for hosts that failed."""
     from deployer.adapters.ansible import run_playbook
-    from deployer.core.detect import detect_hardware, match_profile
-    from deployer.core.fleet import outcomes_from_events, probe_from_facts, render_playbook
-    from deployer.core.profiles import load_profiles
+    from deployer.core.fleet.hosts import outcomes_from_events, probe_from_facts, render_playbook
+    from deployer.core.hardware.detect import detect_hardware, match_profile
+    from deployer.core.hardware.profiles import load_profiles
 
     wanted = [h.host for h in hosts if h.profile == "detect"]
     if not wanted:
@@ -125,9 +125,9 @@ def _detect_profiles(
 
 def _plans(inventory: Path, forks: int, image: str | None) -> list[HostPlan]:
     from deployer.adapters.ansible import read_inventory
-    from deployer.core.fleet import HostPlan, hosts_from_inventory
-    from deployer.core.fleet_inventory import check_image
-    from deployer.core.profiles import get_profile
+    from deployer.core.fleet.hosts import HostPlan, hosts_from_inventory
+    from deployer.core.fleet.inventory import check_image
+    from deployer.core.hardware.profiles import get_profile
 
     if image is not None:
         check_image(image, "--image")
@@ -178,7 +178,7 @@ def _takes_part(action: str, hp: HostPlan) -> bool:
 
 def _prepare(action: str, plans: list[HostPlan], playbook: str) -> tuple[Path, dict[str, Any]]:
     """The run's private data dir: playbook, each host's rendered files, and the variables."""
-    from deployer.core.fleet import check_playbook_vars, run_file
+    from deployer.core.fleet.hosts import check_playbook_vars, run_file
 
     run_dir = _new_run_dir(action)
     _write_project(run_dir, action, playbook)
@@ -271,7 +271,11 @@ def _run(
     **render_ctx: Any,
 ) -> tuple[RunResult | None, dict[str, HostOutcome], Path | None]:
     from deployer.adapters.ansible import run_playbook
-    from deployer.core.fleet import failures_after_rescue, outcomes_from_events, render_playbook
+    from deployer.core.fleet.hosts import (
+        failures_after_rescue,
+        outcomes_from_events,
+        render_playbook,
+    )
 
     ready = [hp.host.host for hp in plans if _takes_part(action, hp)]
     if not ready:

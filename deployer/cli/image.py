@@ -13,8 +13,7 @@ from deployer.cli.app import app
 from deployer.cli.errors import run_guarded
 from deployer.cli.output import err_console, print_json
 from deployer.cli.params import JsonOpt
-from deployer.core.errors import InvalidRequest
-from deployer.core.runtime_errors import CudaImageUnavailable
+from deployer.core.errors import CudaImageUnavailable, InvalidRequest
 from deployer.core.units import MIB
 
 image_app = typer.Typer(name="image", help="Runtime images, built locally.", no_args_is_help=True)

@@ -17,9 +17,9 @@ from deployer.core.errors import NotFoundError
 from deployer.core.units import GB
 
 if TYPE_CHECKING:  # pydantic models load only when a command runs (fast --help)
-    from deployer.core.catalog import CatalogModel
-    from deployer.core.plan import PlanResult
-    from deployer.core.profiles import Profile
+    from deployer.core.fit.plan import PlanResult
+    from deployer.core.hardware.profiles import Profile
+    from deployer.core.model.catalog import CatalogModel
 
 models_app = typer.Typer(
     name="models",
@@ -189,8 +189,8 @@ def fits_filter(profile: Profile, ctx: int | None, fits: dict[str, PlanResult]) 
     def check(model: CatalogModel) -> bool:
         if ctx is not None and ctx > model.arch.ctx_train:
             return False
-        from deployer.core.layout import facts_from_catalog
-        from deployer.core.plan import PlanRequest, make_plan
+        from deployer.core.fit.plan import PlanRequest, make_plan
+        from deployer.core.model.weights import facts_from_catalog
 
         facts = [facts_from_catalog(model, q) for q in model.quants]
         result = make_plan(model.id, facts, profile, PlanRequest(ctx=ctx))
@@ -240,8 +240,8 @@ def list_models(
     """List catalog models (shipped and yours), optionally only those that fit a profile."""
 
     def body() -> None:
-        from deployer.core.catalog import load_catalog
-        from deployer.core.profiles import get_profile
+        from deployer.core.hardware.profiles import get_profile
+        from deployer.core.model.catalog import load_catalog
 
         catalog = load_catalog()
         filters: list[ModelFilter] = []
@@ -282,7 +282,7 @@ def show_model(model_id: ModelIdArg, json_: JsonOpt = False) -> None:
     """Show one model: architecture, quant files with sizes, licence."""
 
     def body() -> None:
-        from deployer.core.catalog import get_model
+        from deployer.core.model.catalog import get_model
 
         model = get_model(model_id)
         if json_:

@@ -14,7 +14,7 @@ from deployer.cli.params import DetectOpt, JsonOpt, ProfileOpt
 from deployer.core.units import fmt_bytes
 
 if TYPE_CHECKING:  # the planner (pydantic, numpy) loads only when plan runs (fast --help)
-    from deployer.core.plan import PlanResult
+    from deployer.core.fit.plan import PlanResult
 
 
 @app.command()

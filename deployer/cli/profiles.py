@@ -19,7 +19,7 @@ if TYPE_CHECKING:
     # pydantic and YAML load only when a profile must be validated (see profiles_data).
     from rich.table import Table
 
-    from deployer.core.profiles import Profile
+    from deployer.core.hardware.profiles import Profile
 
 profiles_app = typer.Typer(
     name="profiles", help="Hardware profiles: GPUs, Macs and CPU machines.", no_args_is_help=True
@@ -70,14 +70,17 @@ def profiles_data() -> list[dict[str, Any]]:
     """
     files = _profile_files()
     # The code that validates and serialises them is part of the key too.
-    code = [Path(__file__), Path(__file__).parents[1] / "core" / "profiles.py"]
+    core = Path(__file__).parents[1] / "core"
+    # The code that validates profiles is part of the key (found by path: importing it would
+    # load pydantic, which the memo exists to avoid).
+    code = [Path(__file__), core / "hardware" / "profiles.py", core / "datafiles.py"]
     identity = None if files is None else filememo.file_identity([*files, *code], salt="profiles")
     cached = filememo.recall("profiles", identity)
     if isinstance(cached, list) and all(
         isinstance(d, dict) and d.keys() >= _LIST_KEYS for d in cached
     ):
         return cached
-    from deployer.core.profiles import load_profiles
+    from deployer.core.hardware.profiles import load_profiles
 
     data = [profile_json(p) for p in sorted(load_profiles().values(), key=lambda p: (p.kind, p.id))]
     filememo.remember("profiles", identity, data)
@@ -174,7 +177,7 @@ def show_profile(profile_id: ProfileIdArg, json_: JsonOpt = False) -> None:
     """Show one hardware profile in full."""
 
     def body() -> None:
-        from deployer.core.profiles import get_profile
+        from deployer.core.hardware.profiles import get_profile
 
         profile = get_profile(profile_id)
         if json_:

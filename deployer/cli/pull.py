@@ -21,7 +21,7 @@ from deployer.core.untrusted import printable
 if TYPE_CHECKING:  # the pull machinery (gguf, numpy, the Hub) loads only when a pull runs
     from rich.progress import TaskID
 
-    from deployer.core.pull import HubStore, ProgressSink, PullResult
+    from deployer.core.pull.files import HubStore, ProgressSink, PullResult
 
 _TRUE = {"1", "true", "yes", "on"}
 
@@ -171,7 +171,7 @@ def pull(
         progress: RichProgress | LineProgress = (
             RichProgress() if err_console.is_terminal else LineProgress()
         )
-        from deployer.core.pull import pull_model
+        from deployer.core.pull.files import pull_model
 
         sink: ProgressSink = progress
         try:

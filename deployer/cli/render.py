@@ -14,8 +14,8 @@ from deployer.cli.app import app
 from deployer.cli.errors import run_guarded
 from deployer.cli.output import echo, styled
 from deployer.cli.params import DetectOpt, ProfileOpt
-from deployer.core.arch import ModelFacts
-from deployer.core.llama_flags import PINNED_BUILD
+from deployer.core.model.facts import ModelFacts
+from deployer.core.serve.llama_flags import PINNED_BUILD
 
 # Where `deployer pull --local-dir` puts weights that are not in the Hugging Face cache yet.
 PULL_DIR = PurePosixPath("/models")
@@ -48,7 +48,7 @@ def _hf_cache_file(repo_id: str, filename: str) -> Path | None:
 def weights_location(ref: str, facts: ModelFacts) -> WeightsLocation:
     """Real path for demo and local files; the HF cache if pulled; else where pull will put it."""
     from deployer.cli import wiring
-    from deployer.core.resolve import HF_PREFIX, demo_model_path, parse_hf_ref, select_files
+    from deployer.core.model.resolve import HF_PREFIX, demo_model_path, parse_hf_ref, select_files
 
     if ref == "demo":
         return WeightsLocation(demo_model_path())
@@ -70,7 +70,7 @@ def weights_location(ref: str, facts: ModelFacts) -> WeightsLocation:
             ]
         )
     else:
-        from deployer.core.catalog import get_quant
+        from deployer.core.model.catalog import get_quant
 
         entry = wiring.catalog_entry(ref)
         assert entry is not None
@@ -145,7 +145,7 @@ def render(
 
     def body() -> None:
         from deployer.cli import wiring
-        from deployer.core.render import default_name, render_plan
+        from deployer.core.serve.render import default_name, render_plan
 
         wiring.check_backend(backend)
         if out is not None:

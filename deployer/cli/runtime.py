@@ -18,14 +18,14 @@ from deployer.cli.app import app
 from deployer.cli.errors import run_guarded
 from deployer.cli.output import cells, console, print_json
 from deployer.cli.params import JsonOpt
-from deployer.core.errors import InvalidRequest
-from deployer.core.runtime_errors import (
+from deployer.core.errors import (
     DeploymentGone,
     DeploymentNotFound,
     EngineUnavailable,
+    InvalidRequest,
     InvalidStateLeft,
 )
-from deployer.core.state import (
+from deployer.core.state.records import (
     DeploymentRecord,
     DeploymentStatus,
     delete_record,
@@ -40,7 +40,7 @@ from deployer.core.state import (
 from deployer.core.untrusted import printable
 
 if TYPE_CHECKING:
-    from deployer.core.containers import ContainerEngine
+    from deployer.core.serve.containers import ContainerEngine
 
 STOP_TIMEOUT_S = 10.0
 NameArg = Annotated[str, typer.Argument(help="Deployment name (deployer ps).")]
@@ -269,7 +269,7 @@ def _stop_native(record: DeploymentRecord) -> str:
 
 def _remove_key(r: DeploymentRecord) -> str | None:
     """Delete the key file deploy generated for `r`; any other path is the user's and stays."""
-    from deployer.core.deploy import secrets_dir
+    from deployer.core.serve.deploy import secrets_dir
 
     if not r.api_key_path:
         return None

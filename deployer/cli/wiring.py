@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-from deployer.core.arch import ModelFacts
-from deployer.core.catalog import CatalogModel, get_model, load_catalog
-from deployer.core.layout import facts_from_catalog
-from deployer.core.plan import License, PlanResult
-from deployer.core.profiles import Profile, get_profile, load_profiles
-from deployer.core.resolve import HF_PREFIX, resolve_model
+from deployer.core.fit.plan import License, PlanResult
+from deployer.core.hardware.profiles import Profile, get_profile, load_profiles
+from deployer.core.model.catalog import CatalogModel, get_model, load_catalog
+from deployer.core.model.facts import ModelFacts
+from deployer.core.model.resolve import HF_PREFIX, resolve_model
+from deployer.core.model.weights import facts_from_catalog
 
 
 def hub_reader() -> object:
@@ -23,7 +23,7 @@ def pick_profile(profile_id: str | None, detect: bool) -> Profile:
     if profile_id and not detect:
         return get_profile(profile_id, profiles)
     from deployer.adapters.system_probe import probe_system
-    from deployer.core.detect import detected_profile
+    from deployer.core.hardware.detect import detected_profile
 
     return detected_profile(probe_system(), profiles)
 
@@ -40,7 +40,7 @@ def plan_candidates(ref: str, quant: str | None) -> tuple[str, list[ModelFacts],
     entry = catalog_entry(ref)
     if entry is not None:
         if quant is not None:
-            from deployer.core.catalog import get_quant
+            from deployer.core.model.catalog import get_quant
 
             get_quant(entry, quant)  # unknown quant: a clear error before any planning
         facts = [facts_from_catalog(entry, q) for q in entry.quants]
@@ -71,7 +71,7 @@ def plan_for(
     suggest_profiles: bool = False,
 ) -> PlanResult:
     """Plan `ref` on `prof` as plan, render and deploy all do (bigger profiles on request)."""
-    from deployer.core.plan import PlanRequest, make_plan
+    from deployer.core.fit.plan import PlanRequest, make_plan
 
     model_name, candidates, lic = plan_candidates(ref, quant)
     req = PlanRequest(

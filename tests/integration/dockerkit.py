@@ -12,13 +12,13 @@ from typing import Any
 
 import pytest
 
-from deployer.core.containers import NAME_LABEL
-from deployer.core.specs import ContainerSpec, HealthCheck, Mount
+from deployer.core.serve.containers import NAME_LABEL
+from deployer.core.serve.specs import ContainerSpec, HealthCheck, Mount
 
 pytest.importorskip("docker", reason="the Docker SDK is not installed (pip install '.[docker]')")
 
 from deployer.adapters.docker_engine import DockerEngine
-from deployer.core.runtime_errors import EngineUnavailable
+from deployer.core.errors import EngineUnavailable
 
 TEST_LABEL = "io.deployer.test"
 
@@ -52,7 +52,7 @@ def runtime_image(engine: DockerEngine) -> str:
 @pytest.fixture(scope="session")
 def demo_model() -> Path:
     """The demo GGUF on the host."""
-    from deployer.core.resolve import demo_model_path
+    from deployer.core.model.resolve import demo_model_path
 
     return demo_model_path()
 

@@ -17,9 +17,9 @@ from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
-from deployer.core.containers import ContainerInfo, EngineInfo, ImageInfo, ProgressFn
-from deployer.core.runtime_errors import HealthTimeout, NameInUse, PortInUse
-from deployer.core.specs import ContainerSpec, VolumeSpec
+from deployer.core.errors import HealthTimeout, NameInUse, PortInUse
+from deployer.core.serve.containers import ContainerInfo, EngineInfo, ImageInfo, ProgressFn
+from deployer.core.serve.specs import ContainerSpec, VolumeSpec
 from tests.integration.waits import wait_http_200
 
 
@@ -172,7 +172,7 @@ def serve(
 
 
 class ContractEngine:
-    """The container engine for Ollama deploy tests (deployer.core.containers.ContainerEngine).
+    """The container engine for Ollama deploy tests (deployer.core.serve.containers.ContainerEngine).
 
     The official Ollama image cannot run on this machine, so `run_container` records the spec
     and starts the contract server on the spec's published address instead; everything deploy

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import subprocess
 
-from deployer.core.chat_templates import _BY_ARCH, OLLAMA_FORMATS
+from deployer.core.model.chat_templates import _BY_ARCH, OLLAMA_FORMATS
 
 
 def _builtin_names() -> set[str]:

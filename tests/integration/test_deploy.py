@@ -14,11 +14,11 @@ from typer.testing import CliRunner
 from deployer.adapters.docker_engine import DockerEngine
 from deployer.cli import wiring
 from deployer.cli.app import app
-from deployer.core.limits import resource_limits
-from deployer.core.plan import PlanResult
-from deployer.core.profiles import get_profile
+from deployer.core.fit.plan import PlanResult
+from deployer.core.hardware.profiles import get_profile
 from deployer.core.resources import state_dir
-from deployer.core.state import load_record
+from deployer.core.serve.limits import resource_limits
+from deployer.core.state.records import load_record
 from tests.integration.dockerkit import engine, free_port, runtime_image, truncated_copy
 
 pytestmark = pytest.mark.docker
@@ -127,7 +127,7 @@ def test_expose_uses_an_api_key_that_is_never_written_elsewhere(
 def test_corrupt_model_fails_clearly_and_removes_everything(
     engine: DockerEngine, runtime_image: str, tmp_path: Path
 ) -> None:
-    from deployer.core.resolve import demo_model_path
+    from deployer.core.model.resolve import demo_model_path
 
     bad = truncated_copy(demo_model_path(), tmp_path / "broken.gguf")
     code, _, err = _deploy(str(bad), "--name", "t-bad", "--port", str(free_port()))

@@ -11,8 +11,8 @@ import time
 import pytest
 
 from deployer.adapters.docker_engine import DockerEngine
-from deployer.core.specs import ContainerSpec
-from deployer.core.state import load_record
+from deployer.core.serve.specs import ContainerSpec
+from deployer.core.state.records import load_record
 from tests.integration.dockerkit import engine, free_port, runtime_image
 
 pytestmark = pytest.mark.docker
@@ -103,10 +103,10 @@ def test_interrupt_inside_container_creation_still_leaves_nothing(
 ) -> None:
     from deployer.adapters.smoke import llama_server_smoke
     from deployer.cli import wiring
-    from deployer.core.deploy import ATTEMPT_LABEL, deploy
-    from deployer.core.profiles import get_profile
-    from deployer.core.render import render_plan
-    from deployer.core.resolve import demo_model_path
+    from deployer.core.hardware.profiles import get_profile
+    from deployer.core.model.resolve import demo_model_path
+    from deployer.core.serve.deploy import ATTEMPT_LABEL, deploy
+    from deployer.core.serve.render import render_plan
 
     result = wiring.plan_for("demo", get_profile("cpu-x86-2c-8gb"), quant=None, ctx=None,
                              parallel=1, kv_type="f16", backend="llamacpp")  # fmt: skip

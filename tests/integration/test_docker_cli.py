@@ -15,9 +15,15 @@ import deployer.cli.image
 import deployer.cli.runtime  # noqa: F401 - registers ps/logs/down on the app
 from deployer.adapters.docker_engine import DockerEngine
 from deployer.cli.app import app
-from deployer.core.containers import NAME_LABEL
 from deployer.core.resources import state_dir
-from deployer.core.state import DeploymentRecord, load_record, now_iso, record_path, save_record
+from deployer.core.serve.containers import NAME_LABEL
+from deployer.core.state.records import (
+    DeploymentRecord,
+    load_record,
+    now_iso,
+    record_path,
+    save_record,
+)
 from tests.integration.dockerkit import (
     TEST_LABEL,
     cleanup,

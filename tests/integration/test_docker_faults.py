@@ -12,15 +12,15 @@ from pathlib import Path
 import pytest
 
 from deployer.adapters.docker_engine import DockerEngine
-from deployer.core.containers import NAME_LABEL
-from deployer.core.runtime_errors import (
+from deployer.core.errors import (
     ContainerExited,
     EngineUnavailable,
     HealthTimeout,
     NameInUse,
     PortInUse,
 )
-from deployer.core.state import DeploymentRecord, now_iso, reconcile
+from deployer.core.serve.containers import NAME_LABEL
+from deployer.core.state.records import DeploymentRecord, now_iso, reconcile
 from tests.integration.dockerkit import (
     TEST_LABEL,
     cleanup,

@@ -16,9 +16,9 @@ from typing import TYPE_CHECKING
 
 import pytest
 
-from deployer.core.render import NOBODY, volume_init_command
-from deployer.core.runtime_errors import VolumeInitFailed
-from deployer.core.specs import VolumeSpec
+from deployer.core.errors import VolumeInitFailed
+from deployer.core.serve.render import NOBODY, volume_init_command
+from deployer.core.serve.specs import VolumeSpec
 from tests.integration.dockerkit import TEST_LABEL, engine  # noqa: F401
 
 if TYPE_CHECKING:
@@ -137,7 +137,7 @@ def test_a_volume_still_mounted_is_a_clear_error(
 ) -> None:
     from docker.types import Mount
 
-    from deployer.core.runtime_errors import VolumeInUse
+    from deployer.core.errors import VolumeInUse
 
     volume = f"deployer-test-{secrets.token_hex(4)}-ollama"
     engine.create_volume(spec=_spec(volume, applets, []))

@@ -23,7 +23,7 @@ from typing import Any, ClassVar
 import pytest
 import yaml
 
-from deployer.core.fleet import render_playbook
+from deployer.core.fleet.hosts import render_playbook
 
 pytest.importorskip("ansible_runner", reason="ansible-runner is not installed ('.[fleet]')")
 
@@ -148,7 +148,7 @@ def _literal_playbook() -> str:
 def test_playbook_variables_reach_ansible_as_literal_text(tmp_path: Path) -> None:
     """No check refused these values (they bypass the loader): `!unsafe` alone keeps them text."""
     from deployer.adapters.ansible import run_playbook
-    from deployer.core.fleet import outcomes_from_events
+    from deployer.core.fleet.hosts import outcomes_from_events
 
     run_dir, out = tmp_path / "run", tmp_path / "out"
     (run_dir / "project").mkdir(parents=True)

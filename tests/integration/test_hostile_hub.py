@@ -21,7 +21,7 @@ from pathlib import Path
 
 import pytest
 
-from deployer.core.gguf_extent import MAX_HEADER_BYTES
+from deployer.core.model.gguf_extent import MAX_HEADER_BYTES
 from tests.integration.hubserver import LoopbackHub, running_hub
 
 MiB = 1024 * 1024

@@ -7,8 +7,7 @@ import pytest
 
 from deployer.adapters.docker_engine import DockerEngine
 from deployer.cli.deploy import choose_image
-from deployer.core.errors import InvalidRequest
-from deployer.core.runtime_errors import ImageMissing
+from deployer.core.errors import ImageMissing, InvalidRequest
 from tests.integration.dockerkit import engine, runtime_image
 
 pytestmark = pytest.mark.docker

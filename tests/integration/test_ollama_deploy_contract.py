@@ -20,10 +20,10 @@ import deployer.cli.runtime  # registers `ps`, `down`; patched below
 from deployer.adapters.ollama import OllamaError, create_in_server, sha256_digest
 from deployer.adapters.smoke import ollama_smoke
 from deployer.cli.app import app
-from deployer.core.ollama_deploy import deploy_ollama
-from deployer.core.render import RenderedBundle, render_plan
-from deployer.core.runtime_errors import NameInUse, SmokeTestFailed
-from deployer.core.state import load_record, load_records
+from deployer.core.errors import NameInUse, SmokeTestFailed
+from deployer.core.serve.ollama_deploy import deploy_ollama
+from deployer.core.serve.render import RenderedBundle, render_plan
+from deployer.core.state.records import load_record, load_records
 from tests.integration.ollama_contract import ContractEngine, OllamaContract
 from tests.unit.test_render_golden import plan_for
 

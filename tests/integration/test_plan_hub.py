@@ -10,7 +10,7 @@ import pytest
 from typer.testing import CliRunner
 
 from deployer.cli.app import app
-from deployer.core.resolve import demo_model_path
+from deployer.core.model.resolve import demo_model_path
 from tests.integration.hubserver import LoopbackHub, running_hub
 
 

@@ -16,9 +16,9 @@ from typer.testing import CliRunner
 
 from deployer.adapters.download import HfCacheStore
 from deployer.cli.app import app
-from deployer.core.pull import DEMO_SHA256, pull_model
-from deployer.core.pull_errors import NotEnoughDisk
-from deployer.core.resolve import demo_model_path
+from deployer.core.errors import NotEnoughDisk
+from deployer.core.model.resolve import demo_model_path
+from deployer.core.pull.files import DEMO_SHA256, pull_model
 from tests.integration.hubserver import LoopbackHub, running_hub
 from tests.unit.test_gguf_meta import llama_spec, split_parts
 
@@ -278,7 +278,7 @@ def test_verified_file_is_not_hashed_again_until_it_changes(
     """A reused blob is hashed once; the memo of that check (by path, size, mtime, inode) lets
     the next pull skip it, and any change to the file makes the next pull hash it again."""
     import deployer.adapters.download as download
-    from deployer.core.pull import sha256_file as real
+    from deployer.core.pull.files import sha256_file as real
 
     hashed: list[str] = []
 

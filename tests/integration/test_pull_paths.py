@@ -15,8 +15,8 @@ from huggingface_hub import scan_cache_dir, try_to_load_from_cache
 
 from deployer.adapters.download import HfCacheStore
 from deployer.adapters.http_range import library_is_default, open_range
-from deployer.core.pull import pull_model
-from deployer.core.pull_errors import ChecksumMismatch
+from deployer.core.errors import ChecksumMismatch
+from deployer.core.pull.files import pull_model
 from tests.integration.hubserver import LoopbackHub, running_hub
 from tests.integration.test_pull_hub import make_gguf
 

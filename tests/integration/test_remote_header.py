@@ -9,10 +9,15 @@ from pathlib import Path
 import pytest
 
 from deployer.adapters.hub import HfHubReader, list_gguf_files, read_remote_header
-from deployer.core.errors import ExternalUnavailable, GGUFReadError, ModelNotFound, QuantNotFound
-from deployer.core.gguf_meta import facts_from_gguf, facts_from_gguf_parts
-from deployer.core.hub_errors import GatedRepo
-from deployer.core.resolve import RemoteFile, quant_label, resolve_model, select_files
+from deployer.core.errors import (
+    ExternalUnavailable,
+    GatedRepo,
+    GGUFReadError,
+    ModelNotFound,
+    QuantNotFound,
+)
+from deployer.core.model.gguf_meta import facts_from_gguf, facts_from_gguf_parts
+from deployer.core.model.resolve import RemoteFile, quant_label, resolve_model, select_files
 from tests.integration.hubserver import LoopbackHub, running_hub
 from tests.unit.test_gguf_meta import llama_spec, split_parts, write_gguf
 

@@ -17,8 +17,8 @@ from collections.abc import Iterator
 import pytest
 
 from deployer.adapters.smoke import chat_smoke_test, completion_smoke_test
-from deployer.core.proof import COMPLETION_EXPECTED
-from deployer.core.runtime_errors import SmokeTestFailed
+from deployer.core.errors import SmokeTestFailed
+from deployer.core.serve.proof import COMPLETION_EXPECTED
 from tests.integration.dockerkit import TEST_LABEL, engine, runtime_image
 from tests.integration.waits import wait_http_200
 
@@ -33,7 +33,7 @@ __all__ = ["engine", "runtime_image"]  # fixtures, imported
 def keyed_server(
     runtime_image: str, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[tuple[str, str]]:
-    from deployer.core.resolve import demo_model_path
+    from deployer.core.model.resolve import demo_model_path
 
     model = demo_model_path()
     key = secrets.token_urlsafe(24)

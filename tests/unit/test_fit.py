@@ -4,8 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from deployer.core.arch import ModelArch, ModelFacts, WeightLayout
-from deployer.core.fit import (
+from deployer.core.fit.memory import (
     FitSettings,
     MachineSpec,
     estimate_memory,
@@ -14,6 +13,7 @@ from deployer.core.fit import (
     pad,
     split_layers,
 )
+from deployer.core.model.facts import ModelArch, ModelFacts, WeightLayout
 from deployer.core.units import GIB, MIB
 
 

@@ -8,9 +8,8 @@ from typing import Any
 import pytest
 import yaml
 
-from deployer.core.detect import detect_hardware, match_profile
 from deployer.core.errors import InvalidRequest
-from deployer.core.fleet import (
+from deployer.core.fleet.hosts import (
     DEFAULT_PORT,
     DEFAULT_ROOT,
     FleetHost,
@@ -22,7 +21,8 @@ from deployer.core.fleet import (
     probe_from_facts,
     render_playbook,
 )
-from deployer.core.profiles import load_profiles
+from deployer.core.hardware.detect import detect_hardware, match_profile
+from deployer.core.hardware.profiles import load_profiles
 
 
 def _listing(hostvars: dict[str, dict[str, Any]]) -> dict[str, Any]:

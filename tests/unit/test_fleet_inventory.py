@@ -17,10 +17,9 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from deployer.adapters.ansible import unsafe_yaml
-from deployer.core import render
 from deployer.core.errors import DeployerError
-from deployer.core.fleet import check_playbook_vars, hub_weight, local_weight, run_file
-from deployer.core.fleet_inventory import (
+from deployer.core.fleet.hosts import check_playbook_vars, hub_weight, local_weight, run_file
+from deployer.core.fleet.inventory import (
     CTX_MAX,
     HOST_RE,
     HOST_VARS,
@@ -29,6 +28,7 @@ from deployer.core.fleet_inventory import (
     deployment_name,
     hosts_from_inventory,
 )
+from deployer.core.serve import render
 from deployer.core.untrusted import CONTROL_RE, UntrustedValue, check_line
 
 LOOKUP = "{{ lookup('pipe','touch SENTINEL') }}"

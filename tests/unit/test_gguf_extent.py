@@ -10,9 +10,8 @@ from gguf import GGUFEndian, GGUFReader, GGUFWriter
 from hypothesis import given
 from hypothesis import strategies as st
 
-from deployer.core.errors import GGUFReadError
-from deployer.core.gguf_extent import MAX_HEADER_BYTES, MAX_TENSORS, HeaderBudget, HeaderWalk
-from deployer.core.hub_errors import HeaderTooLarge
+from deployer.core.errors import GGUFReadError, HeaderTooLarge
+from deployer.core.model.gguf_extent import MAX_HEADER_BYTES, MAX_TENSORS, HeaderBudget, HeaderWalk
 from tests.unit.test_gguf_meta import llama_spec, split_parts, write_gguf
 
 MiB = 1 << 20

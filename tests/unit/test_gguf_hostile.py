@@ -28,11 +28,11 @@ import pytest
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
-from deployer.core.arch import ModelFacts
 from deployer.core.errors import DeployerError, GGUFReadError
-from deployer.core.gguf_meta import facts_from_gguf
-from deployer.core.plan import PlanRequest, make_plan
-from deployer.core.profiles import Profile, get_profile
+from deployer.core.fit.plan import PlanRequest, make_plan
+from deployer.core.hardware.profiles import Profile, get_profile
+from deployer.core.model.facts import ModelFacts
+from deployer.core.model.gguf_meta import facts_from_gguf
 from deployer.core.untrusted import CONTROL_RE
 from tests.unit import gguf_edit as ge
 
@@ -51,7 +51,7 @@ def bases(tmp_path_factory: pytest.TempPathFactory) -> dict[str, ge.Header]:
         "qwen3moe": ge.qwen3moe_header(folder / "qwen3moe.hdr"),
     }
     try:
-        from deployer.core.resolve import demo_model_path
+        from deployer.core.model.resolve import demo_model_path
 
         found["gemma3-demo"] = ge.demo_header(demo_model_path())
     except DeployerError:
@@ -592,7 +592,8 @@ def test_plan_cli_refuses_a_hostile_demo_header_in_one_line(
 @pytest.mark.parametrize("tamper", ["600-layers", "expert-used-over-count", "blocks-short"])
 def test_remembered_facts_are_held_to_the_same_bounds(tamper: str, tmp_path: Path) -> None:
     """The facts memo is a file too: facts outside llama.cpp's bounds are read again."""
-    from deployer.core import filememo, resolve
+    from deployer.core import filememo
+    from deployer.core.model import resolve
     from tests.unit.test_gguf_meta import llama_spec, write_gguf
 
     path = write_gguf(tmp_path / "tiny-Q4_K_M.gguf", llama_spec())

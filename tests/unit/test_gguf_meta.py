@@ -12,7 +12,7 @@ from gguf import GGMLQuantizationType, GGUFWriter
 from gguf.quants import quant_shape_to_byte_shape
 
 from deployer.core.errors import GGUFReadError
-from deployer.core.gguf_meta import (
+from deployer.core.model.gguf_meta import (
     CPU_REPACK_TYPES,
     facts_from_gguf,
     facts_from_gguf_parts,
@@ -413,7 +413,7 @@ def test_local_facts_are_remembered_until_the_file_changes(
     """resolve reads a local GGUF's header once; a rewritten file is read again."""
     import os
 
-    from deployer.core import gguf_meta, resolve
+    from deployer.core.model import gguf_meta, resolve
 
     path = write_gguf(tmp_path / "tiny-Q4_K_M.gguf", llama_spec())
     reads: list[int] = []
@@ -439,7 +439,8 @@ def test_memo_that_no_longer_validates_is_read_again(
 ) -> None:
     import json
 
-    from deployer.core import filememo, resolve
+    from deployer.core import filememo
+    from deployer.core.model import resolve
 
     path = write_gguf(tmp_path / "tiny-Q4_K_M.gguf", llama_spec())
     fresh = resolve.resolve_model(str(path), None)

@@ -19,9 +19,9 @@ from hypothesis import strategies as st
 from deployer.adapters.download import HfCacheStore
 from deployer.adapters.http_range import range_total
 from deployer.adapters.hub import listed_files
-from deployer.core.hub_checks import MAX_FILE_BYTES
-from deployer.core.pull import FileTarget
-from deployer.core.pull_errors import UnsafeRepoPath
+from deployer.core.errors import UnsafeRepoPath
+from deployer.core.pull.files import FileTarget
+from deployer.core.pull.hub_checks import MAX_FILE_BYTES
 from deployer.core.untrusted import UntrustedValue
 
 REPO = "org/repo"

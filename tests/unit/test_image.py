@@ -9,7 +9,7 @@ from typer.testing import CliRunner
 
 import deployer.cli.image  # noqa: F401 - registers `image build`
 from deployer.cli.app import app
-from deployer.core.image import (
+from deployer.core.serve.image import (
     ImageFile,
     MissingLibrary,
     image_files,
@@ -19,7 +19,7 @@ from deployer.core.image import (
     render_dockerfile,
     version_from_marker,
 )
-from deployer.core.specs import ContainerSpec, HealthCheck, Mount
+from deployer.core.serve.specs import ContainerSpec, HealthCheck, Mount
 
 GOLDEN = Path(__file__).resolve().parents[1] / "golden" / "image" / "llamacpp-cpu.Dockerfile"
 PREFIX = "/cache/llama-cpp-11434.0.0-cpu"

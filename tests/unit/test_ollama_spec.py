@@ -7,10 +7,10 @@ from pathlib import Path
 import pytest
 import yaml
 
-from deployer.core.deploy import ATTEMPT_LABEL, container_spec_for
-from deployer.core.render import (
+from deployer.core.errors import InvalidRequest
+from deployer.core.serve.deploy import ATTEMPT_LABEL, container_spec_for
+from deployer.core.serve.render import (
     OLLAMA_VERSION,
-    RenderRefused,
     check_exposure,
     pinned_ollama_image,
     render_plan,
@@ -98,7 +98,7 @@ def test_ollama_image_is_pinned(given: str, pinned: str) -> None:
 
 
 def test_ollama_expose_needs_insecure_and_says_why() -> None:
-    with pytest.raises(RenderRefused) as err:
+    with pytest.raises(InvalidRequest) as err:
         check_exposure("ollama", expose=True, insecure=False)
     assert err.value.exit_code == 2 and "no API key" in err.value.message()
     check_exposure("ollama", expose=True, insecure=True)
@@ -145,7 +145,7 @@ def test_ollama_dry_run_prints_the_real_plan_files_and_spec() -> None:
 
 def test_ollama_image_missing_says_how_to_load_it() -> None:
     from deployer.cli.deploy import choose_image
-    from deployer.core.runtime_errors import ImageMissing
+    from deployer.core.errors import ImageMissing
 
     class NoImages:
         def image_info(self, *, tag: str) -> None:

@@ -13,12 +13,12 @@ import sys
 
 import pytest
 
-from deployer.core.arch import ModelFacts
-from deployer.core.catalog import get_model
 from deployer.core.errors import InvalidRequest
-from deployer.core.layout import facts_from_catalog
-from deployer.core.plan import MAX_CTX, MAX_PARALLEL, MIN_CTX, PlanRequest, make_plan
-from deployer.core.profiles import get_profile
+from deployer.core.fit.plan import MAX_CTX, MAX_PARALLEL, MIN_CTX, PlanRequest, make_plan
+from deployer.core.hardware.profiles import get_profile
+from deployer.core.model.catalog import get_model
+from deployer.core.model.facts import ModelFacts
+from deployer.core.model.weights import facts_from_catalog
 
 
 def _facts(ctx_train: int | None = None) -> ModelFacts:

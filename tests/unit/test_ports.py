@@ -9,7 +9,7 @@ from typer.testing import CliRunner
 
 from deployer.adapters.ports import choose_port, free_port, port_free
 from deployer.cli.app import app
-from deployer.core import state
+from deployer.core.state import records as state
 
 
 def _listening() -> socket.socket:

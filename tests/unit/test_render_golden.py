@@ -12,10 +12,10 @@ import pytest
 import yaml
 
 from deployer.cli import wiring
-from deployer.core.catalog import get_quant
-from deployer.core.plan import PlanRequest, PlanResult, make_plan
-from deployer.core.profiles import get_profile
-from deployer.core.render import RenderedBundle, render_plan
+from deployer.core.fit.plan import PlanRequest, PlanResult, make_plan
+from deployer.core.hardware.profiles import get_profile
+from deployer.core.model.catalog import get_quant
+from deployer.core.serve.render import RenderedBundle, render_plan
 
 GOLDEN = Path(__file__).resolve().parents[1] / "golden" / "render"
 LOGS = Path("/Users/operator/Library/Logs/deployer")

@@ -15,12 +15,12 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from deployer.core import render as render_mod
-from deployer.core.chat_templates import OllamaFormat
 from deployer.core.errors import DeployerError
-from deployer.core.plan import PlanResult
-from deployer.core.render import RenderedBundle, render_plan
-from deployer.core.rendered import load_yaml, undollar
+from deployer.core.fit.plan import PlanResult
+from deployer.core.model.chat_templates import OllamaFormat
+from deployer.core.serve import render as render_mod
+from deployer.core.serve.render import RenderedBundle, render_plan
+from deployer.core.serve.rendered import load_yaml, undollar
 from tests.unit.syntax_readers import (
     inline_kinds,
     markdown_tokens,

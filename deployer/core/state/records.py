@@ -1,0 +1,350 @@
+"""Deployment records: one versioned JSON file per deployment, reconciled with the engine.
+
+Files live in `state_dir()/deployments/<name>.json`, written atomically (temp file in the same
+folder, fsync, `os.replace`) with mode 0600. A record never holds an API key, only its path.
+Reading one is bounded and checks every field (deployer.core.state.statefile, record_fields): a bad
+file is one StateFileInvalid, and `ps` lists it as invalid instead of failing.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Callable, Iterable
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, Literal
+
+from deployer.core.errors import InvalidRequest, StateFileInvalid
+from deployer.core.resources import state_dir
+from deployer.core.serve.containers import ContainerInfo
+from deployer.core.state.record_fields import NAME_RE, FieldInvalid, check_fields
+from deployer.core.state.statefile import read_state_json, write_state_json
+from deployer.core.untrusted import shown
+
+SCHEMA_VERSION = 1
+_NAME_RE = NAME_RE
+MAX_REMEMBERED_PORTS = 256
+
+Runtime = Literal["container", "native"]
+Status = Literal[
+    "running", "starting", "healthy", "unhealthy", "exited", "gone", "orphan", "unknown", "invalid"
+]
+
+
+@dataclass
+class DeploymentRecord:
+    """What deployer remembers about one deployment."""
+
+    name: str
+    model: str
+    quant: str
+    backend: str  # llamacpp | ollama
+    runtime: Runtime
+    endpoint: str  # e.g. http://127.0.0.1:18080
+    port: int
+    created_at: str  # ISO 8601, UTC
+    container_id: str | None = None
+    pid: int | None = None
+    image: str | None = None
+    api_key_path: str | None = None  # the key's file, never the key
+    files: list[str] = field(default_factory=list)  # model files the deployment serves
+    networks: list[str] = field(default_factory=list)  # created by this deployment
+    volumes: list[str] = field(default_factory=list)  # created by this deployment
+    log_path: str | None = None  # native runtime: where the server logs
+    schema_version: int = SCHEMA_VERSION
+
+    def as_dict(self) -> dict[str, Any]:
+        """JSON-ready."""
+        return asdict(self)
+
+
+def now_iso() -> str:
+    """Current UTC time, ISO 8601 with seconds."""
+    return datetime.now(UTC).isoformat(timespec="seconds")
+
+
+def check_name(name: str) -> str:
+    """A deployment name usable as a file and container name."""
+    if not _NAME_RE.match(name):
+        raise InvalidRequest(
+            f"invalid deployment name '{name}'",
+            "Use letters, digits, '.', '_' or '-', starting with a letter or digit (max 63)",
+        )
+    return name
+
+
+def deployments_dir() -> Path:
+    """Folder of the deployment records."""
+    return state_dir() / "deployments"
+
+
+def record_path(name: str) -> Path:
+    """The record file of deployment `name`."""
+    return deployments_dir() / f"{check_name(name)}.json"
+
+
+# Each entry upgrades a raw record from version N to N+1; add one when the schema changes.
+MIGRATIONS: dict[int, Callable[[dict[str, Any]], dict[str, Any]]] = {}
+
+
+def migrate(raw: dict[str, Any], *, path: str = "<record>") -> dict[str, Any]:
+    """Bring a raw record up to SCHEMA_VERSION; newer or unknown versions are refused."""
+    version = raw.get("schema_version", 1)
+    if isinstance(version, bool) or not isinstance(version, int) or version < 1:
+        raise StateFileInvalid(path, f"unknown schema version {shown(version)}")
+    if version > SCHEMA_VERSION:
+        raise StateFileInvalid(path, f"schema version {version} is newer than this deployer's")
+    while version < SCHEMA_VERSION:
+        step = MIGRATIONS.get(version)
+        if step is None:
+            raise StateFileInvalid(path, f"no migration from schema version {version}")
+        try:
+            raw = step(dict(raw))
+        except (KeyError, TypeError, ValueError) as exc:
+            raise StateFileInvalid(path, f"cannot migrate from version {version} ({exc})") from None
+        version += 1
+        raw["schema_version"] = version
+    return raw
+
+
+def record_from_dict(
+    raw: dict[str, Any], *, path: str = "<record>", expected_name: str | None = None
+) -> DeploymentRecord:
+    """A record from its JSON form, migrated, every field checked; unknown keys are refused."""
+    raw = migrate(raw, path=path)
+    try:
+        checked = check_fields(raw, expected_name=expected_name)
+    except FieldInvalid as exc:
+        raise StateFileInvalid(path, str(exc)) from None
+    return DeploymentRecord(**checked)
+
+
+def save_record(record: DeploymentRecord) -> Path:
+    """Write `record` atomically with mode 0600 and remember its port; its path."""
+    path = write_state_json(record_path(record.name), record.as_dict())
+    remember_port(record.name, record.port)
+    return path
+
+
+def load_record(name: str) -> DeploymentRecord | None:
+    """The record of `name`, or None; StateFileInvalid when its file is not a valid record."""
+    path = record_path(name)
+    try:
+        return _parse(path)
+    except FileNotFoundError:
+        return None
+
+
+def _parse(path: Path) -> DeploymentRecord:
+    raw = read_state_json(path)
+    if not isinstance(raw, dict):
+        raise StateFileInvalid(str(path), "not a JSON object")
+    return record_from_dict(raw, path=str(path), expected_name=path.name[: -len(".json")])
+
+
+@dataclass(frozen=True)
+class RecordScan:
+    """Every record file: the valid records, and one error per file that is not one."""
+
+    records: list[DeploymentRecord]
+    invalid: list[StateFileInvalid]
+
+
+def scan_records() -> RecordScan:
+    """Every record file, sorted by name (temp files of interrupted writes are ignored)."""
+    folder = deployments_dir()
+    if not folder.is_dir():
+        return RecordScan([], [])
+    records: list[DeploymentRecord] = []
+    invalid: list[StateFileInvalid] = []
+    for p in sorted(folder.glob("*.json")):
+        if p.name.startswith("."):
+            continue
+        try:
+            records.append(_parse(p))
+        except StateFileInvalid as exc:
+            invalid.append(exc)
+        except FileNotFoundError:
+            continue  # removed by a concurrent `down` since the listing
+    return RecordScan(records, invalid)
+
+
+def load_records() -> list[DeploymentRecord]:
+    """Every valid record, sorted by name (scan_records also reports the invalid ones)."""
+    return scan_records().records
+
+
+def invalid_name(error: StateFileInvalid) -> str:
+    """The deployment name an invalid record file stands for: its file name less `.json`."""
+    base = os.path.basename(error.path)
+    name = base[: -len(".json")] if base.endswith(".json") else base
+    return name if name.isprintable() else repr(name)  # a file name may hold escape sequences
+
+
+def delete_record(name: str) -> bool:
+    """Remove the record of `name`; False when there was none."""
+    try:
+        record_path(name).unlink()
+    except FileNotFoundError:
+        return False
+    return True
+
+
+def ports_path() -> Path:
+    """The ports memory: deployment name -> the last port it published on, kept after `down`."""
+    return state_dir() / "ports.json"
+
+
+def remembered_ports() -> dict[str, int]:
+    """The ports memory; empty when missing or invalid (it is only a preference)."""
+    try:
+        raw = read_state_json(ports_path())
+    except (FileNotFoundError, StateFileInvalid):
+        return {}
+    if not isinstance(raw, dict):
+        return {}
+    return {
+        k: v
+        for k, v in raw.items()
+        if _NAME_RE.match(k) and isinstance(v, int) and not isinstance(v, bool) and 0 < v < 65536
+    }
+
+
+def remember_port(name: str, port: int) -> None:
+    """Remember `port` as `name`'s (the oldest names are forgotten past MAX_REMEMBERED_PORTS)."""
+    ports = remembered_ports()
+    ports.pop(name, None)
+    ports[name] = port  # last written goes last: the oldest are first to be dropped
+    kept = dict(list(ports.items())[-MAX_REMEMBERED_PORTS:])
+    write_state_json(ports_path(), kept)
+
+
+@dataclass(frozen=True)
+class DeploymentStatus:
+    """A record and/or a container, and what state they are in together."""
+
+    name: str
+    status: Status
+    record: DeploymentRecord | None
+    container: ContainerInfo | None
+    invalid: StateFileInvalid | None = None  # status "invalid": its record file cannot be used
+
+    @property
+    def started_at(self) -> str | None:
+        """When the server started (container start, else the record's creation)."""
+        if self.container is not None:
+            return self.container.started_at
+        return self.record.created_at if self.record is not None else None
+
+
+def _container_status(c: ContainerInfo) -> Status:
+    if c.status == "running":
+        if c.health == "healthy":
+            return "healthy"
+        if c.health == "unhealthy":
+            return "unhealthy"
+        return "starting" if c.health == "starting" else "running"
+    if c.status == "restarting":
+        return "unhealthy"  # crash loop under the restart policy
+    if c.status == "created":
+        return "starting"
+    return "running" if c.status == "paused" else "exited"
+
+
+def reconcile(
+    records: Iterable[DeploymentRecord],
+    containers: Iterable[ContainerInfo] | None,
+    *,
+    pid_alive: Callable[[int], bool] | None = None,
+    invalid: Iterable[StateFileInvalid] = (),
+) -> list[DeploymentStatus]:
+    """Status per deployment name, sorted.
+
+    A container record whose container is missing is `gone`; a labelled container with no
+    record is an `orphan`. `containers=None` means the engine could not be asked: container
+    records are then `unknown`. Native records are `running` while their pid lives, else `gone`.
+    A record file that cannot be read is `invalid` (with its container, if one has its name).
+    """
+    by_name: dict[str, ContainerInfo] = {}
+    for c in containers or []:
+        by_name.setdefault(c.deployment, c)
+    out: list[DeploymentStatus] = []
+    seen: set[str] = set()
+    for r in records:
+        seen.add(r.name)
+        if r.runtime == "native":
+            alive = r.pid is not None and pid_alive is not None and pid_alive(r.pid)
+            out.append(DeploymentStatus(r.name, "running" if alive else "gone", r, None))
+            continue
+        if containers is None:
+            out.append(DeploymentStatus(r.name, "unknown", r, None))
+            continue
+        found = by_name.get(r.name)
+        if found is None:
+            out.append(DeploymentStatus(r.name, "gone", r, None))
+        else:
+            out.append(DeploymentStatus(r.name, _container_status(found), r, found))
+    for bad in invalid:
+        name = invalid_name(bad)
+        seen.add(name)
+        out.append(DeploymentStatus(name, "invalid", None, by_name.get(name), bad))
+    for name, c in by_name.items():
+        if name not in seen:
+            out.append(DeploymentStatus(name, "orphan", None, c))
+    return sorted(out, key=lambda s: s.name)
+
+
+def uptime_s(started_at: str | None, now: datetime | None = None) -> float | None:
+    """Seconds since an ISO 8601 time (Docker's nanosecond timestamps included)."""
+    if not started_at:
+        return None
+    text = started_at.replace("Z", "+00:00")
+    # Docker writes nanoseconds; fromisoformat takes at most microseconds.
+    text = re.sub(r"(\.\d{6})\d+", r"\1", text)
+    try:
+        then = datetime.fromisoformat(text)
+    except ValueError:
+        return None
+    if then.tzinfo is None:
+        then = then.replace(tzinfo=UTC)
+    return max(0.0, ((now or datetime.now(UTC)) - then).total_seconds())
+
+
+@dataclass(frozen=True)
+class PurgeResult:
+    """What --purge deleted and what it kept, with why."""
+
+    deleted: list[str]
+    kept: list[tuple[str, str]]  # (path, reason)
+
+
+def purge_weights(
+    records_remaining: Iterable[DeploymentRecord], record: DeploymentRecord, *, hub_cache: Path
+) -> PurgeResult:
+    """Delete `record`'s model files that live in the Hugging Face cache and no other record
+    uses: the snapshot link and the blob it points to. Files elsewhere are the user's: kept."""
+    in_use: set[str] = set()
+    for other in records_remaining:
+        if other.name != record.name:
+            for f in other.files:
+                in_use.add(os.path.realpath(f))
+                in_use.add(os.path.abspath(f))
+    cache = os.path.realpath(hub_cache)
+    deleted: list[str] = []
+    kept: list[tuple[str, str]] = []
+    for f in record.files:
+        real = os.path.realpath(f)
+        if not real.startswith(cache + os.sep):
+            kept.append((f, "not in the Hugging Face cache"))
+        elif real in in_use or os.path.abspath(f) in in_use:
+            kept.append((f, "used by another deployment"))
+        elif not os.path.lexists(f):
+            kept.append((f, "already gone"))
+        else:
+            if real != os.path.abspath(f):
+                Path(real).unlink(missing_ok=True)
+            Path(f).unlink(missing_ok=True)
+            deleted.append(f)
+    return PurgeResult(deleted, kept)
