@@ -530,12 +530,12 @@ class HfCacheStore:
         """The cached snapshot's files; sha256 from the blob each one links to."""
         repo_dir = self._repo_dir(repo_id)
         rev = check_revision(revision or "main")
-        commit = rev if _COMMIT_RE.match(rev) else None
+        commit = rev if _COMMIT_RE.fullmatch(rev) else None
         ref = contained(repo_dir / "refs", rev)
         if commit is None and ref.is_file():
             # written by us or by huggingface_hub from a server's X-Repo-Commit: checked again
             text = ref.read_text().strip()
-            if not _COMMIT_RE.match(text):
+            if not _COMMIT_RE.fullmatch(text):
                 raise UntrustedValue(
                     f"Hugging Face cache {ref}",
                     "commit",
@@ -552,7 +552,7 @@ class HfCacheStore:
             if not path.is_file():
                 continue
             blob = path.resolve()
-            sha = blob.name if _SHA_RE.match(blob.name) else None
+            sha = blob.name if _SHA_RE.fullmatch(blob.name) else None
             # names huggingface_hub placed from some listing: held to the same rules
             name = check_repo_path(repo_id, path.relative_to(snapshot).as_posix())
             files.append(RemoteFile(name, blob.stat().st_size, sha))
@@ -593,7 +593,7 @@ class HfCacheStore:
             return 0
         for path in list(blobs.glob("*.incomplete")) + list(blobs.glob("*.incomplete.progress")):
             sha = path.name.split(".", 1)[0]
-            if sha in keep_sha256 or not _SHA_RE.match(sha):
+            if sha in keep_sha256 or not _SHA_RE.fullmatch(sha):
                 continue
             try:  # someone downloading it holds the lock: leave theirs alone
                 with WeakFileLock(self._lock(repo_id, sha), timeout=0.05):

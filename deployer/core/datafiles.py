@@ -197,7 +197,7 @@ ID_RE = re.compile(r"^[a-z0-9][a-z0-9._-]{0,127}$")
 
 
 def _id(value: str) -> str:
-    if not ID_RE.match(value):
+    if not ID_RE.fullmatch(value):
         raise ValueError(
             f"{shown(value)} is not an id: lowercase letters, digits, '.', '_' or '-', "
             "starting with a letter or digit, at most 128 characters"

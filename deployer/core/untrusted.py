@@ -9,6 +9,7 @@ docs/security.md for which input is checked where.
 from __future__ import annotations
 
 import re
+import unicodedata
 from dataclasses import dataclass
 
 from deployer.core.errors import DeployerError
@@ -57,14 +58,14 @@ def printable(value: object) -> str:
 
 def check_sha256(value: object, source: str, what: str = "sha256") -> str:
     """64 lowercase hex digits, or UntrustedValue."""
-    if not isinstance(value, str) or not SHA256_RE.match(value):
+    if not isinstance(value, str) or not SHA256_RE.fullmatch(value):
         raise UntrustedValue(source, what, str(value), "is not 64 lowercase hex digits")
     return value
 
 
 def check_commit(value: object, source: str, what: str = "commit") -> str:
     """A 40-hex git commit id, or UntrustedValue."""
-    if not isinstance(value, str) or not COMMIT_RE.match(value):
+    if not isinstance(value, str) or not COMMIT_RE.fullmatch(value):
         raise UntrustedValue(source, what, str(value), "is not a 40-hex commit id")
     return value
 
@@ -76,6 +77,12 @@ def check_line(value: object, source: str, what: str, *, max_len: int = 4096) ->
         raise UntrustedValue(source, what, str(value), "is not text")
     if CONTROL_RE.search(value):
         raise UntrustedValue(source, what, value, "contains a control character or line break")
+    if any(unicodedata.category(c) == "Cf" for c in value):
+        # Bidi overrides (U+202E) and zero-width characters make a name read as another one
+        # in every file and terminal it reaches.
+        raise UntrustedValue(
+            source, what, value, "contains an invisible formatting character (bidi or zero-width)"
+        )
     if TEMPLATE_RE.search(value):
         raise UntrustedValue(source, what, value, "contains template syntax ('{{', '{%' or '{#')")
     if len(value) > max_len:

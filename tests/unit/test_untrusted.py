@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
@@ -44,3 +46,27 @@ def test_line_is_accepted_only_without_controls_or_templates(text: str) -> None:
 def test_template_syntax_is_refused() -> None:
     with pytest.raises(UntrustedValue, match="template syntax"):
         check_line("m{{ lookup('pipe','id') }}-Q4_K_M.gguf", "Hub listing", "file name")
+
+
+@pytest.mark.parametrize(
+    "check", [lambda v: check_sha256(v, "Hub"), lambda v: check_commit(v, "Hub")]
+)
+@pytest.mark.parametrize("value", ["a" * 64 + "\n", "b" * 40 + "\n", "\n" + "a" * 64])
+def test_a_trailing_or_leading_newline_is_never_the_exact_form(check: Any, value: str) -> None:
+    with pytest.raises(UntrustedValue):
+        check(value)
+
+
+@pytest.mark.parametrize("name", ["evil\u202eFUGG.gguf", "a\u200bb", "\ufeffname"])
+def test_invisible_formatting_characters_are_refused(name: str) -> None:
+    with pytest.raises(UntrustedValue, match="invisible"):
+        check_line(name, "Hub listing", "file name")
+
+
+@pytest.mark.parametrize("name", ["demo\n", "demo\r\n", "x" * 40 + "\n"])
+def test_a_deployment_name_with_a_trailing_newline_is_refused(name: str) -> None:
+    from deployer.core.errors import InvalidRequest
+    from deployer.core.state.records import check_name
+
+    with pytest.raises(InvalidRequest):
+        check_name(name)

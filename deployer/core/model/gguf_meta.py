@@ -255,7 +255,7 @@ def _architecture(header: GGUFHeader) -> str:
         raise HeaderError("general.architecture is missing")
     if field.type != STRING or not isinstance(field.value, str):
         raise HeaderError(f"general.architecture is {field.type_name}, not a short string")
-    if not _ARCH_RE.match(field.value):
+    if not _ARCH_RE.fullmatch(field.value):
         raise HeaderError(
             "general.architecture is not an architecture name (lowercase letters, digits, -_.)"
         )

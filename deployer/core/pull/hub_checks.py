@@ -55,7 +55,7 @@ def check_repo_id(value: object, source: str = "model reference") -> str:
     """ORG/REPO as the Hub allows it, or UntrustedValue."""
     text = _line(value, source, "repo id", 200, REF_HINT)
     problem = ""
-    if not REPO_ID_RE.match(text):
+    if not REPO_ID_RE.fullmatch(text):
         problem = (
             "is not ORG/REPO (letters, digits, '-', '_', '.'; each part starting and ending "
             "with a letter, digit or '_', at most 96 characters)"
@@ -73,7 +73,7 @@ def check_revision(value: object, source: str = "revision") -> str:
     """A branch, tag or commit name that is safe as a path (refs/<revision>) and in a URL."""
     text = _line(value, source, "revision", REVISION_MAX_CHARS, "Pass a branch, tag or commit.")
     problem = ""
-    if not REVISION_RE.match(text):
+    if not REVISION_RE.fullmatch(text):
         problem = (
             "is not a branch, tag or commit name (letters, digits, '.', '_', '+', '-', parts "
             "separated by '/', each starting with a letter or digit)"
@@ -88,7 +88,7 @@ def check_revision(value: object, source: str = "revision") -> str:
 def check_quant(value: object, source: str = "quant") -> str:
     """A quant label such as Q4_K_M or UD-Q4_K_XL."""
     text = _line(value, source, "quant", 64, "Pass a label such as Q4_K_M.")
-    if not QUANT_RE.match(text):
+    if not QUANT_RE.fullmatch(text):
         raise UntrustedValue(
             source,
             "quant",
@@ -130,6 +130,6 @@ def check_size(value: object, source: str, what: str) -> int:
 
 def check_blob_id(value: object, source: str, what: str) -> str:
     """A git blob id: 40 lowercase hex digits."""
-    if not isinstance(value, str) or not BLOB_ID_RE.match(value):
+    if not isinstance(value, str) or not BLOB_ID_RE.fullmatch(value):
         raise UntrustedValue(source, what, str(value), "is not a 40-hex git blob id", HUB_HINT)
     return value

@@ -324,7 +324,7 @@ def _check_request(
             f"the plan was made for {result.request.backend}, not {backend}",
             "Plan again with the same --backend (their context is counted differently).",
         )
-    if not _NAME_RE.match(name):
+    if not _NAME_RE.fullmatch(name):
         raise InvalidRequest(
             f"invalid name {shown(name)}",
             "Use lowercase letters, digits and '-', at most 52 characters.",

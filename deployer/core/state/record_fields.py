@@ -131,7 +131,7 @@ def check_fields(raw: dict[str, Any], *, expected_name: str | None) -> dict[str,
             raise FieldInvalid(f"{key} {exc}") from None
     if expected_name is not None and out["name"] != expected_name:
         raise FieldInvalid(f"name {shown(out['name'])} is not its file's name")
-    end = ENDPOINT_RE.match(out["endpoint"])
+    end = ENDPOINT_RE.fullmatch(out["endpoint"])
     if end is None or int(end.group(1)) != out["port"]:
         raise FieldInvalid(f"endpoint {shown(out['endpoint'])} is not on port {out['port']}")
     return out

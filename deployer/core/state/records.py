@@ -67,7 +67,7 @@ def now_iso() -> str:
 
 def check_name(name: str) -> str:
     """A deployment name usable as a file and container name."""
-    if not _NAME_RE.match(name):
+    if not _NAME_RE.fullmatch(name):
         raise InvalidRequest(
             f"invalid deployment name '{name}'",
             "Use letters, digits, '.', '_' or '-', starting with a letter or digit (max 63)",
@@ -208,7 +208,10 @@ def remembered_ports() -> dict[str, int]:
     return {
         k: v
         for k, v in raw.items()
-        if _NAME_RE.match(k) and isinstance(v, int) and not isinstance(v, bool) and 0 < v < 65536
+        if _NAME_RE.fullmatch(k)
+        and isinstance(v, int)
+        and not isinstance(v, bool)
+        and 0 < v < 65536
     }
 
 
