@@ -17,6 +17,7 @@ from __future__ import annotations
 import contextlib
 import os
 import re
+import stat
 import struct
 import threading
 import time
@@ -101,6 +102,22 @@ def choose_connections(size_bytes: int, cpus: int | None = None) -> int:
     return min(MAX_AUTO_CONNECTIONS, cpus)
 
 
+def _read_sidecar(path: Path, max_bytes: int) -> bytes:
+    """A progress sidecar's bytes, or b"" when it is absent, not a regular file (a planted link,
+    a FIFO, /dev/zero) or longer than any sidecar of this file could be."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
+    except OSError:
+        return b""
+    try:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode) or st.st_size > max_bytes:
+            return b""
+        return os.pread(fd, max_bytes, 0)
+    finally:
+        os.close(fd)
+
+
 def _pread_into(fd: int, view: memoryview, offset: int) -> int:
     """Read from offset into view; the byte count."""
     if hasattr(os, "preadv"):
@@ -120,7 +137,8 @@ class _Blocks:
         self.done = [0] * self.count
         self.cond = threading.Condition()
         self._load()
-        self.fd = os.open(self.sidecar, os.O_RDWR | os.O_CREAT | os.O_TRUNC, 0o644)
+        self.sidecar.unlink(missing_ok=True)  # never write through a link planted in its place
+        self.fd = os.open(self.sidecar, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o644)
         os.pwrite(self.fd, _HEADER.pack(_MAGIC, block, size), 0)
         os.pwrite(self.fd, b"".join(_SLOT.pack(d) for d in self.done), _HEADER.size)
         self.saved = list(self.done)
@@ -133,8 +151,8 @@ class _Blocks:
             self.sidecar.unlink(missing_ok=True)
             return
         on_disk = self.part.stat().st_size
-        raw = self.sidecar.read_bytes() if self.sidecar.exists() else b""
         want = _HEADER.size + _SLOT.size * self.count
+        raw = _read_sidecar(self.sidecar, want)
         if len(raw) == want and _HEADER.unpack_from(raw) == (_MAGIC, self.block, self.size):
             slots = struct.unpack_from(f"<{self.count}Q", raw, _HEADER.size)
         elif not raw and on_disk <= self.size:
@@ -570,8 +588,9 @@ class HfCacheStore:
         for cand in candidates:
             if cand.is_file():
                 blocks_file = cand.with_name(cand.name + ".progress")
+                most = _HEADER.size + _SLOT.size * max(1, -(-target.size // self.block_bytes))
                 if blocks_file.exists():
-                    raw = blocks_file.read_bytes()[_HEADER.size :]
+                    raw = _read_sidecar(blocks_file, most)[_HEADER.size :]
                     have = sum(struct.unpack(f"<{len(raw) // 8}Q", raw[: len(raw) // 8 * 8]))
                 else:
                     have = cand.stat().st_size
@@ -682,7 +701,7 @@ class HfCacheStore:
         self._adopt_partials(part)
         blocks = _Blocks(part, t.size, self.block_bytes)
         reused = sum(blocks.done)
-        fd = os.open(part, os.O_RDWR | os.O_CREAT, 0o644)
+        fd = os.open(part, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o644)
         connections = self.connections or choose_connections(t.size)
         transfer = _Transfer(url, headers, blocks, connections, progress, self.direct_reads)
         progress.start_file(t.name, t.size, reused)
