@@ -24,10 +24,10 @@ from typing import BinaryIO
 import psutil
 
 from deployer.adapters.ports import check_port_free as check_port_free  # re-exported
+from deployer.adapters.statefile import read_state_json, write_state_json
 from deployer.core.errors import NativeExited, NativeHealthTimeout, StateFileInvalid
 from deployer.core.resources import state_dir
 from deployer.core.state.record_fields import PID_MAX
-from deployer.core.state.statefile import read_state_json, write_state_json
 
 LOG_TAIL_LINES = 20
 TAIL_BLOCK = 64 * 1024

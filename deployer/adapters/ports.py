@@ -11,8 +11,8 @@ from __future__ import annotations
 import socket
 from dataclasses import dataclass
 
+from deployer.adapters.state_store import remembered_ports
 from deployer.core.errors import PortInUse
-from deployer.core.state.records import remembered_ports
 
 DEFAULT_PORT = 8080
 SEARCH_SPAN = 200  # ports tried from DEFAULT_PORT up before giving up

@@ -151,7 +151,7 @@ def deploy(
         from deployer.cli.pull import hub_store
         from deployer.core.errors import InvalidRequest
         from deployer.core.pull.files import pull_model
-        from deployer.core.serve.deploy import check_name_free, with_limits, write_api_key
+        from deployer.core.serve.deploy import check_name_free, with_limits
         from deployer.core.serve.deploy import deploy as run_deploy
         from deployer.core.serve.render import check_exposure, default_name, render_plan
         from deployer.core.state.records import check_name
@@ -179,7 +179,8 @@ def deploy(
         wiring.require_fit(result, ref)
         dep_name = name or default_name(result.model)
         # The name first: a refusal must come before any key, file, volume or container.
-        check_name_free(check_name(dep_name))
+        records = wiring.record_store()
+        check_name_free(check_name(dep_name), records=records)
         host_ip = "0.0.0.0" if expose else "127.0.0.1"
         picked = choose_port(dep_name, port, host_ip)
         host_port = picked.port
@@ -282,7 +283,9 @@ def deploy(
 
         engine = docker_engine()
         engine.engine_available()
-        check_name_free(dep_name, engine)  # a labelled container without a record: the same
+        check_name_free(
+            dep_name, engine, records=records
+        )  # a labelled container without a record: the same
         say = _say_err
         say(
             f"plan: {result.model} {chosen_quant} on {prof.id} (ngl {result.chosen.memory.n_gpu_layers}, ctx {result.chosen.settings.ctx})"
@@ -329,12 +332,15 @@ def deploy(
                 model_path=pulled.path,
                 model_files=[f.path for f in pulled.files],
                 image_source=image_note,
+                records=records,
+                clock=wiring.clock(),
                 timeout_s=timeout_s,
                 on_progress=None if as_json else WaitProgress(say),
             )
             print_deployed(done, as_json=as_json)
             return
-        key_file = write_api_key(dep_name) if expose and backend == "llamacpp" else None
+        keys = wiring.secret_store()
+        key_file = keys.write_api_key(dep_name) if expose and backend == "llamacpp" else None
         done = run_deploy(
             result=result,
             bundle=bundle,
@@ -343,6 +349,9 @@ def deploy(
             model_files=[f.path for f in pulled.files],
             api_key_file=key_file,
             image_source=image_note,
+            records=records,
+            keys=keys,
+            clock=wiring.clock(),
             timeout_s=timeout_s,
             on_progress=None if as_json else WaitProgress(say),
         )
@@ -408,18 +417,15 @@ def deploy_native_cli(
     """`deploy --runtime native`: llama-server as a supervised local process."""
     from deployer.adapters import native
     from deployer.adapters.smoke import llama_server_smoke
+    from deployer.cli import wiring
     from deployer.cli.pull import hub_store
     from deployer.core.pull.files import pull_model
-    from deployer.core.serve.deploy import (
-        check_name_free,
-        deploy_native,
-        secrets_dir,
-        write_api_key,
-    )
+    from deployer.core.serve.deploy import check_name_free, deploy_native
     from deployer.core.serve.render import render_plan
 
     say = _say_err
-    check_name_free(name)  # before a new key could touch the running one's
+    records, keys = wiring.record_store(), wiring.secret_store()
+    check_name_free(name, records=records)  # before a new key could touch the running one's
     binary = native.find_llama_server()
     local = ref == "demo" or ref.lower().endswith(".gguf")
     pulled = pull_model(
@@ -428,7 +434,7 @@ def deploy_native_cli(
         store=None if local else hub_store(),
         accept_license=accept_license,
     )
-    key_path = secrets_dir(name) / "api_key" if expose else None
+    key_path = keys.api_key_path(name) if expose else None
     bundle = render_plan(
         result,
         backend="llamacpp",
@@ -449,7 +455,7 @@ def deploy_native_cli(
         return
     say(f"weights: {pulled.path} (verified: {all(f.verified for f in pulled.files)})")
     say(f"server: {binary} (native, pid and log under the state dir)")
-    key_file = write_api_key(name, for_container=False) if expose else None
+    key_file = keys.write_api_key(name, for_container=False) if expose else None
     log_path = native.log_path_for(name)
     done = deploy_native(
         result=result,
@@ -459,6 +465,9 @@ def deploy_native_cli(
         model_files=[f.path for f in pulled.files],
         api_key_file=key_file,
         log_path=log_path,
+        records=records,
+        keys=keys,
+        clock=wiring.clock(),
         timeout_s=timeout_s,
         on_progress=None if as_json else WaitProgress(say),
     )

@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import contextlib
 import difflib
-import os
 import time
 from collections.abc import Iterator
 from dataclasses import replace
@@ -14,6 +12,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 import typer
 from rich.table import Table
 
+from deployer.cli import wiring
 from deployer.cli.app import app
 from deployer.cli.errors import run_guarded
 from deployer.cli.output import cells, console, print_json
@@ -28,13 +27,8 @@ from deployer.core.errors import (
 from deployer.core.state.records import (
     DeploymentRecord,
     DeploymentStatus,
-    delete_record,
     invalid_name,
-    load_records,
-    purge_weights,
     reconcile,
-    record_path,
-    scan_records,
     uptime_s,
 )
 from deployer.core.untrusted import printable
@@ -67,7 +61,7 @@ def pid_alive(pid: int) -> bool:
 
 def current_statuses(*, need_engine: bool) -> list[DeploymentStatus]:
     """Records reconciled with labelled containers; without an engine only if allowed."""
-    scan = scan_records()
+    scan = wiring.record_store().scan()
     records = scan.records
     try:
         containers = docker_engine().list_deployer_containers()
@@ -131,7 +125,9 @@ def status_json(st: DeploymentStatus) -> dict[str, Any]:
         "container_id": c.id if c else (r.container_id if r else None),
         "pid": r.pid if r else None,
         "image": c.image if c else (r.image if r else None),
-        "state_file": st.invalid.path if st.invalid else (str(record_path(r.name)) if r else None),
+        "state_file": st.invalid.path
+        if st.invalid
+        else (wiring.record_store().record_path(r.name) if r else None),
         "problem": st.invalid.message() if st.invalid else None,
     }
 
@@ -267,21 +263,6 @@ def _stop_native(record: DeploymentRecord) -> str:
     return said
 
 
-def _remove_key(r: DeploymentRecord) -> str | None:
-    """Delete the key file deploy generated for `r`; any other path is the user's and stays."""
-    from deployer.core.serve.deploy import secrets_dir
-
-    if not r.api_key_path:
-        return None
-    ours = secrets_dir(r.name) / "api_key"
-    if os.path.realpath(r.api_key_path) != os.path.realpath(ours):
-        return f"API key file {r.api_key_path} is not one deploy generated; left alone"
-    ours.unlink(missing_ok=True)
-    with contextlib.suppress(OSError):
-        ours.parent.rmdir()  # only when empty
-    return "removed API key file"
-
-
 def _down_one(
     engine: ContainerEngine | None,
     st: DeploymentStatus,
@@ -322,18 +303,22 @@ def _down_one(
                 say(f"{st.name}: volume {vol} is not labelled for '{st.name}'; left alone")
     if r is None:
         return
-    said = _remove_key(r)
+    from deployer.adapters.secrets import remove_generated_key
+
+    said = remove_generated_key(r.name, r.api_key_path)
     if said:
         say(f"{st.name}: {said}")
     if purge:
         from deployer.adapters.download import default_cache_dir
+        from deployer.adapters.weights_purge import purge_weights
 
-        result = purge_weights(load_records(), r, hub_cache=default_cache_dir())
+        remaining = wiring.record_store().scan().records
+        result = purge_weights(remaining, r, hub_cache=default_cache_dir())
         for path in result.deleted:
             say(f"{st.name}: deleted {path}")
         for path, why in result.kept:
             say(f"{st.name}: kept {path} ({why})")
-    delete_record(r.name)
+    wiring.record_store().delete(r.name)
     say(f"{st.name}: state removed")
 
 

@@ -1,13 +1,20 @@
-"""Build the real adapters and hand them to core: the one place that knows both."""
+"""Build the real adapters and hand them to core: the one place that knows both.
+
+Imports are lazy: `ps` and `down` build a record store here and must not load the planner.
+"""
 
 from __future__ import annotations
 
-from deployer.core.fit.plan import License, PlanResult
-from deployer.core.hardware.profiles import Profile, get_profile, load_profiles
-from deployer.core.model.catalog import CatalogModel, get_model, load_catalog
-from deployer.core.model.facts import ModelFacts
-from deployer.core.model.resolve import HF_PREFIX, resolve_model
-from deployer.core.model.weights import facts_from_catalog
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from deployer.adapters.clock import SystemClock
+    from deployer.adapters.secrets import FileSecretStore
+    from deployer.adapters.state_store import FileRecordStore
+    from deployer.core.fit.plan import License, PlanResult
+    from deployer.core.hardware.profiles import Profile
+    from deployer.core.model.catalog import CatalogModel
+    from deployer.core.model.facts import ModelFacts
 
 
 def hub_reader() -> object:
@@ -19,6 +26,8 @@ def hub_reader() -> object:
 
 def pick_profile(profile_id: str | None, detect: bool) -> Profile:
     """The profile named, the detected one, or the detected one when neither is given."""
+    from deployer.core.hardware.profiles import get_profile, load_profiles
+
     profiles = load_profiles()
     if profile_id and not detect:
         return get_profile(profile_id, profiles)
@@ -30,6 +39,9 @@ def pick_profile(profile_id: str | None, detect: bool) -> Profile:
 
 def catalog_entry(ref: str) -> CatalogModel | None:
     """The catalog model `ref` names, if it names one."""
+    from deployer.core.model.catalog import get_model, load_catalog
+    from deployer.core.model.resolve import HF_PREFIX
+
     if ref.startswith(HF_PREFIX) or ref.lower().endswith(".gguf") or ref == "demo":
         return None
     return get_model(ref, load_catalog())
@@ -37,6 +49,10 @@ def catalog_entry(ref: str) -> CatalogModel | None:
 
 def plan_candidates(ref: str, quant: str | None) -> tuple[str, list[ModelFacts], License | None]:
     """Every quant worth comparing for `ref` (all catalog quants; else the one file)."""
+    from deployer.core.fit.plan import License
+    from deployer.core.model.resolve import HF_PREFIX, resolve_model
+    from deployer.core.model.weights import facts_from_catalog
+
     entry = catalog_entry(ref)
     if entry is not None:
         if quant is not None:
@@ -72,6 +88,7 @@ def plan_for(
 ) -> PlanResult:
     """Plan `ref` on `prof` as plan, render and deploy all do (bigger profiles on request)."""
     from deployer.core.fit.plan import PlanRequest, make_plan
+    from deployer.core.hardware.profiles import load_profiles
 
     model_name, candidates, lic = plan_candidates(ref, quant)
     req = PlanRequest(
@@ -91,3 +108,24 @@ def require_fit(result: PlanResult, ref: str) -> None:
             f"{result.model} {result.chosen.facts.quant} does not fit {prof}",
             f"Run 'deployer plan {ref} --profile {prof}' for what would.",
         )
+
+
+def record_store() -> FileRecordStore:
+    """The deployment records under the state dir."""
+    from deployer.adapters.state_store import FileRecordStore
+
+    return FileRecordStore()
+
+
+def secret_store() -> FileSecretStore:
+    """The API key files under the state dir."""
+    from deployer.adapters.secrets import FileSecretStore
+
+    return FileSecretStore()
+
+
+def clock() -> SystemClock:
+    """The real clock core measures and polls with."""
+    from deployer.adapters.clock import SystemClock
+
+    return SystemClock()

@@ -12,13 +12,13 @@ import pytest
 from typer.testing import CliRunner
 
 from deployer.adapters.docker_engine import DockerEngine
+from deployer.adapters.state_store import load_record
 from deployer.cli import wiring
 from deployer.cli.app import app
 from deployer.core.fit.plan import PlanResult
 from deployer.core.hardware.profiles import get_profile
 from deployer.core.resources import state_dir
 from deployer.core.serve.limits import resource_limits
-from deployer.core.state.records import load_record
 from tests.integration.dockerkit import engine, free_port, runtime_image, truncated_copy
 
 pytestmark = pytest.mark.docker

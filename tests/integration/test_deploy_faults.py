@@ -11,8 +11,8 @@ import time
 import pytest
 
 from deployer.adapters.docker_engine import DockerEngine
+from deployer.adapters.state_store import load_record
 from deployer.core.serve.specs import ContainerSpec
-from deployer.core.state.records import load_record
 from tests.integration.dockerkit import engine, free_port, runtime_image
 
 pytestmark = pytest.mark.docker
@@ -121,7 +121,8 @@ def test_interrupt_inside_container_creation_still_leaves_nothing(
         with pytest.raises(KeyboardInterrupt):
             deploy(result=result, bundle=bundle, engine=_InterruptedAfterCreate(),
                    smoke=llama_server_smoke, model_files=[], api_key_file=None,
-                   image_source="local")  # fmt: skip
+                   image_source="local", records=wiring.record_store(),
+                   keys=wiring.secret_store(), clock=wiring.clock())  # fmt: skip
         _left_nothing(engine, "t-midcreate")
         assert not [c for c in engine.list_deployer_containers() if ATTEMPT_LABEL in c.labels]
         assert "t-midcreate-other" in _names(engine)

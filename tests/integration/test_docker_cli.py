@@ -14,16 +14,11 @@ from typer.testing import CliRunner
 import deployer.cli.image
 import deployer.cli.runtime  # noqa: F401 - registers ps/logs/down on the app
 from deployer.adapters.docker_engine import DockerEngine
+from deployer.adapters.state_store import load_record, record_path, save_record
 from deployer.cli.app import app
 from deployer.core.resources import state_dir
 from deployer.core.serve.containers import NAME_LABEL
-from deployer.core.state.records import (
-    DeploymentRecord,
-    load_record,
-    now_iso,
-    record_path,
-    save_record,
-)
+from deployer.core.state.records import DeploymentRecord, now_iso
 from tests.integration.dockerkit import (
     TEST_LABEL,
     cleanup,

@@ -17,10 +17,10 @@ from typer.testing import CliRunner
 
 from deployer.adapters.image_build import default_prefix
 from deployer.adapters.native import NativeSupervisor, log_path_for, process_file
+from deployer.adapters.state_store import load_record
 from deployer.cli.app import app
 from deployer.core.errors import NativeExited
 from deployer.core.model.resolve import demo_model_path
-from deployer.core.state.records import load_record
 
 
 def _llama_server() -> str | None:

@@ -19,11 +19,12 @@ import deployer.cli.deploy  # registers `deploy`
 import deployer.cli.runtime  # registers `ps`, `down`; patched below
 from deployer.adapters.ollama import OllamaError, create_in_server, sha256_digest
 from deployer.adapters.smoke import ollama_smoke
+from deployer.adapters.state_store import load_record, load_records
+from deployer.cli import wiring
 from deployer.cli.app import app
 from deployer.core.errors import NameInUse, SmokeTestFailed
 from deployer.core.serve.ollama_deploy import deploy_ollama
 from deployer.core.serve.render import RenderedBundle, render_plan
-from deployer.core.state.records import load_record, load_records
 from tests.integration.ollama_contract import ContractEngine, OllamaContract
 from tests.unit.test_render_golden import plan_for
 
@@ -74,6 +75,8 @@ def _deploy(engine: ContractEngine, gguf: Path, name: str = "qwen") -> object:
         model_path=gguf,
         model_files=[str(gguf)],
         image_source="test",
+        records=wiring.record_store(),
+        clock=wiring.clock(),
         timeout_s=10,
     )
 

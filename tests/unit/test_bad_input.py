@@ -297,8 +297,9 @@ class _NoEngine:
 def test_state_record_fields_are_printed_literally(
     model: str, quant: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    from deployer.adapters.state_store import save_record
     from deployer.cli import runtime
-    from deployer.core.state.records import DeploymentRecord, now_iso, save_record
+    from deployer.core.state.records import DeploymentRecord, now_iso
 
     monkeypatch.setattr(runtime, "docker_engine", _NoEngine)
     save_record(
@@ -369,8 +370,9 @@ def test_a_deeply_nested_profile_does_not_crash_the_process(tmp_path: Path) -> N
 def test_logs_escape_controls_a_server_printed(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    from deployer.adapters.state_store import save_record
     from deployer.cli import runtime
-    from deployer.core.state.records import DeploymentRecord, now_iso, save_record
+    from deployer.core.state.records import DeploymentRecord, now_iso
 
     monkeypatch.setattr(runtime, "docker_engine", _NoEngine)
     log = tmp_path / "server.log"

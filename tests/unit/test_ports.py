@@ -7,9 +7,9 @@ import socket
 import pytest
 from typer.testing import CliRunner
 
+from deployer.adapters import state_store as state
 from deployer.adapters.ports import choose_port, free_port, port_free
 from deployer.cli.app import app
-from deployer.core.state import records as state
 
 
 def _listening() -> socket.socket:

@@ -10,19 +10,22 @@ from pathlib import Path
 
 import pytest
 
+from deployer.adapters import state_store as store
+from deployer.adapters.state_store import (
+    delete_record,
+    load_record,
+    load_records,
+    record_path,
+    save_record,
+)
+from deployer.adapters.weights_purge import purge_weights
 from deployer.core.errors import InvalidRequest, StateFileInvalid
 from deployer.core.serve.containers import NAME_LABEL, ContainerInfo
 from deployer.core.state import records as state
 from deployer.core.state.records import (
     DeploymentRecord,
-    delete_record,
-    load_record,
-    load_records,
-    purge_weights,
     reconcile,
     record_from_dict,
-    record_path,
-    save_record,
     uptime_s,
 )
 
@@ -249,7 +252,7 @@ def test_a_bad_record_is_one_error_naming_the_file(data: bytes, problem: str) ->
     assert problem in err.value.problem
     msg = err.value.message()
     assert str(path) in msg and "rm -- " in msg and "\n" not in msg
-    scan = state.scan_records()
+    scan = store.scan_records()
     assert scan.records == [] and [e.path for e in scan.invalid] == [str(path)]
 
 
@@ -260,7 +263,7 @@ def test_folders_links_and_fifos_are_never_read(tmp_path: Path) -> None:
     good = save_record(_rec("good"))
     record_path("link").symlink_to(good)  # even a link to a valid record
     os.mkfifo(record_path("fifo"))  # opening it for reading would block
-    problems = {Path(e.path).name: e.problem for e in state.scan_records().invalid}
+    problems = {Path(e.path).name: e.problem for e in store.scan_records().invalid}
     assert problems == {
         "dir.json": "is not a regular file",
         "zero.json": "is a symbolic link, not a file deployer wrote",
@@ -284,22 +287,22 @@ def test_an_invalid_record_is_listed_as_invalid_with_its_container() -> None:
 def test_save_remembers_the_port_after_the_record_is_gone() -> None:
     save_record(_rec("web", port=18555))
     assert delete_record("web")
-    assert state.remembered_ports() == {"web": 18555}
+    assert store.remembered_ports() == {"web": 18555}
     save_record(_rec("api", port=18556))
     save_record(_rec("web", port=18557))
-    assert state.remembered_ports() == {"api": 18556, "web": 18557}
-    assert stat.S_IMODE(state.ports_path().stat().st_mode) == 0o600
+    assert store.remembered_ports() == {"api": 18556, "web": 18557}
+    assert stat.S_IMODE(store.ports_path().stat().st_mode) == 0o600
 
 
 def test_the_ports_memory_is_bounded_and_a_bad_one_is_ignored(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    monkeypatch.setattr(state, "MAX_REMEMBERED_PORTS", 3)
+    monkeypatch.setattr(store, "MAX_REMEMBERED_PORTS", 3)
     for i in range(5):
-        state.remember_port(f"n{i}", 20000 + i)
-    assert state.remembered_ports() == {"n2": 20002, "n3": 20003, "n4": 20004}
-    state.ports_path().write_text('{"a": 0, "b": "1", "../c": 5, "d": 70000, "e": true, "f": 9}')
-    assert state.remembered_ports() == {"f": 9}
-    state.ports_path().unlink()
-    state.ports_path().symlink_to("/dev/zero")
-    assert state.remembered_ports() == {}
+        store.remember_port(f"n{i}", 20000 + i)
+    assert store.remembered_ports() == {"n2": 20002, "n3": 20003, "n4": 20004}
+    store.ports_path().write_text('{"a": 0, "b": "1", "../c": 5, "d": 70000, "e": true, "f": 9}')
+    assert store.remembered_ports() == {"f": 9}
+    store.ports_path().unlink()
+    store.ports_path().symlink_to("/dev/zero")
+    assert store.remembered_ports() == {}

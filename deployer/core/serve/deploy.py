@@ -4,28 +4,22 @@ from __future__ import annotations
 
 import os
 import secrets
-import shutil
-import time
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Protocol
 
-from deployer.core.errors import InvalidRequest, KeyFileExists, NameInUse
+from deployer.core.clock import Clock
+from deployer.core.errors import InvalidRequest, NameInUse
 from deployer.core.fit.plan import PlanResult
-from deployer.core.resources import state_dir
 from deployer.core.serve.containers import ContainerEngine, ContainerInfo
+from deployer.core.serve.keys import SecretStore
 from deployer.core.serve.limits import resource_limits
 from deployer.core.serve.proof import SmokeKind, SmokeResult, smoke_kind
 from deployer.core.serve.render import API_KEY_IN_CONTAINER, RenderedBundle, startup_timeout_s
 from deployer.core.serve.specs import ContainerSpec, Mount
-from deployer.core.state.records import (
-    DeploymentRecord,
-    delete_record,
-    load_record,
-    now_iso,
-    save_record,
-)
+from deployer.core.state.records import DeploymentRecord, now_iso
+from deployer.core.state.store import RecordStore
 
 # The container user of the runtime image (render sets it; the key file must be readable by it).
 CONTAINER_UID = 65534
@@ -94,41 +88,12 @@ class DeployResult:
         }
 
 
-def secrets_dir(name: str) -> Path:
-    """Where a deployment's API key lives (under the state dir, 0700)."""
-    return state_dir() / "secrets" / name
-
-
-def write_api_key(name: str, *, for_container: bool = True) -> Path:
-    """Generate a key, store it with the tightest mode its reader (container user or we) allows.
-
-    An existing key file is never overwritten: it may be the one a running server reads.
-    """
-    folder = secrets_dir(name)
-    folder.mkdir(parents=True, exist_ok=True)
-    os.chmod(folder, 0o700)
-    path = folder / "api_key"
-    try:
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
-    except FileExistsError:
-        raise KeyFileExists(name, str(path)) from None
-    with os.fdopen(fd, "w") as fh:
-        fh.write(secrets.token_urlsafe(32))
-    if not for_container:
-        return path  # a native server runs as this user: 0600 is enough
-    if os.geteuid() == 0:
-        os.chown(path, CONTAINER_UID, CONTAINER_UID)
-    else:
-        # Without root we cannot hand the file to uid 65534; the 0700 folder keeps other host
-        # users out while the bind-mounted file stays readable inside the container.
-        os.chmod(path, 0o644)
-    return path
-
-
-def check_name_free(name: str, engine: ContainerEngine | None = None) -> None:
+def check_name_free(
+    name: str, engine: ContainerEngine | None = None, *, records: RecordStore
+) -> None:
     """Refuse a name that has a record, or (engine given) a labelled container: asked before
     anything (key, file, volume, container) is made, so a refusal changes nothing."""
-    if load_record(name) is not None:
+    if records.load(name) is not None:
         raise NameInUse(name)
     if engine is not None and any(
         c.deployment == name or c.name == name for c in engine.list_deployer_containers()
@@ -161,12 +126,15 @@ def deploy(
     model_files: list[str],
     api_key_file: Path | None,
     image_source: str,
+    records: RecordStore,
+    keys: SecretStore,
+    clock: Clock,
     on_progress: Callable[[float, str], None] | None = None,
     timeout_s: float | None = None,
 ) -> DeployResult:
     """Run the bundle's container until healthy and proven; on any failure remove it all."""
-    started = time.monotonic()
-    if load_record(bundle.name) is not None:
+    started = clock.monotonic()
+    if records.load(bundle.name) is not None:
         raise NameInUse(bundle.name)
     if bundle.backend != "llamacpp":
         raise InvalidRequest(
@@ -187,7 +155,7 @@ def deploy(
             ready_url=f"{endpoint}/health",
             poll_s=0.05,
         )
-        key = api_key_file.read_text().strip() if api_key_file else None
+        key = keys.read_api_key(api_key_file) if api_key_file else None
         proof = smoke(
             endpoint,
             model=bundle.labels["io.deployer.model"],
@@ -208,44 +176,56 @@ def deploy(
             api_key_path=str(api_key_file) if api_key_file else None,
             files=model_files,
         )
-        save_record(record)
+        records.save(record)
     except BaseException as exc:
         # Nothing half-made survives: the container, its key and no record.
-        remove_attempt(engine, spec, container_id, bundle.name, late=not isinstance(exc, Exception))
+        late = not isinstance(exc, Exception)
+        remove_attempt(
+            engine, spec, container_id, bundle.name, late=late, records=records, clock=clock
+        )
         if api_key_file is not None:
-            shutil.rmtree(api_key_file.parent, ignore_errors=True)
+            keys.discard(api_key_file)
         raise
-    return DeployResult(record, proof, image_source, time.monotonic() - started)
+    return DeployResult(record, proof, image_source, clock.monotonic() - started)
 
 
 def remove_attempt(
-    engine: ContainerEngine, spec: ContainerSpec, container_id: str | None, name: str, *, late: bool
+    engine: ContainerEngine,
+    spec: ContainerSpec,
+    container_id: str | None,
+    name: str,
+    *,
+    late: bool,
+    records: RecordStore,
+    clock: Clock,
 ) -> None:
     """Remove this attempt's container (found by its label if creation was cut) and record."""
     if container_id is None:
         # Interrupted inside run_container: the engine may have made it all the same.
         container_id = _made_by_attempt(
-            engine, spec.labels[ATTEMPT_LABEL], wait_s=1.0 if late else 0.0
+            engine, spec.labels[ATTEMPT_LABEL], wait_s=1.0 if late else 0.0, clock=clock
         )
     if container_id is not None:
         engine.stop_and_remove(name_or_id=container_id, timeout_s=10.0)
-    rec = load_record(name)
+    rec = records.load(name)
     if rec is not None and rec.container_id == container_id:
-        delete_record(name)
+        records.delete(name)
 
 
-def _made_by_attempt(engine: ContainerEngine, attempt: str, *, wait_s: float) -> str | None:
+def _made_by_attempt(
+    engine: ContainerEngine, attempt: str, *, wait_s: float, clock: Clock
+) -> str | None:
     """The id of the container labelled with this attempt, looking up to `wait_s` for it."""
-    end = time.monotonic() + wait_s
+    end = clock.monotonic() + wait_s
     while True:
         mine: list[ContainerInfo] = [
             c for c in engine.list_deployer_containers() if c.labels.get(ATTEMPT_LABEL) == attempt
         ]
         if mine:
             return mine[0].id
-        if time.monotonic() >= end:
+        if clock.monotonic() >= end:
             return None
-        time.sleep(0.1)
+        clock.sleep(0.1)
 
 
 class NativeStarted(Protocol):
@@ -290,12 +270,15 @@ def deploy_native(
     model_files: list[str],
     api_key_file: Path | None,
     log_path: Path,
+    records: RecordStore,
+    keys: SecretStore,
+    clock: Clock,
     on_progress: Callable[[float, str], None] | None = None,
     timeout_s: float | None = None,
 ) -> DeployResult:
     """Run the bundle's native argv until healthy and proven; on failure stop it, keep the log."""
-    started = time.monotonic()
-    if load_record(bundle.name) is not None:
+    started = clock.monotonic()
+    if records.load(bundle.name) is not None:
         raise NameInUse(bundle.name)
     argv = bundle.native_argv()
     endpoint = f"http://127.0.0.1:{bundle.host_port}"
@@ -306,7 +289,7 @@ def deploy_native(
         runtime.wait_healthy(
             name=bundle.name, proc=proc, endpoint=endpoint, timeout_s=wait, on_progress=on_progress
         )
-        key = api_key_file.read_text().strip() if api_key_file else None
+        key = keys.read_api_key(api_key_file) if api_key_file else None
         proof = smoke(
             endpoint,
             model=bundle.labels["io.deployer.model"],
@@ -328,14 +311,14 @@ def deploy_native(
             files=model_files,
             log_path=str(log_path),
         )
-        save_record(record)
+        records.save(record)
     except BaseException:
         # The process group and the key go; the log stays for the user to read.
         if proc is not None:
             runtime.stop(pid=proc.pid, create_time=proc.create_time, timeout_s=10.0)
         runtime.forget(name=bundle.name)
         if api_key_file is not None:
-            shutil.rmtree(api_key_file.parent, ignore_errors=True)
+            keys.discard(api_key_file)
         raise
     notes = [f"log: {log_path}"]
-    return DeployResult(record, proof, f"{argv[0]} (native)", time.monotonic() - started, notes)
+    return DeployResult(record, proof, f"{argv[0]} (native)", clock.monotonic() - started, notes)

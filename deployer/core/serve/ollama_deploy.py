@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Protocol
 
+from deployer.core.clock import Clock
 from deployer.core.errors import InvalidRequest, NameInUse
 from deployer.core.fit.plan import PlanResult
 from deployer.core.serve.containers import ContainerEngine
@@ -19,7 +19,8 @@ from deployer.core.serve.deploy import (
     with_limits,
 )
 from deployer.core.serve.render import RenderedBundle, startup_timeout_s
-from deployer.core.state.records import DeploymentRecord, load_record, now_iso, save_record
+from deployer.core.state.records import DeploymentRecord, now_iso
+from deployer.core.state.store import RecordStore
 
 
 class ModelCreator(Protocol):
@@ -47,14 +48,16 @@ def deploy_ollama(
     model_path: Path,
     model_files: list[str],
     image_source: str,
+    records: RecordStore,
+    clock: Clock,
     on_progress: Callable[[float, str], None] | None = None,
     timeout_s: float | None = None,
 ) -> DeployResult:
     """Run Ollama in a container, create the model in it, prove it; on failure remove it all."""
-    started = time.monotonic()
+    started = clock.monotonic()
     if bundle.backend != "ollama":
         raise InvalidRequest(f"deploy_ollama got a {bundle.backend} bundle")
-    if load_record(bundle.name) is not None:
+    if records.load(bundle.name) is not None:
         raise NameInUse(bundle.name)
     engine.engine_available()
     spec = with_limits(container_spec_for(bundle, None), result)
@@ -98,9 +101,12 @@ def deploy_ollama(
             files=model_files,
             volumes=[v.name for v in volumes],
         )
-        save_record(record)
+        records.save(record)
     except BaseException as exc:
-        remove_attempt(engine, spec, container_id, bundle.name, late=not isinstance(exc, Exception))
+        late = not isinstance(exc, Exception)
+        remove_attempt(
+            engine, spec, container_id, bundle.name, late=late, records=records, clock=clock
+        )
         for name in made:
             engine.remove_volume(name=name)
         raise
@@ -113,5 +119,5 @@ def deploy_ollama(
     if spec.host_ip != "127.0.0.1":
         notes.append("Ollama has no API key: anyone who reaches this port can use the server")
     return DeployResult(
-        record, proof, image_source, time.monotonic() - started, notes, served_model=bundle.name
+        record, proof, image_source, clock.monotonic() - started, notes, served_model=bundle.name
     )

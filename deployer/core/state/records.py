@@ -1,9 +1,9 @@
-"""Deployment records: one versioned JSON file per deployment, reconciled with the engine.
+"""Deployment records: the versioned schema, its migrations, and reconciling with the engine.
 
-Files live in `state_dir()/deployments/<name>.json`, written atomically (temp file in the same
-folder, fsync, `os.replace`) with mode 0600. A record never holds an API key, only its path.
-Reading one is bounded and checks every field (deployer.core.state.statefile, record_fields): a bad
-file is one StateFileInvalid, and `ps` lists it as invalid instead of failing.
+A record never holds an API key, only its path. Where records live is a RecordStore
+(deployer.core.state.store); deployer.adapters.state_store keeps one JSON file per deployment,
+read bounded and checked field by field (record_fields): a bad file is one StateFileInvalid, and
+`ps` lists it as invalid instead of failing.
 """
 
 from __future__ import annotations
@@ -13,19 +13,15 @@ import re
 from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import Any, Literal
 
 from deployer.core.errors import InvalidRequest, StateFileInvalid
-from deployer.core.resources import state_dir
 from deployer.core.serve.containers import ContainerInfo
 from deployer.core.state.record_fields import NAME_RE, FieldInvalid, check_fields
-from deployer.core.state.statefile import read_state_json, write_state_json
 from deployer.core.untrusted import shown
 
 SCHEMA_VERSION = 1
 _NAME_RE = NAME_RE
-MAX_REMEMBERED_PORTS = 256
 
 Runtime = Literal["container", "native"]
 Status = Literal[
@@ -75,16 +71,6 @@ def check_name(name: str) -> str:
     return name
 
 
-def deployments_dir() -> Path:
-    """Folder of the deployment records."""
-    return state_dir() / "deployments"
-
-
-def record_path(name: str) -> Path:
-    """The record file of deployment `name`."""
-    return deployments_dir() / f"{check_name(name)}.json"
-
-
 # Each entry upgrades a raw record from version N to N+1; add one when the schema changes.
 MIGRATIONS: dict[int, Callable[[dict[str, Any]], dict[str, Any]]] = {}
 
@@ -121,29 +107,6 @@ def record_from_dict(
     return DeploymentRecord(**checked)
 
 
-def save_record(record: DeploymentRecord) -> Path:
-    """Write `record` atomically with mode 0600 and remember its port; its path."""
-    path = write_state_json(record_path(record.name), record.as_dict())
-    remember_port(record.name, record.port)
-    return path
-
-
-def load_record(name: str) -> DeploymentRecord | None:
-    """The record of `name`, or None; StateFileInvalid when its file is not a valid record."""
-    path = record_path(name)
-    try:
-        return _parse(path)
-    except FileNotFoundError:
-        return None
-
-
-def _parse(path: Path) -> DeploymentRecord:
-    raw = read_state_json(path)
-    if not isinstance(raw, dict):
-        raise StateFileInvalid(str(path), "not a JSON object")
-    return record_from_dict(raw, path=str(path), expected_name=path.name[: -len(".json")])
-
-
 @dataclass(frozen=True)
 class RecordScan:
     """Every record file: the valid records, and one error per file that is not one."""
@@ -152,76 +115,11 @@ class RecordScan:
     invalid: list[StateFileInvalid]
 
 
-def scan_records() -> RecordScan:
-    """Every record file, sorted by name (temp files of interrupted writes are ignored)."""
-    folder = deployments_dir()
-    if not folder.is_dir():
-        return RecordScan([], [])
-    records: list[DeploymentRecord] = []
-    invalid: list[StateFileInvalid] = []
-    for p in sorted(folder.glob("*.json")):
-        if p.name.startswith("."):
-            continue
-        try:
-            records.append(_parse(p))
-        except StateFileInvalid as exc:
-            invalid.append(exc)
-        except FileNotFoundError:
-            continue  # removed by a concurrent `down` since the listing
-    return RecordScan(records, invalid)
-
-
-def load_records() -> list[DeploymentRecord]:
-    """Every valid record, sorted by name (scan_records also reports the invalid ones)."""
-    return scan_records().records
-
-
 def invalid_name(error: StateFileInvalid) -> str:
     """The deployment name an invalid record file stands for: its file name less `.json`."""
     base = os.path.basename(error.path)
     name = base[: -len(".json")] if base.endswith(".json") else base
     return name if name.isprintable() else repr(name)  # a file name may hold escape sequences
-
-
-def delete_record(name: str) -> bool:
-    """Remove the record of `name`; False when there was none."""
-    try:
-        record_path(name).unlink()
-    except FileNotFoundError:
-        return False
-    return True
-
-
-def ports_path() -> Path:
-    """The ports memory: deployment name -> the last port it published on, kept after `down`."""
-    return state_dir() / "ports.json"
-
-
-def remembered_ports() -> dict[str, int]:
-    """The ports memory; empty when missing or invalid (it is only a preference)."""
-    try:
-        raw = read_state_json(ports_path())
-    except (FileNotFoundError, StateFileInvalid):
-        return {}
-    if not isinstance(raw, dict):
-        return {}
-    return {
-        k: v
-        for k, v in raw.items()
-        if _NAME_RE.fullmatch(k)
-        and isinstance(v, int)
-        and not isinstance(v, bool)
-        and 0 < v < 65536
-    }
-
-
-def remember_port(name: str, port: int) -> None:
-    """Remember `port` as `name`'s (the oldest names are forgotten past MAX_REMEMBERED_PORTS)."""
-    ports = remembered_ports()
-    ports.pop(name, None)
-    ports[name] = port  # last written goes last: the oldest are first to be dropped
-    kept = dict(list(ports.items())[-MAX_REMEMBERED_PORTS:])
-    write_state_json(ports_path(), kept)
 
 
 @dataclass(frozen=True)
@@ -321,33 +219,3 @@ class PurgeResult:
 
     deleted: list[str]
     kept: list[tuple[str, str]]  # (path, reason)
-
-
-def purge_weights(
-    records_remaining: Iterable[DeploymentRecord], record: DeploymentRecord, *, hub_cache: Path
-) -> PurgeResult:
-    """Delete `record`'s model files that live in the Hugging Face cache and no other record
-    uses: the snapshot link and the blob it points to. Files elsewhere are the user's: kept."""
-    in_use: set[str] = set()
-    for other in records_remaining:
-        if other.name != record.name:
-            for f in other.files:
-                in_use.add(os.path.realpath(f))
-                in_use.add(os.path.abspath(f))
-    cache = os.path.realpath(hub_cache)
-    deleted: list[str] = []
-    kept: list[tuple[str, str]] = []
-    for f in record.files:
-        real = os.path.realpath(f)
-        if not real.startswith(cache + os.sep):
-            kept.append((f, "not in the Hugging Face cache"))
-        elif real in in_use or os.path.abspath(f) in in_use:
-            kept.append((f, "used by another deployment"))
-        elif not os.path.lexists(f):
-            kept.append((f, "already gone"))
-        else:
-            if real != os.path.abspath(f):
-                Path(real).unlink(missing_ok=True)
-            Path(f).unlink(missing_ok=True)
-            deleted.append(f)
-    return PurgeResult(deleted, kept)
