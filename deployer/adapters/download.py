@@ -513,6 +513,20 @@ class HfCacheStore:
         """The hub cache folder."""
         return self.root
 
+    def cached_file(self, repo_id: str, filename: str) -> Path | None:
+        """The file in the cache (the snapshot refs/main points at first), if there."""
+        repo_dir = self._repo_dir(repo_id)
+        main = repo_dir / "refs" / "main"
+        revisions = [main.read_text().strip()] if main.is_file() else []
+        snapshots = repo_dir / "snapshots"
+        if snapshots.is_dir():
+            revisions += sorted(p.name for p in snapshots.iterdir())
+        for rev in revisions:
+            candidate = snapshots / rev / filename
+            if candidate.is_file():
+                return candidate
+        return None
+
     def _repo_dir(self, repo_id: str) -> Path:
         return contained(self.root, repo_folder(check_repo_id(repo_id)))
 

@@ -168,6 +168,6 @@ def create_in_server(
     timeout_s: float,
     template: str | None = None,
 ) -> dict[str, Any]:
-    """deploy's create step (deployer.core.serve.ollama_deploy.ModelCreator) over the HTTP API."""
+    """deploy's create step (deployer.core.serve.servers.ModelCreator) over the HTTP API."""
     client = OllamaClient(endpoint, timeout_s=timeout_s)
     return create_model(client, name, model_path, parameters, template)

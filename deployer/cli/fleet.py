@@ -41,11 +41,13 @@ OK_RESULTS = {"deployed", "unchanged", "would-deploy", "running", "removed", "al
 def _plan_one(h: FleetHost, profile: Any, image: str | None) -> HostPlan:
     from deployer.cli import wiring
     from deployer.core.fleet.hosts import HostPlan, deployment_name, hub_weight, local_weight
+    from deployer.core.model.ref import DemoRef, LocalRef, parse_model_ref
     from deployer.core.serve.render import default_name, model_alias, render_plan, startup_timeout_s
 
     wiring.check_backend(h.backend)
+    ref = parse_model_ref(h.model)
     result = wiring.plan_for(
-        h.model, profile, quant=h.quant, ctx=h.ctx, parallel=1, kv_type="f16", backend=h.backend
+        ref, profile, quant=h.quant, ctx=h.ctx, parallel=1, kv_type="f16", backend=h.backend
     )
     hp = HostPlan(host=h, profile_id=profile.id, model=result.model, plan=result.as_dict())
     hp.quant = result.chosen.facts.quant
@@ -55,19 +57,18 @@ def _plan_one(h: FleetHost, profile: Any, image: str | None) -> HostPlan:
     if not result.fits:
         hp.reason = f"{result.model} does not fit {profile.id}; run 'deployer plan {h.model} --profile {profile.id}'"
         return hp
-    if h.model == "demo" or h.model.lower().endswith(".gguf"):
+    if isinstance(ref, DemoRef | LocalRef):
         from deployer.core.pull.files import pull_model
 
-        pulled = pull_model(h.model, h.quant)
+        pulled = pull_model(ref, h.quant)
         hp.weights = [local_weight(hp.models_dir, f.path, f.bytes) for f in pulled.files]
     else:
-        from deployer.cli.pull import hub_store
         from deployer.core.pull.files import remote_targets
 
         endpoint = os.environ.get("HF_ENDPOINT", "https://huggingface.co").rstrip("/")
         hp.weights = [
             hub_weight(hp.models_dir, endpoint, t.repo_id, t.commit, t.name, t.size, t.sha256)
-            for t in remote_targets(h.model, hp.quant, hub_store())
+            for t in remote_targets(ref, hp.quant, wiring.hub_store())
         ]
     key = Path(f"{hp.dir}/api_key") if h.expose else None
     bundle = render_plan(

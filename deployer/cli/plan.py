@@ -37,11 +37,12 @@ def plan(
 
     def body() -> None:
         from deployer.cli import wiring
+        from deployer.core.model.ref import parse_model_ref
 
         wiring.check_backend(backend)
         prof = wiring.pick_profile(profile, detect)
         result = wiring.plan_for(
-            model, prof, quant=quant, ctx=ctx, parallel=parallel, kv_type=kv_type,
+            parse_model_ref(model), prof, quant=quant, ctx=ctx, parallel=parallel, kv_type=kv_type,
             backend=backend, suggest_profiles=True,
         )  # fmt: skip
         if as_json:

@@ -21,7 +21,7 @@ from deployer.core.untrusted import printable
 if TYPE_CHECKING:  # the pull machinery (gguf, numpy, the Hub) loads only when a pull runs
     from rich.progress import TaskID
 
-    from deployer.core.pull.files import HubStore, ProgressSink, PullResult
+    from deployer.core.pull.files import ProgressSink, PullResult
 
 _TRUE = {"1", "true", "yes", "on"}
 
@@ -117,13 +117,6 @@ def offline_mode() -> bool:
     return os.environ.get("HF_HUB_OFFLINE", "").strip().lower() in _TRUE
 
 
-def hub_store(connections: int | None = None) -> HubStore:
-    """The real store: huggingface_hub's cache, deployer's transfer (imports the SDK lazily)."""
-    from deployer.adapters.download import HfCacheStore
-
-    return HfCacheStore(connections=connections)
-
-
 def show_result(result: PullResult) -> None:
     """The files and what moved, for people."""
     for f in result.files:
@@ -171,12 +164,14 @@ def pull(
         progress: RichProgress | LineProgress = (
             RichProgress() if err_console.is_terminal else LineProgress()
         )
+        from deployer.cli.wiring import hub_store
+        from deployer.core.model.ref import parse_model_ref
         from deployer.core.pull.files import pull_model
 
         sink: ProgressSink = progress
         try:
             result = pull_model(
-                model,
+                parse_model_ref(model),
                 quant,
                 store=hub_store(connections),
                 revision=revision,

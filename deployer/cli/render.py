@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-import os
-import shlex
-from dataclasses import dataclass, replace
-from pathlib import Path, PurePosixPath
+from dataclasses import replace
+from pathlib import Path
 from typing import Annotated
 
 import typer
@@ -14,75 +12,7 @@ from deployer.cli.app import app
 from deployer.cli.errors import run_guarded
 from deployer.cli.output import echo, styled
 from deployer.cli.params import DetectOpt, ProfileOpt
-from deployer.core.model.facts import ModelFacts
 from deployer.core.serve.llama_flags import PINNED_BUILD
-
-# Where `deployer pull --local-dir` puts weights that are not in the Hugging Face cache yet.
-PULL_DIR = PurePosixPath("/models")
-
-
-@dataclass(frozen=True)
-class WeightsLocation:
-    """The host path the weights have (or will have), and the pull that fetches them if absent."""
-
-    path: Path
-    pull_command: str | None = None
-
-
-def _hf_cache_file(repo_id: str, filename: str) -> Path | None:
-    """The file in the Hugging Face cache (the snapshot refs/main points at first), if there."""
-    home = Path(os.environ.get("HF_HOME") or Path.home() / ".cache" / "huggingface")
-    repo_dir = home / "hub" / ("models--" + repo_id.replace("/", "--"))
-    main = repo_dir / "refs" / "main"
-    revisions = [main.read_text().strip()] if main.is_file() else []
-    snapshots = repo_dir / "snapshots"
-    if snapshots.is_dir():
-        revisions += sorted(p.name for p in snapshots.iterdir())
-    for rev in revisions:
-        candidate = snapshots / rev / filename
-        if candidate.is_file():
-            return candidate
-    return None
-
-
-def weights_location(ref: str, facts: ModelFacts) -> WeightsLocation:
-    """Real path for demo and local files; the HF cache if pulled; else where pull will put it."""
-    from deployer.cli import wiring
-    from deployer.core.model.resolve import HF_PREFIX, demo_model_path, parse_hf_ref, select_files
-
-    if ref == "demo":
-        return WeightsLocation(demo_model_path())
-    if ref.lower().endswith(".gguf"):
-        return WeightsLocation(Path(ref).expanduser().resolve())
-    if ref.startswith(HF_PREFIX):
-        hub_ref = parse_hf_ref(ref)
-        hub = wiring.hub_reader()
-        files = hub.list_gguf_files(hub_ref.repo_id, hub_ref.revision)  # type: ignore[attr-defined]
-        repo_id = hub_ref.repo_id
-        filename = select_files(files, facts.quant, ref)[0].name
-        pull = shlex.join(
-            [
-                "deployer",
-                "pull",
-                f"{HF_PREFIX}{repo_id}:{facts.quant}",
-                "--local-dir",
-                str(PULL_DIR),
-            ]
-        )
-    else:
-        from deployer.core.model.catalog import get_quant
-
-        entry = wiring.catalog_entry(ref)
-        assert entry is not None
-        _, qf = get_quant(entry, facts.quant)
-        repo_id, filename = qf.repo, qf.file
-        pull = shlex.join(
-            ["deployer", "pull", entry.id, "--quant", facts.quant, "--local-dir", str(PULL_DIR)]
-        )
-    cached = _hf_cache_file(repo_id, filename)
-    if cached is not None:
-        return WeightsLocation(cached)
-    return WeightsLocation(Path(str(PULL_DIR / filename)), pull)
 
 
 def check_out_dir(out: Path) -> None:
@@ -145,34 +75,34 @@ def render(
 
     def body() -> None:
         from deployer.cli import wiring
-        from deployer.core.serve.render import default_name, render_plan
+        from deployer.core.model.ref import parse_model_ref
+        from deployer.core.serve.prepare import (
+            PlanInputs,
+            RenderOptions,
+            deployment_name,
+            plan_fitting,
+            prepare,
+        )
 
         wiring.check_backend(backend)
         if out is not None:
             check_out_dir(out)
         prof = wiring.pick_profile(profile, detect)
-        result = wiring.plan_for(
-            model, prof, quant=quant, ctx=ctx, parallel=parallel, kv_type=kv_type, backend=backend
-        )
-        wiring.require_fit(result, model)
-        dep_name = name or default_name(result.model)
+        ref = parse_model_ref(model)
+        inputs = PlanInputs(quant=quant, ctx=ctx, parallel=parallel, kv_type=kv_type,
+                            backend=backend)  # fmt: skip
+        result = plan_fitting(ref, prof, inputs, wiring.plan_for)
+        dep_name = deployment_name(result, name)
         out_dir = (out or Path(f"deployer-{dep_name}")).resolve()
-        weights = weights_location(model, result.chosen.facts)
-        bundle = render_plan(
-            result,
-            backend=backend,
-            target=target,
-            model_path=weights.path,
-            port=port,
-            expose=expose,
-            insecure=insecure,
-            name=dep_name,
-            runtime_version=runtime_version,
-            image=image,
+        options = RenderOptions(
+            backend=backend, target=target, port=port, expose=expose, insecure=insecure,
+            runtime_version=runtime_version, image=image, load_mode=load_mode,
             api_key_file=out_dir / "secrets" / "api_key" if expose else None,
-            load_mode=load_mode,
-            pull_command=weights.pull_command,
+        )  # fmt: skip
+        prepared = prepare(
+            ref, result, name=dep_name, locate=wiring.locate_weights, options=options
         )
+        bundle, weights = prepared.bundle, prepared.weights
         written = bundle.write(out_dir)
         echo(
             "rendered ", styled(bundle.name, "bold"),

@@ -40,13 +40,6 @@ STOP_TIMEOUT_S = 10.0
 NameArg = Annotated[str, typer.Argument(help="Deployment name (deployer ps).")]
 
 
-def docker_engine() -> ContainerEngine:
-    """The real container engine (imports the Docker SDK lazily)."""
-    from deployer.adapters.docker_engine import DockerEngine
-
-    return DockerEngine()
-
-
 def pid_alive(pid: int) -> bool:
     """Whether a process with this pid exists (zombies count as gone)."""
     import psutil
@@ -64,7 +57,7 @@ def current_statuses(*, need_engine: bool) -> list[DeploymentStatus]:
     scan = wiring.record_store().scan()
     records = scan.records
     try:
-        containers = docker_engine().list_deployer_containers()
+        containers = wiring.docker_engine().list_deployer_containers()
     except EngineUnavailable as exc:
         if need_engine and any(r.runtime == "container" for r in records):
             raise
@@ -211,6 +204,8 @@ def logs(
     """Print a deployment's server log (stdout and stderr)."""
 
     def go() -> None:
+        from deployer.cli import wiring
+
         st = _find(name, current_statuses(need_engine=True))
         r = st.record
         if r is not None and r.runtime == "native":
@@ -220,7 +215,7 @@ def logs(
         elif st.container is None:
             raise DeploymentGone(name, "its container was removed")
         else:
-            lines = docker_engine().container_logs(
+            lines = wiring.docker_engine().container_logs(
                 container_id=st.container.id, tail=tail, follow=follow
             )
         try:
@@ -341,6 +336,8 @@ def down(
     """Stop gracefully (SIGTERM, 10 s), then remove container, network, volumes and state."""
 
     def go() -> None:
+        from deployer.cli import wiring
+
         if (name is None) == (not all_):
             raise InvalidRequest("name one deployment or pass --all, not both or neither")
         statuses = current_statuses(need_engine=True)
@@ -352,11 +349,11 @@ def down(
             raise invalid[0]
         targets = [st for st in targets if st.invalid is None]
         needs_engine = any(s.record is None or s.record.runtime == "container" for s in targets)
-        engine = docker_engine() if needs_engine else None
+        engine = wiring.docker_engine() if needs_engine else None
         # Labelled volumes, listed once: each target's own, and strays whose deployment (its
         # container and record) is already gone, looked for with --all or an unknown name.
         look_for_strays = all_ or not targets
-        volume_engine = engine or docker_engine()
+        volume_engine = engine or wiring.docker_engine()
         owners = _volume_owners(volume_engine) if engine or look_for_strays else {}
         for st in targets:
             _down_one(engine, st, purge=purge, volume_owners=owners)

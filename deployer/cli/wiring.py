@@ -1,13 +1,15 @@
-"""Build the real adapters and hand them to core: the one place that knows both.
-
-Imports are lazy: `ps` and `down` build a record store here and must not load the planner.
-"""
+"""Build the real adapters and hand them to core: the one place that knows both."""
 
 from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+# Imports of core stay inside the functions: `ps`, `logs` and `down` use this module too, and
+# must not load the planner, the catalog or pydantic models they never use.
 if TYPE_CHECKING:
+    from collections.abc import Callable
+    from pathlib import Path
+
     from deployer.adapters.clock import SystemClock
     from deployer.adapters.secrets import FileSecretStore
     from deployer.adapters.state_store import FileRecordStore
@@ -15,6 +17,12 @@ if TYPE_CHECKING:
     from deployer.core.hardware.profiles import Profile
     from deployer.core.model.catalog import CatalogModel
     from deployer.core.model.facts import ModelFacts
+    from deployer.core.model.ref import ModelRef
+    from deployer.core.pull.files import HubStore
+    from deployer.core.serve.containers import ContainerEngine
+    from deployer.core.serve.deploy_flow import DeployEdges
+    from deployer.core.serve.prepare import WeightsLocation
+    from deployer.core.serve.servers import ProcessRuntime
 
 
 def hub_reader() -> object:
@@ -22,6 +30,20 @@ def hub_reader() -> object:
     from deployer.adapters.hub import HfHubReader
 
     return HfHubReader()
+
+
+def hub_store(connections: int | None = None) -> HubStore:
+    """The real store: huggingface_hub's cache, deployer's transfer (imports the SDK lazily)."""
+    from deployer.adapters.download import HfCacheStore
+
+    return HfCacheStore(connections=connections)
+
+
+def docker_engine() -> ContainerEngine:
+    """The real container engine (imports the Docker SDK lazily)."""
+    from deployer.adapters.docker_engine import DockerEngine
+
+    return DockerEngine()
 
 
 def pick_profile(profile_id: str | None, detect: bool) -> Profile:
@@ -37,22 +59,27 @@ def pick_profile(profile_id: str | None, detect: bool) -> Profile:
     return detected_profile(probe_system(), profiles)
 
 
-def catalog_entry(ref: str) -> CatalogModel | None:
+def catalog_entry(ref: ModelRef | str) -> CatalogModel | None:
     """The catalog model `ref` names, if it names one."""
     from deployer.core.model.catalog import get_model, load_catalog
-    from deployer.core.model.resolve import HF_PREFIX
+    from deployer.core.model.ref import CatalogRef, as_model_ref
 
-    if ref.startswith(HF_PREFIX) or ref.lower().endswith(".gguf") or ref == "demo":
+    ref = as_model_ref(ref)
+    if not isinstance(ref, CatalogRef):
         return None
-    return get_model(ref, load_catalog())
+    return get_model(ref.text, load_catalog())
 
 
-def plan_candidates(ref: str, quant: str | None) -> tuple[str, list[ModelFacts], License | None]:
+def plan_candidates(
+    ref: ModelRef | str, quant: str | None
+) -> tuple[str, list[ModelFacts], License | None]:
     """Every quant worth comparing for `ref` (all catalog quants; else the one file)."""
     from deployer.core.fit.plan import License
-    from deployer.core.model.resolve import HF_PREFIX, resolve_model
+    from deployer.core.model.ref import HubRef, as_model_ref
+    from deployer.core.model.resolve import resolve_model
     from deployer.core.model.weights import facts_from_catalog
 
+    ref = as_model_ref(ref)
     entry = catalog_entry(ref)
     if entry is not None:
         if quant is not None:
@@ -62,9 +89,9 @@ def plan_candidates(ref: str, quant: str | None) -> tuple[str, list[ModelFacts],
         facts = [facts_from_catalog(entry, q) for q in entry.quants]
         lic = entry.license
         return entry.id, facts, License(lic.id, lic.commercial_use, lic.restricts_use, lic.gated)
-    hub = hub_reader() if ref.startswith(HF_PREFIX) else None
+    hub = hub_reader() if isinstance(ref, HubRef) else None
     one = resolve_model(ref, quant, hub=hub)  # type: ignore[arg-type]
-    return ref, [one], None
+    return ref.text, [one], None
 
 
 def check_backend(backend: str) -> None:
@@ -76,7 +103,7 @@ def check_backend(backend: str) -> None:
 
 
 def plan_for(
-    ref: str,
+    ref: ModelRef | str,
     prof: Profile,
     *,
     quant: str | None,
@@ -98,16 +125,95 @@ def plan_for(
     return make_plan(model_name, candidates, prof, req, license=lic, other_profiles=others)
 
 
-def require_fit(result: PlanResult, ref: str) -> None:
-    """Refuse to render or deploy a plan that does not fit, naming the command that explains."""
-    from deployer.core.errors import InvalidRequest
+def locate_weights(ref: ModelRef, facts: ModelFacts) -> WeightsLocation:
+    """Where `ref`'s weights are on this machine (or will be, and the pull that puts them)."""
+    from deployer.core.model.ref import HubRef
+    from deployer.core.serve.prepare import locate_weights as locate
 
-    if not result.fits:
-        prof = result.profile.id
-        raise InvalidRequest(
-            f"{result.model} {result.chosen.facts.quant} does not fit {prof}",
-            f"Run 'deployer plan {ref} --profile {prof}' for what would.",
-        )
+    hub = hub_reader() if isinstance(ref, HubRef) else None
+    return locate(ref, facts, cache=_HubCache(), hub=hub)  # type: ignore[arg-type]
+
+
+class _HubCache:
+    """The Hub cache, opened only when asked (demo and local files never need it)."""
+
+    def cached_file(self, repo_id: str, filename: str) -> Path | None:
+        """The file in the cache HF_HUB_CACHE (or HF_HOME) names, if there."""
+        from deployer.adapters.download import HfCacheStore
+
+        return HfCacheStore().cached_file(repo_id, filename)
+
+
+def choose_image(
+    engine: object, official: str, kind: str, given: str | None, backend: str = "llamacpp"
+) -> tuple[str, str]:
+    """The image to run and why, as DEPLOYER_IMAGE_SOURCE says (a local build when needed)."""
+    import os
+
+    from deployer.core.serve.image_choice import choose_image as choose
+
+    def build() -> tuple[str, bool]:
+        from deployer.adapters.image_build import build_runtime_image
+
+        built = build_runtime_image(engine=engine)  # type: ignore[arg-type]
+        return built.tag, built.built
+
+    source = os.environ.get("DEPLOYER_IMAGE_SOURCE", "auto")
+    return choose(engine, official, kind, given, backend, source=source, build=build)  # type: ignore[arg-type]
+
+
+class _Ports:
+    def choose(self, name: str, requested: int | None, host_ip: str) -> tuple[int, str]:
+        from deployer.adapters.ports import choose_port
+
+        picked = choose_port(name, requested, host_ip)
+        return picked.port, picked.why
+
+    def check_free(self, host_ip: str, port: int) -> None:
+        from deployer.adapters.ports import check_port_free
+
+        check_port_free(host_ip, port)
+
+
+class _Native:
+    def binary(self) -> Path:
+        from deployer.adapters.native import find_llama_server
+
+        return find_llama_server()
+
+    def supervisor(self) -> ProcessRuntime:
+        from deployer.adapters.native import NativeSupervisor
+
+        return NativeSupervisor()
+
+    def log_path(self, name: str) -> Path:
+        from deployer.adapters.native import log_path_for
+
+        return log_path_for(name)
+
+
+def deploy_edges(say: Callable[[str], None]) -> DeployEdges:
+    """The real systems `deployer deploy` talks to."""
+    from deployer.adapters.ollama import create_in_server
+    from deployer.adapters.smoke import llama_server_smoke, ollama_smoke
+    from deployer.core.serve.deploy_flow import DeployEdges
+
+    return DeployEdges(
+        planner=plan_for,
+        ports=_Ports(),
+        hub_store=hub_store,
+        engine=lambda: docker_engine(),  # looked up at call time: tests replace docker_engine
+        choose_image=choose_image,
+        locate_weights=locate_weights,
+        keys=secret_store(),
+        records=record_store(),
+        clock=clock(),
+        native=_Native(),
+        llama_smoke=llama_server_smoke,
+        ollama_smoke=ollama_smoke,
+        ollama_create=create_in_server,
+        say=say,
+    )
 
 
 def record_store() -> FileRecordStore:

@@ -105,8 +105,9 @@ def test_interrupt_inside_container_creation_still_leaves_nothing(
     from deployer.cli import wiring
     from deployer.core.hardware.profiles import get_profile
     from deployer.core.model.resolve import demo_model_path
-    from deployer.core.serve.deploy import ATTEMPT_LABEL, deploy
+    from deployer.core.serve.deploy import deploy
     from deployer.core.serve.render import render_plan
+    from deployer.core.serve.servers import ATTEMPT_LABEL
 
     result = wiring.plan_for("demo", get_profile("cpu-x86-2c-8gb"), quant=None, ctx=None,
                              parallel=1, kv_type="f16", backend="llamacpp")  # fmt: skip

@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 
 from deployer.adapters.docker_engine import DockerEngine
-from deployer.cli.deploy import choose_image
+from deployer.cli.wiring import choose_image
 from deployer.core.errors import ImageMissing, InvalidRequest
 from tests.integration.dockerkit import engine, runtime_image
 

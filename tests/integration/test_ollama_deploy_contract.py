@@ -16,14 +16,15 @@ import pytest
 from typer.testing import CliRunner
 
 import deployer.cli.deploy  # registers `deploy`
-import deployer.cli.runtime  # registers `ps`, `down`; patched below
+import deployer.cli.runtime  # registers `ps`, `down`
+import deployer.cli.wiring  # patched below
 from deployer.adapters.ollama import OllamaError, create_in_server, sha256_digest
 from deployer.adapters.smoke import ollama_smoke
 from deployer.adapters.state_store import load_record, load_records
 from deployer.cli import wiring
 from deployer.cli.app import app
 from deployer.core.errors import NameInUse, SmokeTestFailed
-from deployer.core.serve.ollama_deploy import deploy_ollama
+from deployer.core.serve.deploy import deploy_ollama
 from deployer.core.serve.render import RenderedBundle, render_plan
 from tests.integration.ollama_contract import ContractEngine, OllamaContract
 from tests.unit.test_render_golden import plan_for
@@ -152,7 +153,7 @@ def test_contract_name_in_use_creates_nothing(engine: ContractEngine, gguf: Path
 def test_contract_cli_deploy_ps_down(
     engine: ContractEngine, contract: OllamaContract, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(deployer.cli.runtime, "docker_engine", lambda: engine)
+    monkeypatch.setattr(deployer.cli.wiring, "docker_engine", lambda: engine)
     port = _free_port()
     args = ["deploy", "demo", "--profile", PROFILE, "--backend", "ollama", "--port", str(port)]
     res = CliRunner().invoke(app, [*args, "--name", "demo-ollama", "--json"])
@@ -189,7 +190,7 @@ def test_contract_cli_deploy_ps_down(
 def test_contract_cli_expose_without_insecure_is_refused_before_anything(
     engine: ContractEngine, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(deployer.cli.runtime, "docker_engine", lambda: engine)
+    monkeypatch.setattr(deployer.cli.wiring, "docker_engine", lambda: engine)
     args = ["deploy", "demo", "--profile", PROFILE, "--backend", "ollama", "--expose"]
     res = CliRunner().invoke(app, args)
     assert res.exit_code == 2, res.output
@@ -204,7 +205,7 @@ def test_contract_cli_expose_without_insecure_is_refused_before_anything(
 def test_contract_cli_unexpected_continuation_is_reported_not_fatal(
     engine: ContractEngine, contract: OllamaContract, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(deployer.cli.runtime, "docker_engine", lambda: engine)
+    monkeypatch.setattr(deployer.cli.wiring, "docker_engine", lambda: engine)
     contract.continuation = [".", "\n\n", "<h2>", "<strong>"]  # a model that answers noise
     args = ["deploy", "demo", "--profile", PROFILE, "--backend", "ollama", "--name", "weak"]
     res = CliRunner().invoke(app, [*args, "--port", str(_free_port())])

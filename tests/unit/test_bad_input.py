@@ -298,10 +298,10 @@ def test_state_record_fields_are_printed_literally(
     model: str, quant: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     from deployer.adapters.state_store import save_record
-    from deployer.cli import runtime
+    from deployer.cli import wiring
     from deployer.core.state.records import DeploymentRecord, now_iso
 
-    monkeypatch.setattr(runtime, "docker_engine", _NoEngine)
+    monkeypatch.setattr(wiring, "docker_engine", _NoEngine)
     save_record(
         DeploymentRecord(
             name="lit", model=model, quant=quant, backend="llamacpp", runtime="native",
@@ -371,10 +371,10 @@ def test_logs_escape_controls_a_server_printed(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     from deployer.adapters.state_store import save_record
-    from deployer.cli import runtime
+    from deployer.cli import wiring
     from deployer.core.state.records import DeploymentRecord, now_iso
 
-    monkeypatch.setattr(runtime, "docker_engine", _NoEngine)
+    monkeypatch.setattr(wiring, "docker_engine", _NoEngine)
     log = tmp_path / "server.log"
     log.write_text("loaded model '\x1b]0;owned\x07\x1b[2J'\nready\n", encoding="utf-8")
     save_record(

@@ -20,15 +20,15 @@ from deployer.core.errors import (
 )
 from deployer.core.fit.plan import PlanResult
 from deployer.core.serve.deploy import (
-    ATTEMPT_LABEL,
     DeployResult,
     check_name_free,
     deploy,
     deploy_native,
+    deploy_ollama,
 )
-from deployer.core.serve.ollama_deploy import deploy_ollama
 from deployer.core.serve.proof import SmokeKind, SmokeResult
 from deployer.core.serve.render import RenderedBundle, render_plan
+from deployer.core.serve.servers import ATTEMPT_LABEL
 from deployer.core.state.records import DeploymentRecord, now_iso
 from tests.unit.in_memory import MemoryClock, MemoryEngine, MemoryRecordStore, MemorySecretStore
 from tests.unit.test_render_golden import plan_for, render_variant

@@ -10,7 +10,7 @@ from huggingface_hub.utils import validate_repo_id  # type: ignore[attr-defined]
 from hypothesis import given
 from hypothesis import strategies as st
 
-from deployer.core.model.resolve import HubRef, parse_hf_ref
+from deployer.core.model.ref import HubRef, parse_hf_ref
 from deployer.core.pull.files import contained, pull_model
 from deployer.core.pull.hub_checks import check_revision
 from deployer.core.untrusted import UntrustedValue

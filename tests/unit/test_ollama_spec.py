@@ -8,13 +8,13 @@ import pytest
 import yaml
 
 from deployer.core.errors import InvalidRequest
-from deployer.core.serve.deploy import ATTEMPT_LABEL, container_spec_for
 from deployer.core.serve.render import (
     OLLAMA_VERSION,
     check_exposure,
     pinned_ollama_image,
     render_plan,
 )
+from deployer.core.serve.servers import ATTEMPT_LABEL, container_spec_for
 from tests.unit.test_render_golden import plan_for, render_variant
 
 MODEL = Path("/srv/models/Qwen2.5-7B-Instruct-Q6_K.gguf")
@@ -144,7 +144,7 @@ def test_ollama_dry_run_prints_the_real_plan_files_and_spec() -> None:
 
 
 def test_ollama_image_missing_says_how_to_load_it() -> None:
-    from deployer.cli.deploy import choose_image
+    from deployer.cli.wiring import choose_image
     from deployer.core.errors import ImageMissing
 
     class NoImages:

@@ -17,6 +17,7 @@ from deployer.core.errors import (
     NotEnoughDisk,
     UnsafeRepoPath,
 )
+from deployer.core.model.ref import split_part_names
 from deployer.core.model.resolve import RemoteFile
 from deployer.core.pull.files import (
     DEMO_SHA256,
@@ -32,7 +33,6 @@ from deployer.core.pull.files import (
     disk_free_bytes,
     pull_model,
     required_free_bytes,
-    split_part_names,
 )
 from deployer.core.units import GIB
 from tests.unit.test_gguf_meta import llama_spec, split_parts, write_gguf

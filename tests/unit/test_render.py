@@ -317,3 +317,23 @@ def test_cli_demo_uses_real_path(tmp_path: Path) -> None:
     compose = yaml.safe_load((tmp_path / "d" / "docker-compose.yml").read_text())
     assert compose["services"]["llama-server"]["volumes"][0]["source"] == str(demo_model_path())
     assert "wrote" in res.output and "docker-compose.yml" in res.output
+
+
+def test_cli_weights_path_honours_hf_hub_cache(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """render finds pulled weights where the download adapter put them: HF_HUB_CACHE first."""
+    from deployer.core.model.catalog import get_model, get_quant
+
+    _, qf = get_quant(get_model("qwen2.5-7b-instruct"), "Q4_K_M")
+    hub_cache = tmp_path / "elsewhere"
+    monkeypatch.setenv("HF_HUB_CACHE", str(hub_cache))
+    snap = hub_cache / ("models--" + qf.repo.replace("/", "--")) / "snapshots" / ("b" * 40)
+    snap.mkdir(parents=True)
+    (snap / qf.file).write_bytes(b"GGUF")
+    args = ["render", "qwen2.5-7b-instruct", "--profile", "cpu-x86-16c-64gb", "--quant", "Q4_K_M"]
+    res = CliRunner().invoke(app, [*args, "--out", str(tmp_path / "o")])
+    assert res.exit_code == 0, res.output
+    compose = yaml.safe_load((tmp_path / "o" / "docker-compose.yml").read_text())
+    assert compose["services"]["llama-server"]["volumes"][0]["source"] == str(snap / qf.file)
+    assert "deployer pull" not in res.output

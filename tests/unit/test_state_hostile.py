@@ -27,7 +27,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 from typer.testing import CliRunner
 
-import deployer.cli.runtime as runtime
+import deployer.cli.runtime  # noqa: F401  (registers ps, logs, down)
+import deployer.cli.wiring as wiring
 from deployer.adapters.native import NativeProcess, save_process
 from deployer.adapters.secrets import write_api_key
 from deployer.adapters.state_store import record_path
@@ -88,7 +89,7 @@ def world(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, victim: subprocess.Popen[bytes]
 ) -> dict[str, Any]:
     engine = RecordingEngine()
-    monkeypatch.setattr(runtime, "docker_engine", lambda: engine)
+    monkeypatch.setattr(wiring, "docker_engine", lambda: engine)
     outside = tmp_path / "outside"
     outside.mkdir()
     (outside / "keep.txt").write_text("the user's")

@@ -22,19 +22,24 @@ from deployer.core.errors import (
 )
 from deployer.core.model.catalog import get_model
 from deployer.core.model.facts import ModelFacts
+from deployer.core.model.ref import (
+    DEMO_REF,
+    HF_PREFIX,
+    CatalogRef,
+    DemoRef,
+    HubRef,
+    LocalRef,
+    ModelRef,
+    as_model_ref,
+    split_parts,
+    split_set_name,
+    split_total,
+)
 from deployer.core.model.weights import facts_from_catalog
-from deployer.core.pull.hub_checks import REF_HINT, check_quant, check_repo_id, check_revision
-from deployer.core.untrusted import UntrustedValue, shown
+from deployer.core.pull.hub_checks import check_quant
 
-DEMO_REF = "demo"
 DEMO_QUANT = "Q4_K_M"
 DEFAULT_QUANT = "Q4_K_M"
-HF_PREFIX = "hf://"
-
-_SPLIT_RE = re.compile(r"-(\d{5})-of-(\d{5})\.gguf$", re.IGNORECASE)
-# hf:// body: the repo id up to the first ':' or '@', then ':QUANT' and '@REVISION' parts.
-_REF_SPLIT_RE = re.compile(r"([^:@]*)(.*)", re.DOTALL)
-_REF_SUFFIX_RE = re.compile(r"([:@])([^:@]*)", re.DOTALL)
 _QUANT_RE = re.compile(
     r"^(?:I?Q\d(?:_[A-Z0-9]+)*|TQ\d_\d|MXFP4(?:_MOE)?|NVFP4|BF16|F16|F32)$", re.IGNORECASE
 )
@@ -69,43 +74,9 @@ class HubReader(Protocol):
         ...
 
 
-@dataclass(frozen=True)
-class HubRef:
-    """A parsed hf://ORG/REPO[@REVISION][:QUANT] reference."""
-
-    repo_id: str
-    revision: str | None
-    quant: str | None
-
-
-def parse_hf_ref(ref: str) -> HubRef:
-    """Split hf://ORG/REPO[:QUANT][@REVISION] (either order) into checked parts.
-
-    The one place a user's hf:// reference is read: the repo id by huggingface_hub's rules,
-    the revision as a safe ref name (it becomes a path under refs/ and part of a URL), the
-    quant as a label; anything else is one line (UntrustedValue), never a traceback.
-    """
-    source = f"model reference {shown(ref)}"
-    body = ref.removeprefix(HF_PREFIX)
-    repo_id, suffixes = _REF_SPLIT_RE.match(body).groups()  # type: ignore[union-attr]
-    parts: dict[str, str] = {}
-    for mark, value in _REF_SUFFIX_RE.findall(suffixes):
-        what = "quant" if mark == ":" else "revision"
-        if what in parts or not value:
-            problem = (
-                f"gives two {what}s" if what in parts else f"has an empty {what} after {mark!r}"
-            )
-            raise UntrustedValue("command line", "model reference", ref, problem, REF_HINT)
-        parts[what] = value
-    repo_id = check_repo_id(repo_id, source)
-    quant = check_quant(parts["quant"], source) if "quant" in parts else None
-    revision = check_revision(parts["revision"], source) if "revision" in parts else None
-    return HubRef(repo_id, revision, quant)
-
-
 def quant_label(filename: str) -> str:
     """The quant label in a GGUF file name (`...-UD-Q4_K_XL-00001-of-00002.gguf` -> UD-Q4_K_XL)."""
-    stem = _SPLIT_RE.sub(".gguf", filename)
+    stem = split_set_name(filename)
     stem = re.sub(r"\.gguf$", "", stem, flags=re.IGNORECASE)
     tokens = re.split(r"[-./]", stem)
     for i in range(len(tokens) - 1, -1, -1):
@@ -121,12 +92,12 @@ def _group_files(files: list[RemoteFile]) -> dict[str, list[RemoteFile]]:
     for f in files:
         if not f.name.lower().endswith(".gguf") or "mmproj" in f.name.lower():
             continue  # vision projectors are companions, not models
-        groups.setdefault(_SPLIT_RE.sub(".gguf", f.name), []).append(f)
+        groups.setdefault(split_set_name(f.name), []).append(f)
     for key, parts in groups.items():
         parts.sort(key=lambda f: f.name)
-        match = _SPLIT_RE.search(parts[0].name)
-        if match and int(match.group(2)) != len(parts):
-            raise GGUFReadError(key, f"split set has {len(parts)} of {match.group(2)} parts")
+        total = split_total(parts[0].name)
+        if total is not None and total != len(parts):
+            raise GGUFReadError(key, f"split set has {len(parts)} of {total:05d} parts")
     return groups
 
 
@@ -200,30 +171,24 @@ def facts_from_files(parts: list[Path], name: str | None, source: str) -> ModelF
 
 
 def _local_parts(path: Path) -> list[Path]:
-    match = _SPLIT_RE.search(path.name)
-    if not match:
-        return [path]
-    total = int(match.group(2))
-    prefix = path.name[: match.start()]
-    parts = [path.with_name(f"{prefix}-{i:05d}-of-{total:05d}.gguf") for i in range(1, total + 1)]
+    parts = split_parts(path)
     missing = [p for p in parts if not p.is_file()]
     if missing:
         raise GGUFReadError(str(path), f"split set part missing: {missing[0]}")
     return parts
 
 
-def _resolve_local(ref: str) -> ModelFacts:
-    path = Path(ref).expanduser()
+def _resolve_local(ref: LocalRef) -> ModelFacts:
+    path = ref.path
     if not path.is_file():
-        err = ModelNotFound(ref, [])
+        err = ModelNotFound(ref.text, [])
         err.hint = f"No such file: {path.resolve()}"
         raise err
     parts = _local_parts(path.resolve())
     return facts_from_files(parts, None, str(parts[0]))
 
 
-def _resolve_hub(ref: str, quant: str | None, hub: HubReader | None) -> ModelFacts:
-    parsed = parse_hf_ref(ref)
+def _resolve_hub(parsed: HubRef, quant: str | None, hub: HubReader | None) -> ModelFacts:
     if hub is None:
         raise ExternalUnavailable("Hugging Face Hub", "no Hub reader was configured")
     wanted = parsed.quant or (check_quant(quant, "--quant") if quant else None)
@@ -235,15 +200,19 @@ def _resolve_hub(ref: str, quant: str | None, hub: HubReader | None) -> ModelFac
     )
 
 
-def resolve_model(ref: str, quant: str | None, *, hub: HubReader | None = None) -> ModelFacts:
+def resolve_model(
+    ref: ModelRef | str, quant: str | None, *, hub: HubReader | None = None
+) -> ModelFacts:
     """ModelFacts for a catalog id, a .gguf path, hf://ORG/REPO[:QUANT] or `demo`."""
-    if ref.startswith(HF_PREFIX):
+    ref = as_model_ref(ref)
+    if isinstance(ref, HubRef):
         return _resolve_hub(ref, quant, hub)
-    if ref.lower().endswith(".gguf"):
+    if isinstance(ref, LocalRef):
         return _resolve_local(ref)
-    if ref == DEMO_REF:
+    if isinstance(ref, DemoRef):
         if quant and quant.upper() != DEMO_QUANT:
             raise QuantNotFound(quant, [DEMO_QUANT], DEMO_REF)
         return facts_from_files([demo_model_path()], DEMO_REF, DEMO_REF)
-    model = get_model(ref)
+    assert isinstance(ref, CatalogRef)
+    model = get_model(ref.text)
     return facts_from_catalog(model, quant or model.default_quant)

@@ -30,13 +30,22 @@ from deployer.core.errors import (
 )
 from deployer.core.errors import QuantNotFound as _QuantNotFound
 from deployer.core.model.catalog import get_model, get_quant
-from deployer.core.model.resolve import (
-    DEMO_QUANT,
+from deployer.core.model.ref import (
     DEMO_REF,
     HF_PREFIX,
+    CatalogRef,
+    DemoRef,
+    HubRef,
+    LocalRef,
+    ModelRef,
+    as_model_ref,
+    split_part_names,
+    split_parts,
+)
+from deployer.core.model.resolve import (
+    DEMO_QUANT,
     RemoteFile,
     demo_model_path,
-    parse_hf_ref,
     quant_label,
     select_files,
 )
@@ -50,7 +59,6 @@ MARGIN_FRACTION = 0.05
 MARGIN_MIN_BYTES = GIB
 _HASH_CHUNK = 8 << 20
 _GGUF_MAGIC = b"GGUF"
-_SPLIT_RE = re.compile(r"-(\d{5})-of-(\d{5})\.gguf$", re.IGNORECASE)
 _CONTROL_RE = re.compile(r"[\x00-\x1f\x7f]")
 
 
@@ -213,15 +221,6 @@ def contained(root: Path, relative: str) -> Path:
     return path
 
 
-def split_part_names(first: str, parts: int) -> list[str]:
-    """All part names of a split set from its first part's name (or [first])."""
-    match = _SPLIT_RE.search(first)
-    if parts <= 1 or not match:
-        return [first]
-    prefix, suffix = first[: match.start()], first[match.end() :]
-    return [f"{prefix}-{i:05d}-of-{parts:05d}.gguf{suffix}" for i in range(1, parts + 1)]
-
-
 def required_free_bytes(to_fetch: int) -> int:
     """What must be free before fetching `to_fetch` bytes: plus 5%, at least 1 GiB extra."""
     if to_fetch <= 0:
@@ -281,21 +280,19 @@ def _local_file(path: Path, verified_sha: str | None = None) -> PulledFile:
     return PulledFile(str(path), size, sha, verified_sha is not None)
 
 
-def _pull_local(ref: str, started: float) -> PullResult:
-    path = Path(ref).expanduser().resolve()
+def _pull_local(ref: LocalRef, started: float) -> PullResult:
+    path = ref.path.resolve()
     if not path.is_file():
-        err = ModelNotFound(ref, [])
+        err = ModelNotFound(ref.text, [])
         err.hint = f"No such file: {path}"
         raise err
-    match = _SPLIT_RE.search(path.name)
-    names = split_part_names(path.name, int(match.group(2))) if match else [path.name]
-    parts = [path.with_name(n) for n in names]
+    parts = split_parts(path)
     for part in parts:
         if not part.is_file():
             raise GGUFReadError(str(path), f"split set part missing: {part}")
     files = [_local_file(p) for p in parts]
     return PullResult(
-        ref, "local", files, None, time.monotonic() - started, 0, sum(f.bytes for f in files)
+        ref.text, "local", files, None, time.monotonic() - started, 0, sum(f.bytes for f in files)
     )
 
 
@@ -334,14 +331,14 @@ class _HubRequest:
 
 
 def _hub_request(
-    ref: str, quant: str | None, revision: str | None, accept_license: bool
+    ref: HubRef | CatalogRef, quant: str | None, revision: str | None, accept_license: bool
 ) -> _HubRequest:
     # The revision becomes a path (refs/<revision>) and part of a URL; the quant is shown in
     # messages: both are checked here, before anything is asked or written.
     revision = check_revision(revision, "--revision") if revision is not None else None
     quant = check_quant(quant, "--quant") if quant is not None else None
-    if ref.startswith(HF_PREFIX):
-        parsed = parse_hf_ref(ref)
+    if isinstance(ref, HubRef):
+        parsed = ref
         if parsed.revision and revision and parsed.revision != revision:
             raise InvalidRequest(
                 f"two revisions given: '{parsed.revision}' in the reference and '{revision}'",
@@ -349,9 +346,9 @@ def _hub_request(
             )
         wanted = parsed.quant or quant
         return _HubRequest(
-            ref, "hf", parsed.repo_id, parsed.revision or revision, wanted, None, None
+            ref.text, "hf", parsed.repo_id, parsed.revision or revision, wanted, None, None
         )
-    model = get_model(ref)
+    model = get_model(ref.text)
     label, qf = get_quant(model, quant or model.default_quant)
     lic = model.license
     if lic.restricts_use and not accept_license:
@@ -445,7 +442,7 @@ def _pull_hub(
 
 
 def pull_model(
-    ref: str,
+    ref: ModelRef | str,
     quant: str | None = None,
     *,
     store: HubStore | None = None,
@@ -458,9 +455,10 @@ def pull_model(
 ) -> PullResult:
     """Make `ref` (catalog id, hf://ORG/REPO[:QUANT][@REV], .gguf path, demo) present and verified."""
     started = time.monotonic()
-    if ref == DEMO_REF:
+    ref = as_model_ref(ref)
+    if isinstance(ref, DemoRef):
         return _pull_demo(quant, started)
-    if not ref.startswith(HF_PREFIX) and ref.lower().endswith(".gguf"):
+    if isinstance(ref, LocalRef):
         return _pull_local(ref, started)
     req = _hub_request(ref, quant, revision, accept_license)
     if store is None:
@@ -479,7 +477,7 @@ def pull_model(
 
 
 def remote_targets(
-    ref: str,
+    ref: HubRef | CatalogRef | str,
     quant: str | None,
     store: HubStore,
     *,
@@ -488,7 +486,10 @@ def remote_targets(
 ) -> list[FileTarget]:
     """The exact Hub files `ref` needs, pinned to a commit, with sizes and sha256, fetching
     nothing: for hosts that download the weights themselves (deployer fleet)."""
-    req = _hub_request(ref, quant, revision, accept_license)
+    parsed = as_model_ref(ref)
+    if not isinstance(parsed, HubRef | CatalogRef):
+        raise InvalidRequest(f"{parsed.text} is on this machine: there is nothing to fetch")
+    req = _hub_request(parsed, quant, revision, accept_license)
     listing = store.list_repo(req.repo_id, req.revision)
     targets = []
     for f in _choose_files(req, listing, offline=False):

@@ -22,6 +22,8 @@ from deployer import __version__
 from deployer.core.errors import InvalidRequest
 from deployer.core.fit.plan import PlanResult
 from deployer.core.model.chat_templates import OllamaFormat, builtin_template, ollama_format
+from deployer.core.model.ref import model_alias as alias_of
+from deployer.core.model.ref import split_parts
 from deployer.core.resources import data_dir
 from deployer.core.serve.limits import resource_limits
 from deployer.core.serve.llama_flags import (
@@ -82,7 +84,6 @@ DEFAULT_BINARY = {
 STARTUP_BASE_S = 60
 LOAD_BYTES_PER_S = 200_000_000
 _NAME_RE = re.compile(r"^[a-z0-9]([a-z0-9-]{0,50}[a-z0-9])?$")
-_SPLIT_RE = re.compile(r"-(\d{5})-of-(\d{5})\.gguf$", re.IGNORECASE)
 
 
 @dataclass
@@ -261,13 +262,7 @@ def startup_timeout_s(file_bytes: int) -> int:
 
 def _model_parts(model_path: Path) -> list[Path]:
     """The file, or every part of a split set (named from the first part)."""
-    m = _SPLIT_RE.search(model_path.name)
-    if not m:
-        return [model_path]
-    total, prefix = int(m.group(2)), model_path.name[: m.start()]
-    return [
-        model_path.with_name(f"{prefix}-{i:05d}-of-{total:05d}.gguf") for i in range(1, total + 1)
-    ]
+    return split_parts(model_path)
 
 
 def _health_test(backend: str, image: str) -> list[str]:
@@ -360,8 +355,7 @@ def default_target(result: PlanResult, backend: str) -> str:
 
 def model_alias(model: str) -> str:
     """The model name clients send (`--alias`): catalog id, ORG/REPO, or the file's stem."""
-    ref = model.removeprefix("hf://")
-    return PurePosixPath(ref).stem if ref.lower().endswith(".gguf") else ref
+    return alias_of(model)
 
 
 def llama_server_args(

@@ -1,0 +1,176 @@
+"""Prepare: plan -> weights location -> rendered bundle, the one sequence render and deploy share."""
+
+from __future__ import annotations
+
+import shlex
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from pathlib import Path, PurePosixPath
+from typing import Protocol
+
+from deployer.core.errors import InvalidRequest
+from deployer.core.fit.plan import PlanRequest, PlanResult, make_plan
+from deployer.core.hardware.profiles import Profile
+from deployer.core.model.catalog import get_model, get_quant, load_catalog
+from deployer.core.model.facts import ModelFacts
+from deployer.core.model.ref import HF_PREFIX, DemoRef, HubRef, LocalRef, ModelRef
+from deployer.core.model.resolve import HubReader, demo_model_path, select_files
+from deployer.core.model.weights import facts_from_catalog
+from deployer.core.serve.llama_flags import PINNED_BUILD
+from deployer.core.serve.render import RenderedBundle, default_name, render_plan
+
+# Where `deployer pull --local-dir` puts weights that are not in the Hugging Face cache yet.
+PULL_DIR = PurePosixPath("/models")
+
+
+@dataclass(frozen=True)
+class WeightsLocation:
+    """The host path the weights have (or will have), and the pull that fetches them if absent."""
+
+    path: Path
+    pull_command: str | None = None
+
+
+class WeightsCache(Protocol):
+    """The local Hub cache, read by whoever owns its layout (deployer.adapters.download)."""
+
+    def cached_file(self, repo_id: str, filename: str) -> Path | None:
+        """The file in the cache, if it is there."""
+        ...
+
+
+def locate_weights(
+    ref: ModelRef, facts: ModelFacts, *, cache: WeightsCache, hub: HubReader | None
+) -> WeightsLocation:
+    """Real path for demo and local files; the Hub cache if pulled; else where pull puts it."""
+    if isinstance(ref, DemoRef):
+        return WeightsLocation(demo_model_path())
+    if isinstance(ref, LocalRef):
+        return WeightsLocation(ref.path.resolve())
+    if isinstance(ref, HubRef):
+        if hub is None:
+            raise InvalidRequest("locating Hub weights needs a Hub reader")
+        files = hub.list_gguf_files(ref.repo_id, ref.revision)
+        repo_id, filename = ref.repo_id, select_files(files, facts.quant, ref.text)[0].name
+        args = [f"{HF_PREFIX}{repo_id}:{facts.quant}"]
+    else:
+        entry = get_model(ref.text)
+        _, qf = get_quant(entry, facts.quant)
+        repo_id, filename = qf.repo, qf.file
+        args = [entry.id, "--quant", facts.quant]
+    cached = cache.cached_file(repo_id, filename)
+    if cached is not None:
+        return WeightsLocation(cached)
+    pull = shlex.join(["deployer", "pull", *args, "--local-dir", str(PULL_DIR)])
+    return WeightsLocation(Path(str(PULL_DIR / filename)), pull)
+
+
+class Planner(Protocol):
+    """Plans a model reference on a profile (deployer.cli.wiring.plan_for)."""
+
+    def __call__(
+        self,
+        ref: ModelRef,
+        prof: Profile,
+        *,
+        quant: str | None,
+        ctx: int | None,
+        parallel: int,
+        kv_type: str,
+        backend: str,
+    ) -> PlanResult: ...
+
+
+@dataclass(frozen=True)
+class PlanInputs:
+    """The flags every command plans with."""
+
+    quant: str | None = None
+    ctx: int | None = None
+    parallel: int = 1
+    kv_type: str = "f16"
+    backend: str = "llamacpp"
+
+
+@dataclass(frozen=True)
+class RenderOptions:
+    """What render_plan needs besides the plan, the weights and the name."""
+
+    backend: str = "llamacpp"
+    target: str | None = None
+    port: int | None = None
+    expose: bool = False
+    insecure: bool = False
+    runtime_version: int = PINNED_BUILD
+    image: str | None = None
+    api_key_file: Path | None = None
+    load_mode: str | None = None
+    binary: str | None = None
+
+
+@dataclass(frozen=True)
+class Prepared:
+    """A plan that fits, its weights and the bundle that runs it."""
+
+    result: PlanResult
+    weights: WeightsLocation
+    bundle: RenderedBundle
+
+
+def require_fit(result: PlanResult, ref: ModelRef) -> None:
+    """Refuse to render or deploy a plan that does not fit, naming the command that explains."""
+    if not result.fits:
+        prof = result.profile.id
+        raise InvalidRequest(
+            f"{result.model} {result.chosen.facts.quant} does not fit {prof}",
+            f"Run 'deployer plan {ref.text} --profile {prof}' for what would.",
+        )
+
+
+def plan_fitting(
+    ref: ModelRef, profile: Profile, inputs: PlanInputs, planner: Planner
+) -> PlanResult:
+    """The plan for `ref` on `profile`; InvalidRequest when it does not fit."""
+    result = planner(ref, profile, **asdict(inputs))
+    require_fit(result, ref)
+    return result
+
+
+def prepare(
+    ref: ModelRef,
+    result: PlanResult,
+    *,
+    name: str,
+    locate: Callable[[ModelRef, ModelFacts], WeightsLocation],
+    options: RenderOptions,
+) -> Prepared:
+    """The weights `result` runs on and the bundle that runs it there."""
+    weights = locate(ref, result.chosen.facts)
+    bundle = render_plan(
+        result,
+        model_path=weights.path,
+        name=name,
+        pull_command=weights.pull_command,
+        **asdict(options),
+    )
+    return Prepared(result, weights, bundle)
+
+
+def deployment_name(result: PlanResult, name: str | None) -> str:
+    """The name given, else the one the model suggests."""
+    return name or default_name(result.model)
+
+
+def best_catalog_model(prof: Profile) -> str:
+    """Without MODEL: the largest catalog model that fits fully at a usable speed."""
+    best: tuple[float, str] | None = None
+    for m in load_catalog().values():
+        facts = [facts_from_catalog(m, q) for q in m.quants]
+        result = make_plan(m.id, facts, prof, PlanRequest())
+        if (
+            result.fits
+            and result.chosen.tokens_per_s >= 15
+            and (best is None or m.params_b > best[0])
+        ):
+            best = (m.params_b, m.id)
+    return best[1] if best else "demo"
