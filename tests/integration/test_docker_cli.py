@@ -24,18 +24,10 @@ from deployer.core.state.records import (
     record_path,
     save_record,
 )
-from tests.integration.dockerkit import (
-    TEST_LABEL,
-    cleanup,
-    demo_model,
-    demo_spec,
-    engine,
-    free_port,
-    runtime_image,
-)
+from tests.integration.dockerkit import TEST_LABEL, demo_spec
+from tests.integration.loopback import free_port
 
 pytestmark = pytest.mark.docker
-__all__ = ["cleanup", "demo_model", "engine", "runtime_image"]  # fixtures, imported
 runner = CliRunner()
 
 
