@@ -1,74 +1,18 @@
-"""Fixtures and helpers for the tests that need a real Docker engine (marker `docker`)."""
+"""Helpers for the tests that need a real Docker engine (marker `docker`); their fixtures
+(`engine`, `runtime_image`, `demo_model`, `cleanup`) are in conftest.py."""
 
 from __future__ import annotations
 
 import json
 import shutil
-import socket
 import urllib.request
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
-
-import pytest
 
 from deployer.core.serve.containers import NAME_LABEL
 from deployer.core.serve.specs import ContainerSpec, HealthCheck, Mount
 
-pytest.importorskip("docker", reason="the Docker SDK is not installed (pip install '.[docker]')")
-
-from deployer.adapters.docker_engine import DockerEngine
-from deployer.core.errors import EngineUnavailable
-
 TEST_LABEL = "io.deployer.test"
-
-
-def free_port() -> int:
-    """An unused TCP port on 127.0.0.1."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-@pytest.fixture(scope="session")
-def engine() -> DockerEngine:
-    """A connected engine; the Docker tests skip only when none answers."""
-    eng = DockerEngine()
-    try:
-        eng.engine_available()
-    except EngineUnavailable as exc:
-        pytest.skip(f"no Docker engine answers, Docker tests skipped: {exc.message()}")
-    return eng
-
-
-@pytest.fixture(scope="session")
-def runtime_image(engine: DockerEngine) -> str:
-    """The local llama-server image (built once, then reused)."""
-    from deployer.adapters.image_build import build_runtime_image
-
-    return build_runtime_image(engine=engine).tag
-
-
-@pytest.fixture(scope="session")
-def demo_model() -> Path:
-    """The demo GGUF on the host."""
-    from deployer.core.model.resolve import demo_model_path
-
-    return demo_model_path()
-
-
-@pytest.fixture
-def cleanup(engine: DockerEngine) -> Iterator[list[str]]:
-    """Names/ids to remove after the test, whatever happened; then assert none is left."""
-    names: list[str] = []
-    yield names
-    for n in names:
-        engine.stop_and_remove(name_or_id=n, timeout_s=2)
-    client = engine.client()
-    left = client.containers.list(all=True, filters={"label": TEST_LABEL}, ignore_removed=True)
-    for c in left:
-        c.remove(force=True)
-    assert not left, f"containers left behind: {[c.name for c in left]}"
 
 
 def demo_spec(

@@ -9,7 +9,7 @@ sha256, sizes or extra entries say what the bytes do not, a lying X-Repo-Commit 
 Content-Length. File names are served as given, so traversal and template syntax in names need
 no switch.
 
-Use it through `running_hub(monkeypatch)` or register the `loopback_hub` fixture.
+Tests get one through the `hub` fixture in conftest.py (built on `running_hub`).
 """
 
 from __future__ import annotations
@@ -343,9 +343,3 @@ def running_hub(monkeypatch: pytest.MonkeyPatch) -> Iterator[LoopbackHub]:
         yield hub
     finally:
         hub.stop()
-
-
-@pytest.fixture
-def loopback_hub(monkeypatch: pytest.MonkeyPatch) -> Iterator[LoopbackHub]:
-    """A LoopbackHub with huggingface_hub pointed at it (register in a conftest to share)."""
-    yield from running_hub(monkeypatch)

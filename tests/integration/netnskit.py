@@ -25,7 +25,7 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import pytest
 
@@ -193,9 +193,3 @@ def netns_fleet(engine: DockerEngine, image: str, count: int) -> Iterator[list[N
         for h in hosts:
             h.close()
         shutil.rmtree(base, ignore_errors=True)
-
-
-@pytest.fixture(scope="module")
-def netns_hosts(engine: Any, runtime_image: str) -> Iterator[list[NetnsHost]]:
-    """Two namespace hosts, each with its own engine holding the runtime image, and sshd."""
-    yield from netns_fleet(engine, runtime_image, 2)

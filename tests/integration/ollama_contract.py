@@ -20,7 +20,7 @@ from typing import Any
 from deployer.core.errors import HealthTimeout, NameInUse, PortInUse
 from deployer.core.serve.containers import ContainerInfo, EngineInfo, ImageInfo, ProgressFn
 from deployer.core.serve.specs import ContainerSpec, VolumeSpec
-from tests.integration.waits import wait_http_200
+from tests.integration.loopback import wait_http_200
 
 
 @dataclass

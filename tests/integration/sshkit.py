@@ -1,6 +1,6 @@
 """Real sshd servers for fleet tests over SSH (key auth, throwaway keys and config).
 
-`ssh_host`: one on 127.0.0.1. `start_sshd` also runs one inside a network namespace (see
+`start_sshd` runs one on 127.0.0.1 (the `ssh_host` fixture in conftest.py) or inside a network namespace (see
 netnskit), with environment variables it hands to every session (`SetEnv`).
 """
 
@@ -11,7 +11,7 @@ import shutil
 import socket
 import subprocess
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -38,12 +38,6 @@ class SshHost:
             "ansible_ssh_private_key_file": str(self.key),
             "ansible_ssh_common_args": "-o StrictHostKeyChecking=no -o UserKnownHostsFile=/dev/null",
         }
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def require_sshd() -> None:
@@ -102,15 +96,3 @@ def stop(proc: subprocess.Popen[str]) -> None:
     except subprocess.TimeoutExpired:
         proc.kill()
         proc.wait(timeout=10)
-
-
-@pytest.fixture(scope="session")
-def ssh_host(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SshHost]:
-    """sshd on a free loopback port."""
-    require_sshd()
-    proc, host = start_sshd(tmp_path_factory.mktemp("sshd"), address="127.0.0.1",
-                            port=_free_port())  # fmt: skip
-    try:
-        yield host
-    finally:
-        stop(proc)

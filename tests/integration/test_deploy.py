@@ -19,10 +19,10 @@ from deployer.core.fit.plan import PlanResult
 from deployer.core.hardware.profiles import get_profile
 from deployer.core.resources import state_dir
 from deployer.core.serve.limits import resource_limits
-from tests.integration.dockerkit import engine, free_port, runtime_image, truncated_copy
+from tests.integration.dockerkit import truncated_copy
+from tests.integration.loopback import free_port
 
 pytestmark = pytest.mark.docker
-__all__ = ["engine", "runtime_image"]  # fixtures, imported
 
 PROFILE = ["--profile", "cpu-x86-2c-8gb"]
 

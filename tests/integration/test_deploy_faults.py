@@ -13,10 +13,9 @@ import pytest
 from deployer.adapters.docker_engine import DockerEngine
 from deployer.adapters.state_store import load_record
 from deployer.core.serve.specs import ContainerSpec
-from tests.integration.dockerkit import engine, free_port, runtime_image
+from tests.integration.loopback import free_port
 
 pytestmark = pytest.mark.docker
-__all__ = ["engine", "runtime_image"]  # fixtures, imported
 
 CMD = [sys.executable, "-c", "from deployer.cli.app import main; main()", "deploy", "demo",
        "--profile", "cpu-x86-2c-8gb"]  # fmt: skip

@@ -19,18 +19,10 @@ from deployer.cli.app import app
 from deployer.core.resources import state_dir
 from deployer.core.serve.containers import NAME_LABEL
 from deployer.core.state.records import DeploymentRecord, now_iso
-from tests.integration.dockerkit import (
-    TEST_LABEL,
-    cleanup,
-    demo_model,
-    demo_spec,
-    engine,
-    free_port,
-    runtime_image,
-)
+from tests.integration.dockerkit import TEST_LABEL, demo_spec
+from tests.integration.loopback import free_port
 
 pytestmark = pytest.mark.docker
-__all__ = ["cleanup", "demo_model", "engine", "runtime_image"]  # fixtures, imported
 runner = CliRunner()
 
 

@@ -21,20 +21,10 @@ from deployer.core.errors import (
 )
 from deployer.core.serve.containers import NAME_LABEL
 from deployer.core.state.records import DeploymentRecord, now_iso, reconcile
-from tests.integration.dockerkit import (
-    TEST_LABEL,
-    cleanup,
-    demo_model,
-    demo_spec,
-    docker_cli,
-    engine,
-    free_port,
-    runtime_image,
-    truncated_copy,
-)
+from tests.integration.dockerkit import TEST_LABEL, demo_spec, docker_cli, truncated_copy
+from tests.integration.loopback import free_port
 
 pytestmark = pytest.mark.docker
-__all__ = ["cleanup", "demo_model", "engine", "runtime_image"]  # fixtures, imported
 
 
 def _names(engine: DockerEngine) -> list[str]:

@@ -6,18 +6,10 @@ from pathlib import Path
 
 import pytest
 
-from tests.integration.dockerkit import (
-    chat,
-    cleanup,
-    demo_model,
-    demo_spec,
-    engine,
-    free_port,
-    runtime_image,
-)
+from tests.integration.dockerkit import chat, demo_spec
+from tests.integration.loopback import free_port
 
 pytestmark = pytest.mark.docker
-__all__ = ["cleanup", "demo_model", "engine", "runtime_image"]  # fixtures, imported
 
 
 def test_image_is_built_once_and_small(engine: object, runtime_image: str) -> None:

@@ -19,7 +19,7 @@ import pytest
 from deployer.core.errors import VolumeInitFailed
 from deployer.core.serve.render import NOBODY, volume_init_command
 from deployer.core.serve.specs import VolumeSpec
-from tests.integration.dockerkit import TEST_LABEL, engine  # noqa: F401
+from tests.integration.dockerkit import TEST_LABEL
 
 if TYPE_CHECKING:
     from deployer.adapters.docker_engine import DockerEngine
@@ -29,7 +29,7 @@ TAG = "deployer-test/volume-init:1"
 
 
 @pytest.fixture(scope="module")
-def applets(engine: DockerEngine) -> Iterator[str]:  # noqa: F811
+def applets(engine: DockerEngine) -> Iterator[str]:
     """A FROM-scratch image whose chown, touch and ls are busybox."""
     busybox = shutil.which("busybox")
     if busybox is None:
@@ -50,7 +50,7 @@ def _spec(name: str, image: str, command: list[str]) -> VolumeSpec:
                       target="/ollama", init_image=image, init_command=command)  # fmt: skip
 
 
-def _write_as_nobody(engine: DockerEngine, image: str, volume: str) -> None:  # noqa: F811
+def _write_as_nobody(engine: DockerEngine, image: str, volume: str) -> None:
     from docker.types import Mount
 
     engine.client().containers.run(
@@ -61,7 +61,7 @@ def _write_as_nobody(engine: DockerEngine, image: str, volume: str) -> None:  # 
 
 
 def test_volume_is_labelled_and_writable_by_the_server_user(
-    engine: DockerEngine,  # noqa: F811
+    engine: DockerEngine,
     applets: str,
 ) -> None:
     import docker.errors
@@ -90,7 +90,7 @@ def test_volume_is_labelled_and_writable_by_the_server_user(
         engine.remove_volume(name=bare)
 
 
-def test_failed_init_removes_the_volume(engine: DockerEngine, applets: str) -> None:  # noqa: F811
+def test_failed_init_removes_the_volume(engine: DockerEngine, applets: str) -> None:
     name = f"deployer-test-{secrets.token_hex(4)}-ollama"
     with pytest.raises(VolumeInitFailed) as err:
         engine.create_volume(spec=_spec(name, applets, ["chown", NOBODY, "/not-there"]))
@@ -108,7 +108,7 @@ def _down(*args: str) -> tuple[int, str]:
 
 
 def test_down_removes_a_store_whose_deployment_record_was_lost(
-    engine: DockerEngine,  # noqa: F811
+    engine: DockerEngine,
     applets: str,
 ) -> None:
     """No record, no container: the volume is still found by its io.deployer.name label."""
@@ -132,7 +132,7 @@ def test_down_removes_a_store_whose_deployment_record_was_lost(
 
 
 def test_a_volume_still_mounted_is_a_clear_error(
-    engine: DockerEngine,  # noqa: F811
+    engine: DockerEngine,
     applets: str,
 ) -> None:
     from docker.types import Mount

@@ -5,14 +5,11 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import stat
 import subprocess
 import sys
-import tempfile
 import urllib.error
 import urllib.request
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -20,23 +17,13 @@ import pytest
 import yaml
 
 from deployer.adapters.docker_engine import DockerEngine
-from tests.integration.dockerkit import engine, free_port, runtime_image
-from tests.integration.sshkit import SshHost, ssh_host
+from tests.integration.loopback import free_port
+from tests.integration.sshkit import SshHost
 
 pytest.importorskip("ansible_runner", reason="ansible-runner is not installed ('.[fleet]')")
 pytestmark = pytest.mark.docker
-__all__ = ["engine", "runtime_image", "ssh_host"]  # fixtures, imported
 
 CLI = [sys.executable, "-c", "from deployer.cli.app import main; main()", "fleet"]
-
-
-@pytest.fixture
-def host_root() -> Iterator[Path]:
-    """Folders the hosts write to, traversable by the container user (pytest's are 0700)."""
-    root = Path(tempfile.mkdtemp(prefix="deployer-fleet-", dir="/tmp"))
-    root.chmod(0o755)
-    yield root
-    shutil.rmtree(root, ignore_errors=True)
 
 
 def _inventory(path: Path, image: str, hosts: dict[str, dict[str, Any]]) -> Path:

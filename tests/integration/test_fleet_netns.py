@@ -11,13 +11,11 @@ from pathlib import Path
 
 import pytest
 
-from tests.integration.dockerkit import engine, runtime_image
-from tests.integration.netnskit import NetnsHost, netns_hosts
-from tests.integration.test_fleet import _by_host, _fleet, _inventory, host_root
+from tests.integration.netnskit import NetnsHost
+from tests.integration.test_fleet import _by_host, _fleet, _inventory
 
 pytest.importorskip("ansible_runner", reason="ansible-runner is not installed ('.[fleet]')")
 pytestmark = pytest.mark.docker
-__all__ = ["engine", "host_root", "netns_hosts", "runtime_image"]  # fixtures, imported
 
 PORT = 8080
 

@@ -15,14 +15,14 @@ import struct
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 
 from deployer.core.model.gguf_extent import MAX_HEADER_BYTES
-from tests.integration.hubserver import LoopbackHub, running_hub
+from tests.integration.hubserver import LoopbackHub
 
 MiB = 1024 * 1024
 REPO = "evil/model"
@@ -46,11 +46,6 @@ class Run:
     stderr: str
     seconds: float
     max_rss_bytes: int
-
-
-@pytest.fixture
-def hub(monkeypatch: pytest.MonkeyPatch) -> Iterator[LoopbackHub]:
-    yield from running_hub(monkeypatch)
 
 
 @pytest.fixture(autouse=True)

@@ -8,10 +8,8 @@ import pytest
 from deployer.adapters.docker_engine import DockerEngine
 from deployer.cli.wiring import choose_image
 from deployer.core.errors import ImageMissing, InvalidRequest
-from tests.integration.dockerkit import engine, runtime_image
 
 pytestmark = pytest.mark.docker
-__all__ = ["engine", "runtime_image"]  # fixtures, imported
 OFFICIAL = "ghcr.io/ggml-org/llama.cpp:server-b11434"
 
 

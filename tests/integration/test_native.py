@@ -21,6 +21,7 @@ from deployer.adapters.state_store import load_record
 from deployer.cli.app import app
 from deployer.core.errors import NativeExited
 from deployer.core.model.resolve import demo_model_path
+from tests.integration.loopback import free_port
 
 
 def _llama_server() -> str | None:
@@ -41,12 +42,6 @@ pytestmark = [
 ]
 
 PROFILE = ["--profile", "cpu-x86-2c-8gb", "--runtime", "native"]
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def _run(*args: str) -> tuple[int, str, str]:
@@ -79,7 +74,7 @@ def _post(url: str, body: dict[str, object], key: str | None = None) -> dict[str
 
 
 def test_native_deploy_serves_shows_logs_and_downs_clean() -> None:
-    port = _free_port()
+    port = free_port()
     code, out, err = _run(
         "deploy", "demo", *PROFILE, "--name", "n-ok", "--port", str(port), "--json"
     )
@@ -123,7 +118,7 @@ def test_native_deploy_serves_shows_logs_and_downs_clean() -> None:
 
 
 def test_native_expose_uses_a_0600_key_file() -> None:
-    port = _free_port()
+    port = free_port()
     code, out, err = _run(
         "deploy", "demo", *PROFILE, "--name", "n-key", "--port", str(port), "--expose", "--json"
     )
@@ -149,7 +144,7 @@ def test_native_corrupt_model_is_a_clear_error_and_leaves_nothing(tmp_path: Path
     bad = tmp_path / "broken.gguf"
     with src.open("rb") as f:
         bad.write_bytes(f.read(src.stat().st_size // 2))
-    port = _free_port()
+    port = free_port()
     code, _, err = _run("deploy", str(bad), *PROFILE, "--name", "n-bad", "--port", str(port))
     assert code != 0
     assert "Traceback" not in err
@@ -177,7 +172,7 @@ def test_native_server_exit_reports_its_last_log_lines(tmp_path: Path) -> None:
     proc = sup.start(name="n-exit", argv=[server, "-m", str(tmp_path / "none.gguf")], log_path=log)
     with pytest.raises(NativeExited) as exited:
         sup.wait_healthy(
-            name="n-exit", proc=proc, endpoint=f"http://127.0.0.1:{_free_port()}", timeout_s=30
+            name="n-exit", proc=proc, endpoint=f"http://127.0.0.1:{free_port()}", timeout_s=30
         )
     msg = exited.value.message()
     assert "exited" in msg and str(log) in msg and "  | " in msg
@@ -187,7 +182,7 @@ def test_native_server_exit_reports_its_last_log_lines(tmp_path: Path) -> None:
 
 
 def test_native_health_timeout_stops_the_server() -> None:
-    port = _free_port()
+    port = free_port()
     code, _, err = _run(
         "deploy", "demo", *PROFILE, "--name", "n-slow", "--port", str(port), "--timeout", "0.05"
     )
@@ -211,7 +206,7 @@ def _time_waits(port: int) -> int:
 def test_native_redeploy_right_after_down_keeps_its_port() -> None:
     """Health polls leave the server's side of each connection in TIME_WAIT; a redeploy on the
     same port right after `down` must still start, and without --port get that port back."""
-    port = _free_port()
+    port = free_port()
     code, _, err = _run("deploy", "demo", *PROFILE, "--name", "n-again", "--port", str(port))
     try:
         assert code == 0, err

@@ -8,7 +8,6 @@ the real core flow, OllamaClient and smoke test talk HTTP to it.
 from __future__ import annotations
 
 import json
-import socket
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -26,16 +25,11 @@ from deployer.cli.app import app
 from deployer.core.errors import NameInUse, SmokeTestFailed
 from deployer.core.serve.deploy import deploy_ollama
 from deployer.core.serve.render import RenderedBundle, render_plan
+from tests.integration.loopback import free_port
 from tests.integration.ollama_contract import ContractEngine, OllamaContract
 from tests.unit.test_render_golden import plan_for
 
 PROFILE = "cpu-x86-16c-64gb"
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 @pytest.fixture
@@ -61,7 +55,7 @@ def gguf(tmp_path: Path) -> Path:
 def _bundle(gguf: Path, name: str = "qwen") -> tuple[object, RenderedBundle]:
     result = plan_for("qwen2.5-7b-instruct", PROFILE, "ollama")
     bundle = render_plan(result, backend="ollama", target="compose", model_path=gguf,
-                         port=_free_port(), name=name)  # fmt: skip
+                         port=free_port(), name=name)  # fmt: skip
     return result, bundle
 
 
@@ -154,7 +148,7 @@ def test_contract_cli_deploy_ps_down(
     engine: ContractEngine, contract: OllamaContract, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setattr(deployer.cli.wiring, "docker_engine", lambda: engine)
-    port = _free_port()
+    port = free_port()
     args = ["deploy", "demo", "--profile", PROFILE, "--backend", "ollama", "--port", str(port)]
     res = CliRunner().invoke(app, [*args, "--name", "demo-ollama", "--json"])
     assert res.exit_code == 0, res.output
@@ -178,7 +172,7 @@ def test_contract_cli_deploy_ps_down(
     ps = CliRunner().invoke(app, ["ps", "--json"])
     assert ps.exit_code == 0, ps.output
     assert [d["name"] for d in json.loads(ps.stdout)] == ["demo-ollama"]
-    text = CliRunner().invoke(app, [*args[:-1], str(_free_port()), "--name", "demo-text"])
+    text = CliRunner().invoke(app, [*args[:-1], str(free_port()), "--name", "demo-text"])
     assert text.exit_code == 0, text.output
     assert '"model": "demo-text"' in text.stdout and "tear down" in text.stdout
     down = CliRunner().invoke(app, ["down", "--all"])
@@ -196,7 +190,7 @@ def test_contract_cli_expose_without_insecure_is_refused_before_anything(
     assert res.exit_code == 2, res.output
     assert "Ollama has no API key" in res.output and "--insecure" in res.output
     assert engine.specs == [] and engine.volumes == {}
-    ok = CliRunner().invoke(app, [*args, "--insecure", "--port", str(_free_port()), "--json"])
+    ok = CliRunner().invoke(app, [*args, "--insecure", "--port", str(free_port()), "--json"])
     assert ok.exit_code == 0, ok.output
     assert engine.specs[-1].host_ip == "0.0.0.0"
     assert "warning" in ok.stderr and "no API key" in ok.stderr
@@ -208,7 +202,7 @@ def test_contract_cli_unexpected_continuation_is_reported_not_fatal(
     monkeypatch.setattr(deployer.cli.wiring, "docker_engine", lambda: engine)
     contract.continuation = [".", "\n\n", "<h2>", "<strong>"]  # a model that answers noise
     args = ["deploy", "demo", "--profile", PROFILE, "--backend", "ollama", "--name", "weak"]
-    res = CliRunner().invoke(app, [*args, "--port", str(_free_port())])
+    res = CliRunner().invoke(app, [*args, "--port", str(free_port())])
     assert res.exit_code == 0, res.output
     assert "smoke test (completion)" in res.stdout
     assert "did not continue as expected (wanted '8' next)" in res.stdout

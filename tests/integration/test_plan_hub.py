@@ -3,20 +3,13 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 from pathlib import Path
 
-import pytest
 from typer.testing import CliRunner
 
 from deployer.cli.app import app
 from deployer.core.model.resolve import demo_model_path
-from tests.integration.hubserver import LoopbackHub, running_hub
-
-
-@pytest.fixture
-def hub(monkeypatch: pytest.MonkeyPatch) -> Iterator[LoopbackHub]:
-    yield from running_hub(monkeypatch)
+from tests.integration.hubserver import LoopbackHub
 
 
 def test_plan_hf_reference_reads_only_the_header(hub: LoopbackHub) -> None:

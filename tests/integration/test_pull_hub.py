@@ -5,7 +5,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -19,16 +18,11 @@ from deployer.cli.app import app
 from deployer.core.errors import NotEnoughDisk
 from deployer.core.model.resolve import demo_model_path
 from deployer.core.pull.files import DEMO_SHA256, pull_model
-from tests.integration.hubserver import LoopbackHub, running_hub
+from tests.integration.hubserver import LoopbackHub
 from tests.unit.test_gguf_meta import llama_spec, split_parts
 
 MiB = 1024 * 1024
 ROOT = Path(__file__).resolve().parents[2]
-
-
-@pytest.fixture
-def hub(monkeypatch: pytest.MonkeyPatch) -> Iterator[LoopbackHub]:
-    yield from running_hub(monkeypatch)
 
 
 @pytest.fixture

@@ -7,7 +7,6 @@ the direct path must hand anything it does not handle itself back to the library
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -17,16 +16,11 @@ from deployer.adapters.download import HfCacheStore
 from deployer.adapters.http_range import library_is_default, open_range
 from deployer.core.errors import ChecksumMismatch
 from deployer.core.pull.files import pull_model
-from tests.integration.hubserver import LoopbackHub, running_hub
+from tests.integration.hubserver import LoopbackHub
 from tests.integration.test_pull_hub import make_gguf
 
 MiB = 1024 * 1024
 NAME = "paths-Q4_K_M.gguf"
-
-
-@pytest.fixture
-def hub(monkeypatch: pytest.MonkeyPatch) -> Iterator[LoopbackHub]:
-    yield from running_hub(monkeypatch)
 
 
 @pytest.fixture

@@ -8,23 +8,17 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from huggingface_hub import scan_cache_dir
 
-from tests.integration.hubserver import LoopbackHub, running_hub
+from tests.integration.hubserver import LoopbackHub
 from tests.integration.test_pull_hub import make_gguf, sha
 
 MiB = 1024 * 1024
 ROOT = Path(__file__).resolve().parents[2]
 CLI = "import sys; from deployer.cli.app import main; sys.argv[0] = 'deployer'; main()"
-
-
-@pytest.fixture
-def hub(monkeypatch: pytest.MonkeyPatch) -> Iterator[LoopbackHub]:
-    yield from running_hub(monkeypatch)
 
 
 def start_pull(*args: str) -> subprocess.Popen[str]:

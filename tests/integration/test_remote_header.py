@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import socket
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -18,15 +16,11 @@ from deployer.core.errors import (
 )
 from deployer.core.model.gguf_meta import facts_from_gguf, facts_from_gguf_parts
 from deployer.core.model.resolve import RemoteFile, quant_label, resolve_model, select_files
-from tests.integration.hubserver import LoopbackHub, running_hub
+from tests.integration.hubserver import LoopbackHub
+from tests.integration.loopback import free_port
 from tests.unit.test_gguf_meta import llama_spec, split_parts, write_gguf
 
 MiB = 1024 * 1024
-
-
-@pytest.fixture
-def hub(monkeypatch: pytest.MonkeyPatch) -> Iterator[LoopbackHub]:
-    yield from running_hub(monkeypatch)
 
 
 @pytest.fixture
@@ -122,9 +116,7 @@ def test_not_a_gguf_remote(hub: LoopbackHub, tmp_path: Path) -> None:
 
 
 def test_hub_unreachable(monkeypatch: pytest.MonkeyPatch) -> None:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]  # closed again: nothing listens there
+    port = free_port()  # nothing listens there
     with pytest.raises(ExternalUnavailable):
         HfHubReader(endpoint=f"http://127.0.0.1:{port}").list_gguf_files("test/tiny")
 

@@ -19,14 +19,13 @@ import pytest
 from deployer.adapters.smoke import chat_smoke_test, completion_smoke_test
 from deployer.core.errors import SmokeTestFailed
 from deployer.core.serve.proof import COMPLETION_EXPECTED
-from tests.integration.dockerkit import TEST_LABEL, engine, runtime_image
-from tests.integration.waits import wait_http_200
+from tests.integration.dockerkit import TEST_LABEL
+from tests.integration.loopback import wait_http_200
 
 os.environ.setdefault("TESTCONTAINERS_RYUK_DISABLED", "true")
 tc = pytest.importorskip("testcontainers.core.container")
 
 pytestmark = pytest.mark.docker
-__all__ = ["engine", "runtime_image"]  # fixtures, imported
 
 
 @pytest.fixture(scope="module")

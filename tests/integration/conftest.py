@@ -1,0 +1,112 @@
+"""Fixtures of the integration tests: a real Docker engine and its runtime image, real sshd
+hosts, the loopback Hub. Helpers that are plain functions stay in their kits (dockerkit,
+sshkit, netnskit, hubserver, loopback, ollama_contract); fixtures live here only, so a test
+module never imports one."""
+
+from __future__ import annotations
+
+import shutil
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import pytest
+
+from tests.integration.dockerkit import TEST_LABEL
+from tests.integration.hubserver import LoopbackHub, running_hub
+from tests.integration.loopback import free_port
+from tests.integration.netnskit import NetnsHost, netns_fleet
+from tests.integration.sshkit import SshHost, require_sshd, start_sshd, stop
+
+if TYPE_CHECKING:
+    from deployer.adapters.docker_engine import DockerEngine
+
+
+# --- Docker ---------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="session")
+def engine() -> DockerEngine:
+    """A connected engine; the Docker tests skip only when none answers."""
+    pytest.importorskip(
+        "docker", reason="the Docker SDK is not installed (pip install '.[docker]')"
+    )
+    from deployer.adapters.docker_engine import DockerEngine
+    from deployer.core.errors import EngineUnavailable
+
+    eng = DockerEngine()
+    try:
+        eng.engine_available()
+    except EngineUnavailable as exc:
+        pytest.skip(f"no Docker engine answers, Docker tests skipped: {exc.message()}")
+    return eng
+
+
+@pytest.fixture(scope="session")
+def runtime_image(engine: DockerEngine) -> str:
+    """The local llama-server image (built once, then reused)."""
+    from deployer.adapters.image_build import build_runtime_image
+
+    return build_runtime_image(engine=engine).tag
+
+
+@pytest.fixture(scope="session")
+def demo_model() -> Path:
+    """The demo GGUF on the host."""
+    from deployer.core.model.resolve import demo_model_path
+
+    return demo_model_path()
+
+
+@pytest.fixture
+def cleanup(engine: DockerEngine) -> Iterator[list[str]]:
+    """Names/ids to remove after the test, whatever happened; then assert none is left."""
+    names: list[str] = []
+    yield names
+    for n in names:
+        engine.stop_and_remove(name_or_id=n, timeout_s=2)
+    client = engine.client()
+    left = client.containers.list(all=True, filters={"label": TEST_LABEL}, ignore_removed=True)
+    for c in left:
+        c.remove(force=True)
+    assert not left, f"containers left behind: {[c.name for c in left]}"
+
+
+# --- fleet hosts ----------------------------------------------------------------------------
+
+
+@pytest.fixture
+def host_root() -> Iterator[Path]:
+    """Folders the hosts write to, traversable by the container user (pytest's are 0700)."""
+    root = Path(tempfile.mkdtemp(prefix="deployer-fleet-", dir="/tmp"))
+    root.chmod(0o755)
+    yield root
+    shutil.rmtree(root, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def ssh_host(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SshHost]:
+    """sshd on a free loopback port."""
+    require_sshd()
+    proc, host = start_sshd(tmp_path_factory.mktemp("sshd"), address="127.0.0.1",
+                            port=free_port())  # fmt: skip
+    try:
+        yield host
+    finally:
+        stop(proc)
+
+
+@pytest.fixture(scope="module")
+def netns_hosts(engine: DockerEngine, runtime_image: str) -> Iterator[list[NetnsHost]]:
+    """Two namespace hosts, each with its own engine holding the runtime image, and sshd."""
+    yield from netns_fleet(engine, runtime_image, 2)
+
+
+# --- Hugging Face Hub -----------------------------------------------------------------------
+
+
+@pytest.fixture
+def hub(monkeypatch: pytest.MonkeyPatch) -> Iterator[LoopbackHub]:
+    """A LoopbackHub with huggingface_hub pointed at it, for one test."""
+    yield from running_hub(monkeypatch)
