@@ -515,14 +515,16 @@ class HfCacheStore:
 
     def cached_file(self, repo_id: str, filename: str) -> Path | None:
         """The file in the cache (the snapshot refs/main points at first), if there."""
+        check_repo_path(repo_id, filename)
         repo_dir = self._repo_dir(repo_id)
-        main = repo_dir / "refs" / "main"
-        revisions = [main.read_text().strip()] if main.is_file() else []
+        main = _read_sidecar(repo_dir / "refs" / "main", 64).decode("ascii", "replace").strip()
+        revisions = [main] if _COMMIT_RE.fullmatch(main) else []
         snapshots = repo_dir / "snapshots"
         if snapshots.is_dir():
-            revisions += sorted(p.name for p in snapshots.iterdir())
+            # only commit-named folders: anything else in the cache is not a snapshot
+            revisions += sorted(p.name for p in snapshots.iterdir() if _COMMIT_RE.fullmatch(p.name))
         for rev in revisions:
-            candidate = snapshots / rev / filename
+            candidate = contained(snapshots / rev, filename)
             if candidate.is_file():
                 return candidate
         return None

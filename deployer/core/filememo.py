@@ -20,6 +20,7 @@ import contextlib
 import hashlib
 import json
 import os
+import stat
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
@@ -60,13 +61,30 @@ def recall(namespace: str, identity: str | None) -> Any | None:
     if identity is None:
         return None
     try:
-        with open(_entry_path(namespace, identity), encoding="utf-8") as fh:
-            entry = json.load(fh)
-    except (OSError, ValueError):
+        entry = json.loads(_read_bounded(_entry_path(namespace, identity)))
+    except (OSError, ValueError, RecursionError):
+        # unreadable, a planted link or device, too large, or JSON too deep: just a miss
         return None
     if not isinstance(entry, dict) or entry.get("identity") != identity:
         return None  # a digest collision or a hand-edited file: not ours
     return entry.get("value")
+
+
+# Far above any entry deployer writes (the profiles' memo is tens of KiB, a header's facts less).
+MAX_ENTRY_BYTES = 8 << 20
+
+
+def _read_bounded(path: Path) -> str:
+    """A memo entry's text: a regular file (no link followed, never a FIFO or a device) of at
+    most MAX_ENTRY_BYTES; OSError or ValueError otherwise."""
+    fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
+    try:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode) or st.st_size > MAX_ENTRY_BYTES:
+            raise ValueError(f"{path} is not a memo entry")
+        return os.pread(fd, MAX_ENTRY_BYTES, 0).decode("utf-8")
+    finally:
+        os.close(fd)
 
 
 # Entries kept per namespace; older ones (files since edited or gone) are pruned on write.

@@ -98,3 +98,26 @@ def test_demo_model_is_hashed_by_its_package_once_per_file(monkeypatch) -> None:
     assert demo_model_path() == first
     assert len(calls) == 2
     demo_model_path.cache_clear()
+
+
+def test_hostile_entries_are_a_miss_not_a_crash_or_a_hang(tmp_path: Path) -> None:
+    """A memo entry is a file someone else may have written: deep JSON, a link to a device,
+    a FIFO or a huge file is only a miss."""
+    src = tmp_path / "src"
+    src.write_text("x")
+    identity = filememo.file_identity([src], salt="t")
+    assert identity is not None
+    filememo.remember("ns", identity, {"a": 1})
+    entry = filememo._entry_path("ns", identity)
+    entry.write_text("[" * 200_000)
+    assert filememo.recall("ns", identity) is None
+    entry.unlink()
+    os.symlink("/dev/zero", entry)
+    assert filememo.recall("ns", identity) is None
+    entry.unlink()
+    os.mkfifo(entry)
+    assert filememo.recall("ns", identity) is None
+    entry.unlink()
+    with open(entry, "wb") as fh:
+        fh.truncate(filememo.MAX_ENTRY_BYTES + 1)
+    assert filememo.recall("ns", identity) is None
