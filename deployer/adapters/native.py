@@ -83,7 +83,7 @@ def open_log(path: Path | str) -> BinaryIO | None:
     Never a FIFO or a device: reading /dev/zero would never end.
     """
     try:
-        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC | os.O_NOFOLLOW)
     except OSError:
         return None
     f = os.fdopen(fd, "rb")

@@ -24,7 +24,12 @@ MAX_STATE_BYTES = 64 * 1024  # a record is under 2 KiB; a bigger file is not one
 def read_state_text(path: Path, *, max_bytes: int = MAX_STATE_BYTES) -> str:
     """The UTF-8 text of the regular file `path`; FileNotFoundError when absent."""
     where = str(path)
-    info = os.lstat(path)  # FileNotFoundError propagates: an absent file is not an invalid one
+    try:
+        info = os.lstat(path)
+    except FileNotFoundError:
+        raise  # an absent file is not an invalid one
+    except OSError as exc:  # a state dir that is a file (ENOTDIR), unreadable, a name too long
+        raise StateFileInvalid(where, f"cannot be read ({exc.strerror})") from None
     if stat.S_ISLNK(info.st_mode):
         raise StateFileInvalid(where, "is a symbolic link, not a file deployer wrote")
     if not stat.S_ISREG(info.st_mode):

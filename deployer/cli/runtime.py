@@ -209,8 +209,14 @@ def logs(
         st = _find(name, current_statuses(need_engine=True))
         r = st.record
         if r is not None and r.runtime == "native":
+            from deployer.adapters.native import log_path_for
+
             if not r.log_path:
                 raise DeploymentGone(name, "its record names no log file")
+            if Path(r.log_path) != log_path_for(r.name):
+                # a record is a file another local user may have written: print only the log
+                # deploy writes for this name, never a file the record points elsewhere
+                raise DeploymentGone(name, "its record names a log file deploy did not write")
             lines = _tail_file(name, Path(r.log_path), tail, follow)
         elif st.container is None:
             raise DeploymentGone(name, "its container was removed")

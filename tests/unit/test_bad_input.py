@@ -370,12 +370,14 @@ def test_a_deeply_nested_profile_does_not_crash_the_process(tmp_path: Path) -> N
 def test_logs_escape_controls_a_server_printed(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    from deployer.adapters.native import log_path_for
     from deployer.adapters.state_store import save_record
     from deployer.cli import wiring
     from deployer.core.state.records import DeploymentRecord, now_iso
 
     monkeypatch.setattr(wiring, "docker_engine", _NoEngine)
-    log = tmp_path / "server.log"
+    log = log_path_for("logged")
+    log.parent.mkdir(parents=True, exist_ok=True)
     log.write_text("loaded model '\x1b]0;owned\x07\x1b[2J'\nready\n", encoding="utf-8")
     save_record(
         DeploymentRecord(
@@ -386,3 +388,26 @@ def test_logs_escape_controls_a_server_printed(
     result = _cli(["logs", "logged"])
     assert result.exit_code == 0
     assert result.stdout == "loaded model '\\x1b]0;owned\\x07\\x1b[2J'\nready\n"
+
+
+def test_logs_never_print_a_file_the_record_points_elsewhere(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A forged record naming another file (/etc/shadow, someone's key) prints nothing of it."""
+    from deployer.adapters.state_store import save_record
+    from deployer.cli import wiring
+    from deployer.core.state.records import DeploymentRecord, now_iso
+
+    monkeypatch.setattr(wiring, "docker_engine", _NoEngine)
+    secret = tmp_path / "secret.txt"
+    secret.write_text("TOP-SECRET\n")
+    save_record(
+        DeploymentRecord(
+            name="forged", model="m", quant="Q4_K_M", backend="llamacpp", runtime="native",
+            endpoint="http://127.0.0.1:1", port=1, created_at=now_iso(), log_path=str(secret),
+        )
+    )  # fmt: skip
+    result = _cli(["logs", "forged"])
+    assert result.exit_code != 0
+    assert "TOP-SECRET" not in result.output
+    assert len(result.output.strip().splitlines()) == 1
