@@ -26,6 +26,7 @@ from deployer.core.fleet.inventory import FleetHost as FleetHost
 from deployer.core.fleet.inventory import deployment_name as deployment_name
 from deployer.core.fleet.inventory import hosts_from_inventory as hosts_from_inventory
 from deployer.core.hardware.detect import ProbeResult
+from deployer.core.serve.conventions import HEALTH_PATH, MODELFILE_IN_CONTAINER, NOBODY
 from deployer.core.untrusted import UntrustedValue, check_commit, check_line, check_sha256, shown
 
 # Report tasks in the playbooks emit `{"deployer": {...}}` as their debug message.
@@ -205,9 +206,7 @@ class HostPlan:
             "fingerprint": self.fingerprint(),
             "health_retries": self.health_retries,
             "smoke_model": self.model_alias,
-            # Ollama answers /api/version once up (it has no /health); llama-server /health
-            # only once the model is loaded.
-            "health_path": "/api/version" if self.host.backend == "ollama" else "/health",
+            "health_path": HEALTH_PATH.get(self.host.backend, HEALTH_PATH["llamacpp"]),
             "service": "ollama" if self.host.backend == "ollama" else "llama-server",
         }
 
@@ -360,9 +359,14 @@ def render_playbook(kind: str, **ctx: Any) -> str:
         trim_blocks=True,
         lstrip_blocks=True,
     )
+    # Every value our placeholders print comes from here (the templates only branch on it).
+    fixed = {
+        "version": __version__,
+        "container_user": NOBODY,
+        "modelfile_in_container": MODELFILE_IN_CONTAINER,
+    }
     out = env.from_string(text).render(
-        version=__version__,
-        **{"serial": None, "max_fail_percentage": None, "purge": False, **ctx},
+        **fixed, **{"serial": None, "max_fail_percentage": None, "purge": False, **ctx}
     )
     yaml.safe_load(out)  # a template bug fails here, not inside Ansible
     return out
