@@ -17,7 +17,7 @@ from deployer.core.fleet.hosts import render_playbook
 from deployer.core.serve import conventions, render, rendered
 from deployer.core.serve.conventions import tmpfs_options
 from tests.unit.test_playbook_golden import VARIANTS as PLAYBOOK_VARIANTS
-from tests.unit.test_render_golden import VARIANTS, render_variant
+from tests.unit.test_render_golden import ALL_VARIANTS, render_variant
 
 TEMPLATES = Path(__file__).resolve().parents[2] / "templates"
 
@@ -100,7 +100,7 @@ def _leftovers(text: str) -> list[str]:
 
 
 @pytest.mark.usefixtures("changed_constants")
-@pytest.mark.parametrize("variant", sorted(VARIANTS))
+@pytest.mark.parametrize("variant", sorted(ALL_VARIANTS))
 def test_rendered_files_follow_the_constants(variant: str) -> None:
     bundle = render_variant(variant)
     for rel, text in bundle.files.items():
