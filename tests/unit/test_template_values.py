@@ -50,6 +50,8 @@ CHANGED: dict[str, object] = {
     "LOADER_IMAGE": "registry.example/loader:9",
     "LOADER_COMMAND": ["sleep", "7200"],
     "LOADER_WAIT_S": 301,
+    "SMOKE_PROMPT": "Say hi.",
+    "SMOKE_MAX_TOKENS": 9,
     "CREDENTIAL": "key",
     "PVC_HEADROOM_PCT": 25,
     "ROLLOUT_GRACE_S": 61,
@@ -77,6 +79,8 @@ OLD = [
     r"<integer>(30|10)</integer>",
     r"--max-time (5|10)\b",
     r"--retry-delay 2\b",
+    r"Say hello\.",
+    r"max_tokens\W+8\b",
     r"(TimeoutStopSec|RestartSec)=(30|5)$",
 ]
 
@@ -119,6 +123,7 @@ def test_playbooks_follow_the_constants(variant: str) -> None:
     assert "65534" not in text and "/deployer/Modelfile" not in text
     if kind == "deploy":
         assert "chown 4242:4343 api_key" in text and "-f /deployerx/Ollamafile" in text
+        assert 'content: "Say hi."' in text and "max_tokens: 9" in text
 
 
 # Inside our own delimiters: no arithmetic, concatenation, comparison or number. Filters'

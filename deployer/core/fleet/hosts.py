@@ -26,7 +26,13 @@ from deployer.core.fleet.inventory import FleetHost as FleetHost
 from deployer.core.fleet.inventory import deployment_name as deployment_name
 from deployer.core.fleet.inventory import hosts_from_inventory as hosts_from_inventory
 from deployer.core.hardware.detect import ProbeResult
-from deployer.core.serve.conventions import HEALTH_PATH, MODELFILE_IN_CONTAINER, NOBODY
+from deployer.core.serve.conventions import (
+    HEALTH_PATH,
+    MODELFILE_IN_CONTAINER,
+    NOBODY,
+    SMOKE_MAX_TOKENS,
+    SMOKE_PROMPT,
+)
 from deployer.core.untrusted import UntrustedValue, check_commit, check_line, check_sha256, shown
 
 # Report tasks in the playbooks emit `{"deployer": {...}}` as their debug message.
@@ -364,6 +370,8 @@ def render_playbook(kind: str, **ctx: Any) -> str:
         "version": __version__,
         "container_user": NOBODY,
         "modelfile_in_container": MODELFILE_IN_CONTAINER,
+        "smoke_prompt": SMOKE_PROMPT,
+        "smoke_max_tokens": SMOKE_MAX_TOKENS,
     }
     out = env.from_string(text).render(
         **fixed, **{"serial": None, "max_fail_percentage": None, "purge": False, **ctx}

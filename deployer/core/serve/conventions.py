@@ -24,6 +24,10 @@ CREDENTIAL = "api_key"
 MODELFILE = "Modelfile"
 MODELFILE_IN_CONTAINER = f"/deployer/{MODELFILE}"
 
+# The one short chat completion the README's curl line and the fleet smoke test send.
+SMOKE_PROMPT = "Say hello."
+SMOKE_MAX_TOKENS = 8
+
 # The only writable place in a read-only root filesystem besides a named volume.
 TMP_DIR = "/tmp"
 TMP_SIZE_MIB = 64

@@ -863,8 +863,8 @@ def _curl_chat(ctx: dict[str, Any]) -> Quoted:
     """One short chat completion through the OpenAI-compatible API; the key read from its file."""
     body = {
         "model": ctx["alias"],
-        "messages": [{"role": "user", "content": "Say hello."}],
-        "max_tokens": 8,
+        "messages": [{"role": "user", "content": cv.SMOKE_PROMPT}],
+        "max_tokens": cv.SMOKE_MAX_TOKENS,
     }
     words = [
         "curl",
