@@ -67,3 +67,9 @@ def test_ansible_accepts_every_variant(tmp_path: Path) -> None:
         check=False,
     )
     assert proc.returncode == 0, proc.stdout + proc.stderr
+
+
+def test_a_value_printed_without_a_filter_is_refused() -> None:
+    # max_fail_percentage is printed bare: only an int may reach it.
+    with pytest.raises(ValueError, match="without a quoting filter"):
+        render_playbook("deploy", max_fail_percentage="0\n- hosts: all")
