@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import shutil
 import subprocess
+from dataclasses import replace
 from functools import cache
 from pathlib import Path
 from typing import Any
@@ -20,7 +21,9 @@ from deployer.core.serve.render import RenderedBundle, render_plan
 GOLDEN = Path(__file__).resolve().parents[1] / "golden" / "render"
 LOGS = Path("/Users/operator/Library/Logs/deployer")
 
-# variant -> (model, profile, backend, target, extra render options)
+# variant -> (model, profile, backend, target, extra render options); every branch of every
+# template is taken by at least one variant. Test-only options: `model_root` (where the weights
+# lie, default /srv/models) and `no_chat_template` (a GGUF without one: Ollama's TEMPLATE).
 VARIANTS: dict[str, tuple[str, str, str, str, dict[str, Any]]] = {
     "llamacpp-compose-nvidia": (
         "llama-3.1-8b-instruct",
@@ -59,6 +62,17 @@ VARIANTS: dict[str, tuple[str, str, str, str, dict[str, Any]]] = {
         {"expose": True, "api_key_file": Path("/etc/deployer/llama-3-1-8b-instruct/api_key")},
     ),
     "llamacpp-systemd-cpu": ("qwen2.5-7b-instruct", "cpu-x86-16c-64gb", "llamacpp", "systemd", {}),
+    # Weights under a home folder (ProtectHome=read-only) and not downloaded yet (a pull line).
+    "llamacpp-systemd-nvidia-home-pull": (
+        "llama-3.1-8b-instruct",
+        "nvidia-a10g-24gb",
+        "llamacpp",
+        "systemd",
+        {
+            "model_root": "/home/operator/models",
+            "pull_command": "deployer pull llama-3.1-8b-instruct --quant Q6_K",
+        },
+    ),
     "llamacpp-k8s-nvidia-expose": (
         "llama-3.1-8b-instruct",
         "nvidia-a10g-24gb",
@@ -74,8 +88,26 @@ VARIANTS: dict[str, tuple[str, str, str, str, dict[str, Any]]] = {
         "launchd",
         {"log_dir": LOGS},
     ),
+    "llamacpp-launchd-apple-expose": (
+        "llama-3.1-8b-instruct",
+        "apple-m2-ultra-192gb",
+        "llamacpp",
+        "launchd",
+        {
+            "log_dir": LOGS,
+            "expose": True,
+            "api_key_file": Path("/Users/operator/.config/deployer/api_key"),
+        },
+    ),
     "ollama-compose-nvidia": ("llama-3.1-8b-instruct", "nvidia-a10g-24gb", "ollama", "compose", {}),
     "ollama-compose-cpu": ("qwen2.5-7b-instruct", "cpu-x86-16c-64gb", "ollama", "compose", {}),
+    "ollama-compose-cpu-expose-insecure": (
+        "qwen2.5-7b-instruct",
+        "cpu-x86-16c-64gb",
+        "ollama",
+        "compose",
+        {"expose": True, "insecure": True},
+    ),
     "ollama-launchd-apple": (
         "llama-3.1-8b-instruct",
         "apple-m2-ultra-192gb",
@@ -84,6 +116,18 @@ VARIANTS: dict[str, tuple[str, str, str, str, dict[str, Any]]] = {
         {"log_dir": LOGS},
     ),
 }
+
+# Golden files only: the Modelfile's TEMPLATE is Ollama's own Go template, `{{ }}` and all.
+GOLDEN_ONLY: dict[str, tuple[str, str, str, str, dict[str, Any]]] = {
+    "ollama-compose-nvidia-no-chat-template": (
+        "llama-3.1-8b-instruct",
+        "nvidia-a10g-24gb",
+        "ollama",
+        "compose",
+        {"no_chat_template": True},
+    ),
+}
+ALL_VARIANTS = VARIANTS | GOLDEN_ONLY
 
 
 @cache
@@ -97,8 +141,13 @@ def plan_for(model: str, profile: str, backend: str) -> PlanResult:
 
 def render_variant(variant: str) -> RenderedBundle:
     """Render one golden variant with fixed paths, so the output is the same everywhere."""
-    model, profile, backend, target, extra = VARIANTS[variant]
+    model, profile, backend, target, options = ALL_VARIANTS[variant]
+    extra = dict(options)
+    root = Path(extra.pop("model_root", "/srv/models"))
     result = plan_for(model, profile, backend)
+    if extra.pop("no_chat_template", False):
+        facts = result.chosen.facts.model_copy(update={"has_chat_template": False})
+        result = replace(result, chosen=replace(result.chosen, facts=facts))
     entry = wiring.catalog_entry(model)
     assert entry is not None
     _, qf = get_quant(entry, result.chosen.facts.quant)
@@ -106,12 +155,12 @@ def render_variant(variant: str) -> RenderedBundle:
         result,
         backend=backend,
         target=target,
-        model_path=Path("/srv/models") / qf.file,
+        model_path=root / qf.file,
         **extra,
     )
 
 
-@pytest.mark.parametrize("variant", sorted(VARIANTS))
+@pytest.mark.parametrize("variant", sorted(ALL_VARIANTS))
 def test_golden(variant: str, update_golden: bool) -> None:
     bundle = render_variant(variant)
     folder = GOLDEN / variant
@@ -153,7 +202,7 @@ def test_render_is_deterministic_and_carries_health(variant: str) -> None:
             assert container[probe]["httpGet"]["path"] == "/health"
 
 
-COMPOSE_VARIANTS = sorted(v for v in VARIANTS if "-compose-" in v)
+COMPOSE_VARIANTS = sorted(v for v in ALL_VARIANTS if "-compose-" in v)
 
 
 @pytest.mark.skipif(

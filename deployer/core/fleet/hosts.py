@@ -26,6 +26,13 @@ from deployer.core.fleet.inventory import FleetHost as FleetHost
 from deployer.core.fleet.inventory import deployment_name as deployment_name
 from deployer.core.fleet.inventory import hosts_from_inventory as hosts_from_inventory
 from deployer.core.hardware.detect import ProbeResult
+from deployer.core.serve.conventions import (
+    HEALTH_PATH,
+    MODELFILE_IN_CONTAINER,
+    NOBODY,
+    SMOKE_MAX_TOKENS,
+    SMOKE_PROMPT,
+)
 from deployer.core.untrusted import UntrustedValue, check_commit, check_line, check_sha256, shown
 
 # Report tasks in the playbooks emit `{"deployer": {...}}` as their debug message.
@@ -205,9 +212,7 @@ class HostPlan:
             "fingerprint": self.fingerprint(),
             "health_retries": self.health_retries,
             "smoke_model": self.model_alias,
-            # Ollama answers /api/version once up (it has no /health); llama-server /health
-            # only once the model is loaded.
-            "health_path": "/api/version" if self.host.backend == "ollama" else "/health",
+            "health_path": HEALTH_PATH.get(self.host.backend, HEALTH_PATH["llamacpp"]),
             "service": "ollama" if self.host.backend == "ollama" else "llama-server",
         }
 
@@ -343,9 +348,18 @@ def render_playbook(kind: str, **ctx: Any) -> str:
 
     from deployer import __version__
     from deployer.core.resources import data_dir
+    from deployer.core.serve.quoting import Quoted, comment, sh, yaml_str
 
     if kind not in PLAYBOOKS:
         raise ValueError(f"unknown playbook {kind}")
+
+    def only_quoted(value: object) -> object:
+        # As in render's strict templates: a value our placeholders print went through a
+        # filter for where it lands (or is an int).
+        if isinstance(value, Quoted) or (isinstance(value, int) and not isinstance(value, bool)):
+            return value
+        raise ValueError(f"{kind}.yml.j2 prints {value!r} without a quoting filter")
+
     text = (data_dir("templates") / "ansible" / f"{kind}.yml.j2").read_text(encoding="utf-8")
     env = jinja2.Environment(
         undefined=jinja2.StrictUndefined,
@@ -359,10 +373,23 @@ def render_playbook(kind: str, **ctx: Any) -> str:
         autoescape=False,
         trim_blocks=True,
         lstrip_blocks=True,
+        finalize=only_quoted,
     )
+    env.filters.update(comment=comment, sh=sh, yaml=yaml_str)
+    serial = ctx.pop("serial", None)
+    if isinstance(serial, str):
+        # `--serial` is N or N% (checked by the CLI): a number, or a percentage as text.
+        serial = int(serial) if serial.isdigit() else yaml_str(serial)
+    # Every value our placeholders print comes from here (the templates only branch on it).
+    fixed = {
+        "version": __version__,
+        "container_user": NOBODY,
+        "modelfile_in_container": MODELFILE_IN_CONTAINER,
+        "smoke_prompt": SMOKE_PROMPT,
+        "smoke_max_tokens": SMOKE_MAX_TOKENS,
+    }
     out = env.from_string(text).render(
-        version=__version__,
-        **{"serial": None, "max_fail_percentage": None, "purge": False, **ctx},
+        **fixed, serial=serial, **{"max_fail_percentage": None, "purge": False, **ctx}
     )
     yaml.safe_load(out)  # a template bug fails here, not inside Ansible
     return out

@@ -13,17 +13,25 @@ from dataclasses import dataclass
 
 from deployer import __version__
 from deployer.core.errors import DeployerError
+from deployer.core.serve.conventions import CONTAINER_PORT as CONTAINER_PORTS
+from deployer.core.serve.conventions import (
+    HEALTH_INTERVAL_S,
+    HEALTH_PATH,
+    HEALTH_RETRIES,
+    HEALTH_TIMEOUT_S,
+    NOBODY,
+    NOBODY_UID,
+)
 
 IMAGE_REPO = "deployer/llama-server"
 BIN_DIR = "/usr/local/bin"
 LIB_DIR = "/usr/local/lib"  # the binary's RUNPATH is $ORIGIN/../lib
 BUSYBOX = "/bin/busybox"
-CONTAINER_PORT = 8080
-NOBODY_UID = 65534
+CONTAINER_PORT = CONTAINER_PORTS["llamacpp"]
 PATH_ENV = "/usr/local/bin:/bin"
-HEALTH_TEST = ["wget", "-q", "-O-", f"http://127.0.0.1:{CONTAINER_PORT}/health"]
-PASSWD = "nobody:x:65534:65534:nobody:/nonexistent:/sbin/nologin\n"
-GROUP = "nogroup:x:65534:\n"
+HEALTH_TEST = ["wget", "-q", "-O-", f"http://127.0.0.1:{CONTAINER_PORT}{HEALTH_PATH['llamacpp']}"]
+PASSWD = f"nobody:x:{NOBODY_UID}:{NOBODY_UID}:nobody:/nonexistent:/sbin/nologin\n"
+GROUP = f"nogroup:x:{NOBODY_UID}:\n"
 TEMPLATE = "image/llamacpp-cpu.Dockerfile.j2"
 
 _LDD_LINK = re.compile(r"^\s*(\S+)\s+=>\s+(\S+)\s+\(0x[0-9a-f]+\)\s*$")
@@ -147,13 +155,13 @@ def dockerfile_context(
         "files": files,
         "labels": sorted(image_labels(llama_version, variant).items()),
         "path": PATH_ENV,
-        "user": f"{NOBODY_UID}:{NOBODY_UID}",
+        "user": NOBODY,
         "port": CONTAINER_PORT,
         "health": {
-            "interval": "10s",
-            "timeout": "5s",
+            "interval": f"{HEALTH_INTERVAL_S}s",
+            "timeout": f"{HEALTH_TIMEOUT_S}s",
             "start_period": "120s",
-            "retries": 3,
+            "retries": HEALTH_RETRIES,
             "test": HEALTH_TEST,
         },
         "entrypoint": [f"{BIN_DIR}/llama-server"],

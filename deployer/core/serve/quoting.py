@@ -16,6 +16,8 @@ import shlex
 from deployer.core.untrusted import CONTROL_RE, UntrustedValue
 
 _YAML_PLAIN = frozenset(chr(c) for c in range(0x20, 0x7F)) - {'"', "\\"}
+# A YAML plain scalar that needs no quotes: no indicator first, nothing YAML could misread.
+_YAML_WORD_RE = re.compile(r"[A-Za-z0-9_/][A-Za-z0-9_./-]*")
 # A systemd word that needs no quotes: no whitespace, quotes, backslash, ';', '$' or '%'.
 _SD_BARE_RE = re.compile(r"[A-Za-z0-9_./:=+,@-]+")
 # Characters XML 1.0 cannot carry at all; '\r' can but every parser turns it into '\n'.
@@ -76,6 +78,17 @@ def yaml_dollar(value: object) -> Quoted:
     """A YAML scalar whose '$' is doubled: compose interpolates `${X}` in every value, and
     Kubernetes expands `$(X)` in args; both read '$$' as one literal '$'."""
     return Quoted(yaml_str(str(value).replace("$", "$$")), "yaml-dollar")
+
+
+def yaml_word(value: object, *, dollar: bool = False) -> Quoted:
+    """A YAML scalar left bare when it is a plain word YAML reads back as that same text
+    (`/health`, `api_key`), else double-quoted like yaml_str (or yaml_dollar)."""
+    import yaml
+
+    text = str(value)
+    if _YAML_WORD_RE.fullmatch(text) and yaml.safe_load(text) == text:
+        return Quoted(text, "yaml-dollar" if dollar else "yaml")
+    return yaml_dollar(text) if dollar else yaml_str(text)
 
 
 def sd_word(value: object, *, executable: bool = False) -> Quoted:

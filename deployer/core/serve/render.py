@@ -25,6 +25,21 @@ from deployer.core.model.chat_templates import OllamaFormat, builtin_template, o
 from deployer.core.model.ref import model_alias as alias_of
 from deployer.core.model.ref import split_parts
 from deployer.core.resources import data_dir
+from deployer.core.serve import conventions as cv
+from deployer.core.serve.conventions import API_KEY_IN_CONTAINER as API_KEY_IN_CONTAINER
+from deployer.core.serve.conventions import CONTAINER_PORT as CONTAINER_PORT
+from deployer.core.serve.conventions import HEALTH_PATH as HEALTH_PATH
+from deployer.core.serve.conventions import (
+    MODEL_DIR,
+    MODELFILE,
+    MODELFILE_IN_CONTAINER,
+    OLLAMA_TMP_SIZE_MIB,
+    ROOT_USER,
+    TMP_DIR,
+    TMP_SIZE_MIB,
+    tmpfs_options,
+)
+from deployer.core.serve.conventions import NOBODY as NOBODY
 from deployer.core.serve.limits import resource_limits
 from deployer.core.serve.llama_flags import (
     PINNED_BUILD,
@@ -49,6 +64,7 @@ from deployer.core.serve.quoting import (
     xml_text,
     yaml_dollar,
     yaml_str,
+    yaml_word,
 )
 from deployer.core.serve.rendered import check_rendered
 from deployer.core.serve.specs import ContainerSpec, HealthCheck, Mount, VolumeSpec
@@ -62,11 +78,6 @@ TARGETS: dict[str, tuple[str, ...]] = {
     "llamacpp": ("compose", "systemd", "launchd", "k8s"),
     "ollama": ("compose", "launchd"),
 }
-CONTAINER_PORT = {"llamacpp": 8080, "ollama": 11434}
-HEALTH_PATH = {"llamacpp": "/health", "ollama": "/api/version"}
-MODEL_DIR = PurePosixPath("/models")
-API_KEY_IN_CONTAINER = "/run/secrets/api_key"
-NOBODY = "65534:65534"
 # The Ollama release the create step and the container settings are written for; its tags
 # (`latest`, `rocm`) move, so render pins them like llama.cpp's.
 OLLAMA_VERSION = "0.12.6"
@@ -74,7 +85,7 @@ OLLAMA_VERSION = "0.12.6"
 # in one named volume, the only writable place besides /tmp, so it can run as user 65534.
 OLLAMA_HOME = "/ollama"
 OLLAMA_MODELS_DIR = f"{OLLAMA_HOME}/models"
-OLLAMA_TMPFS = {"/tmp": "rw,size=256m"}
+OLLAMA_TMPFS = {TMP_DIR: tmpfs_options(OLLAMA_TMP_SIZE_MIB)}
 DEFAULT_BINARY = {
     ("llamacpp", "systemd"): "/usr/local/bin/llama-server",
     ("llamacpp", "launchd"): "/opt/homebrew/bin/llama-server",
@@ -234,6 +245,7 @@ def template_env() -> jinja2.Environment:
             x=lambda v: xml_escape(str(v)),
             yaml=yaml_str,
             yaml_dollar=yaml_dollar,
+            yaml_word=yaml_word,
             sd_word=sd_word,
             sd_path=sd_path,
             sd_text=sd_text,
@@ -269,7 +281,7 @@ def _health_test(backend: str, image: str) -> list[str]:
     """A probe the image can run: the official llama.cpp images carry curl, ours busybox wget."""
     if backend == "ollama":
         return ["CMD", "ollama", "list"]
-    url = f"http://127.0.0.1:{CONTAINER_PORT['llamacpp']}/health"
+    url = f"http://127.0.0.1:{CONTAINER_PORT['llamacpp']}{HEALTH_PATH['llamacpp']}"
     if image.startswith("ghcr.io/ggml-org/llama.cpp"):
         return ["CMD", "curl", "-fsS", "-o", "/dev/null", url]
     return ["CMD", "wget", "-q", "-O", "/dev/null", url]
@@ -536,9 +548,9 @@ def render_plan(
         mounts.append(Mount(ollama_volume(name), OLLAMA_HOME, read_only=False))
     health = HealthCheck(
         test=_health_test(backend, image or ""),
-        interval_s=10.0,
-        timeout_s=5.0,
-        retries=3,
+        interval_s=float(cv.HEALTH_INTERVAL_S),
+        timeout_s=float(cv.HEALTH_TIMEOUT_S),
+        retries=cv.HEALTH_RETRIES,
         start_period_s=float(startup_s),
     )
     limits = resource_limits(result)
@@ -589,6 +601,36 @@ def render_plan(
         "volume_init": volume_init_command(NOBODY, OLLAMA_HOME),
         "runtime_version": runtime_version,
         "limits": limits,
+        # Every other value a template prints, decided here (the templates only loop and
+        # branch on booleans; see docs/render.md).
+        "version": __version__,
+        "llamacpp": backend == "llamacpp",
+        "ollama": backend == "ollama",
+        "compose": target == "compose",
+        "systemd": target == "systemd",
+        "launchd": target == "launchd",
+        "k8s": target == "k8s",
+        "apple_gpu": profile.kind == "apple",
+        "show_limits": target != "launchd",
+        "api_key_steps": key_path is not None and target != "k8s",
+        "publish": f"{bundle.host_ip}:{port}:{bundle.container_port}",
+        "tmpfs_mounts": [
+            f"{path}:{opts}"
+            for path, opts in (bundle.tmpfs or {TMP_DIR: tmpfs_options(TMP_SIZE_MIB)}).items()
+        ],
+        "uid": int(NOBODY.split(":")[0]),
+        "gid": int(NOBODY.split(":")[1]),
+        "root_user": ROOT_USER,
+        "binary": native_args[0],
+        "ollama_home": OLLAMA_HOME,
+        "ollama_volume": ollama_volume(name),
+        "ollama_host": env.get("OLLAMA_HOST", ""),
+        "modelfile": MODELFILE,
+        "modelfile_source": f"./{MODELFILE}",
+        "modelfile_in_container": MODELFILE_IN_CONTAINER,
+        "api_key_secret": PurePosixPath(API_KEY_IN_CONTAINER).name,
+        "secrets_dir": str(PurePosixPath(API_KEY_IN_CONTAINER).parent),
+        "model_dir": str(MODEL_DIR),
     }
     files = _files_for(backend, target, ctx, log_dir)
     for rel, text in files.items():
@@ -658,71 +700,36 @@ def _files_for(
     b: RenderedBundle = ctx["b"]
     files: dict[str, str] = {}
     health_url = f"{ctx['endpoint']}{ctx['health_path']}"
-    ctx = {**ctx, "health_url": health_url}
+    ctx = {**ctx, "health_url": health_url, "watchdog_every_s": cv.WATCHDOG_EVERY_S}
     if backend == "ollama":
         model_from = ctx["model_in_container"] if target == "compose" else ctx["model_parts"][0]
-        files["Modelfile"] = _render("ollama/Modelfile.j2", ctx, model_from=model_from)
+        params = {k: v for k, v in b.model_parameters.items() if k != "stop"}
+        files[MODELFILE] = _render(
+            "ollama/Modelfile.j2",
+            ctx,
+            model_from=model_from,
+            parameters=params,
+            stop_tokens=b.model_parameters.get("stop", []),
+        )
         files["create.sh"] = _render("ollama/create.sh.j2", ctx)
     if target == "compose":
         files["docker-compose.yml"] = _render(f"{backend}/docker-compose.yml.j2", ctx)
     elif target == "systemd":
-        unit = f"deployer-{b.name}"
-        model_path = ctx["model_parts"][0]
-        # A model under a home directory stays readable; every other home is hidden.
-        in_home = model_path.startswith(("/home/", "/root/"))
-        check = (
-            f"code=$(curl -s -o /dev/null -w '%{{http_code}}' --max-time 10 {health_url}); "
-            f'[ "$code" != 000 ] || systemctl restart {unit}.service'
-        )
-        exec_words = [sd_word(a, executable=i == 0) for i, a in enumerate(b.native)]
-        if "--api-key-file" in b.native:
-            # systemd hands the key over as a credential, in the unit's own directory (%d).
-            exec_words[b.native.index("--api-key-file") + 1] = Quoted("%d/api_key", "systemd")
-        sctx = {
-            "unit": unit,
-            "exec_start": Quoted(" ".join(exec_words), "systemd"),
-            "read_only_paths": Quoted(" ".join(sd_path(p) for p in ctx["model_parts"]), "systemd"),
-            "ready_retries": math.ceil(ctx["startup_s"] / 2),
-            "protect_home_read_only": in_home,
-            "private_devices": not ctx["gpu"],
-            "health_exec": sd_line(["/bin/sh", "-c", check]),
-        }
-        files[f"{unit}.service"] = _render("systemd/llama-server.service.j2", ctx, **sctx)
-        files[f"{unit}-health.service"] = _render("systemd/health.service.j2", ctx, **sctx)
-        files[f"{unit}-health.timer"] = _render("systemd/health.timer.j2", ctx, **sctx)
-        ctx = {**ctx, **sctx}
+        ctx = {**ctx, **_systemd_context(b, ctx)}
+        for template, rel in (
+            ("llama-server.service", ctx["service_file"]),
+            ("health.service", ctx["health_service_file"]),
+            ("health.timer", ctx["health_timer_file"]),
+        ):
+            files[rel] = _render(f"systemd/{template}.j2", ctx)
     elif target == "launchd":
-        label = f"io.deployer.{b.name}"
-        logs = log_dir or Path.home() / "Library" / "Logs" / "deployer"
-        check = (
-            f"code=$(/usr/bin/curl -s -o /dev/null -w '%{{http_code}}' --max-time 10 "
-            f'{health_url}); [ "$code" != 000 ] || '
-            f'/bin/launchctl kickstart -k "gui/$(id -u)/{label}"'
-        )
-        lctx = {
-            "label": label,
-            "log_dir": str(logs),
-            "stdout_path": str(logs / f"{b.name}.log"),
-            "stderr_path": str(logs / f"{b.name}.err.log"),
-            "health_log": str(logs / f"{b.name}.health.log"),
-            "health_args": ["/bin/sh", "-c", check],
-            "env": b.env,
-        }
-        files[f"{label}.plist"] = _render("launchd/server.plist.j2", ctx, **lctx)
-        files[f"{label}.health.plist"] = _render("launchd/health.plist.j2", ctx, **lctx)
-        ctx = {**ctx, **lctx}
+        ctx = {**ctx, **_launchd_context(b, ctx, log_dir)}
+        files[ctx["plist_file"]] = _render("launchd/server.plist.j2", ctx)
+        files[ctx["health_plist_file"]] = _render("launchd/health.plist.j2", ctx)
     elif target == "k8s":
-        file_bytes = ctx["result"].chosen.facts.weights.file_bytes
-        kctx = {
-            "secret_name": f"{b.name}-api-key",
-            "pvc_name": f"{b.name}-model",
-            "pvc_gib": math.ceil(file_bytes * 1.1 / GIB),
-            "startup_failures": math.ceil(ctx["startup_s"] / 5),
-            "gpu_count": len(b.gpus),
-        }
+        ctx = {**ctx, **_k8s_context(b, ctx)}
         for kind in ("deployment", "service", "pvc", "model-loader"):
-            files[f"{kind}.yaml"] = _render(f"k8s/{kind}.yaml.j2", ctx, **kctx)
-        ctx = {**ctx, **kctx}
+            files[f"{kind}.yaml"] = _render(f"k8s/{kind}.yaml.j2", ctx)
     pull = ctx["pull_command"]
     files["README.md"] = _render(
         "readme/README.md.j2",
@@ -737,12 +744,121 @@ def _files_for(
     return files
 
 
+def _systemd_context(b: RenderedBundle, ctx: dict[str, Any]) -> dict[str, Any]:
+    """What the systemd units (and the README's systemd steps) print."""
+    unit = f"deployer-{b.name}"
+    health_url = ctx["health_url"]
+    model_path = ctx["model_parts"][0]
+    # A model under a home directory stays readable; every other home is hidden.
+    in_home = model_path.startswith(("/home/", "/root/"))
+    check = (
+        f"code=$(curl -s -o /dev/null -w '%{{http_code}}' --max-time {cv.WATCHDOG_MAX_TIME_S} "
+        f'{health_url}); [ "$code" != 000 ] || systemctl restart {unit}.service'
+    )
+    exec_words = [sd_word(a, executable=i == 0) for i, a in enumerate(b.native)]
+    if "--api-key-file" in b.native:
+        # systemd hands the key over as a credential, in the unit's own directory (%d).
+        exec_words[b.native.index("--api-key-file") + 1] = Quoted(f"%d/{cv.CREDENTIAL}", "systemd")
+    # Started means healthy: poll until the load time is over.
+    ready = ["/usr/bin/curl", "-fsS", "-o", "/dev/null", "--max-time", str(cv.READY_MAX_TIME_S)]
+    ready += ["--retry", str(math.ceil(ctx["startup_s"] / cv.READY_POLL_S))]
+    ready += ["--retry-delay", str(cv.READY_POLL_S), "--retry-all-errors", health_url]
+    return {
+        "unit": unit,
+        "service_file": f"{unit}.service",
+        "health_service_file": f"{unit}-health.service",
+        "health_timer_file": f"{unit}-health.timer",
+        "exec_start": Quoted(" ".join(exec_words), "systemd"),
+        "load_credential": sd_text(f"{cv.CREDENTIAL}:{ctx['api_key_file']}"),
+        "exec_start_post": sd_line(ready),
+        "read_only_paths": Quoted(" ".join(sd_path(p) for p in ctx["model_parts"]), "systemd"),
+        "timeout_start_s": ctx["startup_s"] + cv.START_GRACE_S,
+        "timeout_stop_s": cv.STOP_TIMEOUT_S,
+        "restart_delay_s": cv.RESTART_DELAY_S,
+        "timer_accuracy_s": cv.WATCHDOG_ACCURACY_S,
+        "protect_home_read_only": in_home,
+        "private_devices": not ctx["gpu"],
+        "health_exec": sd_line(["/bin/sh", "-c", check]),
+    }
+
+
+def _launchd_context(
+    b: RenderedBundle, ctx: dict[str, Any], log_dir: Path | None
+) -> dict[str, Any]:
+    """What the launchd plists (and the README's launchd steps) print."""
+    label = f"io.deployer.{b.name}"
+    logs = log_dir or Path.home() / "Library" / "Logs" / "deployer"
+    check = (
+        f"code=$(/usr/bin/curl -s -o /dev/null -w '%{{http_code}}' --max-time "
+        f'{cv.WATCHDOG_MAX_TIME_S} {ctx["health_url"]}); [ "$code" != 000 ] || '
+        f'/bin/launchctl kickstart -k "gui/$(id -u)/{label}"'
+    )
+    return {
+        "label": label,
+        "health_label": f"{label}.health",
+        "plist_file": f"{label}.plist",
+        "health_plist_file": f"{label}.health.plist",
+        "log_dir": str(logs),
+        "stdout_path": str(logs / f"{b.name}.log"),
+        "stderr_path": str(logs / f"{b.name}.err.log"),
+        "health_log": str(logs / f"{b.name}.health.log"),
+        "health_args": ["/bin/sh", "-c", check],
+        "env": b.env,
+        "throttle_s": cv.LAUNCHD_THROTTLE_S,
+    }
+
+
+@dataclass(frozen=True)
+class Probe:
+    """One k8s HTTP probe's timings."""
+
+    period_s: int
+    timeout_s: int
+    failures: int
+
+
+def _k8s_context(b: RenderedBundle, ctx: dict[str, Any]) -> dict[str, Any]:
+    """What the k8s manifests (and the README's kubectl steps) print."""
+    file_bytes = ctx["result"].chosen.facts.weights.file_bytes
+    loader = f"{b.name}-model-loader"
+    return {
+        "secret_name": f"{b.name}-api-key",
+        "pvc_name": f"{b.name}-model",
+        "pvc_gib": math.ceil(file_bytes * (1 + cv.PVC_HEADROOM_PCT / 100) / GIB),
+        "pvc_headroom_pct": cv.PVC_HEADROOM_PCT,
+        "gpu_count": len(b.gpus),
+        "probes": {
+            "startupProbe": Probe(
+                cv.STARTUP_PERIOD_S,
+                cv.HEALTH_TIMEOUT_S,
+                math.ceil(ctx["startup_s"] / cv.STARTUP_PERIOD_S),
+            ),
+            "readinessProbe": Probe(cv.HEALTH_INTERVAL_S, cv.HEALTH_TIMEOUT_S, cv.HEALTH_RETRIES),
+            "livenessProbe": Probe(cv.LIVENESS_PERIOD_S, cv.HEALTH_TIMEOUT_S, cv.HEALTH_RETRIES),
+        },
+        "tmp_dir": TMP_DIR,
+        "tmp_size": f"{TMP_SIZE_MIB}Mi",
+        "loader_name": loader,
+        "loader_image": cv.LOADER_IMAGE,
+        "loader_command": cv.LOADER_COMMAND,
+        "loader_pod": f"pod/{loader}",
+        "loader_wait": f"--timeout={cv.LOADER_WAIT_S}s",
+        "loader_copies": [(m.source, f"{loader}:{m.target}") for m in b.mounts],
+        "secret_from_file": f"--from-file={PurePosixPath(API_KEY_IN_CONTAINER).name}="
+        f"{ctx['api_key_file']}",
+        "deployment_ref": f"deployment/{b.name}",
+        "service_ref": f"service/{b.name}",
+        "rollout_wait": f"--timeout={ctx['startup_s'] + cv.ROLLOUT_GRACE_S}s",
+        "port_forward": f"{ctx['port']}:{ctx['port']}",
+    }
+
+
 def _curl_chat(ctx: dict[str, Any]) -> Quoted:
     """One short chat completion through the OpenAI-compatible API; the key read from its file."""
     body = {
         "model": ctx["alias"],
-        "messages": [{"role": "user", "content": "Say hello."}],
-        "max_tokens": 8,
+        "messages": [{"role": "user", "content": cv.SMOKE_PROMPT}],
+        "max_tokens": cv.SMOKE_MAX_TOKENS,
     }
     words = [
         "curl",

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from deployer.core.serve.conventions import NOBODY, TMP_DIR, TMP_SIZE_MIB, tmpfs_options
+
 
 @dataclass(frozen=True)
 class Mount:
@@ -38,14 +40,14 @@ class ContainerSpec:
     host_ip: str = "127.0.0.1"
     host_port: int = 8080
     container_port: int = 8080
-    user: str = "65534:65534"
+    user: str = NOBODY
     gpus: list[str] = field(default_factory=list)  # NVIDIA device ids; empty = no GPU
     read_only_rootfs: bool = True
     cap_drop: list[str] = field(default_factory=lambda: ["ALL"])
     security_opt: list[str] = field(default_factory=lambda: ["no-new-privileges"])
     restart_policy: str = "unless-stopped"
     health: HealthCheck | None = None
-    tmpfs: dict[str, str] = field(default_factory=lambda: {"/tmp": "rw,size=64m"})
+    tmpfs: dict[str, str] = field(default_factory=lambda: {TMP_DIR: tmpfs_options(TMP_SIZE_MIB)})
     # A tiny init as PID 1 forwards SIGTERM: llama-server as PID 1 ignores it while loading.
     init: bool = True
     # cgroup limits decided by render (resource_limits); None: no limit.
