@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shlex
 from typing import Annotated, Any
 
 import typer
@@ -95,6 +96,10 @@ def deploy(
         from deployer.core.serve.prepare import PlanInputs, best_catalog_model
 
         wiring.check_backend(backend)
+        if image is not None:
+            from deployer.core.untrusted import check_image
+
+            check_image(image, "--image")
         check_flags(
             backend=backend, port=port, expose=expose, insecure=insecure, timeout_s=timeout_s,
             runtime=runtime,
@@ -150,13 +155,14 @@ def print_deployed(done: Any, *, as_json: bool) -> None:
     auth = ""
     if rec.api_key_path:
         echo(f"API key: {rec.api_key_path} (mode 0600; never printed)")
-        auth = f' -H "Authorization: Bearer $(cat {rec.api_key_path})"'
+        # quoted for the shell: on macOS the state dir is under "Application Support"
+        auth = f' -H "Authorization: Bearer $(cat {shlex.quote(rec.api_key_path)})"'
     echo(
         f"curl {rec.endpoint}/v1/chat/completions -H 'Content-Type: application/json'{auth} "
         f'-d \'{{"model": "{served}", "messages": [{{"role": "user", "content": "Hello"}}]}}\'',
         soft_wrap=True,
     )
-    key_py = f"open('{rec.api_key_path}').read().strip()" if rec.api_key_path else "'none'"
+    key_py = f"open({rec.api_key_path!r}).read().strip()" if rec.api_key_path else "'none'"
     echo(
         f"python: from openai import OpenAI; c = OpenAI(base_url='{rec.endpoint}/v1', api_key={key_py}); "
         f"print(c.chat.completions.create(model='{served}', messages=[{{'role': 'user', 'content': 'Hello'}}]).choices[0].message.content)",

@@ -85,6 +85,10 @@ def render(
         )
 
         wiring.check_backend(backend)
+        if image is not None:
+            from deployer.core.untrusted import check_image
+
+            check_image(image, "--image")
         if out is not None:
             check_out_dir(out)
         prof = wiring.pick_profile(profile, detect)

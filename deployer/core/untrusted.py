@@ -22,6 +22,9 @@ CONTROL_RE = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029]")
 # Jinja2 / Ansible template delimiters: data must never be evaluated as a template.
 TEMPLATE_RE = re.compile(r"\{\{|\}\}|\{%|%\}|\{#|#\}")
 SHOWN_MAX = 80
+# A container image reference: registry/name:tag@digest characters, never a leading "-" (it
+# would read as an option) and no spaces.
+IMAGE_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_./:@-]{0,254}$")
 
 
 @dataclass
@@ -98,4 +101,15 @@ def check_port(value: object, source: str, what: str = "port") -> int:
         raise UntrustedValue(
             source, what, str(value), "is out of range", "Use a port from 1 to 65535."
         )
+    return value
+
+
+def check_image(value: str, source: str) -> str:
+    """A runtime image reference (registry/name:tag@digest characters only), or one line."""
+    check_line(value, source, "image", max_len=255)
+    if not IMAGE_RE.fullmatch(value):
+        raise UntrustedValue(
+            source, "image", value, "is not an image reference",
+            "Use e.g. ghcr.io/ggml-org/llama.cpp:server.",
+        )  # fmt: skip
     return value

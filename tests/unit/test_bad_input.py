@@ -411,3 +411,53 @@ def test_logs_never_print_a_file_the_record_points_elsewhere(
     assert result.exit_code != 0
     assert "TOP-SECRET" not in result.output
     assert len(result.output.strip().splitlines()) == 1
+
+
+@pytest.mark.parametrize("command", ["render", "deploy"])
+@pytest.mark.parametrize("image", ["--privileged", "a b", "x;touch /tmp/p", "img\nEVIL: 1"])
+def test_an_image_that_is_not_an_image_reference_is_one_line(
+    command: str, image: str, tmp_path: Path
+) -> None:
+    from tests.unit.test_gguf_meta import llama_spec, write_gguf
+
+    model = write_gguf(tmp_path / "m-Q4_K_M.gguf", llama_spec())
+    args = [command, str(model), "--profile", "cpu-x86-16c-64gb", "--image", image]
+    args += ["--out", str(tmp_path / "out")] if command == "render" else ["--dry-run"]
+    result = _cli(args)
+    assert result.exit_code == 2, result.output
+    assert "image" in result.output and len(result.output.strip().splitlines()) == 1
+    assert not (tmp_path / "out").exists()
+
+
+def test_printed_key_lines_work_with_a_key_path_holding_spaces_and_quotes(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """On macOS the state dir is under 'Application Support': the printed curl and Python
+    lines must still read the key when pasted."""
+    import subprocess
+    from types import SimpleNamespace
+
+    from deployer.cli.deploy import print_deployed
+    from deployer.core.serve.proof import SmokeResult
+    from deployer.core.state.records import DeploymentRecord, now_iso
+
+    key = tmp_path / "Application Support" / "it's" / "api_key"
+    key.parent.mkdir(parents=True)
+    key.write_text("KEY123")
+    rec = DeploymentRecord(
+        name="d", model="m", quant="Q4_K_M", backend="llamacpp", runtime="container",
+        endpoint="http://127.0.0.1:1", port=1, created_at=now_iso(), api_key_path=str(key),
+    )  # fmt: skip
+    smoke = SmokeResult("hi", 1, 0.1, 1.0, 10.0)
+    print_deployed(SimpleNamespace(record=rec, smoke=smoke, notes=[], served_model=None),
+                   as_json=False)  # fmt: skip
+    out = capsys.readouterr().out
+    curl = next(line for line in out.splitlines() if line.startswith("curl "))
+    # the line as a user pastes it, with curl replaced by a function that prints its arguments
+    shell = subprocess.run(
+        ["sh", "-c", 'curl() { printf "%s\\n" "$@"; }; ' + curl], capture_output=True, text=True
+    )
+    assert "Authorization: Bearer KEY123" in shell.stdout.splitlines(), shell.stderr
+    py = next(line for line in out.splitlines() if line.startswith("python: "))
+    expr = py.split("api_key=", 1)[1].split("); print(", 1)[0]
+    assert eval(expr) == "KEY123"  # the printed Python expression reads the key

@@ -16,7 +16,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from deployer.core.errors import InvalidRequest
-from deployer.core.untrusted import UntrustedValue, check_line, shown
+from deployer.core.untrusted import IMAGE_RE, UntrustedValue, check_line, shown
+from deployer.core.untrusted import check_image as check_image  # also for `fleet --image`
 
 # Variables an inventory may set per host or group (the first four are the issue's contract).
 HOST_VARS = {
@@ -46,7 +47,6 @@ NAME_MAX = 52
 PROFILE_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,99}$")
 BACKEND_RE = re.compile(r"^[a-z0-9_-]{1,32}$")
 QUANT_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,31}$")
-IMAGE_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_./:@-]{0,254}$")
 # A root is split into commands by Ansible's `command` module: no spaces, no quotes.
 ROOT_SEGMENT_RE = re.compile(r"^[A-Za-z0-9_.-]{1,255}$")
 ROOT_MAX = 1024
@@ -129,15 +129,6 @@ def _as_bool(host: str, key: str, value: Any) -> bool:
     if isinstance(value, str) and value.strip().lower() in TRUE_WORDS + FALSE_WORDS:
         return value.strip().lower() in TRUE_WORDS
     raise UntrustedValue(_source(host), key, _brief(value), "is not true or false", FIX)
-
-
-def check_image(value: str, source: str) -> str:
-    """A runtime image reference (registry/name:tag@digest characters only), or one line."""
-    check_line(value, source, "image", max_len=255)
-    if not IMAGE_RE.fullmatch(value):
-        raise UntrustedValue(source, "image", value, "is not an image reference",
-                             "Use e.g. ghcr.io/ggml-org/llama.cpp:server.")  # fmt: skip
-    return value
 
 
 def check_root(host: str, value: Any) -> str:
