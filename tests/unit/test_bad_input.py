@@ -461,3 +461,16 @@ def test_printed_key_lines_work_with_a_key_path_holding_spaces_and_quotes(
     py = next(line for line in out.splitlines() if line.startswith("python: "))
     expr = py.split("api_key=", 1)[1].split("); print(", 1)[0]
     assert eval(expr) == "KEY123"  # the printed Python expression reads the key
+
+
+def test_a_quant_a_local_file_does_not_hold_is_refused(tmp_path: Path) -> None:
+    from tests.unit.test_gguf_meta import llama_spec, write_gguf
+
+    model = write_gguf(tmp_path / "m-Q4_K_M.gguf", llama_spec())
+    result = _cli(["plan", str(model), "--profile", "cpu-x86-16c-64gb", "--quant", "Q8_0"])
+    assert result.exit_code != 0
+    assert "Q8_0" in result.output and len(result.output.strip().splitlines()) == 1
+    fifo = tmp_path / "pipe.gguf"
+    os.mkfifo(fifo)
+    result = _cli(["plan", str(fifo), "--profile", "cpu-x86-16c-64gb"])
+    assert result.exit_code != 0 and "Not a regular file" in result.output

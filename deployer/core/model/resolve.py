@@ -182,7 +182,8 @@ def _resolve_local(ref: LocalRef) -> ModelFacts:
     path = ref.path
     if not path.is_file():
         err = ModelNotFound(ref.text, [])
-        err.hint = f"No such file: {path.resolve()}"
+        what = "Not a regular file" if path.exists() else "No such file"
+        err.hint = f"{what}: {path.resolve()}"
         raise err
     parts = _local_parts(path.resolve())
     return facts_from_files(parts, None, str(parts[0]))
@@ -208,7 +209,13 @@ def resolve_model(
     if isinstance(ref, HubRef):
         return _resolve_hub(ref, quant, hub)
     if isinstance(ref, LocalRef):
-        return _resolve_local(ref)
+        facts = _resolve_local(ref)
+        if quant and quant.upper() != facts.quant.upper():
+            # a file holds one quantization: planning another would silently plan this one
+            err = QuantNotFound(quant, [facts.quant], ref.text)
+            err.hint = f"{ref.text} holds {facts.quant} only; drop --quant or pass that file."
+            raise err
+        return facts
     if isinstance(ref, DemoRef):
         if quant and quant.upper() != DEMO_QUANT:
             raise QuantNotFound(quant, [DEMO_QUANT], DEMO_REF)
