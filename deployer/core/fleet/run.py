@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -16,6 +16,7 @@ from deployer.core.errors import DeployerError, InvalidRequest
 from deployer.core.fleet.hosts import (
     HostOutcome,
     HostPlan,
+    Weight,
     check_playbook_vars,
     deployment_name,
     failures_after_rescue,
@@ -30,10 +31,18 @@ from deployer.core.fleet.hosts import (
 from deployer.core.fleet.inventory import FleetHost, check_image
 from deployer.core.hardware.detect import detect_hardware, match_profile
 from deployer.core.hardware.profiles import Profile, get_profile, load_profiles
-from deployer.core.model.ref import DemoRef, LocalRef, parse_model_ref
+from deployer.core.model.facts import ModelFacts
+from deployer.core.model.ref import DemoRef, LocalRef, ModelRef, parse_model_ref
 from deployer.core.pull.files import HubStore, pull_model, remote_targets
-from deployer.core.serve.prepare import PlanInputs, Planner
-from deployer.core.serve.render import default_name, model_alias, render_plan, startup_timeout_s
+from deployer.core.serve.prepare import (
+    PlanInputs,
+    Planner,
+    RenderOptions,
+    WeightsLocation,
+    plan_fitting,
+    prepare,
+)
+from deployer.core.serve.render import default_name, model_alias, startup_timeout_s
 
 EventFn = Callable[[dict[str, Any]], None]
 OK_RESULTS = {"deployed", "unchanged", "would-deploy", "running", "removed", "already-gone"}
@@ -105,12 +114,24 @@ class FleetRun:
     run_dir: Path | None = None
 
 
+def _weights(ref: ModelRef, hp: HostPlan, edges: FleetEdges) -> list[Weight]:
+    """Where the host gets its weights: copied from here (demo, local) or fetched from the Hub."""
+    if isinstance(ref, DemoRef | LocalRef):
+        pulled = pull_model(ref, hp.host.quant)
+        return [local_weight(hp.models_dir, f.path, f.bytes) for f in pulled.files]
+    endpoint = edges.hf_endpoint.rstrip("/")
+    return [
+        hub_weight(hp.models_dir, endpoint, t.repo_id, t.commit, t.name, t.size, t.sha256)
+        for t in remote_targets(ref, hp.quant, edges.hub_store())
+    ]
+
+
 def plan_one(h: FleetHost, profile: Profile, image: str | None, edges: FleetEdges) -> HostPlan:
     """One host's plan, weights and rendered files (reason set when it does not fit)."""
     edges.check_backend(h.backend)
     ref = parse_model_ref(h.model)
     inputs = PlanInputs(quant=h.quant, ctx=h.ctx, backend=h.backend)
-    result = edges.planner(ref, profile, **asdict(inputs))
+    result = plan_fitting(ref, profile, inputs, edges.planner, require=False)
     hp = HostPlan(host=h, profile_id=profile.id, model=result.model, plan=result.as_dict())
     hp.quant = result.chosen.facts.quant
     hp.fits = result.fits
@@ -119,20 +140,16 @@ def plan_one(h: FleetHost, profile: Profile, image: str | None, edges: FleetEdge
     if not result.fits:
         hp.reason = f"{result.model} does not fit {profile.id}; run 'deployer plan {h.model} --profile {profile.id}'"
         return hp
-    if isinstance(ref, DemoRef | LocalRef):
-        pulled = pull_model(ref, h.quant)
-        hp.weights = [local_weight(hp.models_dir, f.path, f.bytes) for f in pulled.files]
-    else:
-        endpoint = edges.hf_endpoint.rstrip("/")
-        hp.weights = [
-            hub_weight(hp.models_dir, endpoint, t.repo_id, t.commit, t.name, t.size, t.sha256)
-            for t in remote_targets(ref, hp.quant, edges.hub_store())
-        ]
-    key = Path(f"{hp.dir}/api_key") if h.expose else None
-    bundle = render_plan(
-        result, backend=h.backend, target="compose", model_path=Path(hp.weights[0].dest),
-        port=h.port, expose=h.expose, name=hp.name, image=h.image or image, api_key_file=key,
+
+    def locate(ref: ModelRef, _facts: ModelFacts) -> WeightsLocation:
+        hp.weights = _weights(ref, hp, edges)
+        return WeightsLocation(Path(hp.weights[0].dest))
+
+    options = RenderOptions(
+        backend=h.backend, target="compose", port=h.port, expose=h.expose,
+        image=h.image or image, api_key_file=Path(f"{hp.dir}/api_key") if h.expose else None,
     )  # fmt: skip
+    bundle = prepare(ref, result, name=hp.name, locate=locate, options=options).bundle
     hp.files = dict(bundle.files)
     hp.image = bundle.image or ""
     # llama-server answers to its alias; Ollama to the model the playbook creates (the name).
