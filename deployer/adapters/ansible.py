@@ -272,3 +272,53 @@ def write_json(path: Path, data: Any) -> None:
     tmp = path.with_suffix(path.suffix + ".tmp")
     tmp.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n")
     tmp.replace(path)
+
+
+class AnsibleFleet:
+    """The fleet's Ansible side: inventory, run folders under the state dir, ansible-runner."""
+
+    def read_inventory(self, path: Path) -> dict[str, Any]:
+        """The inventory as Ansible reads it."""
+        return read_inventory(path)
+
+    def new_run_dir(self, action: str) -> Path:
+        """A new private folder under <state>/fleet/runs, named by time, action and a nonce."""
+        import secrets
+        from datetime import UTC, datetime
+
+        from deployer.core.resources import state_dir
+
+        stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
+        path = state_dir() / "fleet" / "runs" / f"{stamp}-{action}-{secrets.token_hex(3)}"
+        path.mkdir(parents=True, mode=0o700)
+        return path
+
+    def write_file(self, path: Path, text: str) -> None:
+        """Write `text` to `path`, making its folders."""
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(text)
+
+    def run_playbook(
+        self,
+        *,
+        private_dir: Path,
+        playbook: str,
+        inventory: Path,
+        extravars: dict[str, Any],
+        limit: list[str],
+        forks: int,
+        check: bool = False,
+        on_event: EventFn | None = None,
+        hf_token: str | None = None,
+    ) -> RunResult:
+        """Run `project/<playbook>` of `private_dir` on `limit` (see run_playbook)."""
+        return run_playbook(
+            private_dir=private_dir, playbook=playbook, inventory=inventory, extravars=extravars,
+            limit=limit, forks=forks, check=check, on_event=on_event, hf_token=hf_token,
+        )  # fmt: skip
+
+    def replay_command(
+        self, private_dir: Path, playbook: str, inventory: Path, check: bool, limit: list[str]
+    ) -> str:
+        """The command that replays the run."""
+        return replay_command(private_dir, playbook, inventory, check, limit)

@@ -14,6 +14,7 @@ if TYPE_CHECKING:
     from deployer.adapters.secrets import FileSecretStore
     from deployer.adapters.state_store import FileRecordStore
     from deployer.core.fit.plan import License, PlanResult
+    from deployer.core.fleet.run import FleetEdges
     from deployer.core.hardware.profiles import Profile
     from deployer.core.model.catalog import CatalogModel
     from deployer.core.model.facts import ModelFacts
@@ -212,6 +213,24 @@ def deploy_edges(say: Callable[[str], None]) -> DeployEdges:
         llama_smoke=llama_server_smoke,
         ollama_smoke=ollama_smoke,
         ollama_create=create_in_server,
+        say=say,
+    )
+
+
+def fleet_edges(say: Callable[[str], None]) -> FleetEdges:
+    """The real systems `deployer fleet` talks to: Ansible, the run folders, the Hub."""
+    import os
+
+    from deployer.adapters.ansible import AnsibleFleet
+    from deployer.core.fleet.run import FleetEdges
+
+    return FleetEdges(
+        runner=AnsibleFleet(),
+        planner=plan_for,
+        hub_store=hub_store,
+        check_backend=check_backend,
+        hf_endpoint=os.environ.get("HF_ENDPOINT", "https://huggingface.co"),
+        hf_token=os.environ.get("HF_TOKEN") or None,
         say=say,
     )
 

@@ -128,11 +128,16 @@ def require_fit(result: PlanResult, ref: ModelRef) -> None:
 
 
 def plan_fitting(
-    ref: ModelRef, profile: Profile, inputs: PlanInputs, planner: Planner
+    ref: ModelRef, profile: Profile, inputs: PlanInputs, planner: Planner, *, require: bool = True
 ) -> PlanResult:
-    """The plan for `ref` on `profile`; InvalidRequest when it does not fit."""
+    """The plan for `ref` on `profile`; InvalidRequest when it does not fit (unless not required).
+
+    `require=False` is for callers that report a plan that does not fit rather than refuse it
+    (fleet records a reason per host and still names the deployment).
+    """
     result = planner(ref, profile, **asdict(inputs))
-    require_fit(result, ref)
+    if require:
+        require_fit(result, ref)
     return result
 
 

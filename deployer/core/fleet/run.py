@@ -1,0 +1,331 @@
+"""The fleet use case: plan each host, write one run folder, run a playbook, read per-host results.
+
+Ansible and the filesystem come in through `FleetRunner` (deployer.adapters.ansible.AnsibleFleet);
+the planner, the Hub store and the environment's Hub settings through `FleetEdges`.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
+
+from deployer.core.errors import DeployerError, InvalidRequest
+from deployer.core.fleet.hosts import (
+    HostOutcome,
+    HostPlan,
+    Weight,
+    check_playbook_vars,
+    deployment_name,
+    failures_after_rescue,
+    hosts_from_inventory,
+    hub_weight,
+    local_weight,
+    outcomes_from_events,
+    probe_from_facts,
+    render_playbook,
+    run_file,
+)
+from deployer.core.fleet.inventory import FleetHost, check_image
+from deployer.core.hardware.detect import detect_hardware, match_profile
+from deployer.core.hardware.profiles import Profile, get_profile, load_profiles
+from deployer.core.model.facts import ModelFacts
+from deployer.core.model.ref import DemoRef, LocalRef, ModelRef, parse_model_ref
+from deployer.core.pull.files import HubStore, pull_model, remote_targets
+from deployer.core.serve.prepare import (
+    PlanInputs,
+    Planner,
+    RenderOptions,
+    WeightsLocation,
+    plan_fitting,
+    prepare,
+)
+from deployer.core.serve.render import default_name, model_alias, startup_timeout_s
+
+EventFn = Callable[[dict[str, Any]], None]
+OK_RESULTS = {"deployed", "unchanged", "would-deploy", "running", "removed", "already-gone"}
+
+
+class PlaybookRun(Protocol):
+    """What one playbook run left: its status and every runner event."""
+
+    status: str
+    events: list[dict[str, Any]]
+
+
+class FleetRunner(Protocol):
+    """Ansible and the run folder (deployer.adapters.ansible.AnsibleFleet)."""
+
+    def read_inventory(self, path: Path) -> dict[str, Any]:
+        """The inventory as Ansible reads it."""
+        ...
+
+    def new_run_dir(self, action: str) -> Path:
+        """A new private run folder for `action`."""
+        ...
+
+    def write_file(self, path: Path, text: str) -> None:
+        """Write `text` to `path`, making its folders."""
+        ...
+
+    def run_playbook(
+        self,
+        *,
+        private_dir: Path,
+        playbook: str,
+        inventory: Path,
+        extravars: dict[str, Any],
+        limit: list[str],
+        forks: int,
+        check: bool = False,
+        on_event: EventFn | None = None,
+        hf_token: str | None = None,
+    ) -> PlaybookRun:
+        """Run `project/<playbook>` of `private_dir` on `limit`."""
+        ...
+
+    def replay_command(
+        self, private_dir: Path, playbook: str, inventory: Path, check: bool, limit: list[str]
+    ) -> str:
+        """The command that replays the run."""
+        ...
+
+
+@dataclass(frozen=True)
+class FleetEdges:
+    """What the fleet use case needs from outside core (built in deployer.cli.wiring)."""
+
+    runner: FleetRunner
+    planner: Planner
+    hub_store: Callable[[], HubStore]
+    check_backend: Callable[[str], None]
+    hf_endpoint: str = "https://huggingface.co"
+    hf_token: str | None = None
+    say: Callable[[str], None] = field(default=lambda _msg: None)
+
+
+@dataclass
+class FleetRun:
+    """Each host's outcome of one playbook run, and the folder that keeps it."""
+
+    outcomes: dict[str, HostOutcome] = field(default_factory=dict)
+    run_dir: Path | None = None
+
+
+def _weights(ref: ModelRef, hp: HostPlan, edges: FleetEdges) -> list[Weight]:
+    """Where the host gets its weights: copied from here (demo, local) or fetched from the Hub."""
+    if isinstance(ref, DemoRef | LocalRef):
+        pulled = pull_model(ref, hp.host.quant)
+        return [local_weight(hp.models_dir, f.path, f.bytes) for f in pulled.files]
+    endpoint = edges.hf_endpoint.rstrip("/")
+    return [
+        hub_weight(hp.models_dir, endpoint, t.repo_id, t.commit, t.name, t.size, t.sha256)
+        for t in remote_targets(ref, hp.quant, edges.hub_store())
+    ]
+
+
+def plan_one(h: FleetHost, profile: Profile, image: str | None, edges: FleetEdges) -> HostPlan:
+    """One host's plan, weights and rendered files (reason set when it does not fit)."""
+    edges.check_backend(h.backend)
+    ref = parse_model_ref(h.model)
+    inputs = PlanInputs(quant=h.quant, ctx=h.ctx, backend=h.backend)
+    result = plan_fitting(ref, profile, inputs, edges.planner, require=False)
+    hp = HostPlan(host=h, profile_id=profile.id, model=result.model, plan=result.as_dict())
+    hp.quant = result.chosen.facts.quant
+    hp.fits = result.fits
+    # Named before anything can refuse it: status and down must still find what runs there.
+    hp.name = h.name or deployment_name(default_name(result.model), h.host)
+    if not result.fits:
+        hp.reason = f"{result.model} does not fit {profile.id}; run 'deployer plan {h.model} --profile {profile.id}'"
+        return hp
+
+    def locate(ref: ModelRef, _facts: ModelFacts) -> WeightsLocation:
+        hp.weights = _weights(ref, hp, edges)
+        return WeightsLocation(Path(hp.weights[0].dest))
+
+    options = RenderOptions(
+        backend=h.backend, target="compose", port=h.port, expose=h.expose,
+        image=h.image or image, api_key_file=Path(f"{hp.dir}/api_key") if h.expose else None,
+    )  # fmt: skip
+    bundle = prepare(ref, result, name=hp.name, locate=locate, options=options).bundle
+    hp.files = dict(bundle.files)
+    hp.image = bundle.image or ""
+    # llama-server answers to its alias; Ollama to the model the playbook creates (the name).
+    hp.model_alias = model_alias(result.model) if h.backend == "llamacpp" else hp.name
+    hp.health_retries = startup_timeout_s(sum(w.size for w in hp.weights))
+    return hp
+
+
+def _detect_profiles(
+    inventory: Path, hosts: list[FleetHost], forks: int, edges: FleetEdges
+) -> tuple[dict[str, tuple[Profile, str]], dict[str, str]]:
+    """Profiles of the 'detect' hosts from their Ansible facts; reasons for hosts that failed."""
+    wanted = [h.host for h in hosts if h.profile == "detect"]
+    if not wanted:
+        return {}, {}
+    run_dir = edges.runner.new_run_dir("facts")
+    edges.runner.write_file(run_dir / "project" / "facts.yml", render_playbook("facts"))
+    edges.say(f"reading hardware facts of {len(wanted)} host(s)")
+    res = edges.runner.run_playbook(
+        private_dir=run_dir, playbook="facts.yml", inventory=inventory, extravars={},
+        limit=wanted, forks=forks,
+    )  # fmt: skip
+    outcomes = outcomes_from_events(res.events, wanted, default="failed")
+    profiles = load_profiles()
+    found: dict[str, tuple[Profile, str]] = {}
+    failed: dict[str, str] = {}
+    for host, o in outcomes.items():
+        if o.result != "facts":
+            failed[host] = f"could not read its hardware: {o.reason or o.result}"
+            continue
+        match = match_profile(
+            detect_hardware(probe_from_facts(o.details["facts"], o.details["tools"])), profiles
+        )
+        found[host] = (match.profile, f"{match.match}: {match.reason}")
+    return found, failed
+
+
+def plan_fleet(inventory: Path, forks: int, image: str | None, edges: FleetEdges) -> list[HostPlan]:
+    """Every host's plan; a host that cannot be planned carries its reason, never fatal."""
+    if image is not None:
+        check_image(image, "--image")
+    hosts = hosts_from_inventory(edges.runner.read_inventory(inventory))
+    detected, failed = _detect_profiles(inventory, hosts, forks, edges)
+    plans: list[HostPlan] = []
+    for h in hosts:
+        if h.host in failed:
+            plans.append(HostPlan(host=h, reason=failed[h.host]))
+            continue
+        try:
+            prof, how = detected[h.host] if h.host in detected else (get_profile(h.profile), None)
+            hp = plan_one(h, prof, image, edges)
+            hp.detected = how
+        except DeployerError as exc:
+            hp = HostPlan(host=h, reason=exc.message())
+        plans.append(hp)
+    return plans
+
+
+def check_rollout(serial: str | None, max_fail: int | None) -> None:
+    """Refuse a --serial or --max-fail-percentage the playbook cannot take."""
+    # Rendered into the playbook: ASCII digits only (str.isdigit() also takes '²', '１').
+    if serial is not None and not re.fullmatch(r"[0-9]{1,6}%?", serial):
+        raise InvalidRequest(
+            f"--serial {serial!r} is not a number or a percentage",
+            "Use e.g. --serial 2 or --serial 50%.",
+        )
+    if max_fail is not None and not 0 <= max_fail <= 100:
+        raise InvalidRequest("--max-fail-percentage must be between 0 and 100")
+
+
+def takes_part(action: str, hp: HostPlan) -> bool:
+    """Deploy needs a plan that fits; status and down only need to know the deployment."""
+    return hp.ok if action == "deploy" else bool(hp.name)
+
+
+def _write_run(
+    action: str, plans: list[HostPlan], inventory: Path, check: bool, playbook: str,
+    ready: list[str], runner: FleetRunner,
+) -> tuple[Path, dict[str, Any]]:  # fmt: skip
+    """The run's private data dir: playbook, each host's rendered files, README; the variables."""
+    run_dir = runner.new_run_dir(action)
+    runner.write_file(run_dir / "project" / f"{action}.yml", playbook)
+    fleet: dict[str, Any] = {}
+    for hp in plans:
+        if not takes_part(action, hp):
+            continue
+        # The host name was validated where the inventory was read: one plain path segment.
+        files_dir = run_dir / "project" / "files" / hp.host.host
+        for rel, text in hp.files.items():
+            runner.write_file(files_dir / run_file(rel), text)
+        fleet[hp.host.host] = hp.as_var(str(files_dir))
+    extravars = {"deployer_fleet": check_playbook_vars(fleet, "fleet variables")}
+    replay = runner.replay_command(run_dir, f"{action}.yml", inventory, check, ready)
+    runner.write_file(
+        run_dir / "README.txt",
+        f"deployer fleet {action}: one ansible-runner run, kept so it can be inspected and replayed.\n"
+        "project/   the playbook and each host's rendered files\n"
+        "env/       the variables (no secrets: API keys are made on the hosts)\n"
+        "artifacts/ ansible-runner's events and output\n\n"
+        f"Replay:\n  {replay}\n",
+    )
+    return run_dir, extravars
+
+
+def run_fleet(
+    action: str,
+    plans: list[HostPlan],
+    inventory: Path,
+    edges: FleetEdges,
+    *,
+    forks: int,
+    check: bool = False,
+    on_event: Callable[[list[str]], EventFn] | None = None,
+    **render_ctx: Any,
+) -> FleetRun:
+    """Run `action`'s playbook on the hosts that take part; each host's outcome."""
+    ready = [hp.host.host for hp in plans if takes_part(action, hp)]
+    if not ready:
+        return FleetRun()
+    playbook = render_playbook(action, **render_ctx)
+    run_dir, extravars = _write_run(action, plans, inventory, check, playbook, ready, edges.runner)
+    # Only a deploy downloads weights; the token never goes to any other playbook.
+    token = edges.hf_token if action == "deploy" else None
+    res = edges.runner.run_playbook(
+        private_dir=run_dir, playbook=f"{action}.yml", inventory=inventory,
+        extravars=extravars, limit=ready, forks=forks, check=check,
+        on_event=on_event(ready) if on_event else None, hf_token=token,
+    )  # fmt: skip
+    default = "would-deploy" if check and action == "deploy" else "failed"
+    outcomes = outcomes_from_events(res.events, ready, default=default)
+    first = failures_after_rescue(res.events)
+    for host, o in outcomes.items():
+        if o.result == "failed" and not o.reason and host in first:
+            o.reason = first[host]
+        if o.result == "not-run" and res.status != "successful":
+            o.reason = (
+                "not run: Ansible stopped the play (max fail percentage or serial batch failed)"
+            )
+    return FleetRun(outcomes, run_dir)
+
+
+def plan_rows(plans: list[HostPlan], keep_plan: bool) -> list[dict[str, Any]]:
+    """`fleet plan`'s row per host."""
+    rows = []
+    for hp in plans:
+        row = hp.as_dict()
+        row["result"] = "planned" if hp.ok else "not-planned"
+        if not keep_plan:
+            row.pop("plan")
+        rows.append(row)
+    return rows
+
+
+def result_rows(
+    plans: list[HostPlan], outcomes: dict[str, HostOutcome], *, status: bool = False
+) -> list[dict[str, Any]]:
+    """A row per host: its plan and what the run did there (status: judged healthy or not)."""
+    rows = []
+    for hp in plans:
+        row = hp.as_dict()
+        row.pop("plan")
+        o = outcomes.get(hp.host.host)
+        if o is None:
+            row.update(result="not-planned" if not hp.ok else "not-run", step=None)
+        else:
+            row.update(o.as_dict())
+            if o.reason:
+                row["reason"] = o.reason
+        if (
+            status
+            and row["result"] == "running"
+            and (row.get("state") != "running" or row.get("health") != "200")
+        ):
+            row["result"] = "unhealthy"
+            row["reason"] = f"container {row.get('state')}, /health answered {row.get('health')}"
+        elif status and row["result"] == "absent":
+            row["reason"] = "no container; run 'deployer fleet deploy'"
+        rows.append(row)
+    return rows
