@@ -340,3 +340,37 @@ def _reap_alive(proc: NativeProcess) -> bool:
 
 def _exit_code(pid: int) -> int | None:
     return _EXIT_CODES.pop(pid, None)
+
+
+def pid_alive(pid: int) -> bool:
+    """Whether a process with this pid exists (zombies count as gone)."""
+    if pid <= 0:
+        return False
+    try:
+        return bool(psutil.Process(pid).status() != psutil.STATUS_ZOMBIE)
+    except psutil.Error:
+        return False
+
+
+def stop_our_server(name: str, pid: int | None, port: int, *, timeout_s: float) -> str:
+    """SIGTERM the server's process group, SIGKILL after timeout_s; only our own server."""
+    if pid is None:
+        return "process already gone"
+    if our_server(name, pid, port) is None:
+        if not pid_alive(pid):
+            remove_process_file(name)
+            return "process already gone"
+        # The pid lives but is not provably ours (reused, or the state was edited): a record
+        # must never lead to signalling an unrelated process.
+        return (
+            f"pid {pid} is not the server deploy started (its pid file, start time or "
+            "command line differ); left alone"
+        )
+    known = load_process(name)
+    said = NativeSupervisor().stop(
+        pid=pid,
+        create_time=known.create_time if known is not None else None,
+        timeout_s=timeout_s,
+    )
+    remove_process_file(name)
+    return said

@@ -38,6 +38,10 @@ class FileSecretStore:
         """Remove the key file at `path` that write_api_key made, with its folder."""
         shutil.rmtree(path.parent, ignore_errors=True)
 
+    def remove_generated(self, name: str, api_key_path: str | None) -> str | None:
+        """Delete `name`'s generated key file; what was done, None when there is none."""
+        return remove_generated_key(name, api_key_path)
+
 
 def secrets_dir(name: str) -> Path:
     """Where a deployment's API key lives (under the state dir, 0700)."""

@@ -43,10 +43,12 @@ COMMANDS: dict[str, Entry] = {
         "render",
         "Write the files that run MODEL on PROFILE, with a README on running them by hand.",
     ),
-    "ps": Entry("runtime", "List deployments: records reconciled with the containers Docker has."),
-    "logs": Entry("runtime", "Print a deployment's server log (stdout and stderr)."),
+    "ps": Entry(
+        "deployments", "List deployments: records reconciled with the containers Docker has."
+    ),
+    "logs": Entry("deployments", "Print a deployment's server log (stdout and stderr)."),
     "down": Entry(
-        "runtime",
+        "deployments",
         "Stop gracefully (SIGTERM, 10 s), then remove container, network, volumes and state.",
     ),
     "fleet": Entry(

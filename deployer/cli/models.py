@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import difflib
-from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
@@ -13,12 +11,10 @@ from deployer.cli.app import app
 from deployer.cli.errors import run_guarded
 from deployer.cli.output import cells, console, line, print_json
 from deployer.cli.params import JsonOpt
-from deployer.core.errors import NotFoundError
 from deployer.core.units import GB
 
 if TYPE_CHECKING:  # pydantic models load only when a command runs (fast --help)
     from deployer.core.fit.plan import PlanResult
-    from deployer.core.hardware.profiles import Profile
     from deployer.core.model.catalog import CatalogModel
 
 models_app = typer.Typer(
@@ -32,35 +28,6 @@ ModelIdArg = Annotated[str, typer.Argument(help="Model id (deployer models list)
 FamilyOpt = Annotated[
     str | None, typer.Option("--family", "-f", help="Only this family, e.g. llama3, qwen3, gemma3.")
 ]
-
-# A filter keeps or drops one model; `list` applies every filter it is given, so later
-# options (a hardware profile, a licence) only add a filter here.
-ModelFilter = Callable[["CatalogModel"], bool]
-
-
-class FamilyNotFound(NotFoundError):
-    """No catalog model belongs to that family."""
-
-    def __init__(self, name: str, close_matches: list[str]) -> None:
-        super().__init__("model family", name, close_matches, "Run 'deployer models list'.")
-
-
-def family_filter(family: str, catalog: dict[str, CatalogModel]) -> ModelFilter:
-    """A filter for one family (case-insensitive); FamilyNotFound when no model has it."""
-    families = sorted({m.family for m in catalog.values()})
-    wanted = family.lower()
-    if wanted not in families:
-        raise FamilyNotFound(family, difflib.get_close_matches(wanted, families, n=3, cutoff=0.5))
-    return lambda model: model.family == wanted
-
-
-def select_models(
-    catalog: dict[str, CatalogModel], filters: Iterable[ModelFilter] = ()
-) -> list[CatalogModel]:
-    """Models that pass every filter, by family and then size."""
-    checks = list(filters)
-    kept = [m for m in catalog.values() if all(check(m) for check in checks)]
-    return sorted(kept, key=lambda m: (m.family, m.params_b, m.id))
 
 
 def model_json(model: CatalogModel) -> dict[str, Any]:
@@ -183,24 +150,6 @@ def _quant_table(model: CatalogModel) -> Table:
     return table
 
 
-def fits_filter(profile: Profile, ctx: int | None, fits: dict[str, PlanResult]) -> ModelFilter:
-    """A filter keeping models with a quant that fits `profile` fully; records each plan."""
-
-    def check(model: CatalogModel) -> bool:
-        if ctx is not None and ctx > model.arch.ctx_train:
-            return False
-        from deployer.core.fit.plan import PlanRequest, make_plan
-        from deployer.core.model.weights import facts_from_catalog
-
-        facts = [facts_from_catalog(model, q) for q in model.quants]
-        result = make_plan(model.id, facts, profile, PlanRequest(ctx=ctx))
-        if result.fits:
-            fits[model.id] = result
-        return result.fits
-
-    return check
-
-
 def _fit_table(models: list[CatalogModel], fits: dict[str, PlanResult]) -> Table:
     title = line("models that fit ", next(iter(fits.values())).profile.id) if fits else ""
     table = Table(title=title)
@@ -240,33 +189,25 @@ def list_models(
     """List catalog models (shipped and yours), optionally only those that fit a profile."""
 
     def body() -> None:
+        from deployer.core.fit.catalog_list import list_models as listing_of
         from deployer.core.hardware.profiles import get_profile
         from deployer.core.model.catalog import load_catalog
 
         catalog = load_catalog()
-        filters: list[ModelFilter] = []
-        if family:
-            filters.append(family_filter(family, catalog))
-        fits: dict[str, PlanResult] = {}
-        if profile:
-            filters.append(fits_filter(get_profile(profile), ctx, fits))
-        models = select_models(catalog, filters)
+        listing = listing_of(
+            catalog,
+            family=family,
+            profile=(lambda: get_profile(profile)) if profile else None,
+            ctx=ctx,
+        )
+        models, fits = listing.models, listing.fits
         if json_:
             out = []
             for m in models:
                 entry = model_json(m)
-                if m.id in fits:
-                    d = fits[m.id].as_dict()
-                    entry["fit"] = {
-                        k: d[k]
-                        for k in (
-                            "profile",
-                            "quant",
-                            "ctx",
-                            "n_gpu_layers",
-                            "predicted_tokens_per_s",
-                        )
-                    } | {"total_bytes": d["memory"]["total_bytes"]}
+                fit = listing.fit_json(m.id)
+                if fit is not None:
+                    entry["fit"] = fit
                 out.append(entry)
             print_json(out)
         elif profile:

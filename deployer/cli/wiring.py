@@ -24,6 +24,9 @@ if TYPE_CHECKING:
     from deployer.core.serve.deploy_flow import DeployEdges
     from deployer.core.serve.prepare import WeightsLocation
     from deployer.core.serve.servers import ProcessRuntime
+    from deployer.core.state.deployments import NativeServers
+    from deployer.core.state.records import DeploymentRecord, PurgeResult
+    from deployer.core.state.teardown import DownSeams
 
 
 def hub_reader() -> object:
@@ -254,3 +257,56 @@ def clock() -> SystemClock:
     from deployer.adapters.clock import SystemClock
 
     return SystemClock()
+
+
+class _NativeServers:
+    """The native servers deploy started (deployer.core.state.deployments.NativeServers)."""
+
+    def alive(self, record: DeploymentRecord) -> bool:
+        """A native server lives while its pid is provably the process deploy started."""
+        from deployer.adapters.native import our_server
+
+        assert record.pid is not None  # only records with a pid are asked about
+        return our_server(record.name, record.pid, record.port) is not None
+
+    def health(self, endpoint: str) -> str:
+        """The server's /health."""
+        from deployer.adapters.native import probe_health
+
+        return probe_health(endpoint)
+
+    def stop(self, record: DeploymentRecord, *, timeout_s: float) -> str:
+        """Stop it if it is ours."""
+        from deployer.adapters.native import stop_our_server
+
+        return stop_our_server(record.name, record.pid, record.port, timeout_s=timeout_s)
+
+    def log_path(self, name: str) -> Path:
+        """The log deploy writes for `name`."""
+        from deployer.adapters.native import log_path_for
+
+        return log_path_for(name)
+
+
+def native_servers() -> NativeServers:
+    """The llama-server processes deploy started here."""
+    return _NativeServers()
+
+
+def down_seams() -> DownSeams:
+    """The real systems `down` works through."""
+    from deployer.core.state.teardown import DownSeams
+
+    def purge(remaining: list[DeploymentRecord], record: DeploymentRecord) -> PurgeResult:
+        from deployer.adapters.download import default_cache_dir
+        from deployer.adapters.weights_purge import purge_weights
+
+        return purge_weights(remaining, record, hub_cache=default_cache_dir())
+
+    return DownSeams(
+        engine=docker_engine(),
+        records=record_store(),
+        keys=secret_store(),
+        natives=native_servers(),
+        purge=purge,
+    )

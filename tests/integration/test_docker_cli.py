@@ -11,8 +11,6 @@ import docker.errors
 import pytest
 from typer.testing import CliRunner
 
-import deployer.cli.image
-import deployer.cli.runtime  # noqa: F401 - registers ps/logs/down on the app
 from deployer.adapters.docker_engine import DockerEngine
 from deployer.adapters.state_store import load_record, record_path, save_record
 from deployer.cli.app import app

@@ -15,7 +15,7 @@ import pytest
 from typer.testing import CliRunner
 
 import deployer.cli.deploy  # registers `deploy`
-import deployer.cli.runtime  # registers `ps`, `down`
+import deployer.cli.deployments  # registers `ps`, `down`
 import deployer.cli.wiring  # patched below
 from deployer.adapters.ollama import OllamaError, create_in_server, sha256_digest
 from deployer.adapters.smoke import ollama_smoke

@@ -8,7 +8,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from deployer.core.errors import KeyFileExists
+from deployer.core.errors import KeyFileExists, StateFileInvalid
 from deployer.core.serve.containers import ContainerInfo, EngineInfo, ProgressFn
 from deployer.core.serve.specs import ContainerSpec, VolumeSpec
 from deployer.core.state.records import DeploymentRecord, RecordScan
@@ -118,6 +118,7 @@ class MemoryRecordStore:
     records: dict[str, DeploymentRecord] = field(default_factory=dict)
     ports: dict[str, int] = field(default_factory=dict)
     fail_save: BaseException | None = None
+    invalid: list[StateFileInvalid] = field(default_factory=list)  # files scan cannot read
 
     def save(self, record: DeploymentRecord) -> str:
         """Keep `record` and its port."""
@@ -133,7 +134,7 @@ class MemoryRecordStore:
 
     def scan(self) -> RecordScan:
         """Every record, sorted by name."""
-        return RecordScan([self.records[n] for n in sorted(self.records)], [])
+        return RecordScan([self.records[n] for n in sorted(self.records)], list(self.invalid))
 
     def delete(self, name: str) -> bool:
         """Forget `name`'s record."""
@@ -171,6 +172,15 @@ class MemorySecretStore:
         """Forget the key at `path`."""
         self.keys.pop(path, None)
         self.discarded.append(path)
+
+    def remove_generated(self, name: str, api_key_path: str | None) -> str | None:
+        """Discard `name`'s key when the path is the one write_api_key gave; else leave it."""
+        if not api_key_path:
+            return None
+        if Path(api_key_path) != self.api_key_path(name):
+            return f"API key file {api_key_path} is not one deploy generated; left alone"
+        self.discard(Path(api_key_path))
+        return "removed API key file"
 
 
 @dataclass

@@ -27,7 +27,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 from typer.testing import CliRunner
 
-import deployer.cli.runtime  # noqa: F401  (registers ps, logs, down)
+import deployer.cli.deployments  # noqa: F401  (registers ps, logs, down)
 import deployer.cli.wiring as wiring
 from deployer.adapters.native import NativeProcess, save_process
 from deployer.adapters.secrets import write_api_key
