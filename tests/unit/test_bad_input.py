@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -364,7 +365,9 @@ def test_a_deeply_nested_profile_does_not_crash_the_process(tmp_path: Path) -> N
     text = (PROFILES_DIR / "cpu-x86-8c-32gb.yaml").read_text(encoding="utf-8")
     (prof / "cpu-x86-8c-32gb.yaml").write_text(text + f"notes: {DEEP}\n")
     code, err = _run(["profiles", "show", "cpu-x86-8c-32gb"])
-    assert code == 1 and "nested deeper than" in _one_line_error(err)
+    # ours ("nested deeper than N levels"), or PyYAML >= 6.0.4's own scanner limit, which
+    # fires first ("exceeded maximum nesting depth"): refused in one line either way
+    assert code == 1 and re.search(r"nested deeper than|nesting depth", _one_line_error(err))
 
 
 def test_logs_escape_controls_a_server_printed(

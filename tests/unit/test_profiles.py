@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 import time
 from pathlib import Path
 
@@ -388,7 +389,8 @@ def test_deep_nesting_is_refused_without_crashing() -> None:
     """libyaml's composer recurses in C: 100,000 levels crash the interpreter if they get there."""
     with pytest.raises(InvalidDataFile) as info:
         _load_text(_valid_cpu_yaml("x") + f"notes: {DEEP}\n")
-    assert "nested deeper than" in _one_line(info.value)
+    # ours, or PyYAML >= 6.0.4's own scanner limit, which fires first: one line either way
+    assert re.search(r"nested deeper than|nesting depth", _one_line(info.value))
 
 
 def test_a_recursive_alias_is_refused() -> None:
