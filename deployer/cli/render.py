@@ -107,7 +107,7 @@ def render(
             ref, result, name=dep_name, locate=wiring.locate_weights, options=options
         )
         bundle, weights = prepared.bundle, prepared.weights
-        written = bundle.write(out_dir)
+        written = wiring.write_bundle(out_dir, bundle.files)
         echo(
             "rendered ", styled(bundle.name, "bold"),
             f": {result.model} {result.chosen.facts.quant} on {prof.id}, {backend} via {bundle.target}",

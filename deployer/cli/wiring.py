@@ -198,6 +198,7 @@ class _Native:
 
 def deploy_edges(say: Callable[[str], None]) -> DeployEdges:
     """The real systems `deployer deploy` talks to."""
+    from deployer.adapters.host import LocalHost
     from deployer.adapters.ollama import create_in_server
     from deployer.adapters.smoke import llama_server_smoke, ollama_smoke
     from deployer.core.serve.deploy_flow import DeployEdges
@@ -212,6 +213,7 @@ def deploy_edges(say: Callable[[str], None]) -> DeployEdges:
         keys=secret_store(),
         records=record_store(),
         clock=clock(),
+        host=LocalHost(),
         native=_Native(),
         llama_smoke=llama_server_smoke,
         ollama_smoke=ollama_smoke,
@@ -236,6 +238,13 @@ def fleet_edges(say: Callable[[str], None]) -> FleetEdges:
         hf_token=os.environ.get("HF_TOKEN") or None,
         say=say,
     )
+
+
+def write_bundle(out: Path, files: dict[str, str]) -> list[Path]:
+    """Write a rendered bundle's files under `out` (deployer.adapters.output_folder)."""
+    from deployer.adapters.output_folder import write_files
+
+    return write_files(out, files)
 
 
 def record_store() -> FileRecordStore:

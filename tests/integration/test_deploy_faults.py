@@ -100,13 +100,14 @@ class _InterruptedAfterCreate(DockerEngine):
 def test_interrupt_inside_container_creation_still_leaves_nothing(
     engine: DockerEngine, runtime_image: str
 ) -> None:
+    from deployer.adapters.host import LocalHost
     from deployer.adapters.smoke import llama_server_smoke
     from deployer.cli import wiring
     from deployer.core.hardware.profiles import get_profile
     from deployer.core.model.resolve import demo_model_path
-    from deployer.core.serve.deploy import deploy
+    from deployer.core.serve.deploy import serve_and_prove, with_limits
     from deployer.core.serve.render import render_plan
-    from deployer.core.serve.servers import ATTEMPT_LABEL
+    from deployer.core.serve.servers import ATTEMPT_LABEL, LlamaContainer, container_spec_for
 
     result = wiring.plan_for("demo", get_profile("cpu-x86-2c-8gb"), quant=None, ctx=None,
                              parallel=1, kv_type="f16", backend="llamacpp")  # fmt: skip
@@ -117,12 +118,16 @@ def test_interrupt_inside_container_creation_still_leaves_nothing(
     other = engine.client().containers.create(
         runtime_image, name="t-midcreate-other", labels={"io.deployer.name": "t-other"}
     )
+    host = LocalHost()
+    spec = container_spec_for(bundle, None, attempt=host.attempt_id())
+    server = LlamaContainer(_InterruptedAfterCreate(), bundle,
+                            with_limits(spec, result, host_cpus=host.cpu_count()), "local")  # fmt: skip
     try:
         with pytest.raises(KeyboardInterrupt):
-            deploy(result=result, bundle=bundle, engine=_InterruptedAfterCreate(),
-                   smoke=llama_server_smoke, model_files=[], api_key_file=None,
-                   image_source="local", records=wiring.record_store(),
-                   keys=wiring.secret_store(), clock=wiring.clock())  # fmt: skip
+            serve_and_prove(result=result, bundle=bundle, server=server,
+                            smoke=llama_server_smoke, model_files=[], api_key_file=None,
+                            records=wiring.record_store(), keys=wiring.secret_store(),
+                            clock=wiring.clock())  # fmt: skip
         _left_nothing(engine, "t-midcreate")
         assert not [c for c in engine.list_deployer_containers() if ATTEMPT_LABEL in c.labels]
         assert "t-midcreate-other" in _names(engine)

@@ -17,14 +17,16 @@ from typer.testing import CliRunner
 import deployer.cli.deploy  # registers `deploy`
 import deployer.cli.deployments  # registers `ps`, `down`
 import deployer.cli.wiring  # patched below
+from deployer.adapters.host import LocalHost
 from deployer.adapters.ollama import OllamaError, create_in_server, sha256_digest
 from deployer.adapters.smoke import ollama_smoke
 from deployer.adapters.state_store import load_record, load_records
 from deployer.cli import wiring
 from deployer.cli.app import app
 from deployer.core.errors import NameInUse, SmokeTestFailed
-from deployer.core.serve.deploy import deploy_ollama
+from deployer.core.serve.deploy import check_name_free, serve_and_prove, with_limits
 from deployer.core.serve.render import RenderedBundle, render_plan
+from deployer.core.serve.servers import OllamaContainer, container_spec_for
 from tests.integration.loopback import free_port
 from tests.integration.ollama_contract import ContractEngine, OllamaContract
 from tests.unit.test_render_golden import plan_for
@@ -60,17 +62,23 @@ def _bundle(gguf: Path, name: str = "qwen") -> tuple[object, RenderedBundle]:
 
 
 def _deploy(engine: ContractEngine, gguf: Path, name: str = "qwen") -> object:
+    """The Ollama server of deploy_model, served and proven as it serves it."""
     result, bundle = _bundle(gguf, name)
-    return deploy_ollama(
+    records = wiring.record_store()
+    check_name_free(bundle.name, engine, records=records)
+    host = LocalHost()
+    spec = container_spec_for(bundle, None, attempt=host.attempt_id())
+    spec = with_limits(spec, result, host_cpus=host.cpu_count())  # type: ignore[arg-type]
+    server = OllamaContainer(engine, bundle, spec, "test", create=create_in_server, model_path=gguf)
+    return serve_and_prove(
         result=result,  # type: ignore[arg-type]
         bundle=bundle,
-        engine=engine,
-        create=create_in_server,
+        server=server,
         smoke=ollama_smoke,
-        model_path=gguf,
         model_files=[str(gguf)],
-        image_source="test",
-        records=wiring.record_store(),
+        api_key_file=None,
+        records=records,
+        keys=None,
         clock=wiring.clock(),
         timeout_s=10,
     )

@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from deployer.core.errors import KeyFileExists, StateFileInvalid
+from deployer.core.pull.files import FetchResult, FileTarget, ProgressSink, RepoListing
 from deployer.core.serve.containers import ContainerInfo, EngineInfo, ProgressFn
 from deployer.core.serve.specs import ContainerSpec, VolumeSpec
 from deployer.core.state.records import DeploymentRecord, RecordScan
@@ -31,6 +32,7 @@ class MemoryEngine:
         self.visible_from: dict[str, float] = {}
         self.volumes: dict[str, str] = {}  # volume -> deployment
         self.removed: list[str] = []
+        self.specs: list[ContainerSpec] = []  # every spec run_container was given
         self.fail_run: BaseException | None = None
         self.fail_after_create: BaseException | None = None
         self.hide_for_s = 0.0
@@ -43,6 +45,7 @@ class MemoryEngine:
 
     def run_container(self, *, spec: ContainerSpec) -> str:
         """Make the container (unless told to fail first); its id."""
+        self.specs.append(spec)
         if self.fail_run is not None:
             raise self.fail_run
         cid = f"{len(self.containers) + len(self.removed) + 1:064x}"
@@ -198,3 +201,54 @@ class MemoryClock:
         """Move the clock on instead of waiting."""
         self.slept.append(seconds)
         self.now += seconds
+
+
+@dataclass
+class MemoryHost:
+    """The machine deploy runs on: a fixed CPU count and numbered attempt ids."""
+
+    cpus: int | None = 8
+    attempts: int = 0
+
+    def cpu_count(self) -> int | None:
+        """The CPU count given."""
+        return self.cpus
+
+    def attempt_id(self) -> str:
+        """attempt-1, attempt-2, ..."""
+        self.attempts += 1
+        return f"attempt-{self.attempts}"
+
+
+@dataclass
+class MemoryHubStore:
+    """A Hub holding the files of `listing`, all already in the cache under /memory/hub."""
+
+    listing: RepoListing
+    fetched: list[str] = field(default_factory=list)
+
+    def cache_root(self) -> Path:
+        """Where the cached files would be."""
+        return Path("/memory/hub")
+
+    def list_repo(self, repo_id: str, revision: str | None) -> RepoListing:
+        """The listing given."""
+        return self.listing
+
+    def cached_listing(self, repo_id: str, revision: str | None) -> RepoListing | None:
+        """The listing given (everything is cached)."""
+        return self.listing
+
+    def present_bytes(self, target: FileTarget) -> int:
+        """All of it: nothing is downloaded."""
+        return target.size
+
+    def clean_stale(self, repo_id: str, keep_sha256: set[str]) -> int:
+        """Nothing is stale."""
+        return 0
+
+    def fetch(self, target: FileTarget, progress: ProgressSink, *, offline: bool) -> FetchResult:
+        """The cached file, reused and verified."""
+        self.fetched.append(target.name)
+        path = self.cache_root() / target.repo_id / target.name
+        return FetchResult(path, target.sha256, 0, target.size, True)

@@ -22,7 +22,7 @@ MODEL = Path("/srv/models/Qwen2.5-7B-Instruct-Q6_K.gguf")
 
 def test_ollama_spec_is_locked_down_and_local() -> None:
     bundle = render_variant("ollama-compose-cpu")
-    spec = container_spec_for(bundle, None)
+    spec = container_spec_for(bundle, None, attempt="a1")
     assert spec.image == f"docker.io/ollama/ollama:{OLLAMA_VERSION}"
     assert spec.command == ["serve"]
     assert spec.user == "65534:65534"
@@ -34,7 +34,7 @@ def test_ollama_spec_is_locked_down_and_local() -> None:
     assert spec.health is not None and spec.health.test == ["CMD", "ollama", "list"]
     assert spec.labels["io.deployer.backend"] == "ollama"
     assert spec.labels["io.deployer.runtime-version"] == OLLAMA_VERSION
-    assert ATTEMPT_LABEL in spec.labels
+    assert spec.labels[ATTEMPT_LABEL] == "a1"
     assert spec.env["HOME"] == "/ollama" and spec.env["OLLAMA_MODELS"] == "/ollama/models"
     assert spec.env["OLLAMA_HOST"] == "0.0.0.0:11434"  # inside the container; published on lo
     weights, store = spec.mounts

@@ -12,6 +12,7 @@ from typing import Any
 import pytest
 import yaml
 
+from deployer.adapters.output_folder import write_files
 from deployer.cli import wiring
 from deployer.core.fit.plan import PlanRequest, PlanResult, make_plan
 from deployer.core.hardware.profiles import get_profile
@@ -212,7 +213,7 @@ COMPOSE_VARIANTS = sorted(v for v in ALL_VARIANTS if "-compose-" in v)
 @pytest.mark.parametrize("variant", COMPOSE_VARIANTS)
 def test_compose_accepted_by_docker_compose(variant: str, tmp_path: Path) -> None:
     bundle = render_variant(variant)
-    bundle.write(tmp_path)
+    write_files(tmp_path, bundle.files)
     if bundle.files["docker-compose.yml"].count("api_key") > 0:
         (tmp_path / "secrets").mkdir()
         (tmp_path / "secrets" / "api_key").write_text("test-key\n")

@@ -13,6 +13,7 @@ import yaml
 from typer.testing import CliRunner
 
 import deployer.cli.render  # noqa: F401  (registers `render` until app.py imports it)
+from deployer.adapters.output_folder import write_files
 from deployer.cli.app import app
 from tests.unit.test_render_golden import render_variant
 
@@ -126,7 +127,7 @@ def test_readme_key_line_is_inert_when_pasted_into_a_shell(target: str, tmp_path
 
 
 def test_every_rendered_file_carries_the_mark() -> None:
-    from deployer.core.serve.output_folder import RENDERED_MARK
+    from deployer.adapters.output_folder import RENDERED_MARK
     from tests.unit.test_render_golden import VARIANTS
 
     for variant in VARIANTS:
@@ -208,7 +209,7 @@ def test_systemd_accepts_units_with_hostile_paths(tmp_path: Path) -> None:
         api_key_file=weird / "key %d",
         binary=str(binary),
     )
-    bundle.write(tmp_path / "units")
+    write_files(tmp_path / "units", bundle.files)
     units = sorted(str(p) for p in (tmp_path / "units").iterdir() if p.suffix != ".md")
     proc = subprocess.run(
         ["systemd-analyze", "verify", *units], capture_output=True, text=True, check=False

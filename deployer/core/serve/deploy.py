@@ -2,29 +2,20 @@
 
 from __future__ import annotations
 
-import os
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Protocol
 
 from deployer.core.clock import Clock
-from deployer.core.errors import InvalidRequest, NameInUse
+from deployer.core.errors import NameInUse
 from deployer.core.fit.plan import PlanResult
 from deployer.core.serve.containers import ContainerEngine
 from deployer.core.serve.keys import SecretStore
 from deployer.core.serve.limits import resource_limits
 from deployer.core.serve.proof import SmokeKind, SmokeResult, smoke_kind
 from deployer.core.serve.render import RenderedBundle, startup_timeout_s
-from deployer.core.serve.servers import (
-    LlamaContainer,
-    ModelCreator,
-    NativeProcess,
-    OllamaContainer,
-    ProcessRuntime,
-    Server,
-    container_spec_for,
-)
+from deployer.core.serve.servers import Server
 from deployer.core.serve.specs import ContainerSpec
 from deployer.core.state.records import DeploymentRecord, now_iso
 from deployer.core.state.store import RecordStore
@@ -105,10 +96,10 @@ def check_name_free(
         raise NameInUse(name)
 
 
-def with_limits(spec: ContainerSpec, result: PlanResult) -> ContainerSpec:
-    """`spec` capped by the plan (deployer.core.serve.limits), its process cap sized for this host's
-    CPUs, which the server in the container sees."""
-    limits = resource_limits(result, host_cpus=os.cpu_count())
+def with_limits(spec: ContainerSpec, result: PlanResult, *, host_cpus: int | None) -> ContainerSpec:
+    """`spec` capped by the plan (deployer.core.serve.limits), its process cap sized for the
+    host's CPUs (DeployHost.cpu_count), which the server in the container sees."""
+    limits = resource_limits(result, host_cpus=host_cpus)
     return replace(spec, memory_limit_bytes=limits.memory_limit_bytes, pids_limit=limits.pids)
 
 
@@ -158,117 +149,4 @@ def serve_and_prove(
     seconds = clock.monotonic() - started
     return DeployResult(
         record, proof, server.image_source, seconds, server.notes(), server.served_model
-    )
-
-
-def deploy(
-    *,
-    result: PlanResult,
-    bundle: RenderedBundle,
-    engine: ContainerEngine,
-    smoke: SmokeTester,
-    model_files: list[str],
-    api_key_file: Path | None,
-    image_source: str,
-    records: RecordStore,
-    keys: SecretStore,
-    clock: Clock,
-    on_progress: Callable[[float, str], None] | None = None,
-    timeout_s: float | None = None,
-) -> DeployResult:
-    """Run the bundle's llama-server container until healthy and proven, or remove it all."""
-    if records.load(bundle.name) is not None:
-        raise NameInUse(bundle.name)
-    if bundle.backend != "llamacpp":
-        raise InvalidRequest(
-            f"deploy() runs llama-server; the {bundle.backend} backend deploys through "
-            "deployer.core.serve.deploy.deploy_ollama"
-        )
-    engine.engine_available()
-    spec = with_limits(container_spec_for(bundle, api_key_file), result)
-    return serve_and_prove(
-        result=result,
-        bundle=bundle,
-        server=LlamaContainer(engine, bundle, spec, image_source),
-        smoke=smoke,
-        model_files=model_files,
-        api_key_file=api_key_file,
-        records=records,
-        keys=keys,
-        clock=clock,
-        on_progress=on_progress,
-        timeout_s=timeout_s,
-    )
-
-
-def deploy_ollama(
-    *,
-    result: PlanResult,
-    bundle: RenderedBundle,
-    engine: ContainerEngine,
-    create: ModelCreator,
-    smoke: SmokeTester,
-    model_path: Path,
-    model_files: list[str],
-    image_source: str,
-    records: RecordStore,
-    clock: Clock,
-    on_progress: Callable[[float, str], None] | None = None,
-    timeout_s: float | None = None,
-) -> DeployResult:
-    """Run Ollama in a container, create the model in it, prove it; on failure remove it all."""
-    if bundle.backend != "ollama":
-        raise InvalidRequest(f"deploy_ollama got a {bundle.backend} bundle")
-    if records.load(bundle.name) is not None:
-        raise NameInUse(bundle.name)
-    engine.engine_available()
-    spec = with_limits(container_spec_for(bundle, None), result)
-    server = OllamaContainer(
-        engine, bundle, spec, image_source, create=create, model_path=model_path
-    )
-    return serve_and_prove(
-        result=result,
-        bundle=bundle,
-        server=server,
-        smoke=smoke,
-        model_files=model_files,
-        api_key_file=None,
-        records=records,
-        keys=None,
-        clock=clock,
-        on_progress=on_progress,
-        timeout_s=timeout_s,
-    )
-
-
-def deploy_native(
-    *,
-    result: PlanResult,
-    bundle: RenderedBundle,
-    runtime: ProcessRuntime,
-    smoke: SmokeTester,
-    model_files: list[str],
-    api_key_file: Path | None,
-    log_path: Path,
-    records: RecordStore,
-    keys: SecretStore,
-    clock: Clock,
-    on_progress: Callable[[float, str], None] | None = None,
-    timeout_s: float | None = None,
-) -> DeployResult:
-    """Run the bundle's native argv until healthy and proven; on failure stop it, keep the log."""
-    if records.load(bundle.name) is not None:
-        raise NameInUse(bundle.name)
-    return serve_and_prove(
-        result=result,
-        bundle=bundle,
-        server=NativeProcess(runtime, bundle, log_path),
-        smoke=smoke,
-        model_files=model_files,
-        api_key_file=api_key_file,
-        records=records,
-        keys=keys,
-        clock=clock,
-        on_progress=on_progress,
-        timeout_s=timeout_s,
     )

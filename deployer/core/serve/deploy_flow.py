@@ -29,6 +29,7 @@ from deployer.core.serve.deploy import (
     smoke_kind_for,
     with_limits,
 )
+from deployer.core.serve.host import DeployHost
 from deployer.core.serve.keys import SecretStore
 from deployer.core.serve.prepare import (
     PlanInputs,
@@ -49,6 +50,7 @@ from deployer.core.serve.servers import (
     Server,
     container_spec_for,
 )
+from deployer.core.serve.specs import ContainerSpec
 from deployer.core.state.records import check_name
 from deployer.core.state.store import RecordStore
 from deployer.core.untrusted import check_port
@@ -146,6 +148,7 @@ class DeployEdges:
     keys: SecretStore
     records: RecordStore
     clock: Clock
+    host: DeployHost
     native: NativeHost
     llama_smoke: SmokeTester
     ollama_smoke: SmokeTester
@@ -210,20 +213,25 @@ def deploy_model(
     bundle = replace(bundle, image=run_image)
     server: Server
     key_file = None
+    attempt = edges.host.attempt_id()
     if backend == "ollama":
         if req.expose:
             edges.say("warning: --expose --insecure: Ollama has no API key; anyone who "
                       f"reaches port {port} can use the server")  # fmt: skip
-        spec = with_limits(container_spec_for(bundle, None), result)
+        spec = _limited(container_spec_for(bundle, None, attempt=attempt), result, edges)
         server = OllamaContainer(
             engine, bundle, spec, image_note, create=edges.ollama_create, model_path=pulled.path
         )
     else:
         key_file = edges.keys.write_api_key(name, for_container=True) if req.expose else None
-        spec = with_limits(container_spec_for(bundle, key_file), result)
+        spec = _limited(container_spec_for(bundle, key_file, attempt=attempt), result, edges)
         server = LlamaContainer(engine, bundle, spec, image_note)
     smoke = edges.ollama_smoke if backend == "ollama" else edges.llama_smoke
     return _serve(req, edges, result, bundle, server, smoke, pulled, key_file, progress)
+
+
+def _limited(spec: ContainerSpec, result: PlanResult, edges: DeployEdges) -> ContainerSpec:
+    return with_limits(spec, result, host_cpus=edges.host.cpu_count())
 
 
 def _serve(
@@ -269,7 +277,7 @@ def _dry_run(
     bundle, weights_path = prepared.bundle, prepared.weights.path
     spec = bundle.container_spec()
     if backend == "llamacpp":
-        spec = with_limits(spec, result)  # as deploy() runs it
+        spec = _limited(spec, result, edges)  # as a deploy runs it
     key_note = "(generated at deploy time)" if req.expose and backend == "llamacpp" else None
     out: dict[str, Any] = {
         "plan": result.as_dict(),

@@ -47,7 +47,6 @@ from deployer.core.serve.llama_flags import (
     get_version,
     load_mode_args,
 )
-from deployer.core.serve.output_folder import write_files
 from deployer.core.serve.quoting import (
     Quoted,
     comment,
@@ -168,10 +167,6 @@ class RenderedBundle:
     def native_argv(self) -> list[str]:
         """The argument list of a supervised local process (binary first)."""
         return list(self.native)
-
-    def write(self, out: Path) -> list[Path]:
-        """Write every file under `out` (see output_folder.write_files); the paths written."""
-        return write_files(out, self.files)
 
 
 def _q(value: object) -> str:

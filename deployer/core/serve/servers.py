@@ -8,7 +8,6 @@ store volume and the model created in it), a native llama-server process.
 
 from __future__ import annotations
 
-import secrets
 from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
@@ -58,10 +57,13 @@ class Server(Protocol):
         ...
 
 
-def container_spec_for(bundle: RenderedBundle, api_key_file: Path | None) -> ContainerSpec:
-    """The bundle's spec, with the key file mounted read-only where the server reads it."""
+def container_spec_for(
+    bundle: RenderedBundle, api_key_file: Path | None, *, attempt: str
+) -> ContainerSpec:
+    """The bundle's spec, labelled with this `attempt` (DeployHost.attempt_id), with the key
+    file mounted read-only where the server reads it."""
     spec = bundle.container_spec()
-    spec = replace(spec, labels={**spec.labels, ATTEMPT_LABEL: secrets.token_hex(8)})
+    spec = replace(spec, labels={**spec.labels, ATTEMPT_LABEL: attempt})
     if api_key_file is not None:
         spec = replace(spec, mounts=[*spec.mounts, Mount(str(api_key_file), API_KEY_IN_CONTAINER)])
     return spec

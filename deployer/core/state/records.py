@@ -8,7 +8,7 @@ read bounded and checked field by field (record_fields): a bad file is one State
 
 from __future__ import annotations
 
-import os
+import posixpath
 import re
 from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass, field
@@ -117,7 +117,7 @@ class RecordScan:
 
 def invalid_name(error: StateFileInvalid) -> str:
     """The deployment name an invalid record file stands for: its file name less `.json`."""
-    base = os.path.basename(error.path)
+    base = posixpath.basename(error.path)
     name = base[: -len(".json")] if base.endswith(".json") else base
     return name if name.isprintable() else repr(name)  # a file name may hold escape sequences
 
