@@ -73,10 +73,13 @@ def time_deployer(url: str, work: Path) -> tuple[float, dict[str, object]]:
     shutil.rmtree(home, ignore_errors=True)
     code = (
         "import json, sys, time\n"
+        "from deployer.adapters.clock import SystemClock\n"
         "from deployer.adapters.download import HfCacheStore\n"
+        "from deployer.adapters.local_files import LocalDisk\n"
         "from deployer.core.pull.files import pull_model\n"
         "t = time.perf_counter()\n"
-        "r = pull_model('hf://bench/fast', store=HfCacheStore())\n"
+        "r = pull_model('hf://bench/fast', store=HfCacheStore(), files=LocalDisk(),\n"
+        "               clock=SystemClock())\n"
         "print(json.dumps({'s': time.perf_counter() - t, 'r': r.as_dict()}))\n"
     )
     proc = subprocess.run(

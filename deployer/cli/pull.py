@@ -164,7 +164,7 @@ def pull(
         progress: RichProgress | LineProgress = (
             RichProgress() if err_console.is_terminal else LineProgress()
         )
-        from deployer.cli.wiring import hub_store
+        from deployer.cli.wiring import clock, hub_store, local_files
         from deployer.core.model.ref import parse_model_ref
         from deployer.core.pull.files import pull_model
 
@@ -179,6 +179,8 @@ def pull(
                 accept_license=accept_license,
                 offline=offline_mode(),
                 progress=sink,
+                files=local_files(),
+                clock=clock(),
             )
         finally:
             progress.close()

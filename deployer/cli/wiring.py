@@ -11,6 +11,7 @@ if TYPE_CHECKING:
     from pathlib import Path
 
     from deployer.adapters.clock import SystemClock
+    from deployer.adapters.local_files import LocalDisk
     from deployer.adapters.secrets import FileSecretStore
     from deployer.adapters.state_store import FileRecordStore
     from deployer.core.fit.plan import License, PlanResult
@@ -214,6 +215,7 @@ def deploy_edges(say: Callable[[str], None]) -> DeployEdges:
         records=record_store(),
         clock=clock(),
         host=LocalHost(),
+        files=local_files(),
         native=_Native(),
         llama_smoke=llama_server_smoke,
         ollama_smoke=ollama_smoke,
@@ -234,6 +236,8 @@ def fleet_edges(say: Callable[[str], None]) -> FleetEdges:
         planner=plan_for,
         hub_store=hub_store,
         check_backend=check_backend,
+        files=local_files(),
+        clock=clock(),
         hf_endpoint=os.environ.get("HF_ENDPOINT", "https://huggingface.co"),
         hf_token=os.environ.get("HF_TOKEN") or None,
         say=say,
@@ -259,6 +263,13 @@ def secret_store() -> FileSecretStore:
     from deployer.adapters.secrets import FileSecretStore
 
     return FileSecretStore()
+
+
+def local_files() -> LocalDisk:
+    """This machine's files, as pull reads them."""
+    from deployer.adapters.local_files import LocalDisk
+
+    return LocalDisk()
 
 
 def clock() -> SystemClock:

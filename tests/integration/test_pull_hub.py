@@ -13,7 +13,9 @@ import yaml
 from huggingface_hub import hf_hub_download, scan_cache_dir, try_to_load_from_cache
 from typer.testing import CliRunner
 
+from deployer.adapters.clock import SystemClock
 from deployer.adapters.download import HfCacheStore
+from deployer.adapters.local_files import LocalDisk
 from deployer.cli.app import app
 from deployer.core.errors import NotEnoughDisk
 from deployer.core.model.resolve import demo_model_path
@@ -251,7 +253,8 @@ def test_local_dir(hub: LoopbackHub, tiny: Path, tmp_path: Path, cache: Path) ->
 
 def test_not_enough_disk_refused_before_any_byte(hub: LoopbackHub, tiny: Path, cache: Path) -> None:
     with pytest.raises(NotEnoughDisk):
-        pull_model("hf://test/tiny", store=HfCacheStore(), free_bytes=lambda _p: 1)
+        pull_model("hf://test/tiny", store=HfCacheStore(), free_bytes=lambda _p: 1,
+                   files=LocalDisk(), clock=SystemClock())  # fmt: skip
     assert hub.served("test/tiny", "tiny-Q4_K_M.gguf") == 0
     assert not list(cache.glob("*/blobs/*"))
 
@@ -272,7 +275,7 @@ def test_verified_file_is_not_hashed_again_until_it_changes(
     """A reused blob is hashed once; the memo of that check (by path, size, mtime, inode) lets
     the next pull skip it, and any change to the file makes the next pull hash it again."""
     import deployer.adapters.download as download
-    from deployer.core.pull.files import sha256_file as real
+    from deployer.adapters.local_files import sha256_file as real
 
     hashed: list[str] = []
 

@@ -12,8 +12,10 @@ from pathlib import Path
 import pytest
 from huggingface_hub import scan_cache_dir, try_to_load_from_cache
 
+from deployer.adapters.clock import SystemClock
 from deployer.adapters.download import HfCacheStore
 from deployer.adapters.http_range import library_is_default, open_range
+from deployer.adapters.local_files import LocalDisk
 from deployer.core.errors import ChecksumMismatch
 from deployer.core.pull.files import pull_model
 from tests.integration.hubserver import LoopbackHub
@@ -41,7 +43,9 @@ def test_cut_connections_complete_and_verify(
     hub: LoopbackHub, src: Path, tmp_path: Path, direct: bool, connections: int
 ) -> None:
     hub.cut_after[f"test/paths/{NAME}"] = 300_000  # every response ends early
-    result = pull_model("hf://test/paths", store=store(direct, connections))
+    result = pull_model(
+        "hf://test/paths", store=store(direct, connections), files=LocalDisk(), clock=SystemClock()
+    )
     assert result.files[0].verified
     digest = hashlib.sha256(src.read_bytes()).hexdigest()
     assert result.files[0].sha256 == digest
@@ -56,7 +60,9 @@ def test_cut_connections_complete_and_verify(
 def test_corrupt_bytes_refused(hub: LoopbackHub, src: Path, tmp_path: Path, direct: bool) -> None:
     hub.corrupt.add(f"test/paths/{NAME}")
     with pytest.raises(ChecksumMismatch):
-        pull_model("hf://test/paths", store=store(direct, 2))
+        pull_model(
+            "hf://test/paths", store=store(direct, 2), files=LocalDisk(), clock=SystemClock()
+        )
     assert not list((tmp_path / "hf" / "hub").glob("*/blobs/*"))
 
 

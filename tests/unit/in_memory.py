@@ -4,12 +4,19 @@ a failed deploy left nothing behind."""
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from deployer.core.errors import KeyFileExists, StateFileInvalid
-from deployer.core.pull.files import FetchResult, FileTarget, ProgressSink, RepoListing
+from deployer.core.pull.files import (
+    DEMO_SHA256,
+    FetchResult,
+    FileTarget,
+    ProgressSink,
+    RepoListing,
+)
 from deployer.core.serve.containers import ContainerInfo, EngineInfo, ProgressFn
 from deployer.core.serve.specs import ContainerSpec, VolumeSpec
 from deployer.core.state.records import DeploymentRecord, RecordScan
@@ -252,3 +259,35 @@ class MemoryHubStore:
         self.fetched.append(target.name)
         path = self.cache_root() / target.repo_id / target.name
         return FetchResult(path, target.sha256, 0, target.size, True)
+
+
+@dataclass
+class MemoryFiles:
+    """Local files as bytes in a dict, on a disk with `free` bytes free."""
+
+    files: dict[Path, bytes] = field(default_factory=dict)
+    free: int = 1 << 50
+
+    def is_file(self, path: Path) -> bool:
+        """Whether `path` holds bytes here."""
+        return path in self.files
+
+    def resolved(self, path: Path) -> Path:
+        """`path` as given (no links here)."""
+        return path
+
+    def size_bytes(self, path: Path) -> int:
+        """The length of `path`'s bytes."""
+        return len(self.files[path])
+
+    def sha256(self, path: Path, progress: ProgressSink | None = None) -> str:
+        """The sha256 of `path`'s bytes."""
+        return hashlib.sha256(self.files[path]).hexdigest()
+
+    def free_bytes(self, path: Path) -> int:
+        """The free space given."""
+        return self.free
+
+    def demo_sha256(self) -> str:
+        """The demo's published sha256."""
+        return DEMO_SHA256

@@ -35,6 +35,7 @@ from deployer.core.state.records import DeploymentRecord, now_iso
 from tests.unit.in_memory import (
     MemoryClock,
     MemoryEngine,
+    MemoryFiles,
     MemoryHost,
     MemoryHubStore,
     MemoryRecordStore,
@@ -97,6 +98,7 @@ class Seams:
     keys: MemorySecretStore
     clock: MemoryClock
     host: MemoryHost = field(default_factory=MemoryHost)
+    files: MemoryFiles = field(default_factory=MemoryFiles)
     procs: MemoryProcesses = field(default_factory=MemoryProcesses)
     hub: MemoryHubStore = field(default_factory=lambda: MemoryHubStore(_listing()))
     smoked: list[str | None] = field(default_factory=list)
@@ -153,7 +155,7 @@ class Seams:
         return DeployEdges(
             planner=planner, ports=Ports(), hub_store=lambda: self.hub,
             engine=lambda: self.engine, choose_image=choose_image, locate_weights=locate,
-            keys=self.keys, records=self.records, clock=self.clock, host=self.host,
+            keys=self.keys, records=self.records, clock=self.clock, host=self.host, files=self.files,
             native=Native(), llama_smoke=self.smoke, ollama_smoke=self.smoke,
             ollama_create=self.create, say=self.said.append,
         )  # fmt: skip

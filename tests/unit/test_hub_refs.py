@@ -10,6 +10,8 @@ from huggingface_hub.utils import validate_repo_id  # type: ignore[attr-defined]
 from hypothesis import given
 from hypothesis import strategies as st
 
+from deployer.adapters.clock import SystemClock
+from deployer.adapters.local_files import LocalDisk
 from deployer.core.model.ref import HubRef, parse_hf_ref
 from deployer.core.pull.files import contained, pull_model
 from deployer.core.pull.hub_checks import check_revision
@@ -98,7 +100,9 @@ def test_invalid_refs_are_one_line(ref: str, says: str) -> None:
 )
 def test_revision_option_is_refused_before_the_hub(rev: str) -> None:
     with pytest.raises(UntrustedValue) as info:
-        pull_model("hf://org/repo", revision=rev)  # no store given: refused before any I/O
+        pull_model(
+            "hf://org/repo", revision=rev, files=LocalDisk(), clock=SystemClock()
+        )  # no store given: refused before any I/O
     assert "revision" in _one_line(info.value)
 
 

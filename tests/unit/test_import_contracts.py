@@ -49,3 +49,17 @@ def test_core_imports_no_network_module_of_the_standard_library() -> None:
             if any(name == banned or name.startswith(banned + ".") for banned in NETWORK_STDLIB):
                 offenders.append(f"{path.relative_to(ROOT)}: {name}")
     assert not offenders, offenders
+
+
+# import-linter sees `importlib` only whole (core needs importlib.abc's Traversable as a type),
+# so reading package data is checked here: only the module that says where data lives may.
+PACKAGE_DATA_READERS = {"deployer/core/resources.py"}
+
+
+def test_only_resources_reads_package_data() -> None:
+    readers = set()
+    for path in sorted((ROOT / "deployer" / "core").rglob("*.py")):
+        names = _imported_names(ast.parse(path.read_text(encoding="utf-8")))
+        if any(n == "importlib.resources" or n.startswith("importlib.resources.") for n in names):
+            readers.add(str(path.relative_to(ROOT)))
+    assert readers <= PACKAGE_DATA_READERS, readers

@@ -9,6 +9,8 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
+from deployer.adapters.clock import SystemClock
+from deployer.adapters.local_files import LocalDisk, demo_expected_sha256, disk_free_bytes
 from deployer.cli.app import app
 from deployer.core.errors import (
     GGUFReadError,
@@ -29,8 +31,6 @@ from deployer.core.pull.files import (
     check_disk_space,
     check_repo_filename,
     contained,
-    demo_expected_sha256,
-    disk_free_bytes,
     pull_model,
     required_free_bytes,
 )
@@ -38,6 +38,7 @@ from deployer.core.units import GIB
 from tests.unit.test_gguf_meta import llama_spec, split_parts, write_gguf
 
 SHA = "ab" * 32
+DISK, CLOCK = LocalDisk(), SystemClock()  # this machine, as deployer.cli.wiring builds it
 
 
 @pytest.mark.parametrize(
@@ -137,21 +138,28 @@ def test_disk_refusal_counts_only_what_is_left(tmp_path: Path) -> None:
         return 41 * GIB  # 40 GiB left to fetch + 2 GiB margin > 41 GiB
 
     with pytest.raises(NotEnoughDisk) as err:
-        pull_model("hf://org/repo", store=store, free_bytes=free, progress=NullProgress())
+        pull_model(
+            "hf://org/repo",
+            store=store,
+            free_bytes=free,
+            progress=NullProgress(),
+            files=DISK,
+            clock=CLOCK,
+        )
     assert err.value.need_bytes == 40 * GIB + 2 * GIB
     assert seen == [tmp_path] and store.fetched == 0
 
 
 def test_restricted_catalog_model_needs_consent(tmp_path: Path) -> None:
     with pytest.raises(LicenseNotAccepted) as err:
-        pull_model("llama-3.1-8b-instruct", store=_Store(tmp_path))
+        pull_model("llama-3.1-8b-instruct", store=_Store(tmp_path), files=DISK, clock=CLOCK)
     assert "--accept-license" in err.value.message() and "http" in err.value.message()
     assert err.value.exit_code == 2
 
 
 def test_local_gguf_reports_its_sha256(tmp_path: Path) -> None:
     path = write_gguf(tmp_path / "tiny.gguf", llama_spec())
-    result = pull_model(str(path))
+    result = pull_model(str(path), files=DISK, clock=CLOCK)
     assert result.files[0].path == str(path.resolve())
     assert result.files[0].verified is False  # nothing published to check it against
     assert result.bytes_downloaded == 0 and result.bytes_reused == path.stat().st_size
@@ -162,7 +170,7 @@ def test_local_gguf_reports_its_sha256(tmp_path: Path) -> None:
 
 def test_local_split_set_lists_every_part(tmp_path: Path) -> None:
     parts = split_parts(tmp_path, llama_spec(), 3)
-    result = pull_model(str(parts[0]))
+    result = pull_model(str(parts[0]), files=DISK, clock=CLOCK)
     assert [Path(f.path).name for f in result.files] == [p.name for p in parts]
 
 
@@ -170,9 +178,9 @@ def test_local_non_gguf_and_missing(tmp_path: Path) -> None:
     bad = tmp_path / "bad.gguf"
     bad.write_bytes(b"nope" * 10)
     with pytest.raises(GGUFReadError):
-        pull_model(str(bad))
+        pull_model(str(bad), files=DISK, clock=CLOCK)
     with pytest.raises(ModelNotFound):
-        pull_model(str(tmp_path / "missing.gguf"))
+        pull_model(str(tmp_path / "missing.gguf"), files=DISK, clock=CLOCK)
 
 
 def test_local_truncated_gguf_is_refused_naming_both_sizes(tmp_path: Path) -> None:
@@ -181,14 +189,14 @@ def test_local_truncated_gguf_is_refused_naming_both_sizes(tmp_path: Path) -> No
     cut = tmp_path / "cut-Q4_K_M.gguf"
     cut.write_bytes(full[:-100])
     with pytest.raises(GGUFReadError) as err:
-        pull_model(str(cut))
+        pull_model(str(cut), files=DISK, clock=CLOCK)
     line = err.value.message()
     assert "\n" not in line and str(cut) in line
     assert f"truncated: {len(full) - 100} bytes, its header needs {len(full)}" in line
     assert "re-download" in line
     cut.write_bytes(full[:-1])  # one byte short is short
     with pytest.raises(GGUFReadError, match="truncated"):
-        pull_model(str(cut))
+        pull_model(str(cut), files=DISK, clock=CLOCK)
 
 
 def test_local_split_set_checks_each_part_against_its_own_table(tmp_path: Path) -> None:
@@ -196,7 +204,7 @@ def test_local_split_set_checks_each_part_against_its_own_table(tmp_path: Path) 
     data = parts[1].read_bytes()
     parts[1].write_bytes(data[: len(data) // 2])
     with pytest.raises(GGUFReadError) as err:
-        pull_model(str(parts[0]))
+        pull_model(str(parts[0]), files=DISK, clock=CLOCK)
     assert str(parts[1]) in err.value.message() and "truncated" in err.value.message()
 
 

@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
+from deployer.core.clock import Clock
 from deployer.core.errors import DeployerError, InvalidRequest
 from deployer.core.fleet.hosts import (
     HostOutcome,
@@ -33,7 +34,7 @@ from deployer.core.hardware.detect import detect_hardware, match_profile
 from deployer.core.hardware.profiles import Profile, get_profile, load_profiles
 from deployer.core.model.facts import ModelFacts
 from deployer.core.model.ref import DemoRef, LocalRef, ModelRef, parse_model_ref
-from deployer.core.pull.files import HubStore, pull_model, remote_targets
+from deployer.core.pull.files import HubStore, LocalFiles, pull_model, remote_targets
 from deployer.core.serve.prepare import (
     PlanInputs,
     Planner,
@@ -101,6 +102,8 @@ class FleetEdges:
     planner: Planner
     hub_store: Callable[[], HubStore]
     check_backend: Callable[[str], None]
+    files: LocalFiles
+    clock: Clock
     hf_endpoint: str = "https://huggingface.co"
     hf_token: str | None = None
     say: Callable[[str], None] = field(default=lambda _msg: None)
@@ -117,7 +120,7 @@ class FleetRun:
 def _weights(ref: ModelRef, hp: HostPlan, edges: FleetEdges) -> list[Weight]:
     """Where the host gets its weights: copied from here (demo, local) or fetched from the Hub."""
     if isinstance(ref, DemoRef | LocalRef):
-        pulled = pull_model(ref, hp.host.quant)
+        pulled = pull_model(ref, hp.host.quant, files=edges.files, clock=edges.clock)
         return [local_weight(hp.models_dir, f.path, f.bytes) for f in pulled.files]
     endpoint = edges.hf_endpoint.rstrip("/")
     return [

