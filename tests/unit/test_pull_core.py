@@ -35,6 +35,7 @@ from deployer.core.pull.files import (
     required_free_bytes,
 )
 from deployer.core.units import GIB
+from tests.unit.in_memory import MemoryFiles
 from tests.unit.test_gguf_meta import llama_spec, split_parts, write_gguf
 
 SHA = "ab" * 32
@@ -148,6 +149,13 @@ def test_disk_refusal_counts_only_what_is_left(tmp_path: Path) -> None:
         )
     assert err.value.need_bytes == 40 * GIB + 2 * GIB
     assert seen == [tmp_path] and store.fetched == 0
+
+
+def test_disk_check_asks_the_local_files_seam_when_no_override_is_given(tmp_path: Path) -> None:
+    store = _Store(tmp_path)
+    with pytest.raises(NotEnoughDisk) as err:
+        pull_model("hf://org/repo", store=store, files=MemoryFiles(free=41 * GIB), clock=CLOCK)
+    assert err.value.have_bytes == 41 * GIB and store.fetched == 0
 
 
 def test_restricted_catalog_model_needs_consent(tmp_path: Path) -> None:
