@@ -34,7 +34,7 @@ from huggingface_hub.utils import (  # type: ignore[attr-defined]
 
 from deployer.adapters.http_range import RangeBody, RangeCut, open_range, range_total
 from deployer.adapters.hub import _translated, fetch_listing
-from deployer.adapters.local_files import sha256_file
+from deployer.adapters.local_files import contained, sha256_file
 from deployer.core import filememo
 from deployer.core.errors import ChecksumMismatch, ExternalUnavailable, SizeMismatch
 from deployer.core.model.resolve import RemoteFile
@@ -43,7 +43,6 @@ from deployer.core.pull.files import (
     FileTarget,
     ProgressSink,
     RepoListing,
-    contained,
 )
 from deployer.core.pull.hub_checks import check_repo_id, check_repo_path, check_revision
 from deployer.core.untrusted import UntrustedValue, check_commit, check_sha256

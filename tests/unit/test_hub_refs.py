@@ -11,9 +11,9 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from deployer.adapters.clock import SystemClock
-from deployer.adapters.local_files import LocalDisk
+from deployer.adapters.local_files import LocalDisk, contained
 from deployer.core.model.ref import HubRef, parse_hf_ref
-from deployer.core.pull.files import contained, pull_model
+from deployer.core.pull.files import pull_model
 from deployer.core.pull.hub_checks import check_revision
 from deployer.core.untrusted import UntrustedValue
 

@@ -10,7 +10,12 @@ import pytest
 from typer.testing import CliRunner
 
 from deployer.adapters.clock import SystemClock
-from deployer.adapters.local_files import LocalDisk, demo_expected_sha256, disk_free_bytes
+from deployer.adapters.local_files import (
+    LocalDisk,
+    contained,
+    demo_expected_sha256,
+    disk_free_bytes,
+)
 from deployer.cli.app import app
 from deployer.core.errors import (
     GGUFReadError,
@@ -30,7 +35,6 @@ from deployer.core.pull.files import (
     RepoListing,
     check_disk_space,
     check_repo_filename,
-    contained,
     pull_model,
     required_free_bytes,
 )

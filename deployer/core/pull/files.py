@@ -234,16 +234,6 @@ def check_repo_filename(repo_id: str, name: str) -> None:
         raise UnsafeRepoPath(repo_id, name, problem)
 
 
-def contained(root: Path, relative: str) -> Path:
-    """root/relative, refused unless its folder resolves inside root (symlinks included)."""
-    base = root.resolve()
-    path = base / relative
-    parent = path.parent.resolve()
-    if path.name in ("", ".", "..") or (parent != base and base not in parent.parents):
-        raise UnsafeRepoPath(str(root), relative, f"resolves outside {base}")
-    return path
-
-
 def required_free_bytes(to_fetch: int) -> int:
     """What must be free before fetching `to_fetch` bytes: plus 5%, at least 1 GiB extra."""
     if to_fetch <= 0:
