@@ -467,7 +467,7 @@ def test_printed_key_lines_work_with_a_key_path_holding_spaces_and_quotes(
     import subprocess
     from types import SimpleNamespace
 
-    from deployer.cli.deploy import print_deployed
+    from deployer.cli.deploy_view import print_deployed
     from deployer.core.serve.proof import SmokeResult
     from deployer.core.state.records import DeploymentRecord, now_iso
 
