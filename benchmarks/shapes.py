@@ -21,7 +21,7 @@ import struct
 import sys
 import tempfile
 from collections.abc import Iterator, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -116,60 +116,87 @@ class Shape:
         return LAYOUTS[self.arch]
 
 
-def _sh(name: str, src: str, title: str, ftype: str, **kw: object) -> Shape:
-    return Shape(name=name, source=src, title=title, ftype=ftype, **kw)  # type: ignore[arg-type]
-
-
-_LLAMA31_8B = dict(arch="llama", n_layer=32, n_embd=4096, n_ff=14336, n_head=32, n_head_kv=8,
-                   head_dim=128, n_vocab=128256, ctx_train=131072, rope_base=500000.0,
-                   norm_eps=1e-5, tied=False, bos_id=128000, eos_id=128009, rope_freqs=True)  # fmt: skip
-_LLAMA32_1B = {**_LLAMA31_8B, "n_layer": 16, "n_embd": 2048, "n_ff": 8192, "head_dim": 64,
-               "tied": True}  # fmt: skip
-_LLAMA32_3B = {**_LLAMA31_8B, "n_layer": 28, "n_embd": 3072, "n_ff": 8192, "n_head": 24,
-               "tied": True}  # fmt: skip
-_MISTRAL_7B = {**_LLAMA31_8B, "n_vocab": 32768, "ctx_train": 32768, "rope_base": 1e6,
-               "bos_id": 1, "eos_id": 2, "rope_freqs": False}  # fmt: skip
-_QWEN25_3B = dict(arch="qwen2", n_layer=36, n_embd=2048, n_ff=11008, n_head=16, n_head_kv=2,
-                  head_dim=128, n_vocab=151936, ctx_train=32768, rope_base=1e6, norm_eps=1e-6,
-                  tied=True, bos_id=151643, eos_id=151645)  # fmt: skip
-_QWEN3_4B = dict(arch="qwen3", n_layer=36, n_embd=2560, n_ff=9728, n_head=32, n_head_kv=8,
-                 head_dim=128, n_vocab=151936, ctx_train=40960, rope_base=1e6, norm_eps=1e-6,
-                 tied=True, bos_id=151643, eos_id=151645)  # fmt: skip
-_GEMMA2_2B = dict(arch="gemma2", n_layer=26, n_embd=2304, n_ff=9216, n_head=8, n_head_kv=4,
-                  head_dim=256, n_vocab=256000, ctx_train=8192, rope_base=10000.0,
-                  norm_eps=1e-6, tied=True, bos_id=2, eos_id=1, sliding_window=4096,
-                  extra=(("attn_logit_softcapping", 50.0), ("final_logit_softcapping", 30.0)))  # fmt: skip
-_GEMMA3_1B = dict(arch="gemma3", n_layer=26, n_embd=1152, n_ff=6912, n_head=4, n_head_kv=1,
-                  head_dim=256, n_vocab=262144, ctx_train=32768, rope_base=1e6, norm_eps=1e-6,
-                  tied=True, bos_id=2, eos_id=1, sliding_window=512)  # fmt: skip
-_PHI3_MINI = dict(arch="phi3", n_layer=32, n_embd=3072, n_ff=8192, n_head=32, n_head_kv=32,
-                  head_dim=96, n_vocab=32064, ctx_train=4096, rope_base=10000.0, norm_eps=1e-5,
-                  tied=False, bos_id=1, eos_id=32000, sliding_window=2047)  # fmt: skip
-_QWEN3_30B_A3B = dict(arch="qwen3moe", n_layer=48, n_embd=2048, n_ff=6144, n_head=32,
-                      n_head_kv=4, head_dim=128, n_vocab=151936, ctx_train=40960,
-                      rope_base=1e6, norm_eps=1e-6, tied=False, bos_id=151643, eos_id=151645,
-                      n_expert=128, n_expert_used=8, n_ff_expert=768)  # fmt: skip
-_OLMOE_1B_7B = dict(arch="olmoe", n_layer=16, n_embd=2048, n_ff=1024, n_head=16, n_head_kv=16,
-                    head_dim=128, n_vocab=50304, ctx_train=4096, rope_base=10000.0,
-                    norm_eps=1e-5, tied=False, bos_id=50279, eos_id=50279, n_expert=64,
-                    n_expert_used=8)  # fmt: skip
+# Numbers from each source's config.json; `name` says the file type, `replace` makes siblings.
+LLAMA31_8B = Shape(
+    name="llama3.1-8b-q4_k_m", arch="llama", source="meta-llama/Llama-3.1-8B-Instruct",
+    title="Llama 3.1 8B Instruct", ftype="Q4_K_M", n_layer=32, n_embd=4096, n_ff=14336,
+    n_head=32, n_head_kv=8, head_dim=128, n_vocab=128256, ctx_train=131072,
+    rope_base=500000.0, norm_eps=1e-5, tied=False, bos_id=128000, eos_id=128009,
+    rope_freqs=True,
+)  # fmt: skip
+MISTRAL_7B = replace(
+    LLAMA31_8B, name="mistral-7b-v0.3-q4_k_m", source="mistralai/Mistral-7B-Instruct-v0.3",
+    title="Mistral 7B Instruct v0.3", n_vocab=32768, ctx_train=32768, rope_base=1e6,
+    bos_id=1, eos_id=2, rope_freqs=False,
+)  # fmt: skip
+LLAMA32_1B = replace(
+    LLAMA31_8B, name="llama3.2-1b-q4_k_m", source="meta-llama/Llama-3.2-1B-Instruct",
+    title="Llama 3.2 1B Instruct", n_layer=16, n_embd=2048, n_ff=8192, head_dim=64, tied=True,
+)  # fmt: skip
+LLAMA32_3B = replace(
+    LLAMA31_8B, name="llama3.2-3b-q4_k_m", source="meta-llama/Llama-3.2-3B-Instruct",
+    title="Llama 3.2 3B Instruct", n_layer=28, n_embd=3072, n_ff=8192, n_head=24, tied=True,
+)  # fmt: skip
+QWEN25_3B = Shape(
+    name="qwen2.5-3b-q4_k_m", arch="qwen2", source="Qwen/Qwen2.5-3B-Instruct",
+    title="Qwen2.5 3B Instruct", ftype="Q4_K_M", n_layer=36, n_embd=2048, n_ff=11008,
+    n_head=16, n_head_kv=2, head_dim=128, n_vocab=151936, ctx_train=32768, rope_base=1e6,
+    norm_eps=1e-6, tied=True, bos_id=151643, eos_id=151645,
+)  # fmt: skip
+QWEN3_4B = Shape(
+    name="qwen3-4b-q4_k_m", arch="qwen3", source="Qwen/Qwen3-4B", title="Qwen3 4B",
+    ftype="Q4_K_M", n_layer=36, n_embd=2560, n_ff=9728, n_head=32, n_head_kv=8, head_dim=128,
+    n_vocab=151936, ctx_train=40960, rope_base=1e6, norm_eps=1e-6, tied=True,
+    bos_id=151643, eos_id=151645,
+)  # fmt: skip
+GEMMA2_2B = Shape(
+    name="gemma2-2b-q4_k_m", arch="gemma2", source="google/gemma-2-2b-it", title="Gemma 2 2B It",
+    ftype="Q4_K_M", n_layer=26, n_embd=2304, n_ff=9216, n_head=8, n_head_kv=4, head_dim=256,
+    n_vocab=256000, ctx_train=8192, rope_base=10000.0, norm_eps=1e-6, tied=True, bos_id=2,
+    eos_id=1, sliding_window=4096,
+    extra=(("attn_logit_softcapping", 50.0), ("final_logit_softcapping", 30.0)),
+)  # fmt: skip
+GEMMA3_1B = Shape(
+    name="gemma3-1b-q4_k_m", arch="gemma3", source="google/gemma-3-1b-it", title="Gemma 3 1B It",
+    ftype="Q4_K_M", n_layer=26, n_embd=1152, n_ff=6912, n_head=4, n_head_kv=1, head_dim=256,
+    n_vocab=262144, ctx_train=32768, rope_base=1e6, norm_eps=1e-6, tied=True, bos_id=2,
+    eos_id=1, sliding_window=512,
+)  # fmt: skip
+PHI3_MINI = Shape(
+    name="phi3-mini-4k-q4_k_m", arch="phi3", source="microsoft/Phi-3-mini-4k-instruct",
+    title="Phi 3 Mini 4k Instruct", ftype="Q4_K_M", n_layer=32, n_embd=3072, n_ff=8192,
+    n_head=32, n_head_kv=32, head_dim=96, n_vocab=32064, ctx_train=4096, rope_base=10000.0,
+    norm_eps=1e-5, tied=False, bos_id=1, eos_id=32000, sliding_window=2047,
+)  # fmt: skip
+QWEN3_30B_A3B = Shape(
+    name="qwen3-30b-a3b-q4_k_m", arch="qwen3moe", source="Qwen/Qwen3-30B-A3B",
+    title="Qwen3 30B A3B", ftype="Q4_K_M", n_layer=48, n_embd=2048, n_ff=6144, n_head=32,
+    n_head_kv=4, head_dim=128, n_vocab=151936, ctx_train=40960, rope_base=1e6, norm_eps=1e-6,
+    tied=False, bos_id=151643, eos_id=151645, n_expert=128, n_expert_used=8, n_ff_expert=768,
+)  # fmt: skip
+OLMOE_1B_7B = Shape(
+    name="olmoe-1b-7b-q4_k_m", arch="olmoe", source="allenai/OLMoE-1B-7B-0924-Instruct",
+    title="OLMoE 1B 7B 0924 Instruct", ftype="Q4_K_M", n_layer=16, n_embd=2048, n_ff=1024,
+    n_head=16, n_head_kv=16, head_dim=128, n_vocab=50304, ctx_train=4096, rope_base=10000.0,
+    norm_eps=1e-5, tied=False, bos_id=50279, eos_id=50279, n_expert=64, n_expert_used=8,
+)  # fmt: skip
 
 _ENTRIES: list[Shape] = [
-    _sh("llama3.1-8b-q4_k_m", "meta-llama/Llama-3.1-8B-Instruct", "Llama 3.1 8B Instruct", "Q4_K_M", **_LLAMA31_8B),
-    _sh("mistral-7b-v0.3-q4_k_m", "mistralai/Mistral-7B-Instruct-v0.3", "Mistral 7B Instruct v0.3", "Q4_K_M", **_MISTRAL_7B),
-    _sh("llama3.2-1b-q4_k_m", "meta-llama/Llama-3.2-1B-Instruct", "Llama 3.2 1B Instruct", "Q4_K_M", **_LLAMA32_1B),
-    _sh("llama3.2-1b-f16", "meta-llama/Llama-3.2-1B-Instruct", "Llama 3.2 1B Instruct", "F16", **_LLAMA32_1B),
-    _sh("llama3.2-3b-q4_k_m", "meta-llama/Llama-3.2-3B-Instruct", "Llama 3.2 3B Instruct", "Q4_K_M", **_LLAMA32_3B),
-    _sh("qwen2.5-3b-q4_k_m", "Qwen/Qwen2.5-3B-Instruct", "Qwen2.5 3B Instruct", "Q4_K_M", **_QWEN25_3B),
-    _sh("qwen2.5-3b-q8_0", "Qwen/Qwen2.5-3B-Instruct", "Qwen2.5 3B Instruct", "Q8_0", **_QWEN25_3B),
-    _sh("qwen3-4b-q4_k_m", "Qwen/Qwen3-4B", "Qwen3 4B", "Q4_K_M", **_QWEN3_4B),
-    _sh("gemma2-2b-q4_k_m", "google/gemma-2-2b-it", "Gemma 2 2B It", "Q4_K_M", **_GEMMA2_2B),
-    _sh("gemma2-2b-q8_0", "google/gemma-2-2b-it", "Gemma 2 2B It", "Q8_0", **_GEMMA2_2B),
-    _sh("gemma3-1b-q4_k_m", "google/gemma-3-1b-it", "Gemma 3 1B It", "Q4_K_M", **_GEMMA3_1B),
-    _sh("phi3-mini-4k-q4_k_m", "microsoft/Phi-3-mini-4k-instruct", "Phi 3 Mini 4k Instruct", "Q4_K_M", **_PHI3_MINI),
-    _sh("qwen3-30b-a3b-q4_k_m", "Qwen/Qwen3-30B-A3B", "Qwen3 30B A3B", "Q4_K_M", **_QWEN3_30B_A3B),
-    _sh("olmoe-1b-7b-q4_k_m", "allenai/OLMoE-1B-7B-0924-Instruct", "OLMoE 1B 7B 0924 Instruct", "Q4_K_M", **_OLMOE_1B_7B),
-]  # fmt: skip
+    LLAMA31_8B,
+    MISTRAL_7B,
+    LLAMA32_1B,
+    replace(LLAMA32_1B, name="llama3.2-1b-f16", ftype="F16"),
+    LLAMA32_3B,
+    QWEN25_3B,
+    replace(QWEN25_3B, name="qwen2.5-3b-q8_0", ftype="Q8_0"),
+    QWEN3_4B,
+    GEMMA2_2B,
+    replace(GEMMA2_2B, name="gemma2-2b-q8_0", ftype="Q8_0"),
+    GEMMA3_1B,
+    PHI3_MINI,
+    QWEN3_30B_A3B,
+    OLMOE_1B_7B,
+]
 SHAPES: dict[str, Shape] = {s.name: s for s in _ENTRIES}
 
 
