@@ -20,7 +20,7 @@ import os
 import struct
 import sys
 import tempfile
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -417,14 +417,13 @@ class _Writer(GGUFWriter):
     ) -> bytes:
         if vtype != GGUFValueType.ARRAY or not isinstance(val, list) or len(val) < 2:
             return super()._pack_val(val, vtype, add_vtype, sub_type)
-        first = val[0]
         if all(type(v) is str for v in val):
             ltype = GGUFValueType.STRING
             raw = [v.encode() for v in val]
             body = b"".join(struct.pack("<Q", len(r)) + r for r in raw)
         elif all(type(v) is float for v in val):
             ltype, body = GGUFValueType.FLOAT32, np.asarray(val, dtype="<f4").tobytes()
-        elif all(type(v) is int for v in val) and isinstance(first, int):
+        elif all(type(v) is int for v in val):  # `type(...) is`: a bool is not an int here
             ltype, body = GGUFValueType.INT32, np.asarray(val, dtype="<i4").tobytes()
         else:
             return super()._pack_val(val, vtype, add_vtype, sub_type)
@@ -529,17 +528,17 @@ def _gib(n: int) -> str:
     return f"{n / 2**30:.2f} GiB"
 
 
-def main(argv: list[str] | None = None, table: Mapping[str, Shape] = SHAPES) -> int:
+def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description="Build real-shaped sparse GGUF files.")
     ap.add_argument("--out", type=Path, default=DEFAULT_OUT, help=f"folder (default {DEFAULT_OUT})")
     ap.add_argument("--list", action="store_true", help="list the entries, build nothing")
     ap.add_argument("names", nargs="*", help="entries to build (default: all)")
     args = ap.parse_args(argv)
     if args.list:
-        for s in table.values():
+        for s in SHAPES.values():
             print(f"{s.name:24} {s.arch:9} {s.ftype:7} {s.source}")
         return 0
-    names = args.names or list(table)
+    names = args.names or list(SHAPES)
     try:
         shapes = [shape_named(n) for n in names]
     except ValueError as exc:
