@@ -233,7 +233,10 @@ class OutOfMemory(DeployerError):
     def message(self) -> str:
         what = "was OOM-killed" if self.killed else "stalled under memory pressure"
         limit = fmt_bytes(self.limit_bytes) if self.limit_bytes else "unknown"
-        peak = fmt_bytes(self.peak_bytes) if self.peak_bytes else "at the limit"
+        at_limit = self.peak_bytes is None or (
+            self.limit_bytes is not None and self.peak_bytes >= self.limit_bytes
+        )
+        peak = "at the limit" if at_limit else fmt_bytes(self.peak_bytes or 0)
         return (
             f"container '{self.name}' {what} before it answered: the plan needs "
             f"{fmt_bytes(self.plan_bytes)}, the memory limit was {limit}, observed peak {peak}. "

@@ -316,6 +316,7 @@ def _dry_run(
     spec = bundle.container_spec()
     if backend == "llamacpp":
         spec = with_limits(spec, result, req.memory_limit_bytes)  # as deploy() runs it
+        _warn_limit_under_plan(req, edges, result, spec)
     key_note = "(generated at deploy time)" if req.expose and backend == "llamacpp" else None
     out: dict[str, Any] = {
         "plan": result.as_dict(),

@@ -164,6 +164,10 @@ class LlamaContainer:
             return None
         limit = use.limit_bytes or self.spec.memory_limit_bytes
         peak = use.peak_bytes or use.usage_bytes
+        if killed and (peak is None or peak < limit):
+            # The kernel kills at the limit; a restart policy has since started the container
+            # again in a fresh cgroup, whose counters say nothing of the killed attempt.
+            peak = limit
         return OutOfMemory(self.spec.name, killed, self.plan_bytes, limit, peak)
 
     def record_fields(self) -> dict[str, Any]:
