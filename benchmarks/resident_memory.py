@@ -32,6 +32,8 @@ def _model(name: str, tmp: Path) -> Path:
 
     if name == "demo":
         return demo_model_path()
+    if name.endswith(".gguf"):  # any GGUF on disk, e.g. one benchmarks/shapes.py wrote
+        return Path(name)
     path = tmp / f"{name}.gguf"
     make = {"llama7b": gguf_edit.llama_header, "qwen3moe": gguf_edit.qwen3moe_header}[name]
     h = make(path)

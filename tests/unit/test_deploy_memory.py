@@ -226,3 +226,30 @@ def test_render_with_another_load_mode_than_the_plan_is_refused() -> None:
             locate=lambda _r, _f: WeightsLocation(__import__("pathlib").Path("/m.gguf")),
             options=RenderOptions(load_mode="none"),
         )
+
+
+def test_a_proof_that_fails_at_the_limit_is_memory_pressure(
+    seams: Seams,
+    exposed: Planned,
+) -> None:
+    """Mapped weights under a tight cap: healthy after the load, then too slow to answer."""
+    from deployer.core.errors import SmokeTestFailed
+
+    seams.smoke_error = SmokeTestFailed("http://127.0.0.1:1", "timed out")
+    seams.engine.memory = MemoryUse(limit_bytes=300 * MIB, usage_bytes=299 * MIB, failcnt=5)
+    with pytest.raises(OutOfMemory) as err:
+        _deploy(seams, exposed)
+    assert "stalled under memory pressure" in err.value.message()
+    _left_nothing(seams)
+
+
+def test_a_proof_that_fails_away_from_the_limit_stays_a_proof_failure(
+    seams: Seams,
+    exposed: Planned,
+) -> None:
+    from deployer.core.errors import SmokeTestFailed
+
+    seams.smoke_error = SmokeTestFailed("http://127.0.0.1:1", "empty reply")
+    seams.engine.memory = MemoryUse(limit_bytes=300 * MIB, usage_bytes=100 * MIB)
+    with pytest.raises(SmokeTestFailed):
+        _deploy(seams, exposed)

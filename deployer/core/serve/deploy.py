@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from deployer.core.clock import Clock
-from deployer.core.errors import InvalidRequest, NameInUse
+from deployer.core.errors import InvalidRequest, NameInUse, SmokeTestFailed
 from deployer.core.fit.plan import PlanResult
 from deployer.core.serve.containers import ContainerEngine
 from deployer.core.serve.keys import SecretStore
@@ -138,7 +138,16 @@ def serve_and_prove(
         wait = timeout_s or float(startup_timeout_s(result.chosen.facts.weights.file_bytes))
         server.wait_ready(endpoint, wait, on_progress)
         key = keys.read_api_key(api_key_file) if keys and api_key_file else None
-        proof = smoke(endpoint, model=server.smoke_model, api_key=key, kind=smoke_kind_for(result))
+        try:
+            proof = smoke(
+                endpoint, model=server.smoke_model, api_key=key, kind=smoke_kind_for(result)
+            )
+        except SmokeTestFailed as exc:
+            # A proof that fails while the server thrashes at its limit is memory pressure.
+            oom = server.memory_failure(exc)
+            if oom is None:
+                raise
+            raise oom from exc
         record = DeploymentRecord(
             name=bundle.name,
             model=result.model,

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any, Literal, Protocol
 
 from deployer.core.clock import Clock
-from deployer.core.errors import ContainerExited, HealthTimeout, OutOfMemory
+from deployer.core.errors import ContainerExited, HealthTimeout, OutOfMemory, SmokeTestFailed
 from deployer.core.serve.containers import ContainerEngine, ContainerInfo
 from deployer.core.serve.render import API_KEY_IN_CONTAINER, RenderedBundle
 from deployer.core.serve.specs import ContainerSpec, Mount
@@ -48,6 +48,10 @@ class Server(Protocol):
 
     def record_fields(self) -> dict[str, Any]:
         """What the deployment record holds about this kind of server."""
+        ...
+
+    def memory_failure(self, exc: Exception) -> OutOfMemory | None:
+        """OutOfMemory when `exc` happened at the server's memory limit; None otherwise."""
         ...
 
     def remove(self, *, late: bool, records: RecordStore, clock: Clock) -> None:
@@ -149,7 +153,10 @@ class LlamaContainer:
                 poll_s=self._poll_s,
             )
         except (ContainerExited, HealthTimeout) as exc:
-            raise self.memory_failure(exc) or exc from None
+            oom = self.memory_failure(exc)
+            if oom is None:
+                raise
+            raise oom from exc
 
     def memory_failure(self, exc: Exception) -> OutOfMemory | None:
         """OutOfMemory when `exc` (an exit, a timeout) happened at the memory limit, else None."""
@@ -160,7 +167,8 @@ class LlamaContainer:
         killed = use.oom_killed or (
             isinstance(exc, ContainerExited) and exc.container_exit_code == 137
         )
-        if not killed and not (isinstance(exc, HealthTimeout) and use.at_limit()):
+        stalled = isinstance(exc, HealthTimeout | SmokeTestFailed) and use.at_limit()
+        if not killed and not stalled:
             return None
         limit = use.limit_bytes or self.spec.memory_limit_bytes
         peak = use.peak_bytes or use.usage_bytes
@@ -331,6 +339,10 @@ class NativeProcess:
             timeout_s=timeout_s,
             on_progress=on_progress,
         )
+
+    def memory_failure(self, exc: Exception) -> OutOfMemory | None:
+        """None: a native process has no memory limit of ours."""
+        return None
 
     def record_fields(self) -> dict[str, Any]:
         """The pid, the binary that serves and the log."""
