@@ -109,7 +109,7 @@ def main() -> int:
         est = estimate_memory(facts, s, machine).host
         real = {c: logged.get("host", c) for c in ("model", "KV", "compute", "output")}
         real_total = sum(real.values())
-        est_total = est.total_bytes - est.overhead_bytes
+        est_total = est.logged_buffers_bytes  # the log's view: mapping + repacked copies
         rows.append(
             {
                 "ctx": ctx,
@@ -118,7 +118,7 @@ def main() -> int:
                 "flash_attention": fa,
                 "ubatch": ub,
                 "weights_real": real["model"],
-                "weights_est": est.weights_bytes,
+                "weights_est": est.logged_weights_bytes,
                 "kv_real": real["KV"],
                 "kv_est": est.kv_cache_bytes,
                 "compute_real": real["compute"],

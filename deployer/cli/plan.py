@@ -16,6 +16,7 @@ from deployer.cli.params import (
     DetectOpt,
     JsonOpt,
     KvTypeOpt,
+    LoadModeOpt,
     ModelArg,
     ParallelOpt,
     ProfileOpt,
@@ -37,6 +38,7 @@ def plan(
     kv_type: KvTypeOpt = "f16",
     quant: QuantOpt = None,
     backend: BackendOpt = "llamacpp",
+    load_mode: LoadModeOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
     """Pick the best quant that fits, with its memory breakdown, speed and cost."""
@@ -49,7 +51,7 @@ def plan(
         prof = wiring.pick_profile(profile, detect)
         result = wiring.plan_for(
             parse_model_ref(model), prof, quant=quant, ctx=ctx, parallel=parallel, kv_type=kv_type,
-            backend=backend, suggest_profiles=True,
+            backend=backend, load_mode=load_mode, suggest_profiles=True,
         )  # fmt: skip
         if as_json:
             print_json(result.as_dict())
@@ -78,6 +80,7 @@ def show_plan(result: PlanResult) -> None:
         f"file {fmt_bytes(d['file_bytes'])} · ctx {d['ctx']} · {d['parallel']} slot(s) · "
         f"KV {d['kv_type']} · flash attention {'on' if d['flash_attention'] else 'off'} · {offload}"
     )
+    echo(f"weights: {d['weights_summary']}")
     table = Table(title="memory", show_edge=False)
     for col in (
         "device",

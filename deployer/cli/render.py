@@ -16,6 +16,7 @@ from deployer.cli.params import (
     CtxOpt,
     DetectOpt,
     KvTypeOpt,
+    LoadModeOpt,
     ModelArg,
     NameOpt,
     ParallelOpt,
@@ -68,10 +69,7 @@ def render(
     runtime_version: Annotated[
         int, typer.Option("--runtime-version", help="llama.cpp build the flags are spelled for.")
     ] = PINNED_BUILD,
-    load_mode: Annotated[
-        str | None,
-        typer.Option("--load-mode", help="How llama-server loads weights: mmap, mlock, none, dio."),
-    ] = None,
+    load_mode: LoadModeOpt = None,
     ctx: CtxOpt = None,
     parallel: ParallelOpt = 1,
     kv_type: KvTypeOpt = "f16",
@@ -100,7 +98,7 @@ def render(
         prof = wiring.pick_profile(profile, detect)
         ref = parse_model_ref(model)
         inputs = PlanInputs(quant=quant, ctx=ctx, parallel=parallel, kv_type=kv_type,
-                            backend=backend)  # fmt: skip
+                            backend=backend, load_mode=load_mode)  # fmt: skip
         result = plan_fitting(ref, prof, inputs, wiring.plan_for)
         dep_name = deployment_name(result, name)
         out_dir = (out or Path(f"deployer-{dep_name}")).resolve()

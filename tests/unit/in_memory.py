@@ -17,7 +17,7 @@ from deployer.core.pull.files import (
     ProgressSink,
     RepoListing,
 )
-from deployer.core.serve.containers import ContainerInfo, EngineInfo, ProgressFn
+from deployer.core.serve.containers import ContainerInfo, EngineInfo, MemoryUse, ProgressFn
 from deployer.core.serve.specs import ContainerSpec, VolumeSpec
 from deployer.core.state.records import DeploymentRecord, RecordScan
 
@@ -31,6 +31,7 @@ class MemoryEngine:
     exists (a start that failed, or Ctrl-C while the engine was still working); `hide_for_s`
     keeps a container made that way out of listings until the clock has moved that far (the
     engine finishing a creation deploy was interrupted in). `on_wait` runs inside wait_healthy.
+    `memory` is what memory_use reports (a cgroup at or under its limit).
     """
 
     def __init__(self, clock: MemoryClock | None = None) -> None:
@@ -45,6 +46,7 @@ class MemoryEngine:
         self.hide_for_s = 0.0
         self.on_wait: Step | None = None
         self.fail_volume: BaseException | None = None
+        self.memory = MemoryUse()
 
     def engine_available(self) -> EngineInfo:
         """Always available."""
@@ -82,6 +84,10 @@ class MemoryEngine:
         """Healthy at once, unless `on_wait` raises."""
         if self.on_wait is not None:
             self.on_wait()
+
+    def memory_use(self, *, container_id: str) -> MemoryUse:
+        """What the test set in `memory`."""
+        return self.memory
 
     def container_logs(self, *, container_id: str, tail: int, follow: bool) -> Iterator[str]:
         """No logs."""

@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from deployer.core.clock import Clock
-from deployer.core.errors import NameInUse
+from deployer.core.errors import NameInUse, SmokeTestFailed
 from deployer.core.fit.plan import PlanResult
 from deployer.core.serve.containers import ContainerEngine
 from deployer.core.serve.keys import SecretStore
@@ -96,11 +96,19 @@ def check_name_free(
         raise NameInUse(name)
 
 
-def with_limits(spec: ContainerSpec, result: PlanResult, *, host_cpus: int | None) -> ContainerSpec:
-    """`spec` capped by the plan (deployer.core.serve.limits), its process cap sized for the
-    host's CPUs (DeployHost.cpu_count), which the server in the container sees."""
+def with_limits(
+    spec: ContainerSpec,
+    result: PlanResult,
+    *,
+    host_cpus: int | None,
+    memory_limit_bytes: int | None = None,
+) -> ContainerSpec:
+    """`spec` capped by the plan (deployer.core.serve.limits), or by `memory_limit_bytes` when the
+    user set one; its process cap sized for the host's CPUs (DeployHost.cpu_count), which the
+    server in the container sees."""
     limits = resource_limits(result, host_cpus=host_cpus)
-    return replace(spec, memory_limit_bytes=limits.memory_limit_bytes, pids_limit=limits.pids)
+    memory = memory_limit_bytes or limits.memory_limit_bytes
+    return replace(spec, memory_limit_bytes=memory, pids_limit=limits.pids)
 
 
 def serve_and_prove(
@@ -125,7 +133,16 @@ def serve_and_prove(
         wait = timeout_s or float(startup_timeout_s(result.chosen.facts.weights.file_bytes))
         server.wait_ready(endpoint, wait, on_progress)
         key = keys.read_api_key(api_key_file) if keys and api_key_file else None
-        proof = smoke(endpoint, model=server.smoke_model, api_key=key, kind=smoke_kind_for(result))
+        try:
+            proof = smoke(
+                endpoint, model=server.smoke_model, api_key=key, kind=smoke_kind_for(result)
+            )
+        except SmokeTestFailed as exc:
+            # A proof that fails while the server thrashes at its limit is memory pressure.
+            oom = server.memory_failure(exc)
+            if oom is None:
+                raise
+            raise oom from exc
         record = DeploymentRecord(
             name=bundle.name,
             model=result.model,

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any, Literal, Protocol
 
 from deployer.core.clock import Clock
+from deployer.core.errors import ContainerExited, HealthTimeout, OutOfMemory, SmokeTestFailed
 from deployer.core.serve.containers import ContainerEngine, ContainerInfo
 from deployer.core.serve.render import API_KEY_IN_CONTAINER, RenderedBundle
 from deployer.core.serve.specs import ContainerSpec, Mount
@@ -46,6 +47,10 @@ class Server(Protocol):
 
     def record_fields(self) -> dict[str, Any]:
         """What the deployment record holds about this kind of server."""
+        ...
+
+    def memory_failure(self, exc: Exception) -> OutOfMemory | None:
+        """OutOfMemory when `exc` happened at the server's memory limit; None otherwise."""
         ...
 
     def remove(self, *, late: bool, records: RecordStore, clock: Clock) -> None:
@@ -123,6 +128,7 @@ class LlamaContainer:
         *,
         ready_path: str = "/health",
         poll_s: float = 0.05,
+        plan_bytes: int = 0,
     ) -> None:
         self.engine, self.bundle, self.spec = engine, bundle, spec
         self.image_source = image_source
@@ -130,21 +136,49 @@ class LlamaContainer:
         self.smoke_model = bundle.labels["io.deployer.model"]
         self.container_id: str | None = None
         self._ready_path, self._poll_s = ready_path, poll_s
+        self.plan_bytes = plan_bytes  # the plan's host total, named when memory runs out
 
     def start(self) -> None:
         """Run the container."""
         self.container_id = self.engine.run_container(spec=self.spec)
 
     def wait_ready(self, endpoint: str, timeout_s: float, on_progress: Progress | None) -> None:
-        """Until the engine's health check and the ready URL both pass."""
+        """Until the engine's health check and the ready URL both pass; a death or stall under
+        the memory limit is named as such (OutOfMemory), not as a plain exit or timeout."""
         assert self.container_id is not None
-        self.engine.wait_healthy(
-            container_id=self.container_id,
-            timeout_s=timeout_s,
-            on_progress=on_progress,
-            ready_url=f"{endpoint}{self._ready_path}",
-            poll_s=self._poll_s,
+        try:
+            self.engine.wait_healthy(
+                container_id=self.container_id,
+                timeout_s=timeout_s,
+                on_progress=on_progress,
+                ready_url=f"{endpoint}{self._ready_path}",
+                poll_s=self._poll_s,
+            )
+        except (ContainerExited, HealthTimeout) as exc:
+            oom = self.memory_failure(exc)
+            if oom is None:
+                raise
+            raise oom from exc
+
+    def memory_failure(self, exc: Exception) -> OutOfMemory | None:
+        """OutOfMemory when `exc` (an exit, a timeout) happened at the memory limit, else None."""
+        if self.container_id is None or self.spec.memory_limit_bytes is None:
+            return None
+        use = self.engine.memory_use(container_id=self.container_id)
+        # SIGKILL (137) under a memory limit, with nobody else stopping it, is the OOM killer.
+        killed = use.oom_killed or (
+            isinstance(exc, ContainerExited) and exc.container_exit_code == 137
         )
+        stalled = isinstance(exc, HealthTimeout | SmokeTestFailed) and use.at_limit()
+        if not killed and not stalled:
+            return None
+        limit = use.limit_bytes or self.spec.memory_limit_bytes
+        peak = use.peak_bytes or use.usage_bytes
+        if killed and (peak is None or peak < limit):
+            # The kernel kills at the limit; a restart policy has since started the container
+            # again in a fresh cgroup, whose counters say nothing of the killed attempt.
+            peak = limit
+        return OutOfMemory(self.spec.name, killed, self.plan_bytes, limit, peak)
 
     def record_fields(self) -> dict[str, Any]:
         """The container and its image."""
@@ -307,6 +341,10 @@ class NativeProcess:
             timeout_s=timeout_s,
             on_progress=on_progress,
         )
+
+    def memory_failure(self, exc: Exception) -> OutOfMemory | None:
+        """None: a native process has no memory limit of ours."""
+        return None
 
     def record_fields(self) -> dict[str, Any]:
         """The pid, the binary that serves and the log."""
