@@ -16,7 +16,7 @@ import subprocess
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import BinaryIO
@@ -25,7 +25,7 @@ import psutil
 
 from deployer.adapters.ports import check_port_free as check_port_free  # re-exported
 from deployer.adapters.statefile import read_state_json, write_state_json
-from deployer.core.errors import NativeExited, NativeHealthTimeout, StateFileInvalid
+from deployer.core.errors import DeploymentGone, NativeExited, NativeHealthTimeout, StateFileInvalid
 from deployer.core.resources import state_dir
 from deployer.core.state.record_fields import PID_MAX
 
@@ -374,3 +374,22 @@ def stop_our_server(name: str, pid: int | None, port: int, *, timeout_s: float) 
     )
     remove_process_file(name)
     return said
+
+
+def follow_log(name: str, path: Path, tail: int, follow: bool) -> Iterator[str]:
+    """The last `tail` lines of a native server's log, then (with `follow`) each new one."""
+    f = open_log(path)
+    if f is None:
+        raise DeploymentGone(name, f"its log {path} is missing or not a regular file")
+    with f:
+        yield from last_lines(f, tail)
+        pending = b""
+        while follow:
+            chunk = f.readline(1 << 20)
+            if chunk:
+                pending += chunk
+                if pending.endswith(b"\n") or len(pending) >= 1 << 20:
+                    yield pending.decode("utf-8", "replace").rstrip("\n")
+                    pending = b""
+            else:
+                time.sleep(0.5)

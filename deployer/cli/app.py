@@ -16,7 +16,7 @@ import typer
 from typer.core import TyperCommand, TyperGroup
 
 from deployer import __version__
-from deployer.cli.errors import run_guarded
+from deployer.cli.errors import run_guarded, usage_in_one_line
 
 if TYPE_CHECKING:
     # typer vendors click (typer._click) from 0.29 on; its classes are what TyperGroup takes.
@@ -75,6 +75,17 @@ class LazyGroup(TyperGroup):
             super().format_help(ctx, formatter)
         finally:
             self._listing = False
+
+    def make_context(
+        self, info_name: str | None, args: list[str], parent: Context | None = None, **extra: Any
+    ) -> Context:
+        with usage_in_one_line():
+            return super().make_context(info_name, args, parent, **extra)
+
+    def invoke(self, ctx: Context) -> Any:
+        # A sub-command's flags are parsed inside the root's invoke: one place catches them all.
+        with usage_in_one_line():
+            return super().invoke(ctx)
 
     def get_command(self, ctx: Context, cmd_name: str) -> Command | None:
         command = self.commands.get(cmd_name)

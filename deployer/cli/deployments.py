@@ -2,22 +2,19 @@
 
 from __future__ import annotations
 
-import time
-from collections.abc import Iterator
-from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated
 
 import typer
-from rich.table import Table
 
 from deployer.cli import wiring
 from deployer.cli.app import app
+from deployer.cli.deployments_view import print_ps, status_json
 from deployer.cli.errors import run_guarded
-from deployer.cli.output import cells, console, print_json
+from deployer.cli.output import print_json
 from deployer.cli.params import JsonOpt
-from deployer.core.errors import DeploymentGone, InvalidStateLeft
+from deployer.core.errors import InvalidStateLeft
 from deployer.core.state.deployments import current_statuses, find, log_source
-from deployer.core.state.records import DeploymentStatus, invalid_name, uptime_s
+from deployer.core.state.records import DeploymentStatus, invalid_name
 from deployer.core.untrusted import printable
 
 NameArg = Annotated[str, typer.Argument(help="Deployment name (deployer ps).")]
@@ -36,99 +33,22 @@ def statuses(*, need_engine: bool) -> list[DeploymentStatus]:
     return scan.statuses
 
 
-def fmt_uptime(seconds: float | None) -> str:
-    """45s, 12m, 3h05m, 2d04h."""
-    if seconds is None:
-        return "-"
-    s = int(seconds)
-    if s < 60:
-        return f"{s}s"
-    if s < 3600:
-        return f"{s // 60}m"
-    if s < 86400:
-        return f"{s // 3600}h{(s % 3600) // 60:02d}m"
-    return f"{s // 86400}d{(s % 86400) // 3600:02d}h"
-
-
-def status_json(st: DeploymentStatus) -> dict[str, Any]:
-    """One `ps --json` row."""
-    r, c = st.record, st.container
-    live = st.status not in ("exited", "gone", "unknown", "invalid")
-    return {
-        "name": st.name,
-        "status": st.status,
-        "model": r.model if r else (c.labels.get("io.deployer.model") if c else None),
-        "quant": r.quant if r else (c.labels.get("io.deployer.quant") if c else None),
-        "backend": r.backend if r else (c.labels.get("io.deployer.backend") if c else None),
-        "runtime": r.runtime if r else "container",
-        "endpoint": r.endpoint if r else None,
-        "uptime_s": uptime_s(st.started_at) if live else None,
-        "container_id": c.id if c else (r.container_id if r else None),
-        "pid": r.pid if r else None,
-        "image": c.image if c else (r.image if r else None),
-        "state_file": st.invalid.path
-        if st.invalid
-        else (wiring.record_store().record_path(r.name) if r else None),
-        "problem": st.invalid.message() if st.invalid else None,
-    }
-
-
 @app.command()
 def ps(json_out: JsonOpt = False) -> None:
     """List deployments: records reconciled with the containers Docker has."""
 
     def go() -> None:
         found = statuses(need_engine=False)
-        rows = [status_json(s) for s in found]
+        rows = [status_json(s, wiring.record_store().record_path) for s in found]
         if json_out:
             print_json(rows)
             return
         if not rows:
             typer.echo("no deployments. Run 'deployer deploy demo' to start one.")
             return
-        table = Table()
-        for col in ("name", "model", "quant", "backend", "endpoint"):
-            table.add_column(col, no_wrap=col in ("name", "endpoint"), overflow="fold")
-        table.add_column("health", no_wrap=True, min_width=9)  # never "healt…"
-        table.add_column("uptime", no_wrap=True, min_width=6)
-        for row in rows:
-            table.add_row(
-                *cells(
-                    row["name"],
-                    row["model"] or "-",
-                    row["quant"] or "-",
-                    row["backend"] or "-",
-                    row["endpoint"] or "-",
-                    row["status"],
-                    fmt_uptime(row["uptime_s"]),
-                )
-            )
-        console.print(table)
-        for st in found:
-            if st.invalid is not None:
-                typer.echo(printable(f"{st.name}: invalid: {st.invalid.message()}"))
+        print_ps(rows, found)
 
     run_guarded(go)
-
-
-def _tail_file(name: str, path: Path, tail: int, follow: bool) -> Iterator[str]:
-    from deployer.adapters.native import last_lines, open_log
-
-    f = open_log(path)
-    if f is None:
-        raise DeploymentGone(name, f"its log {path} is missing or not a regular file")
-    with f:
-        yield from last_lines(f, tail)
-        pending = b""
-        while follow:
-            chunk = f.readline(1 << 20)
-            if chunk:
-                pending += chunk
-                if pending.endswith(b"\n") or len(pending) >= 1 << 20:
-                    yield pending.decode("utf-8", "replace").rstrip("\n")
-                    pending = b""
-            else:
-                time.sleep(0.5)
 
 
 @app.command()
@@ -144,7 +64,9 @@ def logs(
     def go() -> None:
         source = log_source(name, find(name, statuses(need_engine=True)), wiring.native_servers())
         if source.file is not None:
-            lines = _tail_file(name, source.file, tail, follow)
+            from deployer.adapters.native import follow_log
+
+            lines = follow_log(name, source.file, tail, follow)
         else:
             assert source.container_id is not None  # a source is a file or a container
             lines = wiring.docker_engine().container_logs(

@@ -10,7 +10,7 @@ import typer
 from deployer.cli.app import app
 from deployer.cli.errors import run_guarded
 from deployer.cli.output import err_console, print_json
-from deployer.cli.params import JsonOpt
+from deployer.cli.params import FleetImageOpt, ForksOpt, InventoryOpt, JsonOpt
 
 if TYPE_CHECKING:  # planning and Ansible load only when a fleet command runs
     from deployer.core.fleet.hosts import HostPlan
@@ -23,25 +23,12 @@ fleet_app = typer.Typer(
 )
 app.add_typer(fleet_app, name="fleet")
 
-InventoryOpt = Annotated[
-    Path, typer.Option("--inventory", "-i", help="Ansible inventory (YAML or JSON).")
-]
-ForksOpt = Annotated[int, typer.Option("--forks", help="Hosts Ansible works on at once.")]
-ImageOpt = Annotated[
-    str | None, typer.Option("--image", help="Runtime image for hosts without deployer_image.")
-]
-
-
-def _edges() -> FleetEdges:
-    from deployer.cli import wiring
-
-    return wiring.fleet_edges(err_console.print)
-
 
 def _plans(inventory: Path, forks: int, image: str | None) -> tuple[FleetEdges, list[HostPlan]]:
+    from deployer.cli import wiring
     from deployer.core.fleet.run import plan_fleet
 
-    edges = _edges()
+    edges = wiring.fleet_edges(err_console.print)
     return edges, plan_fleet(inventory, forks, image, edges)
 
 
@@ -66,7 +53,7 @@ def _run(
 def fleet_plan(
     inventory: InventoryOpt,
     forks: ForksOpt = 5,
-    image: ImageOpt = None,
+    image: FleetImageOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
     """Each host's plan: profile (given or detected), model, quant, port; nothing deployed."""
@@ -101,7 +88,7 @@ def fleet_deploy(
     check: Annotated[
         bool, typer.Option("--check", help="Ansible check mode: change nothing.")
     ] = False,
-    image: ImageOpt = None,
+    image: FleetImageOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
     """Deploy each host's plan: copy files, fetch weights, bring up, health check, smoke test."""
@@ -125,7 +112,7 @@ def fleet_deploy(
 def fleet_status(
     inventory: InventoryOpt,
     forks: ForksOpt = 5,
-    image: ImageOpt = None,
+    image: FleetImageOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
     """What runs on each host now: container state, health, and whether it is today's plan."""
@@ -146,7 +133,7 @@ def fleet_down(
     inventory: InventoryOpt,
     forks: ForksOpt = 5,
     purge: Annotated[bool, typer.Option("--purge", help="Also remove the weights.")] = False,
-    image: ImageOpt = None,
+    image: FleetImageOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
     """Stop and remove each host's deployment (container, network, volumes, files)."""

@@ -1,7 +1,8 @@
-"""Shared typer parameter aliases."""
+"""Shared typer parameter aliases: one definition for each flag more than one command takes."""
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Annotated
 
 import typer
@@ -13,4 +14,24 @@ ProfileOpt = Annotated[
 ]
 DetectOpt = Annotated[
     bool, typer.Option("--detect", help="Use the detected hardware of this machine.")
+]
+
+# deploy, plan, render: what to run and how it is planned
+_MODEL_HELP = "Catalog id, demo, a .gguf path or hf://ORG/REPO[:QUANT]."
+ModelArg = Annotated[str, typer.Argument(help=_MODEL_HELP)]
+ModelOrBestArg = Annotated[str | None, typer.Argument(help=_MODEL_HELP)]
+BackendOpt = Annotated[str, typer.Option("--backend", help="llamacpp or ollama.")]
+CtxOpt = Annotated[int | None, typer.Option("--ctx", help="Context length (tokens).")]
+ParallelOpt = Annotated[int, typer.Option("--parallel", help="Parallel slots.")]
+KvTypeOpt = Annotated[str, typer.Option("--kv-type", help="KV cache type: f16, q8_0, q4_0.")]
+QuantOpt = Annotated[str | None, typer.Option("--quant", help="Force a quantization.")]
+NameOpt = Annotated[str | None, typer.Option("--name", help="Deployment name.")]
+
+# fleet: every sub-command reads the same inventory the same way
+InventoryOpt = Annotated[
+    Path, typer.Option("--inventory", "-i", help="Ansible inventory (YAML or JSON).")
+]
+ForksOpt = Annotated[int, typer.Option("--forks", help="Hosts Ansible works on at once.")]
+FleetImageOpt = Annotated[
+    str | None, typer.Option("--image", help="Runtime image for hosts without deployer_image.")
 ]

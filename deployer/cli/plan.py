@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Annotated
+from typing import TYPE_CHECKING
 
 import typer
 from rich.table import Table
@@ -10,7 +10,17 @@ from rich.table import Table
 from deployer.cli.app import app
 from deployer.cli.errors import run_guarded
 from deployer.cli.output import cells, console, echo, line, print_json, styled
-from deployer.cli.params import DetectOpt, JsonOpt, ProfileOpt
+from deployer.cli.params import (
+    BackendOpt,
+    CtxOpt,
+    DetectOpt,
+    JsonOpt,
+    KvTypeOpt,
+    ModelArg,
+    ParallelOpt,
+    ProfileOpt,
+    QuantOpt,
+)
 from deployer.core.units import fmt_bytes
 
 if TYPE_CHECKING:  # the planner (pydantic, numpy) loads only when plan runs (fast --help)
@@ -19,18 +29,14 @@ if TYPE_CHECKING:  # the planner (pydantic, numpy) loads only when plan runs (fa
 
 @app.command()
 def plan(
-    model: Annotated[
-        str, typer.Argument(help="Catalog id, demo, a .gguf path or hf://ORG/REPO[:QUANT].")
-    ],
+    model: ModelArg,
     profile: ProfileOpt = None,
     detect: DetectOpt = False,
-    ctx: Annotated[int | None, typer.Option("--ctx", help="Context length (tokens).")] = None,
-    parallel: Annotated[int, typer.Option("--parallel", help="Parallel slots.")] = 1,
-    kv_type: Annotated[
-        str, typer.Option("--kv-type", help="KV cache type: f16, q8_0, q4_0.")
-    ] = "f16",
-    quant: Annotated[str | None, typer.Option("--quant", help="Force a quantization.")] = None,
-    backend: Annotated[str, typer.Option("--backend", help="llamacpp or ollama.")] = "llamacpp",
+    ctx: CtxOpt = None,
+    parallel: ParallelOpt = 1,
+    kv_type: KvTypeOpt = "f16",
+    quant: QuantOpt = None,
+    backend: BackendOpt = "llamacpp",
     as_json: JsonOpt = False,
 ) -> None:
     """Pick the best quant that fits, with its memory breakdown, speed and cost."""

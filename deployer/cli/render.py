@@ -11,7 +11,17 @@ import typer
 from deployer.cli.app import app
 from deployer.cli.errors import run_guarded
 from deployer.cli.output import echo, styled
-from deployer.cli.params import DetectOpt, ProfileOpt
+from deployer.cli.params import (
+    BackendOpt,
+    CtxOpt,
+    DetectOpt,
+    KvTypeOpt,
+    ModelArg,
+    NameOpt,
+    ParallelOpt,
+    ProfileOpt,
+    QuantOpt,
+)
 from deployer.core.serve.llama_flags import PINNED_BUILD
 
 
@@ -34,12 +44,10 @@ def check_out_dir(out: Path) -> None:
 
 @app.command()
 def render(
-    model: Annotated[
-        str, typer.Argument(help="Catalog id, demo, a .gguf path or hf://ORG/REPO[:QUANT].")
-    ],
+    model: ModelArg,
     profile: ProfileOpt = None,
     detect: DetectOpt = False,
-    backend: Annotated[str, typer.Option("--backend", help="llamacpp or ollama.")] = "llamacpp",
+    backend: BackendOpt = "llamacpp",
     target: Annotated[
         str | None,
         typer.Option("--target", help="compose, systemd, launchd or k8s (default: by profile)."),
@@ -55,7 +63,7 @@ def render(
     insecure: Annotated[
         bool, typer.Option("--insecure", help="Allow --expose for Ollama, which has no API key.")
     ] = False,
-    name: Annotated[str | None, typer.Option("--name", help="Deployment name.")] = None,
+    name: NameOpt = None,
     image: Annotated[str | None, typer.Option("--image", help="Container image to use.")] = None,
     runtime_version: Annotated[
         int, typer.Option("--runtime-version", help="llama.cpp build the flags are spelled for.")
@@ -64,12 +72,10 @@ def render(
         str | None,
         typer.Option("--load-mode", help="How llama-server loads weights: mmap, mlock, none, dio."),
     ] = None,
-    ctx: Annotated[int | None, typer.Option("--ctx", help="Context length (tokens).")] = None,
-    parallel: Annotated[int, typer.Option("--parallel", help="Parallel slots.")] = 1,
-    kv_type: Annotated[
-        str, typer.Option("--kv-type", help="KV cache type: f16, q8_0, q4_0.")
-    ] = "f16",
-    quant: Annotated[str | None, typer.Option("--quant", help="Force a quantization.")] = None,
+    ctx: CtxOpt = None,
+    parallel: ParallelOpt = 1,
+    kv_type: KvTypeOpt = "f16",
+    quant: QuantOpt = None,
 ) -> None:
     """Write the files that run MODEL on PROFILE, with a README on running them by hand."""
 

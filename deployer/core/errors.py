@@ -329,18 +329,19 @@ class StateFileInvalid(DeployerError):
 
     def message(self) -> str:
         return (
-            f"state file {_printable(self.path)}: {self.problem}. deployer acts on nothing in "
+            f"state file {_one_line(self.path)}: {self.problem}. deployer acts on nothing in "
             f"it; remove it ({_rm_hint(self.path)}), or upgrade deployer if a newer one wrote it"
         )
 
 
-def _printable(path: str) -> str:
-    """A path as one printable line: repr-quoted when it holds control characters."""
-    return path if path.isprintable() else repr(path)
+def _one_line(path: str) -> str:
+    from deployer.core.untrusted import printable  # untrusted imports this module
+
+    return printable(path)
 
 
 def _rm_hint(path: str) -> str:
-    if _printable(path) != path:
+    if not path.isprintable():
         return "its name holds control characters: remove it with a file manager or 'rm -i'"
     return f"rm -- {shlex.quote(path)}"
 

@@ -22,6 +22,11 @@ CONTROL_RE = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029]")
 # Jinja2 / Ansible template delimiters: data must never be evaluated as a template.
 TEMPLATE_RE = re.compile(r"\{\{|\}\}|\{%|%\}|\{#|#\}")
 SHOWN_MAX = 80
+# A deployment name: a record file, a container, network and volume name, a compose project, a
+# folder under a fleet host's root and a DNS label in k8s, so the narrowest of those rules.
+DEPLOYMENT_NAME_RE = re.compile(r"^[a-z0-9]([a-z0-9-]{0,50}[a-z0-9])?$")
+DEPLOYMENT_NAME_MAX = 52
+DEPLOYMENT_NAME_HINT = "Use lowercase letters, digits and '-', at most 52 characters."
 # A container image reference: registry/name:tag@digest characters, never a leading "-" (it
 # would read as an option) and no spaces.
 IMAGE_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_./:@-]{0,254}$")

@@ -134,9 +134,36 @@ def test_debug_shows_the_traceback() -> None:
     assert proc.returncode != 0 and "Traceback" in proc.stderr
 
 
-@pytest.mark.parametrize("args", [["plan"], ["plan", "demo", "--ctx", "abc"]])
-def test_usage_errors_exit_2(args: list[str]) -> None:
-    assert CliRunner().invoke(app, args).exit_code == 2
+@pytest.mark.parametrize(
+    ("args", "problem", "help_of"),
+    [
+        (["plan", "demo", "--ctx", "abc"], "Invalid value for '--ctx'", "deployer plan"),
+        (["deploy", "--bogus"], "No such option: --bogus", "deployer deploy"),
+        (["profiles", "show"], "Missing argument 'profile_id'", "deployer profiles show"),
+        (["fleet", "deploy"], "Missing option '--inventory'", "deployer fleet deploy"),
+        (["deplyo"], "No such command 'deplyo'", "deployer"),
+        (["--bogus"], "No such option: --bogus", "deployer"),
+    ],
+)
+def test_a_usage_error_is_one_line_naming_the_problem_and_the_help(
+    args: list[str], problem: str, help_of: str
+) -> None:
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 2
+    assert result.output.startswith(f"error: {problem}"), result.output
+    assert result.output.rstrip().endswith(f"Try '{help_of} --help'."), result.output
+    assert len(result.output.strip().splitlines()) == 1, result.output
+
+
+@pytest.mark.parametrize("args", [["plan", "--help"], ["profiles", "show", "--help"]])
+def test_help_still_prints_the_usage(args: list[str]) -> None:
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 0 and result.output.startswith("Usage: deployer "), result.output
+
+
+def test_a_group_without_a_command_still_prints_its_help() -> None:
+    result = CliRunner().invoke(app, ["profiles"])
+    assert result.exit_code == 2 and "Commands:" in result.output and "error:" not in result.output
 
 
 # ---- hostile data through the CLI: one error line or literal output, never a traceback --------
@@ -440,7 +467,7 @@ def test_printed_key_lines_work_with_a_key_path_holding_spaces_and_quotes(
     import subprocess
     from types import SimpleNamespace
 
-    from deployer.cli.deploy import print_deployed
+    from deployer.cli.deploy_view import print_deployed
     from deployer.core.serve.proof import SmokeResult
     from deployer.core.state.records import DeploymentRecord, now_iso
 

@@ -28,8 +28,7 @@ from deployer.core.fleet.inventory import (
     deployment_name,
     hosts_from_inventory,
 )
-from deployer.core.serve import render
-from deployer.core.untrusted import CONTROL_RE, UntrustedValue, check_line
+from deployer.core.untrusted import CONTROL_RE, DEPLOYMENT_NAME_RE, UntrustedValue, check_line
 
 LOOKUP = "{{ lookup('pipe','touch SENTINEL') }}"
 HOSTILE_TEXT = [
@@ -164,7 +163,7 @@ def test_good_values_come_back_normalised() -> None:
 
 
 def test_the_loader_and_the_renderer_agree_on_names() -> None:
-    assert NAME_RE.pattern == render._NAME_RE.pattern
+    assert NAME_RE is DEPLOYMENT_NAME_RE  # one rule, not two copies kept equal
 
 
 _texts = st.one_of(st.text(max_size=40), st.sampled_from(HOSTILE_TEXT))
@@ -258,7 +257,8 @@ def test_the_reviewers_file_name_is_written_as_literal_text() -> None:
 
 
 @pytest.mark.parametrize("name", [f"m{LOOKUP}-Q4_K_M.gguf", "../../../etc/cron.d/x",
-                                  "a/./b.gguf", "a//b.gguf", "x\n.gguf", "a\\b.gguf"])  # fmt: skip
+                                  "a/./b.gguf", "a//b.gguf", "x\n.gguf", "a\\b.gguf",
+                                  "C:evil.gguf", "a" * 256 + ".gguf", "x\u200b.gguf"])  # fmt: skip
 def test_hub_file_names_that_traverse_or_template_are_refused(name: str) -> None:
     with pytest.raises(UntrustedValue) as info:
         hub_weight("/srv/models", "https://hub.test", "org/repo", COMMIT, name, 1, SHA)
@@ -269,7 +269,11 @@ def test_a_hub_weight_is_pinned_quoted_and_stays_under_the_models_folder() -> No
     w = hub_weight("/srv/models", "https://hub.test", "org/repo", COMMIT, "Q4/m x#1.gguf", 5, SHA)
     assert w.dest == "/srv/models/org--repo/Q4/m x#1.gguf"
     assert w.url == f"https://hub.test/org/repo/resolve/{COMMIT}/Q4/m%20x%231.gguf"
-    for bad in [("../x", COMMIT, SHA), ("org/repo", "main", SHA), ("org/repo", COMMIT, "0")]:
+    bad_repos = ["../x", "_org/repo", "org/repo.", "org--x/repo", "org/repo.git"]  # pull's rule
+    for repo in bad_repos:
+        with pytest.raises(UntrustedValue, match="repo id"):
+            hub_weight("/srv/models", "https://hub.test", repo, COMMIT, "m.gguf", 1, SHA)
+    for bad in [("org/repo", "main", SHA), ("org/repo", COMMIT, "0")]:
         with pytest.raises(UntrustedValue):
             hub_weight("/srv/models", "https://hub.test", bad[0], bad[1], "m.gguf", 1, bad[2])
     with pytest.raises(UntrustedValue):

@@ -11,7 +11,13 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from deployer.core.errors import GGUFReadError, HeaderTooLarge
-from deployer.core.model.gguf_extent import MAX_HEADER_BYTES, MAX_TENSORS, HeaderBudget, HeaderWalk
+from deployer.core.model.gguf_extent import (
+    MAX_HEADER_BYTES,
+    MAX_KV,
+    MAX_TENSORS,
+    HeaderBudget,
+    HeaderWalk,
+)
 from tests.unit.test_gguf_meta import llama_spec, split_parts, write_gguf
 
 MiB = 1 << 20
@@ -52,19 +58,37 @@ def test_same_offset_as_gguf_reader_in_any_chunks(model: tuple[bytes, int], chun
     assert walk(data, chunk=chunk) == offset
 
 
-def test_split_parts_and_big_endian(tmp_path: Path) -> None:
-    for part in split_parts(tmp_path, llama_spec(), 3):
-        assert walk(part.read_bytes()) == GGUFReader(part).data_offset
-    path = tmp_path / "be.gguf"
-    writer = GGUFWriter(path, "llama", endianess=GGUFEndian.BIG)
+def _written(path: Path, endian: GGUFEndian, nested: bool) -> bytes:
+    writer = GGUFWriter(path, "llama", endianess=endian)
     writer.add_uint32("general.alignment", 64)
     writer.add_array("tokenizer.ggml.tokens", ["a", "bb", ""] * 300)
-    writer.add_array("x.nested", [[1, 2], [3]])
+    if nested:
+        writer.add_array("x.nested", [[1, 2], [3]])
     writer.write_header_to_file()
     writer.write_kv_data_to_file()
     writer.write_tensors_to_file()
     writer.close()
-    assert walk(path.read_bytes()) == GGUFReader(path).data_offset
+    return path.read_bytes()
+
+
+def test_split_parts_and_a_custom_alignment(tmp_path: Path) -> None:
+    for part in split_parts(tmp_path, llama_spec(), 3):
+        assert walk(part.read_bytes()) == GGUFReader(part).data_offset
+    path = tmp_path / "a64.gguf"
+    assert walk(_written(path, GGUFEndian.LITTLE, nested=False)) == GGUFReader(path).data_offset
+
+
+@pytest.mark.parametrize(
+    ("endian", "nested", "says"),
+    [(GGUFEndian.BIG, False, "big-endian"), (GGUFEndian.LITTLE, True, "nested type 9")],
+)
+def test_what_llama_cpp_cannot_read_is_refused_before_more_is_fetched(
+    tmp_path: Path, endian: GGUFEndian, nested: bool, says: str
+) -> None:
+    # gguf_header refuses these files once fetched; the walk uses the same rules and limits.
+    with pytest.raises(GGUFReadError) as info:
+        walk(_written(tmp_path / "x.gguf", endian, nested))
+    assert says in info.value.message()
 
 
 def test_demo_model_header(tmp_path: Path) -> None:
@@ -101,6 +125,15 @@ def test_a_header_that_never_ends_stops_at_the_cap() -> None:
         (header(0, 1) + string(b"k") + struct.pack("<I", 99), 100, "value type 99"),
         (header(0, 1) + string(b"general.alignment") + struct.pack("<IQ", 10, 8), 100, "alignment"),
         (header(0, 1) + string(b"general.alignment") + struct.pack("<II", 4, 0), 100, "alignment"),
+        (
+            header(0, 1) + string(b"general.alignment") + struct.pack("<II", 4, 48),
+            100,
+            "power of 2",
+        ),
+        (header(0, MAX_KV + 1), 512 * MiB, "key/values"),
+        (header(0, 1) + string(b"k" * 1025) + struct.pack("<IB", 0, 1), 2000, "key longer"),
+        (header(1, 0) + string(b"t" * 64) + struct.pack("<I", 1), 1000, "tensor name"),
+        (header(1, 0) + string(b"t") + struct.pack("<I", 5), 1000, "dimensions"),
         (header(1, 0) + string(b"t") + struct.pack("<I", 9), 1000, "dimensions"),
         (header(0, 1) + string(b"n") + struct.pack("<IQ", 8, 5000), 1000, "end of the file"),
         (b"GGUF", 4, "end of the file"),

@@ -454,6 +454,8 @@ LIMITS: list[tuple[str, str, Edit, str]] = [
     ("llama", "tensor-name-length-2^63", tensor_field(1, "start", "<Q", 2**63), "cut off"),
     ("llama", "tensor-count-2^63", at(8, "<Q", 2**63 - 1), "tensor count 9223372036854775807 is outside"),
     ("llama", "tensor-count-negative", at(8, "<Q", 2**64 - 1), "tensor count -1 is outside"),
+    # the one tensor cap the remote header walk (gguf_extent) shares
+    ("llama", "tensor-count-16385", at(8, "<Q", 16385), "tensor count 16385 is outside 0..16384"),
     ("llama", "key-count-2^40", at(16, "<Q", 2**40), "key count 1099511627776 is outside 0..4096"),
     # the header's frame
     ("llama", "version-1", at(4, "<I", 1), "GGUF version 1 is not one llama.cpp reads"),

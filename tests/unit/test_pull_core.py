@@ -59,6 +59,11 @@ DISK, CLOCK = LocalDisk(), SystemClock()  # this machine, as deployer.cli.wiring
         "a//b.gguf",
         "./a.gguf",
         "",
+        # hub_checks' one rule for Hub file names, stricter than this check was alone:
+        "m{{ lookup('pipe','id') }}.gguf",
+        "evil\u202egguf.exe",
+        "evil\x85.gguf",
+        "a" * 256 + ".gguf",
     ],
 )
 def test_unsafe_names_are_refused(name: str) -> None:

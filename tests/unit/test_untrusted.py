@@ -70,3 +70,25 @@ def test_a_deployment_name_with_a_trailing_newline_is_refused(name: str) -> None
 
     with pytest.raises(InvalidRequest):
         check_name(name)
+
+
+@pytest.mark.parametrize("name", ["My-Model", "demo.v2", "demo_1", "-demo", "demo-", "d" * 53])
+def test_one_deployment_name_rule_for_records_render_and_fleet(name: str) -> None:
+    from deployer.core.errors import InvalidRequest
+    from deployer.core.fleet.inventory import NAME_RE as FLEET_NAME_RE
+    from deployer.core.state.record_fields import NAME_RE as RECORD_NAME_RE
+    from deployer.core.state.records import check_name
+    from deployer.core.untrusted import DEPLOYMENT_NAME_RE
+
+    assert FLEET_NAME_RE is RECORD_NAME_RE is DEPLOYMENT_NAME_RE
+    with pytest.raises(InvalidRequest, match="lowercase letters, digits and '-'"):
+        check_name(name)
+    assert check_name("d" * 52) == "d" * 52
+
+
+def test_a_state_file_path_with_escapes_is_shown_escaped_with_a_safe_removal_hint() -> None:
+    from deployer.core.errors import StateFileInvalid
+
+    text = StateFileInvalid("/s/deployments/\x1b[2Jx.json", "not JSON").message()
+    assert "\x1b" not in text and "\\x1b[2Jx.json" in text
+    assert "file manager" in text

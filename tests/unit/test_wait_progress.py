@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from deployer.cli.deploy import WaitProgress
+from deployer.cli.deploy_view import WaitProgress
 
 
 def test_lines_on_change_and_at_most_every_interval() -> None:

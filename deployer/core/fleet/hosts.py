@@ -26,6 +26,7 @@ from deployer.core.fleet.inventory import FleetHost as FleetHost
 from deployer.core.fleet.inventory import deployment_name as deployment_name
 from deployer.core.fleet.inventory import hosts_from_inventory as hosts_from_inventory
 from deployer.core.hardware.detect import ProbeResult
+from deployer.core.pull.hub_checks import check_repo_id, repo_path_problem
 from deployer.core.serve.conventions import (
     HEALTH_PATH,
     MODELFILE_IN_CONTAINER,
@@ -90,21 +91,21 @@ class Weight:
         return out
 
 
-REPO_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,95}/[A-Za-z0-9][A-Za-z0-9_.-]{0,95}$")
-
-
-def _file_name(name: str, source: str) -> str:
-    """One plain path segment: a file name that can neither traverse nor be templated."""
-    check_line(name, source, "file name", max_len=255)
-    if name in ("", ".", "..") or "\\" in name or "/" in name:
-        raise UntrustedValue(source, "file name", name, "is not a plain file name")
+def _file_path(name: str, source: str, *, one_segment: bool = False) -> str:
+    """A relative path (or with one_segment, a plain file name) that can neither traverse nor
+    be templated: pull's one rule for Hub file names."""
+    problem = repo_path_problem(name)
+    if not problem and one_segment and "/" in name:
+        problem = "is not a plain file name"
+    if problem:
+        raise UntrustedValue(source, "file name", name, problem)
     return name
 
 
 def local_weight(models_dir: str, src: str, size: int) -> Weight:
     """A weights file the host gets copied from this machine (a local .gguf, the demo)."""
     check_line(src, "model file", "path")
-    name = _file_name(PurePosixPath(src).name, f"model file {shown(src)}")
+    name = _file_path(PurePosixPath(src).name, f"model file {shown(src)}", one_segment=True)
     return Weight(dest=f"{models_dir}/{name}", size=size, src=src)
 
 
@@ -113,13 +114,12 @@ def hub_weight(
 ) -> Weight:
     """A weights file the host downloads itself, pinned to a commit, its sha256 checked."""
     source = f"Hub listing of {shown(repo_id)}"
-    if not REPO_RE.fullmatch(repo_id):
-        raise UntrustedValue(source, "repository id", repo_id, "is not ORG/NAME")
+    check_repo_id(repo_id, source)
     if not re.match(r"^https?://[^\s/]+", check_line(endpoint, "HF_ENDPOINT", "URL")):
         raise UntrustedValue("HF_ENDPOINT", "URL", endpoint, "is not an http(s) URL")
-    parts = [_file_name(p, source) for p in name.split("/")]
+    _file_path(name, source)
     return Weight(
-        dest=f"{models_dir}/{repo_id.replace('/', '--')}/{'/'.join(parts)}",
+        dest=f"{models_dir}/{repo_id.replace('/', '--')}/{name}",
         size=size,
         url=f"{endpoint}/{quote(repo_id)}/resolve/{check_commit(commit, source)}/{quote(name)}",
         sha256=check_sha256(sha256, source),

@@ -16,7 +16,14 @@ from dataclasses import dataclass
 from typing import Any
 
 from deployer.core.errors import InvalidRequest
-from deployer.core.untrusted import IMAGE_RE, UntrustedValue, check_line, shown
+from deployer.core.untrusted import (
+    DEPLOYMENT_NAME_MAX,
+    DEPLOYMENT_NAME_RE,
+    IMAGE_RE,
+    UntrustedValue,
+    check_line,
+    shown,
+)
 from deployer.core.untrusted import check_image as check_image  # also for `fleet --image`
 
 # Variables an inventory may set per host or group (the first four are the contract).
@@ -40,10 +47,9 @@ MODELS_DIR = "models"  # under the root, next to the deployment folders
 # A host name is a run-folder path component, a key of the playbook variables and part of the
 # `--limit` pattern: letters, digits, '_', '.', '-' only (no '/', ',', ':', '!', '&', '*', '~').
 HOST_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,252}$")
-# The rule render_plan applies to a deployment name (deployer/core/serve/render.py): it becomes a
-# folder under the root, a compose project and a container name.
-NAME_RE = re.compile(r"^[a-z0-9]([a-z0-9-]{0,50}[a-z0-9])?$")
-NAME_MAX = 52
+# The one deployment-name rule (it becomes a folder under the root, a compose project and a
+# container name).
+NAME_RE, NAME_MAX = DEPLOYMENT_NAME_RE, DEPLOYMENT_NAME_MAX
 PROFILE_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,99}$")
 BACKEND_RE = re.compile(r"^[a-z0-9_-]{1,32}$")
 QUANT_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,31}$")

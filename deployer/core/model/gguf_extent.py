@@ -4,17 +4,17 @@ A remote header is fetched in ranges until it is complete. This walker says how 
 that is without trusting the file: every length and count is checked against the cap before it
 is followed, so a header that declares a 2^40-byte string is refused at once, and one that goes
 on and on (strings, keys or tensors past the cap) is refused when the prefix reaches the cap.
-It reads the same structure as gguf.GGUFReader (GGUF v2/v3, either byte order) and returns
-the same data offset, so the reader that later parses the prefix never runs past it.
+It reads the same structure as gguf.GGUFReader and returns the same data offset, so the
+reader that later parses the prefix never runs past it. What it accepts is what gguf_header
+accepts, with gguf_header's limits (one set: MAX_TENSORS, MAX_KV, key and tensor-name lengths,
+array item types, dimensions, version, byte order, alignment), so a header refused later is refused
+here before more of it is fetched.
 
 The limits hold for one model: every part of a split set together (HeaderBudget).
 MAX_HEADER_BYTES: real headers are dominated by the tokenizer. Gemma 3's 262,144 tokens with
 scores and types make 6.2 MiB (the demo model); Llama 3's 128k tokens plus 280k merges about
 8 MiB; a 256k vocabulary with half a million merges about 15 MiB. 64 MiB leaves four times
 the largest of these, and bounds what a lying header can make `plan` fetch and hold.
-MAX_TENSORS: the largest published GGUFs list about 2,000 tensors (Llama 3.1 405B: 1,138;
-DeepSeek-V3 with merged experts: ~1,100); gguf's reader spends ~0.6 ms on each, so 16,384
-bounds a hostile table to ~10 s. MAX_KV: real files have under 100 key/values.
 """
 
 from __future__ import annotations
@@ -24,18 +24,23 @@ from collections.abc import Generator
 from dataclasses import dataclass
 
 from deployer.core.errors import GGUFReadError, HeaderTooLarge
+from deployer.core.model.gguf_header import (
+    ARRAY,
+    GGML_MAX_DIMS,
+    GGML_MAX_NAME,
+    GGUF_DEFAULT_ALIGNMENT,
+    GGUF_MAGIC,
+    GGUF_VERSIONS,
+    MAX_KEY_BYTES,
+    MAX_KV,
+    MAX_TENSORS,
+    SCALAR_BYTES,
+    STRING,
+    UINT32,
+)
 
 MAX_HEADER_BYTES = 64 << 20
-MAX_TENSORS = 1 << 14
-MAX_KV = 1 << 14
-_MAGIC = b"GGUF"
-_VERSIONS = (2, 3)
-_STRING, _ARRAY, _UINT32 = 8, 9, 4
-# GGUF value type -> bytes per scalar (string and array are walked)
-_SCALAR_BYTES = {0: 1, 1: 1, 2: 2, 3: 2, 4: 4, 5: 4, 6: 4, 7: 1, 10: 8, 11: 8, 12: 8}
-_MAX_ARRAY_DEPTH = 4  # arrays of arrays: GGUF allows them; nothing real nests deeper than 1
-_MAX_DIMS = 8  # ggml tensors have at most 4
-_DEFAULT_ALIGNMENT = 32
+__all__ = ["MAX_HEADER_BYTES", "MAX_KV", "MAX_TENSORS", "HeaderBudget", "HeaderWalk"]
 _KV_MIN_BYTES = 8 + 4 + 1  # empty key, type, smallest value
 _TENSOR_MIN_BYTES = 8 + 4 + 4 + 8  # empty name, no dims, type, offset
 
@@ -66,7 +71,7 @@ class HeaderWalk:
         self.cap = self.budget.bytes_left
         self.buf = bytearray()
         self.length: int | None = None
-        self._fmt = "<"
+        self._fmt = "<"  # llama.cpp reads little-endian files only
         self._steps = self._walk()
         self.need = next(self._steps)
 
@@ -108,13 +113,14 @@ class HeaderWalk:
 
     def _walk(self) -> _Steps:
         yield from self._have(24)
-        if bytes(self.buf[:4]) != _MAGIC:
+        if bytes(self.buf[:4]) != GGUF_MAGIC:
             raise GGUFReadError(self.source, "not a GGUF file (bad magic)")
         version = self._u32(4)
-        if version & 0xFFFF == 0:  # written on a big-endian machine (as GGUFReader decides)
-            self._fmt = ">"
-            version = self._u32(4)
-        if version not in _VERSIONS:
+        if version and version & 0xFFFF == 0:
+            raise GGUFReadError(
+                self.source, f"version {version:#x} looks big-endian; llama.cpp reads little-endian"
+            )
+        if version not in GGUF_VERSIONS:
             raise GGUFReadError(self.source, f"unsupported GGUF version {version}")
         n_tensors, n_kv = self._u64(8), self._u64(16)
         budget = self.budget
@@ -134,25 +140,30 @@ class HeaderWalk:
         budget.kv_left -= n_kv
         pos = 24
         yield from self._room(pos, n_kv, _KV_MIN_BYTES)
-        alignment = _DEFAULT_ALIGNMENT
+        alignment = GGUF_DEFAULT_ALIGNMENT
         for _ in range(n_kv):
             key_start = pos
             pos = yield from self._string(pos)
+            if pos - key_start - 8 > MAX_KEY_BYTES:
+                raise GGUFReadError(self.source, f"a key longer than {MAX_KEY_BYTES} bytes")
             yield from self._have(pos + 4)
             vtype = self._u32(pos)
             pos += 4
             value_at = pos
-            pos = yield from self._value(pos, vtype, 0)
+            pos = yield from self._value(pos, vtype)
             if bytes(self.buf[key_start + 8 : value_at - 4]) == b"general.alignment":
-                if vtype != _UINT32 or self._u32(value_at) == 0:
-                    raise GGUFReadError(self.source, "general.alignment is not a positive uint32")
-                alignment = self._u32(value_at)
+                alignment = self._u32(value_at) if vtype == UINT32 else 0
+                if alignment == 0 or alignment & (alignment - 1):
+                    raise GGUFReadError(self.source, "general.alignment is not a uint32 power of 2")
         yield from self._room(pos, n_tensors, _TENSOR_MIN_BYTES)
         for _ in range(n_tensors):
+            name_start = pos
             pos = yield from self._string(pos)
+            if pos - name_start - 8 >= GGML_MAX_NAME:
+                raise GGUFReadError(self.source, f"a tensor name of {GGML_MAX_NAME}+ bytes")
             yield from self._have(pos + 4)
             n_dims = self._u32(pos)
-            if n_dims > _MAX_DIMS:
+            if n_dims > GGML_MAX_DIMS:
                 raise GGUFReadError(self.source, f"a tensor with {n_dims} dimensions")
             pos += 4 + 8 * n_dims + 4 + 8
             yield from self._have(pos)
@@ -166,28 +177,28 @@ class HeaderWalk:
         yield from self._have(end)
         return end
 
-    def _value(self, pos: int, vtype: int, depth: int) -> _Steps:
-        size = _SCALAR_BYTES.get(vtype)
+    def _value(self, pos: int, vtype: int) -> _Steps:
+        size = SCALAR_BYTES.get(vtype)
         if size is not None:
             yield from self._have(pos + size)
             return pos + size
-        if vtype == _STRING:
+        if vtype == STRING:
             return (yield from self._string(pos))
-        if vtype != _ARRAY or depth >= _MAX_ARRAY_DEPTH:
-            raise GGUFReadError(self.source, f"unknown or too deeply nested value type {vtype}")
+        if vtype != ARRAY:
+            raise GGUFReadError(self.source, f"unknown value type {vtype}")
         yield from self._have(pos + 12)
         itype, count = self._u32(pos), self._u64(pos + 4)
         pos += 12
-        size = _SCALAR_BYTES.get(itype)
+        # llama.cpp's 2^30 items per array needs no check here: that many items of 1+ bytes
+        # are past MAX_HEADER_BYTES, which refuses them first (and says why).
+        size = SCALAR_BYTES.get(itype)
         if size is not None:  # numbers: one jump
             yield from self._have(pos + count * size)
             return pos + count * size
-        if itype == _STRING:
+        if itype == STRING:
             return (yield from self._strings(pos, count))
-        yield from self._room(pos, count, 12)
-        for _ in range(count):
-            pos = yield from self._value(pos, itype, depth + 1)
-        return pos
+        # arrays of arrays: GGUF's format allows them, llama.cpp does not read them
+        raise GGUFReadError(self.source, f"an array of unknown or nested type {itype}")
 
     def _strings(self, pos: int, count: int) -> _Steps:
         """A string array: the hot loop of real headers (262k tokens), kept lean."""

@@ -29,10 +29,13 @@ INT64_MAX = (1 << 63) - 1
 UINT64_MAX = (1 << 64) - 1
 
 # --- deployer's own bounds: far above any real model, low enough to read in well under a second
-# (llama.cpp leaves these to available memory; real models have < 200 keys, < 5,000 tensors
-# and vocabularies up to ~262k strings).
+# (llama.cpp leaves these to available memory; real models have < 200 keys and vocabularies up
+# to ~262k strings). The one set of limits: gguf_extent's walk of a remote header uses them too.
 MAX_KV = 4096
-MAX_TENSORS = 65536  # LLAMA_MAX_LAYERS (512) x 128 tensors a block
+# The largest published GGUFs list about 2,000 tensors (Llama 3.1 405B: 1,138; DeepSeek-V3
+# with merged experts: ~1,100); gguf's reader spends ~0.6 ms on each, so this bounds a hostile
+# table to ~10 s.
+MAX_TENSORS = 16384
 MAX_KEY_BYTES = 1024
 MAX_STRINGS = 1 << 23  # strings in arrays, over the whole header
 SHORT_STRING_BYTES = 1024  # longer string values keep only their length
@@ -49,6 +52,7 @@ _SCALAR_FORMATS: dict[int, str] = {
     UINT8: "<B", INT8: "<b", UINT16: "<H", INT16: "<h", UINT32: "<I", INT32: "<i",
     FLOAT32: "<f", BOOL: "<b", UINT64: "<Q", INT64: "<q", FLOAT64: "<d",
 }  # fmt: skip
+SCALAR_BYTES: dict[int, int] = {t: struct.calcsize(f) for t, f in _SCALAR_FORMATS.items()}
 INT_TYPES = frozenset({UINT8, INT8, UINT16, INT16, UINT32, INT32, UINT64, INT64})
 
 # ggml types a GGUF may hold: id -> (name, elements per block, bytes per block), from

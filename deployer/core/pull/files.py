@@ -7,7 +7,6 @@ core never imports the Hub SDK.
 
 from __future__ import annotations
 
-import re
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -46,7 +45,7 @@ from deployer.core.model.resolve import (
     quant_label,
     select_files,
 )
-from deployer.core.pull.hub_checks import check_quant, check_revision
+from deployer.core.pull.hub_checks import check_quant, check_revision, repo_path_problem
 from deployer.core.units import GIB
 
 DEMO_SHA256 = "a5fd3b62230aa5ec60212297dc9d20eaa70578ac519e00d93a17e44c087a6818"
@@ -54,7 +53,6 @@ DEFAULT_REVISION = "main"
 MARGIN_FRACTION = 0.05
 MARGIN_MIN_BYTES = GIB
 _GGUF_MAGIC = b"GGUF"
-_CONTROL_RE = re.compile(r"[\x00-\x1f\x7f]")
 
 
 @dataclass(frozen=True)
@@ -218,20 +216,10 @@ class PullResult:
 
 
 def check_repo_filename(repo_id: str, name: str) -> None:
-    """Refuse names that could escape the snapshot or target dir."""
-    problem = ""
-    if not name:
-        problem = "empty name"
-    elif _CONTROL_RE.search(name):
-        problem = "control characters in the name"
-    elif "\\" in name:
-        problem = "a backslash in the name"
-    elif name.startswith("/") or re.match(r"^[A-Za-z]:", name):
-        problem = "an absolute path"
-    elif any(part in ("", ".", "..") for part in name.split("/")):
-        problem = "'..', '.' or empty path segments"
+    """Refuse names that could escape the snapshot or target dir (hub_checks' one rule)."""
+    problem = repo_path_problem(name)
     if problem:
-        raise UnsafeRepoPath(repo_id, name, problem)
+        raise UnsafeRepoPath(repo_id, name, f"its name {problem}")
 
 
 def required_free_bytes(to_fetch: int) -> int:

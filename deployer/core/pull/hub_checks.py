@@ -13,10 +13,10 @@ import re
 
 from deployer.core.untrusted import UntrustedValue, check_line
 
-# huggingface_hub's validate_repo_id, ASCII only, with the namespace required: each part
-# 1-96 of [A-Za-z0-9_.-], starting and ending with a letter, digit or '_', no '--' or '..',
-# no trailing '.git'.
-_REPO_PART = r"[A-Za-z0-9_](?:[A-Za-z0-9_.-]{0,94}[A-Za-z0-9_])?"
+# huggingface_hub's validate_repo_id, ASCII only, with the namespace required, narrowed to what
+# a fleet host's folder name may start with: each part 1-96 of [A-Za-z0-9_.-], starting with a
+# letter or digit and ending with a letter, digit or '_', no '--' or '..', no trailing '.git'.
+_REPO_PART = r"[A-Za-z0-9](?:[A-Za-z0-9_.-]{0,94}[A-Za-z0-9_])?"
 REPO_ID_RE = re.compile(rf"^{_REPO_PART}/{_REPO_PART}$")
 # A branch, tag or commit: git's ref-name rules (check-ref-format) narrowed to a safe alphabet.
 # Components are separated by '/', start with a letter or digit, and never are '.' or '..'.
@@ -29,6 +29,7 @@ BLOB_ID_RE = re.compile(r"^[0-9a-f]{40}$")
 # any real file yet keeps every size, and any sum of split parts, an exact small integer.
 MAX_FILE_BYTES = 1 << 40
 NAME_MAX_CHARS = 1024
+SEGMENT_MAX_CHARS = 255  # a file or folder name on every filesystem deployer writes to
 
 REF_HINT = "Write hf://ORG/REPO[:QUANT][@REVISION], e.g. hf://unsloth/Qwen3-8B-GGUF:Q4_K_M"
 HUB_HINT = (
@@ -57,8 +58,8 @@ def check_repo_id(value: object, source: str = "model reference") -> str:
     problem = ""
     if not REPO_ID_RE.fullmatch(text):
         problem = (
-            "is not ORG/REPO (letters, digits, '-', '_', '.'; each part starting and ending "
-            "with a letter, digit or '_', at most 96 characters)"
+            "is not ORG/REPO (letters, digits, '-', '_', '.'; each part starting with a letter "
+            "or digit and ending with a letter, digit or '_', at most 96 characters)"
         )
     elif "--" in text or ".." in text:
         problem = "contains '--' or '..'"
@@ -99,19 +100,35 @@ def check_quant(value: object, source: str = "quant") -> str:
     return text
 
 
+def repo_path_problem(name: str) -> str:
+    """What makes `name` unusable as a file's path inside a repo (it could leave the snapshot
+    or target folder, or break a line or a template), or "" when it is a safe relative path.
+
+    The one rule for Hub file names: the listing, the download, the pull targets and a fleet
+    host's weights all use it."""
+    if not name:
+        return "is empty"
+    try:
+        check_line(name, "", "", max_len=NAME_MAX_CHARS)  # controls, bidi, templates, length
+    except UntrustedValue as exc:
+        return exc.problem
+    if "\\" in name:
+        return "contains a backslash"
+    if name.startswith("/") or re.match(r"^[A-Za-z]:", name):
+        return "is an absolute path"
+    parts = name.split("/")
+    if any(part in ("", ".", "..") for part in parts):
+        return "has '..', '.' or empty path segments"
+    if any(len(part) > SEGMENT_MAX_CHARS for part in parts):
+        return f"has a path segment longer than {SEGMENT_MAX_CHARS} characters"
+    return ""
+
+
 def check_repo_path(repo_id: str, value: object) -> str:
     """A file's path inside a repo: relative, '/'-separated, one line, no template syntax."""
     source = listing_source(repo_id)
     name = _line(value, source, "file name", NAME_MAX_CHARS, HUB_HINT)
-    problem = ""
-    if not name:
-        problem = "is empty"
-    elif "\\" in name:
-        problem = "contains a backslash"
-    elif name.startswith("/") or re.match(r"^[A-Za-z]:", name):
-        problem = "is an absolute path"
-    elif any(part in ("", ".", "..") for part in name.split("/")):
-        problem = "has '..', '.' or empty path segments"
+    problem = repo_path_problem(name)
     if problem:
         raise UntrustedValue(source, "file name", name, problem, HUB_HINT)
     return name

@@ -68,7 +68,13 @@ from deployer.core.serve.quoting import (
 from deployer.core.serve.rendered import check_rendered
 from deployer.core.serve.specs import ContainerSpec, HealthCheck, Mount, VolumeSpec
 from deployer.core.units import GIB
-from deployer.core.untrusted import UntrustedValue, check_line, shown
+from deployer.core.untrusted import (
+    DEPLOYMENT_NAME_HINT,
+    DEPLOYMENT_NAME_RE,
+    UntrustedValue,
+    check_line,
+    shown,
+)
 
 Backend = Literal["llamacpp", "ollama"]
 Target = Literal["compose", "systemd", "launchd", "k8s"]
@@ -93,7 +99,6 @@ DEFAULT_BINARY = {
 # Seconds to wait for a model to load: a fixed start plus the file read at a slow disk's pace.
 STARTUP_BASE_S = 60
 LOAD_BYTES_PER_S = 200_000_000
-_NAME_RE = re.compile(r"^[a-z0-9]([a-z0-9-]{0,50}[a-z0-9])?$")
 
 
 @dataclass
@@ -326,11 +331,8 @@ def _check_request(
             f"the plan was made for {result.request.backend}, not {backend}",
             "Plan again with the same --backend (their context is counted differently).",
         )
-    if not _NAME_RE.fullmatch(name):
-        raise InvalidRequest(
-            f"invalid name {shown(name)}",
-            "Use lowercase letters, digits and '-', at most 52 characters.",
-        )
+    if not DEPLOYMENT_NAME_RE.fullmatch(name):
+        raise InvalidRequest(f"invalid name {shown(name)}", DEPLOYMENT_NAME_HINT)
     profile_kind = result.profile.kind
     apple = profile_kind == "apple"
     if apple and target != "launchd":

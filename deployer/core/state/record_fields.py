@@ -10,9 +10,15 @@ import re
 from collections.abc import Callable
 from typing import Any
 
-from deployer.core.untrusted import UntrustedValue, check_line, check_port, shown
+from deployer.core.untrusted import (
+    DEPLOYMENT_NAME_RE,
+    UntrustedValue,
+    check_line,
+    check_port,
+    shown,
+)
 
-NAME_RE = re.compile(r"^[a-zA-Z0-9][a-zA-Z0-9_.-]{0,62}$")
+NAME_RE = DEPLOYMENT_NAME_RE  # what render_plan lets a deployment be named
 CONTAINER_ID_RE = re.compile(r"^[0-9a-f]{12,64}$")
 DOCKER_NAME_RE = re.compile(r"^[a-zA-Z0-9][a-zA-Z0-9_.-]{0,127}$")
 ENDPOINT_RE = re.compile(r"^http://127\.0\.0\.1:([0-9]{1,5})$")

@@ -18,7 +18,7 @@ from typing import Any, Literal
 from deployer.core.errors import InvalidRequest, StateFileInvalid
 from deployer.core.serve.containers import ContainerInfo
 from deployer.core.state.record_fields import NAME_RE, FieldInvalid, check_fields
-from deployer.core.untrusted import shown
+from deployer.core.untrusted import DEPLOYMENT_NAME_HINT, printable, shown
 
 SCHEMA_VERSION = 1
 _NAME_RE = NAME_RE
@@ -65,8 +65,8 @@ def check_name(name: str) -> str:
     """A deployment name usable as a file and container name."""
     if not _NAME_RE.fullmatch(name):
         raise InvalidRequest(
-            f"invalid deployment name '{name}'",
-            "Use letters, digits, '.', '_' or '-', starting with a letter or digit (max 63)",
+            f"invalid deployment name {shown(name)}",
+            DEPLOYMENT_NAME_HINT,
         )
     return name
 
@@ -119,7 +119,7 @@ def invalid_name(error: StateFileInvalid) -> str:
     """The deployment name an invalid record file stands for: its file name less `.json`."""
     base = posixpath.basename(error.path)
     name = base[: -len(".json")] if base.endswith(".json") else base
-    return name if name.isprintable() else repr(name)  # a file name may hold escape sequences
+    return printable(name)  # a file name may hold escape sequences
 
 
 @dataclass(frozen=True)
