@@ -7,6 +7,7 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from deployer.core.errors import KeyFileExists, StateFileInvalid
@@ -195,7 +196,7 @@ class MemorySecretStore:
 
 @dataclass
 class MemoryClock:
-    """A clock that moves only when slept on."""
+    """A clock that moves only when slept on (its wall clock with it)."""
 
     now: float = 1000.0
     slept: list[float] = field(default_factory=list)
@@ -208,6 +209,10 @@ class MemoryClock:
         """Move the clock on instead of waiting."""
         self.slept.append(seconds)
         self.now += seconds
+
+    def utc_now(self) -> datetime:
+        """2025-01-01 UTC plus how far the monotonic reading has moved."""
+        return datetime(2025, 1, 1, tzinfo=UTC) + timedelta(seconds=self.now)
 
 
 @dataclass
