@@ -77,6 +77,12 @@ class LocalDisk:
         """The sha256 of the file at `path`."""
         return sha256_file(path, progress)
 
+    def demo_path(self) -> Path:
+        """The demo model, assembled and checked (deployer.adapters.local_models)."""
+        from deployer.adapters.local_models import demo_model_path
+
+        return demo_model_path()
+
     def free_bytes(self, path: Path) -> int:
         """Free bytes where `path` is (or would be)."""
         return disk_free_bytes(path)

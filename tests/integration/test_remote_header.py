@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 
 from deployer.adapters.hub import HfHubReader, list_gguf_files, read_remote_header
+from deployer.adapters.local_models import LocalModelFiles
 from deployer.core.errors import (
     ExternalUnavailable,
     GatedRepo,
@@ -83,7 +84,7 @@ def test_split_set_of_three_parts(hub: LoopbackHub, tmp_path: Path) -> None:
     assert facts.weights == local.weights
     assert facts.weights.file_bytes == sum(p.stat().st_size for p in paths)
     # A local path to the first part merges its siblings too.
-    assert resolve_model(str(paths[0]), None).weights == local.weights
+    assert resolve_model(str(paths[0]), None, local=LocalModelFiles()).weights == local.weights
 
 
 def test_unknown_repo(hub: LoopbackHub) -> None:

@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-from deployer.core.errors import KeyFileExists, StateFileInvalid
+from deployer.core.errors import DemoModelMissing, KeyFileExists, StateFileInvalid
 from deployer.core.pull.files import (
     DEMO_SHA256,
     FetchResult,
@@ -272,6 +272,7 @@ class MemoryFiles:
 
     files: dict[Path, bytes] = field(default_factory=dict)
     free: int = 1 << 50
+    demo: Path | None = None  # the demo model's path, once "assembled"
 
     def is_file(self, path: Path) -> bool:
         """Whether `path` holds bytes here."""
@@ -280,6 +281,12 @@ class MemoryFiles:
     def resolved(self, path: Path) -> Path:
         """`path` as given (no links here)."""
         return path
+
+    def demo_path(self) -> Path:
+        """The demo model's path; DemoModelMissing until `demo` is set."""
+        if self.demo is None:
+            raise DemoModelMissing()
+        return self.demo
 
     def size_bytes(self, path: Path) -> int:
         """The length of `path`'s bytes."""

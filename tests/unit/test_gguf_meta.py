@@ -413,6 +413,7 @@ def test_local_facts_are_remembered_until_the_file_changes(
     """resolve reads a local GGUF's header once; a rewritten file is read again."""
     import os
 
+    from deployer.adapters.local_models import LocalModelFiles
     from deployer.core.model import gguf_meta, resolve
 
     path = write_gguf(tmp_path / "tiny-Q4_K_M.gguf", llama_spec())
@@ -424,13 +425,13 @@ def test_local_facts_are_remembered_until_the_file_changes(
         return real(*args, **kwargs)
 
     monkeypatch.setattr(gguf_meta, "facts_from_gguf_parts", counting)
-    first = resolve.resolve_model(str(path), None)
-    again = resolve.resolve_model(str(path), None)
+    first = resolve.resolve_model(str(path), None, local=LocalModelFiles())
+    again = resolve.resolve_model(str(path), None, local=LocalModelFiles())
     assert len(reads) == 1 and again == first == real([path], source=str(path))
     # A different model written at the same path: new size and mtime, so a new read.
     write_gguf(path, llama_spec(n_layer=3))
     os.utime(path, ns=(1, 1))
-    third = resolve.resolve_model(str(path), None)
+    third = resolve.resolve_model(str(path), None, local=LocalModelFiles())
     assert len(reads) == 2 and third.arch.n_layer == 3 != first.arch.n_layer
 
 
@@ -439,16 +440,17 @@ def test_memo_that_no_longer_validates_is_read_again(
 ) -> None:
     import json
 
-    from deployer.core import filememo
+    from deployer.adapters import filememo
+    from deployer.adapters.local_models import LocalModelFiles
     from deployer.core.model import resolve
 
     path = write_gguf(tmp_path / "tiny-Q4_K_M.gguf", llama_spec())
-    fresh = resolve.resolve_model(str(path), None)
+    fresh = resolve.resolve_model(str(path), None, local=LocalModelFiles())
     (entry,) = (filememo.cache_dir() / "memo" / "gguf-facts").glob("*.json")
     data = json.loads(entry.read_text())
     data["value"]["arch"]["n_layer"] = "not a number"
     entry.write_text(json.dumps(data))
-    assert resolve.resolve_model(str(path), None) == fresh
+    assert resolve.resolve_model(str(path), None, local=LocalModelFiles()) == fresh
 
 
 def test_chat_template_presence_is_read(tmp_path: Path) -> None:

@@ -41,7 +41,6 @@ from deployer.core.model.ref import (
 from deployer.core.model.resolve import (
     DEMO_QUANT,
     RemoteFile,
-    demo_model_path,
     quant_label,
     select_files,
 )
@@ -130,6 +129,10 @@ class LocalFiles(Protocol):
 
     def demo_sha256(self) -> str:
         """The sha256 the demo model's package expects (DEMO_SHA256 when it names none)."""
+        ...
+
+    def demo_path(self) -> Path:
+        """The demo model's file, assembled and sha256-checked by its package."""
         ...
 
 
@@ -273,7 +276,7 @@ def _pull_demo(quant: str | None, files: LocalFiles, clock: Clock, started: floa
         raise _QuantNotFound(quant, [DEMO_QUANT], DEMO_REF)
     expected = files.demo_sha256()
     try:
-        path = demo_model_path()
+        path = files.demo_path()
     except (FileExistsError, ValueError) as exc:  # the package's own check failed
         raise ChecksumMismatch("demo", expected, f"unknown ({exc})") from None
     # The package's assemble() has just checked the file against this same sha256.
