@@ -77,6 +77,12 @@ class LocalDisk:
         """The sha256 of the file at `path`."""
         return sha256_file(path, progress)
 
+    def check_gguf(self, path: Path) -> None:
+        """Refuse a file that is no GGUF or is shorter than its tensor table."""
+        from deployer.adapters.gguf_files import check_gguf_file
+
+        check_gguf_file(path)
+
     def demo_path(self) -> Path:
         """The demo model, assembled and checked (deployer.adapters.local_models)."""
         from deployer.adapters.local_models import demo_model_path

@@ -49,6 +49,7 @@ def facts_from_files(parts: list[Path], name: str | None, source: str) -> ModelF
     the memo holds the facts as JSON, validated again by ModelFacts when recalled.
     """
     readers = [Path(facts_module.__file__).with_name(n) for n in _READERS]
+    readers.append(Path(__file__).with_name("gguf_files.py"))
     identity = filememo.file_identity([*parts, *readers], salt=f"gguf-facts {name} {source}")
     cached = filememo.recall("gguf-facts", identity)
     if cached is not None:
@@ -56,7 +57,7 @@ def facts_from_files(parts: list[Path], name: str | None, source: str) -> ModelF
             return ModelFacts.model_validate(cached)
         except ValueError:
             pass  # written by a deployer whose ModelFacts differed: read the header again
-    from deployer.core.model.gguf_meta import facts_from_gguf_parts  # numpy, gguf: lazily
+    from deployer.adapters.gguf_files import facts_from_gguf_parts  # gguf_meta: lazily
 
     facts = facts_from_gguf_parts(parts, name=name, source=source)
     filememo.remember("gguf-facts", identity, facts.model_dump(mode="json"))

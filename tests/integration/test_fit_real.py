@@ -43,7 +43,7 @@ def test_estimate_matches_logged_buffers(
 ) -> None:
     from _llama import run_server
 
-    from deployer.core.model.gguf_meta import facts_from_gguf
+    from deployer.adapters.gguf_files import facts_from_gguf
 
     args = [
         "-c",

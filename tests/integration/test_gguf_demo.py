@@ -6,10 +6,10 @@ from pathlib import Path
 
 import pytest
 
+from deployer.adapters.gguf_files import gguf_header_bytes
 from deployer.adapters.local_models import LocalModelFiles, demo_model_path
 from deployer.core.errors import QuantNotFound
 from deployer.core.model.facts import ModelFacts
-from deployer.core.model.gguf_meta import gguf_header_bytes
 from deployer.core.model.resolve import resolve_model
 
 pytest.importorskip(

@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pytest
 
+from deployer.adapters.gguf_files import facts_from_gguf, facts_from_gguf_parts
 from deployer.adapters.hub import HfHubReader, list_gguf_files, read_remote_header
 from deployer.adapters.local_models import LocalModelFiles
 from deployer.core.errors import (
@@ -15,7 +16,6 @@ from deployer.core.errors import (
     ModelNotFound,
     QuantNotFound,
 )
-from deployer.core.model.gguf_meta import facts_from_gguf, facts_from_gguf_parts
 from deployer.core.model.resolve import RemoteFile, quant_label, resolve_model, select_files
 from tests.integration.hubserver import LoopbackHub
 from tests.integration.loopback import free_port

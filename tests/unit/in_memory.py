@@ -10,7 +10,9 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-from deployer.core.errors import DemoModelMissing, KeyFileExists, StateFileInvalid
+from deployer.core.errors import DemoModelMissing, GGUFReadError, KeyFileExists, StateFileInvalid
+from deployer.core.model.gguf_header import HeaderError, parse_header
+from deployer.core.model.gguf_meta import GGUFPart, check_part
 from deployer.core.pull.files import (
     DEMO_SHA256,
     FetchResult,
@@ -281,6 +283,15 @@ class MemoryFiles:
     def resolved(self, path: Path) -> Path:
         """`path` as given (no links here)."""
         return path
+
+    def check_gguf(self, path: Path) -> None:
+        """The real header checks, on the bytes held here."""
+        label = str(path)
+        try:
+            header = parse_header(memoryview(self.files[path]))
+        except HeaderError as exc:
+            raise GGUFReadError(label, str(exc)) from None
+        check_part(GGUFPart(header, len(self.files[path]), label))
 
     def demo_path(self) -> Path:
         """The demo model's path; DemoModelMissing until `demo` is set."""

@@ -28,11 +28,11 @@ import pytest
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
+from deployer.adapters.gguf_files import facts_from_gguf
 from deployer.core.errors import DeployerError, GGUFReadError
 from deployer.core.fit.plan import PlanRequest, make_plan
 from deployer.core.hardware.profiles import Profile, get_profile
 from deployer.core.model.facts import ModelFacts
-from deployer.core.model.gguf_meta import facts_from_gguf
 from deployer.core.untrusted import CONTROL_RE
 from tests.unit import gguf_edit as ge
 

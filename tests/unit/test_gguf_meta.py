@@ -11,13 +11,9 @@ import pytest
 from gguf import GGMLQuantizationType, GGUFWriter
 from gguf.quants import quant_shape_to_byte_shape
 
+from deployer.adapters.gguf_files import facts_from_gguf, facts_from_gguf_parts, gguf_header_bytes
 from deployer.core.errors import GGUFReadError
-from deployer.core.model.gguf_meta import (
-    CPU_REPACK_TYPES,
-    facts_from_gguf,
-    facts_from_gguf_parts,
-    gguf_header_bytes,
-)
+from deployer.core.model.gguf_meta import CPU_REPACK_TYPES
 
 # (elements per block, bytes per block) of the ggml types used here, from ggml's type traits.
 TYPE_SIZES = {
@@ -413,18 +409,19 @@ def test_local_facts_are_remembered_until_the_file_changes(
     """resolve reads a local GGUF's header once; a rewritten file is read again."""
     import os
 
+    from deployer.adapters import gguf_files
     from deployer.adapters.local_models import LocalModelFiles
-    from deployer.core.model import gguf_meta, resolve
+    from deployer.core.model import resolve
 
     path = write_gguf(tmp_path / "tiny-Q4_K_M.gguf", llama_spec())
     reads: list[int] = []
-    real = gguf_meta.facts_from_gguf_parts
+    real = gguf_files.facts_from_gguf_parts
 
     def counting(*args: Any, **kwargs: Any) -> Any:
         reads.append(1)
         return real(*args, **kwargs)
 
-    monkeypatch.setattr(gguf_meta, "facts_from_gguf_parts", counting)
+    monkeypatch.setattr(gguf_files, "facts_from_gguf_parts", counting)
     first = resolve.resolve_model(str(path), None, local=LocalModelFiles())
     again = resolve.resolve_model(str(path), None, local=LocalModelFiles())
     assert len(reads) == 1 and again == first == real([path], source=str(path))

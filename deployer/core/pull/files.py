@@ -135,6 +135,10 @@ class LocalFiles(Protocol):
         """The demo model's file, assembled and sha256-checked by its package."""
         ...
 
+    def check_gguf(self, path: Path) -> None:
+        """Refuse (GGUFReadError) a file that is no GGUF or is shorter than its tensor table."""
+        ...
+
 
 class NullProgress:
     """Progress that shows nothing."""
@@ -241,10 +245,8 @@ def check_disk_space(where: Path, to_fetch: int, free_bytes: Callable[[Path], in
 
 
 def _local_file(path: Path, files: LocalFiles) -> PulledFile:
-    from deployer.core.model.gguf_meta import check_gguf_file
-
     # A GGUF, no shorter than its own tensor table (a cut copy would fail in llama-server).
-    check_gguf_file(path)
+    files.check_gguf(path)
     sha = files.sha256(path)
     return PulledFile(str(path), files.size_bytes(path), sha, False)
 
