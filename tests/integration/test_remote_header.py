@@ -148,5 +148,5 @@ def test_file_selection_rules() -> None:
 
 def test_missing_local_file_names_path(tmp_path: Path) -> None:
     with pytest.raises(ModelNotFound) as info:
-        resolve_model(str(tmp_path / "absent.gguf"), None)
+        resolve_model(str(tmp_path / "absent.gguf"), None, local=LocalModelFiles())
     assert str(tmp_path / "absent.gguf") in info.value.message()

@@ -447,7 +447,7 @@ def pull_model(
     if store is None:
         raise InvalidRequest("pulling from the Hub needs a HubStore")
     if local_dir is not None:
-        local_dir = local_dir.expanduser().resolve()
+        local_dir = files.resolved(local_dir.expanduser())
     return _pull_hub(
         req,
         store,
