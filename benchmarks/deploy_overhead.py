@@ -29,7 +29,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from _llama import free_port, llama_prefix
 
-from deployer.core.model.resolve import demo_model_path
+from deployer.adapters.local_models import demo_model_path
 from deployer.core.serve.image import image_for_build
 from deployer.core.serve.llama_flags import PINNED_BUILD
 from deployer.core.serve.proof import COMPLETION_PROMPT

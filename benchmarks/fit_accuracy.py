@@ -24,10 +24,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from _llama import llama_prefix, run_server
 
+from deployer.adapters.gguf_files import facts_from_gguf
+from deployer.adapters.local_models import demo_model_path
 from deployer.core.fit.llamalog import parse_buffers
 from deployer.core.fit.memory import FitSettings, MachineSpec, estimate_memory
-from deployer.core.model.gguf_meta import facts_from_gguf
-from deployer.core.model.resolve import demo_model_path
 from deployer.core.units import GIB, MIB
 
 # (ctx, slots, kv type, flash attention, ubatch)

@@ -25,7 +25,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from deployer.core.model.resolve import demo_model_path  # noqa: E402
+from deployer.adapters.local_models import demo_model_path  # noqa: E402
 
 RESULTS = ROOT / "benchmarks" / "results" / "pull_throughput.json"
 DOC = ROOT / "docs" / "pull.md"

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import time
+from datetime import UTC, datetime
 
 
 class SystemClock:
-    """time.monotonic and time.sleep."""
+    """time.monotonic, time.sleep and datetime.now(UTC)."""
 
     def monotonic(self) -> float:
         """Seconds from an arbitrary start; never goes back."""
@@ -15,3 +16,7 @@ class SystemClock:
     def sleep(self, seconds: float) -> None:
         """Wait `seconds`."""
         time.sleep(seconds)
+
+    def utc_now(self) -> datetime:
+        """datetime.now in UTC."""
+        return datetime.now(UTC)

@@ -32,10 +32,10 @@ from huggingface_hub.utils import (  # type: ignore[attr-defined]
     build_hf_headers,
 )
 
+from deployer.adapters import filememo
 from deployer.adapters.http_range import RangeBody, RangeCut, open_range, range_total
 from deployer.adapters.hub import _translated, fetch_listing
 from deployer.adapters.local_files import contained, sha256_file
-from deployer.core import filememo
 from deployer.core.errors import ChecksumMismatch, ExternalUnavailable, SizeMismatch
 from deployer.core.model.resolve import RemoteFile
 from deployer.core.pull.files import (
@@ -477,7 +477,7 @@ class _Transfer:
 
 def _checked_sha256(path: Path, sha: str, progress: ProgressSink | None = None) -> str:
     """The file's sha256: remembered if unchanged since it was found to be `sha` (by path, size,
-    mtime, inode: deployer.core.filememo), else computed, and remembered when it matches."""
+    mtime, inode: deployer.adapters.filememo), else computed, and remembered when it matches."""
     if filememo.is_verified(path, sha):
         return sha
     actual = sha256_file(path, progress)

@@ -28,6 +28,7 @@ from huggingface_hub.errors import (
 )
 from huggingface_hub.utils import build_hf_headers  # type: ignore[attr-defined]
 
+from deployer.adapters.gguf_files import facts_from_gguf_parts
 from deployer.core.errors import (
     ExternalUnavailable,
     GatedRepo,
@@ -37,7 +38,6 @@ from deployer.core.errors import (
 )
 from deployer.core.model.facts import ModelFacts
 from deployer.core.model.gguf_extent import HeaderBudget, HeaderWalk
-from deployer.core.model.gguf_meta import facts_from_gguf_parts
 from deployer.core.model.resolve import RemoteFile
 from deployer.core.pull.files import RepoListing
 from deployer.core.pull.hub_checks import (

@@ -77,6 +77,18 @@ class LocalDisk:
         """The sha256 of the file at `path`."""
         return sha256_file(path, progress)
 
+    def check_gguf(self, path: Path) -> None:
+        """Refuse a file that is no GGUF or is shorter than its tensor table."""
+        from deployer.adapters.gguf_files import check_gguf_file
+
+        check_gguf_file(path)
+
+    def demo_path(self) -> Path:
+        """The demo model, assembled and checked (deployer.adapters.local_models)."""
+        from deployer.adapters.local_models import demo_model_path
+
+        return demo_model_path()
+
     def free_bytes(self, path: Path) -> int:
         """Free bytes where `path` is (or would be)."""
         return disk_free_bytes(path)

@@ -39,7 +39,8 @@ def ps(json_out: JsonOpt = False) -> None:
 
     def go() -> None:
         found = statuses(need_engine=False)
-        rows = [status_json(s, wiring.record_store().record_path) for s in found]
+        now = wiring.clock().utc_now()
+        rows = [status_json(s, wiring.record_store().record_path, now) for s in found]
         if json_out:
             print_json(rows)
             return

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from datetime import datetime
 from typing import Any
 
 import typer
@@ -27,7 +28,9 @@ def fmt_uptime(seconds: float | None) -> str:
     return f"{s // 86400}d{(s % 86400) // 3600:02d}h"
 
 
-def status_json(st: DeploymentStatus, record_path: Callable[[str], str]) -> dict[str, Any]:
+def status_json(
+    st: DeploymentStatus, record_path: Callable[[str], str], now: datetime
+) -> dict[str, Any]:
     """One `ps --json` row."""
     r, c = st.record, st.container
     live = st.status not in ("exited", "gone", "unknown", "invalid")
@@ -39,7 +42,7 @@ def status_json(st: DeploymentStatus, record_path: Callable[[str], str]) -> dict
         "backend": r.backend if r else (c.labels.get("io.deployer.backend") if c else None),
         "runtime": r.runtime if r else "container",
         "endpoint": r.endpoint if r else None,
-        "uptime_s": uptime_s(st.started_at) if live else None,
+        "uptime_s": uptime_s(st.started_at, now) if live else None,
         "container_id": c.id if c else (r.container_id if r else None),
         "pid": r.pid if r else None,
         "image": c.image if c else (r.image if r else None),

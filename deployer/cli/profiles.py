@@ -7,11 +7,11 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
+from deployer.adapters import filememo
 from deployer.cli.app import app
 from deployer.cli.errors import run_guarded
 from deployer.cli.output import console, print_json, print_rows
 from deployer.cli.params import JsonOpt
-from deployer.core import filememo
 from deployer.core.resources import config_dir, data_dir, yaml_files
 
 if TYPE_CHECKING:

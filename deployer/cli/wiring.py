@@ -12,6 +12,7 @@ if TYPE_CHECKING:
 
     from deployer.adapters.clock import SystemClock
     from deployer.adapters.local_files import LocalDisk
+    from deployer.adapters.local_models import LocalModelFiles
     from deployer.adapters.secrets import FileSecretStore
     from deployer.adapters.state_store import FileRecordStore
     from deployer.core.fit.plan import License, PlanResult
@@ -95,7 +96,7 @@ def plan_candidates(
         lic = entry.license
         return entry.id, facts, License(lic.id, lic.commercial_use, lic.restricts_use, lic.gated)
     hub = hub_reader() if isinstance(ref, HubRef) else None
-    one = resolve_model(ref, quant, hub=hub)  # type: ignore[arg-type]
+    one = resolve_model(ref, quant, hub=hub, local=local_models())  # type: ignore[arg-type]
     return ref.text, [one], None
 
 
@@ -142,7 +143,7 @@ def locate_weights(ref: ModelRef, facts: ModelFacts) -> WeightsLocation:
     from deployer.core.serve.prepare import locate_weights as locate
 
     hub = hub_reader() if isinstance(ref, HubRef) else None
-    return locate(ref, facts, cache=_HubCache(), hub=hub)  # type: ignore[arg-type]
+    return locate(ref, facts, cache=_HubCache(), hub=hub, local=local_models())  # type: ignore[arg-type]
 
 
 class _HubCache:
@@ -276,6 +277,13 @@ def local_files() -> LocalDisk:
     from deployer.adapters.local_files import LocalDisk
 
     return LocalDisk()
+
+
+def local_models() -> LocalModelFiles:
+    """This machine's model files and the demo package, as resolve reads them."""
+    from deployer.adapters.local_models import LocalModelFiles
+
+    return LocalModelFiles()
 
 
 def clock() -> SystemClock:

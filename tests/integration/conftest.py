@@ -54,7 +54,7 @@ def runtime_image(engine: DockerEngine) -> str:
 @pytest.fixture(scope="session")
 def demo_model() -> Path:
     """The demo GGUF on the host."""
-    from deployer.core.model.resolve import demo_model_path
+    from deployer.adapters.local_models import demo_model_path
 
     return demo_model_path()
 

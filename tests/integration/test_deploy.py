@@ -127,7 +127,7 @@ def test_expose_uses_an_api_key_that_is_never_written_elsewhere(
 def test_corrupt_model_fails_clearly_and_removes_everything(
     engine: DockerEngine, runtime_image: str, tmp_path: Path
 ) -> None:
-    from deployer.core.model.resolve import demo_model_path
+    from deployer.adapters.local_models import demo_model_path
 
     bad = truncated_copy(demo_model_path(), tmp_path / "broken.gguf")
     code, _, err = _deploy(str(bad), "--name", "t-bad", "--port", str(free_port()))

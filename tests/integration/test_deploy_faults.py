@@ -101,10 +101,10 @@ def test_interrupt_inside_container_creation_still_leaves_nothing(
     engine: DockerEngine, runtime_image: str
 ) -> None:
     from deployer.adapters.host import LocalHost
+    from deployer.adapters.local_models import demo_model_path
     from deployer.adapters.smoke import llama_server_smoke
     from deployer.cli import wiring
     from deployer.core.hardware.profiles import get_profile
-    from deployer.core.model.resolve import demo_model_path
     from deployer.core.serve.deploy import serve_and_prove, with_limits
     from deployer.core.serve.render import render_plan
     from deployer.core.serve.servers import ATTEMPT_LABEL, LlamaContainer, container_spec_for

@@ -11,12 +11,13 @@ import docker.errors
 import pytest
 from typer.testing import CliRunner
 
+from deployer.adapters.clock import SystemClock
 from deployer.adapters.docker_engine import DockerEngine
 from deployer.adapters.state_store import load_record, record_path, save_record
 from deployer.cli.app import app
 from deployer.core.resources import state_dir
 from deployer.core.serve.containers import NAME_LABEL
-from deployer.core.state.records import DeploymentRecord, now_iso
+from deployer.core.state.records import DeploymentRecord, iso_seconds
 from tests.integration.dockerkit import TEST_LABEL, demo_spec
 from tests.integration.loopback import free_port
 
@@ -33,7 +34,7 @@ def _record(name: str, port: int, **kw: object) -> DeploymentRecord:
         "runtime": "container",
         "endpoint": f"http://127.0.0.1:{port}",
         "port": port,
-        "created_at": now_iso(),
+        "created_at": iso_seconds(SystemClock().utc_now()),
     }
     base.update(kw)
     return DeploymentRecord(**base)  # type: ignore[arg-type]

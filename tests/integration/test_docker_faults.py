@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+from deployer.adapters.clock import SystemClock
 from deployer.adapters.docker_engine import DockerEngine
 from deployer.core.errors import (
     ContainerExited,
@@ -20,7 +21,7 @@ from deployer.core.errors import (
     PortInUse,
 )
 from deployer.core.serve.containers import NAME_LABEL
-from deployer.core.state.records import DeploymentRecord, now_iso, reconcile
+from deployer.core.state.records import DeploymentRecord, iso_seconds, reconcile
 from tests.integration.dockerkit import TEST_LABEL, demo_spec, docker_cli, truncated_copy
 from tests.integration.loopback import free_port
 
@@ -125,7 +126,7 @@ def _record(name: str, port: int) -> DeploymentRecord:
         runtime="container",
         endpoint=f"http://127.0.0.1:{port}",
         port=port,
-        created_at=now_iso(),
+        created_at=iso_seconds(SystemClock().utc_now()),
         container_id=None,
     )
 

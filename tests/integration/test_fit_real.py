@@ -19,7 +19,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "benchmarks"))
 
 @pytest.fixture(scope="module")
 def demo_gguf() -> Path:
-    from deployer.core.model.resolve import demo_model_path
+    from deployer.adapters.local_models import demo_model_path
 
     return demo_model_path()
 
@@ -43,7 +43,7 @@ def test_estimate_matches_logged_buffers(
 ) -> None:
     from _llama import run_server
 
-    from deployer.core.model.gguf_meta import facts_from_gguf
+    from deployer.adapters.gguf_files import facts_from_gguf
 
     args = [
         "-c",

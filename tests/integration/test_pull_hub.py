@@ -16,9 +16,9 @@ from typer.testing import CliRunner
 from deployer.adapters.clock import SystemClock
 from deployer.adapters.download import HfCacheStore
 from deployer.adapters.local_files import LocalDisk
+from deployer.adapters.local_models import demo_model_path
 from deployer.cli.app import app
 from deployer.core.errors import NotEnoughDisk
-from deployer.core.model.resolve import demo_model_path
 from deployer.core.pull.files import DEMO_SHA256, pull_model
 from tests.integration.hubserver import LoopbackHub
 from tests.unit.test_gguf_meta import llama_spec, split_parts

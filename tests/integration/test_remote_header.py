@@ -6,7 +6,9 @@ from pathlib import Path
 
 import pytest
 
+from deployer.adapters.gguf_files import facts_from_gguf, facts_from_gguf_parts
 from deployer.adapters.hub import HfHubReader, list_gguf_files, read_remote_header
+from deployer.adapters.local_models import LocalModelFiles
 from deployer.core.errors import (
     ExternalUnavailable,
     GatedRepo,
@@ -14,7 +16,6 @@ from deployer.core.errors import (
     ModelNotFound,
     QuantNotFound,
 )
-from deployer.core.model.gguf_meta import facts_from_gguf, facts_from_gguf_parts
 from deployer.core.model.resolve import RemoteFile, quant_label, resolve_model, select_files
 from tests.integration.hubserver import LoopbackHub
 from tests.integration.loopback import free_port
@@ -83,7 +84,7 @@ def test_split_set_of_three_parts(hub: LoopbackHub, tmp_path: Path) -> None:
     assert facts.weights == local.weights
     assert facts.weights.file_bytes == sum(p.stat().st_size for p in paths)
     # A local path to the first part merges its siblings too.
-    assert resolve_model(str(paths[0]), None).weights == local.weights
+    assert resolve_model(str(paths[0]), None, local=LocalModelFiles()).weights == local.weights
 
 
 def test_unknown_repo(hub: LoopbackHub) -> None:
@@ -147,5 +148,5 @@ def test_file_selection_rules() -> None:
 
 def test_missing_local_file_names_path(tmp_path: Path) -> None:
     with pytest.raises(ModelNotFound) as info:
-        resolve_model(str(tmp_path / "absent.gguf"), None)
+        resolve_model(str(tmp_path / "absent.gguf"), None, local=LocalModelFiles())
     assert str(tmp_path / "absent.gguf") in info.value.message()

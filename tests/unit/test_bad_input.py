@@ -195,7 +195,7 @@ def _cli(args: list[str]) -> Result:
 def _write(folder: str, stem: str, text: str) -> None:
     """The only user data file in `folder`: hypothesis runs every example in one test's dirs,
     so the previous example's file and the list memo go first."""
-    from deployer.core.filememo import cache_dir
+    from deployer.adapters.filememo import cache_dir
     from deployer.core.resources import config_dir
 
     shutil.rmtree(cache_dir() / "memo", ignore_errors=True)
@@ -325,15 +325,16 @@ class _NoEngine:
 def test_state_record_fields_are_printed_literally(
     model: str, quant: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    from deployer.adapters.clock import SystemClock
     from deployer.adapters.state_store import save_record
     from deployer.cli import wiring
-    from deployer.core.state.records import DeploymentRecord, now_iso
+    from deployer.core.state.records import DeploymentRecord, iso_seconds
 
     monkeypatch.setattr(wiring, "docker_engine", _NoEngine)
     save_record(
         DeploymentRecord(
             name="lit", model=model, quant=quant, backend="llamacpp", runtime="native",
-            endpoint="http://127.0.0.1:1", port=1, created_at=now_iso(),
+            endpoint="http://127.0.0.1:1", port=1, created_at=iso_seconds(SystemClock().utc_now()),
         )
     )  # fmt: skip
     result = _cli(["ps"])
@@ -400,10 +401,11 @@ def test_a_deeply_nested_profile_does_not_crash_the_process(tmp_path: Path) -> N
 def test_logs_escape_controls_a_server_printed(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    from deployer.adapters.clock import SystemClock
     from deployer.adapters.native import log_path_for
     from deployer.adapters.state_store import save_record
     from deployer.cli import wiring
-    from deployer.core.state.records import DeploymentRecord, now_iso
+    from deployer.core.state.records import DeploymentRecord, iso_seconds
 
     monkeypatch.setattr(wiring, "docker_engine", _NoEngine)
     log = log_path_for("logged")
@@ -412,7 +414,7 @@ def test_logs_escape_controls_a_server_printed(
     save_record(
         DeploymentRecord(
             name="logged", model="m", quant="Q4_K_M", backend="llamacpp", runtime="native",
-            endpoint="http://127.0.0.1:1", port=1, created_at=now_iso(), log_path=str(log),
+            endpoint="http://127.0.0.1:1", port=1, created_at=iso_seconds(SystemClock().utc_now()), log_path=str(log),
         )
     )  # fmt: skip
     result = _cli(["logs", "logged"])
@@ -424,9 +426,10 @@ def test_logs_never_print_a_file_the_record_points_elsewhere(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """A forged record naming another file (/etc/shadow, someone's key) prints nothing of it."""
+    from deployer.adapters.clock import SystemClock
     from deployer.adapters.state_store import save_record
     from deployer.cli import wiring
-    from deployer.core.state.records import DeploymentRecord, now_iso
+    from deployer.core.state.records import DeploymentRecord, iso_seconds
 
     monkeypatch.setattr(wiring, "docker_engine", _NoEngine)
     secret = tmp_path / "secret.txt"
@@ -434,7 +437,7 @@ def test_logs_never_print_a_file_the_record_points_elsewhere(
     save_record(
         DeploymentRecord(
             name="forged", model="m", quant="Q4_K_M", backend="llamacpp", runtime="native",
-            endpoint="http://127.0.0.1:1", port=1, created_at=now_iso(), log_path=str(secret),
+            endpoint="http://127.0.0.1:1", port=1, created_at=iso_seconds(SystemClock().utc_now()), log_path=str(secret),
         )
     )  # fmt: skip
     result = _cli(["logs", "forged"])
@@ -467,16 +470,17 @@ def test_printed_key_lines_work_with_a_key_path_holding_spaces_and_quotes(
     import subprocess
     from types import SimpleNamespace
 
+    from deployer.adapters.clock import SystemClock
     from deployer.cli.deploy_view import print_deployed
     from deployer.core.serve.proof import SmokeResult
-    from deployer.core.state.records import DeploymentRecord, now_iso
+    from deployer.core.state.records import DeploymentRecord, iso_seconds
 
     key = tmp_path / "Application Support" / "it's" / "api_key"
     key.parent.mkdir(parents=True)
     key.write_text("KEY123")
     rec = DeploymentRecord(
         name="d", model="m", quant="Q4_K_M", backend="llamacpp", runtime="container",
-        endpoint="http://127.0.0.1:1", port=1, created_at=now_iso(), api_key_path=str(key),
+        endpoint="http://127.0.0.1:1", port=1, created_at=iso_seconds(SystemClock().utc_now()), api_key_path=str(key),
     )  # fmt: skip
     smoke = SmokeResult("hi", 1, 0.1, 1.0, 10.0)
     print_deployed(SimpleNamespace(record=rec, smoke=smoke, notes=[], served_model=None),

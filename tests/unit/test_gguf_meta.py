@@ -11,13 +11,9 @@ import pytest
 from gguf import GGMLQuantizationType, GGUFWriter
 from gguf.quants import quant_shape_to_byte_shape
 
+from deployer.adapters.gguf_files import facts_from_gguf, facts_from_gguf_parts, gguf_header_bytes
 from deployer.core.errors import GGUFReadError
-from deployer.core.model.gguf_meta import (
-    CPU_REPACK_TYPES,
-    facts_from_gguf,
-    facts_from_gguf_parts,
-    gguf_header_bytes,
-)
+from deployer.core.model.gguf_meta import CPU_REPACK_TYPES
 
 # (elements per block, bytes per block) of the ggml types used here, from ggml's type traits.
 TYPE_SIZES = {
@@ -413,24 +409,26 @@ def test_local_facts_are_remembered_until_the_file_changes(
     """resolve reads a local GGUF's header once; a rewritten file is read again."""
     import os
 
-    from deployer.core.model import gguf_meta, resolve
+    from deployer.adapters import gguf_files
+    from deployer.adapters.local_models import LocalModelFiles
+    from deployer.core.model import resolve
 
     path = write_gguf(tmp_path / "tiny-Q4_K_M.gguf", llama_spec())
     reads: list[int] = []
-    real = gguf_meta.facts_from_gguf_parts
+    real = gguf_files.facts_from_gguf_parts
 
     def counting(*args: Any, **kwargs: Any) -> Any:
         reads.append(1)
         return real(*args, **kwargs)
 
-    monkeypatch.setattr(gguf_meta, "facts_from_gguf_parts", counting)
-    first = resolve.resolve_model(str(path), None)
-    again = resolve.resolve_model(str(path), None)
+    monkeypatch.setattr(gguf_files, "facts_from_gguf_parts", counting)
+    first = resolve.resolve_model(str(path), None, local=LocalModelFiles())
+    again = resolve.resolve_model(str(path), None, local=LocalModelFiles())
     assert len(reads) == 1 and again == first == real([path], source=str(path))
     # A different model written at the same path: new size and mtime, so a new read.
     write_gguf(path, llama_spec(n_layer=3))
     os.utime(path, ns=(1, 1))
-    third = resolve.resolve_model(str(path), None)
+    third = resolve.resolve_model(str(path), None, local=LocalModelFiles())
     assert len(reads) == 2 and third.arch.n_layer == 3 != first.arch.n_layer
 
 
@@ -439,16 +437,17 @@ def test_memo_that_no_longer_validates_is_read_again(
 ) -> None:
     import json
 
-    from deployer.core import filememo
+    from deployer.adapters import filememo
+    from deployer.adapters.local_models import LocalModelFiles
     from deployer.core.model import resolve
 
     path = write_gguf(tmp_path / "tiny-Q4_K_M.gguf", llama_spec())
-    fresh = resolve.resolve_model(str(path), None)
+    fresh = resolve.resolve_model(str(path), None, local=LocalModelFiles())
     (entry,) = (filememo.cache_dir() / "memo" / "gguf-facts").glob("*.json")
     data = json.loads(entry.read_text())
     data["value"]["arch"]["n_layer"] = "not a number"
     entry.write_text(json.dumps(data))
-    assert resolve.resolve_model(str(path), None) == fresh
+    assert resolve.resolve_model(str(path), None, local=LocalModelFiles()) == fresh
 
 
 def test_chat_template_presence_is_read(tmp_path: Path) -> None:

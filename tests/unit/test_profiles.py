@@ -191,7 +191,7 @@ def _list_ids() -> list[str]:
 def test_list_memo_follows_every_change_to_the_profile_files() -> None:
     """`profiles list` answers from a memo of the last validation: adding, editing or breaking a
     user profile must show at once, exactly as without the memo."""
-    from deployer.core.filememo import cache_dir
+    from deployer.adapters.filememo import cache_dir
 
     first = _list_ids()
     assert list((cache_dir() / "memo" / "profiles").glob("*.json")), "no memo was written"
@@ -218,7 +218,7 @@ def test_list_memo_holds_what_validation_gives() -> None:
 
 
 def test_a_memo_of_another_shape_is_ignored() -> None:
-    from deployer.core.filememo import cache_dir
+    from deployer.adapters.filememo import cache_dir
 
     first = _list_ids()
     (entry,) = (cache_dir() / "memo" / "profiles").glob("*.json")

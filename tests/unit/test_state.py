@@ -165,7 +165,7 @@ def test_uptime_reads_docker_nanoseconds() -> None:
     now = datetime(2025, 1, 1, 0, 1, 0, tzinfo=UTC)
     assert uptime_s("2025-01-01T00:00:00.123456789Z", now) == pytest.approx(59.876544)
     assert uptime_s("2025-01-01T00:00:00+00:00", now) == 60.0
-    assert uptime_s(None) is None and uptime_s("garbage") is None
+    assert uptime_s(None, now) is None and uptime_s("garbage", now) is None
 
 
 def _hub_file(hub: Path, repo: str, name: str) -> Path:

@@ -11,10 +11,8 @@ arrays keep only their length.
 from __future__ import annotations
 
 import math
-import mmap
 import struct
 from dataclasses import dataclass
-from pathlib import Path
 
 from deployer.core.untrusted import shown
 
@@ -327,20 +325,6 @@ def parse_header(buf: memoryview) -> GGUFHeader:
         expected = offset + _pad(n_bytes, alignment)
         tensors.append(TensorEntry(name, type_name, shape, n_bytes, offset))
     return GGUFHeader(version, alignment, kv, tensors, _pad(cur.pos, alignment))
-
-
-def read_header(path: Path) -> GGUFHeader:
-    """Parse the header of the GGUF file at `path` (mapped, so only the header is read)."""
-    with path.open("rb") as fh:
-        size = path.stat().st_size
-        if size == 0:
-            raise HeaderError("the file is empty")
-        with mmap.mmap(fh.fileno(), 0, access=mmap.ACCESS_READ) as mapped:
-            view = memoryview(mapped)
-            try:
-                return parse_header(view)
-            finally:
-                view.release()
 
 
 def check_complete(header: GGUFHeader, size: int) -> None:

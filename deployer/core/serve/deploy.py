@@ -17,7 +17,7 @@ from deployer.core.serve.proof import SmokeKind, SmokeResult, smoke_kind
 from deployer.core.serve.render import RenderedBundle, startup_timeout_s
 from deployer.core.serve.servers import Server
 from deployer.core.serve.specs import ContainerSpec
-from deployer.core.state.records import DeploymentRecord, now_iso
+from deployer.core.state.records import DeploymentRecord, iso_seconds
 from deployer.core.state.store import RecordStore
 
 # The container user of the runtime image (render sets it; the key file must be readable by it).
@@ -151,7 +151,7 @@ def serve_and_prove(
             runtime=server.runtime,
             endpoint=endpoint,
             port=server.port,
-            created_at=now_iso(),
+            created_at=iso_seconds(clock.utc_now()),
             api_key_path=str(api_key_file) if api_key_file else None,
             files=model_files,
             **server.record_fields(),

@@ -14,7 +14,7 @@ from deployer.core.hardware.profiles import Profile
 from deployer.core.model.catalog import get_model, get_quant, load_catalog
 from deployer.core.model.facts import ModelFacts
 from deployer.core.model.ref import HF_PREFIX, DemoRef, HubRef, LocalRef, ModelRef
-from deployer.core.model.resolve import HubReader, demo_model_path, select_files
+from deployer.core.model.resolve import HubReader, LocalModels, need_local, select_files
 from deployer.core.model.weights import facts_from_catalog
 from deployer.core.serve.llama_flags import PINNED_BUILD
 from deployer.core.serve.render import RenderedBundle, default_name, render_plan
@@ -40,13 +40,18 @@ class WeightsCache(Protocol):
 
 
 def locate_weights(
-    ref: ModelRef, facts: ModelFacts, *, cache: WeightsCache, hub: HubReader | None
+    ref: ModelRef,
+    facts: ModelFacts,
+    *,
+    cache: WeightsCache,
+    hub: HubReader | None,
+    local: LocalModels | None = None,
 ) -> WeightsLocation:
     """Real path for demo and local files; the Hub cache if pulled; else where pull puts it."""
     if isinstance(ref, DemoRef):
-        return WeightsLocation(demo_model_path())
+        return WeightsLocation(need_local(local).demo_path())
     if isinstance(ref, LocalRef):
-        return WeightsLocation(ref.path.resolve())
+        return WeightsLocation(need_local(local).resolved(ref.path))
     if isinstance(ref, HubRef):
         if hub is None:
             raise InvalidRequest("locating Hub weights needs a Hub reader")

@@ -56,9 +56,9 @@ class DeploymentRecord:
         return asdict(self)
 
 
-def now_iso() -> str:
-    """Current UTC time, ISO 8601 with seconds."""
-    return datetime.now(UTC).isoformat(timespec="seconds")
+def iso_seconds(moment: datetime) -> str:
+    """`moment` as ISO 8601 with seconds (a record's created_at)."""
+    return moment.isoformat(timespec="seconds")
 
 
 def check_name(name: str) -> str:
@@ -197,7 +197,7 @@ def reconcile(
     return sorted(out, key=lambda s: s.name)
 
 
-def uptime_s(started_at: str | None, now: datetime | None = None) -> float | None:
+def uptime_s(started_at: str | None, now: datetime) -> float | None:
     """Seconds since an ISO 8601 time (Docker's nanosecond timestamps included)."""
     if not started_at:
         return None
@@ -210,7 +210,7 @@ def uptime_s(started_at: str | None, now: datetime | None = None) -> float | Non
         return None
     if then.tzinfo is None:
         then = then.replace(tzinfo=UTC)
-    return max(0.0, ((now or datetime.now(UTC)) - then).total_seconds())
+    return max(0.0, (now - then).total_seconds())
 
 
 @dataclass(frozen=True)
