@@ -22,8 +22,8 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks._llama import free_port, llama_prefix
+from deployer.adapters.local_models import demo_model_path
 from deployer.core.fit.llamalog import parse_buffers
-from deployer.core.model.resolve import demo_model_path
 from deployer.core.units import MIB
 
 

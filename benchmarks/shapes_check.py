@@ -30,8 +30,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _llama import free_port, llama_prefix
 from shapes import DEFAULT_OUT, SHAPES, Shape, build, shape_named
 
+from deployer.adapters.gguf_files import facts_from_gguf
 from deployer.core.fit.llamalog import parse_buffers
-from deployer.core.model.gguf_meta import facts_from_gguf
 from deployer.core.units import MIB
 
 _BUFFER = "buffer size ="

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 from gguf import GGMLQuantizationType
 
-from deployer.core.model.gguf_meta import facts_from_gguf
+from deployer.adapters.gguf_files import facts_from_gguf
 from tests.unit import gguf_edit as ge
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "benchmarks"))
@@ -144,8 +144,8 @@ def test_q8_0_and_f16_files() -> None:
 
 def test_the_fallback_matches_a_real_quantized_file() -> None:
     """The demo model, quantized by llama.cpp: its shape in the table gives its types exactly."""
+    from deployer.adapters.local_models import demo_model_path
     from deployer.core.errors import DemoModelMissing
-    from deployer.core.model.resolve import demo_model_path
 
     try:
         model = demo_model_path()
