@@ -9,6 +9,12 @@ from pathlib import Path
 import pytest
 from hypothesis import HealthCheck, settings
 
+from deployer.cli.wiring import install_data_source
+
+# Core reads profiles, the catalog and templates through the installed DataSource: the real
+# files, as the CLI installs them at start (the dirs it reads are under tmp_path, below).
+install_data_source()
+
 # Property tests (hostile input) are bounded so CI stays within its time: a fixed number of
 # examples, no per-example deadline (a 2-core CI machine is slow and noisy), derandomized so a
 # failure reproduces. HYPOTHESIS_PROFILE=deep runs many more examples locally.

@@ -286,7 +286,7 @@ class AnsibleFleet:
         import secrets
         from datetime import UTC, datetime
 
-        from deployer.core.resources import state_dir
+        from deployer.adapters.data_files import state_dir
 
         stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
         path = state_dir() / "fleet" / "runs" / f"{stamp}-{action}-{secrets.token_hex(3)}"

@@ -23,10 +23,10 @@ from typing import BinaryIO
 
 import psutil
 
+from deployer.adapters.data_files import state_dir
 from deployer.adapters.ports import check_port_free as check_port_free  # re-exported
 from deployer.adapters.statefile import read_state_json, write_state_json
 from deployer.core.errors import DeploymentGone, NativeExited, NativeHealthTimeout, StateFileInvalid
-from deployer.core.resources import state_dir
 from deployer.core.state.record_fields import PID_MAX
 
 LOG_TAIL_LINES = 20

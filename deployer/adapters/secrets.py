@@ -12,8 +12,8 @@ import secrets
 import shutil
 from pathlib import Path
 
+from deployer.adapters.data_files import state_dir
 from deployer.core.errors import KeyFileExists
-from deployer.core.resources import state_dir
 from deployer.core.serve.deploy import CONTAINER_UID
 
 KEY_FILE = "api_key"

@@ -9,9 +9,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from deployer.adapters.data_files import state_dir
 from deployer.adapters.statefile import read_state_json, write_state_json
 from deployer.core.errors import StateFileInvalid
-from deployer.core.resources import state_dir
 from deployer.core.state.record_fields import NAME_RE
 from deployer.core.state.records import (
     DeploymentRecord,

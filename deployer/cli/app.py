@@ -134,6 +134,9 @@ def _root(
     ] = False,
 ) -> None:
     """Self-host open-weight LLMs with one command."""
+    from deployer.cli.wiring import install_data_source
+
+    install_data_source()
 
 
 def load_all() -> None:

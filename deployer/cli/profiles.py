@@ -8,11 +8,11 @@ from typing import TYPE_CHECKING, Annotated, Any
 import typer
 
 from deployer.adapters import filememo
+from deployer.adapters.data_files import config_dir, data_dir, yaml_files
 from deployer.cli.app import app
 from deployer.cli.errors import run_guarded
 from deployer.cli.output import console, print_json, print_rows
 from deployer.cli.params import JsonOpt
-from deployer.core.resources import config_dir, data_dir, yaml_files
 
 if TYPE_CHECKING:
     # pydantic and YAML load only when a profile must be validated (see profiles_data).
@@ -66,11 +66,15 @@ def profiles_data() -> list[dict[str, Any]]:
     profile file was added, removed or changed since (saves ~0.3 s of imports and validation).
     """
     files = _profile_files()
-    # The code that validates and serialises them is part of the key too.
-    core = Path(__file__).parents[1] / "core"
-    # The code that validates profiles is part of the key (found by path: importing it would
-    # load pydantic, which the memo exists to avoid).
-    code = [Path(__file__), core / "hardware" / "profiles.py", core / "datafiles.py"]
+    # The code that reads, validates and serialises them is part of the key (found by path:
+    # importing it would load pydantic, which the memo exists to avoid).
+    package = Path(__file__).parents[1]
+    code = [
+        Path(__file__),
+        package / "adapters" / "data_files.py",
+        package / "core" / "hardware" / "profiles.py",
+        package / "core" / "datafiles.py",
+    ]
     identity = None if files is None else filememo.file_identity([*files, *code], salt="profiles")
     cached = filememo.recall("profiles", identity)
     if isinstance(cached, list) and all(

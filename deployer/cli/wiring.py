@@ -31,6 +31,15 @@ if TYPE_CHECKING:
     from deployer.core.state.teardown import DownSeams
 
 
+def install_data_source() -> None:
+    """Core reads profiles, the catalog and templates from the shipped files and the user's
+    config dir (`adapters/data_files.py`); the CLI calls this once at start."""
+    from deployer.adapters.data_files import PackageData
+    from deployer.core.data_source import install_data_source as install
+
+    install(PackageData())
+
+
 def hub_reader() -> object:
     """The real Hub adapter (imports huggingface_hub lazily)."""
     from deployer.adapters.hub import HfHubReader

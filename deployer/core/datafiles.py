@@ -10,16 +10,12 @@ types at the end of this module.
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator
-from importlib.abc import Traversable
-from pathlib import Path
 from typing import Annotated, Any, TypeVar
 
 import yaml
 from pydantic import AfterValidator, BaseModel, ValidationError
 
 from deployer.core.errors import InvalidDataFile
-from deployer.core.resources import yaml_files
 from deployer.core.untrusted import CONTROL_RE, TEMPLATE_RE, shown
 
 M = TypeVar("M", bound=BaseModel)
@@ -34,21 +30,7 @@ MAX_DEPTH = 32
 MAX_NODES = 100_000
 
 
-# ---- reading ---------------------------------------------------------------------------------
-
-
-def iter_yaml_files(folder: Traversable | Path) -> Iterator[tuple[str, str]]:
-    """Yield (source name, text) for each *.yaml file in `folder`, sorted by name."""
-    for entry in yaml_files(folder):
-        source = str(entry) if isinstance(entry, Path) else entry.name
-        try:
-            with entry.open("r", encoding="utf-8") as f:
-                text = f.read(MAX_FILE_BYTES + 1)  # never more, whatever the file's size
-        except UnicodeDecodeError as exc:
-            raise InvalidDataFile(source, None, f"not UTF-8 text ({exc.reason})") from exc
-        except OSError as exc:
-            raise InvalidDataFile(source, None, f"cannot read: {exc.strerror or exc}") from exc
-        yield source, text
+# ---- parsing ----------------------------------------------------------------------------------
 
 
 def _yaml_problem(exc: yaml.YAMLError, text: str) -> tuple[int | None, str]:

@@ -11,13 +11,13 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
+from deployer.adapters.data_files import state_dir
 from deployer.adapters.docker_engine import DockerEngine
 from deployer.adapters.state_store import load_record
 from deployer.cli import wiring
 from deployer.cli.app import app
 from deployer.core.fit.plan import PlanResult
 from deployer.core.hardware.profiles import get_profile
-from deployer.core.resources import state_dir
 from deployer.core.serve.limits import resource_limits
 from tests.integration.dockerkit import truncated_copy
 from tests.integration.loopback import free_port

@@ -12,10 +12,10 @@ import pytest
 from typer.testing import CliRunner
 
 from deployer.adapters.clock import SystemClock
+from deployer.adapters.data_files import state_dir
 from deployer.adapters.docker_engine import DockerEngine
 from deployer.adapters.state_store import load_record, record_path, save_record
 from deployer.cli.app import app
-from deployer.core.resources import state_dir
 from deployer.core.serve.containers import NAME_LABEL
 from deployer.core.state.records import DeploymentRecord, iso_seconds
 from tests.integration.dockerkit import TEST_LABEL, demo_spec

@@ -109,7 +109,8 @@ def test_wheel_carries_data_and_loads_it(wheel: Path, venv: Path, tmp_path: Path
 
     code = (
         "import deployer, pathlib; "
-        "from deployer.core.resources import data_dir; "
+        "from deployer.adapters.data_files import data_dir; "
+        "from deployer.cli.wiring import install_data_source; install_data_source(); "
         "from deployer.core.hardware.profiles import load_profiles; "
         "from deployer.core.model.catalog import load_catalog; "
         "assert 'site-packages' in deployer.__file__, deployer.__file__; "

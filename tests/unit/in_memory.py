@@ -320,3 +320,18 @@ class MemoryFiles:
     def demo_sha256(self) -> str:
         """The demo's published sha256."""
         return DEMO_SHA256
+
+
+@dataclass
+class MemoryDataSource:
+    """Data files as texts in dicts: `files[kind]` in the order a real source yields them
+    (shipped, then the user's), `templates` by name."""
+
+    files: dict[str, list[tuple[str, str]]] = field(default_factory=dict)
+    templates: dict[str, str] = field(default_factory=dict)
+
+    def yaml_texts(self, kind: str) -> Iterator[tuple[str, str]]:
+        yield from self.files.get(kind, [])
+
+    def template_text(self, name: str) -> str:
+        return self.templates[name]

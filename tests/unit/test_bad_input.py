@@ -195,8 +195,8 @@ def _cli(args: list[str]) -> Result:
 def _write(folder: str, stem: str, text: str) -> None:
     """The only user data file in `folder`: hypothesis runs every example in one test's dirs,
     so the previous example's file and the list memo go first."""
+    from deployer.adapters.data_files import config_dir
     from deployer.adapters.filememo import cache_dir
-    from deployer.core.resources import config_dir
 
     shutil.rmtree(cache_dir() / "memo", ignore_errors=True)
     shutil.rmtree(config_dir() / folder, ignore_errors=True)

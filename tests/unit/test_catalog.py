@@ -13,12 +13,12 @@ import yaml
 from hypothesis import given
 from typer.testing import CliRunner
 
+from deployer.adapters.data_files import config_dir, data_dir
 from deployer.cli.app import app
 from deployer.core.datafiles import parse_yaml_model
 from deployer.core.errors import InvalidDataFile, ModelNotFound
 from deployer.core.model.catalog import CatalogModel, get_model, load_catalog
 from deployer.core.model.weights import base_bpw
-from deployer.core.resources import config_dir, data_dir
 from tests.unit.hostile_yaml import mutated, random_document
 
 SHIPPED = sorted(

@@ -13,11 +13,11 @@ import yaml
 from hypothesis import given
 from typer.testing import CliRunner
 
+from deployer.adapters.data_files import config_dir, data_dir
 from deployer.cli.app import app
 from deployer.core.datafiles import ID_RE, parse_yaml_model, validate_data
 from deployer.core.errors import InvalidDataFile, ProfileNotFound
 from deployer.core.hardware.profiles import Profile, get_profile, load_profiles
-from deployer.core.resources import config_dir, data_dir
 from deployer.core.units import GIB, MIB
 from tests.unit.hostile_yaml import BILLION_LAUGHS, DEEP, mutated, random_document
 

@@ -14,7 +14,7 @@ import yaml
 from hypothesis import given
 from hypothesis import strategies as st
 
-from deployer.core.resources import data_dir
+from deployer.adapters.data_files import data_dir
 from deployer.core.serve import render as render_mod
 from deployer.core.serve.quoting import (
     comment,

@@ -29,12 +29,12 @@ from typer.testing import CliRunner
 
 import deployer.cli.deployments  # noqa: F401  (registers ps, logs, down)
 import deployer.cli.wiring as wiring
+from deployer.adapters.data_files import state_dir
 from deployer.adapters.native import NativeProcess, save_process
 from deployer.adapters.secrets import write_api_key
 from deployer.adapters.state_store import record_path
 from deployer.cli.app import app
 from deployer.core.errors import KeyFileExists
-from deployer.core.resources import state_dir
 from deployer.core.serve.containers import NAME_LABEL, ContainerInfo, EngineInfo
 
 NAME = "web"

@@ -347,7 +347,7 @@ def render_playbook(kind: str, **ctx: Any) -> str:
     import yaml
 
     from deployer import __version__
-    from deployer.core.resources import data_dir
+    from deployer.core.data_source import data_source
     from deployer.core.serve.quoting import Quoted, comment, sh, yaml_str
 
     if kind not in PLAYBOOKS:
@@ -360,7 +360,7 @@ def render_playbook(kind: str, **ctx: Any) -> str:
             return value
         raise ValueError(f"{kind}.yml.j2 prints {value!r} without a quoting filter")
 
-    text = (data_dir("templates") / "ansible" / f"{kind}.yml.j2").read_text(encoding="utf-8")
+    text = data_source().template_text(f"ansible/{kind}.yml.j2")
     env = jinja2.Environment(
         undefined=jinja2.StrictUndefined,
         variable_start_string="[[",

@@ -8,17 +8,16 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from deployer.core.data_source import DataSource, data_source
 from deployer.core.datafiles import (
     Id,
     ImageRef,
     Line,
     Prose,
     Token,
-    iter_yaml_files,
     parse_yaml_model,
 )
 from deployer.core.errors import InvalidDataFile, ProfileNotFound
-from deployer.core.resources import config_dir, data_dir
 from deployer.core.units import GIB, MIB
 
 AcceleratorKind = Literal["nvidia", "amd", "apple", "cpu"]
@@ -146,22 +145,16 @@ class Profile(_Strict):
         return self.gpu.flash_attention if self.gpu else True
 
 
-def _load_folder(folder: object, found: dict[str, Profile], origin: dict[str, str]) -> None:
-    for source, text in iter_yaml_files(folder):  # type: ignore[arg-type]
-        profile = parse_yaml_model(text, Profile, source)
-        stem = source.rsplit("/", 1)[-1].rsplit(".", 1)[0]
-        if profile.id != stem:
-            raise InvalidDataFile(source, 1, f"id '{profile.id}' must match the file name '{stem}'")
-        found[profile.id] = profile
-        origin[profile.id] = source
-
-
-def load_profiles() -> dict[str, Profile]:
-    """All profiles: shipped ones, then the user's (same id overrides)."""
+def load_profiles(source: DataSource | None = None) -> dict[str, Profile]:
+    """All profiles: shipped ones, then the user's (same id overrides); from the installed
+    DataSource unless handed one."""
     found: dict[str, Profile] = {}
-    origin: dict[str, str] = {}
-    _load_folder(data_dir("profiles"), found, origin)
-    _load_folder(config_dir() / "profiles", found, origin)
+    for name, text in (source if source is not None else data_source()).yaml_texts("profiles"):
+        profile = parse_yaml_model(text, Profile, name)
+        stem = name.rsplit("/", 1)[-1].rsplit(".", 1)[0]
+        if profile.id != stem:
+            raise InvalidDataFile(name, 1, f"id '{profile.id}' must match the file name '{stem}'")
+        found[profile.id] = profile
     return found
 
 

@@ -7,6 +7,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from deployer.core.data_source import DataSource, data_source
 from deployer.core.datafiles import (
     Id,
     Line,
@@ -15,12 +16,10 @@ from deployer.core.datafiles import (
     RepoId,
     Token,
     Url,
-    iter_yaml_files,
     parse_yaml_model,
 )
 from deployer.core.errors import InvalidDataFile, ModelNotFound, QuantNotFound
 from deployer.core.model.facts import ModelArch
-from deployer.core.resources import config_dir, data_dir
 
 # Bounds far above any published model and far below what would overflow or hang the fit
 # (which multiplies layers x context x heads x head size); infinity and NaN are refused.
@@ -149,16 +148,16 @@ class CatalogModel(_Strict):
         return self
 
 
-def load_catalog() -> dict[str, CatalogModel]:
-    """All catalog models: shipped, then the user's (same id overrides)."""
+def load_catalog(source: DataSource | None = None) -> dict[str, CatalogModel]:
+    """All catalog models: shipped, then the user's (same id overrides); from the installed
+    DataSource unless handed one."""
     found: dict[str, CatalogModel] = {}
-    for folder in (data_dir("catalog"), config_dir() / "models"):
-        for source, text in iter_yaml_files(folder):
-            model = parse_yaml_model(text, CatalogModel, source)
-            stem = source.rsplit("/", 1)[-1].rsplit(".", 1)[0]
-            if model.id != stem:
-                raise InvalidDataFile(source, 1, f"id '{model.id}' must match the file name")
-            found[model.id] = model
+    for name, text in (source if source is not None else data_source()).yaml_texts("catalog"):
+        model = parse_yaml_model(text, CatalogModel, name)
+        stem = name.rsplit("/", 1)[-1].rsplit(".", 1)[0]
+        if model.id != stem:
+            raise InvalidDataFile(name, 1, f"id '{model.id}' must match the file name")
+        found[model.id] = model
     return found
 
 

@@ -19,12 +19,12 @@ from xml.sax.saxutils import escape as xml_escape
 import jinja2
 
 from deployer import __version__
+from deployer.core.data_source import data_source
 from deployer.core.errors import InvalidRequest
 from deployer.core.fit.plan import PlanResult
 from deployer.core.model.chat_templates import OllamaFormat, builtin_template, ollama_format
 from deployer.core.model.ref import model_alias as alias_of
 from deployer.core.model.ref import split_parts
-from deployer.core.resources import data_dir
 from deployer.core.serve import conventions as cv
 from deployer.core.serve.conventions import API_KEY_IN_CONTAINER as API_KEY_IN_CONTAINER
 from deployer.core.serve.conventions import CONTAINER_PORT as CONTAINER_PORT
@@ -223,16 +223,9 @@ def template_env() -> jinja2.Environment:
     syntax, and strict templates that print nothing else."""
     global _ENV
     if _ENV is None:
-        root = data_dir("templates")
-
-        def load(name: str) -> str:
-            node = root
-            for part in name.split("/"):
-                node = node / part
-            return node.read_text(encoding="utf-8")
-
         _ENV = jinja2.Environment(
-            loader=jinja2.FunctionLoader(load),
+            # The installed DataSource, asked when a template is first needed.
+            loader=jinja2.FunctionLoader(lambda name: data_source().template_text(name)),
             undefined=jinja2.StrictUndefined,
             keep_trailing_newline=True,
             autoescape=False,
