@@ -142,17 +142,16 @@ CPU_MACHINE = MachineSpec(
 
 
 def available_models() -> list[str]:
-    """'demo', the shapes of benchmarks/shapes.py when present, else the built-in Llama 2 7B."""
+    """'demo', the shapes of benchmarks/shapes.py, and the tests' Llama 2 7B shape (MHA)."""
     try:
-        import shapes  # type: ignore[import-not-found]
+        import shapes
     except ImportError:
         return ["demo", "llama2-7b"]
-    table = getattr(shapes, "SHAPES", None) or getattr(shapes, "TABLE", None) or {}
-    return ["demo", *list(table)]
+    return ["demo", *shapes.SHAPES, "llama2-7b"]
 
 
 def build_model(name: str, work_dir: Path) -> Path:
-    """A runnable GGUF for `name`: the demo file, or a sparse real-shaped one built here."""
+    """A runnable GGUF for `name`: a private copy of the demo, or a sparse real-shaped file."""
     work_dir.mkdir(parents=True, exist_ok=True)
     if name == "demo":
         # A private copy: other servers mapping the shared file would keep its pages resident
@@ -162,22 +161,18 @@ def build_model(name: str, work_dir: Path) -> Path:
         if not out.exists() or out.stat().st_size != src.stat().st_size:
             shutil.copyfile(src, out)
         return out
-    try:
-        import shapes
-    except ImportError:
-        shapes = None
-    if shapes is not None:
-        return Path(shapes.build(name, work_dir))
-    if name != "llama2-7b":
-        raise SystemExit(f"Unknown model {name!r}: choose from {', '.join(available_models())}")
-    sys.path.insert(0, str(REPO / "tests" / "unit"))
-    from gguf_edit import llama_header, write_sparse
+    if name == "llama2-7b":
+        sys.path.insert(0, str(REPO / "tests" / "unit"))
+        from gguf_edit import llama_header, write_sparse
 
-    out = work_dir / "llama2-7b.gguf"
-    if not out.exists():
-        h = llama_header(work_dir / "llama2-7b.header")
-        write_sparse(out, h.core, h.data_bytes)
-    return out
+        out = work_dir / "llama2-7b.gguf"
+        if not out.exists():
+            h = llama_header(work_dir / "llama2-7b.header")
+            write_sparse(out, h.core, h.data_bytes)
+        return out
+    import shapes
+
+    return Path(shapes.build(name, work_dir))
 
 
 def weights_as_logged(host: DeviceMemory) -> tuple[int, str]:
@@ -473,7 +468,10 @@ def main() -> int:
         print(f"--settings takes grid indices such as 0,1: got {ns.settings!r}", file=sys.stderr)
         return 2
     if ns.caps and not cgroup_available():
-        print("--caps needs root and a cgroup v1 memory hierarchy at /sys/fs/cgroup/memory")
+        print(
+            "--caps needs root and a cgroup v1 memory hierarchy at /sys/fs/cgroup/memory",
+            file=sys.stderr,
+        )
         return 3
     if ns.model is not None:
         if not ns.model.is_file():
@@ -484,6 +482,14 @@ def main() -> int:
         names = [n.strip() for n in (ns.models or "demo").split(",") if n.strip()]
         known = available_models() if ns.models == "all" else None
         names = known or names
+        unknown = [n for n in names if n not in available_models()]
+        if unknown or not names:
+            choices = ", ".join(available_models())
+            print(
+                f"Unknown model {unknown[0] if unknown else ''!r}: choose from {choices}, all",
+                file=sys.stderr,
+            )
+            return 2
         models = [(n, build_model(n, ns.work_dir)) for n in names]
     rows = []
     t0 = time.monotonic()
