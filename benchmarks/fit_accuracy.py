@@ -25,8 +25,8 @@ every other model is out of sample.
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
+import os
 import platform
 import shutil
 import statistics
@@ -81,7 +81,7 @@ class Setting:
         return args
 
     def fit_settings(self) -> FitSettings:
-        """The estimator's view of this setting (mmap passed on when it knows the field)."""
+        """The estimator's view of this setting."""
         kw: dict[str, Any] = {
             "ctx": self.ctx,
             "parallel": self.slots,
@@ -90,10 +90,7 @@ class Setting:
             "flash_attention": self.fa,
             "n_ubatch": self.ub,
         }
-        names = {f.name for f in dataclasses.fields(FitSettings)}
-        for name in ("mmap", "use_mmap"):
-            if name in names:
-                kw[name] = self.mmap
+        kw["load_mode"] = "mmap" if self.mmap else "none"
         return FitSettings(**kw)
 
 
@@ -138,6 +135,7 @@ CPU_MACHINE = MachineSpec(
     device_budget_bytes=0,
     device_overhead_bytes=0,
     host_budget_bytes=64 * GIB,
+    cpu_threads=os.cpu_count() or 0,
 )
 
 
@@ -177,8 +175,9 @@ def build_model(name: str, work_dir: Path) -> Path:
 
 def weights_as_logged(host: DeviceMemory) -> tuple[int, str]:
     """The estimate's figure for what llama-server logs as host model buffers (mapped file +
-    CPU_REPACK copies), and the field it came from. Newer estimators count resident weights
-    once and expose the logged figure separately; older ones have it in weights_bytes."""
+    CPU_REPACK copies), and the field it came from: logged_weights_bytes since the estimator
+    counts resident weights once (weights_bytes); looked up by name so a rename degrades to
+    weights_bytes instead of breaking the benchmark."""
     for name in (
         "weights_logged_bytes",
         "logged_weights_bytes",

@@ -31,6 +31,7 @@ from deployer.core.serve.containers import (
     ContainerInfo,
     EngineInfo,
     ImageInfo,
+    MemoryUse,
     ProgressFn,
 )
 from deployer.core.serve.specs import ContainerSpec, VolumeSpec
@@ -45,6 +46,11 @@ _PORT_TAKEN = ("port is already allocated", "address already in use")
 
 def _ns(seconds: float) -> int:
     return int(seconds * NS)
+
+
+def _positive(value: Any) -> int | None:
+    """An engine number as a positive int, else None (absent, zero, not a number)."""
+    return value if isinstance(value, int) and not isinstance(value, bool) and value > 0 else None
 
 
 def _info(container: Any) -> ContainerInfo:
@@ -217,6 +223,31 @@ class DockerEngine:
         if exact or (len(name_or_id) >= 12 and c.id.startswith(name_or_id)):
             return c
         return None
+
+    def memory_use(self, *, container_id: str) -> MemoryUse:
+        """OOMKilled and the limit from inspect; usage, peak and failcnt from a running
+        container's stats (cgroup v1 reports its peak as max_usage; v2 through Docker does not)."""
+        import docker.errors
+
+        try:
+            container = self._get_exact(container_id)
+            if container is None:
+                return MemoryUse()
+            container.reload()
+            state = container.attrs.get("State") or {}
+            limit = (container.attrs.get("HostConfig") or {}).get("Memory") or None
+            stats: dict[str, Any] = {}
+            if state.get("Status") == "running":
+                stats = container.stats(stream=False).get("memory_stats") or {}
+        except docker.errors.APIError:
+            return MemoryUse()
+        return MemoryUse(
+            oom_killed=bool(state.get("OOMKilled")),
+            limit_bytes=_positive(limit),
+            usage_bytes=_positive(stats.get("usage")),
+            peak_bytes=_positive(stats.get("max_usage")),
+            failcnt=_positive(stats.get("failcnt")) or 0,
+        )
 
     def _last_lines(self, container: Any, n: int = LAST_LOG_LINES) -> list[str]:
         import docker.errors

@@ -11,7 +11,7 @@ import typer
 from deployer.cli.app import app
 from deployer.cli.errors import run_guarded
 from deployer.cli.output import echo, print_block, print_json, styled
-from deployer.cli.params import DetectOpt, JsonOpt, ProfileOpt
+from deployer.cli.params import DetectOpt, JsonOpt, LoadModeOpt, ProfileOpt
 
 
 class WaitProgress:
@@ -68,6 +68,15 @@ def deploy(
     parallel: Annotated[int, typer.Option("--parallel", help="Parallel slots.")] = 1,
     kv_type: Annotated[str, typer.Option("--kv-type", help="KV cache type.")] = "f16",
     quant: Annotated[str | None, typer.Option("--quant", help="Force a quantization.")] = None,
+    load_mode: LoadModeOpt = None,
+    memory_limit: Annotated[
+        str | None,
+        typer.Option(
+            "--memory-limit",
+            help="The container's memory cap, e.g. 300M or 2G (1024-based; default: the plan's "
+            "host total plus max(64 MiB, 5%)). Under the plan it warns.",
+        ),
+    ] = None,
     accept_license: Annotated[
         bool, typer.Option("--accept-license", help="Accept a restrictive licence.")
     ] = False,
@@ -91,6 +100,7 @@ def deploy(
             DryRun,
             check_flags,
             deploy_model,
+            parse_memory_limit,
             runtime_for,
         )
         from deployer.core.serve.prepare import PlanInputs, best_catalog_model
@@ -102,16 +112,17 @@ def deploy(
             check_image(image, "--image")
         check_flags(
             backend=backend, port=port, expose=expose, insecure=insecure, timeout_s=timeout_s,
-            runtime=runtime,
+            runtime=runtime, memory_limit=memory_limit,
         )  # fmt: skip
         prof = wiring.pick_profile(profile, detect)
         how = runtime_for(prof, runtime, backend)
         inputs = PlanInputs(quant=quant, ctx=ctx, parallel=parallel, kv_type=kv_type.lower(),
-                            backend=backend)  # fmt: skip
+                            backend=backend, load_mode=load_mode)  # fmt: skip
         req = DeployRequest(
             ref=parse_model_ref(model or best_catalog_model(prof)), profile=prof, inputs=inputs,
             name=name, port=port, expose=expose, insecure=insecure, image=image, runtime=how,
             accept_license=accept_license, timeout_s=timeout_s, dry_run=dry_run,
+            memory_limit_bytes=parse_memory_limit(memory_limit) if memory_limit else None,
         )  # fmt: skip
         progress = None if as_json else WaitProgress(_say_err)
         done = deploy_model(req, wiring.deploy_edges(_say_err), progress)

@@ -6,6 +6,14 @@ from typing import Annotated
 
 import typer
 
+LoadModeOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--load-mode",
+        help="How llama-server holds the weights: mmap (default), none, mlock, mmap+mlock, dio. "
+        "The plan budgets memory for it.",
+    ),
+]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print machine-readable JSON.")]
 ProfileOpt = Annotated[
     str | None,

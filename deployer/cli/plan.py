@@ -10,7 +10,7 @@ from rich.table import Table
 from deployer.cli.app import app
 from deployer.cli.errors import run_guarded
 from deployer.cli.output import cells, console, echo, line, print_json, styled
-from deployer.cli.params import DetectOpt, JsonOpt, ProfileOpt
+from deployer.cli.params import DetectOpt, JsonOpt, LoadModeOpt, ProfileOpt
 from deployer.core.units import fmt_bytes
 
 if TYPE_CHECKING:  # the planner (pydantic, numpy) loads only when plan runs (fast --help)
@@ -31,6 +31,7 @@ def plan(
     ] = "f16",
     quant: Annotated[str | None, typer.Option("--quant", help="Force a quantization.")] = None,
     backend: Annotated[str, typer.Option("--backend", help="llamacpp or ollama.")] = "llamacpp",
+    load_mode: LoadModeOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
     """Pick the best quant that fits, with its memory breakdown, speed and cost."""
@@ -43,7 +44,7 @@ def plan(
         prof = wiring.pick_profile(profile, detect)
         result = wiring.plan_for(
             parse_model_ref(model), prof, quant=quant, ctx=ctx, parallel=parallel, kv_type=kv_type,
-            backend=backend, suggest_profiles=True,
+            backend=backend, load_mode=load_mode, suggest_profiles=True,
         )  # fmt: skip
         if as_json:
             print_json(result.as_dict())
@@ -72,6 +73,7 @@ def show_plan(result: PlanResult) -> None:
         f"file {fmt_bytes(d['file_bytes'])} · ctx {d['ctx']} · {d['parallel']} slot(s) · "
         f"KV {d['kv_type']} · flash attention {'on' if d['flash_attention'] else 'off'} · {offload}"
     )
+    echo(f"weights: {d['weights_summary']}")
     table = Table(title="memory", show_edge=False)
     for col in (
         "device",

@@ -11,7 +11,7 @@ import typer
 from deployer.cli.app import app
 from deployer.cli.errors import run_guarded
 from deployer.cli.output import echo, styled
-from deployer.cli.params import DetectOpt, ProfileOpt
+from deployer.cli.params import DetectOpt, LoadModeOpt, ProfileOpt
 from deployer.core.serve.llama_flags import PINNED_BUILD
 
 
@@ -60,10 +60,7 @@ def render(
     runtime_version: Annotated[
         int, typer.Option("--runtime-version", help="llama.cpp build the flags are spelled for.")
     ] = PINNED_BUILD,
-    load_mode: Annotated[
-        str | None,
-        typer.Option("--load-mode", help="How llama-server loads weights: mmap, mlock, none, dio."),
-    ] = None,
+    load_mode: LoadModeOpt = None,
     ctx: Annotated[int | None, typer.Option("--ctx", help="Context length (tokens).")] = None,
     parallel: Annotated[int, typer.Option("--parallel", help="Parallel slots.")] = 1,
     kv_type: Annotated[
@@ -94,7 +91,7 @@ def render(
         prof = wiring.pick_profile(profile, detect)
         ref = parse_model_ref(model)
         inputs = PlanInputs(quant=quant, ctx=ctx, parallel=parallel, kv_type=kv_type,
-                            backend=backend)  # fmt: skip
+                            backend=backend, load_mode=load_mode)  # fmt: skip
         result = plan_fitting(ref, prof, inputs, wiring.plan_for)
         dep_name = deployment_name(result, name)
         out_dir = (out or Path(f"deployer-{dep_name}")).resolve()

@@ -115,6 +115,7 @@ def plan_for(
     parallel: int,
     kv_type: str,
     backend: str,
+    load_mode: str | None = None,
     suggest_profiles: bool = False,
 ) -> PlanResult:
     """Plan `ref` on `prof` as plan, render and deploy all do (bigger profiles on request)."""
@@ -123,7 +124,12 @@ def plan_for(
 
     model_name, candidates, lic = plan_candidates(ref, quant)
     req = PlanRequest(
-        quant=quant, ctx=ctx, parallel=parallel, kv_type=kv_type.lower(), backend=backend
+        quant=quant,
+        ctx=ctx,
+        parallel=parallel,
+        kv_type=kv_type.lower(),
+        backend=backend,
+        load_mode=load_mode,
     )
     others = list(load_profiles().values()) if suggest_profiles else None
     return make_plan(model_name, candidates, prof, req, license=lic, other_profiles=others)

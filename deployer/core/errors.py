@@ -221,6 +221,31 @@ class ContainerExited(DeployerError):
 
 
 @dataclass
+class OutOfMemory(DeployerError):
+    """The server died of, or stalled under, its memory limit before it answered."""
+
+    name: str
+    killed: bool  # OOM-killed; False: stalled with its memory at the limit (thrashing)
+    plan_bytes: int  # the plan's host total (the resident working set it budgets)
+    limit_bytes: int | None
+    peak_bytes: int | None
+
+    def message(self) -> str:
+        what = "was OOM-killed" if self.killed else "stalled under memory pressure"
+        limit = fmt_bytes(self.limit_bytes) if self.limit_bytes else "unknown"
+        at_limit = self.peak_bytes is None or (
+            self.limit_bytes is not None and self.peak_bytes >= self.limit_bytes
+        )
+        peak = "at the limit" if at_limit else fmt_bytes(self.peak_bytes or 0)
+        return (
+            f"container '{self.name}' {what} before it answered: the plan needs "
+            f"{fmt_bytes(self.plan_bytes)}, the memory limit was {limit}, observed peak {peak}. "
+            "Deploy without --memory-limit (the plan's own limit has headroom), or lower "
+            "--ctx, --parallel or --quant until 'deployer plan' fits the memory you have"
+        )
+
+
+@dataclass
 class HealthTimeout(DeployerError):
     """The container did not report healthy in time."""
 

@@ -18,7 +18,13 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 from deployer.core.errors import HealthTimeout, NameInUse, PortInUse
-from deployer.core.serve.containers import ContainerInfo, EngineInfo, ImageInfo, ProgressFn
+from deployer.core.serve.containers import (
+    ContainerInfo,
+    EngineInfo,
+    ImageInfo,
+    MemoryUse,
+    ProgressFn,
+)
 from deployer.core.serve.specs import ContainerSpec, VolumeSpec
 from tests.integration.loopback import wait_http_200
 
@@ -235,6 +241,10 @@ class ContractEngine:
         spec, _ = self.running[container_id]
         if not wait_http_200(ready_url, timeout_s, poll_s):
             raise HealthTimeout(spec.name, timeout_s, "starting", [])
+
+    def memory_use(self, *, container_id: str) -> MemoryUse:
+        """No cgroup here: nothing known."""
+        return MemoryUse()
 
     def container_logs(self, *, container_id: str, tail: int, follow: bool) -> Iterator[str]:
         yield from (f"{m} {p}" for m, p in self.contract.requests[-tail:])

@@ -72,10 +72,12 @@ def test_estimate_matches_logged_buffers(
         host_budget_bytes=16 * GIB,
     )
     est = estimate_memory(facts_from_gguf(demo_gguf), s, cpu).host
-    assert abs(est.weights_bytes - logged.get("host", "model")) <= MIB
+    assert abs(est.logged_weights_bytes - logged.get("host", "model")) <= MIB
     assert abs(est.kv_cache_bytes - logged.get("host", "KV")) <= MIB
     real_total = logged.total("host")
-    est_total = est.total_bytes - est.overhead_bytes
+    est_total = est.logged_buffers_bytes
     assert -0.02 * real_total <= est_total - real_total <= 0.03 * real_total
     # The process really holds what was allocated: RSS is at least the weights it mapped.
     assert run.rss_bytes >= est.weights_bytes * 0.9
+    # ... and the plan's resident total (weights held once, plus the process) is not under it.
+    assert est.total_bytes >= run.rss_bytes - logged.get("host", "model") + est.weights_bytes

@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from deployer.core.errors import KeyFileExists, StateFileInvalid
-from deployer.core.serve.containers import ContainerInfo, EngineInfo, ProgressFn
+from deployer.core.serve.containers import ContainerInfo, EngineInfo, MemoryUse, ProgressFn
 from deployer.core.serve.specs import ContainerSpec, VolumeSpec
 from deployer.core.state.records import DeploymentRecord, RecordScan
 
@@ -23,6 +23,7 @@ class MemoryEngine:
     exists (a start that failed, or Ctrl-C while the engine was still working); `hide_for_s`
     keeps a container made that way out of listings until the clock has moved that far (the
     engine finishing a creation deploy was interrupted in). `on_wait` runs inside wait_healthy.
+    `memory` is what memory_use reports (a cgroup at or under its limit).
     """
 
     def __init__(self, clock: MemoryClock | None = None) -> None:
@@ -36,6 +37,8 @@ class MemoryEngine:
         self.hide_for_s = 0.0
         self.on_wait: Step | None = None
         self.fail_volume: BaseException | None = None
+        self.memory = MemoryUse()
+        self.specs: dict[str, ContainerSpec] = {}
 
     def engine_available(self) -> EngineInfo:
         """Always available."""
@@ -56,6 +59,7 @@ class MemoryEngine:
             started_at="2025-01-01T00:00:00Z",
         )
         self.visible_from[cid] = self.clock.monotonic() + self.hide_for_s
+        self.specs[cid] = spec
         if self.fail_after_create is not None:
             raise self.fail_after_create
         return cid
@@ -72,6 +76,10 @@ class MemoryEngine:
         """Healthy at once, unless `on_wait` raises."""
         if self.on_wait is not None:
             self.on_wait()
+
+    def memory_use(self, *, container_id: str) -> MemoryUse:
+        """What the test set in `memory`."""
+        return self.memory
 
     def container_logs(self, *, container_id: str, tail: int, follow: bool) -> Iterator[str]:
         """No logs."""

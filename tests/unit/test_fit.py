@@ -187,3 +187,97 @@ def test_cpu_only_puts_everything_on_host(ctx: int) -> None:
     assert est.n_gpu_layers == 0
     assert est.host.weights_bytes == facts.weights.tensor_bytes
     assert est.host.kv_cache_bytes == kv_bytes(facts.arch, range(32), FitSettings(ctx=ctx))
+
+
+# --- how weights are held: logged buffers vs the resident working set ------------------------
+
+CPU = MachineSpec(
+    kind="cpu", device_count=0, device_budget_bytes=0, device_overhead_bytes=0,
+    host_budget_bytes=64 * GIB, cpu_threads=2,
+)  # fmt: skip
+REPACK = 60 * MIB  # per block: the Q4_K matmul weights the x86 CPU backend repacks
+
+
+def _repacking_facts() -> ModelFacts:
+    facts = _facts(_arch())
+    layout = facts.weights.model_copy(update={"cpu_repack_bytes": [REPACK] * 32})
+    return facts.model_copy(update={"weights": layout})
+
+
+@pytest.mark.parametrize(
+    ("mode", "logged_extra", "resident_extra"),
+    [
+        # the log counts the mapping and the copies; the mapped sources are reclaimable
+        ("mmap", 32 * REPACK, 0),
+        # anonymous buffers: a repacked tensor lives only in its copy
+        ("none", 0, 0),
+        ("mlock", 0, 0),
+        ("dio", 0, 0),
+        # the lock pins the mapping, repacked sources included: really twice
+        ("mmap+mlock", 32 * REPACK, 32 * REPACK),
+    ],
+)
+def test_cpu_weights_by_load_mode(mode: str, logged_extra: int, resident_extra: int) -> None:
+    facts = _repacking_facts()
+    host = estimate_memory(facts, FitSettings(ctx=4096, load_mode=mode), CPU).host
+    tensors = facts.weights.tensor_bytes
+    assert host.logged_weights_bytes == tensors + logged_extra
+    assert host.weights_bytes == tensors + resident_extra
+    assert host.repack_bytes == 32 * REPACK
+    assert host.weights_held == mode
+    assert host.logged_buffers_bytes == (
+        host.logged_weights_bytes + host.kv_cache_bytes + host.compute_bytes + host.output_bytes
+    )
+    assert host.total_bytes == host.logged_buffers_bytes - logged_extra + resident_extra + (
+        host.overhead_bytes
+    )
+
+
+def test_default_and_auto_load_modes_are_mmap() -> None:
+    facts = _repacking_facts()
+    default = estimate_memory(facts, FitSettings(ctx=4096), CPU).host
+    auto = estimate_memory(facts, FitSettings(ctx=4096, load_mode="auto"), CPU).host
+    assert default.weights_held == auto.weights_held == "mmap"
+    assert default.weights_bytes == auto.weights_bytes == facts.weights.tensor_bytes
+
+
+@pytest.mark.parametrize("mode", ["mmap", "none", "mlock", "mmap+mlock"])
+def test_full_gpu_offload_host_holds_only_its_tensors_whatever_the_mode(mode: str) -> None:
+    """Offloaded tensors' mapped pages are read once and reclaimable: never on the host."""
+    facts = _repacking_facts()
+    est = estimate_memory(facts, FitSettings(ctx=4096, n_gpu_layers=33, load_mode=mode), GPU)
+    assert est.host.weights_bytes == est.host.logged_weights_bytes == 280 * MIB  # token_embd
+    assert est.host.repack_bytes == 0  # repacking is the CPU backend's, on CPU profiles
+    assert est.devices[0].weights_bytes == est.devices[0].logged_weights_bytes
+
+
+@pytest.mark.parametrize(
+    ("mode", "host_blocks_held"), [("mmap", 10), ("none", 10), ("mmap+mlock", 10)]
+)
+def test_partial_offload_host_side_follows_the_same_rules(mode: str, host_blocks_held: int) -> None:
+    facts = _repacking_facts()
+    est = estimate_memory(facts, FitSettings(ctx=4096, n_gpu_layers=23, load_mode=mode), GPU)
+    assert est.host.layers == host_blocks_held
+    expected = 280 * MIB + host_blocks_held * 100 * MIB
+    assert est.host.weights_bytes == expected
+    assert est.devices[0].weights_bytes == 22 * 100 * MIB + 400 * MIB
+
+
+def test_unknown_load_mode_is_refused_by_the_planner() -> None:
+    from deployer.core.errors import InvalidRequest
+    from deployer.core.fit.plan import PlanRequest, make_plan
+    from deployer.core.hardware.profiles import get_profile
+
+    with pytest.raises(InvalidRequest, match="unknown load mode 'mmapp'"):
+        make_plan("t", [_facts(_arch())], get_profile("cpu-x86-2c-8gb"), PlanRequest(
+            load_mode="mmapp"))  # fmt: skip
+
+
+def test_host_overhead_follows_vocabulary_and_threads() -> None:
+    from deployer.core.fit.memory import host_overhead_bytes
+
+    small, big = _arch(n_vocab=32000), _arch(n_vocab=262144)
+    assert host_overhead_bytes(big, 2) - host_overhead_bytes(small, 2) == 64 * (262144 - 32000)
+    assert host_overhead_bytes(small, 32) > host_overhead_bytes(small, 2)
+    # the demo (262k vocab, 2 threads) measured 38.6-39.2 MiB beyond its buffers
+    assert 38 * MIB <= host_overhead_bytes(big, 2) <= 44 * MIB

@@ -30,6 +30,29 @@ CTX_PAD = 256
 
 DeviceKind = Literal["gpu", "apple", "cpu"]
 
+# How llama-server holds the weights (its --load-mode; older builds: --no-mmap, --mlock).
+# "auto" is mmap wherever the devices support it (CPU, CUDA, Metal); "dio" reads with direct I/O
+# into anonymous buffers, like "none" without the page cache.
+LOAD_MODES = ("mmap", "none", "mlock", "mmap+mlock", "dio")
+DEFAULT_LOAD_MODE = "mmap"
+_MAPPED_MODES = ("mmap", "mmap+mlock")
+WEIGHTS_HELD = {
+    "mmap": "memory-mapped",
+    "none": "read into memory",
+    "mlock": "read into locked memory",
+    "mmap+mlock": "memory-mapped and locked",
+    "dio": "read into memory (direct I/O)",
+}
+
+
+def load_mode_of(mode: str | None) -> str:
+    """The load mode the fit assumes for a --load-mode value (None and auto: mmap)."""
+    if mode is None or mode == "auto":
+        return DEFAULT_LOAD_MODE
+    if mode not in LOAD_MODES:
+        raise ValueError(f"unknown load mode '{mode}'")
+    return mode
+
 
 def pad(n: int, multiple: int) -> int:
     """Round `n` up to a multiple of `multiple` (ggml's GGML_PAD)."""
@@ -49,6 +72,7 @@ class FitSettings:
     n_gpu_layers: int = 0
     kv_unified: bool = False  # llama-server with an explicit -np: one stream per slot
     ctx_is_per_slot: bool = False  # Ollama: num_ctx per slot, allocated x num_parallel
+    load_mode: str = DEFAULT_LOAD_MODE  # one of LOAD_MODES (llama-server --load-mode)
 
     @property
     def streams(self) -> int:
@@ -69,10 +93,20 @@ class FitSettings:
 
 @dataclass
 class DeviceMemory:
-    """Bytes one device (or the host) needs, by component."""
+    """Bytes one device (or the host) needs, by component.
+
+    `weights_bytes` is what the weights keep resident (what the budget counts);
+    `logged_weights_bytes` is what llama-server logs as model buffers. They differ on the host
+    when weights are memory-mapped and the CPU backend repacks some of them: the log counts the
+    mapping and the repacked copies, but the mapped pages of repacked tensors are read once and
+    are reclaimable page cache, so the working set holds those tensors once.
+    """
 
     name: str
     weights_bytes: int = 0
+    logged_weights_bytes: int = 0
+    repack_bytes: int = 0  # copies the CPU backend repacked (CPU_REPACK), part of both numbers
+    weights_held: str = ""  # the load mode on the host; "" on a GPU (device buffers)
     kv_cache_bytes: int = 0
     compute_bytes: int = 0
     output_bytes: int = 0
@@ -93,6 +127,13 @@ class DeviceMemory:
         )
 
     @property
+    def logged_buffers_bytes(self) -> int:
+        """The buffers llama-server logs for this device (model + KV + compute + output)."""
+        return (
+            self.logged_weights_bytes + self.kv_cache_bytes + self.compute_bytes + self.output_bytes
+        )
+
+    @property
     def fits(self) -> bool:
         """Whether the total is within the budget."""
         return self.total_bytes <= self.budget_bytes
@@ -102,6 +143,10 @@ class DeviceMemory:
         return {
             "name": self.name,
             "weights_bytes": self.weights_bytes,
+            "logged_weights_bytes": self.logged_weights_bytes,
+            "logged_buffers_bytes": self.logged_buffers_bytes,
+            "repack_bytes": self.repack_bytes,
+            "weights_held": self.weights_held,
             "kv_cache_bytes": self.kv_cache_bytes,
             "compute_bytes": self.compute_bytes,
             "output_bytes": self.output_bytes,
@@ -137,6 +182,7 @@ class MachineSpec:
     device_overhead_bytes: int  # runtime context per device (CUDA context; 0 on Metal/CPU)
     host_budget_bytes: int
     device_name: str = "GPU"
+    cpu_threads: int = 0  # hardware threads llama-server sizes its pools by (0: not known)
 
 
 # --- KV cache ---------------------------------------------------------------------------------
@@ -252,6 +298,24 @@ def split_layers(blocks: list[int], n_devices: int) -> list[list[int]]:
     return out
 
 
+def host_weight_bytes(tensor_bytes: int, repack_bytes: int, load_mode: str) -> tuple[int, int]:
+    """(logged, resident) bytes of the host's weights: `tensor_bytes` of the file's tensors kept
+    on the host, `repack_bytes` of them repacked by the CPU backend into a copy.
+
+    mmap: the log counts the whole mapping (CPU_Mapped) plus the copies (CPU_REPACK); the mapped
+    pages of repacked tensors are read once and stay as clean, reclaimable page cache, so the
+    working set holds each tensor once. none, mlock, dio: anonymous buffers, each tensor once,
+    repacked ones only in their copy. mmap+mlock: the lock pins the mapping up to its last host
+    tensor, repacked sources included, so repacked tensors really are held twice. The mapped
+    pages of tensors offloaded to a GPU are likewise read once and reclaimable, and not counted.
+    """
+    mode = load_mode_of(load_mode)
+    if mode in _MAPPED_MODES:
+        logged = tensor_bytes + repack_bytes
+        return logged, logged if mode == "mmap+mlock" else tensor_bytes
+    return tensor_bytes, tensor_bytes
+
+
 def estimate_memory(facts: ModelFacts, s: FitSettings, machine: MachineSpec) -> MemoryEstimate:
     """Bytes per device and on the host for `facts` run with `s` on `machine`."""
     arch, w = facts.arch, facts.weights
@@ -268,10 +332,13 @@ def estimate_memory(facts: ModelFacts, s: FitSettings, machine: MachineSpec) -> 
         for d, blocks in enumerate(groups):
             last = d == len(groups) - 1
             holds_output = last and output_on_gpu
+            weights = sum(w.block_bytes[i] for i in blocks) + (
+                w.output_bytes if holds_output else 0
+            )
             dev = DeviceMemory(
                 name=f"{machine.device_name}{d}",
-                weights_bytes=sum(w.block_bytes[i] for i in blocks)
-                + (w.output_bytes if holds_output else 0),
+                weights_bytes=weights,
+                logged_weights_bytes=weights,
                 kv_cache_bytes=kv_bytes(arch, blocks, s) + recurrent_bytes(arch, len(blocks), s),
                 overhead_bytes=machine.device_overhead_bytes,
                 budget_bytes=machine.device_budget_bytes,
@@ -289,12 +356,16 @@ def estimate_memory(facts: ModelFacts, s: FitSettings, machine: MachineSpec) -> 
     if not output_on_gpu:
         host_weights += w.untied_output_bytes
     host_repack = sum(repack[i] for i in host_blocks) if machine.kind == "cpu" else 0
+    logged, resident = host_weight_bytes(host_weights, host_repack, s.load_mode)
     host = DeviceMemory(
         name="host",
-        weights_bytes=host_weights + host_repack,
+        weights_bytes=resident,
+        logged_weights_bytes=logged,
+        repack_bytes=host_repack,
+        weights_held=load_mode_of(s.load_mode),
         kv_cache_bytes=kv_bytes(arch, host_blocks, s) + recurrent_bytes(arch, len(host_blocks), s),
         output_bytes=output_bytes(arch, s),
-        overhead_bytes=HOST_PROCESS_OVERHEAD_BYTES,
+        overhead_bytes=host_overhead_bytes(arch, machine.cpu_threads),
         budget_bytes=machine.host_budget_bytes,
         layers=len(host_blocks),
         blocks=host_blocks,
@@ -310,9 +381,34 @@ def estimate_memory(facts: ModelFacts, s: FitSettings, machine: MachineSpec) -> 
     return MemoryEstimate(devices=devices, host=host, n_gpu_layers=ngl)
 
 
-# The llama-server process itself (code, threads, tokenizer, HTTP server): RSS less the logged
-# buffers was about 40 MiB for the demo model (262k vocab); kept generous for big tokenizers.
-HOST_PROCESS_OVERHEAD_BYTES = 128 * MIB
+# The llama-server process beyond its buffers, measured with benchmarks/resident_memory.py
+# (llama-server 11434, CPU, 2 threads; docs/fit.md "Host overhead"):
+# - the binary and its shared libraries' resident pages: RssFile less the mapped weights was
+#   14.8-15.1 MiB on every model;
+# - anonymous memory beyond the buffers: 23.5 MiB (mmap) and 24.1 MiB (none) for the demo
+#   (262,144-token vocabulary), most of it the tokenizer: the GGUF's token array, the vocab's
+#   id->token table and token->id map, about 64 B a token; the rest is the HTTP server, the
+#   allocator's arenas and the slots' state;
+# - thread stacks and per-thread arenas: a compute and an HTTP thread per hardware thread; not
+#   separable at 2 threads, so a stated estimate.
+# On a 32,000-token real-shaped 7B header the whole process stayed under its logged buffers
+# (buffers are not all touched), so these terms carry no fit to that model.
+HOST_BINARY_BYTES = 16 * MIB
+HOST_BASE_ANON_BYTES = 8 * MIB
+HOST_BYTES_PER_VOCAB_TOKEN = 64
+HOST_BYTES_PER_THREAD = MIB // 4
+HOST_THREADS_WHEN_UNKNOWN = 16
+
+
+def host_overhead_bytes(arch: ModelArch, cpu_threads: int = 0) -> int:
+    """The llama-server process beyond its buffers: code, tokenizer, HTTP server and threads."""
+    threads = 2 * (cpu_threads or HOST_THREADS_WHEN_UNKNOWN)
+    return (
+        HOST_BINARY_BYTES
+        + HOST_BASE_ANON_BYTES
+        + HOST_BYTES_PER_VOCAB_TOKEN * arch.n_vocab
+        + HOST_BYTES_PER_THREAD * threads
+    )
 
 
 def safety_margin_bytes(budget: int) -> int:

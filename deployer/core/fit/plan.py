@@ -9,11 +9,14 @@ from typing import Any
 from deployer.core.errors import InvalidRequest
 from deployer.core.fit.memory import (
     KV_TYPES,
+    LOAD_MODES,
+    WEIGHTS_HELD,
     FitSettings,
     MachineSpec,
     MemoryEstimate,
     estimate_memory,
     kv_bytes,
+    load_mode_of,
     safety_margin_bytes,
 )
 from deployer.core.hardware.profiles import Profile
@@ -47,6 +50,7 @@ class PlanRequest:
     kv_type: str = "f16"
     backend: str = "llamacpp"
     flash_attention: bool | None = None
+    load_mode: str | None = None  # llama-server --load-mode; None: the build's default (mmap)
 
 
 @dataclass
@@ -140,6 +144,9 @@ class PlanResult:
                 "overhead_bytes",
                 "total_bytes",
                 "budget_bytes",
+                "logged_weights_bytes",
+                "logged_buffers_bytes",
+                "repack_bytes",
             )
         }
         lic = self.license
@@ -172,11 +179,33 @@ class PlanResult:
                 else None
             ),
             "layout_exact": c.facts.weights.exact,
+            "load_mode": c.settings.load_mode,
+            "weights_held": c.memory.host.weights_held,
+            "weights_summary": weights_summary(c),
             "alternatives": [a.as_dict() for a in self.alternatives],
             "suggested_profiles": self.suggested_profiles,
             "assumptions": self.assumptions,
             "warnings": self.warnings,
         }
+
+
+def weights_summary(option: Option) -> str:
+    """One line on how the host holds the weights, e.g. 'memory-mapped, 4.1 GiB resident; ...'."""
+    host = option.memory.host
+    text = f"{WEIGHTS_HELD[option.settings.load_mode]}, {fmt_bytes(host.weights_bytes)} resident"
+    if option.memory.devices:
+        text += " on the host"
+    if host.repack_bytes:
+        if option.settings.load_mode == "mmap":
+            text += (
+                f"; {fmt_bytes(host.repack_bytes)} of repacked copies, their mapped source "
+                "pages reclaimable"
+            )
+        elif option.settings.load_mode == "mmap+mlock":
+            text += f"; {fmt_bytes(host.repack_bytes)} repacked and also locked in the mapping"
+        else:
+            text += f", {fmt_bytes(host.repack_bytes)} of it repacked for the CPU"
+    return text
 
 
 def machine_spec(profile: Profile) -> MachineSpec:
@@ -192,6 +221,7 @@ def machine_spec(profile: Profile) -> MachineSpec:
             device_overhead_bytes=0,
             host_budget_bytes=ram - wired,
             device_name="MTL",
+            cpu_threads=profile.cpu_cores,
         )
     if profile.gpu is not None:
         total = profile.gpu.memory_mib << 20
@@ -202,6 +232,7 @@ def machine_spec(profile: Profile) -> MachineSpec:
             device_overhead_bytes=profile.gpu.reserve_mib << 20,
             host_budget_bytes=host_budget,
             device_name="ROCm" if profile.kind == "amd" else "CUDA",
+            cpu_threads=profile.cpu_cores,
         )
     return MachineSpec(
         kind="cpu",
@@ -209,6 +240,7 @@ def machine_spec(profile: Profile) -> MachineSpec:
         device_budget_bytes=0,
         device_overhead_bytes=0,
         host_budget_bytes=host_budget,
+        cpu_threads=profile.cpu_cores,
     )
 
 
@@ -261,6 +293,7 @@ def _settings(req: PlanRequest, ctx: int, fa: bool, ngl: int) -> FitSettings:
         flash_attention=fa,
         n_gpu_layers=ngl,
         ctx_is_per_slot=req.backend == "ollama",
+        load_mode=load_mode_of(req.load_mode),
     )
 
 
@@ -388,6 +421,10 @@ def make_plan(
     if req.kv_type not in KV_TYPES:
         raise InvalidRequest(
             f"unknown KV type '{req.kv_type}'", f"Use one of: {', '.join(KV_TYPES)}."
+        )
+    if req.load_mode is not None and req.load_mode not in ("auto", *LOAD_MODES):
+        raise InvalidRequest(
+            f"unknown load mode '{req.load_mode}'", f"Use one of: {', '.join(LOAD_MODES)}."
         )
     arch = candidates[0].arch
     ctx = req.ctx if req.ctx is not None else min(DEFAULT_CTX, arch.ctx_train)

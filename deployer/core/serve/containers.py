@@ -53,6 +53,24 @@ class ImageInfo:
     labels: dict[str, str]
 
 
+@dataclass(frozen=True)
+class MemoryUse:
+    """A container's memory as its cgroup counts it (page cache included); None: not known."""
+
+    oom_killed: bool = False  # the kernel's OOM killer ended the container's process
+    limit_bytes: int | None = None
+    usage_bytes: int | None = None  # now (running containers only)
+    peak_bytes: int | None = None  # the most it used (cgroup v1 max_usage; v2 memory.peak)
+    failcnt: int = 0  # times the cgroup hit its limit (cgroup v1)
+
+    def at_limit(self, fraction: float = 0.95) -> bool:
+        """Whether it was killed for memory, hit its limit, or sits within 5% of it."""
+        if self.oom_killed or self.failcnt > 0:
+            return True
+        used = max(self.usage_bytes or 0, self.peak_bytes or 0)
+        return self.limit_bytes is not None and used >= fraction * self.limit_bytes
+
+
 ProgressFn = Callable[[float, str], None]  # (elapsed seconds, health status)
 
 
@@ -77,6 +95,10 @@ class ContainerEngine(Protocol):
         poll_s: float = 0.5,
     ) -> None:
         """Return once healthy; ContainerExited or HealthTimeout otherwise."""
+        ...
+
+    def memory_use(self, *, container_id: str) -> MemoryUse:
+        """What the container's cgroup holds and held (empty when the engine cannot say)."""
         ...
 
     def container_logs(self, *, container_id: str, tail: int, follow: bool) -> Iterator[str]:

@@ -105,11 +105,15 @@ def check_name_free(
         raise NameInUse(name)
 
 
-def with_limits(spec: ContainerSpec, result: PlanResult) -> ContainerSpec:
-    """`spec` capped by the plan (deployer.core.serve.limits), its process cap sized for this host's
-    CPUs, which the server in the container sees."""
+def with_limits(
+    spec: ContainerSpec, result: PlanResult, memory_limit_bytes: int | None = None
+) -> ContainerSpec:
+    """`spec` capped by the plan (deployer.core.serve.limits), or by `memory_limit_bytes` when the
+    user set one; its process cap sized for this host's CPUs, which the server in the container
+    sees."""
     limits = resource_limits(result, host_cpus=os.cpu_count())
-    return replace(spec, memory_limit_bytes=limits.memory_limit_bytes, pids_limit=limits.pids)
+    memory = memory_limit_bytes or limits.memory_limit_bytes
+    return replace(spec, memory_limit_bytes=memory, pids_limit=limits.pids)
 
 
 def serve_and_prove(
@@ -189,7 +193,9 @@ def deploy(
     return serve_and_prove(
         result=result,
         bundle=bundle,
-        server=LlamaContainer(engine, bundle, spec, image_source),
+        server=LlamaContainer(
+            engine, bundle, spec, image_source, plan_bytes=result.chosen.memory.host.total_bytes
+        ),
         smoke=smoke,
         model_files=model_files,
         api_key_file=api_key_file,

@@ -49,8 +49,10 @@ from deployer.core.serve.servers import (
     Server,
     container_spec_for,
 )
+from deployer.core.serve.specs import ContainerSpec
 from deployer.core.state.records import check_name
 from deployer.core.state.store import RecordStore
+from deployer.core.units import MIB, fmt_bytes, parse_bytes
 from deployer.core.untrusted import check_port
 
 
@@ -70,11 +72,12 @@ class DeployRequest:
     accept_license: bool = False
     timeout_s: float | None = None
     dry_run: bool = False
+    memory_limit_bytes: int | None = None  # --memory-limit; None: the plan's limit
 
 
 def check_flags(
     *, backend: str, port: int | None, expose: bool, insecure: bool, timeout_s: float | None,
-    runtime: str | None,
+    runtime: str | None, memory_limit: str | None = None,
 ) -> None:  # fmt: skip
     """Refuse flags that cannot work, before any profile, plan or download."""
     if port is not None:
@@ -84,6 +87,27 @@ def check_flags(
         raise InvalidRequest(f"--timeout {timeout_s:g} is not in (0, 86400] seconds")
     if runtime not in (None, "container", "native"):
         raise InvalidRequest(f"unknown runtime '{runtime}'", "Use container or native.")
+    if memory_limit is not None:
+        parse_memory_limit(memory_limit)
+        if runtime == "native":
+            raise InvalidRequest(
+                "--memory-limit caps a container; the native runtime has none",
+                "Drop --memory-limit, or use --runtime container.",
+            )
+
+
+MIN_MEMORY_LIMIT_BYTES = 6 * MIB  # Docker refuses a smaller --memory
+
+
+def parse_memory_limit(text: str) -> int:
+    """--memory-limit as bytes ('300M', '2G', '1536Mi'); InvalidRequest when it is not a size."""
+    n = parse_bytes(text)
+    if n is None or n < MIN_MEMORY_LIMIT_BYTES:
+        raise InvalidRequest(
+            f"--memory-limit {text!r} is not a memory size of at least 6 MiB",
+            "Use a number with K, M or G (1024-based), e.g. --memory-limit 300M.",
+        )
+    return n
 
 
 def runtime_for(profile: Profile, runtime: str | None, backend: str) -> str:
@@ -214,16 +238,38 @@ def deploy_model(
         if req.expose:
             edges.say("warning: --expose --insecure: Ollama has no API key; anyone who "
                       f"reaches port {port} can use the server")  # fmt: skip
-        spec = with_limits(container_spec_for(bundle, None), result)
+        spec = with_limits(container_spec_for(bundle, None), result, req.memory_limit_bytes)
         server = OllamaContainer(
             engine, bundle, spec, image_note, create=edges.ollama_create, model_path=pulled.path
         )
     else:
         key_file = edges.keys.write_api_key(name, for_container=True) if req.expose else None
-        spec = with_limits(container_spec_for(bundle, key_file), result)
-        server = LlamaContainer(engine, bundle, spec, image_note)
+        spec = with_limits(container_spec_for(bundle, key_file), result, req.memory_limit_bytes)
+        server = LlamaContainer(
+            engine, bundle, spec, image_note, plan_bytes=result.chosen.memory.host.total_bytes
+        )
+    _warn_limit_under_plan(req, edges, result, spec)
     smoke = edges.ollama_smoke if backend == "ollama" else edges.llama_smoke
     return _serve(req, edges, result, bundle, server, smoke, pulled, key_file, progress)
+
+
+def _warn_limit_under_plan(
+    req: DeployRequest, edges: DeployEdges, result: PlanResult, spec: ContainerSpec
+) -> None:
+    """Say so when --memory-limit is under what the plan says the server holds."""
+    need = result.chosen.memory.host.total_bytes
+    if req.memory_limit_bytes is not None and req.memory_limit_bytes < need:
+        edges.say(
+            f"warning: --memory-limit {fmt_bytes(req.memory_limit_bytes)} is under the plan's "
+            f"{fmt_bytes(need)}: expect the server to be OOM-killed or to thrash"
+        )
+    elif spec.memory_limit_bytes is not None:
+        edges.say(
+            f"memory limit: {fmt_bytes(spec.memory_limit_bytes)} "
+            f"(plan {fmt_bytes(need)} + headroom)"
+            if req.memory_limit_bytes is None
+            else f"memory limit: {fmt_bytes(spec.memory_limit_bytes)} (--memory-limit)"
+        )
 
 
 def _serve(
@@ -269,7 +315,8 @@ def _dry_run(
     bundle, weights_path = prepared.bundle, prepared.weights.path
     spec = bundle.container_spec()
     if backend == "llamacpp":
-        spec = with_limits(spec, result)  # as deploy() runs it
+        spec = with_limits(spec, result, req.memory_limit_bytes)  # as deploy() runs it
+        _warn_limit_under_plan(req, edges, result, spec)
     key_note = "(generated at deploy time)" if req.expose and backend == "llamacpp" else None
     out: dict[str, Any] = {
         "plan": result.as_dict(),

@@ -1,6 +1,9 @@
 """Memory and process limits of one deployment, derived from its plan, the same on every target
-(compose `mem_limit`/`pids_limit`, systemd `MemoryMax=`/`TasksMax=`, k8s resources, and the
-ContainerSpec of `deployer deploy`). launchd has no cgroups and gets none.
+(compose `mem_limit`/`pids_limit`, systemd `MemoryMax=`/`TasksMax=`, k8s resources, the
+ContainerSpec of `deployer deploy`, the fleet's hosts). launchd has no cgroups and gets none.
+
+The plan is the limit: the request is the plan's host total (the server's resident working set),
+the limit that plus stated headroom, max(64 MiB, 5%) (docs/fit.md, "The plan is the limit").
 """
 
 from __future__ import annotations
@@ -11,7 +14,14 @@ from dataclasses import dataclass
 from deployer.core.fit.plan import PlanResult
 from deployer.core.units import MIB
 
-MIN_MEMORY_BYTES = 512 * MIB  # below this the runtime itself (server, init, libraries) does not fit
+# Floors under the request: llama-server measured about 40 MiB beyond its buffers (docs/fit.md);
+# Ollama runs a Go server beside its llama runner, sized here as before (not yet measured).
+MIN_MEMORY_BYTES = 256 * MIB
+MIN_OLLAMA_MEMORY_BYTES = 512 * MIB
+# Headroom of the limit over the plan: page cache the server touches once while loading (the
+# kernel reclaims it first), allocator slack and the health check's own process.
+HEADROOM_MIN_BYTES = 64 * MIB
+HEADROOM_FRACTION = 0.05
 # llama-server runs a compute thread per core, an HTTP thread per hardware thread and a few of
 # its own; the base covers those few, an init and a health check, the factor the rest.
 PIDS_BASE = 128
@@ -22,8 +32,8 @@ PIDS_PER_CPU = 4
 class ResourceLimits:
     """Memory and process limits of one deployment, the same on every target."""
 
-    memory_request_bytes: int  # the plan's host total (llama.cpp's host buffers), >= 512 MiB
-    memory_limit_bytes: int  # plus the whole file: mapped weights are page cache in the cgroup
+    memory_request_bytes: int  # the plan's host total (the resident working set), >= the floor
+    memory_limit_bytes: int  # the request plus headroom_for(request)
     pids: int
 
     @property
@@ -42,12 +52,17 @@ def pids_for(cpus: int) -> int:
     return PIDS_BASE + PIDS_PER_CPU * max(cpus, 1)
 
 
+def headroom_for(request_bytes: int) -> int:
+    """Headroom of the memory limit over the plan's figure: max(64 MiB, 5%), whole MiB."""
+    return max(HEADROOM_MIN_BYTES, math.ceil(request_bytes * HEADROOM_FRACTION / MIB) * MIB)
+
+
 def resource_limits(result: PlanResult, *, host_cpus: int | None = None) -> ResourceLimits:
-    """The limits every target carries, from the plan: host memory plus the file's pages; the
-    process cap from the larger of the profile's cores and the CPUs the server will see (it
-    sizes its thread pools by what it sees), when the caller knows them."""
+    """The limits every target carries, from the plan: its host total as the request, plus
+    headroom as the limit; the process cap from the larger of the profile's cores and the CPUs
+    the server will see (it sizes its thread pools by what it sees), when the caller knows them."""
     host = result.chosen.memory.host
-    request_mib = max(math.ceil(host.total_bytes / MIB), MIN_MEMORY_BYTES // MIB)
-    file_mib = math.ceil(result.chosen.facts.weights.file_bytes / MIB)
+    floor = MIN_OLLAMA_MEMORY_BYTES if result.request.backend == "ollama" else MIN_MEMORY_BYTES
+    request = max(math.ceil(host.total_bytes / MIB), floor // MIB) * MIB
     cpus = max(result.profile.cpu_cores, host_cpus or 0)
-    return ResourceLimits(request_mib * MIB, (request_mib + file_mib) * MIB, pids_for(cpus))
+    return ResourceLimits(request, request + headroom_for(request), pids_for(cpus))

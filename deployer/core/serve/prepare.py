@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import shlex
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path, PurePosixPath
 from typing import Protocol
 
@@ -78,6 +78,7 @@ class Planner(Protocol):
         parallel: int,
         kv_type: str,
         backend: str,
+        load_mode: str | None,
     ) -> PlanResult: ...
 
 
@@ -90,6 +91,7 @@ class PlanInputs:
     parallel: int = 1
     kv_type: str = "f16"
     backend: str = "llamacpp"
+    load_mode: str | None = None  # llama-server --load-mode; None: the build's default (mmap)
 
 
 @dataclass(frozen=True)
@@ -151,6 +153,14 @@ def prepare(
 ) -> Prepared:
     """The weights `result` runs on and the bundle that runs it there."""
     weights = locate(ref, result.chosen.facts)
+    planned = result.request.load_mode
+    if options.load_mode is not None and _mode(options.load_mode) != _mode(planned):
+        raise InvalidRequest(
+            f"rendering with --load-mode {options.load_mode} a plan made for {_mode(planned)}",
+            "Plan and render with the same --load-mode.",
+        )
+    # Render loads the weights the way the plan assumed they are held.
+    options = replace(options, load_mode=options.load_mode or planned)
     bundle = render_plan(
         result,
         model_path=weights.path,
@@ -159,6 +169,11 @@ def prepare(
         **asdict(options),
     )
     return Prepared(result, weights, bundle)
+
+
+def _mode(load_mode: str | None) -> str:
+    # The build's default (no flag) and "auto" are mmap wherever deployer runs llama-server.
+    return "mmap" if load_mode in (None, "auto") else load_mode
 
 
 def deployment_name(result: PlanResult, name: str | None) -> str:

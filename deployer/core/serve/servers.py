@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any, Literal, Protocol
 
 from deployer.core.clock import Clock
+from deployer.core.errors import ContainerExited, HealthTimeout, OutOfMemory
 from deployer.core.serve.containers import ContainerEngine, ContainerInfo
 from deployer.core.serve.render import API_KEY_IN_CONTAINER, RenderedBundle
 from deployer.core.serve.specs import ContainerSpec, Mount
@@ -121,6 +122,7 @@ class LlamaContainer:
         *,
         ready_path: str = "/health",
         poll_s: float = 0.05,
+        plan_bytes: int = 0,
     ) -> None:
         self.engine, self.bundle, self.spec = engine, bundle, spec
         self.image_source = image_source
@@ -128,21 +130,45 @@ class LlamaContainer:
         self.smoke_model = bundle.labels["io.deployer.model"]
         self.container_id: str | None = None
         self._ready_path, self._poll_s = ready_path, poll_s
+        self.plan_bytes = plan_bytes  # the plan's host total, named when memory runs out
 
     def start(self) -> None:
         """Run the container."""
         self.container_id = self.engine.run_container(spec=self.spec)
 
     def wait_ready(self, endpoint: str, timeout_s: float, on_progress: Progress | None) -> None:
-        """Until the engine's health check and the ready URL both pass."""
+        """Until the engine's health check and the ready URL both pass; a death or stall under
+        the memory limit is named as such (OutOfMemory), not as a plain exit or timeout."""
         assert self.container_id is not None
-        self.engine.wait_healthy(
-            container_id=self.container_id,
-            timeout_s=timeout_s,
-            on_progress=on_progress,
-            ready_url=f"{endpoint}{self._ready_path}",
-            poll_s=self._poll_s,
+        try:
+            self.engine.wait_healthy(
+                container_id=self.container_id,
+                timeout_s=timeout_s,
+                on_progress=on_progress,
+                ready_url=f"{endpoint}{self._ready_path}",
+                poll_s=self._poll_s,
+            )
+        except (ContainerExited, HealthTimeout) as exc:
+            raise self.memory_failure(exc) or exc from None
+
+    def memory_failure(self, exc: Exception) -> OutOfMemory | None:
+        """OutOfMemory when `exc` (an exit, a timeout) happened at the memory limit, else None."""
+        if self.container_id is None or self.spec.memory_limit_bytes is None:
+            return None
+        use = self.engine.memory_use(container_id=self.container_id)
+        # SIGKILL (137) under a memory limit, with nobody else stopping it, is the OOM killer.
+        killed = use.oom_killed or (
+            isinstance(exc, ContainerExited) and exc.container_exit_code == 137
         )
+        if not killed and not (isinstance(exc, HealthTimeout) and use.at_limit()):
+            return None
+        limit = use.limit_bytes or self.spec.memory_limit_bytes
+        peak = use.peak_bytes or use.usage_bytes
+        if killed and (peak is None or peak < limit):
+            # The kernel kills at the limit; a restart policy has since started the container
+            # again in a fresh cgroup, whose counters say nothing of the killed attempt.
+            peak = limit
+        return OutOfMemory(self.spec.name, killed, self.plan_bytes, limit, peak)
 
     def record_fields(self) -> dict[str, Any]:
         """The container and its image."""
