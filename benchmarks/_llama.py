@@ -185,6 +185,7 @@ def run_trial(
     port = free_port()
     binary = llama_prefix() / "bin" / "llama-server"
     cmd = [str(binary), "-m", str(model), "--host", "127.0.0.1", "--port", str(port), "-v", *args]
+    drop_file_cache(model)
     cg: Path | None = None
     if cap_bytes is not None:
         cg = CGROUP_V1_MEMORY / f"deployer-fitbench-{os.getpid()}-{port}"
@@ -192,13 +193,18 @@ def run_trial(
         (cg / "memory.limit_in_bytes").write_text(str(cap_bytes))
         # The shell joins the group, then becomes llama-server: every page it touches is charged.
         cmd = ["sh", "-c", f'echo $$ > {cg}/cgroup.procs && exec "$@"', "sh", *cmd]
-    drop_file_cache(model)
     peaks = ResidentPeaks()
     speeds: list[float] = []
     error = ""
     t0 = time.monotonic()
     logf = tempfile.TemporaryFile(mode="w+")  # noqa: SIM115 - closed in the finally below
-    proc = subprocess.Popen(cmd, stdout=logf, stderr=subprocess.STDOUT, text=True)
+    try:
+        proc = subprocess.Popen(cmd, stdout=logf, stderr=subprocess.STDOUT, text=True)
+    except OSError:
+        logf.close()
+        if cg is not None:
+            _remove_cgroup(cg)
+        raise
     status = Path(f"/proc/{proc.pid}/status")
     result: dict[str, Any] = {}
 

@@ -352,9 +352,9 @@ def markdown_table(rows: list[dict[str, Any]]) -> str:
         return "-" if x is None else f"{x / MIB:.1f}"
 
     lines = [
-        "| model | in-sample | ctx | slots | KV | FA | mmap | weights log / est | KV log / est "
+        "| model | in-sample | ctx | slots | KV | FA | ub | mmap | weights log / est | KV log / est "
         "| compute log / est | RSS anon / file peak | cap | plan | plan / cap | targets |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in rows:
         ratio = r["total_est_over_cap"]
@@ -362,7 +362,7 @@ def markdown_table(rows: list[dict[str, Any]]) -> str:
         lines.append(
             f"| {r['model']} | {'yes' if r['in_sample'] else 'no'} | {r['ctx']} | {r['slots']} "
             f"| {r['kv_type']} | {'on' if r['flash_attention'] else 'off'} "
-            f"| {'on' if r['mmap'] else 'off'} "
+            f"| {r['ubatch']} | {'on' if r['mmap'] else 'off'} "
             f"| {m(r['weights_real'])} / {m(r['weights_est'])} | {m(r['kv_real'])} / {m(r['kv_est'])} "
             f"| {m(r['compute_real'])} / {m(r['compute_est'])} "
             f"| {m(r['rss_anon_peak'])} / {m(r['rss_file_peak'])} | {m(r['cap'])} "
