@@ -11,8 +11,9 @@ flash attention on/off, mmap on/off). For each setting it records:
   which the server loads, answers and decodes within 10% of its uncapped speed (bisection to
   64 MiB, 8 MiB for small servers; needs root and /sys/fs/cgroup/memory).
 
-    python benchmarks/fit_accuracy.py [--quick] [--full] [--caps] [--models demo,llama2-7b]
-                                      [--model PATH] [--threads 2] [--out FILE]
+    python benchmarks/fit_accuracy.py [--quick] [--full] [--caps] [--models demo,llama2-7b|all]
+                                      [--settings 0,1] [--model PATH] [--threads 2]
+                                      [--n-predict 32] [--out FILE] [--render FILE]
 
 Prints a table and writes benchmarks/results/fit_accuracy.json.
 Targets per setting: KV within 1 MiB of the log; weights within 1% of the log; the plan's host
@@ -214,6 +215,7 @@ def _outcome(run: TrialRun, reference_tps: float) -> TrialOutcome:
         tokens_per_s=max(run.tokens_per_s, default=0.0),
         cgroup_max_usage_bytes=run.cgroup_max_usage_bytes,
         cgroup_failcnt=run.cgroup_failcnt,
+        cgroup_failcnt_serving=run.cgroup_failcnt_serving,
     )
 
 

@@ -76,6 +76,7 @@ class TrialOutcome:
     tokens_per_s: float = 0.0
     cgroup_max_usage_bytes: int = 0
     cgroup_failcnt: int = 0
+    cgroup_failcnt_serving: int = 0  # of those, after the server said it was ready
 
 
 @dataclass
@@ -103,6 +104,7 @@ class CapSearch:
                     "tokens_per_s": round(t.tokens_per_s, 2),
                     "cgroup_max_usage_mib": round(t.cgroup_max_usage_bytes / MIB, 1),
                     "cgroup_failcnt": t.cgroup_failcnt,
+                    "cgroup_failcnt_serving": t.cgroup_failcnt_serving,
                 }
                 for cap, t in self.trials
             ],
