@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+import contextlib
+import json
 import os
 import socket
 import subprocess
 import tempfile
+import threading
 import time
 import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -82,3 +86,217 @@ def run_server(model: Path, args: list[str], timeout_s: float = 120.0) -> Server
     if not healthy_at:
         raise RuntimeError(f"llama-server did not become healthy: {' '.join(cmd)}\n{out[-3000:]}")
     return ServerRun(log=out, rss_bytes=rss, seconds_to_healthy=healthy_at)
+
+
+# --- a run measured as the user lives with it: resident memory, a cgroup cap, decode speed ----
+
+CGROUP_V1_MEMORY = Path("/sys/fs/cgroup/memory")
+# Token ids, not text: the sparse shape models carry a placeholder vocabulary (ids < 32000).
+PROMPT = [1, 450, 4955, 310, 278, 14010, 3965, 16410]
+
+
+@dataclass
+class TrialRun:
+    """One llama-server start, optionally under a cgroup memory cap, and what it did."""
+
+    log: str
+    peaks: Any  # fit_truth.ResidentPeaks
+    tokens_per_s: list[float]  # llama-server's own timings.predicted_per_second, per completion
+    error: str  # "" when it loaded and answered every completion
+    exit_code: int | None  # None when we stopped it ourselves
+    cgroup_max_usage_bytes: int = 0
+    cgroup_failcnt: int = 0
+    cgroup_failcnt_serving: int = 0  # of those, after /health said ready (decode pressure)
+    cgroup_oom_kills: int = 0
+    seconds: float = 0.0
+
+
+def cgroup_available() -> bool:
+    """A writable cgroup v1 memory hierarchy (root on a v1 host)."""
+    return (CGROUP_V1_MEMORY / "cgroup.procs").exists() and os.access(CGROUP_V1_MEMORY, os.W_OK)
+
+
+def drop_file_cache(path: Path) -> None:
+    """Evict the file's clean page-cache pages, so the next run faults them in (and a cgroup is
+    charged for them: a page is charged to the group that first brings it in)."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
+    finally:
+        os.close(fd)
+
+
+def _read_int(path: Path) -> int:
+    try:
+        return int(path.read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return 0
+
+
+def _oom_kills(cg: Path) -> int:
+    try:
+        for line in (cg / "memory.oom_control").read_text().splitlines():
+            if line.startswith("oom_kill "):
+                return int(line.split()[1])
+    except (OSError, ValueError):
+        pass
+    return 0
+
+
+def _complete(port: int, n_predict: int, timeout_s: float) -> float:
+    body = json.dumps(
+        {
+            "prompt": PROMPT,
+            "n_predict": n_predict,
+            "temperature": 0,
+            "ignore_eos": True,
+            "cache_prompt": False,
+        }
+    ).encode()
+    req = urllib.request.Request(
+        f"http://127.0.0.1:{port}/completion",
+        data=body,
+        headers={"Content-Type": "application/json"},
+    )
+    with urllib.request.urlopen(req, timeout=timeout_s) as r:
+        reply = json.loads(r.read())
+    return float(reply["timings"]["predicted_per_second"])
+
+
+def run_trial(
+    model: Path,
+    args: list[str],
+    *,
+    cap_bytes: int | None = None,
+    completions: int = 1,
+    n_predict: int = 32,
+    timeout_s: float = 180.0,
+    enough_tokens_per_s: float = 0.0,
+    completion_timeout_s: float | None = None,
+    poll_s: float = 0.05,
+) -> TrialRun:
+    """Start llama-server (inside a fresh cgroup capped at `cap_bytes` when given), wait for
+    health, run up to `completions` completions (stopping early once one reaches
+    `enough_tokens_per_s`), polling /proc/PID/status for resident peaks throughout. Everything
+    is bounded by `timeout_s`, each completion by `completion_timeout_s`: a thrashing server is
+    killed, not waited on."""
+    from fit_truth import ResidentPeaks, parse_proc_status
+
+    port = free_port()
+    binary = llama_prefix() / "bin" / "llama-server"
+    cmd = [str(binary), "-m", str(model), "--host", "127.0.0.1", "--port", str(port), "-v", *args]
+    drop_file_cache(model)
+    cg: Path | None = None
+    if cap_bytes is not None:
+        cg = CGROUP_V1_MEMORY / f"deployer-fitbench-{os.getpid()}-{port}"
+        cg.mkdir()
+        (cg / "memory.limit_in_bytes").write_text(str(cap_bytes))
+        # The shell joins the group, then becomes llama-server: every page it touches is charged.
+        cmd = ["sh", "-c", f'echo $$ > {cg}/cgroup.procs && exec "$@"', "sh", *cmd]
+    peaks = ResidentPeaks()
+    speeds: list[float] = []
+    error = ""
+    t0 = time.monotonic()
+    logf = tempfile.TemporaryFile(mode="w+")  # noqa: SIM115 - closed in the finally below
+    try:
+        proc = subprocess.Popen(cmd, stdout=logf, stderr=subprocess.STDOUT, text=True)
+    except OSError:
+        logf.close()
+        if cg is not None:
+            _remove_cgroup(cg)
+        raise
+    status = Path(f"/proc/{proc.pid}/status")
+    result: dict[str, Any] = {}
+
+    def sample() -> None:
+        with contextlib.suppress(OSError):
+            peaks.add(parse_proc_status(status.read_text()))
+
+    def client() -> None:
+        try:
+            while time.monotonic() - t0 < timeout_s:
+                try:
+                    with urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=2) as r:
+                        if r.status == 200:
+                            break
+                except OSError:
+                    time.sleep(0.2)
+            else:
+                result["error"] = "timeout before healthy"
+                return
+            if cg is not None:
+                result["failcnt_ready"] = _read_int(cg / "memory.failcnt")
+            for _ in range(completions):
+                left = timeout_s - (time.monotonic() - t0)
+                if left <= 1:
+                    result["error"] = "timeout during completion"
+                    return
+                if completion_timeout_s is not None:
+                    left = min(left, completion_timeout_s)
+                try:
+                    speeds.append(_complete(port, n_predict, left))
+                except TimeoutError:
+                    result["error"] = f"slow (no answer in {left:.0f} s)"
+                    return
+                if enough_tokens_per_s and speeds[-1] >= enough_tokens_per_s:
+                    return
+                # A cap not hit while serving cannot have slowed it: one answer is enough.
+                if cg is not None and _read_int(cg / "memory.failcnt") == result["failcnt_ready"]:
+                    return
+        except (OSError, ValueError, KeyError) as e:
+            result["error"] = f"request failed: {type(e).__name__}"
+
+    worker = threading.Thread(target=client, daemon=True)
+    worker.start()
+    exit_code: int | None = None
+    try:
+        while worker.is_alive():
+            sample()
+            if proc.poll() is not None:
+                break
+            if time.monotonic() - t0 > timeout_s + 5:
+                result.setdefault("error", "timeout")
+                break
+            time.sleep(poll_s)
+        sample()
+        exit_code = proc.poll()
+        if exit_code is not None:
+            error = result.get("error") or f"exited {exit_code}"
+            if exit_code in (-9, 137):
+                error = "killed (oom)" if cg is not None else f"exited {exit_code}"
+        else:
+            error = result.get("error", "")
+    finally:
+        if proc.poll() is None:
+            proc.terminate()
+            try:
+                proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+        worker.join(timeout=5)
+        logf.seek(0)
+        out = logf.read()
+        logf.close()
+        run = TrialRun(out, peaks, speeds, error, exit_code, seconds=time.monotonic() - t0)
+        if cg is not None:
+            run.cgroup_max_usage_bytes = _read_int(cg / "memory.max_usage_in_bytes")
+            run.cgroup_failcnt = _read_int(cg / "memory.failcnt")
+            run.cgroup_failcnt_serving = run.cgroup_failcnt - result.get("failcnt_ready", 0)
+            run.cgroup_oom_kills = _oom_kills(cg)
+            if run.cgroup_oom_kills and "oom" not in run.error:
+                run.error = f"killed (oom){': ' + run.error if run.error else ''}"
+            _remove_cgroup(cg)
+    return run
+
+
+def _remove_cgroup(cg: Path) -> None:
+    # The processes are gone; the group's leftover page-cache charges move to the parent.
+    for _ in range(50):
+        try:
+            cg.rmdir()
+            return
+        except FileNotFoundError:
+            return
+        except OSError:
+            time.sleep(0.1)

@@ -1,0 +1,226 @@
+"""Pure parts of the fit benchmark: /proc status parsing, the cap search, the targets.
+
+No processes, no files: `_llama.py` runs the server and feeds these functions what it read, so
+the unit tests (tests/unit/test_fit_bench.py) can drive them with recorded text and fake trials.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from deployer.core.units import GIB, MIB
+
+# What the compute-buffer coefficients were fitted on (see docs/fit.md); every other model is
+# judged out of sample.
+IN_SAMPLE_MODELS = frozenset({"demo"})
+
+# A capped server must decode at least this fraction of its uncapped speed to pass.
+SPEED_FLOOR = 0.90
+KV_TOLERANCE_BYTES = 1 * MIB
+WEIGHTS_TOLERANCE = 0.01
+TOTAL_CEILING = 1.10
+
+_STATUS_LINE = re.compile(r"^(?P<key>[A-Za-z]+):\s+(?P<kib>\d+)\s+kB\s*$")
+_STATUS_KEYS = {"RssAnon": "anon", "RssFile": "file", "RssShmem": "shmem", "VmHWM": "hwm"}
+
+
+@dataclass
+class ResidentSample:
+    """One reading of /proc/PID/status, in bytes (0 for a field the kernel did not print)."""
+
+    anon: int = 0
+    file: int = 0
+    shmem: int = 0
+    hwm: int = 0
+
+
+def parse_proc_status(text: str) -> ResidentSample:
+    """The resident-memory fields of a /proc/PID/status text (kB in the file, bytes here)."""
+    sample = ResidentSample()
+    for line in text.splitlines():
+        m = _STATUS_LINE.match(line)
+        if m is None or m["key"] not in _STATUS_KEYS:
+            continue
+        setattr(sample, _STATUS_KEYS[m["key"]], int(m["kib"]) * 1024)
+    return sample
+
+
+@dataclass
+class ResidentPeaks:
+    """The largest value of each field over a run (each field peaks on its own)."""
+
+    anon: int = 0
+    file: int = 0
+    shmem: int = 0
+    hwm: int = 0
+    samples: int = 0
+
+    def add(self, s: ResidentSample) -> None:
+        """Fold one sample in."""
+        self.anon = max(self.anon, s.anon)
+        self.file = max(self.file, s.file)
+        self.shmem = max(self.shmem, s.shmem)
+        self.hwm = max(self.hwm, s.hwm)
+        self.samples += 1
+
+
+@dataclass
+class TrialOutcome:
+    """What one server start under one cap (or none) came to."""
+
+    ok: bool  # loaded, answered, and (when judged against a reference) fast enough
+    reason: str  # "" when ok; else "oom", "load failed", "timeout", "slow 0.62x", ...
+    tokens_per_s: float = 0.0
+    cgroup_max_usage_bytes: int = 0
+    cgroup_failcnt: int = 0
+    cgroup_failcnt_serving: int = 0  # of those, after the server said it was ready
+
+
+@dataclass
+class CapSearch:
+    """The smallest passing cap found, and every trial that led to it."""
+
+    cap_bytes: int | None  # None: even the high bound failed
+    low_bytes: int
+    high_bytes: int
+    resolution_bytes: int
+    trials: list[tuple[int, TrialOutcome]] = field(default_factory=list)
+
+    def as_dict(self) -> dict[str, Any]:
+        """JSON-ready form (caps in MiB)."""
+        return {
+            "cap_mib": None if self.cap_bytes is None else round(self.cap_bytes / MIB, 1),
+            "low_mib": round(self.low_bytes / MIB, 1),
+            "high_mib": round(self.high_bytes / MIB, 1),
+            "resolution_mib": round(self.resolution_bytes / MIB, 1),
+            "trials": [
+                {
+                    "cap_mib": round(cap / MIB, 1),
+                    "ok": t.ok,
+                    "reason": t.reason,
+                    "tokens_per_s": round(t.tokens_per_s, 2),
+                    "cgroup_max_usage_mib": round(t.cgroup_max_usage_bytes / MIB, 1),
+                    "cgroup_failcnt": t.cgroup_failcnt,
+                    "cgroup_failcnt_serving": t.cgroup_failcnt_serving,
+                }
+                for cap, t in self.trials
+            ],
+        }
+
+
+def resolution_for(high_bytes: int) -> int:
+    """Search resolution: 64 MiB for multi-GiB servers, 8 MiB for small ones."""
+    return 64 * MIB if high_bytes >= 2 * GIB else 8 * MIB
+
+
+def judge_speed(tokens_per_s: float, reference_tokens_per_s: float) -> str:
+    """'' when the speed is within the floor of the reference, else why it fails."""
+    if reference_tokens_per_s <= 0:
+        return ""
+    ratio = tokens_per_s / reference_tokens_per_s
+    return "" if ratio >= SPEED_FLOOR else f"slow {ratio:.2f}x"
+
+
+def judge_trial(
+    error: str, tokens_per_s: list[float], reference_tokens_per_s: float, failcnt_serving: int
+) -> str:
+    """'' when a capped run passes, else why not.
+
+    `failcnt_serving` counts the times the group hit its cap after the server said it was ready
+    (hits while loading are the file streaming through the page cache, harmless). A run that
+    never hit its cap while serving cannot have been slowed by it: a slow decode there is the
+    machine's noise, not thrashing, and passes. Only a run pressed against its cap has to decode
+    within the floor of the uncapped speed (best of its completions).
+    """
+    if error:
+        return error
+    if not tokens_per_s:
+        return "no completion"
+    if failcnt_serving == 0:
+        return ""
+    return judge_speed(max(tokens_per_s), reference_tokens_per_s)
+
+
+def bisect_cap(
+    low_bytes: int,
+    high_bytes: int,
+    trial: Callable[[int], TrialOutcome],
+    *,
+    resolution_bytes: int,
+    grow: float = 1.25,
+    max_grow_steps: int = 3,
+) -> CapSearch:
+    """Smallest cap in (low, high] that passes `trial`, to within `resolution_bytes`.
+
+    `low_bytes` is taken to fail without trying it (the caller picks a cap the server cannot
+    live under, such as its anonymous peak); `high_bytes` is tried first, and grown by `grow`
+    up to `max_grow_steps` times when it fails. Caps are whole MiB. Assumes a larger cap never
+    fails where a smaller one passed; noise that breaks this only moves the answer up.
+    """
+    if resolution_bytes <= 0 or low_bytes < 0 or high_bytes <= low_bytes:
+        raise ValueError("need 0 <= low < high and a positive resolution")
+    res = CapSearch(None, low_bytes, high_bytes, resolution_bytes)
+
+    def run(cap: int) -> bool:
+        outcome = trial(cap)
+        res.trials.append((cap, outcome))
+        return outcome.ok
+
+    hi = _whole_mib(high_bytes)
+    for _ in range(max_grow_steps + 1):
+        if run(hi):
+            break
+        low_bytes, hi = hi, _whole_mib(int(hi * grow))
+    else:
+        return res
+    lo = low_bytes
+    while hi - lo > resolution_bytes:
+        mid = _whole_mib((lo + hi) // 2)
+        if mid <= lo or mid >= hi:
+            break
+        if run(mid):
+            hi = mid
+        else:
+            lo = mid
+    res.cap_bytes = hi
+    return res
+
+
+def _whole_mib(n: int) -> int:
+    return -(-n // MIB) * MIB
+
+
+@dataclass
+class TargetCheck:
+    """Each target's verdict for one setting (None: not measured)."""
+
+    kv_ok: bool
+    weights_ok: bool
+    total_ok: bool | None
+    total_over_cap: float | None
+
+    @property
+    def ok(self) -> bool:
+        """All measured targets met."""
+        return self.kv_ok and self.weights_ok and self.total_ok is not False
+
+
+def check_targets(
+    *,
+    kv_logged: int,
+    kv_est: int,
+    weights_logged: int,
+    weights_est: int,
+    total_est: int,
+    cap_bytes: int | None,
+) -> TargetCheck:
+    """KV within 1 MiB of the log; weights within 1%; host total in [cap, 1.10 x cap]."""
+    kv_ok = abs(kv_est - kv_logged) <= KV_TOLERANCE_BYTES
+    weights_ok = abs(weights_est - weights_logged) <= WEIGHTS_TOLERANCE * max(weights_logged, 1)
+    if cap_bytes is None or cap_bytes <= 0:
+        return TargetCheck(kv_ok, weights_ok, None, None)
+    ratio = total_est / cap_bytes
+    return TargetCheck(kv_ok, weights_ok, 1.0 <= ratio <= TOTAL_CEILING, ratio)

@@ -1,0 +1,201 @@
+"""The fit benchmark's pure parts: /proc status parsing, the cap bisection, the targets."""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from deployer.core.units import GIB, MIB
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "benchmarks"))
+
+from fit_truth import (
+    ResidentPeaks,
+    TrialOutcome,
+    bisect_cap,
+    check_targets,
+    judge_speed,
+    judge_trial,
+    parse_proc_status,
+    resolution_for,
+)
+
+# A real /proc/PID/status of llama-server on the demo model (trimmed to the memory lines).
+STATUS = """Name:\tllama-server
+Umask:\t0022
+State:\tS (sleeping)
+VmPeak:\t 1702148 kB
+VmSize:\t 1636612 kB
+VmLck:\t       0 kB
+VmHWM:\t  350256 kB
+VmRSS:\t  350256 kB
+RssAnon:\t   94244 kB
+RssFile:\t  256012 kB
+RssShmem:\t       0 kB
+VmSwap:\t       0 kB
+Threads:\t7
+"""
+
+
+def test_status_fields_are_read_in_bytes() -> None:
+    s = parse_proc_status(STATUS)
+    assert (s.anon, s.file, s.shmem, s.hwm) == (
+        94244 * 1024,
+        256012 * 1024,
+        0,
+        350256 * 1024,
+    )
+
+
+@pytest.mark.parametrize(
+    "text",
+    ["", "RssAnon:\tlots kB\n", "RssAnon: 12 MB\n", "Name:\tx\nVmHWM:\n", "\x00garbage\n"],
+)
+def test_status_without_readable_fields_reads_as_zero(text: str) -> None:
+    s = parse_proc_status(text)
+    assert (s.anon, s.file, s.shmem, s.hwm) == (0, 0, 0, 0)
+
+
+def test_a_kernel_thread_status_has_no_rss_lines() -> None:
+    # Kernel threads (and a process that has just exited) print no Rss* lines.
+    s = parse_proc_status("Name:\tkthreadd\nState:\tS (sleeping)\nThreads:\t1\n")
+    assert s.hwm == 0 and s.anon == 0
+
+
+def test_peaks_take_each_field_at_its_own_maximum() -> None:
+    peaks = ResidentPeaks()
+    peaks.add(parse_proc_status("RssAnon:\t 100 kB\nRssFile:\t 900 kB\nVmHWM:\t 1000 kB\n"))
+    peaks.add(parse_proc_status("RssAnon:\t 400 kB\nRssFile:\t 200 kB\nVmHWM:\t 1000 kB\n"))
+    assert (peaks.anon, peaks.file, peaks.hwm, peaks.samples) == (
+        400 * 1024,
+        900 * 1024,
+        1024000,
+        2,
+    )
+
+
+def _fake(threshold: int, calls: list[int]) -> Callable[[int], TrialOutcome]:
+    def trial(cap: int) -> TrialOutcome:
+        calls.append(cap)
+        return TrialOutcome(cap >= threshold, "" if cap >= threshold else "oom")
+
+    return trial
+
+
+@pytest.mark.parametrize("threshold_mib", [101, 250, 333, 499, 500])
+def test_bisection_finds_the_threshold_within_the_resolution(threshold_mib: int) -> None:
+    calls: list[int] = []
+    res = bisect_cap(
+        100 * MIB, 500 * MIB, _fake(threshold_mib * MIB, calls), resolution_bytes=8 * MIB
+    )
+    assert res.cap_bytes is not None
+    assert threshold_mib * MIB <= res.cap_bytes < threshold_mib * MIB + 8 * MIB
+    assert calls[0] == 500 * MIB  # the high bound is confirmed first
+    assert all(c % MIB == 0 for c in calls)
+    assert len(calls) <= 1 + 6  # ceil(log2(400 / 8)) halvings
+    assert [c for c, _ in res.trials] == calls
+
+
+def test_a_failing_high_bound_is_grown_before_the_search() -> None:
+    calls: list[int] = []
+    res = bisect_cap(100 * MIB, 200 * MIB, _fake(300 * MIB, calls), resolution_bytes=8 * MIB)
+    assert calls[:3] == [200 * MIB, 250 * MIB, 313 * MIB]
+    assert res.cap_bytes is not None and 300 * MIB <= res.cap_bytes < 308 * MIB
+    # The search continues above the failed bound, never below it.
+    assert min(calls[3:]) > 250 * MIB
+
+
+def test_no_cap_when_even_the_grown_bound_fails() -> None:
+    calls: list[int] = []
+    res = bisect_cap(
+        1 * MIB, 10 * MIB, _fake(10 * GIB, calls), resolution_bytes=MIB, max_grow_steps=2
+    )
+    assert res.cap_bytes is None and len(calls) == 3
+    assert res.as_dict()["cap_mib"] is None
+
+
+@pytest.mark.parametrize(("lo", "hi", "step"), [(10, 10, 1), (10, 5, 1), (0, 10, 0), (-1, 10, 1)])
+def test_bisection_refuses_a_meaningless_range(lo: int, hi: int, step: int) -> None:
+    with pytest.raises(ValueError, match="low < high"):
+        bisect_cap(lo, hi, lambda c: TrialOutcome(True, ""), resolution_bytes=step)
+
+
+def test_resolution_is_coarse_only_for_big_servers() -> None:
+    assert resolution_for(8 * GIB) == 64 * MIB
+    assert resolution_for(400 * MIB) == 8 * MIB
+
+
+@pytest.mark.parametrize(
+    ("tps", "ref", "reason"),
+    [(9.0, 10.0, ""), (8.99, 10.0, "slow 0.90x"), (2.0, 10.0, "slow 0.20x"), (5.0, 0.0, "")],
+)
+def test_speed_floor(tps: float, ref: float, reason: str) -> None:
+    assert judge_speed(tps, ref) == reason
+
+
+def test_targets_inside() -> None:
+    c = check_targets(
+        kv_logged=512 * MIB,
+        kv_est=512 * MIB + MIB,
+        weights_logged=4000 * MIB,
+        weights_est=4039 * MIB,
+        total_est=5500 * MIB,
+        cap_bytes=5000 * MIB,
+    )
+    assert c.kv_ok and c.weights_ok and c.total_ok and c.ok
+    assert c.total_over_cap == pytest.approx(1.1)
+
+
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [
+        ("kv_est", 512 * MIB + MIB + 1),
+        ("kv_est", 510 * MIB),
+        ("weights_est", 4041 * MIB),
+        ("weights_est", 3959 * MIB),
+        ("total_est", 4999 * MIB),  # under the cap: an OOM or thrash waiting to happen
+        ("total_est", 5501 * MIB),  # more than 10% over: refuses machines that would do
+    ],
+)
+def test_targets_outside(field: str, value: int) -> None:
+    kw = {
+        "kv_logged": 512 * MIB,
+        "kv_est": 512 * MIB,
+        "weights_logged": 4000 * MIB,
+        "weights_est": 4000 * MIB,
+        "total_est": 5200 * MIB,
+        "cap_bytes": 5000 * MIB,
+    }
+    kw[field] = value
+    assert not check_targets(**kw).ok
+
+
+def test_without_a_cap_the_total_is_not_judged() -> None:
+    c = check_targets(
+        kv_logged=MIB,
+        kv_est=MIB,
+        weights_logged=GIB,
+        weights_est=GIB,
+        total_est=1,
+        cap_bytes=None,
+    )
+    assert c.total_ok is None and c.total_over_cap is None and c.ok
+
+
+@pytest.mark.parametrize(
+    ("error", "speeds", "failcnt", "reason"),
+    [
+        ("killed (oom)", [10.0], 5, "killed (oom)"),
+        ("", [], 0, "no completion"),
+        ("", [2.0, 9.5], 100, ""),  # best of its answers counts
+        ("", [2.0, 3.0], 100, "slow 0.30x"),  # pressed against the cap and slow: thrashing
+        ("", [2.0], 0, ""),  # never reached its cap: the slowness is the machine's noise
+    ],
+)
+def test_a_capped_run_is_judged_slow_only_when_the_cap_bit(
+    error: str, speeds: list[float], failcnt: int, reason: str
+) -> None:
+    assert judge_trial(error, speeds, 10.0, failcnt) == reason
