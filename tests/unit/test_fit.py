@@ -167,8 +167,10 @@ def test_no_flash_attention_costs_kq_matrix() -> None:
         facts, FitSettings(ctx=32768, n_gpu_layers=33, flash_attention=False), GPU
     )
     extra = nofa.devices[0].compute_bytes - fa.devices[0].compute_bytes
-    # f32 KQ for n_head heads over 32768 cells x 512 tokens = 2 GiB, dwarfing everything else.
-    assert extra >= 2 * GIB
+    # f32 KQ for n_head heads over 32768 cells x 512 tokens = 2 GiB, dwarfing everything else:
+    # the buffer holds it beside the attention half's rows (the feed-forward half is smaller).
+    assert nofa.devices[0].compute_bytes >= 2 * GIB
+    assert extra >= 2 * GIB - 64 * MIB
     assert fa.devices[0].compute_bytes < 512 * MIB
 
 

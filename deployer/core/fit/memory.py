@@ -246,13 +246,19 @@ def compute_bytes(arch: ModelArch, s: FitSettings, *, gpu: bool = False) -> int:
     n_q = arch.n_head * arch.head_dim_k
     ff = arch.n_ff * arch.n_expert_used if arch.n_expert else arch.n_ff
     ff = ff or 4 * arch.n_embd
-    floats = 2 * ff + 3 * arch.n_embd + n_embd_k + _PER_TOKEN_SLACK_FLOATS
+    # ggml's allocator reuses memory, so the buffer is the largest set of tensors alive at once:
+    # in the attention half of a layer, or in its feed-forward half (gate, up and their
+    # product, ff wide each, beside five n_embd-wide rows: residual, norm, input and outputs).
+    attn = 2 * ff + 3 * arch.n_embd + n_embd_k + _PER_TOKEN_SLACK_FLOATS
+    ffn = 3 * ff + 5 * arch.n_embd + _PER_TOKEN_SLACK_FLOATS
     if s.flash_attention:
-        floats += 3 * n_q  # f16 copies of Q and the attention output in FA's layout
+        attn += 3 * n_q  # f16 copies of Q and the attention output in FA's layout
         mask = 2 * ub * (n_kv + n_kv_swa)
+        act = 4 * ub * max(attn, ffn)
     else:
-        mask = 4 * ub * (n_kv + n_kv_swa) + 4 * ub * n_kv * arch.n_head
-    act = 4 * ub * floats
+        mask = 4 * ub * (n_kv + n_kv_swa)
+        kq = 4 * ub * n_kv * arch.n_head  # the f32 KQ matrix, alive in the attention half only
+        act = max(4 * ub * attn + kq, 4 * ub * ffn)
     quant_kv = s.kv_type_k not in ("f16", "bf16", "f32") or s.kv_type_v not in (
         "f16",
         "bf16",
@@ -268,8 +274,8 @@ def compute_bytes(arch: ModelArch, s: FitSettings, *, gpu: bool = False) -> int:
 
 
 def output_bytes(arch: ModelArch, s: FitSettings) -> int:
-    """Host output buffer: one row of f32 logits per sequence, rounded up to a MiB."""
-    return pad(4 * arch.n_vocab * s.parallel, MIB)
+    """Host output buffer: one row of f32 logits per sequence (llama_context::output_reserve)."""
+    return 4 * arch.n_vocab * s.parallel
 
 
 # --- placement --------------------------------------------------------------------------------

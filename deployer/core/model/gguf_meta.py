@@ -66,6 +66,9 @@ _FTYPE_GUESSED = 1024
 # llama.cpp's built-in SWA period per architecture when the file sets a window but no pattern
 # (src/llama-model.cpp: set_swa_pattern(N) makes layer il SWA when il % N < N - 1).
 _DEFAULT_SWA_PERIOD: dict[str, int] = {"gemma2": 2, "gpt-oss": 2, "gemma3": 6, "cohere2": 4}
+# Architectures whose loader reads a sliding window and then turns it off (src/models/phi3.cpp:
+# "Phi SWA is currently disabled"): every layer keeps the full context.
+_SWA_DISABLED = frozenset({"phi3"})
 
 # Keys llama.cpp reads with get_key_or_arr: one number, or one per layer (block_count of them).
 _PER_LAYER_KEYS = frozenset(
@@ -198,7 +201,7 @@ class _Keys:
 
 
 def _swa_layers(keys: _Keys, arch: str, n_layer: int, window: int) -> list[bool]:
-    if window <= 0:
+    if window <= 0 or arch in _SWA_DISABLED:
         return []
     field = keys.field("attention.sliding_window_pattern")
     if field is not None and field.type == ARRAY:
