@@ -124,7 +124,7 @@ SHAPE_GRID: list[Setting] = [
     Setting(4096, mmap=False, cap=True),
     Setting(8192, kv="q8_0"),
     Setting(4096, 4, fa=False),
-    Setting(8192),
+    Setting(8192, cap=True),  # the setting issue 10's done-when names for a 7B-8B
     Setting(2048, 4, "q8_0"),
     Setting(8192, 4, "q8_0", mmap=False),
     Setting(2048, fa=False),

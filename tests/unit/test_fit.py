@@ -5,12 +5,15 @@ from __future__ import annotations
 import pytest
 
 from deployer.core.fit.memory import (
+    MAPPED_RECLAIM_SLACK_BYTES,
     FitSettings,
     MachineSpec,
     estimate_memory,
+    host_overhead_bytes,
     kv_bytes,
     offloaded_blocks,
     pad,
+    page_table_bytes,
     split_layers,
 )
 from deployer.core.model.facts import ModelArch, ModelFacts, WeightLayout
@@ -233,6 +236,15 @@ def test_cpu_weights_by_load_mode(mode: str, logged_extra: int, resident_extra: 
     assert host.total_bytes == host.logged_buffers_bytes - logged_extra + resident_extra + (
         host.overhead_bytes
     )
+
+
+@pytest.mark.parametrize(("mode", "slack"), [("mmap", MAPPED_RECLAIM_SLACK_BYTES), ("none", 0),
+                                              ("mmap+mlock", 0)])  # fmt: skip
+def test_the_host_counts_page_tables_and_room_to_reclaim_a_mapping(mode: str, slack: int) -> None:
+    host = estimate_memory(_repacking_facts(), FitSettings(ctx=4096, load_mode=mode), CPU).host
+    touched = host.total_bytes - host.overhead_bytes
+    assert host.overhead_bytes == host_overhead_bytes(_arch(), 2) + touched // 512 + slack
+    assert page_table_bytes(8 * GIB) == 16 * MIB
 
 
 def test_default_and_auto_load_modes_are_mmap() -> None:

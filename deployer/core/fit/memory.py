@@ -304,16 +304,26 @@ def split_layers(blocks: list[int], n_devices: int) -> list[list[int]]:
     return out
 
 
+# Under a memory limit the kernel evicts mapped pages and reads them back in read-around
+# windows (the disk's read_ahead_kb: 128 KiB on most disks, 8 MiB on this project's CI VM), so a
+# mapped model needs a few windows of room beyond its hot pages or it thrashes at the edge.
+# Measured on the CI VM (benchmarks/fit_accuracy.py --caps, docs/fit.md): the demo needed 14 MiB
+# and Gemma 3 1B 29 MiB above their hot sets, the Llama 3.1 8B shape none.
+MAPPED_RECLAIM_SLACK_BYTES = 32 * MIB
+
+
 def host_weight_bytes(tensor_bytes: int, repack_bytes: int, load_mode: str) -> tuple[int, int]:
     """(logged, resident) bytes of the host's weights: `tensor_bytes` of the file's tensors kept
     on the host, `repack_bytes` of them repacked by the CPU backend into a copy.
 
     mmap: the log counts the whole mapping (CPU_Mapped) plus the copies (CPU_REPACK); the mapped
     pages of repacked tensors are read once and stay as clean, reclaimable page cache, so the
-    working set holds each tensor once. none, mlock, dio: anonymous buffers, each tensor once,
-    repacked ones only in their copy. mmap+mlock: the lock pins the mapping up to its last host
-    tensor, repacked sources included, so repacked tensors really are held twice. The mapped
-    pages of tensors offloaded to a GPU are likewise read once and reclaimable, and not counted.
+    working set holds each tensor once (the host's overhead adds MAPPED_RECLAIM_SLACK_BYTES of
+    room for the kernel to evict and re-read pages at the edge of a limit). none, mlock, dio: anonymous buffers, each tensor
+    once, repacked ones only in their copy. mmap+mlock: the lock pins the mapping up to its last
+    host tensor, repacked sources included, so repacked tensors really are held twice. The
+    mapped pages of tensors offloaded to a GPU are likewise read once and reclaimable, and not
+    counted.
     """
     mode = load_mode_of(load_mode)
     if mode in _MAPPED_MODES:
@@ -384,7 +394,17 @@ def estimate_memory(facts: ModelFacts, s: FitSettings, machine: MachineSpec) -> 
         host.compute_bytes = 4 * arch.n_embd * s.n_ubatch + (
             compute_bytes(arch, s) if host_blocks else 0
         )
+    # The kernel's page tables for what the process touches (a cgroup charges them too), and
+    # room to evict and re-read mapped pages at the edge of a limit.
+    host.overhead_bytes += page_table_bytes(host.total_bytes - host.overhead_bytes)
+    if load_mode_of(s.load_mode) == "mmap" and host.weights_bytes:
+        host.overhead_bytes += MAPPED_RECLAIM_SLACK_BYTES
     return MemoryEstimate(devices=devices, host=host, n_gpu_layers=ngl)
+
+
+def page_table_bytes(resident_bytes: int) -> int:
+    """x86-64 and arm64 page tables: an 8-byte entry per 4 KiB page touched."""
+    return resident_bytes // 512
 
 
 # The llama-server process beyond its buffers, measured with benchmarks/resident_memory.py
