@@ -30,6 +30,7 @@ import json
 import os
 import platform
 import shutil
+import signal
 import statistics
 import subprocess
 import sys
@@ -46,6 +47,7 @@ from fit_truth import (
     TrialOutcome,
     bisect_cap,
     check_targets,
+    is_marginal,
     judge_trial,
     resolution_for,
 )
@@ -294,6 +296,13 @@ def measure(
         full_speed = [ref_tps]
 
         def trial(cap: int) -> TrialOutcome:
+            out = one_trial(cap)
+            if not out.ok and is_marginal(out.reason):
+                again = one_trial(cap)  # a near miss on speed: noise, or a real slowdown?
+                out = again if again.ok or again.tokens_per_s > out.tokens_per_s else out
+            return out
+
+        def one_trial(cap: int) -> TrialOutcome:
             speed = full_speed[0]
             run = run_trial(
                 path,
@@ -449,6 +458,8 @@ def _write(
 
 def main() -> int:
     """Run the grid and print the comparison."""
+    # A kill (SIGTERM) unwinds like Ctrl-C, so every trial's server and cgroup are removed.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--model", type=Path, default=None, help="one GGUF file instead of --models")
     ap.add_argument("--models", default=None, help="comma-separated names (default: demo)")

@@ -124,6 +124,22 @@ def judge_speed(tokens_per_s: float, reference_tokens_per_s: float) -> str:
     return "" if ratio >= SPEED_FLOOR else f"slow {ratio:.2f}x"
 
 
+# A capped run that answered, but between this and the floor of full speed, is retried once:
+# on a busy 2-core machine single answers swing by 10-15%, while a thrashing server is many
+# times slower or does not answer at all.
+MARGINAL_FLOOR = 0.7
+
+
+def is_marginal(reason: str) -> bool:
+    """Whether a failed trial's `reason` is a near miss on speed worth one more run."""
+    if not reason.startswith("slow ") or not reason.endswith("x"):
+        return False
+    try:
+        return float(reason[5:-1]) >= MARGINAL_FLOOR
+    except ValueError:
+        return False
+
+
 def judge_trial(
     error: str, tokens_per_s: list[float], reference_tokens_per_s: float, failcnt_serving: int
 ) -> str:

@@ -199,3 +199,14 @@ def test_a_capped_run_is_judged_slow_only_when_the_cap_bit(
     error: str, speeds: list[float], failcnt: int, reason: str
 ) -> None:
     assert judge_trial(error, speeds, 10.0, failcnt) == reason
+
+
+@pytest.mark.parametrize(
+    ("reason", "marginal"),
+    [("slow 0.89x", True), ("slow 0.70x", True), ("slow 0.69x", False), ("slow (no answer in 21 s)", False),
+     ("killed (oom)", False), ("", False), ("slow x", False)],
+)  # fmt: skip
+def test_only_near_misses_on_speed_are_retried(reason: str, marginal: bool) -> None:
+    from fit_truth import is_marginal
+
+    assert is_marginal(reason) is marginal
