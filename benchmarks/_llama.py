@@ -18,6 +18,16 @@ from typing import Any
 REPO = Path(__file__).resolve().parents[1]
 
 
+def stop(proc: subprocess.Popen[bytes] | subprocess.Popen[str], timeout_s: float = 20) -> None:
+    """Stop a server: SIGTERM, then SIGKILL if it has not exited within `timeout_s`."""
+    proc.terminate()
+    try:
+        proc.wait(timeout=timeout_s)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+
+
 def llama_prefix() -> Path:
     """Install prefix of the cached llama.cpp build, building it on a miss."""
     env = os.environ.get("DEPLOYER_LLAMA_PREFIX")
@@ -74,12 +84,7 @@ def run_server(model: Path, args: list[str], timeout_s: float = 120.0) -> Server
             except OSError:
                 time.sleep(0.2)
     finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        stop(proc)
         logf.seek(0)
         out = logf.read()
         logf.close()
@@ -268,12 +273,7 @@ def run_trial(
             error = result.get("error", "")
     finally:
         if proc.poll() is None:
-            proc.terminate()
-            try:
-                proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
+            stop(proc, timeout_s=10)
         worker.join(timeout=5)
         logf.seek(0)
         out = logf.read()

@@ -27,7 +27,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from _llama import free_port, llama_prefix
+from _llama import free_port, llama_prefix, stop
 from shapes import DEFAULT_OUT, SHAPES, Shape, build, shape_named
 
 from deployer.adapters.gguf_files import facts_from_gguf
@@ -100,12 +100,7 @@ def _serve(
     except OSError as exc:
         res.problems.append(f"completion failed: {exc}")
     finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        stop(proc)
         logf.seek(0)
         log = logf.read()
         logf.close()
