@@ -10,6 +10,7 @@ types at the end of this module.
 from __future__ import annotations
 
 import re
+from collections.abc import Iterable
 from typing import Annotated, Any, TypeVar
 
 import yaml
@@ -171,6 +172,20 @@ def parse_yaml_model(text: str, model: type[M], source: str) -> M:
         return model.model_validate(data)
     except ValidationError as exc:
         raise _validation_error(exc, text, source) from exc
+
+
+def parse_by_id(texts: Iterable[tuple[str, str]], model: type[M]) -> dict[str, M]:
+    """Each (file name, YAML text) validated as `model` and keyed by its `id`, which must match
+    the file's name (a later file with the same id overrides an earlier one)."""
+    found: dict[str, M] = {}
+    for name, text in texts:
+        item = parse_yaml_model(text, model, name)
+        item_id = str(item.model_dump(include={"id"})["id"])
+        stem = name.rsplit("/", 1)[-1].rsplit(".", 1)[0]
+        if item_id != stem:
+            raise InvalidDataFile(name, 1, f"id '{item_id}' must match the file name '{stem}'")
+        found[item_id] = item
+    return found
 
 
 # ---- field types shared by profiles and the catalog ------------------------------------------

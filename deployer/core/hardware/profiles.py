@@ -15,9 +15,9 @@ from deployer.core.datafiles import (
     Line,
     Prose,
     Token,
-    parse_yaml_model,
+    parse_by_id,
 )
-from deployer.core.errors import InvalidDataFile, ProfileNotFound
+from deployer.core.errors import ProfileNotFound
 from deployer.core.units import GIB, MIB
 
 AcceleratorKind = Literal["nvidia", "amd", "apple", "cpu"]
@@ -148,14 +148,8 @@ class Profile(_Strict):
 def load_profiles(source: DataSource | None = None) -> dict[str, Profile]:
     """All profiles: shipped ones, then the user's (same id overrides); from the installed
     DataSource unless handed one."""
-    found: dict[str, Profile] = {}
-    for name, text in (source if source is not None else data_source()).yaml_texts("profiles"):
-        profile = parse_yaml_model(text, Profile, name)
-        stem = name.rsplit("/", 1)[-1].rsplit(".", 1)[0]
-        if profile.id != stem:
-            raise InvalidDataFile(name, 1, f"id '{profile.id}' must match the file name '{stem}'")
-        found[profile.id] = profile
-    return found
+    texts = (source if source is not None else data_source()).yaml_texts("profiles")
+    return parse_by_id(texts, Profile)
 
 
 def get_profile(profile_id: str, profiles: dict[str, Profile] | None = None) -> Profile:

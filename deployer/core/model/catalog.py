@@ -16,9 +16,9 @@ from deployer.core.datafiles import (
     RepoId,
     Token,
     Url,
-    parse_yaml_model,
+    parse_by_id,
 )
-from deployer.core.errors import InvalidDataFile, ModelNotFound, QuantNotFound
+from deployer.core.errors import ModelNotFound, QuantNotFound
 from deployer.core.model.facts import ModelArch
 
 # Bounds far above any published model and far below what would overflow or hang the fit
@@ -151,14 +151,8 @@ class CatalogModel(_Strict):
 def load_catalog(source: DataSource | None = None) -> dict[str, CatalogModel]:
     """All catalog models: shipped, then the user's (same id overrides); from the installed
     DataSource unless handed one."""
-    found: dict[str, CatalogModel] = {}
-    for name, text in (source if source is not None else data_source()).yaml_texts("catalog"):
-        model = parse_yaml_model(text, CatalogModel, name)
-        stem = name.rsplit("/", 1)[-1].rsplit(".", 1)[0]
-        if model.id != stem:
-            raise InvalidDataFile(name, 1, f"id '{model.id}' must match the file name")
-        found[model.id] = model
-    return found
+    texts = (source if source is not None else data_source()).yaml_texts("catalog")
+    return parse_by_id(texts, CatalogModel)
 
 
 def get_model(name: str, catalog: dict[str, CatalogModel] | None = None) -> CatalogModel:
