@@ -164,9 +164,7 @@ def _kv_read(option: Option, blocks: list[int], position: float) -> int:
     return kv_bytes(option.facts.arch, blocks, at)
 
 
-def _step_s(
-    option: Option, parts: list[_Part], slots: int, position: float
-) -> tuple[float, bool]:
+def _step_s(option: Option, parts: list[_Part], slots: int, position: float) -> tuple[float, bool]:
     """(seconds of one decode step with `slots` streams at `position`, compute-bound?)."""
     arch = option.facts.arch
     share, touched = expert_share(arch), experts_touched(arch, slots)
