@@ -20,6 +20,7 @@ _REPO_ROOT = Path(__file__).resolve().parents[2]
 _FOLDERS: dict[DataKind, tuple[str, str]] = {
     "profiles": ("profiles", "profiles"),
     "catalog": ("catalog", "models"),
+    "prices": ("prices", "prices"),
 }
 
 

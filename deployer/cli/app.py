@@ -36,7 +36,7 @@ COMMANDS: dict[str, Entry] = {
         "detect", "Detect this machine's GPUs, CPU and RAM, and the profile that matches them."
     ),
     "plan": Entry(
-        "plan", "Pick the best quant that fits, with its memory breakdown, speed and cost."
+        "plan", "Pick the best quant that fits, with its memory, speed under load and cost."
     ),
     "pull": Entry("pull", "Download a model's GGUF files, resumable and sha256-verified."),
     "render": Entry(

@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import Annotated
 
 import typer
-from rich.table import Table
 
 from deployer.cli.app import app
 from deployer.cli.errors import run_guarded
-from deployer.cli.output import cells, console, echo, line, print_json, styled
+from deployer.cli.output import print_json
 from deployer.cli.params import (
     BackendOpt,
     CtxOpt,
@@ -22,10 +21,28 @@ from deployer.cli.params import (
     ProfileOpt,
     QuantOpt,
 )
-from deployer.core.units import fmt_bytes
 
-if TYPE_CHECKING:  # the planner (pydantic, numpy) loads only when plan runs (fast --help)
-    from deployer.core.fit.plan import PlanResult
+# Defaults repeated from deployer.core.fit.traffic (importing it here would load the planner for
+# `--help`); tests/unit/test_plan_load.py keeps the two equal.
+RequestsOpt = Annotated[
+    float | None,
+    typer.Option("--requests-per-day", help="Size slots, replicas and cost for this traffic."),
+]
+PromptOpt = Annotated[int, typer.Option("--prompt-tokens", help="Prompt tokens a request.")]
+OutputOpt = Annotated[int, typer.Option("--output-tokens", help="Output tokens a request.")]
+PeakOpt = Annotated[
+    float, typer.Option("--peak-factor", help="Busiest hour's request rate over the average.")
+]
+TtftOpt = Annotated[float, typer.Option("--max-ttft-s", help="Longest time to first token.")]
+StreamOpt = Annotated[
+    float, typer.Option("--min-stream-tokens-per-s", help="Slowest output speed one user sees.")
+]
+ApiOpt = Annotated[
+    list[str] | None, typer.Option("--api", help="API price row to compare (repeat; default all).")
+]
+NoCalOpt = Annotated[
+    bool, typer.Option("--no-calibration", help="Ignore what deployer bench measured here.")
+]
 
 
 @app.command()
@@ -39,104 +56,50 @@ def plan(
     quant: QuantOpt = None,
     backend: BackendOpt = "llamacpp",
     load_mode: LoadModeOpt = None,
+    requests_per_day: RequestsOpt = None,
+    prompt_tokens: PromptOpt = 1000,
+    output_tokens: OutputOpt = 300,
+    peak_factor: PeakOpt = 3.0,
+    max_ttft_s: TtftOpt = 3.0,
+    min_stream_tokens_per_s: StreamOpt = 10.0,
+    api: ApiOpt = None,
+    no_calibration: NoCalOpt = False,
     as_json: JsonOpt = False,
 ) -> None:
-    """Pick the best quant that fits, with its memory breakdown, speed and cost."""
+    """Pick the best quant that fits, with its memory, speed under load and cost."""
 
     def body() -> None:
         from deployer.cli import wiring
+        from deployer.cli.plan_view import show_plan
+        from deployer.core.fit.api_prices import load_prices, select_prices
+        from deployer.core.fit.calibration import NoCalibrations
+        from deployer.core.fit.traffic import TrafficRequest, plan_economics, plan_report
         from deployer.core.model.ref import parse_model_ref
 
         wiring.check_backend(backend)
+        traffic = TrafficRequest(
+            requests_per_day, prompt_tokens, output_tokens, peak_factor, max_ttft_s,
+            min_stream_tokens_per_s,
+        )  # fmt: skip
+        traffic.check()
+        prices = select_prices(load_prices(), api)
         prof = wiring.pick_profile(profile, detect)
         result = wiring.plan_for(
             parse_model_ref(model), prof, quant=quant, ctx=ctx, parallel=parallel, kv_type=kv_type,
             backend=backend, load_mode=load_mode, suggest_profiles=True,
         )  # fmt: skip
+        store = NoCalibrations() if no_calibration else wiring.calibrations()
+        economics = plan_economics(
+            result, calibrations=store, traffic=traffic, prices=prices,
+            today=wiring.clock().utc_now().date(),
+        )  # fmt: skip
+        economics.warnings[:0] = getattr(store, "warnings", [])
+        report = plan_report(result, economics)
         if as_json:
-            print_json(result.as_dict())
+            print_json(report)
         else:
-            show_plan(result)
+            show_plan(result, report)
         if not result.fits:
             raise typer.Exit(1)
 
     run_guarded(body)
-
-
-def show_plan(result: PlanResult) -> None:
-    """Human view of a plan."""
-    d = result.as_dict()
-    verdict = styled("fits", "green") if d["fits"] else styled("does not fit", "red")
-    echo(
-        styled(d["model"], "bold"), f" {d['quant']} on ", styled(d["profile"], "bold"),
-        f" ({result.profile.name}): ", verdict,
-    )  # fmt: skip
-    offload = (
-        "CPU only"
-        if result.profile.kind == "cpu"
-        else f"{d['n_gpu_layers']}/{d['n_layers_total']} layers on GPU"
-    )
-    echo(
-        f"file {fmt_bytes(d['file_bytes'])} · ctx {d['ctx']} · {d['parallel']} slot(s) · "
-        f"KV {d['kv_type']} · flash attention {'on' if d['flash_attention'] else 'off'} · {offload}"
-    )
-    echo(f"weights: {d['weights_summary']}")
-    table = Table(title="memory", show_edge=False)
-    for col in (
-        "device",
-        "weights",
-        "KV cache",
-        "compute",
-        "output",
-        "overhead",
-        "total",
-        "budget",
-    ):
-        table.add_column(col, justify="right" if col != "device" else "left")
-    for dev in d["devices"]:
-        ok = dev["total_bytes"] <= dev["budget_bytes"]
-        table.add_row(
-            *cells(
-                dev["name"],
-                *(
-                    fmt_bytes(dev[k])
-                    for k in (
-                        "weights_bytes",
-                        "kv_cache_bytes",
-                        "compute_bytes",
-                        "output_bytes",
-                        "overhead_bytes",
-                        "total_bytes",
-                    )
-                ),
-            ),
-            line(fmt_bytes(dev["budget_bytes"]), "" if ok else styled(" over", "red")),
-        )
-    console.print(table)
-    speed = f"~{d['predicted_tokens_per_s']} tokens/s decode (one stream)"
-    if d["cost_per_million_tokens_usd"] is not None:
-        speed += (
-            f" · ${d['price_per_hour_usd']}/h · "
-            f"${d['cost_per_million_tokens_usd']} per 1M output tokens"
-        )
-    echo(speed)
-    if d["license"]:
-        lic = d["license"]
-        echo(f"licence {lic['id']}: {lic['note']}")
-    if d["alternatives"]:
-        alt = Table(title="alternatives", show_edge=False)
-        for col in ("quant", "ctx", "GPU layers", "fits", "reason"):
-            alt.add_column(col)
-        for a in d["alternatives"]:
-            alt.add_row(
-                *cells(
-                    a["quant"],
-                    a["ctx"],
-                    "-" if a["n_gpu_layers"] < 0 else a["n_gpu_layers"],
-                    "yes" if a["fits"] else "no",
-                    a["reason"],
-                )
-            )
-        console.print(alt)
-    for text in d["assumptions"]:
-        echo(styled(f"assumes: {text}", "dim"))

@@ -44,6 +44,10 @@ def list_rows(profiles: list[dict[str, Any]]) -> list[list[str]]:
 LIST_HEADERS = ("ID", "NAME", "KIND", "DEVICES x MEMORY", "GB/s", "HOST RAM", "$/h")
 
 
+def _peak(flops: float, stated: bool, unit: float, name: str) -> str:
+    return f"{flops / unit:g} {name}" + ("" if stated else " (derived: not in the profile)")
+
+
 def show_table(profile: Profile) -> Table:
     """One profile in full: devices, budget, host, runtimes, price."""
     from rich.table import Table
@@ -60,6 +64,7 @@ def show_table(profile: Profile) -> Table:
             ("gpu", f"{gpu.count} x {gpu.name}"),
             ("memory per device", f"{gpu.memory_mib} MiB (reserve {gpu.reserve_mib} MiB)"),
             ("bandwidth", f"{gpu.bandwidth_gbps:g} GB/s"),
+            ("peak FP16", _peak(*profile.device_peak_flops(), 1e12, "TFLOPS")),
             ("compute capability", gpu.compute_capability or "-"),
             ("flash attention", "yes" if gpu.flash_attention else "no"),
         ]
@@ -67,12 +72,14 @@ def show_table(profile: Profile) -> Table:
         um = profile.unified_memory
         rows += [
             ("GPU wired fraction", f"{um.gpu_wired_fraction:g} of RAM"),
+            ("GPU peak FP16", _peak(*profile.device_peak_flops(), 1e12, "TFLOPS")),
             ("raise the limit", um.raise_hint),
         ]
     rows += [
         ("device budget", f"{profile.device_budget_bytes() / MIB:.0f} MiB per device"),
         ("host", f"{profile.cpu_cores} CPUs, {profile.host_ram_gib:g} GiB RAM"),
         ("host bandwidth", f"{profile.cpu_bandwidth_gbps:g} GB/s"),
+        ("host peak FP32", _peak(*profile.cpu_peak_flops(), 1e9, "GFLOPS")),
         ("cpu flags", " ".join(profile.cpu_flags) or "-"),
     ]
     for backend, spec in profile.runtimes.items():
@@ -81,6 +88,8 @@ def show_table(profile: Profile) -> Table:
         pr = profile.price
         rows.append(("price", f"${pr.usd_per_hour:g}/h, {pr.offering} ({pr.as_of}, {pr.source})"))
     rows += [("notes", profile.notes), ("source", profile.source)]
+    if profile.compute_source:
+        rows.append(("compute source", profile.compute_source))
     for key, value in rows:
         table.add_row(*cells(key, value))
     return table

@@ -10,6 +10,7 @@ if TYPE_CHECKING:
     from collections.abc import Callable
     from pathlib import Path
 
+    from deployer.adapters.calibration_store import FileCalibrationStore
     from deployer.adapters.clock import SystemClock
     from deployer.adapters.local_files import LocalDisk
     from deployer.adapters.local_models import LocalModelFiles
@@ -353,3 +354,10 @@ def down_seams() -> DownSeams:
         natives=native_servers(),
         purge=purge,
     )
+
+
+def calibrations() -> FileCalibrationStore:
+    """What `deployer bench` measured on this machine (plan reads it, bench writes it)."""
+    from deployer.adapters.calibration_store import FileCalibrationStore
+
+    return FileCalibrationStore()

@@ -1,4 +1,4 @@
-"""The `DataSource` seam: shipped data (profiles, catalog, templates) and the user's overrides,
+"""The `DataSource` seam: shipped data (profiles, catalog, API prices, templates) and the user's overrides,
 handed to core as texts.
 
 Where those files live (the package, the source tree, the XDG config dir, DEPLOYER_CONFIG_DIR)
@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from typing import Literal, Protocol
 
-DataKind = Literal["profiles", "catalog"]
+DataKind = Literal["profiles", "catalog", "prices"]
 
 
 class DataSource(Protocol):

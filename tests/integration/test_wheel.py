@@ -101,7 +101,7 @@ def _one_error_line(done: subprocess.CompletedProcess[str]) -> str:
 
 def test_wheel_carries_data_and_loads_it(wheel: Path, venv: Path, tmp_path: Path) -> None:
     names = zipfile.ZipFile(wheel).namelist()
-    for folder in ("profiles", "catalog"):
+    for folder in ("profiles", "catalog", "prices"):
         shipped = {p.name for p in (REPO / folder).glob("*.yaml")}
         packed = {Path(n).name for n in names if n.startswith(f"deployer/_data/{folder}/")}
         assert shipped and shipped == packed

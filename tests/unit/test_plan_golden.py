@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import json
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import pytest
 from typer.testing import CliRunner
 
+from deployer.cli import wiring
 from deployer.cli.app import app
 
 GOLDEN = Path(__file__).resolve().parents[1] / "golden" / "plan"
@@ -31,6 +33,18 @@ CASES: dict[str, list[str]] = {
     ],
     "gpt-oss-20b-l4-ollama": ["gpt-oss-20b", "--profile", "nvidia-l4-24gb", "--backend", "ollama"],
 }
+
+
+class _FixedDay:
+    """The day these goldens were written: API prices' "old" flag depends on the date."""
+
+    def utc_now(self) -> datetime:
+        return datetime(2026, 11, 29, tzinfo=UTC)
+
+
+@pytest.fixture(autouse=True)
+def _fixed_day(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(wiring, "clock", _FixedDay)
 
 
 def _plan(args: list[str]) -> tuple[int, dict[str, Any]]:

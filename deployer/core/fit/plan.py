@@ -278,7 +278,8 @@ def predict_tokens_per_s(
     return 1.0 / seconds if seconds > 0 else 0.0
 
 
-def _evaluate(facts: ModelFacts, s: FitSettings, profile: Profile, m: MachineSpec) -> Option:
+def evaluate_option(facts: ModelFacts, s: FitSettings, profile: Profile, m: MachineSpec) -> Option:
+    """Memory and single-stream speed of `facts` run with `s` on `profile`."""
     mem = estimate_memory(facts, s, m)
     full = m.kind == "cpu" or s.n_gpu_layers >= facts.arch.n_layer + 1
     return Option(facts, s, mem, full, predict_tokens_per_s(facts, s, mem, profile))
@@ -311,7 +312,7 @@ def _best_partial(
     best: Option | None = None
     while lo <= hi:
         mid = (lo + hi) // 2
-        opt = _evaluate(facts, _settings(req, ctx, fa, mid), profile, m)
+        opt = evaluate_option(facts, _settings(req, ctx, fa, mid), profile, m)
         if all(d.fits for d in opt.memory.devices) if gpu_only else opt.fits:
             best, lo = opt, mid + 1
         else:
@@ -332,7 +333,7 @@ def _max_ctx(
     lo, hi, best = MIN_CTX // 256, ctx // 256 - 1, None
     while lo <= hi:
         mid = (lo + hi) // 2
-        if _evaluate(facts, _settings(req, mid * 256, fa, ngl), profile, m).fits:
+        if evaluate_option(facts, _settings(req, mid * 256, fa, ngl), profile, m).fits:
             best, lo = mid * 256, mid + 1
         else:
             hi = mid - 1
@@ -438,7 +439,7 @@ def make_plan(
     m = machine_spec(profile)
     full_ngl = arch.n_layer + 1 if m.kind != "cpu" else 0
     ordered = sorted(candidates, key=lambda f: (quality_rank(f.quant), f.weights.file_bytes))
-    options = [_evaluate(f, _settings(req, ctx, fa, full_ngl), profile, m) for f in ordered]
+    options = [evaluate_option(f, _settings(req, ctx, fa, full_ngl), profile, m) for f in ordered]
     has_q8 = any(o.facts.quant.upper() == "Q8_0" for o in options)
     native_mxfp4 = any(o.facts.quant.upper() == "MXFP4" for o in options)
 

@@ -1,6 +1,19 @@
 """Throughput under load: aggregate decode speed for N slots, prefill speed, time to first token.
 
 CONTRACT (implemented by the plan-load work; bench calls it): signatures below are fixed.
+
+The model, for any architecture and machine (docs/plan.md "Throughput under load"):
+- A decode step with B streams busy takes, on each device that holds layers (the host for its
+  layers in a partial offload), the longer of its memory time and its compute time; devices of a
+  layer split run one after another, so their times add. Memory: the weights read once per step
+  (MoE: the expected union of the experts B tokens route to, 1 - (1 - k/E)^B of the expert
+  weights, plus every dense weight) and each stream's KV cache at its average position (prompt +
+  output / 2), over bandwidth x memory efficiency. Compute: B x (2 x active parameters + the
+  attention FLOPs at that position), over peak FLOPS x compute efficiency.
+- Prefill is compute-bound: FLOPs per prompt token are 2 x active parameters plus attention at
+  half the prompt.
+- Time to first token: the prompt at prefill speed plus one decode step at B (the prompt is
+  assumed to run alone, not interleaved with the other streams' steps).
 """
 
 from __future__ import annotations
@@ -8,8 +21,17 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from deployer.core.fit.calibration import Calibration
-from deployer.core.fit.plan import Option
+from deployer.core.fit.memory import FitSettings, kv_bytes
+from deployer.core.fit.plan import DECODE_EFFICIENCY, Option
 from deployer.core.hardware.profiles import Profile
+from deployer.core.model.facts import ModelArch, ModelFacts
+from deployer.core.model.weights import base_bpw
+
+# Share of peak FLOPS llama.cpp's prefill reaches (docs/plan.md says why these numbers):
+# NVIDIA/AMD against the dense FP16 tensor peak, Apple against the GPU's FP16 (= FP32) peak,
+# CPUs against the FP32 FMA peak.
+PREFILL_EFFICIENCY = {"gpu": 0.35, "apple": 0.6, "cpu": 0.5}
+DEFAULT_SOURCE = "default assumption"
 
 
 @dataclass(frozen=True)
@@ -36,9 +58,126 @@ class LoadPrediction:
     efficiency: Efficiency
 
 
+def device_kind(profile: Profile) -> str:
+    """The efficiency class of the profile's main device: gpu, apple or cpu."""
+    if profile.kind == "apple":
+        return "apple"
+    return "gpu" if profile.gpu is not None else "cpu"
+
+
 def efficiency_for(profile: Profile, calibration: Calibration | None) -> Efficiency:
     """The default efficiencies for the profile's kind, or the calibrated ones."""
-    raise NotImplementedError
+    if calibration is not None:
+        return Efficiency(
+            memory=calibration.memory_efficiency,
+            compute=calibration.compute_efficiency,
+            source=calibration.note(),
+        )
+    kind = device_kind(profile)
+    return Efficiency(DECODE_EFFICIENCY[kind], PREFILL_EFFICIENCY[kind], DEFAULT_SOURCE)
+
+
+def expert_share(arch: ModelArch) -> float:
+    """Share of a block's weights that are routed experts (0 for a dense model)."""
+    if not arch.n_expert or not arch.n_expert_used:
+        return 0.0
+    n_q = arch.n_head * arch.head_dim_k
+    attn = arch.n_embd * (2 * n_q + 2 * max(arch.n_head_kv) * arch.head_dim_k)
+    experts = 3 * arch.n_embd * arch.n_ff * arch.n_expert
+    return experts / (attn + experts) if attn + experts else 0.0
+
+
+def experts_touched(arch: ModelArch, tokens: int) -> float:
+    """Expected share of a layer's experts that `tokens` independently routed tokens touch."""
+    if not arch.n_expert or not arch.n_expert_used:
+        return 1.0
+    return 1.0 - (1.0 - arch.n_expert_used / arch.n_expert) ** tokens
+
+
+def attention_flops(arch: ModelArch, layers: list[int], position: float) -> float:
+    """FLOPs of one token's attention (QK and AV) at `position` over `layers`."""
+    total = 0.0
+    for i in layers:
+        if not arch.n_head_kv[i]:
+            continue
+        cells = min(position, arch.sliding_window) if arch.is_swa(i) else position
+        total += 2.0 * arch.n_head * cells * (arch.head_dim_k + arch.head_dim_v)
+    return total
+
+
+@dataclass(frozen=True)
+class _Part:
+    """One device's share of a step: its layers, weights and speeds."""
+
+    blocks: list[int]
+    block_bytes: int  # the blocks' weights
+    other_bytes: int  # weights read by every token besides the blocks (the output layer)
+    bandwidth: float  # bytes/s, efficiency applied
+    flops: float  # FLOP/s, efficiency applied
+
+
+def _parts(option: Option, profile: Profile, eff: Efficiency) -> list[_Part]:
+    """The devices (then the host, for its layers) one token passes through, in order."""
+    w, mem = option.facts.weights, option.memory
+    parts: list[_Part] = []
+    main_is_cpu = device_kind(profile) == "cpu"
+    for dev in mem.devices:
+        if dev.layers:
+            blocks = sum(w.block_bytes[i] for i in dev.blocks)
+            parts.append(
+                _Part(
+                    dev.blocks,
+                    blocks,
+                    dev.weights_bytes - blocks,
+                    profile.device_bandwidth_gbps() * 1e9 * eff.memory,
+                    profile.device_peak_flops()[0] * eff.compute,
+                )
+            )
+    if mem.host.layers or not parts:
+        blocks = sum(w.block_bytes[i] for i in mem.host.blocks)
+        other = w.output_bytes if mem.n_gpu_layers == 0 else 0
+        # The host of a GPU or Apple machine runs at the CPU's default efficiencies: a
+        # calibration measures the device that holds the model.
+        m_eff = eff.memory if main_is_cpu else DECODE_EFFICIENCY["cpu"]
+        c_eff = eff.compute if main_is_cpu else PREFILL_EFFICIENCY["cpu"]
+        parts.append(
+            _Part(
+                mem.host.blocks,
+                blocks,
+                other,
+                profile.cpu_bandwidth_gbps * 1e9 * m_eff,
+                profile.cpu_peak_flops()[0] * c_eff,
+            )
+        )
+    return parts
+
+
+def _params(facts: ModelFacts, n_bytes: float) -> float:
+    """Parameters in `n_bytes` of this quant's weights."""
+    return n_bytes * 8 / base_bpw(facts.quant)
+
+
+def _kv_read(option: Option, blocks: list[int], position: float) -> int:
+    """KV bytes one stream reads per step at `position`."""
+    s = option.settings
+    at = FitSettings(ctx=max(int(position), 1), kv_type_k=s.kv_type_k, kv_type_v=s.kv_type_v)
+    return kv_bytes(option.facts.arch, blocks, at)
+
+
+def _step_s(option: Option, parts: list[_Part], slots: int, position: float) -> tuple[float, bool]:
+    """(seconds of one decode step with `slots` streams at `position`, compute-bound?)."""
+    arch = option.facts.arch
+    share, touched = expert_share(arch), experts_touched(arch, slots)
+    active = 1.0 - share + share * experts_touched(arch, 1)
+    mem_s = comp_s = total = 0.0
+    for p in parts:
+        read = p.block_bytes * (1.0 - share + share * touched) + p.other_bytes
+        read += slots * _kv_read(option, p.blocks, position)
+        flops_per_token = 2.0 * _params(option.facts, p.block_bytes * active + p.other_bytes)
+        flops_per_token += attention_flops(arch, p.blocks, position)
+        m, c = read / p.bandwidth, slots * flops_per_token / p.flops
+        mem_s, comp_s, total = mem_s + m, comp_s + c, total + max(m, c)
+    return total, comp_s > mem_s
 
 
 def predict_load(
@@ -52,4 +191,35 @@ def predict_load(
 ) -> LoadPrediction:
     """Predicted throughput and latency of `option` (a plan's chosen configuration) with
     `slots` requests of `prompt_tokens` in and `output_tokens` out running at once."""
-    raise NotImplementedError
+    if slots < 1 or prompt_tokens < 0 or output_tokens < 1:
+        raise ValueError("slots and output_tokens must be at least 1, prompt_tokens at least 0")
+    if efficiency.memory <= 0 or efficiency.compute <= 0:
+        raise ValueError("efficiencies must be positive")
+    arch = option.facts.arch
+    parts = _parts(option, profile, efficiency)
+    step, compute_bound = _step_s(option, parts, slots, prompt_tokens + output_tokens / 2)
+    share = expert_share(arch)
+    active = 1.0 - share + share * experts_touched(arch, 1)
+    prefill_s_per_token = sum(
+        (
+            2.0 * _params(option.facts, p.block_bytes * active + p.other_bytes)
+            + attention_flops(arch, p.blocks, prompt_tokens / 2)
+        )
+        / p.flops
+        for p in parts
+    )
+    prefill = 1.0 / prefill_s_per_token
+    per_stream = 1.0 / step
+    ttft = prompt_tokens / prefill + step
+    e2e = ttft + output_tokens / per_stream
+    return LoadPrediction(
+        slots=slots,
+        aggregate_tokens_per_s=slots * per_stream,
+        per_stream_tokens_per_s=per_stream,
+        prefill_tokens_per_s=prefill,
+        ttft_s=ttft,
+        e2e_s=e2e,
+        requests_per_s=slots / e2e,
+        compute_bound=compute_bound,
+        efficiency=efficiency,
+    )

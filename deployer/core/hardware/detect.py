@@ -14,7 +14,15 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict
 
 from deployer.core.datafiles import validate_data
-from deployer.core.hardware.profiles import AcceleratorKind, Profile, RuntimeSpec
+from deployer.core.hardware.profiles import (
+    DEFAULT_APPLE_FLOP_PER_BYTE,
+    DEFAULT_CPU_GHZ,
+    DEFAULT_GPU_FLOP_PER_BYTE,
+    AcceleratorKind,
+    Profile,
+    RuntimeSpec,
+    derived_cpu_peak_gflops,
+)
 from deployer.core.units import GIB, MIB
 
 MatchKind = Literal["exact", "closest", "ad-hoc"]
@@ -457,6 +465,12 @@ def build_adhoc_profile(detected: DetectedHardware, like: Profile | None) -> Pro
         "runtimes": _adhoc_runtimes(detected.kind),
         "source": "detected on this machine (deployer detect)",
     }
+    cpu_peak = derived_cpu_peak_gflops(detected.cpu.threads, detected.cpu.flags)
+    data["cpu_peak_gflops"] = cpu_peak
+    peak_note = (
+        f"cpu_peak_gflops {cpu_peak:g} derived ({detected.cpu.threads} CPUs x "
+        f"{DEFAULT_CPU_GHZ:g} GHz x FP32 FLOPs a cycle by the widest FMA in the CPU flags)"
+    )
     assumed = [f"cpu_bandwidth_gbps {cpu_bw:g} assumed (about 10 GB/s per memory channel)"]
     if detected.kind == "apple":
         chip = _apple_chip(detected.cpu.model)
@@ -466,12 +480,19 @@ def build_adhoc_profile(detected: DetectedHardware, like: Profile | None) -> Pro
             if like and _apple_chip(like.name) == chip
             else (_APPLE_BANDWIDTH_GBPS.get(chip, 100) if chip else 100)
         )
+        um = like.unified_memory if like and _apple_chip(like.name) == chip else None
+        gpu_peak = (um.gpu_peak_fp16_tflops if um else None) or round(
+            bandwidth * DEFAULT_APPLE_FLOP_PER_BYTE / 1000, 1
+        )
         data.update(
             name=f"{detected.cpu.model}, {_gib(detected.ram_bytes)} GB (detected)",
-            unified_memory={"gpu_wired_fraction": fraction},
+            unified_memory={"gpu_wired_fraction": fraction, "gpu_peak_fp16_tflops": gpu_peak},
             cpu_bandwidth_gbps=bandwidth,
         )
-        assumed = [f"gpu_wired_fraction {fraction} and {bandwidth} GB/s from the chip's defaults"]
+        assumed = [
+            f"gpu_wired_fraction {fraction}, {bandwidth} GB/s and {gpu_peak:g} GPU TFLOPS from "
+            "the chip's defaults"
+        ]
     elif detected.gpus:
         gpu = detected.gpus[0]
         same_model = (
@@ -484,8 +505,15 @@ def build_adhoc_profile(detected: DetectedHardware, like: Profile | None) -> Pro
             if same_model and like and like.gpu
             else (_GPU_BANDWIDTH_FALLBACK_GBPS)
         )
+        peak = (like.gpu.peak_fp16_tflops if same_model and like and like.gpu else None) or round(
+            bandwidth * DEFAULT_GPU_FLOP_PER_BYTE / 1000, 1
+        )
         if not same_model:
             assumed.append(f"GPU bandwidth {bandwidth:g} GB/s assumed")
+            assumed.append(
+                f"GPU peak {peak:g} FP16 TFLOPS derived ({DEFAULT_GPU_FLOP_PER_BYTE:g} FLOP a "
+                "byte of bandwidth)"
+            )
         count = len(detected.gpus)
         data.update(
             name=f"{count}x {gpu.name} (detected)" if count > 1 else f"{gpu.name} (detected)",
@@ -494,12 +522,14 @@ def build_adhoc_profile(detected: DetectedHardware, like: Profile | None) -> Pro
                 "memory_mib": min(g.memory_bytes for g in detected.gpus) // MIB,
                 "reserve_mib": _GPU_RESERVE_MIB,
                 "bandwidth_gbps": bandwidth,
+                "peak_fp16_tflops": peak,
                 "compute_capability": gpu.compute_capability,
                 "count": count,
             },
         )
     else:
         data.update(name=f"{detected.cpu.model}, {detected.cpu.threads} CPUs (detected)")
+    assumed.append(peak_note)
     data["notes"] = "Built from this machine's hardware; " + "; ".join(assumed) + "."
     return validate_data(data, Profile, "the hardware detected")
 

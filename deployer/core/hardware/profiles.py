@@ -31,6 +31,20 @@ MAX_BANDWIDTH_GBPS = 100_000.0
 MAX_DEVICES = 256
 MAX_CPU_CORES = 65_536
 MAX_USD_PER_HOUR = 100_000.0
+# 100 PFLOPS a device and 10 PFLOPS of CPU are far above anything sold.
+MAX_DEVICE_TFLOPS = 100_000.0
+MAX_CPU_GFLOPS = 10_000_000.0
+
+# When a profile states no peak FLOPS (a user's own profile): a stated derivation, not a fact.
+# GPUs: FLOPs per byte of memory bandwidth ("machine balance"); every shipped datacenter GPU is
+# at 100-300 FP16 FLOP/byte, so 100 stays on the low side. Apple GPUs: about 35 (M2 Ultra 27.2
+# TFLOPS over 800 GB/s). CPUs: cores x DEFAULT_CPU_GHZ x FP32 FLOPs per cycle per listed CPU,
+# by the widest FMA the flags show.
+DEFAULT_GPU_FLOP_PER_BYTE = 100.0
+DEFAULT_APPLE_FLOP_PER_BYTE = 35.0
+DEFAULT_CPU_GHZ = 2.5
+CPU_FLOPS_PER_CYCLE = (("avx512f", 32), ("avx2", 16), ("neon", 16))
+CPU_FLOPS_PER_CYCLE_OTHER = 8
 
 
 class _Strict(BaseModel):
@@ -50,6 +64,12 @@ class GpuSpec(_Strict):
         description="runtime context the framework takes before any buffer (CUDA context)",
     )
     bandwidth_gbps: float = Field(gt=0, lt=MAX_BANDWIDTH_GBPS, description="memory bandwidth, GB/s")
+    peak_fp16_tflops: float | None = Field(
+        default=None,
+        gt=0,
+        le=MAX_DEVICE_TFLOPS,
+        description="dense FP16 tensor peak of one device, no sparsity (vendor datasheet)",
+    )
     compute_capability: Token | None = None
     flash_attention: bool = True
     count: int = Field(default=1, ge=1, le=MAX_DEVICES)
@@ -65,6 +85,9 @@ class UnifiedMemory(_Strict):
     """Apple unified memory: the GPU may wire only part of RAM unless raised by sysctl."""
 
     gpu_wired_fraction: float = Field(gt=0, le=1)
+    gpu_peak_fp16_tflops: float | None = Field(
+        default=None, gt=0, le=MAX_DEVICE_TFLOPS, description="the GPU's FP16 peak"
+    )
     raise_hint: Line = "sudo sysctl iogpu.wired_limit_mb=<MiB> (resets on reboot)"
 
 
@@ -98,11 +121,15 @@ class Profile(_Strict):
     cpu_bandwidth_gbps: float = Field(
         gt=0, lt=MAX_BANDWIDTH_GBPS, description="host RAM bandwidth, GB/s"
     )
+    cpu_peak_gflops: float | None = Field(
+        default=None, gt=0, le=MAX_CPU_GFLOPS, description="FP32 FMA peak of the host's CPUs"
+    )
     cpu_flags: list[Token] = Field(default_factory=list, max_length=256)
     runtimes: dict[Backend, RuntimeSpec]
     price: Price | None = None
     notes: Prose = ""
     source: Prose = Field(description="where the numbers come from")
+    compute_source: Prose = Field(default="", description="where the peak FLOPS come from")
 
     @model_validator(mode="after")
     def _check_kind(self) -> Profile:
@@ -139,10 +166,42 @@ class Profile(_Strict):
         """Bandwidth of the memory that holds offloaded weights."""
         return self.gpu.bandwidth_gbps if self.gpu else self.cpu_bandwidth_gbps
 
+    def device_peak_flops(self) -> tuple[float, bool]:
+        """(FLOP/s of one accelerator device, whether the profile states it); derived from the
+        bandwidth when not stated (DEFAULT_GPU_FLOP_PER_BYTE, DEFAULT_APPLE_FLOP_PER_BYTE)."""
+        if self.kind == "apple":
+            assert self.unified_memory is not None
+            stated = self.unified_memory.gpu_peak_fp16_tflops
+            per_byte = DEFAULT_APPLE_FLOP_PER_BYTE
+        elif self.gpu is not None:
+            stated = self.gpu.peak_fp16_tflops
+            per_byte = DEFAULT_GPU_FLOP_PER_BYTE
+        else:
+            return self.cpu_peak_flops()
+        if stated is not None:
+            return stated * 1e12, True
+        return self.device_bandwidth_gbps() * 1e9 * per_byte, False
+
+    def cpu_peak_flops(self) -> tuple[float, bool]:
+        """(FLOP/s of the host's CPUs, whether the profile states it); derived from the cores,
+        DEFAULT_CPU_GHZ and the widest FMA in cpu_flags when not stated."""
+        if self.cpu_peak_gflops is not None:
+            return self.cpu_peak_gflops * 1e9, True
+        return derived_cpu_peak_gflops(self.cpu_cores, self.cpu_flags) * 1e9, False
+
     @property
     def flash_attention(self) -> bool:
         """Whether llama.cpp's flash attention is available on the devices."""
         return self.gpu.flash_attention if self.gpu else True
+
+
+def derived_cpu_peak_gflops(cpu_cores: int, cpu_flags: list[str]) -> float:
+    """The stated CPU derivation: cores x DEFAULT_CPU_GHZ x FP32 FLOPs a cycle by the flags."""
+    flags = set(cpu_flags)
+    per_cycle = next(
+        (n for flag, n in CPU_FLOPS_PER_CYCLE if flag in flags), CPU_FLOPS_PER_CYCLE_OTHER
+    )
+    return cpu_cores * DEFAULT_CPU_GHZ * per_cycle
 
 
 def load_profiles(source: DataSource | None = None) -> dict[str, Profile]:
