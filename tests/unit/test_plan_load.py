@@ -471,3 +471,17 @@ def test_the_clock_seam_decides_what_is_old(monkeypatch: pytest.MonkeyPatch) -> 
     monkeypatch.undo()
     _, now = _cli(*ARGS, "--api", "openai-gpt-4o")
     assert now["api_comparison"][0]["old"] is (date.today() > date(2025, 12, 28))
+
+
+def test_prefill_does_not_pay_the_output_layer_per_prompt_token() -> None:
+    # llama-server samples only the prompt's last position: a bigger output layer (a larger
+    # vocabulary) slows each decode step, not each prompt token.
+    result = _plan("qwen2.5-7b-instruct", "cpu-x86-16c-64gb")
+    opt = result.chosen
+    w = opt.facts.weights
+    bigger_w = w.model_copy(update={"output_bytes": 10 * w.output_bytes})
+    bigger = replace(opt, facts=opt.facts.model_copy(update={"weights": bigger_w}))
+    base, big = (_load(o, result.profile, 1, p=1000, o=100) for o in (opt, bigger))
+    assert big.prefill_tokens_per_s == pytest.approx(base.prefill_tokens_per_s)
+    assert big.per_stream_tokens_per_s < base.per_stream_tokens_per_s
+    assert big.ttft_s > base.ttft_s  # the first token's step reads the output layer once

@@ -10,8 +10,9 @@ The model, for any architecture and machine (docs/plan.md "Throughput under load
   weights, plus every dense weight) and each stream's KV cache at its average position (prompt +
   output / 2), over bandwidth x memory efficiency. Compute: B x (2 x active parameters + the
   attention FLOPs at that position), over peak FLOPS x compute efficiency.
-- Prefill is compute-bound: FLOPs per prompt token are 2 x active parameters plus attention at
-  half the prompt.
+- Prefill is compute-bound: FLOPs per prompt token are 2 x the active block parameters plus
+  attention at half the prompt; the output layer runs for the last position only (the one whose
+  logits are sampled), which the first decode step already counts.
 - Time to first token: the prompt at prefill speed plus one decode step at B (the prompt is
   assumed to run alone, not interleaved with the other streams' steps).
 """
@@ -200,9 +201,11 @@ def predict_load(
     step, compute_bound = _step_s(option, parts, slots, prompt_tokens + output_tokens / 2)
     share = expert_share(arch)
     active = 1.0 - share + share * experts_touched(arch, 1)
+    # Only the prompt's last position needs logits (llama-server asks for no others), so the
+    # output layer is not part of a prompt token's cost: the decode step below pays it once.
     prefill_s_per_token = sum(
         (
-            2.0 * _params(option.facts, p.block_bytes * active + p.other_bytes)
+            2.0 * _params(option.facts, p.block_bytes * active)
             + attention_flops(arch, p.blocks, prompt_tokens / 2)
         )
         / p.flops
