@@ -158,9 +158,23 @@ def _refuse(fields: dict[str, str], keys: tuple[str, ...], kind: str, source: st
             raise InvalidRequest(f"{source}: {key}= does not go with {kind}=")
 
 
+_USERINFO_RE = re.compile(r"//[^/@]*@")
+_QUERY_RE = re.compile(r"\?[^,]*")
+
+
+def redacted(text: str) -> str:
+    """A --target as it may be quoted in a message: a key given as a value (refused anyway)
+    and a URL's user:password@ and query replaced by ***."""
+    parts = []
+    for part in text.split(","):
+        key, sep, _value = part.partition("=")
+        parts.append(f"{key}=***" if sep and key.strip() in _SECRET_KEYS else part)
+    return _QUERY_RE.sub("?***", _USERINFO_RE.sub("//***@", ",".join(parts)))
+
+
 def parse_target(text: str) -> TargetSpec:
     """One --target: a deployment name, a bare http(s) URL, or key=value fields split by ','."""
-    source = f"--target {shown(text)}"
+    source = f"--target {shown(redacted(text))}"
     if len(text) > 4096:
         raise InvalidRequest(f"{source}: longer than 4096 characters")
     if text.startswith(("http://", "https://")):
