@@ -35,7 +35,7 @@ def _num(value: float | None, digits: int = 3) -> str:
 
 
 def _usd(value: float | None) -> str:
-    return "-" if value is None else f"{value:.6f}"
+    return "-" if value is None else f"{value:.3g}"
 
 
 def row_cells(s: TargetSummary) -> list[str]:
