@@ -123,7 +123,9 @@ def test_a_killed_run_resumes_without_asking_answered_items_again(
             assert proxy.counts[str(prompt_of[item])] == 1, f"{item} was asked again"
         assert sum(proxy.counts.values()) - asked_before == 8 - len(done_before)
         lines = _results(run_dir)
-        assert sorted(str(r["item"]) for r in lines) == sorted(str(k) for k in prompt_of)  # one line per item
+        assert sorted(str(r["item"]) for r in lines) == sorted(
+            str(k) for k in prompt_of
+        )  # one line per item
         assert got["targets"][0]["answered"] == 8
         # the same run again asks nothing; other data in the same folder is refused
         before = sum(proxy.counts.values())
