@@ -220,3 +220,31 @@ def test_a_model_target_is_deployed_for_the_run_and_removed(tmp_path: Path) -> N
         0.096 * t["busy_s"] / 3600, rel=1e-3
     )
     assert load_records() == []  # removed after the run
+
+
+def test_a_deployment_target_uses_its_endpoint_and_key_file(tmp_path: Path) -> None:
+    port = free_port()
+    code, _, err = _cli("deploy", "demo", "--profile", "cpu-x86-2c-8gb", "--runtime", "native",
+                        "--name", "e-dep", "--port", str(port), "--expose")  # fmt: skip
+    assert code == 0, err
+    try:
+        data = tmp_path / "d.jsonl"
+        data.write_text(SMALL.read_text().splitlines()[2] + "\n")  # letters: " F"
+        run_dir = tmp_path / "run"
+        code, out, err = _cli("eval", str(data), "-t", "e-dep", "--run-dir", str(run_dir), "--json")
+        assert code == 0, err
+        (t,) = json.loads(out)["targets"]
+        assert (
+            t["kind"] == "deployment"
+            and t["answered"] == 1
+            and t["by_scorer"]["exact"]["passed"] == 1
+        )
+        from deployer.adapters.state_store import load_record
+
+        rec = load_record("e-dep")
+        assert rec is not None and rec.api_key_path
+        key = Path(rec.api_key_path).read_text().strip()
+        assert key not in out and key not in err
+        assert all(key not in p.read_text() for p in run_dir.iterdir())
+    finally:
+        _cli("down", "e-dep")
