@@ -38,6 +38,9 @@ COMMANDS: dict[str, Entry] = {
     "plan": Entry(
         "plan", "Pick the best quant that fits, with its memory, speed under load and cost."
     ),
+    "eval": Entry(
+        "eval", "Score models on your own data (JSONL), side by side: score, latency, tokens, cost."
+    ),
     "pull": Entry("pull", "Download a model's GGUF files, resumable and sha256-verified."),
     "render": Entry(
         "render",

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 # Imports of core stay inside the functions: `ps`, `logs` and `down` use this module too, and
 # must not load the planner, the catalog or pydantic models they never use.
 if TYPE_CHECKING:
     from collections.abc import Callable
-    from pathlib import Path
 
     from deployer.adapters.calibration_store import FileCalibrationStore
     from deployer.adapters.clock import SystemClock
@@ -16,6 +17,8 @@ if TYPE_CHECKING:
     from deployer.adapters.local_models import LocalModelFiles
     from deployer.adapters.secrets import FileSecretStore
     from deployer.adapters.state_store import FileRecordStore
+    from deployer.core.eval.flow import EvalEdges, OpenTarget
+    from deployer.core.eval.targets import TargetSpec
     from deployer.core.fit.plan import License, PlanResult
     from deployer.core.fleet.run import FleetEdges
     from deployer.core.hardware.profiles import Profile
@@ -361,3 +364,138 @@ def calibrations() -> FileCalibrationStore:
     from deployer.adapters.calibration_store import FileCalibrationStore
 
     return FileCalibrationStore()
+
+
+# --- deployer eval ---------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class EvalHow:
+    """How eval reaches its targets: request limits, and how a model target is deployed."""
+
+    timeout_s: float = 120.0
+    max_attempts: int = 4
+    profile: Profile | None = None  # model targets are deployed on it
+    runtime: str | None = None  # --runtime for model targets
+    run_key: str = ""  # names the deployments a run makes
+
+
+def eval_key_for(target: TargetSpec) -> str | None:
+    """A url target's API key (EvalKeyMissing when its variable or file has none)."""
+    from deployer.adapters.eval_runs import api_key_from
+
+    return api_key_from(target.label, env=target.key_env, file=target.key_file)
+
+
+def eval_deployment(target: TargetSpec) -> tuple[str, str, str | None]:
+    """A deployment target's (API base, model name to send, key): DeploymentNotFound if none."""
+    from deployer.core.errors import DeploymentNotFound
+
+    assert target.deployment is not None
+    rec = record_store().load(target.deployment)
+    if rec is None:
+        raise DeploymentNotFound(target.deployment, [])
+    key = secret_store().read_api_key(Path(rec.api_key_path)) if rec.api_key_path else None
+    model = rec.name if rec.backend == "ollama" else rec.model  # Ollama serves it by name
+    return rec.endpoint.rstrip("/") + "/v1", model, key
+
+
+def eval_preflight(targets: list[TargetSpec]) -> None:
+    """Refuse, before any request, a target whose key or deployment is missing."""
+    for t in targets:
+        if t.kind == "url":
+            eval_key_for(t)
+        elif t.kind == "deployment":
+            eval_deployment(t)
+
+
+def _eval_open(target: TargetSpec, how: EvalHow, say: Callable[[str], None]) -> OpenTarget:
+    import hashlib
+
+    from deployer.adapters.chat_client import ChatClient
+    from deployer.core.eval.flow import OpenTarget
+
+    def client(base: str, model: str, key: str | None) -> ChatClient:
+        return ChatClient(base, model, key, timeout_s=how.timeout_s, max_attempts=how.max_attempts)
+
+    if target.kind == "url":
+        assert target.url is not None and target.model is not None
+        c = client(target.url, target.model, eval_key_for(target))
+        return OpenTarget(c, close=c.close)
+    if target.kind == "deployment":
+        c = client(*eval_deployment(target))
+        return OpenTarget(c, close=c.close)
+    from deployer.core.errors import InvalidRequest
+    from deployer.core.model.ref import parse_model_ref
+    from deployer.core.serve.deploy import DeployResult
+    from deployer.core.serve.deploy_flow import DeployRequest, deploy_model, runtime_for
+    from deployer.core.serve.prepare import PlanInputs
+
+    if how.profile is None:
+        raise InvalidRequest(f"target {target.label}: deploying needs a profile")
+    assert target.model is not None
+    name = "eval-" + hashlib.sha256(f"{how.run_key}/{target.label}".encode()).hexdigest()[:10]
+    req = DeployRequest(
+        ref=parse_model_ref(target.model), profile=how.profile,
+        inputs=PlanInputs(quant=target.quant, ctx=None, parallel=1, kv_type="f16",
+                          backend="llamacpp", load_mode=None),
+        name=name, runtime=runtime_for(how.profile, how.runtime, "llamacpp"),
+    )  # fmt: skip
+    say(f"{target.label}: deploying as {name}")
+    done = deploy_model(req, deploy_edges(say), None)
+    assert isinstance(done, DeployResult)
+    rec = done.record
+    key = secret_store().read_api_key(Path(rec.api_key_path)) if rec.api_key_path else None
+    c = client(rec.endpoint.rstrip("/") + "/v1", done.served_model or rec.model, key)
+
+    def close() -> None:
+        from deployer.core.state.teardown import down
+
+        c.close()
+        down(down_seams(), name, all_=False, purge=False)
+        say(f"{target.label}: removed {name}")
+
+    return OpenTarget(
+        c, close=close, notes=[f"{target.label}: deployed as {name} for the run, then removed"]
+    )
+
+
+def eval_edges(run_dir: Path, how: EvalHow, say: Callable[[str], None]) -> EvalEdges:
+    """The real systems `deployer eval` talks to."""
+    from deployer.adapters.eval_runs import DiskRunFolder, run_parallel
+    from deployer.core.eval.flow import EvalEdges
+
+    return EvalEdges(
+        open_target=lambda t: _eval_open(t, how, say),
+        folder=DiskRunFolder(run_dir),
+        folder_name=str(run_dir),
+        parallel=run_parallel,
+    )
+
+
+def eval_read_data(path: Path) -> tuple[str, str]:
+    """The eval data file's text and sha256 (bounded)."""
+    from deployer.adapters.eval_runs import read_data_file
+
+    return read_data_file(path)
+
+
+def eval_read_targets(path: Path) -> str:
+    """A targets file's text (bounded)."""
+    from deployer.adapters.eval_runs import read_targets_file
+
+    return read_targets_file(path)
+
+
+def eval_default_run_dir(key: str) -> Path:
+    """The run folder of a run's key, under the state dir."""
+    from deployer.adapters.eval_runs import default_run_dir
+
+    return default_run_dir(key)
+
+
+def write_report(path: Path, text: str) -> None:
+    """Write an eval report file atomically (temp file + replace)."""
+    from deployer.adapters.eval_runs import write_text_atomic
+
+    write_text_atomic(path, text)

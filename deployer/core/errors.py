@@ -582,3 +582,36 @@ class NativeHealthTimeout(DeployerError):
             f"(health: {self.last_status}); it was stopped"
             + _log_block(self.last_logs, self.log_path)
         )
+
+
+# --- deployer eval -------------------------------------------------------------------------------
+
+
+@dataclass
+class EvalRunMismatch(DeployerError):
+    """A run folder holds a different run (other data, targets or settings)."""
+
+    folder: str
+    problem: str
+    exit_code: int = 2
+
+    def message(self) -> str:
+        return (
+            f"run folder {self.folder}: {self.problem}; it is not continued. "
+            "Give another --run-dir for a new run, or the same data and targets to resume it."
+        )
+
+
+@dataclass
+class EvalKeyMissing(DeployerError):
+    """A target's API key is not where its target says it is."""
+
+    target: str
+    where: str
+    exit_code: int = 2
+
+    def message(self) -> str:
+        return (
+            f"target {self.target}: no API key in {self.where}. "
+            "Export the variable (key-env=VAR) or point key-file= at a file holding the key."
+        )

@@ -110,3 +110,34 @@ def netns_hosts(engine: DockerEngine, runtime_image: str) -> Iterator[list[Netns
 def hub(monkeypatch: pytest.MonkeyPatch) -> Iterator[LoopbackHub]:
     """A LoopbackHub with huggingface_hub pointed at it, for one test."""
     yield from running_hub(monkeypatch)
+
+
+# --- deployer eval ----------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def eval_servers(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, str]]:
+    """The demo model served twice by native llama-servers: 'plain', and 'letters' whose
+    default grammar allows only lowercase letters and spaces (so it cannot write a digit)."""
+    from deployer.adapters.local_models import demo_model_path
+    from tests.integration.evalkit import llama_server_binary, start_llama, stop_process
+
+    binary = llama_server_binary()
+    if binary is None:
+        pytest.skip(
+            "no llama-server build: run 'bash scripts/build-llama.sh' or set DEPLOYER_LLAMA_PREFIX"
+        )
+    logs = tmp_path_factory.mktemp("eval-servers")
+    model = demo_model_path()
+    started = []
+    try:
+        plain = start_llama(binary, model, [], logs / "plain.log")
+        started.append(plain[0])
+        letters = start_llama(
+            binary, model, ["--grammar", "root ::= [a-z ]+"], logs / "letters.log"
+        )
+        started.append(letters[0])
+        yield {"plain": plain[1], "letters": letters[1]}
+    finally:
+        for proc in started:
+            stop_process(proc)

@@ -11,7 +11,7 @@ from typing import Annotated
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
 from deployer.core.data_source import DataSource, data_source
-from deployer.core.datafiles import Id, Line, Prose, Url, parse_by_id
+from deployer.core.datafiles import Id, Line, Prose, Token, Url, parse_by_id
 from deployer.core.errors import InvalidRequest
 from deployer.core.untrusted import shown
 
@@ -60,6 +60,12 @@ class ApiPrice(BaseModel):
     source: Url
     as_of: AsOf = Field(description="when the price was read: YYYY-MM or YYYY-MM-DD")
     notes: Prose = ""
+    api_models: list[Token] = Field(
+        default_factory=list,
+        max_length=64,
+        description="model names the API takes for this row (what `eval --target url=...,model=` "
+        "sends), e.g. gpt-4o-mini, gpt-4o-mini-2024-07-18",
+    )
 
     def usd_per_request(self, prompt_tokens: int, output_tokens: int) -> float:
         """Dollars for one request of `prompt_tokens` in and `output_tokens` out."""

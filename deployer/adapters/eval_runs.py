@@ -1,0 +1,192 @@
+"""The files of `deployer eval`: the data file and a targets file (read bounded), API keys
+from the environment or a key file, and the run folder (manifest.json written atomically,
+results.jsonl appended one fsync'd line at a time), plus running work on a few threads."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import stat
+import threading
+from collections.abc import Callable, Sequence
+from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
+from pathlib import Path
+from typing import Any, TypeVar
+
+from deployer.adapters.data_files import state_dir
+from deployer.adapters.statefile import write_state_json
+from deployer.core.errors import EvalKeyMissing, InvalidDataFile, InvalidRequest
+from deployer.core.eval.items import MAX_FILE_BYTES
+from deployer.core.eval.runbook import MAX_RESULT_LINE_CHARS
+
+T = TypeVar("T")
+MANIFEST = "manifest.json"
+RESULTS = "results.jsonl"
+MAX_KEY_BYTES = 8192
+MAX_TARGETS_FILE_BYTES = 1 << 20
+MAX_RESULTS_BYTES = 1 << 30
+
+
+def read_bounded(path: Path, max_bytes: int, what: str) -> tuple[str, str]:
+    """(text, sha256) of a regular file of at most `max_bytes`; one-line errors otherwise."""
+    where = str(path)
+    try:
+        info = os.stat(path)
+    except FileNotFoundError:
+        raise InvalidDataFile(where, None, f"no such {what}") from None
+    except OSError as exc:
+        raise InvalidDataFile(where, None, f"cannot read: {exc.strerror}") from None
+    if not stat.S_ISREG(info.st_mode):
+        raise InvalidDataFile(where, None, "not a regular file")
+    with open(path, "rb") as fh:
+        raw = fh.read(max_bytes + 1)
+    if len(raw) > max_bytes:
+        raise InvalidDataFile(where, None, f"larger than {max_bytes} bytes")
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = raw[: exc.start].count(b"\n") + 1
+        raise InvalidDataFile(where, line, "not UTF-8 text") from None
+    return text, hashlib.sha256(raw).hexdigest()
+
+
+def read_data_file(path: Path) -> tuple[str, str]:
+    """The eval data file's text and sha256."""
+    return read_bounded(path, MAX_FILE_BYTES, "data file")
+
+
+def read_targets_file(path: Path) -> str:
+    """A targets YAML file's text."""
+    return read_bounded(path, MAX_TARGETS_FILE_BYTES, "targets file")[0]
+
+
+def api_key_from(label: str, *, env: str | None, file: str | None) -> str | None:
+    """The key a target names: from environment variable `env` or key file `file`; None when
+    it names neither."""
+    if env is not None:
+        value = os.environ.get(env, "").strip()
+        if not value:
+            raise EvalKeyMissing(label, f"environment variable {env}")
+        return value
+    if file is None:
+        return None
+    path = Path(file).expanduser()
+    try:
+        with open(path, "rb") as fh:
+            raw = fh.read(MAX_KEY_BYTES + 1)
+    except OSError:
+        raise EvalKeyMissing(label, f"key file {path}") from None
+    value = raw.decode("utf-8", "replace").strip()
+    if not value or len(raw) > MAX_KEY_BYTES or any(c.isspace() for c in value):
+        raise InvalidRequest(f"target {label}: key file {path} does not hold one key")
+    return value
+
+
+def default_run_dir(key: str) -> Path:
+    """Where a run lives unless --run-dir says: under the state dir, named by the run's hash
+    (so the same data and targets find their run again)."""
+    return state_dir() / "eval" / key[:16]
+
+
+class DiskRunFolder:
+    """A run folder on disk (deployer.core.eval.runbook.RunFolder)."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._lock = threading.Lock()
+
+    def _ensure(self) -> None:
+        self.path.mkdir(parents=True, exist_ok=True, mode=0o700)
+
+    def read_manifest(self) -> dict[str, Any] | None:
+        """The manifest, None when there is none yet."""
+        path = self.path / MANIFEST
+        if not path.exists():
+            return None
+        text, _ = read_bounded(path, 1 << 20, "manifest")
+        try:
+            data = json.loads(text)
+        except ValueError:
+            raise InvalidDataFile(
+                str(path), None, "not JSON: not a run folder deployer wrote"
+            ) from None
+        if not isinstance(data, dict):
+            raise InvalidDataFile(str(path), None, "not a run folder deployer wrote")
+        return data
+
+    def write_manifest(self, manifest: dict[str, Any]) -> None:
+        """Write manifest.json atomically."""
+        self._ensure()
+        write_state_json(self.path / MANIFEST, manifest)
+
+    def read_result_lines(self) -> list[str]:
+        """Every line of results.jsonl (a line that is not UTF-8 becomes one that fails to parse)."""
+        path = self.path / RESULTS
+        if not path.exists():
+            return []
+        if not stat.S_ISREG(os.stat(path).st_mode):
+            raise InvalidDataFile(str(path), None, "not a regular file")
+        lines = []
+        with open(path, "rb") as fh:
+            total = 0
+            while raw := fh.readline(MAX_RESULT_LINE_CHARS + 2):
+                total += len(raw)
+                if total > MAX_RESULTS_BYTES:
+                    raise InvalidDataFile(str(path), None, f"larger than {MAX_RESULTS_BYTES} bytes")
+                lines.append(raw.decode("utf-8", "replace"))
+        return lines
+
+    def append_result(self, line: dict[str, Any]) -> None:
+        """Append one line and fsync it before returning: once counted, it survives a kill."""
+        data = (json.dumps(line, ensure_ascii=True) + "\n").encode()
+        with self._lock:
+            self._ensure()
+            fd = os.open(self.path / RESULTS, os.O_RDWR | os.O_APPEND | os.O_CREAT, 0o600)
+            try:
+                if os.fstat(fd).st_size and not _ends_with_newline(fd):
+                    data = b"\n" + data  # a kill cut the last line: start on a fresh one
+                os.write(fd, data)
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+
+
+def _ends_with_newline(fd: int) -> bool:
+    size = os.fstat(fd).st_size
+    return os.pread(fd, 1, size - 1) == b"\n"
+
+
+def run_parallel(work: Callable[[T], None], items: Sequence[T], limit: int) -> None:
+    """`work` over `items` on at most `limit` threads; the first exception is re-raised after
+    the rest are cancelled."""
+    with ThreadPoolExecutor(max_workers=max(1, limit), thread_name_prefix="eval") as pool:
+        futures = [pool.submit(work, item) for item in items]
+        try:
+            _done, _ = wait(futures, return_when=FIRST_EXCEPTION)
+        except BaseException:
+            for f in futures:
+                f.cancel()
+            raise
+        for f in futures:
+            if f.done() and not f.cancelled() and f.exception() is not None:
+                for other in futures:
+                    other.cancel()
+                raise f.exception()  # type: ignore[misc]
+
+
+def write_text_atomic(path: Path, text: str) -> None:
+    """Write `text` to `path` through a temp file in the same folder and a rename."""
+    import tempfile
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            fh.write(text)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
