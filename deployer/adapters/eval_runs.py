@@ -68,6 +68,11 @@ def api_key_from(label: str, *, env: str | None, file: str | None) -> str | None
         value = os.environ.get(env, "").strip()
         if not value:
             raise EvalKeyMissing(label, f"environment variable {env}")
+        if not _one_key(value):
+            raise InvalidRequest(
+                f"target {label}: environment variable {env} does not hold one key",
+                "A key is printable ASCII with no spaces.",
+            )
         return value
     if file is None:
         return None
@@ -78,9 +83,18 @@ def api_key_from(label: str, *, env: str | None, file: str | None) -> str | None
     except OSError:
         raise EvalKeyMissing(label, f"key file {path}") from None
     value = raw.decode("utf-8", "replace").strip()
-    if not value or len(raw) > MAX_KEY_BYTES or any(c.isspace() for c in value):
-        raise InvalidRequest(f"target {label}: key file {path} does not hold one key")
+    if len(raw) > MAX_KEY_BYTES or not _one_key(value):
+        raise InvalidRequest(
+            f"target {label}: key file {path} does not hold one key",
+            "A key is printable ASCII with no spaces.",
+        )
     return value
+
+
+def _one_key(value: str) -> bool:
+    """Whether `value` can go in an HTTP header as one token: visible ASCII only. Anything
+    else would fail deep in the HTTP library with the key quoted in its message."""
+    return 0 < len(value) <= MAX_KEY_BYTES and all("!" <= c <= "~" for c in value)
 
 
 def default_run_dir(key: str) -> Path:

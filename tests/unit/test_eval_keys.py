@@ -1,0 +1,51 @@
+"""API keys for eval targets: read from an environment variable or a key file, refused in one
+line that never quotes them when they could not go in an HTTP header."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from deployer.adapters.eval_runs import api_key_from
+from deployer.core.errors import EvalKeyMissing, InvalidRequest
+
+
+def test_a_key_from_the_environment_or_a_file(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    monkeypatch.setenv("EVAL_TEST_KEY", " sk-abc_123 \n")
+    assert api_key_from("t", env="EVAL_TEST_KEY", file=None) == "sk-abc_123"
+    key_file = tmp_path / "k"
+    key_file.write_text("sk-from-file\n")
+    assert api_key_from("t", env=None, file=str(key_file)) == "sk-from-file"
+    assert api_key_from("t", env=None, file=None) is None
+
+
+def test_a_missing_key_is_named_by_where_it_should_be(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    monkeypatch.delenv("EVAL_TEST_KEY", raising=False)
+    with pytest.raises(EvalKeyMissing, match="EVAL_TEST_KEY"):
+        api_key_from("t", env="EVAL_TEST_KEY", file=None)
+    with pytest.raises(EvalKeyMissing, match="key file"):
+        api_key_from("t", env=None, file=str(tmp_path / "none"))
+
+
+@pytest.mark.parametrize(
+    "key", ["sk-s\u00e9cret", "sk-sec\nret", "sk-sec ret", "sk-sec\x00ret", "sk-\u202eterces"]
+)
+def test_a_key_that_cannot_go_in_a_header_is_refused_without_quoting_it(
+    key: str, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    key_file = tmp_path / "k"
+    key_file.write_text(key)
+    ways: list[tuple[str | None, str | None]] = [(None, str(key_file))]
+    if "\x00" not in key:  # an environment variable cannot hold a NUL
+        monkeypatch.setenv("EVAL_TEST_KEY", key)
+        ways.append(("EVAL_TEST_KEY", None))
+    for env, file in ways:
+        with pytest.raises(InvalidRequest) as info:
+            api_key_from("t", env=env, file=file)
+        message = info.value.message()
+        assert "does not hold one key" in message and "sec" not in message and "\n" not in message
