@@ -1,5 +1,6 @@
-"""API keys for eval targets: read from an environment variable or a key file, refused in one
-line that never quotes them when they could not go in an HTTP header."""
+"""eval's files: API keys (from an environment variable or a key file, refused in one line that
+never quotes them when they could not go in an HTTP header), the run folder and the report
+(a path that cannot be written is one line, not a traceback)."""
 
 from __future__ import annotations
 
@@ -7,7 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from deployer.adapters.eval_runs import api_key_from
+from deployer.adapters.eval_runs import DiskRunFolder, api_key_from, write_text_atomic
+from deployer.adapters.output_folder import CannotWrite
 from deployer.core.errors import EvalKeyMissing, InvalidRequest
 
 
@@ -49,3 +51,26 @@ def test_a_key_that_cannot_go_in_a_header_is_refused_without_quoting_it(
             api_key_from("t", env=env, file=file)
         message = info.value.message()
         assert "does not hold one key" in message and "sec" not in message and "\n" not in message
+
+
+def test_a_run_folder_that_is_a_file_is_one_line(tmp_path: Path) -> None:
+    a_file = tmp_path / "taken"
+    a_file.write_text("not a folder")
+    with pytest.raises(CannotWrite) as info:
+        DiskRunFolder(a_file).write_manifest({"k": 1})
+    assert str(a_file) in info.value.message() and "--run-dir" in info.value.message()
+    assert a_file.read_text() == "not a folder"
+
+
+def test_a_results_file_that_cannot_be_appended_is_one_line(tmp_path: Path) -> None:
+    (tmp_path / "results.jsonl").mkdir()
+    with pytest.raises(CannotWrite, match=r"results\.jsonl"):
+        DiskRunFolder(tmp_path).append_result({"target": "t"})
+
+
+def test_a_report_path_that_is_a_folder_is_one_line(tmp_path: Path) -> None:
+    folder = tmp_path / "r.md"
+    folder.mkdir()
+    with pytest.raises(CannotWrite, match="--report"):
+        write_text_atomic(folder, "# report")
+    assert folder.is_dir() and not list(tmp_path.glob(".r.md.*"))
