@@ -11,6 +11,8 @@ import pytest
 from deployer.adapters.eval_runs import DiskRunFolder, api_key_from, write_text_atomic
 from deployer.adapters.output_folder import CannotWrite
 from deployer.core.errors import EvalKeyMissing, InvalidRequest
+from deployer.core.eval.runbook import MAX_ANSWER_CHARS, ItemResult, load_results
+from deployer.core.eval.scorers import ScoreResult
 
 
 def test_a_key_from_the_environment_or_a_file(
@@ -74,3 +76,28 @@ def test_a_report_path_that_is_a_folder_is_one_line(tmp_path: Path) -> None:
     with pytest.raises(CannotWrite, match="--report"):
         write_text_atomic(folder, "# report")
     assert folder.is_dir() and not list(tmp_path.glob(".r.md.*"))
+
+
+@pytest.mark.parametrize("char", ["a", "\u00e9", "\U0001f600", "\n"])
+def test_the_longest_answer_kept_is_read_back_as_answered(tmp_path: Path, char: str) -> None:
+    # The results file is ASCII JSON: one emoji is 12 characters there. A line too long to read
+    # back would have its item asked again on resume.
+    folder = DiskRunFolder(tmp_path)
+    detail = "\x00" * 120
+    result = ItemResult("t", "q1", True, answer=char * (MAX_ANSWER_CHARS + 5),
+                        scores=(ScoreResult("json_schema", False, detail),) * 16)  # fmt: skip
+    folder.append_result(result.as_json())
+    loaded = load_results(folder.read_result_lines())
+    assert loaded.skipped == 0 and loaded.answered("t", "q1")
+    assert loaded.latest[("t", "q1")].answer == char * MAX_ANSWER_CHARS
+
+
+def test_a_line_cut_by_a_kill_is_skipped_and_the_next_starts_fresh(tmp_path: Path) -> None:
+    folder = DiskRunFolder(tmp_path)
+    folder.append_result(ItemResult("t", "q1", True, answer="x").as_json())
+    with (tmp_path / "results.jsonl").open("ab") as fh:
+        fh.write(b'{"target": "t", "item": "q2", "ok": tr')  # the kill
+    folder.append_result(ItemResult("t", "q3", True, answer="z").as_json())
+    loaded = load_results(folder.read_result_lines())
+    assert loaded.skipped == 1
+    assert [loaded.answered("t", q) for q in ("q1", "q2", "q3")] == [True, False, True]
