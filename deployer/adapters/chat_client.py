@@ -43,7 +43,7 @@ def parse_retry_after(value: str | None, now: float) -> float | None:
     if not value:
         return None
     text = value.strip()
-    if text.isdigit():
+    if text.isascii() and text.isdigit():  # str.isdigit() alone takes "²", which float() refuses
         return float(text[:6])
     try:
         when = parsedate_to_datetime(text)
@@ -78,6 +78,7 @@ class ChatClient:
         self.max_attempts = max(1, max_attempts)
         self.backoff_base_s, self.backoff_cap_s = backoff_base_s, backoff_cap_s
         self._sleep = sleep
+        self.timeout_s = timeout_s
         headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
         self._client = httpx2.Client(
             headers=headers, timeout=httpx2.Timeout(timeout_s, connect=min(timeout_s, 10.0)),
@@ -125,6 +126,9 @@ class ChatClient:
         self, path: str, body: dict[str, Any], *, chat: bool
     ) -> tuple[str, int | None, int | None]:
         url = self.base_url + path
+        # httpx's timeouts bound each connect and each read; a server that trickles a byte
+        # now and then would never trip them, so the whole answer also has a deadline.
+        deadline = time.monotonic() + self.timeout_s
         try:
             with self._client.stream("POST", url, json=body) as resp:
                 raw = bytearray()
@@ -132,6 +136,8 @@ class ChatClient:
                     raw += chunk
                     if len(raw) > MAX_ANSWER_BYTES:
                         raise _Fail("bad answer", f"answer larger than {MAX_ANSWER_BYTES} bytes")
+                    if time.monotonic() > deadline:
+                        raise _Retry("timeout", f"answer not complete in {self.timeout_s:g} s")
                 status = resp.status_code
                 retry_after = parse_retry_after(resp.headers.get("retry-after"), time.time())
         except httpx2.TimeoutException as exc:

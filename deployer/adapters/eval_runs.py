@@ -8,13 +8,16 @@ import hashlib
 import json
 import os
 import stat
+import tempfile
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, TypeVar
 
 from deployer.adapters.data_files import state_dir
+from deployer.adapters.output_folder import CannotWrite
 from deployer.adapters.statefile import write_state_json
 from deployer.core.errors import EvalKeyMissing, InvalidDataFile, InvalidRequest
 from deployer.core.eval.items import MAX_FILE_BYTES
@@ -68,6 +71,11 @@ def api_key_from(label: str, *, env: str | None, file: str | None) -> str | None
         value = os.environ.get(env, "").strip()
         if not value:
             raise EvalKeyMissing(label, f"environment variable {env}")
+        if not _one_key(value):
+            raise InvalidRequest(
+                f"target {label}: environment variable {env} does not hold one key",
+                "A key is printable ASCII with no spaces.",
+            )
         return value
     if file is None:
         return None
@@ -78,15 +86,37 @@ def api_key_from(label: str, *, env: str | None, file: str | None) -> str | None
     except OSError:
         raise EvalKeyMissing(label, f"key file {path}") from None
     value = raw.decode("utf-8", "replace").strip()
-    if not value or len(raw) > MAX_KEY_BYTES or any(c.isspace() for c in value):
-        raise InvalidRequest(f"target {label}: key file {path} does not hold one key")
+    if len(raw) > MAX_KEY_BYTES or not _one_key(value):
+        raise InvalidRequest(
+            f"target {label}: key file {path} does not hold one key",
+            "A key is printable ASCII with no spaces.",
+        )
     return value
+
+
+def _one_key(value: str) -> bool:
+    """Whether `value` can go in an HTTP header as one token: visible ASCII only. Anything
+    else would fail deep in the HTTP library with the key quoted in its message."""
+    return 0 < len(value) <= MAX_KEY_BYTES and all("!" <= c <= "~" for c in value)
 
 
 def default_run_dir(key: str) -> Path:
     """Where a run lives unless --run-dir says: under the state dir, named by the run's hash
     (so the same data and targets find their run again)."""
     return state_dir() / "eval" / key[:16]
+
+
+_RUN_DIR_HINT = "Give another --run-dir (a folder deployer may create and write)."
+
+
+@contextmanager
+def _writing(path: Path, hint: str) -> Iterator[None]:
+    """An OSError while writing `path` (a file where a folder should be, no permission, a full
+    disk) as one line naming it, not a traceback."""
+    try:
+        yield
+    except OSError as exc:
+        raise CannotWrite(str(path), exc.strerror or type(exc).__name__, hint) from None
 
 
 class DiskRunFolder:
@@ -97,7 +127,10 @@ class DiskRunFolder:
         self._lock = threading.Lock()
 
     def _ensure(self) -> None:
-        self.path.mkdir(parents=True, exist_ok=True, mode=0o700)
+        with _writing(self.path, _RUN_DIR_HINT):
+            self.path.mkdir(parents=True, exist_ok=True, mode=0o700)
+            if not self.path.is_dir():  # mkdir(exist_ok) passes a link to a file
+                raise NotADirectoryError(20, "not a folder")
 
     def read_manifest(self) -> dict[str, Any] | None:
         """The manifest, None when there is none yet."""
@@ -118,7 +151,8 @@ class DiskRunFolder:
     def write_manifest(self, manifest: dict[str, Any]) -> None:
         """Write manifest.json atomically."""
         self._ensure()
-        write_state_json(self.path / MANIFEST, manifest)
+        with _writing(self.path / MANIFEST, _RUN_DIR_HINT):
+            write_state_json(self.path / MANIFEST, manifest)
 
     def read_result_lines(self) -> list[str]:
         """Every line of results.jsonl (a line that is not UTF-8 becomes one that fails to parse)."""
@@ -142,14 +176,15 @@ class DiskRunFolder:
         data = (json.dumps(line, ensure_ascii=True) + "\n").encode()
         with self._lock:
             self._ensure()
-            fd = os.open(self.path / RESULTS, os.O_RDWR | os.O_APPEND | os.O_CREAT, 0o600)
-            try:
-                if os.fstat(fd).st_size and not _ends_with_newline(fd):
-                    data = b"\n" + data  # a kill cut the last line: start on a fresh one
-                os.write(fd, data)
-                os.fsync(fd)
-            finally:
-                os.close(fd)
+            with _writing(self.path / RESULTS, _RUN_DIR_HINT):
+                fd = os.open(self.path / RESULTS, os.O_RDWR | os.O_APPEND | os.O_CREAT, 0o600)
+                try:
+                    if os.fstat(fd).st_size and not _ends_with_newline(fd):
+                        data = b"\n" + data  # a kill cut the last line: start on a fresh one
+                    os.write(fd, data)
+                    os.fsync(fd)
+                finally:
+                    os.close(fd)
 
 
 def _ends_with_newline(fd: int) -> bool:
@@ -177,16 +212,17 @@ def run_parallel(work: Callable[[T], None], items: Sequence[T], limit: int) -> N
 
 def write_text_atomic(path: Path, text: str) -> None:
     """Write `text` to `path` through a temp file in the same folder and a rename."""
-    import tempfile
-
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            fh.write(text)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with _writing(path, "Choose another --report."):
+        if path.is_dir():
+            raise IsADirectoryError(21, "it is a folder")
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+        try:
+            with os.fdopen(fd, "w", encoding="utf-8") as fh:
+                fh.write(text)
+                fh.flush()
+                os.fsync(fh.fileno())
+            os.replace(tmp, path)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise

@@ -47,7 +47,7 @@ def eval_(
     temperature: Annotated[float, typer.Option("--temperature", min=0.0, max=2.0)] = 0.0,
     seed: Annotated[int, typer.Option("--seed", help="Sent with every request.")] = 0,
     timeout_s: Annotated[
-        float, typer.Option("--timeout", min=0.1, max=3600.0, help="Per request, seconds.")
+        float, typer.Option("--timeout", min=0.1, max=3600.0, help="Seconds per attempt.")
     ] = 120.0,
     attempts: Annotated[
         int, typer.Option("--attempts", min=1, max=10, help="Tries per request (429/5xx/network).")

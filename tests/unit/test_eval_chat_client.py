@@ -4,7 +4,8 @@ stands in for a closed API (rate limits and outages cannot be ordered from a rea
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
+import time
+from collections.abc import Callable, Iterator
 
 import httpx2
 import pytest
@@ -136,3 +137,30 @@ def test_parse_retry_after() -> None:
     assert parse_retry_after("Wed, 21 Oct 2015 07:28:10 GMT", 1445412480.0) == pytest.approx(10.0)
     assert parse_retry_after("soon", 0) is None and parse_retry_after(None, 0) is None
     assert parse_retry_after("9" * 400, 0) == 999999.0  # bounded digits, then capped by backoff
+
+
+def test_a_retry_after_that_is_no_ascii_number_is_ignored_not_a_crash() -> None:
+    # Header values arrive as latin-1: "²" is a digit to str.isdigit() but not to float().
+    assert parse_retry_after("\xb2", 0) is None and parse_retry_after("٣", 0) is None
+    sleeps: list[float] = []
+    odd = httpx2.Response(503, headers=[(b"Retry-After", b"\xb2")])
+    got = _client([odd, _ok()], [], sleeps).ask(CHAT)
+    assert isinstance(got, Answer) and got.attempts == 2 and 0 <= sleeps[0] <= 0.5
+
+
+def test_a_server_that_trickles_its_answer_is_cut_off_at_the_timeout() -> None:
+    # Every read arrives well inside the read timeout, but the whole answer would take 2 s.
+    def trickle() -> Iterator[bytes]:
+        for _ in range(40):
+            time.sleep(0.05)
+            yield b" "
+
+    def handle(request: httpx2.Request) -> httpx2.Response:
+        return httpx2.Response(200, content=trickle())
+
+    client = ChatClient("http://api.test/v1", "m", None, timeout_s=0.3, max_attempts=1,
+                        transport=httpx2.MockTransport(handle))  # fmt: skip
+    t0 = time.monotonic()
+    got = client.ask(CHAT)
+    assert isinstance(got, AskFailure) and got.kind == "timeout", got
+    assert "0.3 s" in got.detail and time.monotonic() - t0 < 1.0

@@ -6,11 +6,17 @@ from __future__ import annotations
 import json
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, TypeVar
 
 import pytest
 
-from deployer.core.errors import DeployerError, EvalRunMismatch, ExternalUnavailable
+from deployer.core.errors import (
+    DeployerError,
+    EvalRunMismatch,
+    ExternalUnavailable,
+    InvalidDataFile,
+)
 from deployer.core.eval.flow import (
     Answer,
     AskFailure,
@@ -227,3 +233,15 @@ def test_an_unexpected_error_is_not_swallowed() -> None:
     with pytest.raises(RuntimeError):
         run_eval(EvalRequest(_data(1), [A]), _edges(MemoryFolder(), {"a": Boom()}), Quiet())
     assert issubclass(EvalRunMismatch, DeployerError)
+
+
+def test_a_price_table_that_cannot_be_read_stops_the_run_before_any_request(
+    tmp_path: Path,
+) -> None:
+    prices = tmp_path / "config" / "prices"  # the autouse fixture's config dir
+    prices.mkdir(parents=True)
+    (prices / "mine.yaml").write_text("id: mine\nprovider: [not, a, line]\n")
+    server = EchoServer()
+    with pytest.raises(InvalidDataFile, match=r"mine\.yaml"):
+        run_eval(EvalRequest(_data(), [A]), _edges(MemoryFolder(), {"a": server}), Quiet())
+    assert server.asked == []

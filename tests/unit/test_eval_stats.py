@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import math
+from dataclasses import replace
 
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
 from deployer.core.eval.cost import Pricing, pricing_for, usd_per_item
+from deployer.core.eval.items import parse_items
+from deployer.core.eval.runbook import ItemResult
 from deployer.core.eval.stats import (
     bootstrap_mean,
     busy_seconds,
@@ -16,6 +19,7 @@ from deployer.core.eval.stats import (
     score_interval,
     wilson,
 )
+from deployer.core.eval.summary import summarize
 from deployer.core.eval.targets import parse_target
 
 
@@ -122,3 +126,23 @@ def test_a_closed_api_model_is_priced_from_the_price_table() -> None:
     assert (p.price_in, p.price_out) == (0.15, 0.6)
     own = parse_target("url=https://api.example.com/v1,model=gpt-4o-mini,price-in=1,price-out=2")
     assert pricing_for(own, None).price_in == 1.0  # the target's own price comes first
+
+
+def test_answers_without_usage_are_not_priced_as_free() -> None:
+    # Two answers reported 1000 tokens in and 100 out each; two reported no usage at all. The
+    # per-token price is for the metered two, and the other two are counted, not taken as $0.
+    data = parse_items(
+        "\n".join(f'{{"id": "q{i}", "prompt": "p", "expect": [{{"type": "contains", "value": "x"}}]}}'
+                  for i in range(4)), "d.jsonl", "ab" * 32)  # fmt: skip
+    api = parse_target("url=https://api.example.com/v1,model=m,price-in=1,price-out=10")
+    usage = {"q0": (1000, 100), "q1": (1000, 100), "q2": (None, None), "q3": (None, 5)}
+    results = {
+        ("api.example.com/m", q): ItemResult("api.example.com/m", q, True, answer="x",
+                                             tokens_in=tin, tokens_out=tout)
+        for q, (tin, tout) in usage.items()
+    }  # fmt: skip
+    s = summarize(api, data, results, pricing_for(api, None))
+    assert s.usd_per_item == pytest.approx((1000 * 1 + 100 * 10) / 1e6)
+    assert s.as_json()["answered_without_usage"] == 2
+    none = {k: replace(r, tokens_in=None, tokens_out=None) for k, r in results.items()}
+    assert summarize(api, data, none, pricing_for(api, None)).usd_per_item is None

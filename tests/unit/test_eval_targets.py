@@ -55,6 +55,9 @@ def test_the_three_kinds() -> None:
         ("url=https://x,url=https://y", "given twice"),
         ("url=https://x,name=a b", "not a label"),
         ("x=", "not key=value"),
+        ("url=https://x/v1,model=m,key=sk-1,23", "never given as a value"),
+        ("url=https://x/v1,model=m,key=sk-1,23,name=", "never given as a value"),
+        ("url=https://x/v1,model=m,token=sk-1,23=4", "never given as a value"),
     ],
 )
 def test_bad_targets(text: str, problem: str) -> None:
@@ -62,7 +65,8 @@ def test_bad_targets(text: str, problem: str) -> None:
         parse_target(text)
     message = info.value.message()
     assert problem in message and "\n" not in message
-    assert "sk-123" not in message  # a key given by mistake is not echoed back
+    # a key given by mistake is not echoed back, not even the part after a ',' in it
+    assert "sk-123" not in message and "23" not in message
 
 
 @given(st.text(max_size=120))

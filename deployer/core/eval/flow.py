@@ -186,6 +186,8 @@ def score_item(
 def run_eval(req: EvalRequest, edges: EvalEdges, progress: EvalProgress) -> EvalOutcome:
     """Ask every target every item not yet answered in the run folder; summarise them all."""
     manifest = build_manifest(req.data, req.targets, req.settings, req.judge)
+    # Before any request: a price table that cannot be read stops the run now, not after it.
+    pricing = {t.label: pricing_for(t, req.profile_hourly) for t in req.targets}
     existing = edges.folder.read_manifest()
     if existing is not None:
         check_same_run(existing, manifest, edges.folder_name)
@@ -203,7 +205,6 @@ def run_eval(req: EvalRequest, edges: EvalEdges, progress: EvalProgress) -> Eval
     finally:
         if judge is not None:
             judge.close()
-    pricing = {t.label: pricing_for(t, req.profile_hourly) for t in req.targets}
     summaries = [summarize(t, req.data, loaded.latest, pricing[t.label]) for t in req.targets]
     return EvalOutcome(
         manifest=manifest, summaries=summaries, winners=winners(summaries),

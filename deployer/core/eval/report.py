@@ -22,7 +22,8 @@ CI_NOTE = (
 )
 COST_NOTE = (
     "$/item: API targets, the tokens the server reported times its price per 1M input/output "
-    "tokens; self-hosted targets, the machine's USD/hour times the time a request was in "
+    "tokens (answers the server reported no tokens for are left out, not counted as free); "
+    "self-hosted targets, the machine's USD/hour times the time a request was in "
     "flight, divided by the items answered."
 )
 

@@ -20,7 +20,11 @@ from deployer.core.eval.targets import TargetSpec
 MANIFEST_VERSION = 1
 MAX_ANSWER_CHARS = 64 * 1024
 MAX_REASON_CHARS = 300
-MAX_RESULT_LINE_CHARS = 512 * 1024
+# A line holds an answer of up to MAX_ANSWER_CHARS written as ASCII JSON: an emoji is 12
+# characters there (a surrogate pair of \\uXXXX), so the longest answer is 768 KiB of line;
+# 16 score details and the rest fit in the remainder. A longer line would not be read back,
+# and its item would be asked again on resume.
+MAX_RESULT_LINE_CHARS = 1024 * 1024
 
 
 @dataclass(frozen=True)

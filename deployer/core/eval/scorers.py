@@ -209,9 +209,9 @@ def _pattern_properties(
 def _validator(schema: dict[str, Any]) -> Any:
     """The schema's own draft, with `pattern` and `patternProperties` searched under a timeout."""
     base = jsonschema.validators.validator_for(schema)
-    timed = jsonschema.validators.extend(
-        base, {"pattern": _pattern_keyword, "patternProperties": _pattern_properties}
-    )
+    # types-jsonschema leaves `extend` unannotated; through Any it type-checks with or without it
+    extend: Any = jsonschema.validators.extend
+    timed = extend(base, {"pattern": _pattern_keyword, "patternProperties": _pattern_properties})
     return timed(schema)
 
 

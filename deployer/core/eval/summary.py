@@ -43,6 +43,7 @@ class TargetSummary:
     usd_per_item: float | None
     pricing: Pricing
     by_scorer: dict[str, tuple[int, int]] = field(default_factory=dict)  # type -> (passed, n)
+    without_usage: int = 0  # answers whose server reported no token counts
 
     def as_json(self) -> dict[str, Any]:
         """The `--json` form of one target (docs/eval.md; fields are only ever added)."""
@@ -59,6 +60,7 @@ class TargetSummary:
             "usd_per_item": None if self.usd_per_item is None else round(self.usd_per_item, 9),
             "cost_basis": self.pricing.basis, "price_source": self.pricing.source or None,
             "by_scorer": {k: {"passed": p, "n": n} for k, (p, n) in self.by_scorer.items()},
+            "answered_without_usage": self.without_usage,
         }  # fmt: skip
 
 
@@ -89,6 +91,16 @@ def summarize(
     tokens_in = sum(r.tokens_in or 0 for r in answered)
     tokens_out = sum(r.tokens_out or 0 for r in answered)
     busy = busy_seconds([(r.started, r.ended) for r in answered])
+    # Priced per token, an answer without `usage` would cost nothing and make its target look
+    # cheapest: price the answers that reported their tokens, and say how many did not.
+    metered = [r for r in answered if r.tokens_in is not None and r.tokens_out is not None]
+    if pricing.basis == "tokens":
+        cost = usd_per_item(pricing, answered=len(metered), busy_s=busy,
+                            tokens_in=sum(r.tokens_in or 0 for r in metered),
+                            tokens_out=sum(r.tokens_out or 0 for r in metered))  # fmt: skip
+    else:
+        cost = usd_per_item(pricing, answered=len(answered), tokens_in=tokens_in,
+                            tokens_out=tokens_out, busy_s=busy)  # fmt: skip
     return TargetSummary(
         label=target.label, kind=target.kind, items=len(data.items), answered=len(answered),
         failed=len(failed), failures=dict(failures), failure_example=examples,
@@ -96,9 +108,9 @@ def summarize(
         interval=score_interval(scores) if answered else None,
         latency_p50_s=percentile(latencies, 50), latency_p95_s=percentile(latencies, 95),
         tokens_in=tokens_in, tokens_out=tokens_out, busy_s=busy,
-        usd_per_item=usd_per_item(pricing, answered=len(answered), tokens_in=tokens_in,
-                                  tokens_out=tokens_out, busy_s=busy),
-        pricing=pricing, by_scorer={k: (v[0], v[1]) for k, v in by_scorer.items()},
+        usd_per_item=cost, pricing=pricing,
+        by_scorer={k: (v[0], v[1]) for k, v in by_scorer.items()},
+        without_usage=len(answered) - len(metered),
     )  # fmt: skip
 
 

@@ -104,11 +104,7 @@ def _label(fields: dict[str, str], default: str, source: str) -> str:
 def target_from_fields(fields: dict[str, str], source: str) -> TargetSpec:
     """A target from its key=value fields (the --target syntax, or one targets-file entry)."""
     for key in fields:
-        if key in _SECRET_KEYS:
-            raise InvalidRequest(
-                f"{source}: a key is never given as a value ({key}=)",
-                "Use key-env=VARIABLE (an environment variable) or key-file=PATH.",
-            )
+        _refuse_secret(key, source)
         if key not in _KEYS:
             raise InvalidRequest(
                 f"{source}: unknown field {shown(key)}", f"Use {', '.join(_KEYS)}."
@@ -152,6 +148,14 @@ def target_from_fields(fields: dict[str, str], source: str) -> TargetSpec:
     raise InvalidRequest(f"{source}: say what to ask: a deployment name, url=... or model=...")
 
 
+def _refuse_secret(key: str, source: str) -> None:
+    if key in _SECRET_KEYS:
+        raise InvalidRequest(
+            f"{source}: a key is never given as a value ({key}=)",
+            "Use key-env=VARIABLE (an environment variable) or key-file=PATH.",
+        )
+
+
 def _refuse(fields: dict[str, str], keys: tuple[str, ...], kind: str, source: str) -> None:
     for key in keys:
         if key in fields:
@@ -168,7 +172,11 @@ def redacted(text: str) -> str:
     parts = []
     for part in text.split(","):
         key, sep, _value = part.partition("=")
-        parts.append(f"{key}=***" if sep and key.strip() in _SECRET_KEYS else part)
+        if sep and key.strip() in _SECRET_KEYS:
+            # A key may hold a ',' itself: what follows it is not quoted either.
+            parts.append(f"{key}=***")
+            break
+        parts.append(part)
     return _QUERY_RE.sub("?***", _USERINFO_RE.sub("//***@", ",".join(parts)))
 
 
@@ -181,8 +189,11 @@ def parse_target(text: str) -> TargetSpec:
         return target_from_fields({"url": text}, source)
     if "=" not in text:
         return target_from_fields({"deployment": text}, source)
+    parts = text.split(",")
+    for part in parts:  # before any other check, which could quote a piece of the key
+        _refuse_secret(part.partition("=")[0].strip(), source)
     fields: dict[str, str] = {}
-    for part in text.split(","):
+    for part in parts:
         key, sep, value = part.partition("=")
         key = key.strip()
         if not sep or not key or not value.strip():
