@@ -582,3 +582,20 @@ class NativeHealthTimeout(DeployerError):
             f"(health: {self.last_status}); it was stopped"
             + _log_block(self.last_logs, self.log_path)
         )
+
+
+@dataclass
+class BenchFailed(DeployerError):
+    """`deployer bench` sent requests and none completed."""
+
+    target: str
+    errors: dict[str, int]
+
+    def message(self) -> str:
+        seen = ", ".join(f"{kind} x{n}" for kind, n in sorted(self.errors.items())) or "none"
+        hint = (
+            "Check the API key (--api-key-file)"
+            if any(k in ("http_401", "http_403") for k in self.errors)
+            else "Check that the server answers (deployer ps, deployer logs NAME) and --timeout"
+        )
+        return f"no request to {self.target} completed (errors: {seen}). {hint}."
