@@ -55,13 +55,15 @@ def bench(
         predictor = bench_setup.predictor_for(prep, shape.prompt_tokens, shape.output_tokens)
         live = bench_view.Live(prep, requests, quiet=json_out)
         options = BenchOptions(prep.levels, requests, shape, goal, timeout, save=not no_save)
-        outcome = run_bench(
-            prep.target, options, bench_setup.runner(prep, timeout, live.on_request),
-            predictor=predictor, records=wiring.record_store(),
-            calibrations=bench_setup.calibrations(), clock=wiring.clock(),
-            on_level=live.on_level,
-        )  # fmt: skip
-        live.stop()
+        try:
+            outcome = run_bench(
+                prep.target, options, bench_setup.runner(prep, timeout, live.on_request),
+                predictor=predictor, records=wiring.record_store(),
+                calibrations=bench_setup.calibrations(), clock=wiring.clock(),
+                on_level=live.on_level,
+            )  # fmt: skip
+        finally:
+            live.stop()
         doc = {**outcome.result.as_dict(), "notes": prep.notes}
         if report is not None:
             bench_setup.write_report(report, doc)

@@ -157,6 +157,8 @@ def show(doc: dict[str, Any], outcome: BenchOutcome, report: Path | None,
     else:
         echo(styled("no level met the latency target", "red"))
     echo(styled(f"stopped: {doc['stopped']}", "dim"))
+    for text in doc["warnings"]:
+        echo(styled(f"warning: {text}", "yellow"))
     if doc["errors"]:
         echo("errors: ", ", ".join(f"{k} x{v}" for k, v in doc["errors"].items()))
     for text in doc["notes"] + ([doc["prediction_note"]] if doc["prediction_note"] else []):

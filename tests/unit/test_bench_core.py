@@ -24,7 +24,7 @@ from deployer.core.bench.run import BenchOptions, run_bench
 from deployer.core.bench.samples import RequestSample, ServerTimings
 from deployer.core.bench.shapes import RequestShape, parse_prompts, synthetic_prompt
 from deployer.core.bench.stats import level_stats, percentile
-from deployer.core.bench.sweep import LevelRun, Target
+from deployer.core.bench.sweep import LevelRun, Target, prompt_warnings
 from deployer.core.bench.target import endpoint_of
 from deployer.core.errors import BenchFailed, InvalidRequest, StateFileInvalid
 from deployer.core.state.records import DeploymentRecord, record_from_dict
@@ -302,3 +302,12 @@ def test_a_deployment_replaced_meanwhile_is_not_written() -> None:
     out = run_bench(_target(), _options([1], save=False), ScriptedRunner({1: 40.0}),
                     predictor=None, records=records, calibrations=None, clock=MemoryClock())  # fmt: skip
     assert not keep_in_record(out.result, records)
+
+
+def test_a_server_that_drops_the_prompt_is_warned_about() -> None:
+    shape = RequestShape(128, 8)
+    dropped = level_stats(1, [_ok(0.0, 0.1, 0.02, 8, prompt_tokens=3)])
+    read = level_stats(1, [_ok(0.0, 0.1, 0.02, 8, prompt_tokens=131)])
+    assert "counted 3 prompt tokens" in prompt_warnings([dropped], shape)[0]
+    assert prompt_warnings([read], shape) == []
+    assert prompt_warnings([dropped], RequestShape(128, 8, (((("user", "x"),),)))) == []

@@ -89,6 +89,7 @@ class BenchResult:
     prediction_note: str = ""
     stopped: str = ""
     calibration: dict[str, Any] | None = None
+    warnings: list[str] = field(default_factory=list)
 
     @property
     def interrupted(self) -> bool:
@@ -155,6 +156,7 @@ class BenchResult:
             "interrupted": self.interrupted,
             "prediction_note": self.prediction_note,
             "calibration": self.calibration,
+            "warnings": self.warnings,
         }
 
 
@@ -190,4 +192,18 @@ def run_sweep(
         if why:
             result.stopped = f"{concurrency} stream(s) missed the target: {'; '.join(why)}"
             break
+    result.warnings += prompt_warnings(result.levels, spec.shape)
     return result
+
+
+def prompt_warnings(levels: list[LevelStats], shape: RequestShape) -> list[str]:
+    """A server that counts far fewer prompt tokens than a synthetic prompt holds is not
+    reading the message (a chat template that drops it): its TTFT and prefill mean little."""
+    counted = [lv.prompt_tokens for lv in levels if lv.prompt_tokens is not None]
+    if shape.prompts or not counted or min(counted) >= shape.prompt_tokens / 2:
+        return []
+    return [
+        f"the server counted {min(counted):.0f} prompt tokens for a prompt of about "
+        f"{shape.prompt_tokens}: its chat template may drop the message (see its "
+        "/apply-template), so TTFT and prefill are not measured on the prompt asked"
+    ]
