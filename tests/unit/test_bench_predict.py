@@ -135,3 +135,17 @@ def test_the_report_escapes_every_value() -> None:
     assert "<script>" not in page and "&lt;script&gt;" in page
     assert lv.errors == {hostile: 1}
     assert page.count("<svg") == 1 and "http://www.w3.org/2000/svg" in page
+
+
+def test_a_prefill_too_short_to_measure_keeps_the_default_compute_efficiency() -> None:
+    _needs_throughput_model()
+    predictor = _predictor()
+    default = efficiency_for(predictor.profile, None)
+    short = _one_stream(40.0, 90.0)
+    short = RequestSample(short.start_s, short.end_s, short.first_token_s, short.token_times_s,
+                          64, 3, ServerTimings(3, 33.0, 90.0, 40.0))  # fmt: skip
+    cals = MemoryCalibrations()
+    out = _bench(predictor, cals, short)
+    (cal,) = cals.kept
+    assert cal.compute_efficiency == pytest.approx(default.compute, rel=1e-3)
+    assert "kept at the default" in out.calibration_line  # type: ignore[attr-defined]

@@ -17,6 +17,7 @@ from deployer.core.hardware.profiles import Profile
 
 MAX_EFFICIENCY = 1.5  # Calibration's bound: a fit above it is a measurement gone wrong
 NOT_BUILT = "the throughput model is not built yet"
+MIN_PREFILL_TOKENS = 32  # a shorter prefill is mostly fixed overhead: no measure of FLOPS
 
 
 def prediction_dict(p: LoadPrediction) -> dict[str, Any]:
@@ -96,6 +97,10 @@ class Predictor:
             return CalibrationFit(None, "the model predicts no speed to compare with")
         memory = default.memory * decode / predicted.per_stream_tokens_per_s
         compute = default.compute * prefill / predicted.prefill_tokens_per_s
+        kept = ""
+        if prompt < MIN_PREFILL_TOKENS:
+            compute = default.compute
+            kept = f" (compute efficiency kept at the default: {prompt} prompt tokens measure no prefill)"
         for name, value in (("memory", memory), ("compute", compute)):
             if not 0 < value <= MAX_EFFICIENCY:
                 return CalibrationFit(
@@ -105,4 +110,6 @@ class Predictor:
             key=self.key, memory_efficiency=round(memory, 4), compute_efficiency=round(compute, 4),
             measured_on=measured_on, deployment=deployment,
         )  # fmt: skip
-        return CalibrationFit(cal, f"calibration saved: plan on {self.key.profile} now uses it")
+        return CalibrationFit(
+            cal, f"calibration saved: plan on {self.key.profile} now uses it{kept}"
+        )
