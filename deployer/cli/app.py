@@ -54,6 +54,10 @@ COMMANDS: dict[str, Entry] = {
         "deployments",
         "Stop gracefully (SIGTERM, 10 s), then remove container, network, volumes and state.",
     ),
+    "bench": Entry(
+        "bench",
+        "Measure throughput and latency under load at rising concurrency; predicted beside measured.",
+    ),
     "fleet": Entry(
         "fleet", "Many hosts from an Ansible inventory: each gets the plan that fits its hardware."
     ),

@@ -48,7 +48,17 @@ def status_json(
         "image": c.image if c else (r.image if r else None),
         "state_file": st.invalid.path if st.invalid else (record_path(r.name) if r else None),
         "problem": st.invalid.message() if st.invalid else None,
+        "profile": r.profile if r else None,
+        "bench": r.bench if r else None,  # the last `deployer bench` summary
     }
+
+
+def fmt_bench(bench: dict[str, Any] | None) -> str:
+    """The last bench's output tokens/s and its stream count: '55.4 @4'."""
+    if not bench:
+        return "-"
+    mark = "" if bench["meets_target"] else "!"
+    return f"{bench['aggregate_tokens_per_s']:.1f} @{bench['concurrency']}{mark}"
 
 
 def print_ps(rows: list[dict[str, Any]], found: list[DeploymentStatus]) -> None:
@@ -58,6 +68,7 @@ def print_ps(rows: list[dict[str, Any]], found: list[DeploymentStatus]) -> None:
         table.add_column(col, no_wrap=col in ("name", "endpoint"), overflow="fold")
     table.add_column("health", no_wrap=True, min_width=9)  # never "healt…"
     table.add_column("uptime", no_wrap=True, min_width=6)
+    table.add_column("bench tok/s", no_wrap=True, justify="right")
     for row in rows:
         table.add_row(
             *cells(
@@ -68,6 +79,7 @@ def print_ps(rows: list[dict[str, Any]], found: list[DeploymentStatus]) -> None:
                 row["endpoint"] or "-",
                 row["status"],
                 fmt_uptime(row["uptime_s"]),
+                fmt_bench(row["bench"]),
             )
         )
     console.print(table)

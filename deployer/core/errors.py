@@ -615,3 +615,20 @@ class EvalKeyMissing(DeployerError):
             f"target {self.target}: no API key in {self.where}. "
             "Export the variable (key-env=VAR) or point key-file= at a file holding the key."
         )
+
+
+@dataclass
+class BenchFailed(DeployerError):
+    """`deployer bench` sent requests and none completed."""
+
+    target: str
+    errors: dict[str, int]
+
+    def message(self) -> str:
+        seen = ", ".join(f"{kind} x{n}" for kind, n in sorted(self.errors.items())) or "none"
+        hint = (
+            "Check the API key (--api-key-file)"
+            if any(k in ("http_401", "http_403") for k in self.errors)
+            else "Check that the server answers (deployer ps, deployer logs NAME) and --timeout"
+        )
+        return f"no request to {self.target} completed (errors: {seen}). {hint}."

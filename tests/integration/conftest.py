@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING
 
 import pytest
 
+from tests.integration.benchkit import BenchDeployment, deployed_for_bench
 from tests.integration.dockerkit import TEST_LABEL
 from tests.integration.hubserver import LoopbackHub, running_hub
 from tests.integration.loopback import free_port
@@ -71,6 +72,15 @@ def cleanup(engine: DockerEngine) -> Iterator[list[str]]:
     for c in left:
         c.remove(force=True)
     assert not left, f"containers left behind: {[c.name for c in left]}"
+
+
+@pytest.fixture(scope="module")
+def bench_deployment(engine: DockerEngine, runtime_image: str,
+                     tmp_path_factory: pytest.TempPathFactory) -> Iterator[BenchDeployment]:  # fmt: skip
+    """The demo deployed once for a module at 4 slots with an API key; down afterwards.
+    Its state dir outlives each test's own: a test points DEPLOYER_STATE_DIR at `.state`."""
+    with pytest.MonkeyPatch.context() as mp:
+        yield from deployed_for_bench(mp, tmp_path_factory.mktemp("bench-state"))
 
 
 # --- fleet hosts ----------------------------------------------------------------------------

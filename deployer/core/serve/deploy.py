@@ -154,6 +154,7 @@ def serve_and_prove(
             created_at=iso_seconds(clock.utc_now()),
             api_key_path=str(api_key_file) if api_key_file else None,
             files=model_files,
+            profile=result.profile.id,
             **server.record_fields(),
         )
         records.save(record)

@@ -24,6 +24,8 @@ DOCKER_NAME_RE = re.compile(r"^[a-zA-Z0-9][a-zA-Z0-9_.-]{0,127}$")
 ENDPOINT_RE = re.compile(r"^http://127\.0\.0\.1:([0-9]{1,5})$")
 PID_MAX = 4_194_304  # Linux's PID_MAX_LIMIT; pids 0 and 1 are never a server deploy started
 MAX_LIST = 1024
+# datafiles.ID_RE, not imported from there: `ps` must not load pydantic and yaml
+PROFILE_ID_RE = re.compile(r"^[a-z0-9][a-z0-9._-]{0,127}$")
 
 
 class FieldInvalid(Exception):
@@ -98,6 +100,62 @@ def _list_of(check: Callable[[Any], Any]) -> Callable[[Any], list[Any]]:
     return check_list
 
 
+MAX_FIGURE = 1e9  # a bench figure (tokens/s, seconds) above this is not believed
+# The last `deployer bench` summary: key -> may it be null.
+BENCH_KEYS = {
+    "measured_at": False,
+    "concurrency": False,
+    "meets_target": False,
+    "aggregate_tokens_per_s": False,
+    "requests_per_s": False,
+    "stream_tokens_per_s": True,
+    "ttft_p95_s": True,
+    "e2e_p95_s": True,
+    "prompt_tokens": False,
+    "output_tokens": False,
+    "errors": False,
+}
+
+
+def _figure(value: Any) -> float:
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise FieldInvalid(f"is {shown(value)}, not a number")
+    if not 0 <= value <= MAX_FIGURE:  # NaN and inf fail too
+        raise FieldInvalid(f"is {shown(value)}, not in 0..{MAX_FIGURE:g}")
+    return float(value)
+
+
+def _count(value: Any) -> int:
+    n = _int(value)
+    if not 0 <= n <= MAX_FIGURE:
+        raise FieldInvalid(f"is {n}, not in 0..{MAX_FIGURE:g}")
+    return n
+
+
+def _bench(value: Any) -> dict[str, Any]:
+    if not isinstance(value, dict) or set(value) != set(BENCH_KEYS):
+        raise FieldInvalid(f"is {shown(value)}, not a bench summary")
+    out: dict[str, Any] = {}
+    for key, nullable in BENCH_KEYS.items():
+        item = value[key]
+        try:
+            if item is None and nullable:
+                out[key] = None
+            elif key == "measured_at":
+                out[key] = _text(64)(item)
+            elif key == "meets_target":
+                if not isinstance(item, bool):
+                    raise FieldInvalid(f"is {shown(item)}, not true or false")
+                out[key] = item
+            elif key in ("concurrency", "prompt_tokens", "output_tokens", "errors"):
+                out[key] = _count(item)
+            else:
+                out[key] = _figure(item)
+        except FieldInvalid as exc:
+            raise FieldInvalid(f"{key} {exc}") from None
+    return out
+
+
 FIELD_CHECKS: dict[str, Callable[[Any], Any]] = {
     "name": _match(NAME_RE, "a deployment name"),
     "model": _text(4096),  # a local .gguf path may be the model
@@ -115,6 +173,8 @@ FIELD_CHECKS: dict[str, Callable[[Any], Any]] = {
     "networks": _list_of(_match(DOCKER_NAME_RE, "a network name")),
     "volumes": _list_of(_match(DOCKER_NAME_RE, "a volume name")),
     "log_path": _optional(_path),
+    "profile": _optional(_match(PROFILE_ID_RE, "a profile id")),
+    "bench": _optional(_bench),
     "schema_version": _int,
 }
 REQUIRED = ("name", "model", "quant", "backend", "runtime", "endpoint", "port", "created_at")

@@ -49,6 +49,8 @@ class DeploymentRecord:
     networks: list[str] = field(default_factory=list)  # created by this deployment
     volumes: list[str] = field(default_factory=list)  # created by this deployment
     log_path: str | None = None  # native runtime: where the server logs
+    profile: str | None = None  # the hardware profile id deploy planned for
+    bench: dict[str, Any] | None = None  # the last `deployer bench` summary (record_fields)
     schema_version: int = SCHEMA_VERSION
 
     def as_dict(self) -> dict[str, Any]:

@@ -1,0 +1,74 @@
+"""The files `deployer bench` reads and writes: an API key file and a prompts file (bounded,
+regular files only), and the shareable report."""
+
+from __future__ import annotations
+
+import os
+import stat
+import tempfile
+from pathlib import Path
+
+from deployer.adapters.secrets import FileSecretStore
+from deployer.core.bench.shapes import MAX_PROMPTS_FILE_BYTES
+from deployer.core.errors import InvalidRequest
+
+MAX_KEY_FILE_BYTES = 4096
+
+
+def _regular(path: Path, flag: str, max_bytes: int) -> None:
+    try:
+        info = os.stat(path)
+    except OSError as exc:
+        raise InvalidRequest(f"{flag} {path}: {exc.strerror or exc}") from None
+    if not stat.S_ISREG(info.st_mode):
+        raise InvalidRequest(f"{flag} {path} is not a regular file")
+    if info.st_size > max_bytes:
+        raise InvalidRequest(f"{flag} {path} is larger than {max_bytes} bytes")
+
+
+def read_api_key(path: Path, flag: str = "--api-key-file") -> str:
+    """The key in `path` (through the secret store), checked to be one short line."""
+    _regular(path, flag, MAX_KEY_FILE_BYTES)
+    try:
+        key = FileSecretStore().read_api_key(path)
+    except (OSError, UnicodeDecodeError) as exc:
+        raise InvalidRequest(f"{flag} {path} cannot be read ({exc.__class__.__name__})") from None
+    if not key or not key.isprintable() or any(c.isspace() for c in key):
+        # the key itself is never shown
+        raise InvalidRequest(f"{flag} {path} does not hold one API key on one line")
+    return key
+
+
+def read_prompts(path: Path) -> str:
+    """The UTF-8 text of a prompts file (core/bench/shapes.py parses it)."""
+    _regular(path, "--prompts", MAX_PROMPTS_FILE_BYTES)
+    try:
+        with path.open("rb") as f:
+            data = f.read(MAX_PROMPTS_FILE_BYTES + 1)
+    except OSError as exc:
+        raise InvalidRequest(f"--prompts {path}: {exc.strerror or exc}") from None
+    if len(data) > MAX_PROMPTS_FILE_BYTES:
+        raise InvalidRequest(f"--prompts {path} is larger than {MAX_PROMPTS_FILE_BYTES} bytes")
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError:
+        raise InvalidRequest(f"--prompts {path} is not UTF-8 text") from None
+
+
+def write_report(path: Path, text: str) -> Path:
+    """Write the report atomically; never over anything but a regular file."""
+    if path.is_symlink() or (path.exists() and not path.is_file()):
+        raise InvalidRequest(f"--report {path} exists and is not a regular file")
+    try:
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+        try:
+            with os.fdopen(fd, "w", encoding="utf-8") as fh:
+                fh.write(text)
+            os.chmod(tmp, 0o644)
+            os.replace(tmp, path)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
+    except OSError as exc:
+        raise InvalidRequest(f"--report {path} cannot be written ({exc.strerror or exc})") from None
+    return path

@@ -1,0 +1,115 @@
+"""Predicted figures beside measured ones, and the calibration a sweep's first level gives.
+
+Both go through deployer.core.fit.throughput. Until that model is built (its functions raise
+NotImplementedError) predictions are absent and no calibration is made; bench still measures.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from deployer.core.bench.stats import LevelStats
+from deployer.core.fit.calibration import Calibration, CalibrationKey
+from deployer.core.fit.plan import Option
+from deployer.core.fit.throughput import Efficiency, LoadPrediction, efficiency_for, predict_load
+from deployer.core.hardware.profiles import Profile
+
+MAX_EFFICIENCY = 1.5  # Calibration's bound: a fit above it is a measurement gone wrong
+NOT_BUILT = "the throughput model is not built yet"
+MIN_PREFILL_TOKENS = 32  # a shorter prefill is mostly fixed overhead: no measure of FLOPS
+
+
+def prediction_dict(p: LoadPrediction) -> dict[str, Any]:
+    """The predicted figures a level shows beside its measured ones."""
+    return {
+        "aggregate_tokens_per_s": round(p.aggregate_tokens_per_s, 3),
+        "stream_tokens_per_s": round(p.per_stream_tokens_per_s, 3),
+        "prefill_tokens_per_s": round(p.prefill_tokens_per_s, 3),
+        "ttft_s": round(p.ttft_s, 6),
+        "e2e_s": round(p.e2e_s, 6),
+        "requests_per_s": round(p.requests_per_s, 4),
+        "compute_bound": p.compute_bound,
+        "efficiency": {
+            "memory": p.efficiency.memory,
+            "compute": p.efficiency.compute,
+            "source": p.efficiency.source,
+        },
+    }
+
+
+@dataclass(frozen=True)
+class CalibrationFit:
+    """A calibration fitted from a sweep, or why none was."""
+
+    calibration: Calibration | None
+    note: str
+
+
+class Predictor:
+    """Predictions for one model option on one profile at the bench's request shape."""
+
+    def __init__(
+        self,
+        option: Option,
+        profile: Profile,
+        *,
+        key: CalibrationKey,
+        calibration: Calibration | None,
+        prompt_tokens: int,
+        output_tokens: int,
+    ) -> None:
+        self.option, self.profile, self.key = option, profile, key
+        self.calibration = calibration
+        self.prompt_tokens, self.output_tokens = prompt_tokens, output_tokens
+        self.note = ""
+
+    def _predict(self, slots: int, efficiency: Efficiency, prompt_tokens: int) -> LoadPrediction:
+        return predict_load(
+            self.option, self.profile, slots=slots, prompt_tokens=prompt_tokens,
+            output_tokens=self.output_tokens, efficiency=efficiency,
+        )  # fmt: skip
+
+    def at(self, slots: int) -> LoadPrediction | None:
+        """The prediction with `slots` streams at once (calibrated efficiencies when known)."""
+        try:
+            efficiency = efficiency_for(self.profile, self.calibration)
+            return self._predict(slots, efficiency, self.prompt_tokens)
+        except NotImplementedError:
+            self.note = NOT_BUILT
+            return None
+
+    def fit(self, one_stream: LevelStats, measured_on: str, deployment: str) -> CalibrationFit:
+        """Efficiencies from the 1-stream level: default x measured / predicted at the default."""
+        if one_stream.concurrency != 1 or one_stream.completed == 0:
+            return CalibrationFit(None, "no completed 1-stream level to calibrate from")
+        decode = one_stream.server_stream_tokens_per_s or one_stream.stream_tokens_per_s
+        prefill = one_stream.prefill_tokens_per_s
+        if not decode or not prefill:
+            return CalibrationFit(None, "the 1-stream level measured no decode or prefill speed")
+        prompt = round(one_stream.prompt_tokens or self.prompt_tokens)
+        try:
+            default = efficiency_for(self.profile, None)
+            predicted = self._predict(1, default, max(1, prompt))
+        except NotImplementedError:
+            return CalibrationFit(None, NOT_BUILT)
+        if predicted.per_stream_tokens_per_s <= 0 or predicted.prefill_tokens_per_s <= 0:
+            return CalibrationFit(None, "the model predicts no speed to compare with")
+        memory = default.memory * decode / predicted.per_stream_tokens_per_s
+        compute = default.compute * prefill / predicted.prefill_tokens_per_s
+        kept = ""
+        if prompt < MIN_PREFILL_TOKENS:
+            compute = default.compute
+            kept = f" (compute efficiency kept at the default: {prompt} prompt tokens measure no prefill)"
+        for name, value in (("memory", memory), ("compute", compute)):
+            if not 0 < value <= MAX_EFFICIENCY:
+                return CalibrationFit(
+                    None, f"fitted {name} efficiency {value:.2f} is outside (0, {MAX_EFFICIENCY}]"
+                )
+        cal = Calibration(
+            key=self.key, memory_efficiency=round(memory, 4), compute_efficiency=round(compute, 4),
+            measured_on=measured_on, deployment=deployment,
+        )  # fmt: skip
+        return CalibrationFit(
+            cal, f"calibration saved: plan on {self.key.profile} now uses it{kept}"
+        )
