@@ -1,9 +1,4 @@
-"""Predictions beside measurements, the calibration a sweep fits, and the report's escaping.
-
-Tests marked "needs plan-load" exercise deployer.core.fit.throughput, which the plan-load
-branch implements; until it is merged they skip (on NotImplementedError only) and the
-degraded path is what is checked here.
-"""
+"""Predictions beside measurements, the calibration a sweep fits, and the report's escaping."""
 
 from __future__ import annotations
 
@@ -11,7 +6,7 @@ import pytest
 
 from deployer.cli import wiring
 from deployer.core.bench.policy import LatencyTarget
-from deployer.core.bench.predict import NOT_BUILT, Predictor
+from deployer.core.bench.predict import Predictor
 from deployer.core.bench.report import report_html
 from deployer.core.bench.run import BenchOptions, run_bench
 from deployer.core.bench.samples import RequestSample, ServerTimings
@@ -33,13 +28,6 @@ def _predictor() -> Predictor:
     key = CalibrationKey(PROFILE, plan.model, plan.chosen.facts.quant, "llamacpp")
     return Predictor(plan.chosen, profile, key=key, calibration=None, prompt_tokens=128,
                      output_tokens=64)  # fmt: skip
-
-
-def _needs_throughput_model() -> None:
-    try:
-        efficiency_for(get_profile(PROFILE), None)
-    except NotImplementedError:
-        pytest.skip("needs plan-load: deployer.core.fit.throughput is not implemented yet")
 
 
 class MemoryCalibrations:
@@ -82,21 +70,7 @@ def _bench(predictor: Predictor, cals: MemoryCalibrations, sample: RequestSample
                      records=MemoryRecordStore(), calibrations=cals, clock=MemoryClock())  # fmt: skip
 
 
-def test_without_the_throughput_model_predictions_are_absent_not_fatal() -> None:
-    try:
-        efficiency_for(get_profile(PROFILE), None)
-        pytest.skip("the throughput model is built: the degraded path no longer runs")
-    except NotImplementedError:
-        pass
-    predictor, cals = _predictor(), MemoryCalibrations()
-    out = _bench(predictor, cals, _one_stream(40.0, 300.0))
-    doc = out.result.as_dict()  # type: ignore[attr-defined]
-    assert doc["levels"][0]["predicted"] is None and doc["prediction_note"] == NOT_BUILT
-    assert cals.kept == [] and doc["calibration"] == {"saved": False, "note": NOT_BUILT}
-
-
 def test_predictions_sit_beside_measurements() -> None:
-    _needs_throughput_model()
     predictor = _predictor()
     out = _bench(predictor, MemoryCalibrations(), _one_stream(40.0, 300.0))
     predicted = out.result.as_dict()["levels"][0]["predicted"]  # type: ignore[attr-defined]
@@ -105,7 +79,6 @@ def test_predictions_sit_beside_measurements() -> None:
 
 
 def test_calibration_scales_the_default_efficiencies_by_measured_over_predicted() -> None:
-    _needs_throughput_model()
     predictor = _predictor()
     default = efficiency_for(predictor.profile, None)
     at_default = predictor._predict(1, default, 128)
@@ -138,7 +111,6 @@ def test_the_report_escapes_every_value() -> None:
 
 
 def test_a_prefill_too_short_to_measure_keeps_the_default_compute_efficiency() -> None:
-    _needs_throughput_model()
     predictor = _predictor()
     default = efficiency_for(predictor.profile, None)
     short = _one_stream(40.0, 90.0)

@@ -1,7 +1,7 @@
 """Predicted figures beside measured ones, and the calibration a sweep's first level gives.
 
-Both go through deployer.core.fit.throughput. Until that model is built (its functions raise
-NotImplementedError) predictions are absent and no calibration is made; bench still measures.
+Both go through deployer.core.fit.throughput, the model `plan` uses: what bench predicts for a
+level is what `plan --parallel N` would say for the same request shape.
 """
 
 from __future__ import annotations
@@ -16,7 +16,6 @@ from deployer.core.fit.throughput import Efficiency, LoadPrediction, efficiency_
 from deployer.core.hardware.profiles import Profile
 
 MAX_EFFICIENCY = 1.5  # Calibration's bound: a fit above it is a measurement gone wrong
-NOT_BUILT = "the throughput model is not built yet"
 MIN_PREFILL_TOKENS = 32  # a shorter prefill is mostly fixed overhead: no measure of FLOPS
 
 
@@ -70,14 +69,10 @@ class Predictor:
             output_tokens=self.output_tokens, efficiency=efficiency,
         )  # fmt: skip
 
-    def at(self, slots: int) -> LoadPrediction | None:
+    def at(self, slots: int) -> LoadPrediction:
         """The prediction with `slots` streams at once (calibrated efficiencies when known)."""
-        try:
-            efficiency = efficiency_for(self.profile, self.calibration)
-            return self._predict(slots, efficiency, self.prompt_tokens)
-        except NotImplementedError:
-            self.note = NOT_BUILT
-            return None
+        return self._predict(slots, efficiency_for(self.profile, self.calibration),
+                             self.prompt_tokens)  # fmt: skip
 
     def fit(self, one_stream: LevelStats, measured_on: str, deployment: str) -> CalibrationFit:
         """Efficiencies from the 1-stream level: default x measured / predicted at the default."""
@@ -88,11 +83,8 @@ class Predictor:
         if not decode or not prefill:
             return CalibrationFit(None, "the 1-stream level measured no decode or prefill speed")
         prompt = round(one_stream.prompt_tokens or self.prompt_tokens)
-        try:
-            default = efficiency_for(self.profile, None)
-            predicted = self._predict(1, default, max(1, prompt))
-        except NotImplementedError:
-            return CalibrationFit(None, NOT_BUILT)
+        default = efficiency_for(self.profile, None)
+        predicted = self._predict(1, default, max(1, prompt))
         if predicted.per_stream_tokens_per_s <= 0 or predicted.prefill_tokens_per_s <= 0:
             return CalibrationFit(None, "the model predicts no speed to compare with")
         memory = default.memory * decode / predicted.per_stream_tokens_per_s

@@ -180,9 +180,7 @@ def run_sweep(
         why = spec.target.broken_by(stats)
         result.missed[concurrency] = why
         if predictor is not None:
-            predicted = predictor.at(concurrency)
-            if predicted is not None:
-                result.predicted[concurrency] = prediction_dict(predicted)
+            result.predicted[concurrency] = prediction_dict(predictor.at(concurrency))
             result.prediction_note = predictor.note
         if on_level is not None:
             on_level(stats, why)

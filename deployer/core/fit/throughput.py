@@ -53,7 +53,7 @@ class LoadPrediction:
     per_stream_tokens_per_s: float  # output tokens/s one stream sees
     prefill_tokens_per_s: float  # prompt tokens/s processed
     ttft_s: float  # time to first token for one request of `prompt_tokens`
-    e2e_s: float  # end-to-end time of one request (ttft + output tokens at per-stream speed)
+    e2e_s: float  # end-to-end time of one request (ttft + the other output tokens)
     requests_per_s: float  # slots / e2e_s
     compute_bound: bool  # the decode step is limited by FLOPS, not memory bandwidth
     efficiency: Efficiency
@@ -214,7 +214,7 @@ def predict_load(
     prefill = 1.0 / prefill_s_per_token
     per_stream = 1.0 / step
     ttft = prompt_tokens / prefill + step
-    e2e = ttft + output_tokens / per_stream
+    e2e = ttft + (output_tokens - 1) / per_stream  # the first token came with the TTFT
     return LoadPrediction(
         slots=slots,
         aggregate_tokens_per_s=slots * per_stream,
