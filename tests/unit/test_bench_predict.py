@@ -76,6 +76,11 @@ def test_predictions_sit_beside_measurements() -> None:
     predicted = out.result.as_dict()["levels"][0]["predicted"]  # type: ignore[attr-defined]
     assert predicted is not None and predicted["aggregate_tokens_per_s"] > 0
     assert predicted["ttft_s"] > 0 and predicted["e2e_s"] >= predicted["ttft_s"]
+    # What a level measures (output tokens over wall time) includes each request's prefill:
+    # the delivered rate, below the rate while every slot decodes.
+    delivered = predicted["delivered_tokens_per_s"]
+    assert delivered == pytest.approx(predicted["requests_per_s"] * 64, rel=1e-3)
+    assert delivered < predicted["aggregate_tokens_per_s"]
 
 
 def test_calibration_scales_the_default_efficiencies_by_measured_over_predicted() -> None:

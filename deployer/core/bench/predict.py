@@ -19,9 +19,14 @@ MAX_EFFICIENCY = 1.5  # Calibration's bound: a fit above it is a measurement gon
 MIN_PREFILL_TOKENS = 32  # a shorter prefill is mostly fixed overhead: no measure of FLOPS
 
 
-def prediction_dict(p: LoadPrediction) -> dict[str, Any]:
-    """The predicted figures a level shows beside its measured ones."""
+def prediction_dict(p: LoadPrediction, output_tokens: int) -> dict[str, Any]:
+    """The predicted figures a level shows beside its measured ones.
+
+    `delivered_tokens_per_s` (requests/s x output tokens: prefills included) is what compares
+    with a level's measured aggregate, which is output tokens over the level's wall time;
+    `aggregate_tokens_per_s` is the rate while every slot decodes (plan's `load`)."""
     return {
+        "delivered_tokens_per_s": round(p.requests_per_s * output_tokens, 3),
         "aggregate_tokens_per_s": round(p.aggregate_tokens_per_s, 3),
         "stream_tokens_per_s": round(p.per_stream_tokens_per_s, 3),
         "prefill_tokens_per_s": round(p.prefill_tokens_per_s, 3),

@@ -27,7 +27,7 @@ def _points(levels: list[dict[str, Any]], predicted: bool) -> list[tuple[float, 
         if not src:
             continue
         ttft = src["ttft_s"] if predicted else src["ttft_s"]["p95"]
-        tps = src["aggregate_tokens_per_s"]
+        tps = src["delivered_tokens_per_s" if predicted else "aggregate_tokens_per_s"]
         if ttft is not None and tps is not None:
             out.append((float(ttft), float(tps), int(lv["concurrency"])))
     return out
@@ -79,7 +79,7 @@ _COLUMNS = (
     ("streams", lambda lv: lv["concurrency"]),
     ("req/s", lambda lv: lv["requests_per_s"]),
     ("output tok/s", lambda lv: lv["aggregate_tokens_per_s"]),
-    ("predicted tok/s", lambda lv: (lv["predicted"] or {}).get("aggregate_tokens_per_s")),
+    ("predicted tok/s", lambda lv: (lv["predicted"] or {}).get("delivered_tokens_per_s")),
     ("stream tok/s", lambda lv: lv["stream_tokens_per_s"]),
     ("TTFT p50 s", lambda lv: lv["ttft_s"]["p50"]),
     ("TTFT p95 s", lambda lv: lv["ttft_s"]["p95"]),

@@ -180,7 +180,9 @@ def run_sweep(
         why = spec.target.broken_by(stats)
         result.missed[concurrency] = why
         if predictor is not None:
-            result.predicted[concurrency] = prediction_dict(predictor.at(concurrency))
+            result.predicted[concurrency] = prediction_dict(
+                predictor.at(concurrency), predictor.output_tokens
+            )
             result.prediction_note = predictor.note
         if on_level is not None:
             on_level(stats, why)
