@@ -102,10 +102,9 @@ def prepare_target(
     return Prepared(target, key, served, profile, levels, notes)
 
 
-def calibrations() -> Calibrations | None:
-    """The calibration store, once wiring has one (the plan-load work adds it)."""
-    make: Any = getattr(wiring, "calibrations", None)
-    return make() if make is not None else None
+def calibrations() -> Calibrations:
+    """The calibration store `plan` reads (adapters/calibration_store.py)."""
+    return wiring.calibrations()
 
 
 def predictor_for(prep: Prepared, prompt_tokens: int, output_tokens: int) -> Predictor | None:
@@ -130,8 +129,7 @@ def predictor_for(prep: Prepared, prompt_tokens: int, output_tokens: int) -> Pre
         return None
     chosen = plan.chosen
     key = CalibrationKey(profile.id, plan.model, chosen.facts.quant, t.backend or "llamacpp")
-    store = calibrations()
-    known = store.lookup(key) if store is not None else None
+    known = calibrations().lookup(key)
     return Predictor(
         chosen, profile, key=key, calibration=known, prompt_tokens=prompt_tokens,
         output_tokens=output_tokens,

@@ -101,7 +101,7 @@ def show_table(doc: dict[str, Any]) -> None:
         ]
         if predicted:
             p = lv["predicted"] or {}
-            row[4:4] = [_f(p.get("delivered_tokens_per_s"), 1), _f(p.get("ttft_s"))]
+            row[4:4] = [_f(p.get("delivered_tokens_per_s"), 1), _f(p.get("ttft_burst_s"))]
         table.add_row(*cells(*row))
     console.print(table)
 

@@ -14,7 +14,7 @@ from deployer.core.bench.shapes import RequestShape
 from deployer.core.bench.stats import level_stats
 from deployer.core.bench.sweep import LevelRun, Target
 from deployer.core.fit.calibration import Calibration, CalibrationKey
-from deployer.core.fit.throughput import efficiency_for
+from deployer.core.fit.throughput import Efficiency, efficiency_for
 from deployer.core.hardware.profiles import get_profile
 from tests.unit.in_memory import MemoryClock, MemoryRecordStore
 
@@ -83,7 +83,7 @@ def test_predictions_sit_beside_measurements() -> None:
     assert delivered < predicted["aggregate_tokens_per_s"]
 
 
-def test_calibration_scales_the_default_efficiencies_by_measured_over_predicted() -> None:
+def test_the_calibration_reproduces_what_one_stream_measured() -> None:
     predictor = _predictor()
     default = efficiency_for(predictor.profile, None)
     at_default = predictor._predict(1, default, 128)
@@ -96,8 +96,14 @@ def test_calibration_scales_the_default_efficiencies_by_measured_over_predicted(
     out = _bench(predictor, cals, _one_stream(decode, prefill))
     assert out.calibration_line == f"calibration saved: plan on {PROFILE} now uses it"  # type: ignore[attr-defined]
     (cal,) = cals.kept
-    assert cal.memory_efficiency == pytest.approx(default.memory * 0.8, rel=1e-3)
+    # prefill is compute alone: its efficiency scales with the measured speed
     assert cal.compute_efficiency == pytest.approx(default.compute * 0.6, rel=1e-3)
+    # and the fitted pair predicts the measured one-stream decode and prefill speeds
+    refit = Efficiency(cal.memory_efficiency, cal.compute_efficiency, "fit")
+    again = predictor._predict(1, refit, 128)
+    assert again.per_stream_tokens_per_s == pytest.approx(decode, rel=1e-3)
+    assert again.prefill_tokens_per_s == pytest.approx(prefill, rel=1e-3)
+    assert cal.memory_efficiency < default.memory  # slower decode: less of the bandwidth
     assert cal.key == predictor.key and cal.measured_on == "2025-01-01"
 
 

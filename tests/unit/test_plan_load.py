@@ -76,7 +76,8 @@ def test_aggregate_rises_with_slots_and_saturates_at_the_compute_ceiling() -> No
     ceiling = prof.cpu_peak_flops()[0] * efficiency_for(prof, None).compute / (2 * params)
     assert aggs[-1] <= ceiling
     assert aggs[-1] > 0.9 * ceiling
-    assert aggs[-1] / aggs[-2] < 1.01
+    # CPU cores add memory time to compute time, so the ceiling is approached, not reached
+    assert aggs[-1] / aggs[-2] < 1.05
 
 
 def test_per_stream_falls_as_slots_share_the_machine() -> None:
@@ -345,7 +346,8 @@ def test_traffic_cost_is_split_by_machine_time() -> None:
     decode_s = 300 / sized.load.aggregate_tokens_per_s
     assert share == pytest.approx(prefill_s / (prefill_s + decode_s))
     spent = d["usd_per_million_input_tokens"] * 1000 + d["usd_per_million_output_tokens"] * 300
-    assert spent / 1e6 == pytest.approx(per_day / 50_000, rel=1e-3)
+    # the per-1M prices are rounded to cents where above $1: 0.5% at most
+    assert spent / 1e6 == pytest.approx(per_day / 50_000, rel=5e-3)
 
 
 # --- calibration ------------------------------------------------------------------------------
@@ -485,3 +487,22 @@ def test_prefill_does_not_pay_the_output_layer_per_prompt_token() -> None:
     assert big.prefill_tokens_per_s == pytest.approx(base.prefill_tokens_per_s)
     assert big.per_stream_tokens_per_s < base.per_stream_tokens_per_s
     assert big.ttft_s > base.ttft_s  # the first token's step reads the output layer once
+
+
+def test_prefills_queue_behind_each_other_and_cpu_time_adds() -> None:
+    # Machine time: a request's life holds every stream's prefill once and its output's steps.
+    result = _plan("qwen2.5-7b-instruct", "cpu-x86-16c-64gb")
+    one, four = (_load(result.chosen, result.profile, b, p=500, o=100) for b in (1, 4))
+    for x in (one, four):
+        prompt_s = 500 / x.prefill_tokens_per_s
+        step = 1 / x.per_stream_tokens_per_s
+        assert x.e2e_s == pytest.approx(x.slots * prompt_s + 100 * step)
+        assert x.ttft_s == pytest.approx(prompt_s + step)
+        assert x.ttft_burst_s == pytest.approx(x.slots * prompt_s + step)
+        # CPU cores both fetch and compute: a step is the sum of the two
+        assert step == pytest.approx(x.step_memory_s + x.step_compute_s)
+    assert one.ttft_burst_s == pytest.approx(one.ttft_s)
+    # A GPU overlaps them: a step is the longer of the two.
+    gpu = _plan("llama-3.1-8b-instruct", "nvidia-l4-24gb")
+    g = _load(gpu.chosen, gpu.profile, 8)
+    assert 1 / g.per_stream_tokens_per_s == pytest.approx(max(g.step_memory_s, g.step_compute_s))

@@ -24,13 +24,16 @@ def prediction_dict(p: LoadPrediction, output_tokens: int) -> dict[str, Any]:
 
     `delivered_tokens_per_s` (requests/s x output tokens: prefills included) is what compares
     with a level's measured aggregate, which is output tokens over the level's wall time;
-    `aggregate_tokens_per_s` is the rate while every slot decodes (plan's `load`)."""
+    `aggregate_tokens_per_s` is the rate while every slot decodes (plan's `load`). A closed
+    loop of equal requests stays in step (all of a level's streams send together), so its
+    measured TTFT compares with `ttft_burst_s`, not with `ttft_s` (a request arriving alone)."""
     return {
         "delivered_tokens_per_s": round(p.requests_per_s * output_tokens, 3),
         "aggregate_tokens_per_s": round(p.aggregate_tokens_per_s, 3),
         "stream_tokens_per_s": round(p.per_stream_tokens_per_s, 3),
         "prefill_tokens_per_s": round(p.prefill_tokens_per_s, 3),
         "ttft_s": round(p.ttft_s, 6),
+        "ttft_burst_s": round(p.ttft_burst_s, 6),
         "e2e_s": round(p.e2e_s, 6),
         "requests_per_s": round(p.requests_per_s, 4),
         "compute_bound": p.compute_bound,
@@ -80,29 +83,37 @@ class Predictor:
                              self.prompt_tokens)  # fmt: skip
 
     def fit(self, one_stream: LevelStats, measured_on: str, deployment: str) -> CalibrationFit:
-        """Efficiencies from the 1-stream level: default x measured / predicted at the default."""
+        """Efficiencies from the 1-stream level. Prefill time is compute alone, so the compute
+        efficiency is default x measured / predicted prefill speed; then the memory efficiency
+        is the one at which the model's one-stream decode step (memory and compute, combined as
+        the device does) takes the measured time, found by bisection."""
         if one_stream.concurrency != 1 or one_stream.completed == 0:
             return CalibrationFit(None, "no completed 1-stream level to calibrate from")
         decode = one_stream.server_stream_tokens_per_s or one_stream.stream_tokens_per_s
         prefill = one_stream.prefill_tokens_per_s
         if not decode or not prefill:
             return CalibrationFit(None, "the 1-stream level measured no decode or prefill speed")
-        prompt = round(one_stream.prompt_tokens or self.prompt_tokens)
+        prompt = max(1, round(one_stream.prompt_tokens or self.prompt_tokens))
         default = efficiency_for(self.profile, None)
-        predicted = self._predict(1, default, max(1, prompt))
+        predicted = self._predict(1, default, prompt)
         if predicted.per_stream_tokens_per_s <= 0 or predicted.prefill_tokens_per_s <= 0:
             return CalibrationFit(None, "the model predicts no speed to compare with")
-        memory = default.memory * decode / predicted.per_stream_tokens_per_s
         compute = default.compute * prefill / predicted.prefill_tokens_per_s
         kept = ""
         if prompt < MIN_PREFILL_TOKENS:
             compute = default.compute
             kept = f" (compute efficiency kept at the default: {prompt} prompt tokens measure no prefill)"
-        for name, value in (("memory", memory), ("compute", compute)):
-            if not 0 < value <= MAX_EFFICIENCY:
-                return CalibrationFit(
-                    None, f"fitted {name} efficiency {value:.2f} is outside (0, {MAX_EFFICIENCY}]"
-                )
+        if not 0 < compute <= MAX_EFFICIENCY:
+            return CalibrationFit(
+                None, f"fitted compute efficiency {compute:.2f} is outside (0, {MAX_EFFICIENCY}]"
+            )
+        memory = self._memory_efficiency(decode, compute, prompt)
+        if memory is None:
+            return CalibrationFit(
+                None,
+                f"measured decode {decode:.1f} tokens/s is more than the model allows at "
+                f"memory efficiency {MAX_EFFICIENCY} (compute efficiency {compute:.2f})",
+            )
         cal = Calibration(
             key=self.key, memory_efficiency=round(memory, 4), compute_efficiency=round(compute, 4),
             measured_on=measured_on, deployment=deployment,
@@ -110,3 +121,21 @@ class Predictor:
         return CalibrationFit(
             cal, f"calibration saved: plan on {self.key.profile} now uses it{kept}"
         )
+
+    def _memory_efficiency(self, decode: float, compute: float, prompt: int) -> float | None:
+        """The memory efficiency at which one stream decodes at `decode` tokens/s (None when
+        even MAX_EFFICIENCY is too slow); predicted speed rises with it, so bisect."""
+
+        def speed(memory: float) -> float:
+            eff = Efficiency(memory, compute, "fit")
+            return self._predict(1, eff, prompt).per_stream_tokens_per_s
+
+        low, high = 1e-4, MAX_EFFICIENCY
+        if speed(high) < decode:
+            return None
+        if speed(low) >= decode:
+            return low
+        for _ in range(60):
+            mid = (low + high) / 2
+            low, high = (mid, high) if speed(mid) < decode else (low, mid)
+        return high

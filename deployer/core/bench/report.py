@@ -26,7 +26,7 @@ def _points(levels: list[dict[str, Any]], predicted: bool) -> list[tuple[float, 
         src = lv.get("predicted") if predicted else lv
         if not src:
             continue
-        ttft = src["ttft_s"] if predicted else src["ttft_s"]["p95"]
+        ttft = src["ttft_burst_s"] if predicted else src["ttft_s"]["p95"]
         tps = src["delivered_tokens_per_s" if predicted else "aggregate_tokens_per_s"]
         if ttft is not None and tps is not None:
             out.append((float(ttft), float(tps), int(lv["concurrency"])))

@@ -4,8 +4,10 @@ CONTRACT (implemented by the plan-load work; bench calls it): signatures below a
 
 The model, for any architecture and machine (docs/plan.md "Throughput under load"):
 - A decode step with B streams busy takes, on each device that holds layers (the host for its
-  layers in a partial offload), the longer of its memory time and its compute time; devices of a
-  layer split run one after another, so their times add. Memory: the weights read once per step
+  layers in a partial offload), its memory time and its compute time: on a GPU (or Apple GPU)
+  the longer of the two, as thousands of threads in flight hide one behind the other; on CPU
+  cores, which both fetch and compute, their sum. Devices of a layer split run one after
+  another, so their times add. Memory: the weights read once per step
   (MoE: the expected union of the experts B tokens route to, 1 - (1 - k/E)^B of the expert
   weights, plus every dense weight) and each stream's KV cache at its average position (prompt +
   output / 2), over bandwidth x memory efficiency. Compute: B x (2 x active parameters + the
@@ -13,8 +15,13 @@ The model, for any architecture and machine (docs/plan.md "Throughput under load
 - Prefill is compute-bound: FLOPs per prompt token are 2 x the active block parameters plus
   attention at half the prompt; the output layer runs for the last position only (the one whose
   logits are sampled), which the first decode step already counts.
-- Time to first token: the prompt at prefill speed plus one decode step at B (the prompt is
-  assumed to run alone, not interleaved with the other streams' steps).
+- Prefills take the whole machine, so they queue behind each other and stall the streams that
+  decode: over one request's life, each of the B streams prefills once. End to end is then
+  B x prompt / prefill speed + output x one step at B, and requests/s = B / end to end (machine
+  time counted once, however arrivals fall).
+- Time to first token: a request arriving alone, its prompt at prefill speed plus one step at B
+  (`ttft_s`); B requests arriving together (a burst, or a closed loop of equal requests, which
+  stays in step) wait for all B prompts (`ttft_burst_s`).
 """
 
 from __future__ import annotations
@@ -57,6 +64,9 @@ class LoadPrediction:
     requests_per_s: float  # slots / e2e_s
     compute_bound: bool  # the decode step is limited by FLOPS, not memory bandwidth
     efficiency: Efficiency
+    ttft_burst_s: float = 0.0  # time to first token when `slots` requests arrive together
+    step_memory_s: float = 0.0  # one decode step's time reading memory (all devices)
+    step_compute_s: float = 0.0  # one decode step's time computing (all devices)
 
 
 def device_kind(profile: Profile) -> str:
@@ -115,6 +125,7 @@ class _Part:
     other_bytes: int  # weights read by every token besides the blocks (the output layer)
     bandwidth: float  # bytes/s, efficiency applied
     flops: float  # FLOP/s, efficiency applied
+    overlaps: bool  # memory and compute time overlap (a GPU) rather than add (CPU cores)
 
 
 def _parts(option: Option, profile: Profile, eff: Efficiency) -> list[_Part]:
@@ -132,6 +143,7 @@ def _parts(option: Option, profile: Profile, eff: Efficiency) -> list[_Part]:
                     dev.weights_bytes - blocks,
                     profile.device_bandwidth_gbps() * 1e9 * eff.memory,
                     profile.device_peak_flops()[0] * eff.compute,
+                    overlaps=True,
                 )
             )
     if mem.host.layers or not parts:
@@ -148,6 +160,7 @@ def _parts(option: Option, profile: Profile, eff: Efficiency) -> list[_Part]:
                 other,
                 profile.cpu_bandwidth_gbps * 1e9 * m_eff,
                 profile.cpu_peak_flops()[0] * c_eff,
+                overlaps=False,
             )
         )
     return parts
@@ -165,8 +178,21 @@ def _kv_read(option: Option, blocks: list[int], position: float) -> int:
     return kv_bytes(option.facts.arch, blocks, at)
 
 
-def _step_s(option: Option, parts: list[_Part], slots: int, position: float) -> tuple[float, bool]:
-    """(seconds of one decode step with `slots` streams at `position`, compute-bound?)."""
+@dataclass(frozen=True)
+class _Step:
+    """One decode step with every stream busy: its time, and how it divides."""
+
+    seconds: float
+    memory_s: float
+    compute_s: float
+
+    @property
+    def compute_bound(self) -> bool:
+        return self.compute_s > self.memory_s
+
+
+def _step(option: Option, parts: list[_Part], slots: int, position: float) -> _Step:
+    """One decode step with `slots` streams at `position`."""
     arch = option.facts.arch
     share, touched = expert_share(arch), experts_touched(arch, slots)
     active = 1.0 - share + share * experts_touched(arch, 1)
@@ -177,8 +203,8 @@ def _step_s(option: Option, parts: list[_Part], slots: int, position: float) -> 
         flops_per_token = 2.0 * _params(option.facts, p.block_bytes * active + p.other_bytes)
         flops_per_token += attention_flops(arch, p.blocks, position)
         m, c = read / p.bandwidth, slots * flops_per_token / p.flops
-        mem_s, comp_s, total = mem_s + m, comp_s + c, total + max(m, c)
-    return total, comp_s > mem_s
+        mem_s, comp_s, total = mem_s + m, comp_s + c, total + (max(m, c) if p.overlaps else m + c)
+    return _Step(total, mem_s, comp_s)
 
 
 def predict_load(
@@ -198,7 +224,7 @@ def predict_load(
         raise ValueError("efficiencies must be positive")
     arch = option.facts.arch
     parts = _parts(option, profile, efficiency)
-    step, compute_bound = _step_s(option, parts, slots, prompt_tokens + output_tokens / 2)
+    step = _step(option, parts, slots, prompt_tokens + output_tokens / 2)
     share = expert_share(arch)
     active = 1.0 - share + share * experts_touched(arch, 1)
     # Only the prompt's last position needs logits (llama-server asks for no others), so the
@@ -212,17 +238,21 @@ def predict_load(
         for p in parts
     )
     prefill = 1.0 / prefill_s_per_token
-    per_stream = 1.0 / step
-    ttft = prompt_tokens / prefill + step
-    e2e = ttft + (output_tokens - 1) / per_stream  # the first token came with the TTFT
+    prompt_s = prompt_tokens / prefill
+    # Every stream's prefill in one request's life, then its output (the first token's step
+    # comes with the TTFT): machine time, counted once.
+    e2e = slots * prompt_s + output_tokens * step.seconds
     return LoadPrediction(
         slots=slots,
-        aggregate_tokens_per_s=slots * per_stream,
-        per_stream_tokens_per_s=per_stream,
+        aggregate_tokens_per_s=slots / step.seconds,
+        per_stream_tokens_per_s=1.0 / step.seconds,
         prefill_tokens_per_s=prefill,
-        ttft_s=ttft,
+        ttft_s=prompt_s + step.seconds,
         e2e_s=e2e,
         requests_per_s=slots / e2e,
-        compute_bound=compute_bound,
+        compute_bound=step.compute_bound,
         efficiency=efficiency,
+        ttft_burst_s=slots * prompt_s + step.seconds,
+        step_memory_s=step.memory_s,
+        step_compute_s=step.compute_s,
     )

@@ -105,6 +105,7 @@ class LoadView:
             "per_stream_tokens_per_s": _r(p.per_stream_tokens_per_s),
             "prefill_tokens_per_s": _r(p.prefill_tokens_per_s),
             "ttft_s": _r(p.ttft_s, 3),
+            "ttft_burst_s": _r(p.ttft_burst_s, 3),
             "e2e_s": _r(p.e2e_s, 3),
             "requests_per_s": _r(p.requests_per_s, 3),
             "compute_bound": p.compute_bound,
