@@ -15,7 +15,6 @@ from deployer.core.fit.memory import (
     MachineSpec,
     MemoryEstimate,
     estimate_memory,
-    kv_bytes,
     load_mode_of,
     safety_margin_bytes,
 )
@@ -244,45 +243,24 @@ def machine_spec(profile: Profile) -> MachineSpec:
     )
 
 
-def _active_fraction(facts: ModelFacts) -> float:
-    """Share of block weights read per token (MoE reads only the routed experts)."""
-    a = facts.arch
-    if not a.n_expert or not a.n_expert_used:
-        return 1.0
-    n_q = a.n_head * a.head_dim_k
-    attn = a.n_embd * (2 * n_q + 2 * max(a.n_head_kv) * a.head_dim_k)
-    experts = 3 * a.n_embd * a.n_ff
-    return (attn + experts * a.n_expert_used) / (attn + experts * a.n_expert)
-
-
-def predict_tokens_per_s(
-    facts: ModelFacts, s: FitSettings, mem: MemoryEstimate, profile: Profile
-) -> float:
-    """Single-stream decode speed from bytes read per token over memory bandwidth."""
-    w = facts.weights
-    frac = _active_fraction(facts)
-    seconds = 0.0
-    half = FitSettings(**{**s.__dict__, "ctx": max(s.ctx // 2, 256), "parallel": 1})
-    kind = "apple" if profile.kind == "apple" else ("gpu" if profile.gpu else "cpu")
-    for dev in mem.devices:
-        if dev.layers:
-            bw = profile.device_bandwidth_gbps() * 1e9 * DECODE_EFFICIENCY[kind]
-            kv = kv_bytes(facts.arch, dev.blocks, half)
-            seconds += (dev.weights_bytes * frac + kv) / bw
-    if mem.host.layers:
-        bw = profile.cpu_bandwidth_gbps * 1e9 * DECODE_EFFICIENCY["cpu"]
-        host_w = sum(w.block_bytes[i] for i in mem.host.blocks)
-        if mem.n_gpu_layers == 0:
-            host_w += w.output_bytes
-        seconds += (host_w * frac + kv_bytes(facts.arch, mem.host.blocks, half)) / bw
-    return 1.0 / seconds if seconds > 0 else 0.0
-
-
 def evaluate_option(facts: ModelFacts, s: FitSettings, profile: Profile, m: MachineSpec) -> Option:
     """Memory and single-stream speed of `facts` run with `s` on `profile`."""
     mem = estimate_memory(facts, s, m)
     full = m.kind == "cpu" or s.n_gpu_layers >= facts.arch.n_layer + 1
-    return Option(facts, s, mem, full, predict_tokens_per_s(facts, s, mem, profile))
+    option = Option(facts, s, mem, full, 0.0)
+    option.tokens_per_s = single_stream_tokens_per_s(option, profile)
+    return option
+
+
+def single_stream_tokens_per_s(option: Option, profile: Profile) -> float:
+    """One stream's decode speed with the cache half full, at the default efficiencies: the
+    throughput model's (throughput.py) one-slot step."""
+    from deployer.core.fit.throughput import efficiency_for, predict_load
+
+    half = max(option.settings.ctx // 2, 256)
+    load = predict_load(option, profile, slots=1, prompt_tokens=half, output_tokens=1,
+                        efficiency=efficiency_for(profile, None))  # fmt: skip
+    return load.per_stream_tokens_per_s
 
 
 def _settings(req: PlanRequest, ctx: int, fa: bool, ngl: int) -> FitSettings:

@@ -171,6 +171,12 @@ def _params(facts: ModelFacts, n_bytes: float) -> float:
     return n_bytes * 8 / base_bpw(facts.quant)
 
 
+def _output_params(arch: ModelArch, part: _Part) -> float:
+    """Parameters of the output layer, where this part holds it: vocabulary x embedding width
+    (its bytes would mislead: llama-quantize keeps it at Q6_K or above)."""
+    return float(arch.n_vocab * arch.n_embd) if part.other_bytes else 0.0
+
+
 def _kv_read(option: Option, blocks: list[int], position: float) -> int:
     """KV bytes one stream reads per step at `position`."""
     s = option.settings
@@ -200,7 +206,9 @@ def _step(option: Option, parts: list[_Part], slots: int, position: float) -> _S
     for p in parts:
         read = p.block_bytes * (1.0 - share + share * touched) + p.other_bytes
         read += slots * _kv_read(option, p.blocks, position)
-        flops_per_token = 2.0 * _params(option.facts, p.block_bytes * active + p.other_bytes)
+        flops_per_token = 2.0 * (
+            _params(option.facts, p.block_bytes * active) + _output_params(arch, p)
+        )
         flops_per_token += attention_flops(arch, p.blocks, position)
         m, c = read / p.bandwidth, slots * flops_per_token / p.flops
         mem_s, comp_s, total = mem_s + m, comp_s + c, total + (max(m, c) if p.overlaps else m + c)

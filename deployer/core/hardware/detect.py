@@ -465,10 +465,12 @@ def build_adhoc_profile(detected: DetectedHardware, like: Profile | None) -> Pro
         "runtimes": _adhoc_runtimes(detected.kind),
         "source": "detected on this machine (deployer detect)",
     }
-    cpu_peak = derived_cpu_peak_gflops(detected.cpu.threads, detected.cpu.flags)
+    cpu_peak = derived_cpu_peak_gflops(
+        detected.cpu.threads, detected.cpu.flags, physical_cores=detected.cpu.cores
+    )
     data["cpu_peak_gflops"] = cpu_peak
     peak_note = (
-        f"cpu_peak_gflops {cpu_peak:g} derived ({detected.cpu.threads} CPUs x "
+        f"cpu_peak_gflops {cpu_peak:g} derived ({detected.cpu.cores} physical cores x "
         f"{DEFAULT_CPU_GHZ:g} GHz x FP32 FLOPs a cycle by the widest FMA in the CPU flags)"
     )
     assumed = [f"cpu_bandwidth_gbps {cpu_bw:g} assumed (about 10 GB/s per memory channel)"]

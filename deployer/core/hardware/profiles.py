@@ -39,7 +39,8 @@ MAX_CPU_GFLOPS = 10_000_000.0
 # GPUs: FLOPs per byte of memory bandwidth ("machine balance"); every shipped datacenter GPU is
 # at 100-300 FP16 FLOP/byte, so 100 stays on the low side. Apple GPUs: about 35 (M2 Ultra 27.2
 # TFLOPS over 800 GB/s). CPUs: cores x DEFAULT_CPU_GHZ x FP32 FLOPs per cycle per listed CPU,
-# by the widest FMA the flags show.
+# by the widest FMA the flags show, a listed CPU being half a core (a hardware thread); a
+# detected machine's physical cores count whole.
 DEFAULT_GPU_FLOP_PER_BYTE = 100.0
 DEFAULT_APPLE_FLOP_PER_BYTE = 35.0
 DEFAULT_CPU_GHZ = 2.5
@@ -195,12 +196,20 @@ class Profile(_Strict):
         return self.gpu.flash_attention if self.gpu else True
 
 
-def derived_cpu_peak_gflops(cpu_cores: int, cpu_flags: list[str]) -> float:
-    """The stated CPU derivation: cores x DEFAULT_CPU_GHZ x FP32 FLOPs a cycle by the flags."""
+def derived_cpu_peak_gflops(
+    cpu_cores: int, cpu_flags: list[str], *, physical_cores: int | None = None
+) -> float:
+    """The stated CPU derivation: cores x DEFAULT_CPU_GHZ x FP32 FLOPs a cycle by the flags.
+
+    CPU_FLOPS_PER_CYCLE is per listed CPU with two hardware threads to a core (a cloud vCPU);
+    when the physical core count is known (a detected machine), each core gets its full
+    two-thread share, however many threads it runs."""
     flags = set(cpu_flags)
     per_cycle = next(
         (n for flag, n in CPU_FLOPS_PER_CYCLE if flag in flags), CPU_FLOPS_PER_CYCLE_OTHER
     )
+    if physical_cores is not None:
+        return physical_cores * DEFAULT_CPU_GHZ * per_cycle * 2
     return cpu_cores * DEFAULT_CPU_GHZ * per_cycle
 
 
