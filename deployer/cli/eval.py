@@ -101,5 +101,9 @@ def eval_(
         with eval_view.ProgressView(enabled=True) as view:
             outcome = run_eval(req, wiring.eval_edges(folder, how, view.note), view)
         eval_view.show(outcome, str(folder), report, as_json=as_json)
+        if outcome.summaries and not any(t.answered for t in outcome.summaries):
+            from deployer.core.errors import EvalNothingAnswered
+
+            raise EvalNothingAnswered(len(outcome.summaries))
 
     run_guarded(body)

@@ -603,6 +603,20 @@ class EvalRunMismatch(DeployerError):
 
 
 @dataclass
+class EvalNothingAnswered(DeployerError):
+    """Every target failed every item: the run measured nothing."""
+
+    targets: int
+    exit_code: int = 1
+
+    def message(self) -> str:
+        return (
+            f"no target answered any item ({self.targets} target(s); the failures are above). "
+            "Check each target answers: deployer ps / deployer logs NAME, the URL, the key."
+        )
+
+
+@dataclass
 class EvalKeyMissing(DeployerError):
     """A target's API key is not where its target says it is."""
 

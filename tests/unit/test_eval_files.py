@@ -101,3 +101,27 @@ def test_a_line_cut_by_a_kill_is_skipped_and_the_next_starts_fresh(tmp_path: Pat
     loaded = load_results(folder.read_result_lines())
     assert loaded.skipped == 1
     assert [loaded.answered("t", q) for q in ("q1", "q2", "q3")] == [True, False, True]
+
+
+def test_a_run_where_no_target_answers_exits_1_after_its_table(tmp_path: Path) -> None:
+    # A port nobody listens on: every request a connection error, the run still completes.
+    import socket
+
+    from typer.testing import CliRunner
+
+    from deployer.cli.app import app
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    data = tmp_path / "d.jsonl"
+    data.write_text(
+        '{"id": "a", "prompt": "1, 2,", "expect": [{"type": "contains", "value": "3"}]}\n'
+    )
+    args = ["eval", str(data), "-t", f"url=http://127.0.0.1:{port},model=x,name=dead",
+            "--attempts", "1", "--run-dir", str(tmp_path / "run")]  # fmt: skip
+    r = CliRunner().invoke(app, args)
+    assert r.exit_code == 1, r.output
+    assert "dead" in r.stdout  # the table is printed first
+    assert "no target answered any item" in r.stderr
+    assert "Traceback" not in r.output
