@@ -57,12 +57,14 @@ def _profile(record: DeploymentRecord | None, profile_id: str | None, detect: bo
         return wiring.pick_profile(profile_id, detect)
     if record is None:
         return None  # a URL may be another machine: no guess
-    if record.profile is not None:
-        try:
-            return get_profile(record.profile, load_profiles())
-        except DeployerError as exc:
-            notes.append(f"profile of the record: {exc.message()}")
-    return wiring.pick_profile(None, True)
+    here = wiring.pick_profile(None, True)  # a deployment runs on this machine
+    if record.profile is None or record.profile == here.id:
+        return here  # deployed on a machine detected as it is now (a detected-* profile)
+    try:
+        return get_profile(record.profile, load_profiles())
+    except DeployerError as exc:
+        notes.append(f"profile of the record: {exc.message()}; this machine's is used")
+    return here
 
 
 def prepare_target(

@@ -311,3 +311,26 @@ def test_a_server_that_drops_the_prompt_is_warned_about() -> None:
     assert "counted 3 prompt tokens" in prompt_warnings([dropped], shape)[0]
     assert prompt_warnings([read], shape) == []
     assert prompt_warnings([dropped], RequestShape(128, 8, (((("user", "x"),),)))) == []
+
+
+def test_a_deployment_on_a_detected_machine_is_benched_on_that_machine(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # deploy --detect records an ad-hoc 'detected-...' id that no profile file holds: bench
+    # must take this machine's detected profile for it, not refuse it as unknown.
+    from deployer.cli import bench_setup, wiring
+    from deployer.core.hardware.profiles import get_profile
+
+    here = get_profile("cpu-x86-2c-8gb").model_copy(update={"id": "detected-cpu-2c-24gb"})
+    monkeypatch.setattr(wiring, "pick_profile", lambda profile_id, detect: here)
+    rec = DeploymentRecord("d", "demo", "Q4_K_M", "llamacpp", "container",
+                           "http://127.0.0.1:8080", 8080, "2026-01-01T00:00:00+00:00",
+                           profile="detected-cpu-2c-24gb")  # fmt: skip
+    notes: list[str] = []
+    assert bench_setup._profile(rec, None, False, notes) is here and notes == []
+    shipped = replace(rec, profile="cpu-x86-4c-16gb")
+    picked = bench_setup._profile(shipped, None, False, notes)
+    assert picked is not None and picked.id == "cpu-x86-4c-16gb"
+    gone = replace(rec, profile="no-such-profile")
+    assert bench_setup._profile(gone, None, False, notes) is here
+    assert notes and "no-such-profile" in notes[0] and "this machine's is used" in notes[0]
