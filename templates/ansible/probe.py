@@ -123,6 +123,27 @@ def file_state(spec):
     return out
 
 
+def running_plan(want):
+    """The fingerprint of what runs now, and /health's status when it is today's plan."""
+    try:
+        with open(want["fingerprint_file"]) as f:
+            fingerprint = f.read(200).strip()
+    except (OSError, KeyError):
+        return None, None
+    if fingerprint != want.get("fingerprint"):
+        return fingerprint, None
+    import urllib.error
+    import urllib.request
+
+    try:
+        with urllib.request.urlopen(want["health_url"], timeout=5) as r:
+            return fingerprint, r.status
+    except urllib.error.HTTPError as exc:
+        return fingerprint, exc.code
+    except Exception:
+        return fingerprint, 0
+
+
 def main():
     want = json.loads(os.environ["DEPLOYER_PROBE"])
     out = {"python": sys.version.split()[0], "uid": os.getuid() if hasattr(os, "getuid") else -1}
@@ -140,6 +161,7 @@ def main():
     out["disk"] = disk(want["root"])
     out["port_busy"] = port_busy(want["port"])
     out["files"] = {f["dest"]: file_state(f) for f in want.get("files", [])}
+    out["fingerprint"], out["health"] = running_plan(want)
     out["image_parts"] = parts(want["image_parts_dir"]) if want.get("image_parts_dir") else {}
     for t in reach_threads:
         t.join(REACH_TIMEOUT_S + 1)

@@ -210,3 +210,19 @@ def test_a_rescued_failure_is_reported_with_its_reason_and_raw_detail() -> None:
     assert o.result == "failed" and o.step == "bring the server up"
     assert o.reason.startswith("the port is in use on the host; free it or set deployer_port")
     assert "port is already allocated" in o.details["detail"]
+
+
+def test_a_host_running_todays_plan_healthy_is_unchanged_and_anything_less_is_not() -> None:
+    hp = _plan()
+    same = probe_from_text(_probe(fingerprint=hp.fingerprint(), health=200, port_busy=True))
+    assert decide(hp, same, SHIPPABLE, image_bytes=0).unchanged
+    sick = probe_from_text(_probe(fingerprint=hp.fingerprint(), health=503))
+    old = probe_from_text(_probe(fingerprint="0" * 64, health=200))
+    for probe in (sick, old):
+        assert not decide(hp, probe, SHIPPABLE, image_bytes=0).unchanged
+    assert probe_from_request_checks(hp)
+
+
+def probe_from_request_checks(hp: HostPlan) -> bool:
+    req = probe_request(hp, SHIPPABLE, "https://huggingface.co")
+    return req["fingerprint"] == hp.fingerprint() and req["health_url"].endswith(":8080/health")

@@ -25,6 +25,7 @@ from deployer.core.fleet.shipping import (
     parts_dir,
     registry_url,
 )
+from deployer.core.serve.conventions import HEALTH_PATH
 from deployer.core.units import fmt_bytes
 from deployer.core.untrusted import printable
 
@@ -88,6 +89,8 @@ class HostProbe:
     hub_error: str = ""
     files: dict[str, FileProbe] = field(default_factory=dict)
     image_parts: dict[str, int] = field(default_factory=dict)
+    fingerprint: str | None = None  # of the plan running now (stored on the host)
+    health: int | None = None  # /health's status, asked only when that plan is today's
 
 
 def probe_from_text(text: str) -> HostProbe:
@@ -111,6 +114,7 @@ def probe_from_text(text: str) -> HostProbe:
     registry_ok, registry_error = _reach(raw.get("registry"))
     hub_ok, hub_error = _reach(raw.get("hub"))
     compose = raw.get("compose")
+    fingerprint = raw.get("fingerprint")
     return HostProbe(
         docker_ok=docker.get("ok") is True,
         docker_error=_text(docker.get("error")),
@@ -124,6 +128,9 @@ def probe_from_text(text: str) -> HostProbe:
         hub_ok=hub_ok, hub_error=hub_error,
         files=files,
         image_parts=_parts(raw.get("image_parts")),
+        fingerprint=fingerprint if isinstance(fingerprint, str)
+        and re.fullmatch(r"[0-9a-f]{64}", fingerprint) else None,
+        health=_int(raw.get("health")),
     )  # fmt: skip
 
 
@@ -149,7 +156,14 @@ def probe_request(hp: HostPlan, image: FleetImage, hub_endpoint: str) -> dict[st
         "image_parts_dir": image_parts_dir(hp.host.root, image.local_id)
         if image.local_id
         else None,
+        "fingerprint_file": f"{hp.dir}/fingerprint",
+        "fingerprint": hp.fingerprint(),
+        "health_url": f"http://127.0.0.1:{hp.host.port}{health_path(hp.host.backend)}",
     }
+
+
+def health_path(backend: str) -> str:
+    return HEALTH_PATH.get(backend, HEALTH_PATH["llamacpp"])
 
 
 @dataclass
@@ -158,6 +172,7 @@ class Decision:
 
     host: str
     problems: list[str] = field(default_factory=list)
+    unchanged: bool = False  # already runs today's plan, healthy: nothing to do
     image: str = "present"  # present | pull | ship
     weights: dict[str, str] = field(default_factory=dict)  # dest -> present | download | ship
     needs_bytes: int = 0  # on the root's disk
@@ -208,6 +223,10 @@ def _image_action(probe: HostProbe, image: FleetImage) -> tuple[str, str]:
 def decide(hp: HostPlan, probe: HostProbe, image: FleetImage, *, image_bytes: int) -> Decision:
     """Everything the host lacks and where each piece comes from; problems in reason order."""
     d = Decision(hp.host.host)
+    if probe.fingerprint == hp.fingerprint() and probe.health == 200:
+        d.unchanged = True
+        d.weights = {w.dest: "present" for w in hp.weights}
+        return d
     if not probe.docker_ok:
         d.problems.append(_docker_problem(probe))
     elif probe.compose is None:

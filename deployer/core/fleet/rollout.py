@@ -170,7 +170,10 @@ def deploy_fleet(
     """Preflight, ship what hosts lack (once), deploy; each host's outcome with its reason."""
     run_dir = edges.runner.new_run_dir("deploy")
     pre = preflight(plans, inventory, edges, forks=forks, run_dir=run_dir)
-    go = [hp for hp in plans if hp.ok and pre.ok(hp.host.host)]
+    ready = [hp for hp in plans if hp.ok and pre.ok(hp.host.host)]
+    # Already running today's plan and healthy (the preflight saw it): not handed to the play.
+    same = {hp.host.host for hp in ready if pre.decisions[hp.host.host].unchanged}
+    go = [hp for hp in ready if hp.host.host not in same]
     ship = _Shipments(edges)
     host_vars: dict[str, dict[str, Any]] = {}
     moved: dict[str, Transfers] = {}
@@ -201,7 +204,11 @@ def deploy_fleet(
     outcomes = dict(run.outcomes)
     for hp in plans:
         host = hp.host.host
-        if host in host_vars and held:
+        if host in same:
+            outcomes[host] = HostOutcome(host, "unchanged", details={
+                "endpoint": f"http://127.0.0.1:{hp.host.port}",
+                "transfers": Transfers().summary(), "preflight": pre.row(host)})  # fmt: skip
+        elif host in host_vars and held:
             outcomes[host] = HostOutcome(host, "not-run", held)
         elif hp.ok and not pre.ok(host):
             outcomes[host] = pre.outcome(host)
