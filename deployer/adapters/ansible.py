@@ -196,6 +196,7 @@ def run_playbook(
     check: bool = False,
     on_event: EventFn | None = None,
     hf_token: str | None = None,
+    ident: str = IDENT,
 ) -> RunResult:
     """Run `project/<playbook>` of `private_dir` (already written) against `inventory`.
 
@@ -232,7 +233,7 @@ def run_playbook(
             cmdline="--check --diff" if check else None,
             event_handler=handler,
             quiet=True,
-            ident=IDENT,
+            ident=ident,
             settings={"suppress_ansible_output": True},
         )
         for name in TOKEN_ENV:
@@ -240,7 +241,7 @@ def run_playbook(
         try:
             r.run()
         finally:
-            _forget_environment(private_dir / "artifacts" / IDENT)
+            _forget_environment(private_dir / "artifacts" / ident)
     finally:
         if secret_dir is not None:
             shutil.rmtree(secret_dir, ignore_errors=True)
@@ -310,11 +311,13 @@ class AnsibleFleet:
         check: bool = False,
         on_event: EventFn | None = None,
         hf_token: str | None = None,
+        ident: str = IDENT,
     ) -> RunResult:
         """Run `project/<playbook>` of `private_dir` on `limit` (see run_playbook)."""
         return run_playbook(
             private_dir=private_dir, playbook=playbook, inventory=inventory, extravars=extravars,
             limit=limit, forks=forks, check=check, on_event=on_event, hf_token=hf_token,
+            ident=ident,
         )  # fmt: skip
 
     def replay_command(

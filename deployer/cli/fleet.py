@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
@@ -37,14 +38,14 @@ def _run(
 ) -> tuple[list[HostPlan], FleetRun]:
     """Plan every host, then run `action`'s playbook with live progress on stderr."""
     from deployer.cli.fleet_view import ProgressFactory
+    from deployer.core.fleet.rollout import deploy_fleet
     from deployer.core.fleet.run import run_fleet
 
     edges, plans = _plans(inventory, forks, image)
     progress = ProgressFactory(quiet)
+    flow = deploy_fleet if action == "deploy" else partial(run_fleet, action)
     try:
-        return plans, run_fleet(
-            action, plans, inventory, edges, forks=forks, on_event=progress, **ctx
-        )
+        return plans, flow(plans, inventory, edges, forks=forks, on_event=progress, **ctx)
     finally:
         progress.stop()
 
@@ -54,21 +55,32 @@ def fleet_plan(
     inventory: InventoryOpt,
     forks: ForksOpt = 5,
     image: FleetImageOpt = None,
+    check_hosts: Annotated[
+        bool,
+        typer.Option(
+            "--check-hosts",
+            help="Also check each host (Docker, compose, disk, port, "
+            "registry, Hub); changes nothing.",
+        ),
+    ] = False,
     as_json: JsonOpt = False,
 ) -> None:
     """Each host's plan: profile (given or detected), model, quant, port; nothing deployed."""
 
     def body() -> None:
         from deployer.cli.fleet_view import show
+        from deployer.core.fleet.rollout import check_hosts as preflight
         from deployer.core.fleet.run import plan_rows
 
-        _, plans = _plans(inventory, forks, image)
-        rows = plan_rows(plans, keep_plan=as_json)
+        edges, plans = _plans(inventory, forks, image)
+        pre = preflight(plans, inventory, edges, forks=forks) if check_hosts else None
+        rows = plan_rows(plans, keep_plan=as_json, preflight=pre)
+        ok = all(r["result"] == "planned" for r in rows)
         if as_json:
-            print_json({"ok": all(hp.ok for hp in plans), "hosts": rows})
+            print_json({"ok": ok, "hosts": rows})
         else:
-            show(rows, f"fleet plan: {inventory}")
-        if not all(hp.ok for hp in plans):
+            show(rows, f"fleet plan: {inventory}", preflight=check_hosts)
+        if not ok:
             raise typer.Exit(1)
 
     run_guarded(body)

@@ -81,7 +81,7 @@ class ProgressFactory:
             self.made.stop()
 
 
-def show(rows: list[dict[str, Any]], title: str) -> None:
+def show(rows: list[dict[str, Any]], title: str, *, preflight: bool = False) -> None:
     """The result table, then each host's reason and last log lines."""
     from rich.table import Table
 
@@ -96,11 +96,42 @@ def show(rows: list[dict[str, Any]], title: str) -> None:
             styled(r["result"], colour), *cells(r.get("endpoint") or "-"),
         )  # fmt: skip
     console.print(t)
+    if preflight:
+        show_preflight(rows)
     for r in rows:
         if r.get("reason"):
             echo(f"{r['host']}: {r['reason']}")
         for log_line in (r.get("last_logs") or [])[-5:]:
             echo(f"  | {log_line}")
+
+
+def _yes(value: Any) -> str:
+    return "-" if value is None else ("yes" if value else "no")
+
+
+def show_preflight(rows: list[dict[str, Any]]) -> None:
+    """What each host has, and how it will get what it lacks (`--check-hosts`)."""
+    from rich.table import Table
+
+    from deployer.core.units import fmt_bytes
+
+    t = Table(title="preflight", title_justify="left")
+    for col in ("host", "docker", "compose", "image", "disk free", "needs", "port free",
+                "registry", "hub", "weights"):  # fmt: skip
+        t.add_column(col, overflow="fold")
+    for r in rows:
+        p = r.get("preflight") or {}
+        if not p:
+            continue
+        free = p.get("disk_free_bytes")
+        weights = sorted(set((p.get("weights") or {}).values())) or ["-"]
+        t.add_row(*cells(
+            r["host"], _yes(p.get("docker")), p.get("compose") or "missing",
+            p.get("image") or "-", fmt_bytes(free) if free is not None else "-",
+            fmt_bytes(p.get("needs_bytes") or 0), _yes(p.get("port_free")),
+            _yes(p.get("registry")), _yes(p.get("hub")), ", ".join(weights),
+        ))  # fmt: skip
+    console.print(t)
 
 
 def finish(rows: list[dict[str, Any]], run_dir: Path | None, as_json: bool, title: str) -> None:

@@ -13,6 +13,7 @@ if TYPE_CHECKING:
 
     from deployer.adapters.calibration_store import FileCalibrationStore
     from deployer.adapters.clock import SystemClock
+    from deployer.adapters.docker_engine import DockerEngine
     from deployer.adapters.local_files import LocalDisk
     from deployer.adapters.local_models import LocalModelFiles
     from deployer.adapters.secrets import FileSecretStore
@@ -21,6 +22,7 @@ if TYPE_CHECKING:
     from deployer.core.eval.targets import TargetSpec
     from deployer.core.fit.plan import License, PlanResult
     from deployer.core.fleet.run import FleetEdges
+    from deployer.core.fleet.shipping import FleetImage
     from deployer.core.hardware.profiles import Profile
     from deployer.core.model.catalog import CatalogModel
     from deployer.core.model.facts import ModelFacts
@@ -244,13 +246,54 @@ def deploy_edges(say: Callable[[str], None]) -> DeployEdges:
     )
 
 
+class _FleetImages:
+    """The image a fleet host runs when the inventory names none: chosen on this machine the
+    way single-host deploy chooses it (official if present or pullable, else the local build
+    for CPU llama.cpp), memoised per official tag; never fatal (hosts may still pull it)."""
+
+    def __init__(self, source: str) -> None:
+        self.source = source
+        self.engine: DockerEngine | None = None
+        self.chosen: dict[tuple[str, str, str], FleetImage] = {}
+
+    def _engine(self) -> DockerEngine:
+        from deployer.adapters.docker_engine import DockerEngine
+
+        if self.engine is None:
+            self.engine = DockerEngine()
+        return self.engine
+
+    def __call__(self, official: str, kind: str, backend: str) -> FleetImage:
+        from deployer.core.errors import DeployerError
+        from deployer.core.fleet.shipping import FleetImage, registry_of
+        from deployer.core.serve.image import IMAGE_REPO
+
+        key = (official, kind, backend)
+        if key in self.chosen:
+            return self.chosen[key]
+        local = self.source.strip().lower() == "local"
+        try:
+            tag, why = choose_image(self._engine(), official, kind, None, backend)
+            info = self._engine().image_info(tag=tag)
+            held = info.id if info is not None else None
+        except DeployerError as exc:  # no engine here, or no image: the hosts may pull it
+            tag, why, held = official, f"{official} (not on this machine: {exc.message()})", None
+        pullable = not local and not tag.startswith(f"{IMAGE_REPO}:")
+        self.chosen[key] = FleetImage(tag, why, registry_of(tag) if pullable else None, held)
+        return self.chosen[key]
+
+
 def fleet_edges(say: Callable[[str], None]) -> FleetEdges:
     """The real systems `deployer fleet` talks to: Ansible, the run folders, the Hub."""
     import os
 
     from deployer.adapters.ansible import AnsibleFleet
+    from deployer.adapters.docker_engine import DockerEngine
+    from deployer.adapters.fleet_cache import DiskShipCache
     from deployer.core.fleet.run import FleetEdges
 
+    source = os.environ.get("DEPLOYER_IMAGE_SOURCE", "auto")
+    images = _FleetImages(source)
     return FleetEdges(
         runner=AnsibleFleet(),
         planner=plan_for,
@@ -258,6 +301,9 @@ def fleet_edges(say: Callable[[str], None]) -> FleetEdges:
         check_backend=check_backend,
         files=local_files(),
         clock=clock(),
+        ship_cache=DiskShipCache(engine=lambda: images.engine or DockerEngine()),
+        choose_image=images,
+        image_source=source,
         hf_endpoint=os.environ.get("HF_ENDPOINT", "https://huggingface.co"),
         hf_token=os.environ.get("HF_TOKEN") or None,
         say=say,

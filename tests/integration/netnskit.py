@@ -48,7 +48,11 @@ class NetnsHost:
 
     def inventory_vars(self) -> dict[str, object]:
         # No persistent control master: its connection would outlive the namespace.
-        return {**self.ssh.inventory_vars(), "ansible_ssh_args": "-o ControlMaster=no"}
+        # Dead connections are noticed in seconds and retried: on a loaded box a session
+        # was seen stuck for minutes ("client_loop: send disconnect: Broken pipe").
+        return {**self.ssh.inventory_vars(), "ansible_ssh_retries": 3,
+                "ansible_ssh_args": "-o ControlMaster=no -o ServerAliveInterval=5 "
+                                    "-o ServerAliveCountMax=3"}  # fmt: skip
 
     def enter(self) -> list[str]:
         return ["nsenter", f"--net=/var/run/netns/{self.netns}"]
@@ -107,7 +111,7 @@ class _Host:
         _ip("link", "set", f"{self.veth}p", "up", netns=self.netns)
         _ip("link", "set", "lo", "up", netns=self.netns)
 
-    def engine(self, image: bytes) -> None:
+    def engine(self, image: bytes | None) -> None:
         import docker
 
         self.base.mkdir(parents=True, exist_ok=True)
@@ -129,13 +133,16 @@ class _Host:
                     text = (self.base / "dockerd.log").read_text(errors="replace")[-2000:]
                     pytest.fail(f"dockerd in {self.netns} did not start:\n{text}")
                 time.sleep(0.2)
-        client.images.load(image)
+        if image is not None:
+            client.images.load(image)
 
-    def ssh(self) -> SshHost:
+    def ssh(self, without: tuple[str, ...] = ()) -> SshHost:
+        env = {"DOCKER_HOST": f"unix://{self.sock}"}
+        if without:
+            env["PATH"] = str(_path_without(self.base / "bin", without))
         self.sshd, host = start_sshd(
             self.base / "ssh", address=self.address, port=22,
-            prefix=["nsenter", f"--net=/var/run/netns/{self.netns}"],
-            set_env={"DOCKER_HOST": f"unix://{self.sock}"},
+            prefix=["nsenter", f"--net=/var/run/netns/{self.netns}"], set_env=env,
         )  # fmt: skip
         return host
 
@@ -167,13 +174,32 @@ class _Host:
         subprocess.run(["ip", "link", "del", self.veth], capture_output=True)
 
 
-def netns_fleet(engine: DockerEngine, image: str, count: int) -> Iterator[list[NetnsHost]]:
-    """`count` namespace hosts with `image` loaded in each engine; all removed afterwards."""
+def _path_without(folder: Path, tools: tuple[str, ...]) -> Path:
+    """A folder of links to every program on PATH except `tools`: a host that lacks them."""
+    folder.mkdir(parents=True, exist_ok=True)
+    for d in os.environ.get("PATH", "/usr/bin:/bin").split(os.pathsep):
+        if not os.path.isdir(d):
+            continue
+        for name in os.listdir(d):
+            link = folder / name
+            if name in tools or link.exists() or link.is_symlink():
+                continue
+            link.symlink_to(Path(d) / name)
+    return folder
+
+
+def netns_fleet(
+    engine: DockerEngine, image: str, count: int, *, load_image: bool = True,
+    without: dict[int, tuple[str, ...]] | None = None,
+) -> Iterator[list[NetnsHost]]:  # fmt: skip
+    """`count` namespace hosts, `image` loaded in each engine unless `load_image` is false;
+    host i (from 0) lacks the programs `without[i]` on its PATH; all removed afterwards."""
     why = _missing()
     if why:
         pytest.skip(why)
     require_sshd()
-    saved = b"".join(engine.client().images.get(image).save(named=True))  # keeps the tag
+    # named=: keeps the tag
+    saved = b"".join(engine.client().images.get(image).save(named=True)) if load_image else None
     base = Path(tempfile.mkdtemp(prefix="dns-", dir="/tmp"))  # short: socket paths are limited
     tag = secrets.token_hex(2)
     hosts = [_Host(i + 1, tag, base) for i in range(count)]
@@ -187,7 +213,8 @@ def netns_fleet(engine: DockerEngine, image: str, count: int) -> Iterator[list[N
                     pytest.skip(f"network namespaces are not permitted here: {exc.stderr.strip()}")
                 raise
             h.engine(saved)
-            out.append(NetnsHost(f"ns{h.index}", h.netns, h.ssh(), f"unix://{h.sock}"))
+            ssh = h.ssh((without or {}).get(h.index - 1, ()))
+            out.append(NetnsHost(f"ns{h.index}", h.netns, ssh, f"unix://{h.sock}"))
         yield out
     finally:
         for h in hosts:

@@ -105,8 +105,11 @@ def test_fleet_two_hosts_deploy_one_fails_rerun_skips_status_and_down(
             assert status == 200 and reply["choices"][0]["message"]["content"] is not None
         assert hosts["node-b"]["detected"] and hosts["node-b"]["profile"] != "cpu-x86-2c-8gb"
         assert hosts["node-bad"]["result"] == "failed"
-        assert hosts["node-bad"]["reason"].startswith("bring the server up")
-        assert "no-such-image" in hosts["node-bad"]["reason"]
+        # Stopped by its preflight (the image is nowhere: not here, no registry): one line.
+        assert hosts["node-bad"]["step"] == "preflight"
+        assert hosts["node-bad"]["reason"].startswith(
+            "registry unreachable and no local image deployer/no-such-image:0"
+        )
         assert hosts["node-small"]["result"] == "not-planned"
         assert "does not fit" in hosts["node-small"]["reason"]
         names = _deployer_names(engine)
@@ -197,9 +200,9 @@ def test_fleet_serial_with_zero_failures_allowed_stops_after_the_failing_batch(
     assert hosts["a-bad"]["result"] == "failed"
     assert hosts["b-next"]["result"] == "not-run" and "max fail" in hosts["b-next"]["reason"]
     assert "demo-b-next" not in _deployer_names(engine)
-    deployed = Path(out["run_dir"]) / "project" / "deploy.yml"
-    play = yaml.safe_load(deployed.read_text())[0]
-    assert play["serial"] == 1 and play["max_fail_percentage"] == 0
+    # a-bad failed its preflight: above 0% the play is not started at all.
+    assert hosts["a-bad"]["step"] == "preflight"
+    assert not (Path(out["run_dir"]) / "artifacts" / "run").exists()
 
 
 def test_fleet_expose_keeps_the_key_on_the_host_and_out_of_the_run_folder(

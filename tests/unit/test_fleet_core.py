@@ -135,13 +135,15 @@ def test_outcomes_keep_the_report_reason_over_the_final_fail() -> None:
         _ev("runner_on_start", "a", "bring the server up"),
         _ev("runner_on_failed", "a", "bring the server up", {"msg": "non-zero return code", "stderr": "boom"}),
         _ev("runner_on_ok", "a", "report failed",
-            {"msg": {"deployer": {"result": "failed", "reason": "bring the server up: boom"}}}),
+            {"msg": {"deployer": {"result": "failed", "step": "bring the server up",
+                                  "detail": "boom"}}}),
         _ev("runner_on_failed", "a", "fail this host", {"msg": "bring the server up failed"}),
         _ev("runner_on_ok", "b", "report deployed", {"msg": {"deployer": {"result": "deployed"}}}),
         _ev("runner_on_unreachable", "c", "find docker", {"msg": "ssh: connect refused"}),
     ]  # fmt: skip
     out = outcomes_from_events(events, ["a", "b", "c", "d"], default="failed")
-    assert out["a"].result == "failed" and out["a"].reason == "bring the server up: boom"
+    assert out["a"].result == "failed" and out["a"].reason.startswith("bring the server up: boom")
+    assert out["a"].step == "bring the server up" and out["a"].details["detail"] == "boom"
     assert out["b"].result == "deployed"
     assert out["c"].result == "unreachable" and "refused" in out["c"].reason
     assert out["d"].result == "not-run"
@@ -149,11 +151,13 @@ def test_outcomes_keep_the_report_reason_over_the_final_fail() -> None:
 
 def test_a_failure_without_report_uses_stderr_and_censored_output_stays_hidden() -> None:
     events = [
-        _ev("runner_on_failed", "a", "copy", {"msg": "non-zero return code", "stderr": "disk full"}),
+        _ev("runner_on_failed", "a", "copy", {"msg": "non-zero return code", "rc": 1,
+                                              "stderr": "cat: write error: No space left on device"}),
         _ev("runner_on_failed", "b", "key", {"censored": "the output has been hidden"}),
     ]  # fmt: skip
     out = outcomes_from_events(events, ["a", "b"], default="failed")
-    assert out["a"].reason == "disk full"
+    assert out["a"].reason.startswith("disk full on the host (no space left on device); ")
+    assert out["a"].details["detail"] == "cat: write error: No space left on device (exit 1)"
     assert "hidden" in out["b"].reason
 
 

@@ -17,6 +17,7 @@ GOLDEN = Path(__file__).resolve().parents[1] / "golden" / "ansible"
 # variant -> (playbook, render options); every [% if %] of templates/ansible/ both ways.
 VARIANTS: dict[str, tuple[str, dict[str, Any]]] = {
     "facts": ("facts", {}),
+    "preflight": ("preflight", {}),
     "status": ("status", {}),
     "deploy": ("deploy", {}),
     # A rolling update that stops at the first failure: 0 is printed, not taken for "unset".

@@ -25,6 +25,8 @@ from deployer.core.fleet.inventory import MODELS_DIR
 from deployer.core.fleet.inventory import FleetHost as FleetHost
 from deployer.core.fleet.inventory import deployment_name as deployment_name
 from deployer.core.fleet.inventory import hosts_from_inventory as hosts_from_inventory
+from deployer.core.fleet.reasons import explain, explain_unreachable, raw_line
+from deployer.core.fleet.shipping import IMAGES_DIR, MARK_SUFFIX, FleetImage, parts_dir
 from deployer.core.hardware.detect import ProbeResult
 from deployer.core.pull.hub_checks import check_repo_id, repo_path_problem
 from deployer.core.serve.conventions import (
@@ -102,11 +104,12 @@ def _file_path(name: str, source: str, *, one_segment: bool = False) -> str:
     return name
 
 
-def local_weight(models_dir: str, src: str, size: int) -> Weight:
-    """A weights file the host gets copied from this machine (a local .gguf, the demo)."""
+def local_weight(models_dir: str, src: str, size: int, sha256: str | None = None) -> Weight:
+    """A weights file the host gets from this machine (a local .gguf, the demo)."""
     check_line(src, "model file", "path")
     name = _file_path(PurePosixPath(src).name, f"model file {shown(src)}", one_segment=True)
-    return Weight(dest=f"{models_dir}/{name}", size=size, src=src)
+    sha = check_sha256(sha256, f"model file {shown(src)}") if sha256 else None
+    return Weight(dest=f"{models_dir}/{name}", size=size, src=src, sha256=sha)
 
 
 def hub_weight(
@@ -167,6 +170,7 @@ class HostPlan:
     detected: str | None = None  # how the profile was found, for 'detect' hosts
     plan: dict[str, Any] | None = None  # the full single-host plan JSON
     model_alias: str = ""  # the model name the server answers to (smoke test)
+    fleet_image: FleetImage | None = None  # where the host gets its image (ship, pull)
 
     @property
     def ok(self) -> bool:
@@ -214,6 +218,14 @@ class HostPlan:
             "smoke_model": self.model_alias,
             "health_path": HEALTH_PATH.get(self.host.backend, HEALTH_PATH["llamacpp"]),
             "service": "ollama" if self.host.backend == "ollama" else "llama-server",
+            # What `down --purge` removes: each weights file, its mark, its parts, half-joined
+            # copy; and the parts of images being sent.
+            "purge_paths": [
+                p
+                for w in self.weights
+                for p in (w.dest, w.dest + MARK_SUFFIX, parts_dir(w.dest), w.dest + ".partial")
+            ]
+            + [f"{self.host.root}/{IMAGES_DIR}"],
         }
 
     def as_dict(self) -> dict[str, Any]:
@@ -230,6 +242,7 @@ class HostPlan:
             "fits": self.fits,
             "reason": self.reason or None,
             "image": self.image or None,
+            "image_why": self.fleet_image.why if self.fleet_image else None,
             "fingerprint": self.fingerprint() if self.ok else None,
             "plan": self.plan,
         }
@@ -269,18 +282,23 @@ class HostOutcome:
 
 
 def _failure_text(res: Mapping[str, Any]) -> str:
+    """The raw text of a failed task: its message, or its stderr for a bare 'non-zero
+    return code'."""
     if res.get("censored"):
         return "a task with secrets failed (its output is hidden by no_log)"
     msg = str(res.get("msg") or "").strip()
     err = str(res.get("stderr") or "").strip()
     text = msg if msg and msg != "non-zero return code" else (err or msg)
-    return " ".join(text.split())[:600] or "failed"
+    if msg == "non-zero return code" and res.get("rc") is not None:
+        text = f"{text} (exit {res.get('rc')})"
+    return " ".join(text.split())[:2000] or "failed"
 
 
 def outcomes_from_events(
     events: Iterable[Mapping[str, Any]], hosts: Iterable[str], *, default: str
 ) -> dict[str, HostOutcome]:
-    """Per host: its last step, its report (from the playbook's report tasks) or its failure.
+    """Per host: its last step, its report (from the playbook's report tasks) or its failure,
+    the failure as one line that names the cause and the next step (core/fleet/reasons.py).
 
     `default` is the result of a host that finished without a report and without failing.
     """
@@ -306,16 +324,25 @@ def outcomes_from_events(
                 report = dict(msg[REPORT_KEY])
                 o.result = str(report.pop("result", o.result))
                 o.reason = " ".join(str(report.pop("reason", "") or "").split())[:600]
+                if o.result == "failed" and "step" in report:
+                    o.step = " ".join(str(report.pop("step") or "").split())[:200]
+                    raw = str(report.get("detail") or "")
+                    o.reason = explain(o.step, raw)
+                    report["detail"] = raw_line(raw)
                 o.details.update(report)
                 reported.add(host)
         elif kind == "runner_on_failed" and not data.get("ignore_errors"):
             seen.add(host)
             o.result = "failed"
             if host not in reported:
-                o.step, o.reason = task, _failure_text(res)
+                raw = _failure_text(res)
+                o.step, o.reason = task, explain(task, raw)
+                o.details["detail"] = raw_line(raw)
         elif kind == "runner_on_unreachable":
             seen.add(host)
-            o.result, o.step, o.reason = "unreachable", task, _failure_text(res)
+            raw = _failure_text(res)
+            o.result, o.step, o.reason = "unreachable", task, explain_unreachable(raw)
+            o.details["detail"] = raw_line(raw)
     for host, o in out.items():
         if host in seen and o.result == "not-run":
             o.result = default
@@ -323,7 +350,7 @@ def outcomes_from_events(
 
 
 def failures_after_rescue(events: Iterable[Mapping[str, Any]]) -> dict[str, str]:
-    """Hosts whose block failed and was rescued: the original failed step and its message.
+    """Hosts whose block failed and was rescued: the original failed step and its reason.
 
     The rescue's own `fail` task repeats it, but the first failure carries the real output.
     """
@@ -331,13 +358,12 @@ def failures_after_rescue(events: Iterable[Mapping[str, Any]]) -> dict[str, str]
     for ev in events:
         data = ev.get("event_data") or {}
         if ev.get("event") == "runner_on_failed" and data.get("host") not in first:
-            first[str(data.get("host"))] = (
-                f"{data.get('task')}: {_failure_text(data.get('res') or {})}"
-            )
+            task = str(data.get("task") or "")
+            first[str(data.get("host"))] = explain(task, _failure_text(data.get("res") or {}))
     return first
 
 
-PLAYBOOKS = ("facts", "deploy", "status", "down")
+PLAYBOOKS = ("facts", "preflight", "deploy", "status", "down")
 
 
 def render_playbook(kind: str, **ctx: Any) -> str:

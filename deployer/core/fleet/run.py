@@ -7,8 +7,8 @@ the planner, the Hub store and the environment's Hub settings through `FleetEdge
 from __future__ import annotations
 
 import re
-from collections.abc import Callable
-from dataclasses import dataclass, field
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -30,11 +30,13 @@ from deployer.core.fleet.hosts import (
     run_file,
 )
 from deployer.core.fleet.inventory import FleetHost, check_image
+from deployer.core.fleet.shipping import FleetImage, ShipCache, registry_of
 from deployer.core.hardware.detect import detect_hardware, match_profile
 from deployer.core.hardware.profiles import Profile, get_profile, load_profiles
 from deployer.core.model.facts import ModelFacts
 from deployer.core.model.ref import DemoRef, LocalRef, ModelRef, parse_model_ref
 from deployer.core.pull.files import HubStore, LocalFiles, pull_model, remote_targets
+from deployer.core.serve.image import IMAGE_REPO
 from deployer.core.serve.prepare import (
     PlanInputs,
     Planner,
@@ -46,6 +48,21 @@ from deployer.core.serve.prepare import (
 from deployer.core.serve.render import default_name, model_alias, startup_timeout_s
 
 EventFn = Callable[[dict[str, Any]], None]
+
+
+class Preflighted(Protocol):
+    """A preflight's per-host answers (deployer.core.fleet.rollout.Preflight)."""
+
+    @property
+    def probes(self) -> Mapping[str, Any]: ...
+
+    def ok(self, host: str) -> bool: ...
+
+    def outcome(self, host: str) -> HostOutcome: ...
+
+    def row(self, host: str) -> dict[str, Any]: ...
+
+
 OK_RESULTS = {"deployed", "unchanged", "would-deploy", "running", "removed", "already-gone"}
 
 
@@ -83,14 +100,23 @@ class FleetRunner(Protocol):
         check: bool = False,
         on_event: EventFn | None = None,
         hf_token: str | None = None,
+        ident: str = "run",
     ) -> PlaybookRun:
-        """Run `project/<playbook>` of `private_dir` on `limit`."""
+        """Run `project/<playbook>` of `private_dir` on `limit` (artifacts under `ident`)."""
         ...
 
     def replay_command(
         self, private_dir: Path, playbook: str, inventory: Path, check: bool, limit: list[str]
     ) -> str:
         """The command that replays the run."""
+        ...
+
+
+class ImageResolver(Protocol):
+    """The image hosts of one kind run when the inventory names none (wiring.fleet_image)."""
+
+    def __call__(self, official: str, kind: str, backend: str) -> FleetImage:
+        """The image to run, chosen on this machine as single-host `deploy` chooses it."""
         ...
 
 
@@ -104,6 +130,9 @@ class FleetEdges:
     check_backend: Callable[[str], None]
     files: LocalFiles
     clock: Clock
+    ship_cache: ShipCache | None = None
+    choose_image: ImageResolver | None = None
+    image_source: str = "auto"
     hf_endpoint: str = "https://huggingface.co"
     hf_token: str | None = None
     say: Callable[[str], None] = field(default=lambda _msg: None)
@@ -121,12 +150,28 @@ def _weights(ref: ModelRef, hp: HostPlan, edges: FleetEdges) -> list[Weight]:
     """Where the host gets its weights: copied from here (demo, local) or fetched from the Hub."""
     if isinstance(ref, DemoRef | LocalRef):
         pulled = pull_model(ref, hp.host.quant, files=edges.files, clock=edges.clock)
-        return [local_weight(hp.models_dir, f.path, f.bytes) for f in pulled.files]
+        return [local_weight(hp.models_dir, f.path, f.bytes, f.sha256 or None)
+                for f in pulled.files]  # fmt: skip
     endpoint = edges.hf_endpoint.rstrip("/")
     return [
         hub_weight(hp.models_dir, endpoint, t.repo_id, t.commit, t.name, t.size, t.sha256)
         for t in remote_targets(ref, hp.quant, edges.hub_store())
     ]
+
+
+def _fleet_image(
+    given: str | None, official: str, kind: str, backend: str, edges: FleetEdges
+) -> FleetImage:
+    """The inventory's (or --image's) image as is; else the one single-host deploy would run."""
+    local = edges.image_source.strip().lower() == "local"
+    if given or edges.choose_image is None:
+        tag = given or official
+        held = edges.ship_cache.image_id(tag) if edges.ship_cache is not None else None
+        why = f"{tag} ({'deployer_image/--image' if given else 'official'})"
+        # deployer's own builds exist in no registry: they are shipped, never pulled.
+        pullable = not local and not tag.startswith(f"{IMAGE_REPO}:")
+        return FleetImage(tag, why, registry_of(tag) if pullable else None, held)
+    return edges.choose_image(official, kind, backend)
 
 
 def plan_one(h: FleetHost, profile: Profile, image: str | None, edges: FleetEdges) -> HostPlan:
@@ -148,11 +193,17 @@ def plan_one(h: FleetHost, profile: Profile, image: str | None, edges: FleetEdge
         hp.weights = _weights(ref, hp, edges)
         return WeightsLocation(Path(hp.weights[0].dest))
 
+    given = h.image or image
     options = RenderOptions(
         backend=h.backend, target="compose", port=h.port, expose=h.expose,
-        image=h.image or image, api_key_file=Path(f"{hp.dir}/api_key") if h.expose else None,
+        image=given, api_key_file=Path(f"{hp.dir}/api_key") if h.expose else None,
     )  # fmt: skip
     bundle = prepare(ref, result, name=hp.name, locate=locate, options=options).bundle
+    hp.fleet_image = _fleet_image(given, bundle.image or "", profile.kind, h.backend, edges)
+    if hp.fleet_image.tag != bundle.image:
+        # The chosen image decides the compose file's health check: render with it.
+        options = replace(options, image=hp.fleet_image.tag)
+        bundle = prepare(ref, result, name=hp.name, locate=locate, options=options).bundle
     hp.files = dict(bundle.files)
     hp.image = bundle.image or ""
     # llama-server answers to its alias; Ollama to the model the playbook creates (the name).
@@ -230,20 +281,21 @@ def takes_part(action: str, hp: HostPlan) -> bool:
 
 def _write_run(
     action: str, plans: list[HostPlan], inventory: Path, check: bool, playbook: str,
-    ready: list[str], runner: FleetRunner,
+    ready: list[str], runner: FleetRunner, run_dir: Path | None = None,
+    host_vars: dict[str, dict[str, Any]] | None = None,
 ) -> tuple[Path, dict[str, Any]]:  # fmt: skip
     """The run's private data dir: playbook, each host's rendered files, README; the variables."""
-    run_dir = runner.new_run_dir(action)
+    run_dir = run_dir or runner.new_run_dir(action)
     runner.write_file(run_dir / "project" / f"{action}.yml", playbook)
     fleet: dict[str, Any] = {}
     for hp in plans:
-        if not takes_part(action, hp):
+        if not takes_part(action, hp) or hp.host.host not in ready:
             continue
         # The host name was validated where the inventory was read: one plain path segment.
         files_dir = run_dir / "project" / "files" / hp.host.host
         for rel, text in hp.files.items():
             runner.write_file(files_dir / run_file(rel), text)
-        fleet[hp.host.host] = hp.as_var(str(files_dir))
+        fleet[hp.host.host] = hp.as_var(str(files_dir)) | (host_vars or {}).get(hp.host.host, {})
     extravars = {"deployer_fleet": check_playbook_vars(fleet, "fleet variables")}
     replay = runner.replay_command(run_dir, f"{action}.yml", inventory, check, ready)
     runner.write_file(
@@ -251,7 +303,7 @@ def _write_run(
         f"deployer fleet {action}: one ansible-runner run, kept so it can be inspected and replayed.\n"
         "project/   the playbook and each host's rendered files\n"
         "env/       the variables (no secrets: API keys are made on the hosts)\n"
-        "artifacts/ ansible-runner's events and output\n\n"
+        "artifacts/ ansible-runner's events and output (preflight/: the preflight's)\n\n"
         f"Replay:\n  {replay}\n",
     )
     return run_dir, extravars
@@ -266,14 +318,21 @@ def run_fleet(
     forks: int,
     check: bool = False,
     on_event: Callable[[list[str]], EventFn] | None = None,
+    run_dir: Path | None = None,
+    only: list[str] | None = None,
+    host_vars: dict[str, dict[str, Any]] | None = None,
     **render_ctx: Any,
 ) -> FleetRun:
-    """Run `action`'s playbook on the hosts that take part; each host's outcome."""
+    """Run `action`'s playbook on the hosts that take part (or `only` those); each outcome."""
     ready = [hp.host.host for hp in plans if takes_part(action, hp)]
+    if only is not None:
+        ready = [h for h in ready if h in only]
     if not ready:
-        return FleetRun()
+        return FleetRun(run_dir=run_dir)
     playbook = render_playbook(action, **render_ctx)
-    run_dir, extravars = _write_run(action, plans, inventory, check, playbook, ready, edges.runner)
+    run_dir, extravars = _write_run(
+        action, plans, inventory, check, playbook, ready, edges.runner, run_dir, host_vars
+    )
     # Only a deploy downloads weights; the token never goes to any other playbook.
     token = edges.hf_token if action == "deploy" else None
     res = edges.runner.run_playbook(
@@ -294,14 +353,24 @@ def run_fleet(
     return FleetRun(outcomes, run_dir)
 
 
-def plan_rows(plans: list[HostPlan], keep_plan: bool) -> list[dict[str, Any]]:
-    """`fleet plan`'s row per host."""
+def plan_rows(
+    plans: list[HostPlan], keep_plan: bool, preflight: Preflighted | None = None
+) -> list[dict[str, Any]]:
+    """`fleet plan`'s row per host; with a preflight, each host's findings and whether it is
+    ready (`not-ready` with the first problem as its reason)."""
     rows = []
     for hp in plans:
         row = hp.as_dict()
         row["result"] = "planned" if hp.ok else "not-planned"
         if not keep_plan:
             row.pop("plan")
+        if preflight is not None and hp.ok:
+            host = hp.host.host
+            if host in preflight.probes:
+                row["preflight"] = preflight.row(host)
+            if not preflight.ok(host):
+                o = preflight.outcome(host)
+                row.update(result="not-ready", reason=o.reason, step=o.step or None)
         rows.append(row)
     return rows
 
