@@ -225,4 +225,6 @@ def test_a_host_running_todays_plan_healthy_is_unchanged_and_anything_less_is_no
 
 def probe_from_request_checks(hp: HostPlan) -> bool:
     req = probe_request(hp, SHIPPABLE, "https://huggingface.co")
-    return req["fingerprint"] == hp.fingerprint() and req["health_url"].endswith(":8080/health")
+    return bool(
+        req["fingerprint"] == hp.fingerprint() and str(req["health_url"]).endswith(":8080/health")
+    )
