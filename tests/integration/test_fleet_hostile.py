@@ -230,7 +230,7 @@ def test_the_hub_token_reaches_the_download_and_no_file_of_the_run(
     inv = _inventory(tmp_path / "fleet.yml", {"h1": {}})
     dest.parent.mkdir()
     res = run_playbook(private_dir=run_dir, playbook="deploy.yml", inventory=inv,
-                       extravars={"deployer_fleet": {"h1": {"weights": [weight]}}},
+                       extravars={"deployer_fleet": {"h1": {"weights": [weight], "download": [weight]}}},
                        limit=["h1"], hf_token=TOKEN)  # fmt: skip
     assert res.status == "successful" and dest.read_bytes() == _Weights.body
     assert _Weights.seen == [f"Bearer {TOKEN}"]
