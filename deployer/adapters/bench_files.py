@@ -5,10 +5,10 @@ from __future__ import annotations
 
 import os
 import stat
-import tempfile
 from pathlib import Path
 
 from deployer.adapters.secrets import FileSecretStore
+from deployer.adapters.statefile import write_text_atomic
 from deployer.core.bench.shapes import MAX_PROMPTS_FILE_BYTES
 from deployer.core.errors import InvalidRequest
 
@@ -60,15 +60,7 @@ def write_report(path: Path, text: str) -> Path:
     if path.is_symlink() or (path.exists() and not path.is_file()):
         raise InvalidRequest(f"--report {path} exists and is not a regular file")
     try:
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-        try:
-            with os.fdopen(fd, "w", encoding="utf-8") as fh:
-                fh.write(text)
-            os.chmod(tmp, 0o644)
-            os.replace(tmp, path)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+        write_text_atomic(path, text, mode=0o644)
     except OSError as exc:
         raise InvalidRequest(f"--report {path} cannot be written ({exc.strerror or exc})") from None
     return path

@@ -8,7 +8,6 @@ import hashlib
 import json
 import os
 import stat
-import tempfile
 import threading
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
@@ -19,6 +18,7 @@ from typing import Any, TypeVar
 from deployer.adapters.data_files import state_dir
 from deployer.adapters.output_folder import CannotWrite
 from deployer.adapters.statefile import write_state_json
+from deployer.adapters.statefile import write_text_atomic as replace_atomically
 from deployer.core.errors import EvalKeyMissing, InvalidDataFile, InvalidRequest
 from deployer.core.eval.items import MAX_FILE_BYTES
 from deployer.core.eval.runbook import MAX_RESULT_LINE_CHARS
@@ -216,13 +216,4 @@ def write_text_atomic(path: Path, text: str) -> None:
         if path.is_dir():
             raise IsADirectoryError(21, "it is a folder")
         path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-        try:
-            with os.fdopen(fd, "w", encoding="utf-8") as fh:
-                fh.write(text)
-                fh.flush()
-                os.fsync(fh.fileno())
-            os.replace(tmp, path)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+        replace_atomically(path, text)

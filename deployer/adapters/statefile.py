@@ -73,13 +73,12 @@ def _no_constant(name: str) -> Any:
     raise ValueError(f"{name} is not a JSON number")
 
 
-def write_state_json(path: Path, data: Any) -> Path:
-    """Write `data` as JSON to `path` atomically, mode 0600, its folder 0700; the path."""
-    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-    text = json.dumps(data, indent=2) + "\n"
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=".tmp", dir=path.parent)
+def write_text_atomic(path: Path, text: str, *, mode: int = 0o600) -> Path:
+    """Write `text` to `path` through a fresh temp file beside it (mkstemp: O_EXCL, never a file
+    or link planted there), fsync'd, given `mode`, then renamed over `path`; the path."""
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
-        os.fchmod(fd, 0o600)
+        os.fchmod(fd, mode)
         with os.fdopen(fd, "w", encoding="utf-8") as f:
             f.write(text)
             f.flush()
@@ -89,3 +88,9 @@ def write_state_json(path: Path, data: Any) -> Path:
         Path(tmp).unlink(missing_ok=True)
         raise
     return path
+
+
+def write_state_json(path: Path, data: Any) -> Path:
+    """Write `data` as JSON to `path` atomically, mode 0600, its folder 0700; the path."""
+    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    return write_text_atomic(path, json.dumps(data, indent=2) + "\n")
