@@ -175,8 +175,6 @@ def check(
         )
     _serve(res, path, n_predict, timeout_s, ["--no-repack"] if no_repack else [])
     return res
-    _serve(res, path, n_predict, timeout_s, ["--no-repack"] if no_repack else [])
-    return res
 
 
 def _summary(res: CheckResult) -> str:

