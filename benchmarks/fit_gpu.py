@@ -170,7 +170,8 @@ def _serve(path: Path, args: list[str], n_predict: int, slots: int) -> dict[str,
     return got
 
 
-def measure(name: str, path: Path, s: Setting, profile: Profile, n_predict: int) -> dict[str, Any]:
+def estimates(path: Path, s: Setting, profile: Profile, n_predict: int) -> dict[str, Any]:
+    """The plan's figures for one row (the current code's, whatever measured the row)."""
     facts = facts_from_gguf(path)
     fs = s.fit_settings(facts.arch.n_layer)
     option = evaluate_option(facts, fs, profile, machine_spec(profile))
@@ -180,45 +181,59 @@ def measure(name: str, path: Path, s: Setting, profile: Profile, n_predict: int)
                        efficiency=eff)  # fmt: skip
     many = predict_load(option, profile, slots=s.slots, prompt_tokens=1, output_tokens=n_predict,
                         efficiency=eff)  # fmt: skip
+    return {
+        "arch": facts.arch.architecture,
+        "gpu_weights_est": dev.logged_weights_bytes,
+        "gpu_kv_est": dev.kv_cache_bytes,
+        "gpu_compute_est": dev.compute_bytes,
+        "gpu_output_est": dev.output_bytes,
+        "gpu_overhead_est": dev.overhead_bytes,
+        "gpu_total_est": dev.total_bytes,
+        "host_weights_est": host.logged_weights_bytes,
+        "host_compute_est": host.compute_bytes,
+        "host_output_est": host.output_bytes,
+        "decode_tok_s_est": round(one.per_stream_tokens_per_s, 1),
+        "aggregate_tok_s_est": round(many.aggregate_tokens_per_s, 1),
+    }
+
+
+def score(row: dict[str, Any]) -> dict[str, Any]:
+    """The targets' verdicts on a row that holds measurements and estimates."""
+    smi = max(row.get("gpu_mib_idle", 0.0), row.get("gpu_mib_peak", 0.0)) * MIB
+    row["kv_ok"] = abs(row["gpu_kv_est"] - row["gpu_kv_real"]) <= MIB
+    weights_tol = 0.01 * max(row["gpu_weights_real"], 1)
+    row["weights_ok"] = abs(row["gpu_weights_est"] - row["gpu_weights_real"]) <= weights_tol
+    row["total_ok"] = bool(smi) and row["gpu_total_est"] >= smi
+    row["gpu_total_est_over_smi"] = round(row["gpu_total_est"] / smi, 3) if smi else None
+    for what in ("decode_tok_s", "aggregate_tok_s"):
+        if row.get(what):
+            row[f"{what}_est_over_real"] = round(row[f"{what}_est"] / row[what], 2)
+    return row
+
+
+def measure(name: str, path: Path, s: Setting, profile: Profile, n_predict: int) -> dict[str, Any]:
+    est = estimates(path, s, profile, n_predict)
     run = _serve(path, s.args(profile.cpu_cores or 8), n_predict, s.slots)
     logged = parse_buffers(run.pop("log").split("loaded meta data")[-1])
     gpu = {c: logged.get("CUDA0", c) for c in ("model", "KV", "compute", "output")}
     row: dict[str, Any] = {
         "model": name,
-        "arch": facts.arch.architecture,
         "ctx": s.ctx,
         "slots": s.slots,
         "kv_type": s.kv,
         "flash_attention": s.fa,
         **run,
         "gpu_weights_real": gpu["model"],
-        "gpu_weights_est": dev.logged_weights_bytes,
         "gpu_kv_real": gpu["KV"],
-        "gpu_kv_est": dev.kv_cache_bytes,
         "gpu_compute_real": gpu["compute"],
-        "gpu_compute_est": dev.compute_bytes,
         "gpu_output_real": gpu["output"],
-        "gpu_output_est": dev.output_bytes,
-        "gpu_overhead_est": dev.overhead_bytes,
-        "gpu_total_est": dev.total_bytes,
         "host_weights_real": logged.get("host", "model"),
-        "host_weights_est": host.logged_weights_bytes,
         "host_compute_real": logged.get("host", "compute"),
-        "host_compute_est": host.compute_bytes,
         "host_output_real": logged.get("host", "output"),
-        "host_output_est": host.output_bytes,
         "offloaded_layers": logged.offloaded_layers,
-        "decode_tok_s_est": round(one.per_stream_tokens_per_s, 1),
-        "aggregate_tok_s_est": round(many.aggregate_tokens_per_s, 1),
+        **est,
     }
-    smi = max(row.get("gpu_mib_idle", 0.0), row.get("gpu_mib_peak", 0.0)) * MIB
-    row["kv_ok"] = abs(row["gpu_kv_est"] - row["gpu_kv_real"]) <= MIB
-    row["weights_ok"] = abs(row["gpu_weights_est"] - row["gpu_weights_real"]) <= 0.01 * max(
-        row["gpu_weights_real"], 1
-    )
-    row["total_ok"] = bool(smi) and row["gpu_total_est"] >= smi
-    row["gpu_total_est_over_smi"] = round(row["gpu_total_est"] / smi, 3) if smi else None
-    return row
+    return score(row)
 
 
 def _mib(x: float) -> str:
@@ -255,6 +270,37 @@ def _gpu_name() -> str:
         return "no nvidia-smi"
 
 
+def _summary(rows: list[dict[str, Any]]) -> bool:
+    done = [r for r in rows if not r.get("error")]
+    ok = bool(done) and all(r["kv_ok"] and r["weights_ok"] and r["total_ok"] for r in done)
+    for what in ("decode_tok_s", "aggregate_tok_s"):
+        ratios = sorted(r[f"{what}_est_over_real"] for r in done if r.get(f"{what}_est_over_real"))
+        if ratios:
+            mid = ratios[len(ratios) // 2]
+            print(f"{what}: predicted/measured {ratios[0]}-{ratios[-1]}, median {mid}")
+    missed = [f"{r['model']} ctx {r['ctx']} np {r['slots']}" for r in done if not r["total_ok"]]
+    if missed:
+        print("device total under the driver's figure: " + "; ".join(missed))
+    print(f"{len(done)} rows, {len(rows) - len(done)} failed, targets {'met' if ok else 'MISSED'}")
+    return ok
+
+
+def rescore(src: Path, out: Path, profile: Profile, work: Path, n_predict: int) -> int:
+    """Recompute the estimates of measured rows with the current code, and score them."""
+    data = json.loads(src.read_text())
+    rows = []
+    for row in data["rows"]:
+        if not row.get("error"):
+            s = Setting(row["ctx"], row["slots"], row["kv_type"], row["flash_attention"])
+            row = score(row | estimates(build(row["model"], work), s, profile, n_predict))
+            _print(row)
+        rows.append(row)
+    data["rows"] = rows
+    data["meta"]["rescored"] = datetime.now(UTC).isoformat(timespec="seconds")
+    out.write_text(json.dumps(data, indent=1) + "\n")
+    return 0 if _summary(rows) else 1
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
     ap.add_argument("--profile", default="nvidia-h200-141gb")
@@ -264,9 +310,17 @@ def main() -> int:
     ap.add_argument("--deadline-s", type=float, default=1e9, help="start no row after this")
     ap.add_argument("--work", type=Path, default=Path(tempfile.gettempdir()) / "deployer-shapes")
     ap.add_argument("--out", type=Path, default=RESULTS)
+    ap.add_argument(
+        "--rescore",
+        type=Path,
+        help="no GPU: recompute the plan's figures for the rows measured in this JSON (the"
+        " shapes are rebuilt here, headers only) and score them again",
+    )
     args = ap.parse_args()
     wiring.install_data_source()
     profile = get_profile(args.profile)
+    if args.rescore:
+        return rescore(args.rescore, args.out, profile, args.work, args.n_predict)
     t0 = time.monotonic()
     rows: list[dict[str, Any]] = []
     meta = {

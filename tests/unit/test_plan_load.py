@@ -23,7 +23,15 @@ from deployer.core.errors import InvalidDataFile, InvalidRequest
 from deployer.core.fit import traffic as traffic_mod
 from deployer.core.fit.api_prices import ApiPrice, load_prices, select_prices
 from deployer.core.fit.calibration import Calibration, CalibrationKey, NoCalibrations
-from deployer.core.fit.plan import Option, PlanRequest, evaluate_option, machine_spec, make_plan
+from deployer.core.fit.plan import (
+    EXTRA_STREAM_LATENCY,
+    LAYER_LATENCY_S,
+    Option,
+    PlanRequest,
+    evaluate_option,
+    machine_spec,
+    make_plan,
+)
 from deployer.core.fit.throughput import (
     efficiency_for,
     experts_touched,
@@ -502,7 +510,26 @@ def test_prefills_queue_behind_each_other_and_cpu_time_adds() -> None:
         # CPU cores both fetch and compute: a step is the sum of the two
         assert step == pytest.approx(x.step_memory_s + x.step_compute_s)
     assert one.ttft_burst_s == pytest.approx(one.ttft_s)
-    # A GPU overlaps them: a step is the longer of the two.
+    # A GPU overlaps them: a step is the longer of the two, plus its fixed per-layer time,
+    # which grows with each extra stream.
     gpu = _plan("llama-3.1-8b-instruct", "nvidia-l4-24gb")
     g = _load(gpu.chosen, gpu.profile, 8)
-    assert 1 / g.per_stream_tokens_per_s == pytest.approx(max(g.step_memory_s, g.step_compute_s))
+    layers = gpu.chosen.facts.arch.n_layer
+    latency = layers * LAYER_LATENCY_S["gpu"] * (1 + EXTRA_STREAM_LATENCY * 7)
+    assert g.step_latency_s == pytest.approx(latency)
+    assert 1 / g.per_stream_tokens_per_s == pytest.approx(
+        max(g.step_memory_s, g.step_compute_s) + latency
+    )
+    assert one.step_latency_s == four.step_latency_s == 0.0  # none assumed on CPU cores
+
+
+def test_gpu_decode_of_a_small_model_is_bound_by_per_layer_time_not_bytes() -> None:
+    # Measured on an H200 (docs/bench.md "On a GPU"): a 1B model decodes at about the same
+    # speed from F16 and Q4_K_M weights, far below what bandwidth alone would allow.
+    small = _plan("llama-3.2-1b-instruct", "nvidia-h200-141gb", quant="Q4_K_M")
+    big = _plan("llama-3.2-1b-instruct", "nvidia-h200-141gb", quant="F16")
+    s, b = (_load(r.chosen, r.profile, 1, p=1, o=128) for r in (small, big))
+    floor = small.chosen.facts.arch.n_layer * LAYER_LATENCY_S["gpu"]
+    assert 1 / s.per_stream_tokens_per_s > floor
+    assert s.per_stream_tokens_per_s < 1 / floor
+    assert s.per_stream_tokens_per_s / b.per_stream_tokens_per_s < 2  # not the 3.2x of bytes

@@ -70,7 +70,8 @@ def test_every_shipped_profile_loads_and_is_documented(profile_id: str) -> None:
         assert profile.price.offering and profile.price.as_of
     if profile.kind == "nvidia":
         assert profile.gpu is not None and profile.gpu.compute_capability
-        assert 300 <= profile.gpu.reserve_mib <= 600
+        # the CUDA context and pool: 587-696 MiB measured on an H200 (docs/fit.md "On a GPU")
+        assert 300 <= profile.gpu.reserve_mib <= 800
         assert profile.runtimes["llamacpp"].image == "ghcr.io/ggml-org/llama.cpp:server-cuda"
         assert profile.runtimes["ollama"].image == "docker.io/ollama/ollama"
     if profile.kind == "apple":

@@ -37,6 +37,14 @@ MAX_PARALLEL = 256
 MAX_CTX = (1 << 31) - 1
 # Share of peak memory bandwidth a decode step achieves (llama.cpp on one stream).
 DECODE_EFFICIENCY = {"gpu": 0.7, "apple": 0.65, "cpu": 0.5}
+# Fixed time per layer per decode step (seconds), added to its memory/compute time; measured on
+# an H200 (CUDA 13.0, driver 580, llama.cpp 11434, 14 real-shaped models of 9 architectures,
+# benchmarks/results/fit_gpu.json): the median of (measured step - memory time) / layers, and
+# the median growth per extra concurrent stream. In-sample for that GPU; leaving each
+# architecture out of the fit, single-stream predictions stayed within 0.77-1.27x of measured.
+# Apple and CPU: not measured, so none is assumed (their defaults were measured without it).
+LAYER_LATENCY_S = {"gpu": 84e-6, "apple": 0.0, "cpu": 0.0}
+EXTRA_STREAM_LATENCY = 0.3
 
 
 @dataclass(frozen=True)
@@ -474,7 +482,9 @@ def make_plan(
     assumptions = [
         f"decode speed = {int(DECODE_EFFICIENCY['gpu'] * 100)}% (GPU), "
         f"{int(DECODE_EFFICIENCY['apple'] * 100)}% (Apple), {int(DECODE_EFFICIENCY['cpu'] * 100)}% "
-        "(CPU) of memory bandwidth / bytes read per token; one stream, cache half full",
+        "(CPU) of memory bandwidth / bytes read per token; one stream, cache half full; on a "
+        f"GPU plus {LAYER_LATENCY_S['gpu'] * 1e3:.3f} ms per layer per token (kernel launches, "
+        "measured on an H200)",
         "multi-GPU layer split runs the GPUs one after another: no speed-up, only more memory",
         "safety margin per device: max(1 GiB, 5%) (Apple: max(1 GiB, 10%) of the wired limit); "
         "host keeps max(2 GiB, 10%) of RAM free",

@@ -12,6 +12,11 @@ The model, for any architecture and machine (docs/plan.md "Throughput under load
   weights, plus every dense weight) and each stream's KV cache at its average position (prompt +
   output / 2), over bandwidth x memory efficiency. Compute: B x (2 x active parameters + the
   attention FLOPs at that position), over peak FLOPS x compute efficiency.
+- On a GPU each layer also costs a fixed time per step, whatever its bytes: llama.cpp runs a
+  dozen or more small kernels per layer, and at decode's tiny batches their launch and
+  synchronisation, not bandwidth, set the pace (LAYER_LATENCY_S). Each stream beyond the first
+  adds a share of it (EXTRA_STREAM_LATENCY). Without it a 1B model on an H200 was predicted at
+  4,157 tokens/s and decoded at 615 (benchmarks/fit_gpu.py, docs/bench.md "On a GPU").
 - Prefill is compute-bound: FLOPs per prompt token are 2 x the active block parameters plus
   attention at half the prompt; the output layer runs for the last position only (the one whose
   logits are sampled), which the first decode step already counts.
@@ -30,7 +35,12 @@ from dataclasses import dataclass
 
 from deployer.core.fit.calibration import Calibration
 from deployer.core.fit.memory import FitSettings, kv_bytes
-from deployer.core.fit.plan import DECODE_EFFICIENCY, Option
+from deployer.core.fit.plan import (
+    DECODE_EFFICIENCY,
+    EXTRA_STREAM_LATENCY,
+    LAYER_LATENCY_S,
+    Option,
+)
 from deployer.core.hardware.profiles import Profile
 from deployer.core.model.facts import ModelArch, ModelFacts
 from deployer.core.model.weights import base_bpw
@@ -67,6 +77,7 @@ class LoadPrediction:
     ttft_burst_s: float = 0.0  # time to first token when `slots` requests arrive together
     step_memory_s: float = 0.0  # one decode step's time reading memory (all devices)
     step_compute_s: float = 0.0  # one decode step's time computing (all devices)
+    step_latency_s: float = 0.0  # one decode step's fixed per-layer time (GPU kernel launches)
 
 
 def device_kind(profile: Profile) -> str:
@@ -126,6 +137,7 @@ class _Part:
     bandwidth: float  # bytes/s, efficiency applied
     flops: float  # FLOP/s, efficiency applied
     overlaps: bool  # memory and compute time overlap (a GPU) rather than add (CPU cores)
+    layer_latency_s: float = 0.0  # fixed time per layer per step (LAYER_LATENCY_S)
 
 
 def _parts(option: Option, profile: Profile, eff: Efficiency) -> list[_Part]:
@@ -144,6 +156,7 @@ def _parts(option: Option, profile: Profile, eff: Efficiency) -> list[_Part]:
                     profile.device_bandwidth_gbps() * 1e9 * eff.memory,
                     profile.device_peak_flops()[0] * eff.compute,
                     overlaps=True,
+                    layer_latency_s=LAYER_LATENCY_S[device_kind(profile)],
                 )
             )
     if mem.host.layers or not parts:
@@ -191,6 +204,7 @@ class _Step:
     seconds: float
     memory_s: float
     compute_s: float
+    latency_s: float = 0.0
 
     @property
     def compute_bound(self) -> bool:
@@ -202,7 +216,7 @@ def _step(option: Option, parts: list[_Part], slots: int, position: float) -> _S
     arch = option.facts.arch
     share, touched = expert_share(arch), experts_touched(arch, slots)
     active = 1.0 - share + share * experts_touched(arch, 1)
-    mem_s = comp_s = total = 0.0
+    mem_s = comp_s = lat_s = total = 0.0
     for p in parts:
         read = p.block_bytes * (1.0 - share + share * touched) + p.other_bytes
         read += slots * _kv_read(option, p.blocks, position)
@@ -211,8 +225,10 @@ def _step(option: Option, parts: list[_Part], slots: int, position: float) -> _S
         )
         flops_per_token += attention_flops(arch, p.blocks, position)
         m, c = read / p.bandwidth, slots * flops_per_token / p.flops
-        mem_s, comp_s, total = mem_s + m, comp_s + c, total + (max(m, c) if p.overlaps else m + c)
-    return _Step(total, mem_s, comp_s)
+        lat = len(p.blocks) * p.layer_latency_s * (1.0 + EXTRA_STREAM_LATENCY * (slots - 1))
+        mem_s, comp_s, lat_s = mem_s + m, comp_s + c, lat_s + lat
+        total += (max(m, c) if p.overlaps else m + c) + lat
+    return _Step(total, mem_s, comp_s, lat_s)
 
 
 def predict_load(
@@ -263,4 +279,5 @@ def predict_load(
         ttft_burst_s=slots * prompt_s + step.seconds,
         step_memory_s=step.memory_s,
         step_compute_s=step.compute_s,
+        step_latency_s=step.latency_s,
     )
