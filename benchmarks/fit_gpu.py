@@ -87,6 +87,9 @@ GRID = [
     Setting(8192, 4, "q8_0"),
     Setting(4096, 4, fa=False),
     Setting(32768),
+    # slot counts the throughput model's per-stream growth was not read off (out of sample)
+    Setting(4096, 2),
+    Setting(8192, 8),
 ]
 
 
