@@ -36,16 +36,16 @@ def top(
         frames = watch(
             name, endpoint, source, wiring.clock(), interval_s=interval, frames=1 if once else None
         )
-        if json_out:
-            for f in frames:
-                print_frame_json(f)
-        elif once:
-            for f in frames:
-                print_frame_once(f)
-        else:
-            show_live(name, interval, frames)
+        try:
+            if json_out:
+                for f in frames:
+                    print_frame_json(f)
+            elif once:
+                for f in frames:
+                    print_frame_once(f)
+            else:
+                show_live(name, interval, frames)
+        except KeyboardInterrupt:
+            return  # Ctrl-C is how a live `top` ends: exit 0
 
-    try:
-        run_guarded(go)
-    except KeyboardInterrupt:
-        return  # Ctrl-C is how a live `top` ends
+    run_guarded(go)

@@ -37,6 +37,7 @@ from deployer.core.serve.metrics import (
     TOKENS_PREDICTED,
     KvUse,
     MetricsSample,
+    TopFrame,
     check_interval,
     frame,
     increase,
@@ -442,3 +443,24 @@ def test_promtool_accepts_every_rendered_scrape_config(config: Path, tmp_path: P
 def test_every_llamacpp_variant_has_a_scrape_config() -> None:
     variants = {p.parent.name for p in GOLDEN_CONFIGS}
     assert len(variants) == 12 and all(v.startswith("llamacpp-") for v in variants)
+
+
+def test_ctrl_c_ends_a_live_top_with_exit_0(
+    hostile: HostileServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from deployer.cli import top_view
+
+    key = tmp_path / "api_key"
+    key.write_text("k3y\n")
+    _record("live", int(hostile.url.rsplit(":", 1)[1]), key=key)
+    shown: list[float] = []
+
+    def interrupted(name: str, interval_s: float, frames: Iterator[TopFrame]) -> None:
+        for f in frames:
+            shown.append(f.interval_s)
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(top_view, "show_live", interrupted)
+    r = CliRunner().invoke(app, ["top", "live", "--interval", "0.2"])
+    assert r.exit_code == 0, r.stderr
+    assert shown and "interrupted" not in r.stderr
