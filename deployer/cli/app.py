@@ -54,6 +54,9 @@ COMMANDS: dict[str, Entry] = {
         "deployments",
         "Stop gracefully (SIGTERM, 10 s), then remove container, network, volumes and state.",
     ),
+    "top": Entry(
+        "top", "Live tokens/s, queue and KV cache use of a deployment, from its Prometheus metrics."
+    ),
     "bench": Entry(
         "bench",
         "Measure throughput and latency under load at rising concurrency; predicted beside measured.",

@@ -30,6 +30,7 @@ if TYPE_CHECKING:
     from deployer.core.pull.files import HubStore
     from deployer.core.serve.containers import ContainerEngine
     from deployer.core.serve.deploy_flow import DeployEdges
+    from deployer.core.serve.metrics import MetricsSource
     from deployer.core.serve.prepare import WeightsLocation
     from deployer.core.serve.servers import ProcessRuntime
     from deployer.core.state.deployments import NativeServers
@@ -545,3 +546,28 @@ def write_report(path: Path, text: str) -> None:
     from deployer.adapters.eval_runs import write_text_atomic
 
     write_text_atomic(path, text)
+
+
+def metrics_source(name: str) -> tuple[str, MetricsSource]:
+    """`name`'s endpoint and its metrics read over HTTP with its key (deployer top)."""
+    import difflib
+
+    from deployer.adapters.metrics_client import HttpMetricsSource
+    from deployer.core.errors import DeploymentNotFound, MetricsUnavailable
+    from deployer.core.serve.metrics import check_watchable
+
+    rec = record_store().load(name)
+    if rec is None:
+        names = [r.name for r in record_store().scan().records]
+        raise DeploymentNotFound(name, difflib.get_close_matches(name, names, n=3))
+    check_watchable(name, rec.backend)
+    key = None
+    if rec.api_key_path:
+        try:
+            key = secret_store().read_api_key(Path(rec.api_key_path))
+        except OSError as exc:
+            raise MetricsUnavailable(
+                name, rec.endpoint, f"its API key file cannot be read ({exc.strerror})"
+            ) from None
+    endpoint = rec.endpoint.rstrip("/")
+    return endpoint, HttpMetricsSource(name, endpoint, key)

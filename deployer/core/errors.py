@@ -412,6 +412,37 @@ class SmokeTestFailed(DeployerError):
         )
 
 
+@dataclass
+class MetricsUnavailable(DeployerError):
+    """A deployment's metrics could not be read (not answering, key refused, metrics off)."""
+
+    name: str
+    endpoint: str
+    problem: str
+    hint: str = "Check it with 'deployer ps' and 'deployer logs NAME'."
+    exit_code: int = 3
+
+    def message(self) -> str:
+        return f"no metrics from '{self.name}' at {self.endpoint}: {self.problem}. {self.hint}"
+
+
+@dataclass
+class MetricsInvalid(DeployerError):
+    """A deployment answered /metrics or /slots with something that is not what llama-server
+    writes."""
+
+    name: str
+    endpoint: str
+    problem: str
+    exit_code: int = 1
+
+    def message(self) -> str:
+        return (
+            f"'{self.name}' at {self.endpoint} answered metrics deployer cannot read: "
+            f"{self.problem}. Is it the llama-server deployer started? See 'deployer ps'"
+        )
+
+
 # --- Pull: downloads, checksums, disk ------------------------------------------------------------
 @dataclass
 class ChecksumMismatch(DeployerError):

@@ -83,6 +83,24 @@ def bench_deployment(engine: DockerEngine, runtime_image: str,
         yield from deployed_for_bench(mp, tmp_path_factory.mktemp("bench-state"))
 
 
+# --- Prometheus -----------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="session")
+def prometheus_bin() -> str:
+    """Debian's prometheus binary (promtool beside it). Outside CI a machine without it skips;
+    in CI (DEPLOYER_CI=1, set by .ci/run, which installs it) its absence fails the test."""
+    import os
+
+    found = shutil.which("prometheus")
+    if found is None or shutil.which("promtool") is None:
+        reason = "prometheus is not installed (apt-get install prometheus)"
+        if os.environ.get("DEPLOYER_CI"):
+            pytest.fail(f"{reason}, but .ci/run should have installed it")
+        pytest.skip(reason)
+    return found
+
+
 # --- fleet hosts ----------------------------------------------------------------------------
 
 

@@ -113,6 +113,8 @@ def _structure(rel: str, text: str) -> Any:
     """What must not change with the values: keys, settings, commands, Markdown blocks."""
     if rel.endswith((".yml", ".yaml")):
         return _key_paths(load_yaml(text))
+    if rel.endswith(".json"):
+        return _key_paths(json.loads(text))
     if rel.endswith(".plist"):
         return _key_paths(plistlib.loads(text.encode()))
     if rel.endswith((".service", ".timer")):

@@ -47,6 +47,14 @@ from deployer.core.serve.llama_flags import (
     get_version,
     load_mode_args,
 )
+from deployer.core.serve.monitoring import (
+    DASHBOARD_FILE,
+    PROMETHEUS_FILE,
+    ScrapeTarget,
+    dashboard,
+    k8s_annotations,
+    scrape_config,
+)
 from deployer.core.serve.quoting import (
     Quoted,
     comment,
@@ -723,6 +731,8 @@ def _files_for(
         ctx = {**ctx, **_k8s_context(b, ctx)}
         for kind in ("deployment", "service", "pvc", "model-loader"):
             files[f"{kind}.yaml"] = _render(f"k8s/{kind}.yaml.j2", ctx)
+    if backend == "llamacpp":
+        files.update(_monitoring_files(b, ctx))
     pull = ctx["pull_command"]
     files["README.md"] = _render(
         "readme/README.md.j2",
@@ -735,6 +745,24 @@ def _files_for(
         curl_chat=_curl_chat(ctx),
     )
     return files
+
+
+def _monitoring_files(b: RenderedBundle, ctx: dict[str, Any]) -> dict[str, str]:
+    """The Prometheus scrape config and the Grafana dashboard of a llama.cpp deployment."""
+    s = ctx["s"]
+    key = ctx["api_key_file"]
+    target = ScrapeTarget(
+        name=b.name,
+        address=f"127.0.0.1:{ctx['port']}",
+        key_file=key,
+        k8s=b.target == "k8s",
+        k8s_secret=f"{b.name}-api-key" if key else None,
+        k8s_port=b.container_port,
+    )
+    return {
+        PROMETHEUS_FILE: scrape_config(target),
+        DASHBOARD_FILE: dashboard(b.name, max(1, s.ctx // max(1, s.parallel))),
+    }
 
 
 def _systemd_context(b: RenderedBundle, ctx: dict[str, Any]) -> dict[str, Any]:
@@ -843,6 +871,7 @@ def _k8s_context(b: RenderedBundle, ctx: dict[str, Any]) -> dict[str, Any]:
         "service_ref": f"service/{b.name}",
         "rollout_wait": f"--timeout={ctx['startup_s'] + cv.ROLLOUT_GRACE_S}s",
         "port_forward": f"{ctx['port']}:{ctx['port']}",
+        "scrape_annotations": k8s_annotations(b.container_port),
     }
 
 

@@ -7,6 +7,7 @@ the templates write. A mismatch is a deployer bug: nothing is written.
 
 from __future__ import annotations
 
+import json
 import plistlib
 import re
 from dataclasses import dataclass
@@ -16,6 +17,7 @@ import yaml
 
 from deployer.core.errors import DeployerError
 from deployer.core.serve.conventions import MODEL_DIR
+from deployer.core.serve.monitoring import DASHBOARD_FILE, PROMETHEUS_FILE, job_name
 
 if TYPE_CHECKING:
     from deployer.core.serve.render import RenderedBundle
@@ -86,7 +88,9 @@ def undollar(value: Any) -> Any:
 def check_rendered(rel: str, text: str, b: RenderedBundle) -> None:
     """Parse one rendered file back; RenderMismatch unless it is exactly what was meant."""
     try:
-        if rel.endswith((".yml", ".yaml")):
+        if rel in (PROMETHEUS_FILE, DASHBOARD_FILE):
+            _check_monitoring(rel, text, b)
+        elif rel.endswith((".yml", ".yaml")):
             docs = [d for d in yaml.load_all(text, Loader=_LOADER) if d is not None]
             if len(docs) != 1 or not isinstance(docs[0], dict):
                 raise RenderMismatch(rel, "not one YAML mapping")
@@ -102,6 +106,20 @@ def check_rendered(rel: str, text: str, b: RenderedBundle) -> None:
         if isinstance(exc, RenderMismatch):
             raise
         raise RenderMismatch(rel, f"does not parse: {type(exc).__name__}") from exc
+
+
+def _check_monitoring(rel: str, text: str, b: RenderedBundle) -> None:
+    """The scrape config has the deployment's one job; the dashboard is one JSON object."""
+    if rel == DASHBOARD_FILE:
+        doc = json.loads(text)
+        if not isinstance(doc, dict) or not doc.get("panels"):
+            raise RenderMismatch(rel, "not a dashboard with panels")
+        return
+    doc = load_yaml(text)
+    jobs = doc.get("scrape_configs") if isinstance(doc, dict) else None
+    if not isinstance(jobs, list) or len(jobs) != 1:
+        raise RenderMismatch(rel, "not one scrape job")
+    _expect(rel, "job name", jobs[0].get("job_name"), job_name(b.name))
 
 
 def _expect(rel: str, what: str, got: object, want: object) -> None:
