@@ -41,7 +41,25 @@ def engine() -> DockerEngine:
         eng.engine_available()
     except EngineUnavailable as exc:
         pytest.skip(f"no Docker engine answers, Docker tests skipped: {exc.message()}")
+    _remove_stale_test_containers(eng)
     return eng
+
+
+def _remove_stale_test_containers(eng: DockerEngine) -> None:
+    """Containers an earlier, killed test run left (test deployments are all named `t-...`, or
+    carry TEST_LABEL): the tests that list deployments would count them as their own."""
+    from deployer.core.serve.containers import NAME_LABEL
+
+    client = eng.client()
+    stale = {
+        c.id: c
+        for flt in ({"label": TEST_LABEL}, {"label": NAME_LABEL})
+        for c in client.containers.list(all=True, filters=flt, ignore_removed=True)
+        if flt["label"] == TEST_LABEL or str(c.labels.get(NAME_LABEL, "")).startswith("t-")
+    }
+    for c in stale.values():
+        print(f"removing {c.name}: left by an earlier test run")
+        c.remove(force=True)
 
 
 @pytest.fixture(scope="session")
