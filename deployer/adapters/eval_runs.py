@@ -81,10 +81,19 @@ def api_key_from(label: str, *, env: str | None, file: str | None) -> str | None
         return None
     path = Path(file).expanduser()
     try:
-        with open(path, "rb") as fh:
-            raw = fh.read(MAX_KEY_BYTES + 1)
+        # O_NONBLOCK: a FIFO or a device named as the key file must not hang the run
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_NOCTTY)
     except OSError:
         raise EvalKeyMissing(label, f"key file {path}") from None
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise InvalidRequest(
+                f"target {label}: key file {path} is not a regular file",
+                "Name a file that holds the key.",
+            )
+        raw = os.read(fd, MAX_KEY_BYTES + 1)
+    finally:
+        os.close(fd)
     value = raw.decode("utf-8", "replace").strip()
     if len(raw) > MAX_KEY_BYTES or not _one_key(value):
         raise InvalidRequest(

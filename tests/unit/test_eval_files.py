@@ -36,6 +36,36 @@ def test_a_missing_key_is_named_by_where_it_should_be(
         api_key_from("t", env=None, file=str(tmp_path / "none"))
 
 
+def test_a_fifo_or_a_folder_as_the_key_file_is_refused_at_once(tmp_path: Path) -> None:
+    import os
+
+    fifo = tmp_path / "fifo"
+    os.mkfifo(fifo)  # nobody writes it: a blocking open would hang the run here
+    for path in (fifo, tmp_path):
+        with pytest.raises((InvalidRequest, EvalKeyMissing)) as info:
+            api_key_from("t", env=None, file=str(path))
+        assert str(path) in info.value.message()
+
+
+def test_a_relative_key_file_in_a_targets_file_is_beside_it(tmp_path: Path) -> None:
+    from deployer.core.eval.setup import assemble
+
+    folder = tmp_path / "conf"
+    targets = folder / "targets.yaml"
+    text = (
+        "targets:\n"
+        "  - {url: 'http://127.0.0.1:9/v1', model: m, name: a, key-file: keys/a}\n"
+        "  - {url: 'http://127.0.0.1:9/v1', model: m, name: b, key-file: /etc/k}\n"
+        "  - {url: 'http://127.0.0.1:9/v1', model: m, name: c, key-file: '~/k'}\n"
+    )
+    specs, _, _ = assemble(
+        data=tmp_path / "d.jsonl", target=[], targets_file=targets, model=None, quants=None,
+        judge=None, read_data=lambda _: ('{"prompt": "p", "expect": [{"type": "exact", "value": "x"}]}\n', "h"),
+        read_targets=lambda _: text,
+    )  # fmt: skip
+    assert [s.key_file for s in specs] == [str(folder / "keys" / "a"), "/etc/k", "~/k"]
+
+
 @pytest.mark.parametrize(
     "key", ["sk-s\u00e9cret", "sk-sec\nret", "sk-sec ret", "sk-sec\x00ret", "sk-\u202eterces"]
 )

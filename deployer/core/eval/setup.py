@@ -25,6 +25,15 @@ def check_run_dir_flags(run_dir: Path | None, resume: Path | None, report: Path 
         raise InvalidRequest(f"--report {report}: name a .md or .html file")
 
 
+def _key_file_beside(spec: TargetSpec, targets_file: Path) -> TargetSpec:
+    """A relative key-file in a targets file names a file beside it (as a compose file's paths
+    do), not one in whatever folder the command happens to run from."""
+    key = spec.key_file
+    if key is None or key.startswith("~") or Path(key).is_absolute():
+        return spec
+    return replace(spec, key_file=str(targets_file.parent / key))
+
+
 def assemble(
     *, data: Path, target: list[str], targets_file: Path | None, model: str | None,
     quants: str | None, judge: str | None, read_data: Callable[[Path], tuple[str, str]],
@@ -34,7 +43,8 @@ def assemble(
     the parsed data; refused when a judge scorer has no --judge."""
     specs = [parse_target(t) for t in target]
     if targets_file is not None:
-        specs += parse_targets_file(read_targets(targets_file), str(targets_file))
+        from_file = parse_targets_file(read_targets(targets_file), str(targets_file))
+        specs += [_key_file_beside(s, targets_file) for s in from_file]
     if (model is None) != (quants is None):
         raise InvalidRequest(
             "--model and --quants go together", "e.g. --model demo --quants Q4_K_M"
