@@ -146,3 +146,21 @@ def test_answers_without_usage_are_not_priced_as_free() -> None:
     assert s.as_json()["answered_without_usage"] == 2
     none = {k: replace(r, tokens_in=None, tokens_out=None) for k, r in results.items()}
     assert summarize(api, data, none, pricing_for(api, None)).usd_per_item is None
+
+
+def test_a_self_hosted_target_pays_for_the_time_its_failed_requests_held_the_machine() -> None:
+    # Two answers of 10 s each, then a request that timed out after 30 s: the machine was held
+    # for 50 s, and the two answered items share that cost.
+    data = parse_items(
+        "\n".join(f'{{"id": "q{i}", "prompt": "p", "expect": [{{"type": "contains", "value": "x"}}]}}'
+                  for i in range(3)), "d.jsonl", "ab" * 32)  # fmt: skip
+    own = parse_target("url=http://127.0.0.1:9/v1,model=m,name=own,hourly=3.6")
+    spans = {"q0": (True, 0.0, 10.0), "q1": (True, 10.0, 20.0), "q2": (False, 20.0, 50.0)}
+    results = {
+        ("own", q): ItemResult("own", q, ok, answer="x" if ok else None,
+                               error_kind=None if ok else "timeout", started=a, ended=b)
+        for q, (ok, a, b) in spans.items()
+    }  # fmt: skip
+    s = summarize(own, data, results, pricing_for(own, None))
+    assert s.busy_s == pytest.approx(50.0)
+    assert s.usd_per_item == pytest.approx(3.6 * 50 / 3600 / 2)

@@ -90,7 +90,9 @@ def summarize(
     latencies = [r.latency_s for r in answered if r.latency_s is not None]
     tokens_in = sum(r.tokens_in or 0 for r in answered)
     tokens_out = sum(r.tokens_out or 0 for r in answered)
-    busy = busy_seconds([(r.started, r.ended) for r in answered])
+    # The machine is held while a request fails too (a timeout can hold it for minutes): the
+    # hourly price is spread over every request's time, answered or not.
+    busy = busy_seconds([(r.started, r.ended) for r in mine if r.ended > 0])
     # Priced per token, an answer without `usage` would cost nothing and make its target look
     # cheapest: price the answers that reported their tokens, and say how many did not.
     metered = [r for r in answered if r.tokens_in is not None and r.tokens_out is not None]
