@@ -236,11 +236,18 @@ def _swa_cells_per_stream(arch: ModelArch, s: FitSettings) -> int:
     return pad(min(s.cells_per_stream, arch.sliding_window * seqs + s.n_ubatch), CTX_PAD)
 
 
+def _mask_bytes(arch: ModelArch, s: FitSettings) -> int:
+    """The attention mask(s) of the worst-case graph: f16 with flash attention, else f32."""
+    n_kv = s.cells_per_stream
+    ub = min(s.n_ubatch, n_kv)
+    n_kv_swa = _swa_cells_per_stream(arch, s) if arch.sliding_window and arch.swa_layers else 0
+    return (2 if s.flash_attention else 4) * ub * (n_kv + n_kv_swa)
+
+
 def compute_bytes(arch: ModelArch, s: FitSettings, *, gpu: bool = False) -> int:
     """Compute buffer of the worst-case graph (n_ubatch tokens against a full stream)."""
     n_kv = s.cells_per_stream
     ub = min(s.n_ubatch, n_kv)
-    n_kv_swa = _swa_cells_per_stream(arch, s) if arch.sliding_window and arch.swa_layers else 0
     n_embd_k = max(arch.n_head_kv) * arch.head_dim_k
     n_embd_v = max(arch.n_head_kv) * arch.head_dim_v
     n_q = arch.n_head * arch.head_dim_k
@@ -251,12 +258,11 @@ def compute_bytes(arch: ModelArch, s: FitSettings, *, gpu: bool = False) -> int:
     # product, ff wide each, beside five n_embd-wide rows: residual, norm, input and outputs).
     attn = 2 * ff + 3 * arch.n_embd + n_embd_k + _PER_TOKEN_SLACK_FLOATS
     ffn = 3 * ff + 5 * arch.n_embd + _PER_TOKEN_SLACK_FLOATS
+    mask = _mask_bytes(arch, s)
     if s.flash_attention:
         attn += 3 * n_q  # f16 copies of Q and the attention output in FA's layout
-        mask = 2 * ub * (n_kv + n_kv_swa)
         act = 4 * ub * max(attn, ffn)
     else:
-        mask = 4 * ub * (n_kv + n_kv_swa)
         kq = 4 * ub * n_kv * arch.n_head  # the f32 KQ matrix, alive in the attention half only
         act = max(4 * ub * attn + kq, 4 * ub * ffn)
     quant_kv = s.kv_type_k not in ("f16", "bf16", "f32") or s.kv_type_v not in (
@@ -389,11 +395,14 @@ def estimate_memory(facts: ModelFacts, s: FitSettings, machine: MachineSpec) -> 
     if not on_device:
         host.compute_bytes = compute_bytes(arch, s)
     else:
-        # Pinned host staging for graph inputs and the embedding lookup, plus a full graph
-        # when some layers run on the CPU.
-        host.compute_bytes = 4 * arch.n_embd * s.n_ubatch + (
-            compute_bytes(arch, s) if host_blocks else 0
-        )
+        # Pinned host staging (CUDA_Host compute): the embedding lookup's output rows, four
+        # f32 copies of n_embd x n_ubatch, and the attention mask(s) the devices are sent,
+        # plus a full graph when some layers run on the CPU. Read off an H200's logs
+        # (benchmarks/results/fit_gpu.json, 14 shapes: exact with flash attention, 2-4 MiB
+        # under without it); the old single copy was 14-64 MiB under.
+        host.compute_bytes = 16 * arch.n_embd * s.n_ubatch + _mask_bytes(arch, s)
+        if host_blocks:
+            host.compute_bytes += compute_bytes(arch, s)
     # The kernel's page tables for what the process touches (a cgroup charges them too), and
     # room to evict and re-read mapped pages at the edge of a limit.
     host.overhead_bytes += page_table_bytes(host.total_bytes - host.overhead_bytes)
