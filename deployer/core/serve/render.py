@@ -66,6 +66,14 @@ from deployer.core.serve.quoting import (
     yaml_word,
 )
 from deployer.core.serve.rendered import check_rendered
+from deployer.core.serve.router import (
+    PRESET_FILE,
+    RouterSetup,
+    router_args,
+    router_labels,
+    router_limits,
+    router_mounts,
+)
 from deployer.core.serve.specs import ContainerSpec, HealthCheck, Mount, VolumeSpec
 from deployer.core.units import GIB
 from deployer.core.untrusted import (
@@ -439,8 +447,12 @@ def render_plan(
     binary: str | None = None,
     log_dir: Path | None = None,
     pull_command: str | None = None,
+    router: RouterSetup | None = None,
 ) -> RenderedBundle:
-    """Render `result` for `backend` on `target`: files, container spec and native argv."""
+    """Render `result` for `backend` on `target`: files, container spec and native argv.
+
+    With `router`, the bundle runs llama-server as a router over every model it names
+    (deployer.core.serve.router); `result` is then the largest model's plan."""
     name = name or default_name(result.model)
     target = target or default_target(result, backend)
     profile, c = result.profile, result.chosen
@@ -457,9 +469,15 @@ def render_plan(
             "log folder": log_dir,
             "pull command": pull_command,
             **{f"model path {i + 1}": p for i, p in enumerate(parts)},
+            **{f"model path {n}": p for n, p in enumerate(router.model_paths if router else [])},
         }
     )
     _check_request(result, backend, target, expose, insecure, name)
+    if router is not None and (backend != "llamacpp" or target != "compose"):
+        raise InvalidRequest(
+            "several models run behind llama-server's router in a container only",
+            "Use --backend llamacpp and --target compose (or deploy).",
+        )
     port = port or CONTAINER_PORT[backend]
     if not 1 <= port <= 65535:
         raise InvalidRequest(f"port {port} is out of range", "Use --port 1-65535.")
@@ -547,6 +565,15 @@ def render_plan(
         start_period_s=float(startup_s),
     )
     limits = resource_limits(result)
+    if router is not None:
+        command = router_args(
+            models_max=router.models_max, host="0.0.0.0", port=CONTAINER_PORT[backend],
+            api_key_file=API_KEY_IN_CONTAINER if key_path else None,
+        )  # fmt: skip
+        native_args = [native_args[0], *command]
+        labels = router_labels(labels, router)
+        mounts = router_mounts(router)
+        limits = router_limits(router, limits.pids * (router.models_max + 1))
     bundle = RenderedBundle(
         name=name,
         backend=backend,
@@ -625,7 +652,12 @@ def render_plan(
         "secrets_dir": str(PurePosixPath(API_KEY_IN_CONTAINER).parent),
         "model_dir": str(MODEL_DIR),
     }
+    if router is not None:
+        ctx.update(model_parts=router.model_paths, model_in_container=str(MODEL_DIR),
+                   alias=router.names[0])  # fmt: skip
     files = _files_for(backend, target, ctx, log_dir)
+    if router is not None:
+        files[PRESET_FILE] = router.preset_text
     for rel, text in files.items():
         check_rendered(rel, text, bundle)
     bundle.files = files
