@@ -44,7 +44,10 @@ def _ask(port: int, key: str, path: str, body: dict[str, Any] | None = None) -> 
     req = urllib.request.Request(
         f"http://127.0.0.1:{port}{path}",
         data=json.dumps(body).encode() if body is not None else None,
-        headers={"Authorization": f"Bearer {key}", "Content-Type": "application/json"},
+        headers={
+            "Content-Type": "application/json",
+            **({"Authorization": f"Bearer {key}"} if key else {}),
+        },
     )
     with urllib.request.urlopen(req, timeout=120) as r:
         return json.loads(r.read())
@@ -146,3 +149,46 @@ def test_a_server_not_answering_shows_unknown(
     finally:
         down = runner.invoke(app, ["down", "t-router-stop"])
     assert down.exit_code == 0, down.stderr
+
+
+@pytest.mark.llama_server
+def test_systemd_render_runs_as_written(
+    tmp_path: Path, demo_model: Path, second_model: Path
+) -> None:
+    """The systemd unit's ExecStart and its host-path preset, run by the real llama-server
+    (systemd itself is not here): both models answer by name, one loaded at a time."""
+    import shlex
+    import subprocess
+
+    from tests.integration.evalkit import llama_server_binary, stop_process
+    from tests.integration.loopback import wait_http_200
+
+    binary = llama_server_binary()
+    if binary is None:
+        pytest.skip("no llama-server build: run 'bash scripts/build-llama.sh'")
+    port, out = free_port(), tmp_path / "out"
+    r = CliRunner().invoke(app, [
+        "render", "demo", str(second_model), "--name", "t-unit", "--target", "systemd",
+        "--port", str(port), "--max-loaded", "1", "--ctx", "2048", "--out", str(out), *PROFILE,
+    ])  # fmt: skip
+    assert r.exit_code == 0, r.stderr
+    unit = (out / "deployer-t-unit.service").read_text()
+    (exec_start,) = [ln for ln in unit.splitlines() if ln.startswith("ExecStart=")]
+    argv = shlex.split(exec_start.removeprefix("ExecStart="))
+    preset = argv[argv.index("--models-preset") + 1]
+    assert preset == "/etc/deployer/t-unit/models.ini"
+    assert f"install -D -m 0644 models.ini {preset}" in (out / "README.md").read_text()
+    # The preset names the models where they are on this host.
+    ini = (out / "models.ini").read_text()
+    assert f"model = {demo_model}" in ini and f"model = {second_model}" in ini
+    argv[0], argv[argv.index(preset)] = binary, str(out / "models.ini")
+    with open(tmp_path / "log", "wb") as log:
+        proc = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT)
+    try:
+        assert wait_http_200(f"http://127.0.0.1:{port}/health", timeout_s=60)
+        for name, other in (("demo", SECOND), (SECOND, "demo")):
+            assert _complete(port, "", name)["model"] == name
+            states = _states(port, "")
+            assert states[name] == "loaded" and states[other] == "unloaded"
+    finally:
+        stop_process(proc)

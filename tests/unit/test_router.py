@@ -236,3 +236,27 @@ def test_plan_cli_several_models_adds_models_and_keeps_single_output() -> None:
     assert several["router"]["max_loaded"] == 2
     bad = runner.invoke(app, ["plan", *MODELS[:2], "--profile", CPU, "--max-loaded", "3"])
     assert bad.exit_code == 2 and "--max-loaded 3" in bad.stderr
+
+
+@pytest.mark.parametrize("bad", ["/m/a;b.gguf", "/m/a#b.gguf", "/m/a=b.gguf", "/m/[a].gguf"])
+def test_systemd_preset_holds_host_paths_and_refuses_ini_syntax(bad: str) -> None:
+    res = [_plan("qwen2.5-0.5b-instruct"), _plan("gemma-3-1b-it")]
+    plan = plan_models(["a", "b"], res, 1)
+    opts = RenderOptions(target="systemd")
+    good = render_several(plan, name="duo", paths=[Path("/m/a.gguf"), Path("/m/b.gguf")],
+                          options=opts)  # fmt: skip
+    got = read_preset(good.files["models.ini"])
+    assert [got[n]["model"] for n in ("a", "b")] == ["/m/a.gguf", "/m/b.gguf"]
+    assert good.native[1:3] == ["--models-preset", "/etc/deployer/duo/models.ini"]
+    with pytest.raises(UntrustedValue) as exc:
+        render_several(plan, name="duo", paths=[Path(bad), Path("/m/b.gguf")], options=opts)
+    assert "\n" not in exc.value.message()
+
+
+def test_router_targets_without_a_router_are_refused(results: list[PlanResult]) -> None:
+    plan = plan_models(MODELS[:2], results[:2], 1)
+    paths = [Path("/m/a.gguf"), Path("/m/b.gguf")]
+    with pytest.raises(InvalidRequest, match="compose or systemd"):
+        render_several(plan, name="duo", paths=paths, options=RenderOptions(target="k8s"))
+    with pytest.raises(InvalidRequest):  # launchd is refused on a Linux profile before that
+        render_several(plan, name="duo", paths=paths, options=RenderOptions(target="launchd"))

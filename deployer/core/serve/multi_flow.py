@@ -30,6 +30,7 @@ from deployer.core.serve.router import (
     ModelEntry,
     RouterSetup,
     model_in_container,
+    native_preset_path,
     preset_section,
     render_preset,
 )
@@ -80,15 +81,19 @@ def largest_result(plan: MultiPlan) -> PlanResult:
     return max(plan.results, key=lambda r: r.chosen.facts.weights.file_bytes)
 
 
-def preset_text(plan: MultiPlan, *, build: int = PINNED_BUILD) -> str:
-    """The preset INI: each model's planned llama-server arguments under its name."""
+def preset_text(
+    plan: MultiPlan, *, build: int = PINNED_BUILD, host_paths: list[str] | None = None
+) -> str:
+    """The preset INI: each model's planned llama-server arguments under its name; the model
+    at its place in the container, or at `host_paths` (a native service)."""
     sections = {}
-    for name, result in zip(plan.names, plan.results, strict=True):
+    for i, (name, result) in enumerate(zip(plan.names, plan.results, strict=True)):
+        model = host_paths[i] if host_paths else model_in_container(name)
         args = llama_server_args(
             result, build=build, model_arg=model_in_container(name), host="127.0.0.1", port=0,
             api_key_file=None, load_mode=result.request.load_mode,
         )  # fmt: skip
-        sections[name] = [("model", model_in_container(name)), *preset_section(args)]
+        sections[name] = [("model", model), *preset_section(args)]
     return render_preset(sections)
 
 
@@ -108,14 +113,20 @@ def render_several(
                 "Merge it with 'llama-gguf-split --merge' first.",
             )
     base = largest_result(plan)
+    native = options.target == "systemd"
     setup = RouterSetup(
         names=plan.names,
         quants=[r.chosen.facts.quant for r in plan.results],
         model_paths=[str(p) for p in paths],
-        preset_text=preset_text(plan, build=options.runtime_version),
+        preset_text=preset_text(
+            plan,
+            build=options.runtime_version,
+            host_paths=[str(p) for p in paths] if native else None,
+        ),
         preset_source=preset_source,
         models_max=plan.max_loaded,
         memory_request_bytes=plan.memory_request_bytes,
+        native_preset=native_preset_path(name) if native else None,
     )
     base_path = paths[plan.results.index(base)]
     return render_plan(

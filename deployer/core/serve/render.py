@@ -473,10 +473,10 @@ def render_plan(
         }
     )
     _check_request(result, backend, target, expose, insecure, name)
-    if router is not None and (backend != "llamacpp" or target != "compose"):
+    if router is not None and (backend != "llamacpp" or target not in ("compose", "systemd")):
         raise InvalidRequest(
-            "several models run behind llama-server's router in a container only",
-            "Use --backend llamacpp and --target compose (or deploy).",
+            f"several models run behind llama-server's router with compose or systemd, not {target}",
+            "Use --backend llamacpp and --target compose or systemd (or deploy).",
         )
     port = port or CONTAINER_PORT[backend]
     if not 1 <= port <= 65535:
@@ -570,7 +570,10 @@ def render_plan(
             models_max=router.models_max, host="0.0.0.0", port=CONTAINER_PORT[backend],
             api_key_file=API_KEY_IN_CONTAINER if key_path else None,
         )  # fmt: skip
-        native_args = [native_args[0], *command]
+        native_args = [native_args[0], *router_args(
+            models_max=router.models_max, host="0.0.0.0" if expose else "127.0.0.1", port=port,
+            api_key_file=key_path, preset=router.native_preset or PRESET_FILE,
+        )]  # fmt: skip
         labels = router_labels(labels, router)
         mounts = router_mounts(router)
         limits = router_limits(router, limits.pids * (router.models_max + 1))
@@ -652,9 +655,14 @@ def render_plan(
         "secrets_dir": str(PurePosixPath(API_KEY_IN_CONTAINER).parent),
         "model_dir": str(MODEL_DIR),
     }
+    ctx["router_preset_line"] = None
     if router is not None:
         ctx.update(model_parts=router.model_paths, model_in_container=str(MODEL_DIR),
                    alias=router.names[0])  # fmt: skip
+        if router.native_preset is not None:
+            ctx["router_preset_line"] = sh_line(
+                ["sudo", "install", "-D", "-m", "0644", PRESET_FILE, router.native_preset]
+            )
     files = _files_for(backend, target, ctx, log_dir)
     if router is not None:
         files[PRESET_FILE] = router.preset_text

@@ -172,9 +172,12 @@ def read_preset(text: str) -> dict[str, dict[str, str]]:
     return out
 
 
-def router_args(*, models_max: int, host: str, port: int, api_key_file: str | None) -> list[str]:
+def router_args(
+    *, models_max: int, host: str, port: int, api_key_file: str | None,
+    preset: str = PRESET_IN_CONTAINER,
+) -> list[str]:  # fmt: skip
     """The router's own arguments: the preset, the cap, where it listens, its key."""
-    args = ["--models-preset", PRESET_IN_CONTAINER, "--models-max", str(models_max)]
+    args = ["--models-preset", preset, "--models-max", str(models_max)]
     args += ["--host", host, "--port", str(port), "--no-webui"]
     if api_key_file is not None:
         args += ["--api-key-file", api_key_file]
@@ -233,6 +236,12 @@ class RouterSetup:
     preset_source: str  # the preset's host path (deploy) or its path beside the files (render)
     models_max: int
     memory_request_bytes: int  # the largest set's host memory, router included
+    native_preset: str | None = None  # systemd: where the preset is installed on the host
+
+
+def native_preset_path(name: str) -> str:
+    """Where a systemd router's preset is installed (beside its API key)."""
+    return f"/etc/deployer/{name}/{PRESET_FILE}"
 
 
 def router_mounts(setup: RouterSetup) -> list[Mount]:
