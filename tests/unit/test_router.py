@@ -260,3 +260,32 @@ def test_router_targets_without_a_router_are_refused(results: list[PlanResult]) 
         render_several(plan, name="duo", paths=paths, options=RenderOptions(target="k8s"))
     with pytest.raises(InvalidRequest):  # launchd is refused on a Linux profile before that
         render_several(plan, name="duo", paths=paths, options=RenderOptions(target="launchd"))
+
+
+def test_cli_refuses_bad_several_requests_in_one_line(tmp_path: Path) -> None:
+    runner = CliRunner()
+    huge = tmp_path / "huge.yaml"
+    huge.write_text("models:\n" + "  - model: demo\n" * 6000)
+    bad_yaml = tmp_path / "bad.yaml"
+    bad_yaml.write_text("models:\n  - model: demo\n    name: 'x;y'\n")
+    binary = tmp_path / "bin.yaml"
+    binary.write_bytes(b"\xff\xfe\x00models")
+    cases = [
+        (["deploy", "demo", "demo", "--profile", CPU, "--dry-run"], "--name"),
+        (["deploy", "demo", "demo", "--name", "duo", "--profile", CPU, "--dry-run"], "same name"),
+        (["deploy", "demo", "--models-file", str(bad_yaml), "--name", "d", "--profile", CPU],
+         "not both"),
+        (["deploy", "--models-file", str(tmp_path / "none.yaml"), "--name", "d"], "cannot read"),
+        (["plan", "--models-file", str(huge), "--profile", CPU], "larger than"),
+        (["plan", "--models-file", str(binary), "--profile", CPU], "not UTF-8"),
+        (["plan", "--models-file", str(bad_yaml), "--profile", CPU], "invalid models[0].name"),
+        (["deploy", "demo", "qwen2.5-0.5b-instruct", "--name", "d", "--backend", "ollama",
+          "--profile", CPU, "--dry-run"], "--backend llamacpp"),
+        (["render", "demo", "qwen2.5-0.5b-instruct", "--name", "d", "--target", "k8s",
+          "--profile", CPU], "compose or systemd"),
+    ]  # fmt: skip
+    for args, words in cases:
+        r = runner.invoke(app, args)
+        assert r.exit_code == 2, (args, r.stdout, r.stderr)
+        assert words in r.stderr and len(r.stderr.strip().splitlines()) == 1, r.stderr
+        assert "Traceback" not in r.stderr

@@ -658,7 +658,7 @@ def render_plan(
     ctx["router_preset_line"] = None
     if router is not None:
         ctx.update(model_parts=router.model_paths, model_in_container=str(MODEL_DIR),
-                   alias=router.names[0])  # fmt: skip
+                   alias=router.names[0], extra_files=[PRESET_FILE])  # fmt: skip
         if router.native_preset is not None:
             ctx["router_preset_line"] = sh_line(
                 ["sudo", "install", "-D", "-m", "0644", PRESET_FILE, router.native_preset]
@@ -767,7 +767,7 @@ def _files_for(
     files["README.md"] = _render(
         "readme/README.md.j2",
         ctx,
-        files=sorted([*files, "README.md"]),
+        files=sorted([*files, "README.md", *ctx.get("extra_files", [])]),
         shell_argv=sh_line(b.native),
         # The pull line is re-split and re-quoted word by word: only quoted words reach it.
         pull_line=sh_line(shlex.split(pull)) if pull else None,
