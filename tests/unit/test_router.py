@@ -253,12 +253,24 @@ def test_systemd_preset_holds_host_paths_and_refuses_ini_syntax(bad: str) -> Non
     assert "\n" not in exc.value.message()
 
 
-def test_router_targets_without_a_router_are_refused(results: list[PlanResult]) -> None:
+def test_k8s_router_copies_every_model_and_the_preset(results: list[PlanResult]) -> None:
     plan = plan_models(MODELS[:2], results[:2], 1)
     paths = [Path("/m/a.gguf"), Path("/m/b.gguf")]
-    with pytest.raises(InvalidRequest, match="compose or systemd"):
-        render_several(plan, name="duo", paths=paths, options=RenderOptions(target="k8s"))
-    with pytest.raises(InvalidRequest):  # launchd is refused on a Linux profile before that
+    b = render_several(plan, name="duo", paths=paths, options=RenderOptions(target="k8s"))
+    dep = load_yaml(b.files["deployment.yaml"])
+    (container,) = dep["spec"]["template"]["spec"]["containers"]
+    assert undollar(container["args"])[:4] == ["--models-preset", "/models/models.ini",
+                                               "--models-max", "1"]  # fmt: skip
+    want = [f"kubectl cp /m/{x}.gguf duo-model-loader:/models/{n}.gguf"
+            for x, n in (("a", MODELS[0]), ("b", MODELS[1]))]  # fmt: skip
+    readme = b.files["README.md"]
+    assert all(w in readme for w in want), readme
+    assert "kubectl cp models.ini duo-model-loader:/models/models.ini" in readme
+    total = sum(r.chosen.facts.weights.file_bytes for r in results[:2])
+    pvc = load_yaml(b.files["pvc.yaml"])
+    size_gib = int(pvc["spec"]["resources"]["requests"]["storage"].removesuffix("Gi"))
+    assert size_gib * 2**30 >= total * 1.1
+    with pytest.raises(InvalidRequest):  # launchd: a Mac, and no router there
         render_several(plan, name="duo", paths=paths, options=RenderOptions(target="launchd"))
 
 
@@ -281,8 +293,8 @@ def test_cli_refuses_bad_several_requests_in_one_line(tmp_path: Path) -> None:
         (["plan", "--models-file", str(bad_yaml), "--profile", CPU], "invalid models[0].name"),
         (["deploy", "demo", "qwen2.5-0.5b-instruct", "--name", "d", "--backend", "ollama",
           "--profile", CPU, "--dry-run"], "--backend llamacpp"),
-        (["render", "demo", "qwen2.5-0.5b-instruct", "--name", "d", "--target", "k8s",
-          "--profile", CPU], "compose or systemd"),
+        (["render", "demo", "qwen2.5-0.5b-instruct", "--name", "d", "--target", "launchd",
+          "--profile", CPU], "launchd"),
     ]  # fmt: skip
     for args, words in cases:
         r = runner.invoke(app, args)

@@ -103,7 +103,7 @@ def render_several(
     name: str,
     paths: list[Path],
     options: RenderOptions,
-    preset_source: str = f"./{PRESET_FILE}",
+    preset_source: str | None = None,
 ) -> RenderedBundle:
     """The router's bundle: compose file, preset, README and container spec."""
     for p in paths:
@@ -123,10 +123,13 @@ def render_several(
             build=options.runtime_version,
             host_paths=[str(p) for p in paths] if native else None,
         ),
-        preset_source=preset_source,
+        # Beside the rendered files: compose resolves ./ from its file, kubectl cp from the shell.
+        preset_source=preset_source
+        or (PRESET_FILE if options.target == "k8s" else f"./{PRESET_FILE}"),
         models_max=plan.max_loaded,
         memory_request_bytes=plan.memory_request_bytes,
         native_preset=native_preset_path(name) if native else None,
+        file_bytes_total=sum(r.chosen.facts.weights.file_bytes for r in plan.results),
     )
     base_path = paths[plan.results.index(base)]
     return render_plan(

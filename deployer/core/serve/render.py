@@ -473,10 +473,11 @@ def render_plan(
         }
     )
     _check_request(result, backend, target, expose, insecure, name)
-    if router is not None and (backend != "llamacpp" or target not in ("compose", "systemd")):
+    if router is not None and (backend != "llamacpp" or target == "launchd"):
         raise InvalidRequest(
-            f"several models run behind llama-server's router with compose or systemd, not {target}",
-            "Use --backend llamacpp and --target compose or systemd (or deploy).",
+            f"several models run behind llama-server's router with compose, systemd or k8s, "
+            f"not {backend} via {target}",
+            "Use --backend llamacpp and --target compose, systemd or k8s (or deploy).",
         )
     port = port or CONTAINER_PORT[backend]
     if not 1 <= port <= 65535:
@@ -658,7 +659,9 @@ def render_plan(
     ctx["router_preset_line"] = None
     if router is not None:
         ctx.update(model_parts=router.model_paths, model_in_container=str(MODEL_DIR),
-                   alias=router.names[0], extra_files=[PRESET_FILE])  # fmt: skip
+                   alias=router.names[0], extra_files=[PRESET_FILE],
+                   file_gib=f"{router.file_bytes_total / GIB:.2f}",
+                   weights_bytes_total=router.file_bytes_total)  # fmt: skip
         if router.native_preset is not None:
             ctx["router_preset_line"] = sh_line(
                 ["sudo", "install", "-D", "-m", "0644", PRESET_FILE, router.native_preset]
@@ -852,7 +855,8 @@ class Probe:
 
 def _k8s_context(b: RenderedBundle, ctx: dict[str, Any]) -> dict[str, Any]:
     """What the k8s manifests (and the README's kubectl steps) print."""
-    file_bytes = ctx["result"].chosen.facts.weights.file_bytes
+    # A router's volume holds every model (deployer.core.serve.router).
+    file_bytes = ctx.get("weights_bytes_total") or ctx["result"].chosen.facts.weights.file_bytes
     loader = f"{b.name}-model-loader"
     return {
         "secret_name": f"{b.name}-api-key",

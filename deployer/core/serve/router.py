@@ -237,6 +237,7 @@ class RouterSetup:
     models_max: int
     memory_request_bytes: int  # the largest set's host memory, router included
     native_preset: str | None = None  # systemd: where the preset is installed on the host
+    file_bytes_total: int = 0  # every model's file: what a k8s volume must hold
 
 
 def native_preset_path(name: str) -> str:
