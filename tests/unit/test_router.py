@@ -38,6 +38,7 @@ from deployer.core.serve.router import (
     render_preset,
 )
 from deployer.core.untrusted import UntrustedValue
+from tests.unit.hostile_yaml import hostile_value, random_document
 from tests.unit.test_render_quoting import NASTY
 
 CPU = "cpu-x86-2c-8gb"
@@ -301,3 +302,46 @@ def test_cli_refuses_bad_several_requests_in_one_line(tmp_path: Path) -> None:
         assert r.exit_code == 2, (args, r.stdout, r.stderr)
         assert words in r.stderr and len(r.stderr.strip().splitlines()) == 1, r.stderr
         assert "Traceback" not in r.stderr
+
+
+def test_models_file_settings_reach_each_models_plan_and_preset(tmp_path: Path) -> None:
+    from deployer.core.serve.multi_flow import plan_several
+    from deployer.core.serve.prepare import PlanInputs
+
+    text = (
+        "models:\n"
+        f"  - {{model: {MODELS[0]}, name: small, ctx: 2048}}\n"
+        f"  - {{model: {MODELS[1]}, quant: Q8_0}}\n"
+    )
+    entries = parse_models_file(text, "f.yaml")
+    plan = plan_several(entries, get_profile(CPU), PlanInputs(ctx=4096), wiring.plan_for, None)
+    assert [r.chosen.settings.ctx for r in plan.results] == [2048, 4096]
+    assert plan.results[1].chosen.facts.quant == "Q8_0"
+    ini = read_preset(preset_text(plan))
+    assert ini["small"]["c"] == "2048" and ini[MODELS[1]]["c"] == "4096"
+
+
+@given(hostile_value)
+def test_models_file_hostile_values_are_refused_in_one_line(value: str) -> None:
+    for field in ("model", "name", "ctx", "quant"):
+        text = f"models:\n  - model: demo\n    {field}: {value}\n"
+        if field == "model":
+            text = f"models:\n  - model: {value}\n"
+        try:
+            entries = parse_models_file(text, "f.yaml")
+        except DeployerError as exc:
+            assert "\n" not in exc.message()
+            continue
+        for e in entries:
+            check_model_name(e.name)
+            assert "\n" not in e.ref_text and (e.quant is None or "\n" not in e.quant)
+
+
+@given(random_document())
+def test_any_document_as_a_models_file_is_refused_or_valid(text: str) -> None:
+    try:
+        entries = parse_models_file(text, "f.yaml")
+    except DeployerError as exc:
+        assert "\n" not in exc.message()
+        return
+    assert 1 <= len(entries) <= 8

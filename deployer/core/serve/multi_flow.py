@@ -51,13 +51,13 @@ def plan_several(
         raise InvalidRequest(
             "several models on one endpoint need llama-server's router", "Use --backend llamacpp."
         )
+    n = check_max_loaded(max_loaded, len(entries))
     results = [
-        planner(parse_model_ref(e.ref_text), profile, quant=inputs.quant, ctx=inputs.ctx,
-                parallel=inputs.parallel, kv_type=inputs.kv_type, backend=inputs.backend,
-                load_mode=inputs.load_mode)
+        planner(parse_model_ref(e.ref_text), profile, quant=e.quant or inputs.quant,
+                ctx=e.ctx or inputs.ctx, parallel=inputs.parallel, kv_type=inputs.kv_type,
+                backend=inputs.backend, load_mode=inputs.load_mode)
         for e in entries
     ]  # fmt: skip
-    n = check_max_loaded(max_loaded, len(entries))
     return plan_models([e.name for e in entries], results, n)
 
 
@@ -172,7 +172,7 @@ class SeveralRequest:
 
 def _pull(req: SeveralRequest, edges: DeployEdges, e: ModelEntry, r: PlanResult) -> PullResult:
     ref = parse_model_ref(e.ref_text)
-    quant = req.inputs.quant if isinstance(ref, DemoRef) else r.chosen.facts.quant
+    quant = (e.quant or req.inputs.quant) if isinstance(ref, DemoRef) else r.chosen.facts.quant
     store = edges.hub_store() if isinstance(ref, HubRef | CatalogRef) else None
     return pull_model(ref, quant, store=store, accept_license=req.accept_license,
                       files=edges.files, clock=edges.clock)  # fmt: skip
@@ -183,7 +183,8 @@ def _locate(req: SeveralRequest, edges: DeployEdges) -> Callable[[ModelEntry, Pl
         ref: ModelRef = parse_model_ref(e.ref_text)
         if isinstance(ref, HubRef | CatalogRef):
             return edges.locate_weights(ref, r.chosen.facts).path
-        return pull_model(ref, req.inputs.quant, files=edges.files, clock=edges.clock).path
+        quant = e.quant or req.inputs.quant
+        return pull_model(ref, quant, files=edges.files, clock=edges.clock).path
 
     return locate
 

@@ -49,6 +49,8 @@ class ModelsFileEntry(BaseModel):
     model_config = ConfigDict(extra="forbid")
     model: str = Field(min_length=1, max_length=4096)
     name: str | None = Field(default=None, max_length=64)
+    ctx: int | None = Field(default=None, ge=1, le=1 << 24)  # this model's --ctx
+    quant: str | None = Field(default=None, min_length=1, max_length=32)  # this model's --quant
 
 
 class ModelsFile(BaseModel):
@@ -64,6 +66,8 @@ class ModelEntry:
 
     name: str
     ref_text: str
+    ctx: int | None = None  # None: the command's --ctx
+    quant: str | None = None  # None: the command's --quant
 
 
 def check_model_name(name: str, what: str = "model name") -> str:
@@ -98,7 +102,8 @@ def parse_models_file(text: str, source: str) -> list[ModelEntry]:
     for i, e in enumerate(data.models):
         ref = check_line(e.model, source, f"models[{i}].model")
         name = check_model_name(e.name, f"models[{i}].name") if e.name else None
-        out.append(ModelEntry(name or default_model_name(ref), ref))
+        quant = check_line(e.quant, source, f"models[{i}].quant") if e.quant else None
+        out.append(ModelEntry(name or default_model_name(ref), ref, e.ctx, quant))
     return out
 
 
