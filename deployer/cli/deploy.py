@@ -16,7 +16,9 @@ from deployer.cli.params import (
     JsonOpt,
     KvTypeOpt,
     LoadModeOpt,
-    ModelOrBestArg,
+    MaxLoadedOpt,
+    ModelsFileOpt,
+    ModelsOrBestArg,
     NameOpt,
     ParallelOpt,
     ProfileOpt,
@@ -26,7 +28,7 @@ from deployer.cli.params import (
 
 @app.command()
 def deploy(
-    model: ModelOrBestArg = None,
+    models: ModelsOrBestArg = None,
     profile: ProfileOpt = None,
     detect: DetectOpt = False,
     backend: BackendOpt = "llamacpp",
@@ -73,8 +75,24 @@ def deploy(
         typer.Option("--dry-run", help="Print the plan, files and container spec; run nothing."),
     ] = False,
     as_json: JsonOpt = False,
+    max_loaded: MaxLoadedOpt = None,
+    models_file: ModelsFileOpt = None,
 ) -> None:
-    """Deploy MODEL and prove it with a real completion; print the endpoint."""
+    """Deploy MODEL and prove it with a real completion; print the endpoint.
+
+    Several MODELs (or --models-file) run behind one endpoint: llama-server's router.
+    """
+    if models_file is not None or len(models or []) > 1:
+        from deployer.cli.deploy_several import deploy_several_cmd
+
+        return deploy_several_cmd(
+            models or [], models_file, profile=profile, detect=detect, backend=backend, name=name,
+            port=port, expose=expose, image=image, runtime=runtime, ctx=ctx, parallel=parallel,
+            kv_type=kv_type, quant=quant, load_mode=load_mode, memory_limit=memory_limit,
+            accept_license=accept_license, timeout_s=timeout_s, dry_run=dry_run, as_json=as_json,
+            max_loaded=max_loaded,
+        )  # fmt: skip
+    model = models[0] if models else None
 
     def body() -> None:
         from deployer.cli import wiring

@@ -12,6 +12,7 @@ from deployer.cli.deployments_view import print_ps, status_json
 from deployer.cli.errors import run_guarded
 from deployer.cli.output import print_json
 from deployer.cli.params import JsonOpt
+from deployer.cli.router_view import add_router_models, print_router_models
 from deployer.core.errors import InvalidStateLeft
 from deployer.core.state.deployments import current_statuses, find, log_source
 from deployer.core.state.records import DeploymentStatus, invalid_name
@@ -41,6 +42,7 @@ def ps(json_out: JsonOpt = False) -> None:
         found = statuses(need_engine=False)
         now = wiring.clock().utc_now()
         rows = [status_json(s, wiring.record_store().record_path, now) for s in found]
+        add_router_models(rows, found)
         if json_out:
             print_json(rows)
             return
@@ -48,6 +50,7 @@ def ps(json_out: JsonOpt = False) -> None:
             typer.echo("no deployments. Run 'deployer deploy demo' to start one.")
             return
         print_ps(rows, found)
+        print_router_models(rows)
 
     run_guarded(go)
 
@@ -82,6 +85,23 @@ def logs(
     run_guarded(go)
 
 
+def _prune_router_presets() -> None:
+    """Router presets whose deployment is gone go too (a record that cannot be read keeps its)."""
+    from deployer.adapters.router_files import prune_presets
+    from deployer.core.errors import DeployerError
+
+    store = wiring.record_store()
+
+    def has_record(name: str) -> bool:
+        try:
+            return store.load(name) is not None
+        except DeployerError:
+            return True
+
+    for name in prune_presets(has_record):
+        typer.echo(printable(f"{name}: removed router preset"))
+
+
 @app.command()
 def down(
     name: Annotated[str | None, typer.Argument(help="Deployment name (deployer ps).")] = None,
@@ -107,6 +127,7 @@ def down(
             typer.echo(
                 printable(f"'{name}' is already gone: nothing to do" if name else "no deployments")
             )
+        _prune_router_presets()
         for bad in result.invalid:
             typer.echo(printable(f"{invalid_name(bad)}: left alone: {bad.message()}"))
         if result.invalid:

@@ -28,6 +28,20 @@ DetectOpt = Annotated[
 _MODEL_HELP = "Catalog id, demo, a .gguf path or hf://ORG/REPO[:QUANT]."
 ModelArg = Annotated[str, typer.Argument(help=_MODEL_HELP)]
 ModelOrBestArg = Annotated[str | None, typer.Argument(help=_MODEL_HELP)]
+ModelsArg = Annotated[
+    list[str] | None, typer.Argument(help=_MODEL_HELP + " Several: one endpoint, a router.")
+]
+ModelsOrBestArg = Annotated[
+    list[str] | None, typer.Argument(help=_MODEL_HELP + " Several: one endpoint, a router.")
+]
+MaxLoadedOpt = Annotated[
+    int | None,
+    typer.Option("--max-loaded", help="Several models: most loaded at once (default: all)."),
+]
+ModelsFileOpt = Annotated[
+    Path | None,
+    typer.Option("--models-file", help="YAML: models: [{model: REF, name: NAME}, ...]."),
+]
 BackendOpt = Annotated[str, typer.Option("--backend", help="llamacpp or ollama.")]
 CtxOpt = Annotated[int | None, typer.Option("--ctx", help="Context length (tokens).")]
 ParallelOpt = Annotated[int, typer.Option("--parallel", help="Parallel slots.")]

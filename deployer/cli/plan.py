@@ -16,7 +16,9 @@ from deployer.cli.params import (
     JsonOpt,
     KvTypeOpt,
     LoadModeOpt,
-    ModelArg,
+    MaxLoadedOpt,
+    ModelsArg,
+    ModelsFileOpt,
     ParallelOpt,
     ProfileOpt,
     QuantOpt,
@@ -47,7 +49,7 @@ NoCalOpt = Annotated[
 
 @app.command()
 def plan(
-    model: ModelArg,
+    models: ModelsArg = None,
     profile: ProfileOpt = None,
     detect: DetectOpt = False,
     ctx: CtxOpt = None,
@@ -65,8 +67,19 @@ def plan(
     api: ApiOpt = None,
     no_calibration: NoCalOpt = False,
     as_json: JsonOpt = False,
+    max_loaded: MaxLoadedOpt = None,
+    models_file: ModelsFileOpt = None,
 ) -> None:
     """Pick the best quant that fits, with its memory, speed under load and cost."""
+    if models_file is not None or len(models or []) != 1:
+        from deployer.cli.plan_several import plan_several_cmd
+
+        return plan_several_cmd(
+            models or [], models_file, profile=profile, detect=detect, ctx=ctx, parallel=parallel,
+            kv_type=kv_type, quant=quant, backend=backend, load_mode=load_mode,
+            max_loaded=max_loaded, as_json=as_json,
+        )  # fmt: skip
+    model = models[0] if models else ""
 
     def body() -> None:
         from deployer.cli import wiring

@@ -17,7 +17,9 @@ from deployer.cli.params import (
     DetectOpt,
     KvTypeOpt,
     LoadModeOpt,
-    ModelArg,
+    MaxLoadedOpt,
+    ModelsArg,
+    ModelsFileOpt,
     NameOpt,
     ParallelOpt,
     ProfileOpt,
@@ -45,7 +47,7 @@ def check_out_dir(out: Path) -> None:
 
 @app.command()
 def render(
-    model: ModelArg,
+    models: ModelsArg = None,
     profile: ProfileOpt = None,
     detect: DetectOpt = False,
     backend: BackendOpt = "llamacpp",
@@ -74,8 +76,20 @@ def render(
     parallel: ParallelOpt = 1,
     kv_type: KvTypeOpt = "f16",
     quant: QuantOpt = None,
+    max_loaded: MaxLoadedOpt = None,
+    models_file: ModelsFileOpt = None,
 ) -> None:
     """Write the files that run MODEL on PROFILE, with a README on running them by hand."""
+    if models_file is not None or len(models or []) != 1:
+        from deployer.cli.render_several import render_several_cmd
+
+        return render_several_cmd(
+            models or [], models_file, profile=profile, detect=detect, backend=backend,
+            target=target, out=out, port=port, expose=expose, name=name, image=image,
+            runtime_version=runtime_version, load_mode=load_mode, ctx=ctx, parallel=parallel,
+            kv_type=kv_type, quant=quant, max_loaded=max_loaded,
+        )  # fmt: skip
+    model = models[0] if models else ""
 
     def body() -> None:
         from deployer.cli import wiring

@@ -74,6 +74,14 @@ from deployer.core.serve.quoting import (
     yaml_word,
 )
 from deployer.core.serve.rendered import check_rendered
+from deployer.core.serve.router import (
+    PRESET_FILE,
+    RouterSetup,
+    router_args,
+    router_labels,
+    router_limits,
+    router_mounts,
+)
 from deployer.core.serve.specs import ContainerSpec, HealthCheck, Mount, VolumeSpec
 from deployer.core.units import GIB
 from deployer.core.untrusted import (
@@ -447,8 +455,12 @@ def render_plan(
     binary: str | None = None,
     log_dir: Path | None = None,
     pull_command: str | None = None,
+    router: RouterSetup | None = None,
 ) -> RenderedBundle:
-    """Render `result` for `backend` on `target`: files, container spec and native argv."""
+    """Render `result` for `backend` on `target`: files, container spec and native argv.
+
+    With `router`, the bundle runs llama-server as a router over every model it names
+    (deployer.core.serve.router); `result` is then the largest model's plan."""
     name = name or default_name(result.model)
     target = target or default_target(result, backend)
     profile, c = result.profile, result.chosen
@@ -465,9 +477,16 @@ def render_plan(
             "log folder": log_dir,
             "pull command": pull_command,
             **{f"model path {i + 1}": p for i, p in enumerate(parts)},
+            **{f"model path {n}": p for n, p in enumerate(router.model_paths if router else [])},
         }
     )
     _check_request(result, backend, target, expose, insecure, name)
+    if router is not None and (backend != "llamacpp" or target == "launchd"):
+        raise InvalidRequest(
+            f"several models run behind llama-server's router with compose, systemd or k8s, "
+            f"not {backend} via {target}",
+            "Use --backend llamacpp and --target compose, systemd or k8s (or deploy).",
+        )
     port = port or CONTAINER_PORT[backend]
     if not 1 <= port <= 65535:
         raise InvalidRequest(f"port {port} is out of range", "Use --port 1-65535.")
@@ -555,6 +574,18 @@ def render_plan(
         start_period_s=float(startup_s),
     )
     limits = resource_limits(result)
+    if router is not None:
+        command = router_args(
+            models_max=router.models_max, host="0.0.0.0", port=CONTAINER_PORT[backend],
+            api_key_file=API_KEY_IN_CONTAINER if key_path else None,
+        )  # fmt: skip
+        native_args = [native_args[0], *router_args(
+            models_max=router.models_max, host="0.0.0.0" if expose else "127.0.0.1", port=port,
+            api_key_file=key_path, preset=router.native_preset or PRESET_FILE,
+        )]  # fmt: skip
+        labels = router_labels(labels, router)
+        mounts = router_mounts(router)
+        limits = router_limits(router, limits.pids * (router.models_max + 1))
     bundle = RenderedBundle(
         name=name,
         backend=backend,
@@ -633,7 +664,19 @@ def render_plan(
         "secrets_dir": str(PurePosixPath(API_KEY_IN_CONTAINER).parent),
         "model_dir": str(MODEL_DIR),
     }
+    ctx["router_preset_line"] = None
+    if router is not None:
+        ctx.update(model_parts=router.model_paths, model_in_container=str(MODEL_DIR),
+                   alias=router.names[0], extra_files=[PRESET_FILE],
+                   file_gib=f"{router.file_bytes_total / GIB:.2f}",
+                   weights_bytes_total=router.file_bytes_total)  # fmt: skip
+        if router.native_preset is not None:
+            ctx["router_preset_line"] = sh_line(
+                ["sudo", "install", "-D", "-m", "0644", PRESET_FILE, router.native_preset]
+            )
     files = _files_for(backend, target, ctx, log_dir)
+    if router is not None:
+        files[PRESET_FILE] = router.preset_text
     for rel, text in files.items():
         check_rendered(rel, text, bundle)
     bundle.files = files
@@ -737,7 +780,7 @@ def _files_for(
     files["README.md"] = _render(
         "readme/README.md.j2",
         ctx,
-        files=sorted([*files, "README.md"]),
+        files=sorted([*files, "README.md", *ctx.get("extra_files", [])]),
         shell_argv=sh_line(b.native),
         # The pull line is re-split and re-quoted word by word: only quoted words reach it.
         pull_line=sh_line(shlex.split(pull)) if pull else None,
@@ -840,7 +883,8 @@ class Probe:
 
 def _k8s_context(b: RenderedBundle, ctx: dict[str, Any]) -> dict[str, Any]:
     """What the k8s manifests (and the README's kubectl steps) print."""
-    file_bytes = ctx["result"].chosen.facts.weights.file_bytes
+    # A router's volume holds every model (deployer.core.serve.router).
+    file_bytes = ctx.get("weights_bytes_total") or ctx["result"].chosen.facts.weights.file_bytes
     loader = f"{b.name}-model-loader"
     return {
         "secret_name": f"{b.name}-api-key",
