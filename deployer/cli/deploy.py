@@ -16,6 +16,7 @@ from deployer.cli.params import (
     JsonOpt,
     KvTypeOpt,
     LoadModeOpt,
+    LoraOpt,
     ModelOrBestArg,
     NameOpt,
     ParallelOpt,
@@ -53,6 +54,7 @@ def deploy(
     kv_type: KvTypeOpt = "f16",
     quant: QuantOpt = None,
     load_mode: LoadModeOpt = None,
+    lora: LoraOpt = None,
     memory_limit: Annotated[
         str | None,
         typer.Option(
@@ -101,7 +103,8 @@ def deploy(
         prof = wiring.pick_profile(profile, detect)
         how = runtime_for(prof, runtime, backend)
         inputs = PlanInputs(quant=quant, ctx=ctx, parallel=parallel, kv_type=kv_type.lower(),
-                            backend=backend, load_mode=load_mode)  # fmt: skip
+                            backend=backend, load_mode=load_mode,
+                            adapters=wiring.load_adapters(lora))  # fmt: skip
         req = DeployRequest(
             ref=parse_model_ref(model or best_catalog_model(prof)), profile=prof, inputs=inputs,
             name=name, port=port, expose=expose, insecure=insecure, image=image, runtime=how,

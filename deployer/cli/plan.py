@@ -16,6 +16,7 @@ from deployer.cli.params import (
     JsonOpt,
     KvTypeOpt,
     LoadModeOpt,
+    LoraOpt,
     ModelArg,
     ParallelOpt,
     ProfileOpt,
@@ -64,6 +65,7 @@ def plan(
     min_stream_tokens_per_s: StreamOpt = 10.0,
     api: ApiOpt = None,
     no_calibration: NoCalOpt = False,
+    lora: LoraOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
     """Pick the best quant that fits, with its memory, speed under load and cost."""
@@ -87,6 +89,7 @@ def plan(
         result = wiring.plan_for(
             parse_model_ref(model), prof, quant=quant, ctx=ctx, parallel=parallel, kv_type=kv_type,
             backend=backend, load_mode=load_mode, suggest_profiles=True,
+            adapters=wiring.load_adapters(lora),
         )  # fmt: skip
         store = NoCalibrations() if no_calibration else wiring.calibrations()
         economics = plan_economics(

@@ -17,6 +17,7 @@ from deployer.cli.params import (
     DetectOpt,
     KvTypeOpt,
     LoadModeOpt,
+    LoraOpt,
     ModelArg,
     NameOpt,
     ParallelOpt,
@@ -74,6 +75,7 @@ def render(
     parallel: ParallelOpt = 1,
     kv_type: KvTypeOpt = "f16",
     quant: QuantOpt = None,
+    lora: LoraOpt = None,
 ) -> None:
     """Write the files that run MODEL on PROFILE, with a README on running them by hand."""
 
@@ -98,7 +100,8 @@ def render(
         prof = wiring.pick_profile(profile, detect)
         ref = parse_model_ref(model)
         inputs = PlanInputs(quant=quant, ctx=ctx, parallel=parallel, kv_type=kv_type,
-                            backend=backend, load_mode=load_mode)  # fmt: skip
+                            backend=backend, load_mode=load_mode,
+                            adapters=wiring.load_adapters(lora))  # fmt: skip
         result = plan_fitting(ref, prof, inputs, wiring.plan_for)
         dep_name = deployment_name(result, name)
         out_dir = (out or Path(f"deployer-{dep_name}")).resolve()
