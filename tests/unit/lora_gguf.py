@@ -8,7 +8,7 @@ in numpy order (ggml ne0 = n_in, ne1 = rank) and `.lora_b` is (n_out, rank).
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 
 import numpy as np
@@ -35,7 +35,7 @@ def write_adapter(
     adapter_type: str = "lora",
     block_count: int | None = None,
     dtype: type = np.float32,
-    extra: dict[str, tuple[tuple[int, ...], tuple[int, ...]]] | None = None,
+    extra: Mapping[str, tuple[tuple[int, ...], tuple[int, ...]]] | None = None,
 ) -> Path:
     """Write a LoRA adapter GGUF with random A/B (normal, `std`) and return its path.
 

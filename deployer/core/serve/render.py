@@ -569,7 +569,8 @@ def render_plan(
                 port=port,
                 api_key_file=key_path,
                 load_mode=load_mode,
-                adapters=[(str(a.path), a.scale) for a in result.adapters],
+                # host paths, for a native server only (in a container they are mounted)
+                adapters=[(str(a.path), a.scale) for a in result.adapters] if native else None,
             ),
         ]
         env: dict[str, str] = {}
