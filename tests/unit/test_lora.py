@@ -378,3 +378,12 @@ def test_record_keeps_adapters() -> None:
 def test_hostile_record_adapter_is_refused(entry: Any) -> None:
     with pytest.raises(FieldInvalid):
         check_fields({**_RECORD, "adapters": [entry]}, expected_name="g")
+
+
+def test_ps_shows_each_adapter_with_its_scale() -> None:
+    from deployer.cli.deployments_view import with_adapters
+
+    adapters = [{"ref": "hf://o/r", "path": "/c/x.gguf", "scale": 0.5},
+                {"ref": "b.gguf", "path": "/d/b.gguf", "scale": 1.0}]  # fmt: skip
+    assert with_adapters("demo", adapters) == "demo +x.gguf@0.5 +b.gguf@1"
+    assert with_adapters("demo", []) == "demo"
