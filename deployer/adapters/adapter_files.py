@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from deployer.core.errors import GGUFReadError, NotFoundError
+from deployer.core.errors import GGUFReadError, InvalidRequest, NotFoundError, QuantNotFound
 from deployer.core.model.adapter import AdapterFacts, HubAdapterRef, adapter_facts
 from deployer.core.model.gguf_header import HeaderError
 from deployer.core.model.gguf_meta import GGUFPart, check_part
@@ -31,10 +31,17 @@ class AdapterFiles:
         from deployer.adapters.local_files import LocalDisk
         from deployer.core.pull.files import pull_hub_file
 
-        pulled = pull_hub_file(
-            ref.repo_id, ref.filename, ref.revision,
-            store=HfCacheStore(), files=LocalDisk(), clock=SystemClock(),
-        )  # fmt: skip
+        try:
+            pulled = pull_hub_file(
+                ref.repo_id, ref.filename, ref.revision,
+                store=HfCacheStore(), files=LocalDisk(), clock=SystemClock(),
+            )  # fmt: skip
+        except QuantNotFound as exc:  # no file named and not exactly one .gguf there
+            raise InvalidRequest(
+                f"{ref.text} holds {len(exc.close_matches) or 'no'} .gguf adapter files, "
+                "and --lora names none",
+                f"Name one: {ref.text}/FILE.gguf.",
+            ) from None
         return Path(pulled.path)
 
     def facts(self, path: Path, label: str) -> AdapterFacts:

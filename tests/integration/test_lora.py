@@ -138,3 +138,25 @@ def test_docker_deploy_with_lora_lists_and_applies_it(adapter: Path) -> None:
         _check_scales_change_output(f"http://127.0.0.1:{port}", "/adapters/lora-0.gguf", 0.5)
     finally:
         assert _run("down", "lora-d")[0] == 0
+
+
+def test_hub_adapter_is_pulled_verified_and_planned(hub: Any, tmp_path: Path) -> None:
+    style = write_adapter(tmp_path / "style.gguf")
+    other = write_adapter(tmp_path / "other.gguf", layers=[0], seed=1)
+    hub.add_repo("org/two-loras", {"style.gguf": style, "other.gguf": other})
+    hub.add_repo("org/one-lora", {"adapter.gguf": other})
+    code, out, err = _run("plan", "demo", *PROFILE, "--json",
+                          "--lora", "hf://org/two-loras/style.gguf:0.5",
+                          "--lora", "hf://org/one-lora")  # fmt: skip
+    assert code == 0, err
+    first, second = json.loads(out)["adapters"]
+    assert first["ref"] == "hf://org/two-loras/style.gguf" and first["scale"] == 0.5
+    assert Path(first["path"]).read_bytes() == style.read_bytes()  # in the Hub cache, verified
+    assert second["ref"] == "hf://org/one-lora" and second["scale"] == 1.0
+    assert Path(second["path"]).read_bytes() == other.read_bytes()
+    served = hub.served("org/two-loras", "style.gguf")
+    assert _run("plan", "demo", *PROFILE, "--lora", "hf://org/two-loras/style.gguf")[0] == 0
+    assert hub.served("org/two-loras", "style.gguf") == served  # cached: not fetched again
+    code, _, err = _run("plan", "demo", *PROFILE, "--lora", "hf://org/two-loras")
+    assert code != 0 and err.count("\n") == 1  # two .gguf files and none named
+    assert "holds 2 .gguf adapter files" in err and "hf://org/two-loras/FILE.gguf" in err
