@@ -304,6 +304,7 @@ def fleet_edges(say: Callable[[str], None]) -> FleetEdges:
     """The real systems `deployer fleet` talks to: Ansible, the run folders, the Hub."""
     import os
 
+    from deployer.adapters.adapter_files import AdapterFiles
     from deployer.adapters.ansible import AnsibleFleet
     from deployer.adapters.docker_engine import DockerEngine
     from deployer.adapters.fleet_cache import DiskShipCache
@@ -324,6 +325,7 @@ def fleet_edges(say: Callable[[str], None]) -> FleetEdges:
         hf_endpoint=os.environ.get("HF_ENDPOINT", "https://huggingface.co"),
         hf_token=os.environ.get("HF_TOKEN") or None,
         say=say,
+        adapters=AdapterFiles(),
     )
 
 

@@ -387,3 +387,65 @@ def test_ps_shows_each_adapter_with_its_scale() -> None:
                 {"ref": "b.gguf", "path": "/d/b.gguf", "scale": 1.0}]  # fmt: skip
     assert with_adapters("demo", adapters) == "demo +x.gguf@0.5 +b.gguf@1"
     assert with_adapters("demo", []) == "demo"
+
+
+# --- fleet inventories ---------------------------------------------------------------------------
+
+
+def _inventory(hv: dict[str, Any]) -> dict[str, Any]:
+    return {"_meta": {"hostvars": {"node1": {"deployer_model": "demo", **hv}}},
+            "all": {"hosts": ["node1"]}}  # fmt: skip
+
+
+def test_inventory_lora_list_is_kept() -> None:
+    from deployer.core.fleet.inventory import hosts_from_inventory
+
+    (h,) = hosts_from_inventory(_inventory({"deployer_lora": ["/a/s.gguf:0.5", "hf://o/r"]}))
+    assert h.lora == ("/a/s.gguf:0.5", "hf://o/r")
+    (h,) = hosts_from_inventory(_inventory({}))
+    assert h.lora == ()
+
+
+@pytest.mark.parametrize(
+    ("value", "words"),
+    [
+        ("/a/s.gguf", "is not a list"),
+        ([1], "not text"),
+        (["/a/s.gguf:huge"], "is not a number"),
+        (["/a/s.txt"], "is not a .gguf file"),
+        (["/a/{{ lookup('pipe', 'id') }}.gguf"], "template syntax"),
+        (["/a/s.gguf\n"], "line break"),
+        ([f"/a/{i}.gguf" for i in range(17)], "more than 16"),
+        (["hf://o/r/../../x.gguf"], "deployer_lora"),
+    ],
+)
+def test_hostile_inventory_lora_is_one_line_naming_the_host(value: Any, words: str) -> None:
+    from deployer.core.fleet.inventory import hosts_from_inventory
+
+    with pytest.raises(DeployerError) as exc:
+        hosts_from_inventory(_inventory({"deployer_lora": value}))
+    msg = exc.value.message()
+    assert "\n" not in msg and "node1" in msg and words in msg
+
+
+def test_fleet_host_ships_the_adapter_and_serves_it_from_the_host(adapter: Adapter) -> None:
+    from deployer.adapters.clock import SystemClock
+    from deployer.adapters.local_files import LocalDisk
+    from deployer.core.fleet.inventory import FleetHost
+    from deployer.core.fleet.run import FleetEdges, plan_one
+
+    edges = FleetEdges(
+        runner=None,  # type: ignore[arg-type]  # plan_one runs no playbook
+        planner=wiring.plan_for, hub_store=wiring.hub_store, check_backend=wiring.check_backend,
+        files=LocalDisk(), clock=SystemClock(), adapters=AdapterFiles(),
+    )  # fmt: skip
+    host = FleetHost("node1", CPU, "demo", lora=(f"{adapter.path}:0.5",))
+    hp = plan_one(host, get_profile(CPU), "deployer/llama-server:test", edges)
+    assert hp.ok, hp.reason
+    shipped = hp.weights[-1]
+    assert shipped.src == str(adapter.path) and shipped.dest == f"{hp.models_dir}/style.gguf"
+    assert shipped.size == adapter.path.stat().st_size and shipped.sha256
+    svc = yaml.safe_load(hp.files["docker-compose.yml"])["services"]["llama-server"]
+    assert "/adapters/lora-0.gguf:0.5" in svc["command"]
+    assert any(v["source"] == shipped.dest and v["read_only"] for v in svc["volumes"])
+    assert hp.plan is not None and hp.plan["adapters"][0]["bytes"] == adapter.facts.tensor_bytes
