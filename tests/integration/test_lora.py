@@ -160,3 +160,28 @@ def test_hub_adapter_is_pulled_verified_and_planned(hub: Any, tmp_path: Path) ->
     code, _, err = _run("plan", "demo", *PROFILE, "--lora", "hf://org/two-loras")
     assert code != 0 and err.count("\n") == 1  # two .gguf files and none named
     assert "holds 2 .gguf adapter files" in err and "hf://org/two-loras/FILE.gguf" in err
+
+
+@pytest.mark.docker
+def test_fleet_host_with_deployer_lora_serves_the_adapter(
+    engine: Any, runtime_image: str, host_root: Path, adapter: Path, tmp_path: Path
+) -> None:
+    pytest.importorskip("ansible_runner", reason="ansible-runner is not installed ('.[fleet]')")
+    from tests.integration.test_fleet import _by_host, _fleet, _inventory
+
+    port = free_port()
+    inv = _inventory(tmp_path / "fleet.yml", runtime_image, {"node-l": {
+        "deployer_port": port, "deployer_root": f"{host_root}/l",
+        "deployer_lora": [f"{adapter}:0.5"],
+    }})  # fmt: skip
+    try:
+        code, out, err = _fleet("deploy", "-i", str(inv))
+        host = _by_host(out)["node-l"]
+        assert code == 0 and host["result"] == "deployed", (host, err)
+        shipped = f"{host_root}/l/models/{adapter.name}"
+        assert Path(shipped).read_bytes() == adapter.read_bytes()  # copied, sha256 checked
+        _check_scales_change_output(f"http://127.0.0.1:{port}", "/adapters/lora-0.gguf", 0.5)
+    finally:
+        code, _, err = _fleet("down", "-i", str(inv), "--purge")
+        assert code == 0, err
+    assert not Path(f"{host_root}/l/models/{adapter.name}").exists()
