@@ -4,6 +4,8 @@ its memory counted where llama.cpp puts it, rendered for llama-server and Ollama
 from __future__ import annotations
 
 import json
+import shutil
+import subprocess
 from dataclasses import replace
 from functools import cache
 from pathlib import Path
@@ -449,3 +451,62 @@ def test_fleet_host_ships_the_adapter_and_serves_it_from_the_host(adapter: Adapt
     assert "/adapters/lora-0.gguf:0.5" in svc["command"]
     assert any(v["source"] == shipped.dest and v["read_only"] for v in svc["volumes"])
     assert hp.plan is not None and hp.plan["adapters"][0]["bytes"] == adapter.facts.tensor_bytes
+
+
+# --- golden files --------------------------------------------------------------------------------
+
+GOLDEN_LORA = Path(__file__).resolve().parents[1] / "golden" / "render-lora"
+_FIXED_FACTS = AdapterFacts(
+    architecture="gemma3", alpha=8.0, rank=8, tensor_bytes=1_474_560,
+    layer_bytes=(81_920,) * 18, other_bytes=0, n_embd=640, n_layer=None, pairs=36,
+)  # fmt: skip
+# variant -> (profile, backend, target, adapters as (ref, path, scale))
+LORA_VARIANTS: dict[str, tuple[str, str, str, list[tuple[str, str, float]]]] = {
+    "llamacpp-compose-cpu-lora": (CPU, "llamacpp", "compose", [
+        ("hf://acme/style-lora", "/srv/hf/style.gguf", 0.5),
+        ("/srv/adapters/legal.gguf", "/srv/adapters/legal.gguf", 1.0)]),
+    "llamacpp-systemd-nvidia-lora": (GPU, "llamacpp", "systemd", [
+        ("/home/ops/legal.gguf", "/home/ops/legal.gguf", 0.8)]),
+    "ollama-compose-cpu-lora": (CPU, "ollama", "compose", [
+        ("/srv/adapters/legal.gguf", "/srv/adapters/legal.gguf", 1.0)]),
+}  # fmt: skip
+
+
+def _lora_variant(variant: str) -> dict[str, str]:
+    profile, backend, target, given = LORA_VARIANTS[variant]
+    adapters = [Adapter(ref, Path(path), scale, _FIXED_FACTS) for ref, path, scale in given]
+    result = _plan(profile, tuple(adapters), backend)
+    bundle = render_plan(
+        result, backend=backend, target=target, model_path=Path("/srv/models/gemma.gguf")
+    )
+    return bundle.files
+
+
+@pytest.mark.parametrize("variant", sorted(LORA_VARIANTS))
+def test_lora_golden(variant: str, update_golden: bool) -> None:
+    files = _lora_variant(variant)
+    folder = GOLDEN_LORA / variant
+    if update_golden:
+        shutil.rmtree(folder, ignore_errors=True)
+        folder.mkdir(parents=True)
+        for rel, text in files.items():
+            (folder / rel).write_text(text, encoding="utf-8")
+    assert sorted(files) == sorted(p.name for p in folder.iterdir()), "run --update-golden"
+    for rel, text in files.items():
+        assert text == (folder / rel).read_text(encoding="utf-8"), f"{variant}/{rel} changed"
+
+
+@pytest.mark.skipif(
+    shutil.which("docker-compose") is None,
+    reason="docker-compose is not installed; .ci/run must apt-get install docker-compose",
+)
+@pytest.mark.parametrize("variant", sorted(v for v in LORA_VARIANTS if "-compose-" in v))
+def test_lora_compose_accepted_by_docker_compose(variant: str, tmp_path: Path) -> None:
+    for rel, text in _lora_variant(variant).items():
+        (tmp_path / rel).write_text(text, encoding="utf-8")
+    proc = subprocess.run(
+        ["docker-compose", "-f", str(tmp_path / "docker-compose.yml"), "config"],
+        capture_output=True, text=True, cwd=tmp_path, check=False,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    assert "/adapters/lora-0.gguf" in proc.stdout  # the adapter's mount survives its reading
