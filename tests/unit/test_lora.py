@@ -11,6 +11,7 @@ from functools import cache
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
 import yaml
 from hypothesis import given
@@ -510,3 +511,42 @@ def test_lora_compose_accepted_by_docker_compose(variant: str, tmp_path: Path) -
     )  # fmt: skip
     assert proc.returncode == 0, proc.stderr
     assert "/adapters/lora-0.gguf" in proc.stdout  # the adapter's mount survives its reading
+
+
+_tensor_names = st.one_of(
+    st.builds(lambda i, t, p: f"blk.{i}.{t}.weight.{p}", st.integers(0, 10**6),
+              st.sampled_from(["attn_q", "attn_v", "ffn_down", "x"]),
+              st.sampled_from(["lora_a", "lora_b", "lora_c"])),
+    st.text(max_size=20),
+)  # fmt: skip
+_shapes = st.lists(st.integers(1, 4096), min_size=1, max_size=4).map(tuple)
+
+
+@given(st.lists(st.tuples(_tensor_names, _shapes), max_size=8), st.sampled_from(["lora", "x"]))
+def test_any_adapter_header_gives_facts_or_one_line(
+    tensors: list[tuple[str, tuple[int, ...]]], kind: str
+) -> None:
+    from deployer.core.model.gguf_header import STRING, GGUFHeader, KeyValue, TensorEntry
+
+    kv = {
+        "general.type": KeyValue(STRING, "adapter", count=7),
+        "adapter.type": KeyValue(STRING, kind, count=len(kind)),
+        "general.architecture": KeyValue(STRING, "gemma3", count=6),
+    }
+    entries = [TensorEntry(n, "F32", s, 4 * int(np.prod(s)), 0) for n, s in tensors]
+    header = GGUFHeader(3, 32, kv, entries, 0)
+    try:
+        facts = adapter_facts(header, "fuzz.gguf")
+    except GGUFReadError as exc:
+        assert "\n" not in exc.message()
+        return
+    assert kind == "lora" and facts.pairs >= 1 and len(facts.layer_bytes) <= 512
+    assert facts.tensor_bytes >= sum(facts.layer_bytes) + facts.other_bytes
+
+
+def test_ollama_deploy_with_an_adapter_is_refused_before_anything_runs(tmp_path: Path) -> None:
+    path = write_adapter(tmp_path / "s.gguf")
+    res = CliRunner().invoke(app, ["deploy", BASE, "--profile", CPU, "--backend", "ollama",
+                                   "--lora", str(path), "--dry-run"])  # fmt: skip
+    assert res.exit_code == 2 and res.stderr.count("\n") == 1  # a request it cannot do
+    assert "does not load LoRA adapters yet" in res.stderr and "render" in res.stderr
