@@ -13,12 +13,19 @@ if TYPE_CHECKING:
     from deployer.core.serve.router import ModelEntry
 
 
-def entries_for(models: list[str], models_file: Path | None) -> list[ModelEntry]:
+def entries_for(
+    models: list[str], models_file: Path | None, lora: list[str] | None = None
+) -> list[ModelEntry]:
     """The MODEL arguments, or the models file's entries (not both)."""
     from deployer.adapters.router_files import read_models_file
     from deployer.core.errors import InvalidRequest
     from deployer.core.serve.router import entries_from_refs, parse_models_file
 
+    if lora:
+        raise InvalidRequest(
+            "--lora applies to one model; several models behind a router take none yet",
+            "Deploy the model with its adapter on its own.",
+        )
     if models_file is not None:
         if models:
             raise InvalidRequest("give MODEL arguments or --models-file, not both")
@@ -32,6 +39,7 @@ def deploy_several_cmd(
     runtime: str | None, ctx: int | None, parallel: int, kv_type: str, quant: str | None,
     load_mode: str | None, memory_limit: str | None, accept_license: bool,
     timeout_s: float | None, dry_run: bool, as_json: bool, max_loaded: int | None,
+    lora: list[str] | None = None,
 ) -> None:  # fmt: skip
     """Plan every model, check the sets that load together, run the router and prove it."""
 
@@ -53,7 +61,7 @@ def deploy_several_cmd(
             raise InvalidRequest("several models run in a container", "Drop --runtime native.")
         if name is None:
             raise InvalidRequest("several models need a deployment name", "Pass --name NAME.")
-        entries = entries_for(models, models_file)
+        entries = entries_for(models, models_file, lora)
         prof = wiring.pick_profile(profile, detect)
         inputs = PlanInputs(quant=quant, ctx=ctx, parallel=parallel, kv_type=kv_type.lower(),
                             backend=backend, load_mode=load_mode)  # fmt: skip

@@ -87,6 +87,28 @@ def print_deployed(done: Any, *, as_json: bool) -> None:
         f"print(c.chat.completions.create(model='{served}', messages=[{{'role': 'user', 'content': 'Hello'}}]).choices[0].message.content)",
         soft_wrap=True,
     )
+    print_adapters(rec, auth)
     if rec.runtime == "native":
         echo(f"pid {rec.pid}, log: {rec.log_path} (deployer logs {rec.name})")
     echo(f"tear down: deployer down {rec.name}")
+
+
+def print_adapters(rec: Any, auth: str) -> None:
+    """The LoRA adapters loaded, and how to change their scales (llama-server's API)."""
+    if not rec.adapters:
+        return
+    from deployer.core.untrusted import printable
+
+    loaded = ", ".join(
+        f"id {i} {a['ref']} at scale {a['scale']:g}" for i, a in enumerate(rec.adapters)
+    )
+    echo(printable(f"LoRA adapters: {loaded}"), soft_wrap=True)
+    if rec.backend != "llamacpp":
+        return
+    body = '{"id": 0, "scale": 0.5}'
+    echo(
+        f"change scales for every request: curl {rec.endpoint}/lora-adapters{auth} "
+        f"-H 'Content-Type: application/json' -d '[{body}]' (GET lists them); for one "
+        f'request add "lora": [{body}] to the completion body (adapters left out: scale 0)',
+        soft_wrap=True,
+    )

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from datetime import datetime
+from pathlib import PurePosixPath
 from typing import Any
 
 import typer
@@ -50,7 +51,14 @@ def status_json(
         "problem": st.invalid.message() if st.invalid else None,
         "profile": r.profile if r else None,
         "bench": r.bench if r else None,  # the last `deployer bench` summary
+        "adapters": r.adapters if r else [],  # LoRA adapters loaded at start, with their scales
     }
+
+
+def with_adapters(model: str, adapters: list[dict[str, Any]]) -> str:
+    """The model, then each LoRA adapter's file name and start scale: 'demo +a.gguf@0.5'."""
+    names = [f"+{PurePosixPath(a['path']).name}@{a['scale']:g}" for a in adapters]
+    return " ".join([model, *names])
 
 
 def fmt_bench(bench: dict[str, Any] | None) -> str:
@@ -73,7 +81,7 @@ def print_ps(rows: list[dict[str, Any]], found: list[DeploymentStatus]) -> None:
         table.add_row(
             *cells(
                 row["name"],
-                row["model"] or "-",
+                with_adapters(row["model"] or "-", row.get("adapters") or []),
                 row["quant"] or "-",
                 row["backend"] or "-",
                 row["endpoint"] or "-",

@@ -47,6 +47,14 @@ CtxOpt = Annotated[int | None, typer.Option("--ctx", help="Context length (token
 ParallelOpt = Annotated[int, typer.Option("--parallel", help="Parallel slots.")]
 KvTypeOpt = Annotated[str, typer.Option("--kv-type", help="KV cache type: f16, q8_0, q4_0.")]
 QuantOpt = Annotated[str | None, typer.Option("--quant", help="Force a quantization.")]
+LoraOpt = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--lora",
+        help="LoRA adapter to load, ADAPTER[:SCALE] (repeat): a .gguf or hf://ORG/REPO[/FILE]; "
+        "scale 1 by default.",
+    ),
+]
 NameOpt = Annotated[str | None, typer.Option("--name", help="Deployment name.")]
 
 # fleet: every sub-command reads the same inventory the same way

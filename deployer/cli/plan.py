@@ -16,6 +16,7 @@ from deployer.cli.params import (
     JsonOpt,
     KvTypeOpt,
     LoadModeOpt,
+    LoraOpt,
     MaxLoadedOpt,
     ModelsArg,
     ModelsFileOpt,
@@ -66,6 +67,7 @@ def plan(
     min_stream_tokens_per_s: StreamOpt = 10.0,
     api: ApiOpt = None,
     no_calibration: NoCalOpt = False,
+    lora: LoraOpt = None,
     as_json: JsonOpt = False,
     max_loaded: MaxLoadedOpt = None,
     models_file: ModelsFileOpt = None,
@@ -77,7 +79,7 @@ def plan(
         return plan_several_cmd(
             models or [], models_file, profile=profile, detect=detect, ctx=ctx, parallel=parallel,
             kv_type=kv_type, quant=quant, backend=backend, load_mode=load_mode,
-            max_loaded=max_loaded, as_json=as_json,
+            max_loaded=max_loaded, as_json=as_json, lora=lora,
         )  # fmt: skip
     model = models[0] if models else ""
 
@@ -100,6 +102,7 @@ def plan(
         result = wiring.plan_for(
             parse_model_ref(model), prof, quant=quant, ctx=ctx, parallel=parallel, kv_type=kv_type,
             backend=backend, load_mode=load_mode, suggest_profiles=True,
+            adapters=wiring.load_adapters(lora),
         )  # fmt: skip
         store = NoCalibrations() if no_calibration else wiring.calibrations()
         economics = plan_economics(

@@ -61,7 +61,7 @@ def show_several(plan: MultiPlan) -> None:
 def plan_several_cmd(
     models: list[str], models_file: Path | None, *, profile: str | None, detect: bool,
     ctx: int | None, parallel: int, kv_type: str, quant: str | None, backend: str,
-    load_mode: str | None, max_loaded: int | None, as_json: bool,
+    load_mode: str | None, max_loaded: int | None, as_json: bool, lora: list[str] | None = None,
 ) -> None:  # fmt: skip
     """Plan several models for one router deployment."""
 
@@ -75,7 +75,7 @@ def plan_several_cmd(
         if not models and models_file is None:
             raise InvalidRequest("no model given", "Pass MODEL (or several), or --models-file.")
         wiring.check_backend(backend)
-        entries = entries_for(models, models_file)
+        entries = entries_for(models, models_file, lora)
         prof = wiring.pick_profile(profile, detect)
         inputs = PlanInputs(quant=quant, ctx=ctx, parallel=parallel, kv_type=kv_type.lower(),
                             backend=backend, load_mode=load_mode)  # fmt: skip

@@ -8,6 +8,7 @@ from rich.table import Table
 
 from deployer.cli.output import cells, console, echo, line, styled
 from deployer.core.units import fmt_bytes
+from deployer.core.untrusted import printable
 
 if TYPE_CHECKING:
     from deployer.core.fit.plan import PlanResult
@@ -30,6 +31,14 @@ def show_plan(result: PlanResult, d: dict[str, Any]) -> None:
         f"KV {d['kv_type']} · flash attention {'on' if d['flash_attention'] else 'off'} · {offload}"
     )
     echo(f"weights: {d['weights_summary']}")
+    for a in d.get("adapters", []):
+        echo(
+            printable(
+                f"LoRA adapter {a['ref']}: {a['arch']}, rank {a['rank']}, alpha {a['alpha']:g}, "
+                f"scale {a['scale']:g}; {fmt_bytes(a['bytes'])} held beside its layers"
+            ),
+            soft_wrap=True,
+        )
     table = Table(title="memory", show_edge=False)
     for col in (
         "device",

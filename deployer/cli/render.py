@@ -17,6 +17,7 @@ from deployer.cli.params import (
     DetectOpt,
     KvTypeOpt,
     LoadModeOpt,
+    LoraOpt,
     MaxLoadedOpt,
     ModelsArg,
     ModelsFileOpt,
@@ -78,6 +79,7 @@ def render(
     quant: QuantOpt = None,
     max_loaded: MaxLoadedOpt = None,
     models_file: ModelsFileOpt = None,
+    lora: LoraOpt = None,
 ) -> None:
     """Write the files that run MODEL on PROFILE, with a README on running them by hand."""
     if models_file is not None or len(models or []) != 1:
@@ -87,7 +89,7 @@ def render(
             models or [], models_file, profile=profile, detect=detect, backend=backend,
             target=target, out=out, port=port, expose=expose, name=name, image=image,
             runtime_version=runtime_version, load_mode=load_mode, ctx=ctx, parallel=parallel,
-            kv_type=kv_type, quant=quant, max_loaded=max_loaded,
+            kv_type=kv_type, quant=quant, max_loaded=max_loaded, lora=lora,
         )  # fmt: skip
     model = models[0] if models else ""
 
@@ -112,7 +114,8 @@ def render(
         prof = wiring.pick_profile(profile, detect)
         ref = parse_model_ref(model)
         inputs = PlanInputs(quant=quant, ctx=ctx, parallel=parallel, kv_type=kv_type,
-                            backend=backend, load_mode=load_mode)  # fmt: skip
+                            backend=backend, load_mode=load_mode,
+                            adapters=wiring.load_adapters(lora))  # fmt: skip
         result = plan_fitting(ref, prof, inputs, wiring.plan_for)
         dep_name = deployment_name(result, name)
         out_dir = (out or Path(f"deployer-{dep_name}")).resolve()

@@ -13,6 +13,7 @@ def render_several_cmd(
     backend: str, target: str | None, out: Path | None, port: int | None, expose: bool,
     name: str | None, image: str | None, runtime_version: int, load_mode: str | None,
     ctx: int | None, parallel: int, kv_type: str, quant: str | None, max_loaded: int | None,
+    lora: list[str] | None = None,
 ) -> None:  # fmt: skip
     """Plan every model, refuse sets that do not fit, write the router's files."""
 
@@ -36,7 +37,7 @@ def render_several_cmd(
             check_image(image, "--image")
         if out is not None:
             check_out_dir(out)
-        entries = entries_for(models, models_file)
+        entries = entries_for(models, models_file, lora)
         prof = wiring.pick_profile(profile, detect)
         inputs = PlanInputs(quant=quant, ctx=ctx, parallel=parallel, kv_type=kv_type.lower(),
                             backend=backend, load_mode=load_mode)  # fmt: skip

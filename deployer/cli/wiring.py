@@ -24,6 +24,7 @@ if TYPE_CHECKING:
     from deployer.core.fleet.run import FleetEdges
     from deployer.core.fleet.shipping import FleetImage
     from deployer.core.hardware.profiles import Profile
+    from deployer.core.model.adapter import Adapter
     from deployer.core.model.catalog import CatalogModel
     from deployer.core.model.facts import ModelFacts
     from deployer.core.model.ref import ModelRef
@@ -135,12 +136,16 @@ def plan_for(
     backend: str,
     load_mode: str | None = None,
     suggest_profiles: bool = False,
+    adapters: tuple[Adapter, ...] = (),
 ) -> PlanResult:
     """Plan `ref` on `prof` as plan, render and deploy all do (bigger profiles on request)."""
     from deployer.core.fit.plan import PlanRequest, make_plan
     from deployer.core.hardware.profiles import load_profiles
+    from deployer.core.model.adapter import with_adapters
 
     model_name, candidates, lic = plan_candidates(ref, quant)
+    # Each adapter checked against the base and its bytes placed with their layers.
+    candidates = [with_adapters(f, list(adapters)) for f in candidates]
     req = PlanRequest(
         quant=quant,
         ctx=ctx,
@@ -150,7 +155,19 @@ def plan_for(
         load_mode=load_mode,
     )
     others = list(load_profiles().values()) if suggest_profiles else None
-    return make_plan(model_name, candidates, prof, req, license=lic, other_profiles=others)
+    result = make_plan(model_name, candidates, prof, req, license=lic, other_profiles=others)
+    result.adapters = list(adapters)
+    return result
+
+
+def load_adapters(texts: list[str] | None) -> tuple[Adapter, ...]:
+    """The --lora adapters: parsed, found or pulled (verified), their headers read."""
+    if not texts:
+        return ()
+    from deployer.adapters.adapter_files import AdapterFiles
+    from deployer.core.model.adapter import load_adapters as load
+
+    return load(texts, AdapterFiles())
 
 
 def locate_weights(ref: ModelRef, facts: ModelFacts) -> WeightsLocation:
@@ -288,6 +305,7 @@ def fleet_edges(say: Callable[[str], None]) -> FleetEdges:
     """The real systems `deployer fleet` talks to: Ansible, the run folders, the Hub."""
     import os
 
+    from deployer.adapters.adapter_files import AdapterFiles
     from deployer.adapters.ansible import AnsibleFleet
     from deployer.adapters.docker_engine import DockerEngine
     from deployer.adapters.fleet_cache import DiskShipCache
@@ -308,6 +326,7 @@ def fleet_edges(say: Callable[[str], None]) -> FleetEdges:
         hf_endpoint=os.environ.get("HF_ENDPOINT", "https://huggingface.co"),
         hf_token=os.environ.get("HF_TOKEN") or None,
         say=say,
+        adapters=AdapterFiles(),
     )
 
 

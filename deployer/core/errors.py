@@ -677,3 +677,26 @@ class BenchFailed(DeployerError):
             else "Check that the server answers (deployer ps, deployer logs NAME) and --timeout"
         )
         return f"no request to {self.target} completed (errors: {seen}). {hint}."
+
+
+# --- LoRA adapters -------------------------------------------------------------------------------
+
+
+@dataclass
+class AdapterMismatch(DeployerError):
+    """A LoRA adapter made for another base model (architecture, layer count, width)."""
+
+    adapter: str
+    base: str
+    what: str  # "architecture", "layer count", "embedding width"
+    adapter_value: str
+    base_value: str
+
+    def message(self) -> str:
+        from deployer.core.untrusted import printable
+
+        return printable(
+            f"adapter {self.adapter} does not fit base model {self.base}: its {self.what} is "
+            f"{self.adapter_value}, the base's is {self.base_value}. Pass an adapter trained "
+            "on this base model, or the base model it was trained on."
+        )

@@ -345,3 +345,15 @@ def test_any_document_as_a_models_file_is_refused_or_valid(text: str) -> None:
         assert "\n" not in exc.message()
         return
     assert 1 <= len(entries) <= 8
+
+
+@pytest.mark.parametrize("verb", ["plan", "render", "deploy"])
+def test_lora_with_several_models_is_one_line_refusal(verb: str, tmp_path: Path) -> None:
+    extra = ["--out", str(tmp_path / "out")] if verb == "render" else []
+    extra += ["--name", "two"] if verb != "plan" else []
+    r = CliRunner().invoke(
+        app, [verb, "demo", "demo", "--lora", str(tmp_path / "a.gguf"),
+              "--profile", "cpu-x86-2c-8gb", *extra],
+    )  # fmt: skip
+    assert r.exit_code == 2
+    assert r.stderr.startswith("error: --lora applies to one model") and r.stderr.count("\n") == 1

@@ -348,6 +348,7 @@ def estimate_memory(facts: ModelFacts, s: FitSettings, machine: MachineSpec) -> 
     partial = 0 < ngl < n + 1
     host_blocks = [i for i in range(n) if i not in set(gpu_blocks)]
 
+    lora = w.adapter_block_bytes or [0] * n  # LoRA adapter bytes per block (none: zeros)
     devices: list[DeviceMemory] = []
     if on_device:
         groups = split_layers(gpu_blocks, machine.device_count)
@@ -357,6 +358,7 @@ def estimate_memory(facts: ModelFacts, s: FitSettings, machine: MachineSpec) -> 
             weights = sum(w.block_bytes[i] for i in blocks) + (
                 w.output_bytes if holds_output else 0
             )
+            weights += sum(lora[i] for i in blocks)  # LoRA pairs sit with their base layer
             dev = DeviceMemory(
                 name=f"{machine.device_name}{d}",
                 weights_bytes=weights,
@@ -374,6 +376,9 @@ def estimate_memory(facts: ModelFacts, s: FitSettings, machine: MachineSpec) -> 
             devices.append(dev)
 
     repack = w.cpu_repack_bytes or [0] * n
+    # LoRA adapters (llama-adapter.cpp): each pair is copied into a buffer on its base layer's
+    # device, never mapped, so on the host it is anonymous memory whatever the load mode.
+    host_lora = sum(lora[i] for i in host_blocks) + w.adapter_host_bytes
     host_weights = w.token_embd_bytes + sum(w.block_bytes[i] for i in host_blocks)
     if not output_on_gpu:
         host_weights += w.untied_output_bytes
@@ -381,8 +386,8 @@ def estimate_memory(facts: ModelFacts, s: FitSettings, machine: MachineSpec) -> 
     logged, resident = host_weight_bytes(host_weights, host_repack, s.load_mode)
     host = DeviceMemory(
         name="host",
-        weights_bytes=resident,
-        logged_weights_bytes=logged,
+        weights_bytes=resident + host_lora,
+        logged_weights_bytes=logged + host_lora,
         repack_bytes=host_repack,
         weights_held=load_mode_of(s.load_mode),
         kv_cache_bytes=kv_bytes(arch, host_blocks, s) + recurrent_bytes(arch, len(host_blocks), s),

@@ -19,6 +19,7 @@ from deployer.core.fit.memory import (
     safety_margin_bytes,
 )
 from deployer.core.hardware.profiles import Profile
+from deployer.core.model.adapter import Adapter
 from deployer.core.model.facts import ModelFacts
 from deployer.core.model.quality import (
     NEGLIGIBLE_PPL_DELTA,
@@ -122,6 +123,7 @@ class PlanResult:
     suggested_profiles: list[str] = field(default_factory=list)
     assumptions: list[str] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
+    adapters: list[Adapter] = field(default_factory=list)  # LoRA adapters, counted in memory
 
     @property
     def fits(self) -> bool:
@@ -193,6 +195,7 @@ class PlanResult:
             "suggested_profiles": self.suggested_profiles,
             "assumptions": self.assumptions,
             "warnings": self.warnings,
+            "adapters": [a.as_dict() for a in self.adapters],
         }
 
 

@@ -12,10 +12,11 @@ from __future__ import annotations
 import hashlib
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from deployer.core.errors import InvalidRequest
+from deployer.core.model.adapter import MAX_ADAPTERS, parse_lora
 from deployer.core.untrusted import (
     DEPLOYMENT_NAME_MAX,
     DEPLOYMENT_NAME_RE,
@@ -38,6 +39,7 @@ HOST_VARS = {
     "deployer_image": "runtime image (default: the pinned official image)",
     "deployer_root": "folder on the host for artifacts and weights (default /var/lib/deployer)",
     "deployer_expose": "publish on 0.0.0.0 with an API key generated on the host",
+    "deployer_lora": "LoRA adapters: a list of ADAPTER[:SCALE] (a .gguf here, or hf://ORG/REPO[/FILE])",
 }
 DEFAULT_ROOT = "/var/lib/deployer"
 DEFAULT_PORT = 8080
@@ -79,6 +81,7 @@ class FleetHost:
     image: str | None = None
     root: str = DEFAULT_ROOT
     expose: bool = False
+    lora: tuple[str, ...] = ()  # each checked by deployer.core.model.adapter.parse_lora
 
 
 def _source(host: str) -> str:
@@ -135,6 +138,27 @@ def _as_bool(host: str, key: str, value: Any) -> bool:
     if isinstance(value, str) and value.strip().lower() in TRUE_WORDS + FALSE_WORDS:
         return value.strip().lower() in TRUE_WORDS
     raise UntrustedValue(_source(host), key, _brief(value), "is not true or false", FIX)
+
+
+def check_lora(host: str, value: Any) -> tuple[str, ...]:
+    """deployer_lora: a list of ADAPTER[:SCALE] texts, each as --lora takes it."""
+    key = "deployer_lora"
+    if not isinstance(value, list):
+        raise UntrustedValue(_source(host), key, _brief(value), "is not a list", FIX)
+    if len(value) > MAX_ADAPTERS:
+        raise UntrustedValue(
+            _source(host), key, f"<list of {len(value)}>", f"has more than {MAX_ADAPTERS}", FIX
+        )
+    texts = []
+    for item in value:
+        if not isinstance(item, str):
+            raise UntrustedValue(_source(host), key, _brief(item), "holds an item not text", FIX)
+        try:
+            parse_lora(item)
+        except UntrustedValue as exc:
+            raise replace(exc, source=f"{_source(host)} {key}", hint=FIX) from None
+        texts.append(item)
+    return tuple(texts)
 
 
 def check_root(host: str, value: Any) -> str:
@@ -204,6 +228,7 @@ def host_from_vars(host: str, hv: Mapping[str, Any]) -> FleetHost:
         image=opt("deployer_image", IMAGE_RE),
         root=check_root(host, hv.get("deployer_root", DEFAULT_ROOT)),
         expose=_as_bool(host, "deployer_expose", hv.get("deployer_expose", False)),
+        lora=check_lora(host, hv.get("deployer_lora", [])),
     )
 
 

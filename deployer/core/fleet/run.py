@@ -33,6 +33,7 @@ from deployer.core.fleet.inventory import FleetHost, check_image
 from deployer.core.fleet.shipping import FleetImage, ShipCache, registry_of
 from deployer.core.hardware.detect import detect_hardware, match_profile
 from deployer.core.hardware.profiles import Profile, get_profile, load_profiles
+from deployer.core.model.adapter import Adapter, AdapterSource, load_adapters
 from deployer.core.model.facts import ModelFacts
 from deployer.core.model.ref import DemoRef, LocalRef, ModelRef, parse_model_ref
 from deployer.core.pull.files import HubStore, LocalFiles, pull_model, remote_targets
@@ -136,6 +137,7 @@ class FleetEdges:
     hf_endpoint: str = "https://huggingface.co"
     hf_token: str | None = None
     say: Callable[[str], None] = field(default=lambda _msg: None)
+    adapters: AdapterSource | None = None  # LoRA adapter files (deployer_lora); None: refused
 
 
 @dataclass
@@ -174,11 +176,27 @@ def _fleet_image(
     return edges.choose_image(official, kind, backend)
 
 
+def _adapters(h: FleetHost, edges: FleetEdges) -> tuple[Adapter, ...]:
+    """The host's deployer_lora adapters, read here (Hub ones pulled here, then shipped)."""
+    if not h.lora:
+        return ()
+    if edges.adapters is None:
+        raise InvalidRequest("deployer_lora needs an adapter reader (none was configured)")
+    return load_adapters(list(h.lora), edges.adapters)
+
+
+def _adapter_weight(a: Adapter, hp: HostPlan, edges: FleetEdges) -> Weight:
+    """An adapter file as the host gets it: copied from here, its sha256 checked there."""
+    size = edges.files.size_bytes(a.path)
+    return local_weight(hp.models_dir, str(a.path), size, edges.files.sha256(a.path))
+
+
 def plan_one(h: FleetHost, profile: Profile, image: str | None, edges: FleetEdges) -> HostPlan:
     """One host's plan, weights and rendered files (reason set when it does not fit)."""
     edges.check_backend(h.backend)
     ref = parse_model_ref(h.model)
-    inputs = PlanInputs(quant=h.quant, ctx=h.ctx, backend=h.backend)
+    adapters = _adapters(h, edges)
+    inputs = PlanInputs(quant=h.quant, ctx=h.ctx, backend=h.backend, adapters=adapters)
     result = plan_fitting(ref, profile, inputs, edges.planner, require=False)
     hp = HostPlan(host=h, profile_id=profile.id, model=result.model, plan=result.as_dict())
     hp.quant = result.chosen.facts.quant
@@ -189,8 +207,21 @@ def plan_one(h: FleetHost, profile: Profile, image: str | None, edges: FleetEdge
         hp.reason = f"{result.model} does not fit {profile.id}; run 'deployer plan {h.model} --profile {profile.id}'"
         return hp
 
+    # Adapters are shipped from here like local weights and served from where they land.
+    shipped = [_adapter_weight(a, hp, edges) for a in adapters]
+    result.adapters = [
+        replace(a, path=Path(w.dest)) for a, w in zip(adapters, shipped, strict=True)
+    ]
+
     def locate(ref: ModelRef, _facts: ModelFacts) -> WeightsLocation:
         hp.weights = _weights(ref, hp, edges)
+        dests = [w.dest for w in [*hp.weights, *shipped]]
+        if len(set(dests)) != len(dests):
+            raise InvalidRequest(
+                f"inventory host {h.host}: two of its weights and adapter files share a file name",
+                "Rename an adapter file: they all land in one models folder on the host.",
+            )
+        hp.weights += shipped
         return WeightsLocation(Path(hp.weights[0].dest))
 
     given = h.image or image

@@ -96,6 +96,13 @@ class WeightLayout(BaseModel):
         return self.output_bytes if self.output_in_file else 0
 
     output_in_file: bool = True
+    adapter_block_bytes: list[Annotated[int, Field(ge=0)]] = Field(
+        default_factory=list,
+        description="per block: LoRA adapter tensors llama.cpp keeps beside that block's weights",
+    )
+    adapter_host_bytes: int = Field(
+        default=0, ge=0, description="LoRA adapter tensors outside blocks (held on the host)"
+    )
 
 
 class ModelFacts(BaseModel):
@@ -120,4 +127,6 @@ class ModelFacts(BaseModel):
             raise ValueError("weights.block_bytes must have one entry per layer")
         if self.weights.cpu_repack_bytes and len(self.weights.cpu_repack_bytes) != n:
             raise ValueError("weights.cpu_repack_bytes must be empty or have one entry per layer")
+        if self.weights.adapter_block_bytes and len(self.weights.adapter_block_bytes) != n:
+            raise ValueError("weights.adapter_block_bytes must be empty or one entry per layer")
         return self

@@ -485,3 +485,25 @@ def remote_targets(
         rev = req.revision or DEFAULT_REVISION
         targets.append(FileTarget(req.repo_id, listing.commit, rev, f.name, f.size, f.sha256))
     return targets
+
+
+def pull_hub_file(
+    repo_id: str,
+    filename: str | None,
+    revision: str | None,
+    *,
+    store: HubStore,
+    files: LocalFiles,
+    clock: Clock,
+    progress: ProgressSink | None = None,
+) -> PullResult:
+    """One file of a Hub repo (a LoRA adapter) present and verified like a model's weights:
+    `filename` exactly, or without one the repo's single .gguf file."""
+    names = [filename] if filename is not None else None
+    label = f"{HF_PREFIX}{repo_id}" + (f"/{filename}" if filename else "")
+    req = _HubRequest(label, "hf", repo_id, revision, None, names, None)
+    started = clock.monotonic()
+    return _pull_hub(
+        req, store, local_dir=None, offline=False, free_bytes=files.free_bytes,
+        progress=progress or NullProgress(), clock=clock, started=started,
+    )  # fmt: skip

@@ -17,6 +17,7 @@ CONTAINER_PORT = {"llamacpp": 8080, "ollama": 11434}
 # model is loaded (503 while it loads).
 HEALTH_PATH = {"llamacpp": "/health", "ollama": "/api/version"}
 MODEL_DIR = PurePosixPath("/models")
+ADAPTER_DIR = PurePosixPath("/adapters")  # LoRA adapters, mounted read-only like the model
 API_KEY_IN_CONTAINER = "/run/secrets/api_key"
 # The name systemd hands the API key file over as (LoadCredential=, read at %d/NAME).
 CREDENTIAL = "api_key"

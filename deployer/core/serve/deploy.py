@@ -65,6 +65,7 @@ class DeployResult:
             "pid": self.record.pid,
             "log_path": self.record.log_path,
             "files": self.record.files,
+            "adapters": self.record.adapters,
             "served_model": self.served_model or self.record.model,
             "volumes": self.record.volumes,
             "smoke": {
@@ -155,6 +156,9 @@ def serve_and_prove(
             api_key_path=str(api_key_file) if api_key_file else None,
             files=model_files,
             profile=result.profile.id,
+            adapters=[
+                {"ref": a.ref, "path": str(a.path), "scale": a.scale} for a in result.adapters
+            ],
             **server.record_fields(),
         )
         records.save(record)

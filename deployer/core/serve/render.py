@@ -385,8 +385,10 @@ def llama_server_args(
     port: int,
     api_key_file: str | None,
     load_mode: str | None = None,
+    adapters: list[tuple[str, float]] | None = None,
 ) -> list[str]:
-    """llama-server's arguments for this plan, spelled for `build`; refuses flags it lacks."""
+    """llama-server's arguments for this plan, spelled for `build`; refuses flags it lacks.
+    `adapters`: each LoRA adapter's path as the server sees it, and its scale."""
     v = get_version(build)
     s = result.chosen.settings
     args = [v.require("-m"), model_arg, v.require("--host"), host, v.require("--port"), str(port)]
@@ -416,10 +418,45 @@ def llama_server_args(
         # The plan already sized -c and -ngl; --fit would only add a slower trial load.
         args += [v.require("--fit"), "off"]
     args.append(v.require("--metrics"))
+    for path, scale in adapters or []:
+        args += [v.require("--lora-scaled"), lora_scaled_value(path, scale)]
     args += load_mode_args(v, load_mode)
     if api_key_file is not None:
         args += [v.require("--api-key-file"), api_key_file]
     return args
+
+
+def lora_scaled_value(path: str, scale: float) -> str:
+    """`PATH:SCALE` as llama-server's --lora-scaled reads it (common/arg.cpp: the value is
+    split at ',' into items, each at ':' into exactly two parts), so a path with ',', ':' or a
+    quote cannot be passed: refused in one line."""
+    bad = sorted({c for c in path if c in ',:"'})
+    if bad:
+        raise InvalidRequest(
+            f"llama-server cannot load the LoRA adapter {shown(path)}: its --lora-scaled value "
+            f"cannot carry {' '.join(repr(c) for c in bad)}",
+            "Rename the file (or the folders above it) without them.",
+        )
+    return f"{path}:{scale!r}"
+
+
+def _adapter_checks(result: PlanResult, backend: str, target: str) -> None:
+    """What each server can do with adapters: Ollama's ADAPTER line has no scale, and a k8s
+    bundle has no place for the adapter files yet."""
+    if not result.adapters:
+        return
+    if target == "k8s":
+        raise InvalidRequest(
+            "--lora is not rendered for k8s yet (the adapter files have no volume there)",
+            "Use --target compose or systemd.",
+        )
+    scaled = [a for a in result.adapters if a.scale != 1.0]
+    if backend == "ollama" and scaled:
+        raise InvalidRequest(
+            f"Ollama's ADAPTER line has no scale (adapter {shown(scaled[0].ref)} asks for "
+            f"{scaled[0].scale!r})",
+            "Drop :SCALE for Ollama, or use --backend llamacpp.",
+        )
 
 
 def _check_inputs(fields: dict[str, object]) -> None:
@@ -478,6 +515,7 @@ def render_plan(
             "pull command": pull_command,
             **{f"model path {i + 1}": p for i, p in enumerate(parts)},
             **{f"model path {n}": p for n, p in enumerate(router.model_paths if router else [])},
+            **{f"LoRA adapter {i + 1}": a.path for i, a in enumerate(result.adapters)},
         }
     )
     _check_request(result, backend, target, expose, insecure, name)
@@ -487,6 +525,8 @@ def render_plan(
             f"not {backend} via {target}",
             "Use --backend llamacpp and --target compose, systemd or k8s (or deploy).",
         )
+    _adapter_checks(result, backend, target)
+    adapter_dst = [str(cv.ADAPTER_DIR / f"lora-{i}.gguf") for i in range(len(result.adapters))]
     port = port or CONTAINER_PORT[backend]
     if not 1 <= port <= 65535:
         raise InvalidRequest(f"port {port} is out of range", "Use --port 1-65535.")
@@ -544,6 +584,7 @@ def render_plan(
             port=CONTAINER_PORT[backend],
             api_key_file=API_KEY_IN_CONTAINER if key_path else None,
             load_mode=load_mode,
+            adapters=[(d, a.scale) for d, a in zip(adapter_dst, result.adapters, strict=True)],
         )
         native_args = [
             binary or DEFAULT_BINARY.get((backend, target), "llama-server"),
@@ -555,6 +596,8 @@ def render_plan(
                 port=port,
                 api_key_file=key_path,
                 load_mode=load_mode,
+                # host paths, for a native server only (in a container they are mounted)
+                adapters=[(str(a.path), a.scale) for a in result.adapters] if native else None,
             ),
         ]
         env: dict[str, str] = {}
@@ -564,6 +607,7 @@ def render_plan(
         native_args = [binary or DEFAULT_BINARY.get((backend, target), "ollama"), "serve"]
         env = _ollama_env(result, "0.0.0.0" if not native else "127.0.0.1", port, native)
     mounts = [Mount(str(p), str(MODEL_DIR / p.name)) for p in parts]
+    mounts += [Mount(str(a.path), d) for a, d in zip(result.adapters, adapter_dst, strict=True)]
     if backend == "ollama":
         mounts.append(Mount(ollama_volume(name), OLLAMA_HOME, read_only=False))
     health = HealthCheck(
@@ -663,6 +707,17 @@ def render_plan(
         "api_key_secret": PurePosixPath(API_KEY_IN_CONTAINER).name,
         "secrets_dir": str(PurePosixPath(API_KEY_IN_CONTAINER).parent),
         "model_dir": str(MODEL_DIR),
+        # LoRA adapters: each one's file where the server reads it, its scale and id
+        "adapters": [
+            {
+                "id": i,
+                "ref": a.ref,
+                "scale": repr(a.scale),
+                "path": dst if not native else str(a.path),
+                "host_path": str(a.path),
+            }
+            for i, (a, dst) in enumerate(zip(result.adapters, adapter_dst, strict=True))
+        ],
     }
     ctx["router_preset_line"] = None
     if router is not None:
@@ -813,8 +868,10 @@ def _systemd_context(b: RenderedBundle, ctx: dict[str, Any]) -> dict[str, Any]:
     unit = f"deployer-{b.name}"
     health_url = ctx["health_url"]
     model_path = ctx["model_parts"][0]
-    # A model under a home directory stays readable; every other home is hidden.
-    in_home = model_path.startswith(("/home/", "/root/"))
+    read_only = [*ctx["model_parts"], *(a["host_path"] for a in ctx["adapters"])]
+    # A model (or adapter) under a home directory stays readable; every other home is hidden.
+    in_home = any(p.startswith(("/home/", "/root/")) for p in read_only)
+    del model_path
     check = (
         f"code=$(curl -s -o /dev/null -w '%{{http_code}}' --max-time {cv.WATCHDOG_MAX_TIME_S} "
         f'{health_url}); [ "$code" != 000 ] || systemctl restart {unit}.service'
@@ -835,7 +892,7 @@ def _systemd_context(b: RenderedBundle, ctx: dict[str, Any]) -> dict[str, Any]:
         "exec_start": Quoted(" ".join(exec_words), "systemd"),
         "load_credential": sd_text(f"{cv.CREDENTIAL}:{ctx['api_key_file']}"),
         "exec_start_post": sd_line(ready),
-        "read_only_paths": Quoted(" ".join(sd_path(p) for p in ctx["model_parts"]), "systemd"),
+        "read_only_paths": Quoted(" ".join(sd_path(p) for p in read_only), "systemd"),
         "timeout_start_s": ctx["startup_s"] + cv.START_GRACE_S,
         "timeout_stop_s": cv.STOP_TIMEOUT_S,
         "restart_delay_s": cv.RESTART_DELAY_S,

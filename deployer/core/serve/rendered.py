@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 import yaml
 
 from deployer.core.errors import DeployerError
-from deployer.core.serve.conventions import MODEL_DIR
+from deployer.core.serve.conventions import ADAPTER_DIR, MODEL_DIR
 from deployer.core.serve.monitoring import DASHBOARD_FILE, PROMETHEUS_FILE, job_name
 
 if TYPE_CHECKING:
@@ -143,7 +143,8 @@ def _check_compose(rel: str, doc: dict[str, Any], b: RenderedBundle) -> None:
     _expect(rel, "command", svc["command"], b.command)
     _expect(rel, "labels", svc["labels"], b.labels)
     _expect(rel, "environment", svc.get("environment", {}), b.env)
-    weights = [v["source"] for v in svc["volumes"] if v["target"].startswith(f"{MODEL_DIR}/")]
+    dirs = (f"{MODEL_DIR}/", f"{ADAPTER_DIR}/")  # the model's files, then LoRA adapters
+    weights = [v["source"] for v in svc["volumes"] if v["target"].startswith(dirs)]
     _expect(rel, "weights", weights, [m.source for m in b.mounts if m.read_only])
     _expect(rel, "memory limit", svc["mem_limit"], f"{(b.memory_limit_bytes or 0) // 2**20}m")
     _expect(rel, "pids limit", svc["pids_limit"], b.pids_limit)

@@ -156,6 +156,25 @@ def _bench(value: Any) -> dict[str, Any]:
     return out
 
 
+ADAPTER_KEYS = ("ref", "path", "scale")
+MAX_ADAPTER_SCALE = 100.0  # deployer.core.model.adapter.MAX_SCALE
+
+
+def _adapter(value: Any) -> dict[str, Any]:
+    """One LoRA adapter a deployment loaded: its reference, file and scale."""
+    if not isinstance(value, dict) or set(value) != set(ADAPTER_KEYS):
+        raise FieldInvalid(f"is {shown(value)}, not an adapter (ref, path, scale)")
+    scale = value["scale"]
+    if isinstance(scale, bool) or not isinstance(scale, int | float):
+        raise FieldInvalid(f"scale is {shown(scale)}, not a number")
+    if not -MAX_ADAPTER_SCALE <= scale <= MAX_ADAPTER_SCALE:  # NaN and inf fail too
+        raise FieldInvalid(f"scale is {shown(scale)}, not in -100..100")
+    try:
+        return {"ref": _text(4096)(value["ref"]), "path": _path(value["path"]), "scale": scale}
+    except FieldInvalid as exc:
+        raise FieldInvalid(f"of an adapter {exc}") from None
+
+
 FIELD_CHECKS: dict[str, Callable[[Any], Any]] = {
     "name": _match(NAME_RE, "a deployment name"),
     "model": _text(4096),  # a local .gguf path may be the model
@@ -175,6 +194,7 @@ FIELD_CHECKS: dict[str, Callable[[Any], Any]] = {
     "log_path": _optional(_path),
     "profile": _optional(_match(PROFILE_ID_RE, "a profile id")),
     "bench": _optional(_bench),
+    "adapters": _list_of(_adapter),
     "schema_version": _int,
 }
 REQUIRED = ("name", "model", "quant", "backend", "runtime", "endpoint", "port", "created_at")

@@ -51,6 +51,7 @@ class DeploymentRecord:
     log_path: str | None = None  # native runtime: where the server logs
     profile: str | None = None  # the hardware profile id deploy planned for
     bench: dict[str, Any] | None = None  # the last `deployer bench` summary (record_fields)
+    adapters: list[dict[str, Any]] = field(default_factory=list)  # LoRA: ref, path, scale
     schema_version: int = SCHEMA_VERSION
 
     def as_dict(self) -> dict[str, Any]:
