@@ -36,7 +36,7 @@ def fleet_bench(
 
     def body() -> None:
         from deployer.cli import bench_setup, wiring
-        from deployer.cli.fleet_bench_view import on_host, show
+        from deployer.cli.fleet_bench_view import on_host, on_start, show
         from deployer.cli.output import err_console
         from deployer.core.bench.policy import LatencyTarget, default_levels, parse_levels
         from deployer.core.fleet_bench.flow import FleetBenchOptions, bench_inventory
@@ -52,6 +52,7 @@ def fleet_bench(
         result = bench_inventory(
             inventory, options, wiring.fleet_link(), wiring.fleet_edges(err_console.print),
             forks=forks, image=image, on_host=None if json_out else on_host,
+            on_start=None if json_out else on_start,
         )  # fmt: skip
         show(result.as_dict(str(inventory)), as_json=json_out)
         if result.interrupted:

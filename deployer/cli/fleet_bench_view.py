@@ -9,6 +9,11 @@ from deployer.cli.output import cells, console, echo, line, print_json, styled
 from deployer.core.fleet_bench.capacity import MEASURED, OK_RESULTS, HostBench
 
 
+def on_start(row: HostBench) -> None:
+    """A line on stderr as a host's sweep starts (one can take minutes)."""
+    echo(f"{row.host}: measuring through {row.via}", err=True)
+
+
 def on_host(row: HostBench) -> None:
     """One progress line on stderr once a host is done."""
     cap = row.capacity

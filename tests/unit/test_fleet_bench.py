@@ -243,8 +243,9 @@ def test_each_host_measured_alone_failures_beside_and_the_total_is_the_sum() -> 
                       refuse={"c": "Connection refused"})  # fmt: skip
     seen: list[str] = []
     out = bench_fleet(plans, routes, _options(), link, clock=MemoryClock(),
-                      on_host=lambda r: seen.append(r.host))  # fmt: skip
-    assert seen == ["a", "b", "c", "d", "e"]
+                      on_host=lambda r: seen.append(r.host),
+                      on_start=lambda r: seen.append(f"start {r.host}"))  # fmt: skip
+    assert seen == ["start a", "a", "start b", "b", "start c", "c", "d", "e"]
     assert link.opened == link.closed == ["a", "b"]  # each closed before the next opened
     assert link.keys_used == {"a": None, "b": "k" * 64}
     rows = {h.host: h for h in out.hosts}

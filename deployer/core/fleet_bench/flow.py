@@ -155,8 +155,10 @@ def bench_fleet(
     *,
     clock: Clock,
     on_host: Callable[[HostBench], None] | None = None,
+    on_start: Callable[[HostBench], None] | None = None,
 ) -> FleetBench:
-    """Measure every planned host in turn; one row per host, failures included."""
+    """Measure every planned host in turn; one row per host, failures included (`on_start`
+    hears of a host before its sweep, `on_host` of every row once done)."""
     out = FleetBench([], options, iso_seconds(clock.utc_now()))
     for hp in plans:
         h = hp.host
@@ -170,6 +172,8 @@ def bench_fleet(
             row.reason = route
         else:
             row.via = route.describe()
+            if on_start is not None:
+                on_start(row)
             try:
                 row.bench = bench_host(hp, route, options, link, out.measured_at)
                 row.result, row.reason = judge(row.bench)
@@ -190,9 +194,11 @@ def bench_inventory(
     forks: int,
     image: str | None,
     on_host: Callable[[HostBench], None] | None = None,
+    on_start: Callable[[HostBench], None] | None = None,
 ) -> FleetBench:
     """Plan the fleet as `fleet status` does, find each host's route, measure every host."""
     plans = plan_fleet(inventory, forks, image, edges)
     listing = edges.runner.read_inventory(inventory)
     routes = routes_from_inventory(listing, [hp.host.host for hp in plans])
-    return bench_fleet(plans, routes, options, link, clock=edges.clock, on_host=on_host)
+    return bench_fleet(plans, routes, options, link, clock=edges.clock, on_host=on_host,
+                       on_start=on_start)  # fmt: skip
