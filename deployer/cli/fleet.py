@@ -158,3 +158,6 @@ def fleet_down(
         finish(result_rows(plans, run.outcomes), run.run_dir, as_json, f"fleet down: {inventory}")
 
     run_guarded(body)
+
+
+from deployer.cli import fleet_bench as _fleet_bench  # noqa: E402, F401  (registers 'fleet bench')

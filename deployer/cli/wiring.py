@@ -17,6 +17,7 @@ if TYPE_CHECKING:
     from deployer.adapters.local_files import LocalDisk
     from deployer.adapters.local_models import LocalModelFiles
     from deployer.adapters.secrets import FileSecretStore
+    from deployer.adapters.ssh_tunnel import SshLink
     from deployer.adapters.state_store import FileRecordStore
     from deployer.core.eval.flow import EvalEdges, OpenTarget
     from deployer.core.eval.targets import TargetSpec
@@ -328,6 +329,13 @@ def fleet_edges(say: Callable[[str], None]) -> FleetEdges:
         say=say,
         adapters=AdapterFiles(),
     )
+
+
+def fleet_link() -> SshLink:
+    """How `fleet bench` reaches each host's server: ssh tunnels (deployer.adapters.ssh_tunnel)."""
+    from deployer.adapters.ssh_tunnel import SshLink
+
+    return SshLink()
 
 
 def write_bundle(out: Path, files: dict[str, str]) -> list[Path]:

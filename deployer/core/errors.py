@@ -700,3 +700,24 @@ class AdapterMismatch(DeployerError):
             f"{self.adapter_value}, the base's is {self.base_value}. Pass an adapter trained "
             "on this base model, or the base model it was trained on."
         )
+
+
+# --- deployer fleet bench ------------------------------------------------------------------------
+HOST_KEY_HINT = (
+    "Check the host's key fingerprint, then add it to the known_hosts file the inventory's "
+    "ssh arguments name (ssh-keyscan -p PORT HOST); fleet bench never turns host key checking off"
+)
+
+
+@dataclass
+class TunnelFailed(DeployerError):
+    """The SSH route to a fleet host's server could not be made, or a file there read."""
+
+    host: str
+    problem: str
+    hint: str = ""
+    exit_code: int = 3
+
+    def message(self) -> str:
+        text = f"ssh to {self.host}: {self.problem}"
+        return f"{text}. {self.hint}" if self.hint else text
