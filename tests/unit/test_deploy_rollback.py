@@ -104,6 +104,7 @@ class Seams:
     hub: MemoryHubStore = field(default_factory=lambda: MemoryHubStore(_listing()))
     smoked: list[str | None] = field(default_factory=list)
     created: list[str] = field(default_factory=list)
+    image: str | None = None  # what choose_image picks (None: the official one)
     said: list[str] = field(default_factory=list)
     smoke_error: BaseException | None = None
 
@@ -148,7 +149,7 @@ class Seams:
         def choose_image(
             engine: ContainerEngine, official: str, kind: str, given: str | None, backend: str
         ) -> tuple[str, str]:
-            return official, "test"
+            return self.image or official, "test"
 
         def locate(ref: ModelRef, facts: Any) -> WeightsLocation:
             raise AssertionError("a deploy locates the weights it pulled")
@@ -199,6 +200,23 @@ def test_a_proven_deploy_keeps_container_record_and_key(seams: Seams) -> None:
     assert seams.smoked == [f"key-{NAME}"]  # the proof used the key the server reads
     assert seams.keys.discarded == [] and seams.records.ports == {NAME: rec.port}
     assert done.seconds == 0.0  # the memory clock never moved
+
+
+@pytest.mark.parametrize(
+    ("image", "probe"),
+    [("ghcr.io/ggml-org/llama.cpp:server-cuda-b11434", "curl"),
+     ("deployer/llama-server:11434.0.0-cpu", "wget")],
+)  # fmt: skip
+def test_the_health_probe_is_one_the_chosen_image_can_run(
+    seams: Seams, image: str, probe: str
+) -> None:
+    # The plan renders for the official image; with no registry deploy runs the local build,
+    # which has busybox wget and no curl: a curl probe would leave it "unhealthy" forever.
+    seams.image = image
+    _deploy(seams, profile="cpu-x86-2c-8gb")
+    (spec,) = seams.engine.specs
+    assert spec.image == image
+    assert spec.health is not None and spec.health.test[1] == probe
 
 
 @pytest.mark.parametrize(

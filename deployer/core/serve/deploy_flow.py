@@ -9,7 +9,7 @@ deployer.core.serve.servers, run by serve_and_prove.
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -40,7 +40,7 @@ from deployer.core.serve.prepare import (
     plan_fitting,
     prepare,
 )
-from deployer.core.serve.render import RenderedBundle, check_exposure
+from deployer.core.serve.render import RenderedBundle, check_exposure, running_image
 from deployer.core.serve.servers import (
     LlamaContainer,
     ModelCreator,
@@ -240,7 +240,7 @@ def deploy_model(
         engine, bundle.image or "", req.profile.kind, req.image, backend
     )
     edges.say(f"image: {image_note}")
-    bundle = replace(bundle, image=run_image)
+    bundle = running_image(bundle, run_image)
     server: Server
     key_file = None
     attempt = edges.host.attempt_id()

@@ -286,6 +286,13 @@ def _model_parts(model_path: Path) -> list[Path]:
     return split_parts(model_path)
 
 
+def running_image(bundle: RenderedBundle, image: str) -> RenderedBundle:
+    """`bundle` run on `image` (the one deploy chose: a local build when no registry answers),
+    its health probe one that image can run (curl is in the official images, not in ours)."""
+    health = replace(bundle.health, test=_health_test(bundle.backend, image))
+    return replace(bundle, image=image, health=health)
+
+
 def _health_test(backend: str, image: str) -> list[str]:
     """A probe the image can run: the official llama.cpp images carry curl, ours busybox wget."""
     if backend == "ollama":
