@@ -2,7 +2,8 @@
 network-namespace hosts (tests/integration/netnskit.py), each its own Docker engine holding no
 image at all. The runtime image and the weights arrive from this machine; a host without
 docker compose and a host whose root is a tiny disk each fail alone, in one line; a rerun
-ships nothing twice; down --purge leaves engines and folders clean.
+ships nothing twice; down --purge leaves engines and folders clean. And a Hub model: the
+controller pulls it once from a Hub-compatible server the hosts cannot reach, and ships it.
 
 Not here: a redeploy after `fleet down` on these namespace hosts. Twice, the SSH sessions to
 hosts whose compose project had just been taken down stalled for minutes ("server not
@@ -22,6 +23,7 @@ import pytest
 import yaml
 
 from deployer.adapters.docker_engine import DockerEngine
+from tests.integration.hubserver import LoopbackHub
 from tests.integration.netnskit import NetnsHost, netns_fleet
 from tests.integration.test_fleet import _by_host, _fleet
 
@@ -124,3 +126,52 @@ def test_default_fleet_deploy_ships_image_and_weights_to_air_gapped_hosts(
         # Deployment folder, weights, marks, parts: all gone (the empty models folder stays).
         left = [p for p in Path(roots[h.name]).rglob("*") if not p.is_dir()]
         assert not left, left
+
+
+@pytest.fixture
+def two_bare_hosts(engine: DockerEngine, runtime_image: str) -> Iterator[list[NetnsHost]]:
+    """Two namespace hosts with empty engines."""
+    yield from netns_fleet(engine, runtime_image, 2, load_image=False)
+
+
+def test_hub_weights_reach_air_gapped_hosts_through_the_controller(
+    two_bare_hosts: list[NetnsHost], hub: LoopbackHub, demo_model: Path, host_root: Path,
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+) -> None:  # fmt: skip
+    # The model is a Hub repo (a Hub-compatible server on this machine's loopback, which the
+    # namespace hosts cannot reach): the controller pulls it once, verified, and ships it.
+    monkeypatch.delenv("DEPLOYER_IMAGE_SOURCE", raising=False)
+    name = "tiny-Q4_K_M.gguf"
+    hub.add_repo("acme/tiny-GGUF", {name: demo_model})
+    roots = {h.name: f"{host_root}/{h.name}" for h in two_bare_hosts}
+    hosts = {h.name: {**h.inventory_vars(), "deployer_port": PORT, "deployer_root": roots[h.name]}
+             for h in two_bare_hosts}  # fmt: skip
+    inv = {
+        "all": {
+            "vars": {
+                "ansible_python_interpreter": sys.executable,
+                "deployer_model": "hf://acme/tiny-GGUF:Q4_K_M",
+            },
+            "hosts": hosts,
+        }
+    }
+    path = tmp_path / "fleet.yml"
+    path.write_text(yaml.safe_dump(inv))  # fmt: skip
+    try:
+        code, out, err = _fleet("deploy", "-i", str(path))
+        assert code == 0 and out["ok"] is True, (out, err)
+        for h in two_bare_hosts:
+            row = _by_host(out)[h.name]
+            assert row["result"] == "deployed", row
+            assert row["preflight"]["weights"] == {f"{roots[h.name]}/models/{name}": "ship"}
+            assert row["transfers"]["parts_sent"] == 1 + DEMO_PARTS  # the image, the weights
+            assert h.http_status(f"http://127.0.0.1:{PORT}/health") == 200
+            shipped = Path(roots[h.name]) / "models" / name
+            assert shipped.stat().st_size == demo_model.stat().st_size
+        # Pulled from the Hub once, for both hosts: the controller's cache serves the rest.
+        assert hub.served("acme/tiny-GGUF", name) == demo_model.stat().st_size
+    finally:
+        _, down, _ = _fleet("down", "-i", str(path), "--purge")
+    for h in two_bare_hosts:
+        assert _by_host(down)[h.name]["result"] == "removed", _by_host(down)[h.name]
+        assert _state(h) == (set(), set(), set()), _state(h)
