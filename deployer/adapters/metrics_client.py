@@ -7,7 +7,7 @@ import json
 import math
 import urllib.error
 import urllib.request
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from prometheus_client.parser import text_string_to_metric_families
 
@@ -45,7 +45,7 @@ class HttpMetricsSource:
 
     name: str
     endpoint: str
-    api_key: str | None = None
+    api_key: str | None = field(default=None, repr=False)  # never shown
     timeout_s: float = 5.0
 
     def sample(self, taken_at_s: float) -> MetricsSample:

@@ -545,3 +545,8 @@ def test_an_environment_proxy_never_sees_the_key(
     monkeypatch.setattr(urllib.request, "_opener", None)  # urlopen's opener reads the env anew
     assert HttpMetricsSource("d", hostile.url, "k3y").sample(0).values[TOKENS_PREDICTED] == 200
     assert catcher.seen == []
+
+
+def test_a_metrics_source_never_shows_its_key() -> None:
+    source = HttpMetricsSource("d", "http://127.0.0.1:9", "s3cret-key")
+    assert "s3cret-key" not in repr(source) and "s3cret-key" not in str(source)
