@@ -385,3 +385,17 @@ def test_a_fifo_or_folder_as_models_file_is_one_line_not_a_hang(tmp_path: Path) 
             pytest.fail(f"reading {path} as a models file hung")
     assert len(errors) == 2
     assert all(str(p) in e for p, e in zip((fifo, tmp_path), errors, strict=True))
+
+
+@pytest.mark.parametrize(
+    ("command", "extra"), [("plan", []), ("render", ["--out", "OUT"]), ("deploy", ["--dry-run"])]
+)
+def test_max_loaded_beyond_one_model_is_refused_not_ignored(
+    command: str, extra: list[str], tmp_path: Path
+) -> None:
+    extra = [str(tmp_path / "out") if e == "OUT" else e for e in extra]
+    args = [command, "demo", "--max-loaded", "3", "--profile", "cpu-x86-2c-8gb", *extra]
+    out = CliRunner().invoke(app, args)
+    assert out.exit_code == 2, out.output
+    assert "--max-loaded 3" in out.output and len(out.output.strip().splitlines()) <= 2
+    assert not (tmp_path / "out").exists()
