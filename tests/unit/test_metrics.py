@@ -550,3 +550,14 @@ def test_an_environment_proxy_never_sees_the_key(
 def test_a_metrics_source_never_shows_its_key() -> None:
     source = HttpMetricsSource("d", "http://127.0.0.1:9", "s3cret-key")
     assert "s3cret-key" not in repr(source) and "s3cret-key" not in str(source)
+
+
+@pytest.mark.parametrize("content", [b"\xff\xfe not utf-8", b"two\nlines", b"", None])
+def test_top_with_a_broken_key_file_is_one_line(content: bytes | None, tmp_path: Path) -> None:
+    key = tmp_path / "api_key"
+    if content is not None:
+        key.write_bytes(content)
+    _record("bad", _closed_port(), key=key)
+    r = CliRunner().invoke(app, ["top", "bad", "--once", "--interval", "0.2"])
+    assert r.exit_code == 3, r.output
+    assert r.stderr.count("\n") == 1 and "API key file" in r.stderr
