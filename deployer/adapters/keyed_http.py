@@ -1,4 +1,4 @@
-"""GETs to a deployment's own server that carry its API key (`deployer top`, `ps` of a router).
+"""Requests to a deployment's own server that carry its API key (`top`, `ps`, the smoke test).
 
 The key goes only where the request was addressed: no proxy from the environment (http_proxy
 would see the Bearer key in clear) and no redirect followed (urllib would copy the header to
