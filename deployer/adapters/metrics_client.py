@@ -7,10 +7,11 @@ import json
 import math
 import urllib.error
 import urllib.request
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from prometheus_client.parser import text_string_to_metric_families
 
+from deployer.adapters.keyed_http import open_direct
 from deployer.core.errors import MetricsInvalid, MetricsUnavailable
 from deployer.core.serve.metrics import (
     GAUGES,
@@ -44,7 +45,7 @@ class HttpMetricsSource:
 
     name: str
     endpoint: str
-    api_key: str | None = None
+    api_key: str | None = field(default=None, repr=False)  # never shown
     timeout_s: float = 5.0
 
     def sample(self, taken_at_s: float) -> MetricsSample:
@@ -69,7 +70,7 @@ class HttpMetricsSource:
         req = urllib.request.Request(f"{self.endpoint}{path}", headers=headers)
         try:
             try:
-                with urllib.request.urlopen(req, timeout=self.timeout_s) as resp:
+                with open_direct(req, self.timeout_s) as resp:
                     body = resp.read(limit + 1)
                     started = resp.headers.get("Process-Start-Time-Unix")
             except urllib.error.HTTPError as exc:

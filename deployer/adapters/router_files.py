@@ -3,7 +3,9 @@ bounded. The preset holds no secret: paths inside the container and llama-server
 
 from __future__ import annotations
 
+import os
 import shutil
+import stat
 from collections.abc import Callable
 from pathlib import Path
 
@@ -35,13 +37,20 @@ class FilePresetStore:
 def read_models_file(path: Path) -> str:
     """A models file's text, at most MODELS_FILE_MAX_BYTES, as UTF-8; one-line errors."""
     try:
-        with path.open("rb") as f:
-            data = f.read(MODELS_FILE_MAX_BYTES + 1)
+        # O_NONBLOCK: a FIFO or a device named as the file must not hang the command
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_NOCTTY | os.O_CLOEXEC)
     except OSError as exc:
         raise InvalidRequest(
             f"cannot read --models-file {path}: {exc.strerror or type(exc).__name__}",
             "Pass a readable YAML file.",
         ) from None
+    if not stat.S_ISREG(os.fstat(fd).st_mode):
+        os.close(fd)
+        raise InvalidRequest(
+            f"--models-file {path} is not a regular file", "Pass a readable YAML file."
+        )
+    with os.fdopen(fd, "rb") as f:
+        data = f.read(MODELS_FILE_MAX_BYTES + 1)
     if len(data) > MODELS_FILE_MAX_BYTES:
         raise InvalidRequest(
             f"--models-file {path} is larger than {MODELS_FILE_MAX_BYTES} bytes",

@@ -8,6 +8,7 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
+from deployer.adapters.keyed_http import open_direct
 from deployer.core.serve.router import ModelState, parse_models_status
 
 MAX_ANSWER_BYTES = 1024 * 1024
@@ -34,7 +35,7 @@ def router_models(
         headers["Authorization"] = f"Bearer {key}"
     req = urllib.request.Request(f"{endpoint}/models", headers=headers)
     try:
-        with urllib.request.urlopen(req, timeout=timeout_s) as resp:
+        with open_direct(req, timeout_s) as resp:
             raw = resp.read(MAX_ANSWER_BYTES + 1)
         if len(raw) > MAX_ANSWER_BYTES:
             return None

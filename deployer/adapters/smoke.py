@@ -14,6 +14,7 @@ import urllib.error
 import urllib.request
 from typing import Any
 
+from deployer.adapters.keyed_http import open_direct
 from deployer.core.errors import SmokeTestFailed
 from deployer.core.serve.proof import (
     CHAT_PROMPT,
@@ -46,7 +47,7 @@ def _post(
     )
     started = time.monotonic()
     try:
-        with urllib.request.urlopen(req, timeout=timeout_s) as resp:
+        with open_direct(req, timeout_s) as resp:  # the key never via a proxy or a redirect
             data = json.loads(resp.read())
     except (urllib.error.URLError, OSError, ValueError) as exc:
         raise SmokeTestFailed(endpoint, str(exc)) from exc

@@ -98,6 +98,7 @@ def deploy(
 
     def body() -> None:
         from deployer.cli import wiring
+        from deployer.core.fit.multi import check_max_loaded
         from deployer.core.model.ref import parse_model_ref
         from deployer.core.serve.deploy_flow import (
             DeployRequest,
@@ -110,6 +111,7 @@ def deploy(
         from deployer.core.serve.prepare import PlanInputs, best_catalog_model
 
         wiring.check_backend(backend)
+        check_max_loaded(max_loaded, 1)  # one model: --max-loaded 2+ means nothing
         if image is not None:
             from deployer.core.untrusted import check_image
 

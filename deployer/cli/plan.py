@@ -88,10 +88,12 @@ def plan(
         from deployer.cli.plan_view import show_plan
         from deployer.core.fit.api_prices import load_prices, select_prices
         from deployer.core.fit.calibration import NoCalibrations
+        from deployer.core.fit.multi import check_max_loaded
         from deployer.core.fit.traffic import TrafficRequest, plan_economics, plan_report
         from deployer.core.model.ref import parse_model_ref
 
         wiring.check_backend(backend)
+        check_max_loaded(max_loaded, 1)  # one model: --max-loaded 2+ means nothing
         traffic = TrafficRequest(
             requests_per_day, prompt_tokens, output_tokens, peak_factor, max_ttft_s,
             min_stream_tokens_per_s,

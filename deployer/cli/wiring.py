@@ -590,11 +590,12 @@ def metrics_source(name: str) -> tuple[str, MetricsSource]:
     check_watchable(name, rec.backend)
     key = None
     if rec.api_key_path:
-        try:
-            key = secret_store().read_api_key(Path(rec.api_key_path))
-        except OSError as exc:
-            raise MetricsUnavailable(
-                name, rec.endpoint, f"its API key file cannot be read ({exc.strerror})"
-            ) from None
+        from deployer.adapters.bench_files import read_api_key
+        from deployer.core.errors import InvalidRequest
+
+        try:  # bounded, a regular file, one printable line: it goes into a header
+            key = read_api_key(Path(rec.api_key_path), "its API key file")
+        except InvalidRequest as exc:
+            raise MetricsUnavailable(name, rec.endpoint, exc.message()) from None
     endpoint = rec.endpoint.rstrip("/")
     return endpoint, HttpMetricsSource(name, endpoint, key)

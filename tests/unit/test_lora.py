@@ -199,6 +199,8 @@ def test_missing_adapter_names_the_file(tmp_path: Path) -> None:
         ({"n_embd": 512}, "embedding width", ("512", "640")),
         ({"layers": range(20)}, "layer count", ("20", "18")),
         ({"layers": [0], "block_count": 26}, "layer count", ("26", "18")),
+        # block_count says 18, as the base, but a tensor names block 19: it crashed the plan
+        ({"layers": [0, 19], "block_count": 18}, "layer count", ("20", "18")),
     ],
 )
 def test_mismatch_is_one_line_naming_both(

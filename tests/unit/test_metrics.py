@@ -464,3 +464,100 @@ def test_ctrl_c_ends_a_live_top_with_exit_0(
     r = CliRunner().invoke(app, ["top", "live", "--interval", "0.2"])
     assert r.exit_code == 0, r.stderr
     assert shown and "interrupted" not in r.stderr
+
+
+class _Catcher:
+    """A second loopback server that records every request it gets (as a proxy or a redirect
+    target would): it must never see the deployment's key."""
+
+    def __init__(self) -> None:
+        self.seen: list[str | None] = []
+        outer = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def log_message(self, *args: object) -> None:
+                return
+
+            def do_GET(self) -> None:
+                outer.seen.append(self.headers.get("Authorization"))
+                self.send_response(200)
+                self.send_header("Content-Length", str(len(METRICS)))
+                self.end_headers()
+                self.wfile.write(METRICS)
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+        threading.Thread(target=self.server.serve_forever, args=(0.05,), daemon=True).start()
+
+
+@pytest.fixture
+def catcher() -> Iterator[_Catcher]:
+    c = _Catcher()
+    yield c
+    c.server.shutdown()
+    c.server.server_close()
+
+
+class _Redirecting:
+    """A loopback server that answers every GET with a redirect to `location`."""
+
+    def __init__(self, location: str) -> None:
+        class Handler(BaseHTTPRequestHandler):
+            def log_message(self, *args: object) -> None:
+                return
+
+            def do_GET(self) -> None:
+                self.send_response(302)
+                self.send_header("Location", f"{location}{self.path}")
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+        threading.Thread(target=self.server.serve_forever, args=(0.05,), daemon=True).start()
+
+
+def test_a_redirect_is_not_followed_with_the_key(catcher: _Catcher, tmp_path: Path) -> None:
+    from deployer.adapters.router_status import router_models
+
+    key = tmp_path / "api_key"
+    key.write_text("k3y\n")
+    server = _Redirecting(catcher.url)
+    try:
+        with pytest.raises(MetricsUnavailable, match="HTTP 302"):
+            HttpMetricsSource("d", server.url, "k3y").sample(0)
+        assert router_models(server.url, str(key)) is None
+    finally:
+        server.server.shutdown()
+        server.server.server_close()
+    assert catcher.seen == []
+
+
+def test_an_environment_proxy_never_sees_the_key(
+    hostile: HostileServer, catcher: _Catcher, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import urllib.request
+
+    monkeypatch.setenv("http_proxy", catcher.url)
+    monkeypatch.setenv("HTTP_PROXY", catcher.url)
+    monkeypatch.delenv("no_proxy", raising=False)
+    monkeypatch.delenv("NO_PROXY", raising=False)
+    monkeypatch.setattr(urllib.request, "_opener", None)  # urlopen's opener reads the env anew
+    assert HttpMetricsSource("d", hostile.url, "k3y").sample(0).values[TOKENS_PREDICTED] == 200
+    assert catcher.seen == []
+
+
+def test_a_metrics_source_never_shows_its_key() -> None:
+    source = HttpMetricsSource("d", "http://127.0.0.1:9", "s3cret-key")
+    assert "s3cret-key" not in repr(source) and "s3cret-key" not in str(source)
+
+
+@pytest.mark.parametrize("content", [b"\xff\xfe not utf-8", b"two\nlines", b"", None])
+def test_top_with_a_broken_key_file_is_one_line(content: bytes | None, tmp_path: Path) -> None:
+    key = tmp_path / "api_key"
+    if content is not None:
+        key.write_bytes(content)
+    _record("bad", _closed_port(), key=key)
+    r = CliRunner().invoke(app, ["top", "bad", "--once", "--interval", "0.2"])
+    assert r.exit_code == 3, r.output
+    assert r.stderr.count("\n") == 1 and "API key file" in r.stderr

@@ -357,3 +357,45 @@ def test_lora_with_several_models_is_one_line_refusal(verb: str, tmp_path: Path)
     )  # fmt: skip
     assert r.exit_code == 2
     assert r.stderr.startswith("error: --lora applies to one model") and r.stderr.count("\n") == 1
+
+
+def test_a_fifo_or_folder_as_models_file_is_one_line_not_a_hang(tmp_path: Path) -> None:
+    import os
+    import threading
+
+    from deployer.adapters.router_files import read_models_file
+
+    fifo = tmp_path / "models.yaml"
+    os.mkfifo(fifo)  # nobody writes it: a blocking open would hang the command here
+    errors: list[str] = []
+
+    def read(path: Path) -> None:
+        try:
+            read_models_file(path)
+        except InvalidRequest as exc:
+            errors.append(exc.message())
+
+    for path in (fifo, tmp_path):
+        t = threading.Thread(target=read, args=(path,), daemon=True)
+        t.start()
+        t.join(timeout=5)
+        if t.is_alive():  # release the blocked open, then fail
+            os.close(os.open(fifo, os.O_WRONLY | os.O_NONBLOCK))
+            t.join(timeout=5)
+            pytest.fail(f"reading {path} as a models file hung")
+    assert len(errors) == 2
+    assert all(str(p) in e for p, e in zip((fifo, tmp_path), errors, strict=True))
+
+
+@pytest.mark.parametrize(
+    ("command", "extra"), [("plan", []), ("render", ["--out", "OUT"]), ("deploy", ["--dry-run"])]
+)
+def test_max_loaded_beyond_one_model_is_refused_not_ignored(
+    command: str, extra: list[str], tmp_path: Path
+) -> None:
+    extra = [str(tmp_path / "out") if e == "OUT" else e for e in extra]
+    args = [command, "demo", "--max-loaded", "3", "--profile", "cpu-x86-2c-8gb", *extra]
+    out = CliRunner().invoke(app, args)
+    assert out.exit_code == 2, out.output
+    assert "--max-loaded 3" in out.output and len(out.output.strip().splitlines()) <= 2
+    assert not (tmp_path / "out").exists()

@@ -187,3 +187,23 @@ def test_ollama_chat_proof_uses_its_openai_api(fake: _Fake) -> None:
 def test_a_server_that_refuses_is_a_smoke_failure(fake: _Fake) -> None:
     with pytest.raises(SmokeTestFailed):  # nothing answers /api/generate here: 404
         ollama_smoke(fake.url, model="q", api_key=None, kind="completion")
+
+
+def test_the_smoke_key_never_goes_through_an_environment_proxy(
+    fake: _Fake, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import urllib.request
+
+    proxy = _Fake()  # records what a proxy named in http_proxy would be sent
+    try:
+        monkeypatch.setenv("http_proxy", proxy.url)
+        monkeypatch.setenv("HTTP_PROXY", proxy.url)
+        monkeypatch.delenv("no_proxy", raising=False)
+        monkeypatch.delenv("NO_PROXY", raising=False)
+        monkeypatch.setattr(urllib.request, "_opener", None)  # urlopen would read the env anew
+        fake.answers["/v1/completions"] = _completion(" 8, 9", 8)
+        llama_server_smoke(fake.url, model="demo", api_key="s3cret", kind="completion")
+    finally:
+        proxy.server.shutdown()
+        proxy.server.server_close()
+    assert proxy.requests == [] and fake.requests[0][2] == "Bearer s3cret"

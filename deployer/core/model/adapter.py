@@ -263,9 +263,13 @@ def check_adapter(base: ModelFacts, adapter: Adapter) -> None:
         raise AdapterMismatch(
             adapter.ref, base_name, "architecture", a.architecture, arch.architecture
         )
-    layers = a.n_layer if a.n_layer is not None else len(a.layer_bytes)
+    # The blocks its tensors name count too: a header's block_count may understate them.
+    layers = max(a.n_layer or 0, len(a.layer_bytes))
     if (a.n_layer is not None and a.n_layer != arch.n_layer) or layers > arch.n_layer:
-        raise AdapterMismatch(adapter.ref, base_name, "layer count", str(layers), str(arch.n_layer))
+        shown_layers = a.n_layer if a.n_layer not in (None, arch.n_layer) else layers
+        raise AdapterMismatch(
+            adapter.ref, base_name, "layer count", str(shown_layers), str(arch.n_layer)
+        )
     if a.n_embd is not None and a.n_embd != arch.n_embd:
         raise AdapterMismatch(
             adapter.ref, base_name, "embedding width", str(a.n_embd), str(arch.n_embd)
