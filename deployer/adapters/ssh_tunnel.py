@@ -15,6 +15,7 @@ lists built in core (deployer/core/fleet/routes.py), never through a shell.
 from __future__ import annotations
 
 import contextlib
+import os
 import signal
 import socket
 import subprocess
@@ -52,6 +53,35 @@ def _hint(reason: str) -> str:
     if "permission denied" in reason.lower():
         return "Check ansible_user and ansible_ssh_private_key_file (fleet bench uses keys only)"
     return "Check that 'deployer fleet status' reaches the host"
+
+
+def listener_owned_by(pid: int, port: int) -> bool | None:
+    """Whether process `pid` holds the socket listening on 127.0.0.1:`port` (Linux: from
+    /proc/net/tcp and the process's fds); None where /proc cannot tell (another OS)."""
+    want = f"0100007F:{port:04X}"
+    try:
+        lines = Path("/proc/net/tcp").read_text().splitlines()[1:]
+    except OSError:
+        return None
+    inodes = {
+        cols[9]
+        for cols in (line.split() for line in lines)
+        if len(cols) > 9 and cols[1] == want and cols[3] == "0A"  # 0A: LISTEN
+    }
+    if not inodes:
+        return False
+    try:
+        fds = list(Path(f"/proc/{pid}/fd").iterdir())
+    except OSError:
+        return None
+    for fd in fds:
+        try:
+            link = os.readlink(fd)
+        except OSError:
+            continue
+        if link.startswith("socket:[") and link[8:-1] in inodes:
+            return True
+    return False
 
 
 def _free_local_port() -> int:
@@ -115,6 +145,9 @@ class SshLink:
                 raise
             if state == "ready":
                 return proc, port
+            if state == "taken":
+                _stop(proc)
+                continue
             if state == "timeout":
                 _stop(proc)
                 raise TunnelFailed(route.host, f"no tunnel after {READY_TIMEOUT_S:g} s",
@@ -135,7 +168,11 @@ class SshLink:
             with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
                 s.settimeout(0.5)
                 if s.connect_ex((LOOPBACK, port)) == 0:
-                    return "ready" if proc.poll() is None else "exited"
+                    if proc.poll() is not None:
+                        return "exited"
+                    # Between our probe of a free port and ssh's bind, another local program
+                    # may have taken the port: requests with the key must not go to it.
+                    return "taken" if listener_owned_by(proc.pid, port) is False else "ready"
             time.sleep(0.1)
         return "timeout"
 

@@ -333,3 +333,29 @@ def test_the_total_adds_up_whatever_the_hosts(figures: list[tuple[float, float] 
     assert total["requests_per_day"] == pytest.approx(
         sum(c.requests_per_day for c in caps), abs=0.1
     )
+
+
+def test_a_local_port_taken_by_another_program_is_not_the_tunnel() -> None:
+    # Between picking a free port and ssh's bind, another local program could listen there:
+    # fleet bench would send the host's API key to it. Who owns the listener decides.
+    import os
+    import socket
+    import subprocess
+    import sys
+
+    from deployer.adapters.ssh_tunnel import listener_owned_by
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        s.listen()
+        port = s.getsockname()[1]
+        other = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)"])
+        try:
+            mine, theirs = listener_owned_by(os.getpid(), port), listener_owned_by(other.pid, port)
+        finally:
+            other.kill()
+            other.wait()
+    if mine is None:
+        pytest.skip("no /proc here: ownership cannot be read")
+    assert mine is True and theirs is False
+    assert listener_owned_by(os.getpid(), port) is False  # closed: nobody listens
