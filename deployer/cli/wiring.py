@@ -588,6 +588,16 @@ def metrics_source(name: str) -> tuple[str, MetricsSource]:
         names = [r.name for r in record_store().scan().records]
         raise DeploymentNotFound(name, difflib.get_close_matches(name, names, n=3))
     check_watchable(name, rec.backend)
+    from deployer.adapters.router_files import router_dir
+    from deployer.core.serve.router import PRESET_FILE
+
+    if (router_dir(name) / PRESET_FILE).is_file():
+        from deployer.core.errors import InvalidRequest
+
+        raise InvalidRequest(
+            f"'{name}' is a router of several models, whose /metrics answers per model only",
+            "deployer top watches one-model deployments for now (docs/metrics.md).",
+        )
     key = None
     if rec.api_key_path:
         from deployer.adapters.bench_files import read_api_key

@@ -399,3 +399,25 @@ def test_max_loaded_beyond_one_model_is_refused_not_ignored(
     assert out.exit_code == 2, out.output
     assert "--max-loaded 3" in out.output and len(out.output.strip().splitlines()) <= 2
     assert not (tmp_path / "out").exists()
+
+
+def test_a_router_bundle_has_no_scrape_config_and_top_refuses_it(
+    results: list[PlanResult], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A router answers /metrics per model only (?model=NAME, which also loads it): a scrape
+    # config for the server would fail, so none is written, and `top` says why in one line.
+    plan = plan_models(MODELS[:2], results[:2], 1)
+    b = render_several(plan, name="duo", paths=[Path("/m/a.gguf"), Path("/m/b.gguf")],
+                       options=RenderOptions())  # fmt: skip
+    assert "prometheus.yml" not in b.files and "grafana-dashboard.json" not in b.files
+    from deployer.adapters.router_files import FilePresetStore
+    from deployer.core.state.records import DeploymentRecord
+
+    FilePresetStore().write_preset("duo", b.files["models.ini"])
+    rec = DeploymentRecord(name="duo", model="a", quant="Q4_K_M", backend="llamacpp",
+                           runtime="container", endpoint="http://127.0.0.1:18080", port=18080,
+                           created_at="2025-01-01T00:00:00+00:00")  # fmt: skip
+    wiring.record_store().save(rec)
+    r = CliRunner().invoke(app, ["top", "duo", "--once"])
+    assert r.exit_code == 2 and r.stderr.count("\n") == 1
+    assert "router of several models" in r.stderr

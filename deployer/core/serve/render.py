@@ -727,6 +727,7 @@ def render_plan(
         ],
     }
     ctx["router_preset_line"] = None
+    ctx["is_router"] = router is not None
     if router is not None:
         ctx.update(model_parts=router.model_paths, model_in_container=str(MODEL_DIR),
                    alias=router.names[0], extra_files=[PRESET_FILE],
@@ -836,7 +837,9 @@ def _files_for(
         ctx = {**ctx, **_k8s_context(b, ctx)}
         for kind in ("deployment", "service", "pvc", "model-loader"):
             files[f"{kind}.yaml"] = _render(f"k8s/{kind}.yaml.j2", ctx)
-    if backend == "llamacpp":
+    # A router answers /metrics per model (?model=NAME), and asking loads that model: one
+    # scrape config for the server would not work, so a router bundle has none yet.
+    if backend == "llamacpp" and not ctx.get("is_router"):
         files.update(_monitoring_files(b, ctx))
     pull = ctx["pull_command"]
     files["README.md"] = _render(
