@@ -1,5 +1,6 @@
 """`deployer eval` against real endpoints: the demo model served twice with different settings,
-a dead port, a closed API's stand-in, a killed run resumed, a model deployed for the run."""
+a dead port, a closed API's stand-in, a killed run resumed, a model deployed for the run, two
+quants of one Hub model compared."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 from typer.testing import CliRunner
@@ -248,3 +250,43 @@ def test_a_deployment_target_uses_its_endpoint_and_key_file(tmp_path: Path) -> N
         assert all(key not in p.read_text() for p in run_dir.iterdir())
     finally:
         _cli("down", "e-dep")
+
+
+@pytest.fixture(scope="module")
+def demo_q8_0(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The demo re-quantized to Q8_0 (tests/integration/requant.py), made once per module."""
+    from deployer.adapters.local_models import demo_model_path
+    from tests.integration.requant import write_q8_0
+
+    return write_q8_0(demo_model_path(), tmp_path_factory.mktemp("q8") / "demo-Q8_0.gguf")
+
+
+def test_quants_of_one_hub_model_are_deployed_in_turn_and_scored_on_the_same_data(
+    hub: Any, demo_q8_0: Path, tmp_path: Path
+) -> None:
+    from deployer.adapters.local_models import demo_model_path
+    from deployer.adapters.state_store import load_records
+
+    repo = "acme/gemma-3-270m-GGUF"
+    files = {"gemma-3-270m-Q4_K_M.gguf": demo_model_path(), "gemma-3-270m-Q8_0.gguf": demo_q8_0}
+    hub.add_repo(repo, files)
+    run_dir = tmp_path / "run"
+    code, out, err = _cli(
+        "eval", str(SMALL), "--model", f"hf://{repo}", "--quants", "Q4_K_M,Q8_0",
+        "--profile", "cpu-x86-2c-8gb", "--runtime", "native", "--run-dir", str(run_dir), "--json",
+    )  # fmt: skip
+    assert code == 0, err
+    targets = json.loads(out)["targets"]
+    labels = [t["target"] for t in targets]
+    assert labels == [f"hf://{repo}:Q4_K_M", f"hf://{repo}:Q8_0"]
+    items = {json.loads(line)["id"] for line in SMALL.read_text().splitlines()}
+    for t in targets:
+        assert t["kind"] == "model" and t["answered"] == len(items) and t["failed"] == 0
+        assert set(_item_scores(run_dir, t["target"])) == items  # the same data for both
+    # each file came from the Hub whole, once; nothing is left running or recorded
+    for name, path in files.items():
+        assert hub.served(repo, name) >= path.stat().st_size
+    assert load_records() == []
+    # Q8_0 re-made from the Q4_K_M holds what Q4_K_M knew: the two agree on these easy items
+    q4, q8 = (_item_scores(run_dir, label) for label in labels)
+    assert sum(q4[i] == q8[i] for i in items) >= len(items) - 1
