@@ -164,7 +164,8 @@ def hub(monkeypatch: pytest.MonkeyPatch) -> Iterator[LoopbackHub]:
 @pytest.fixture(scope="module")
 def eval_servers(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, str]]:
     """The demo model served twice by native llama-servers: 'plain', and 'letters' whose
-    default grammar allows only lowercase letters and spaces (so it cannot write a digit)."""
+        default grammar allows only lowercase letters and spaces (so it cannot write a digit); and a
+    'judge' whose grammar lets it say only PASS or FAIL (a real model grading, however small)."""
     from deployer.adapters.local_models import demo_model_path
     from tests.integration.evalkit import llama_server_binary, start_llama, stop_process
 
@@ -183,7 +184,11 @@ def eval_servers(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str,
             binary, model, ["--grammar", "root ::= [a-z ]+"], logs / "letters.log"
         )
         started.append(letters[0])
-        yield {"plain": plain[1], "letters": letters[1]}
+        judge = start_llama(
+            binary, model, ["--grammar", 'root ::= "PASS" | "FAIL"'], logs / "judge.log"
+        )
+        started.append(judge[0])
+        yield {"plain": plain[1], "letters": letters[1], "judge": judge[1]}
     finally:
         for proc in started:
             stop_process(proc)

@@ -86,6 +86,30 @@ def test_two_settings_score_apart_and_a_dead_target_is_reported(
     assert "dead: 4 x connection" in text
 
 
+def test_a_real_model_judges_with_a_rubric(eval_servers: dict[str, str], tmp_path: Path) -> None:
+    """The judge path against a real llama-server: every judge call gets a verdict the scorer
+    reads; the verdicts are the small model's own (its grammar allows only PASS or FAIL)."""
+    data = tmp_path / "d.jsonl"
+    rows = [{"id": f"j{i}", "prompt": p, "max_tokens": 4,
+             "expect": [{"type": "judge", "rubric": "The answer continues the sequence."},
+                        {"type": "contains", "value": w}]}
+            for i, (p, w) in enumerate([("1, 2, 3,", "4"), ("Monday, Tuesday,", "Wednesday"),
+                                        ("A, B, C,", "D")])]  # fmt: skip
+    data.write_text("\n".join(json.dumps(r) for r in rows) + "\n")
+    run_dir = tmp_path / "run"
+    code, out, err = _cli(
+        "eval", str(data), "-t", f"url={eval_servers['plain']},name=plain",
+        "--judge", f"url={eval_servers['judge']},name=judge", "--run-dir", str(run_dir), "--json",
+    )  # fmt: skip
+    assert code == 0, err
+    (t,) = json.loads(out)["targets"]
+    assert t["by_scorer"]["judge"]["n"] == 3 and t["by_scorer"]["contains"]["n"] == 3
+    reasons = [s.get("detail") for line in (run_dir / "results.jsonl").read_text().splitlines()
+               for s in json.loads(line)["scores"] if s["type"] == "judge"]  # fmt: skip
+    assert len(reasons) == 3
+    assert all(r in ("", "judge: FAIL") for r in reasons), reasons  # a verdict, every time
+
+
 def _results(run_dir: Path) -> list[dict[str, object]]:
     path = run_dir / "results.jsonl"
     if not path.exists():
