@@ -11,7 +11,7 @@ import tempfile
 import threading
 import time
 import urllib.request
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -114,6 +114,7 @@ class TrialRun:
     cgroup_failcnt_serving: int = 0  # of those, after /health said ready (decode pressure)
     cgroup_oom_kills: int = 0
     seconds: float = 0.0
+    cgroup_stat: dict[str, int] = field(default_factory=dict)  # memory.stat after serving
 
 
 def cgroup_available() -> bool:
@@ -136,6 +137,18 @@ def _read_int(path: Path) -> int:
         return int(path.read_text().split()[0])
     except (OSError, ValueError, IndexError):
         return 0
+
+
+def _read_stat(cg: Path) -> dict[str, int]:
+    out: dict[str, int] = {}
+    try:
+        for line in (cg / "memory.stat").read_text().splitlines():
+            key, _, value = line.partition(" ")
+            if value.strip().isdigit():
+                out[key] = int(value)
+    except OSError:
+        pass
+    return out
 
 
 def _oom_kills(cg: Path) -> int:
@@ -254,6 +267,7 @@ def run_trial(
     worker = threading.Thread(target=client, daemon=True)
     worker.start()
     exit_code: int | None = None
+    stat: dict[str, int] = {}
     try:
         while worker.is_alive():
             sample()
@@ -265,6 +279,9 @@ def run_trial(
             time.sleep(poll_s)
         sample()
         exit_code = proc.poll()
+        # The group's split (anon, mapped file, active/inactive file, major faults) while the
+        # server is still alive: what a capped run actually held.
+        stat = _read_stat(cg) if cg is not None and exit_code is None else {}
         if exit_code is not None:
             error = result.get("error") or f"exited {exit_code}"
             if exit_code in (-9, 137):
@@ -279,6 +296,7 @@ def run_trial(
         out = logf.read()
         logf.close()
         run = TrialRun(out, peaks, speeds, error, exit_code, seconds=time.monotonic() - t0)
+        run.cgroup_stat = stat
         if cg is not None:
             run.cgroup_max_usage_bytes = _read_int(cg / "memory.max_usage_in_bytes")
             run.cgroup_failcnt = _read_int(cg / "memory.failcnt")

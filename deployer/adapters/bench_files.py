@@ -7,12 +7,10 @@ import os
 import stat
 from pathlib import Path
 
-from deployer.adapters.secrets import FileSecretStore
+from deployer.adapters.key_files import KeyFileProblem, key_file_message, read_key_file
 from deployer.adapters.statefile import write_text_atomic
 from deployer.core.bench.shapes import MAX_PROMPTS_FILE_BYTES
 from deployer.core.errors import InvalidRequest
-
-MAX_KEY_FILE_BYTES = 4096
 
 
 def _regular(path: Path, flag: str, max_bytes: int) -> None:
@@ -27,16 +25,12 @@ def _regular(path: Path, flag: str, max_bytes: int) -> None:
 
 
 def read_api_key(path: Path, flag: str = "--api-key-file") -> str:
-    """The key in `path` (through the secret store), checked to be one short line."""
-    _regular(path, flag, MAX_KEY_FILE_BYTES)
+    """The key in `path` (adapters/key_files.py: bounded, a regular file, one key); the key
+    itself is never shown."""
     try:
-        key = FileSecretStore().read_api_key(path)
-    except (OSError, UnicodeDecodeError) as exc:
-        raise InvalidRequest(f"{flag} {path} cannot be read ({exc.__class__.__name__})") from None
-    if not key or not key.isprintable() or any(c.isspace() for c in key):
-        # the key itself is never shown
-        raise InvalidRequest(f"{flag} {path} does not hold one API key on one line")
-    return key
+        return read_key_file(path)
+    except KeyFileProblem as exc:
+        raise InvalidRequest(key_file_message(flag, exc)) from None
 
 
 def read_prompts(path: Path) -> str:

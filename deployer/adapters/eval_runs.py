@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from deployer.adapters.data_files import state_dir
+from deployer.adapters.key_files import KeyFileProblem, is_one_key, key_file_message, read_key_file
 from deployer.adapters.output_folder import CannotWrite
 from deployer.adapters.statefile import write_state_json
 from deployer.adapters.statefile import write_text_atomic as replace_atomically
@@ -26,7 +27,6 @@ from deployer.core.eval.runbook import MAX_RESULT_LINE_CHARS
 T = TypeVar("T")
 MANIFEST = "manifest.json"
 RESULTS = "results.jsonl"
-MAX_KEY_BYTES = 8192
 MAX_TARGETS_FILE_BYTES = 1 << 20
 MAX_RESULTS_BYTES = 1 << 30
 
@@ -71,7 +71,7 @@ def api_key_from(label: str, *, env: str | None, file: str | None) -> str | None
         value = os.environ.get(env, "").strip()
         if not value:
             raise EvalKeyMissing(label, f"environment variable {env}")
-        if not _one_key(value):
+        if not is_one_key(value):
             raise InvalidRequest(
                 f"target {label}: environment variable {env} does not hold one key",
                 "A key is printable ASCII with no spaces.",
@@ -81,32 +81,16 @@ def api_key_from(label: str, *, env: str | None, file: str | None) -> str | None
         return None
     path = Path(file).expanduser()
     try:
-        # O_NONBLOCK: a FIFO or a device named as the key file must not hang the run
-        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_NOCTTY)
-    except OSError:
-        raise EvalKeyMissing(label, f"key file {path}") from None
-    try:
-        if not stat.S_ISREG(os.fstat(fd).st_mode):
-            raise InvalidRequest(
-                f"target {label}: key file {path} is not a regular file",
-                "Name a file that holds the key.",
-            )
-        raw = os.read(fd, MAX_KEY_BYTES + 1)
-    finally:
-        os.close(fd)
-    value = raw.decode("utf-8", "replace").strip()
-    if len(raw) > MAX_KEY_BYTES or not _one_key(value):
-        raise InvalidRequest(
-            f"target {label}: key file {path} does not hold one key",
-            "A key is printable ASCII with no spaces.",
+        return read_key_file(path)
+    except KeyFileProblem as exc:
+        if exc.missing:
+            raise EvalKeyMissing(label, f"key file {path}") from None
+        hint = (
+            "Name a file that holds the key."
+            if exc.problem == "is not a regular file"
+            else "A key is printable ASCII with no spaces."
         )
-    return value
-
-
-def _one_key(value: str) -> bool:
-    """Whether `value` can go in an HTTP header as one token: visible ASCII only. Anything
-    else would fail deep in the HTTP library with the key quoted in its message."""
-    return 0 < len(value) <= MAX_KEY_BYTES and all("!" <= c <= "~" for c in value)
+        raise InvalidRequest(f"target {label}: {key_file_message('key file', exc)}", hint) from None
 
 
 def default_run_dir(key: str) -> Path:

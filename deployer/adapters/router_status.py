@@ -8,21 +8,20 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
+from deployer.adapters.key_files import KeyFileProblem, read_key_file
 from deployer.adapters.keyed_http import open_direct
 from deployer.core.serve.router import ModelState, parse_models_status
 
 MAX_ANSWER_BYTES = 1024 * 1024
-KEY_MAX_BYTES = 4096
 
 
 def _key(path: str | None) -> str | None:
     if path is None:
         return None
     try:
-        with Path(path).open("rb") as f:
-            return f.read(KEY_MAX_BYTES).decode("ascii").strip() or None
-    except (OSError, UnicodeDecodeError):
-        return None
+        return read_key_file(Path(path))
+    except KeyFileProblem:
+        return None  # asked without a key: the router answers 401 and the state is 'unknown'
 
 
 def router_models(

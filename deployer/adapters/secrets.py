@@ -13,7 +13,8 @@ import shutil
 from pathlib import Path
 
 from deployer.adapters.data_files import state_dir
-from deployer.core.errors import KeyFileExists
+from deployer.adapters.key_files import KeyFileProblem, key_file_message, read_key_file
+from deployer.core.errors import InvalidRequest, KeyFileExists
 from deployer.core.serve.deploy import CONTAINER_UID
 
 KEY_FILE = "api_key"
@@ -31,8 +32,14 @@ class FileSecretStore:
         return secrets_dir(name) / KEY_FILE
 
     def read_api_key(self, path: Path) -> str:
-        """The key in the key file at `path`."""
-        return path.read_text().strip()
+        """The key in the key file at `path` (adapters/key_files.py's rules)."""
+        try:
+            return read_key_file(path)
+        except KeyFileProblem as exc:
+            raise InvalidRequest(
+                key_file_message("API key file", exc),
+                "Write the key alone on one line, or remove the file to have one generated.",
+            ) from None
 
     def discard(self, path: Path) -> None:
         """Remove the key file at `path` that write_api_key made, with its folder."""

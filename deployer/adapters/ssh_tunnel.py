@@ -26,6 +26,7 @@ from pathlib import Path
 from types import FrameType
 from typing import IO
 
+from deployer.adapters.key_files import MAX_KEY_FILE_BYTES, is_one_key
 from deployer.core.bench.samples import RequestSample
 from deployer.core.bench.sweep import LoadRunner
 from deployer.core.errors import HOST_KEY_HINT, TunnelFailed
@@ -35,7 +36,7 @@ from deployer.core.untrusted import CONTROL_RE
 
 READY_TIMEOUT_S = 30.0  # ConnectTimeout is 15 s; authentication may take a few more
 READ_TIMEOUT_S = 30.0
-MAX_KEY_BYTES = 4096
+MAX_KEY_BYTES = MAX_KEY_FILE_BYTES
 MAX_STDERR_BYTES = 8192
 BIND_ATTEMPTS = 3  # a free port taken by someone else before ssh binds it: try another
 
@@ -219,10 +220,10 @@ class SshLink:
             raise TunnelFailed(route.host, f"cannot read the API key {path}: {reason}",
                                _hint(reason))  # fmt: skip
         try:
-            key = data.decode("utf-8").strip()
+            key = data.decode("ascii").strip()
         except UnicodeDecodeError:
             key = ""
-        if not key or not key.isprintable() or " " in key:
+        if not is_one_key(key):
             # the key itself is never shown
             raise TunnelFailed(route.host, f"{path} does not hold one API key on one line")
         return key

@@ -2,32 +2,42 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-from typing import Annotated
-
 import typer
 
 from deployer.cli.errors import run_guarded
 from deployer.cli.fleet import fleet_app
-from deployer.cli.params import FleetImageOpt, ForksOpt, InventoryOpt, JsonOpt
+from deployer.cli.params import (
+    ConcurrencyOpt,
+    FleetImageOpt,
+    ForksOpt,
+    InventoryOpt,
+    JsonOpt,
+    MaxConcurrencyOpt,
+    MaxE2eOpt,
+    MaxTtftOpt,
+    MinStreamTpsOpt,
+    OutputTokensOpt,
+    PromptsOpt,
+    PromptTokensOpt,
+    RequestsOpt,
+    RequestTimeoutOpt,
+)
 from deployer.core.bench.policy import DEFAULT_MAX_TTFT_S, DEFAULT_MIN_STREAM_TOKENS_PER_S
 
 
 @fleet_app.command("bench")
 def fleet_bench(
     inventory: InventoryOpt,
-    concurrency: Annotated[str | None, typer.Option(
-        "--concurrency", help="Levels to run on every host, e.g. 1,2 (default: 1, 2, 4, ... up to each server's slots).")] = None,
-    max_concurrency: Annotated[int, typer.Option(
-        "--max-concurrency", help="Top level when a server does not say its slots.", min=1, max=1024)] = 4,
-    requests: Annotated[int, typer.Option("--requests", help="Requests per level and host (at least the level's streams).", min=1)] = 8,
-    prompt_tokens: Annotated[int, typer.Option("--prompt-tokens", help="Synthetic prompt length (about, in tokens).")] = 128,
-    output_tokens: Annotated[int, typer.Option("--output-tokens", help="Tokens each answer generates.")] = 64,
-    prompts: Annotated[Path | None, typer.Option("--prompts", help="JSONL file of your prompts, as for 'deployer bench'.")] = None,
-    max_ttft_s: Annotated[float | None, typer.Option("--max-ttft-s", help="Target: TTFT p95 at most this (s).")] = DEFAULT_MAX_TTFT_S,
-    min_stream_tps: Annotated[float | None, typer.Option("--min-stream-tokens-per-s", help="Target: median stream speed at least this.")] = DEFAULT_MIN_STREAM_TOKENS_PER_S,
-    max_e2e_s: Annotated[float | None, typer.Option("--max-e2e-s", help="Target: end-to-end p95 at most this (s).")] = None,
-    timeout: Annotated[float, typer.Option("--timeout", help="Seconds one request may take.")] = 120.0,
+    concurrency: ConcurrencyOpt = None,
+    max_concurrency: MaxConcurrencyOpt = 4,
+    requests: RequestsOpt = 8,
+    prompt_tokens: PromptTokensOpt = 128,
+    output_tokens: OutputTokensOpt = 64,
+    prompts: PromptsOpt = None,
+    max_ttft_s: MaxTtftOpt = DEFAULT_MAX_TTFT_S,
+    min_stream_tps: MinStreamTpsOpt = DEFAULT_MIN_STREAM_TOKENS_PER_S,
+    max_e2e_s: MaxE2eOpt = None,
+    timeout: RequestTimeoutOpt = 120.0,
     forks: ForksOpt = 5,
     image: FleetImageOpt = None,
     json_out: JsonOpt = False,

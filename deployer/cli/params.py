@@ -65,3 +65,48 @@ ForksOpt = Annotated[int, typer.Option("--forks", help="Hosts Ansible works on a
 FleetImageOpt = Annotated[
     str | None, typer.Option("--image", help="Runtime image for hosts without deployer_image.")
 ]
+
+# bench, fleet bench: the load sweep and its latency target (in a fleet, per host)
+ConcurrencyOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--concurrency",
+        help="Levels to run, e.g. 1,2,4 (default: 1, 2, 4, ... up to the server's slots).",
+    ),
+]
+MaxConcurrencyOpt = Annotated[
+    int,
+    typer.Option(
+        "--max-concurrency", help="Top level when a server does not say its slots.", min=1, max=1024
+    ),
+]
+RequestsOpt = Annotated[
+    int,
+    typer.Option("--requests", help="Requests per level (at least the level's streams).", min=1),
+]
+PromptTokensOpt = Annotated[
+    int, typer.Option("--prompt-tokens", help="Synthetic prompt length (about, in tokens).")
+]
+OutputTokensOpt = Annotated[
+    int, typer.Option("--output-tokens", help="Tokens each answer generates.")
+]
+PromptsOpt = Annotated[
+    Path | None,
+    typer.Option(
+        "--prompts",
+        help='JSONL file of your prompts: {"messages": [...]} or {"prompt": "..."} a line.',
+    ),
+]
+MaxTtftOpt = Annotated[
+    float | None, typer.Option("--max-ttft-s", help="Target: TTFT p95 at most this (s).")
+]
+MinStreamTpsOpt = Annotated[
+    float | None,
+    typer.Option("--min-stream-tokens-per-s", help="Target: median stream speed at least this."),
+]
+MaxE2eOpt = Annotated[
+    float | None, typer.Option("--max-e2e-s", help="Target: end-to-end p95 at most this (s).")
+]
+RequestTimeoutOpt = Annotated[
+    float, typer.Option("--timeout", help="Seconds one request may take.")
+]
