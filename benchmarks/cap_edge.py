@@ -30,7 +30,9 @@ from fit_accuracy import CPU_MACHINE, SHAPE_GRID, build_model
 from fit_truth import judge_trial
 
 from deployer.adapters.gguf_files import facts_from_gguf
+from deployer.adapters.system_probe import disk_read_ahead
 from deployer.core.fit.memory import estimate_memory
+from deployer.core.hardware.detect import parse_read_ahead
 from deployer.core.units import MIB
 
 STAT_KEYS = ("rss", "mapped_file", "cache", "active_file", "inactive_file", "pgmajfault")
@@ -56,6 +58,7 @@ def main() -> int:
     path = build_model(ns.model, ns.work_dir, dense=True)
 
     plan = estimate_memory(facts_from_gguf(path), s.fit_settings(), CPU_MACHINE).host.total_bytes
+    # CPU_MACHINE carries this machine's read-around (fit_accuracy.READ_AHEAD_KB)
     ref = run_trial(path, s.args(ns.threads), completions=3, n_predict=ns.n_predict, timeout_s=600)
     if ref.error:
         print(f"uncapped run failed: {ref.error}", file=sys.stderr)
@@ -95,6 +98,7 @@ def main() -> int:
         {"model": ns.model, "setting": str(s), "plan_mib": round(plan / MIB, 1),
          "uncapped_tokens_per_s": ref.tokens_per_s, "full_speed": full,
          "anon_peak_mib": round(ref.peaks.anon / MIB, 1), "trials": trials,
+         "read_ahead_kb": parse_read_ahead(disk_read_ahead()),
          "seconds": round(time.monotonic() - t0)}
     )  # fmt: skip
     ns.out.write_text(json.dumps(doc, indent=1) + "\n")

@@ -54,8 +54,10 @@ from fit_truth import (
 
 from deployer.adapters.gguf_files import facts_from_gguf
 from deployer.adapters.local_models import demo_model_path
+from deployer.adapters.system_probe import disk_read_ahead
 from deployer.core.fit.llamalog import parse_buffers
 from deployer.core.fit.memory import DeviceMemory, FitSettings, MachineSpec, estimate_memory
+from deployer.core.hardware.detect import parse_read_ahead
 from deployer.core.units import GIB, MIB
 
 REPO = Path(__file__).resolve().parents[1]
@@ -133,6 +135,9 @@ SHAPE_GRID: list[Setting] = [
 ]
 SHAPE_DEFAULT = 4
 
+# The plan is made for this machine: its threads and its disks' read-around (read_ahead_kb),
+# which decides how much room a mapped model needs beside its hot pages (docs/fit.md).
+READ_AHEAD_KB = parse_read_ahead(disk_read_ahead()) or 128
 CPU_MACHINE = MachineSpec(
     kind="cpu",
     device_count=0,
@@ -140,6 +145,7 @@ CPU_MACHINE = MachineSpec(
     device_overhead_bytes=0,
     host_budget_bytes=64 * GIB,
     cpu_threads=os.cpu_count() or 0,
+    read_ahead_bytes=READ_AHEAD_KB * 1024,
 )
 
 
@@ -448,6 +454,7 @@ def _write(
         "llama_prefix": str(llama_prefix()),
         "machine": platform.platform(),
         "threads": threads,
+        "read_ahead_kb": READ_AHEAD_KB,
         "rows": rows,
         "summary": summary,
     }

@@ -99,6 +99,26 @@ def _read(path: Path) -> str | None:
         return None
 
 
+_SYS_BLOCK = Path("/sys/block")
+_NOT_DISKS = ("loop", "ram", "zram", "dm-", "md", "sr", "fd")
+
+
+def disk_read_ahead() -> tuple[str, ...]:
+    """read_ahead_kb of each real disk (not loop, RAM or device-mapper devices)."""
+    out: list[str] = []
+    try:
+        names = sorted(p.name for p in _SYS_BLOCK.iterdir())[:256]
+    except OSError:
+        return ()
+    for name in names:
+        if name.startswith(_NOT_DISKS):
+            continue
+        text = _read(_SYS_BLOCK / name / "queue" / "read_ahead_kb")
+        if text is not None:
+            out.append(text[:32])
+    return tuple(out)
+
+
 def probe_system() -> ProbeResult:
     """Run every probe that applies to this OS and return the raw outputs."""
     errors: list[str] = []
@@ -122,5 +142,6 @@ def probe_system() -> ProbeResult:
         cpu_cores=psutil.cpu_count(logical=False),
         cpu_threads=os.cpu_count(),
         ram_bytes=int(psutil.virtual_memory().total),
+        read_ahead_kb=disk_read_ahead() if os_name == "Linux" else (),
         errors=tuple(errors),
     )

@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 
 from deployer.core.fit.memory import (
+    DEFAULT_READ_AHEAD_BYTES,
     MAPPED_RECLAIM_SLACK_BYTES,
     FitSettings,
     MachineSpec,
@@ -124,7 +125,8 @@ def test_full_offload_untied_keeps_embeddings_on_host() -> None:
     est = estimate_memory(facts, FitSettings(ctx=8192, n_gpu_layers=33), GPU)
     dev = est.devices[0]
     assert dev.weights_bytes == 32 * 100 * MIB + 400 * MIB
-    assert est.host.weights_bytes == 280 * MIB
+    # untied token_embd stays on the host, mapped: logged, but only a row a token is read
+    assert est.host.logged_weights_bytes == 280 * MIB and est.host.weights_bytes == 0
     assert dev.kv_cache_bytes == 1024 * MIB
     assert dev.overhead_bytes == 500 * MIB
     assert est.host.kv_cache_bytes == 0
@@ -190,7 +192,8 @@ def test_cpu_only_puts_everything_on_host(ctx: int) -> None:
     est = estimate_memory(facts, FitSettings(ctx=ctx, n_gpu_layers=33), cpu)
     assert est.devices == []
     assert est.n_gpu_layers == 0
-    assert est.host.weights_bytes == facts.weights.tensor_bytes
+    assert est.host.logged_weights_bytes == facts.weights.tensor_bytes
+    assert est.host.weights_bytes == facts.weights.tensor_bytes - facts.weights.token_embd_bytes
     assert est.host.kv_cache_bytes == kv_bytes(facts.arch, range(32), FitSettings(ctx=ctx))
 
 
@@ -226,23 +229,28 @@ def test_cpu_weights_by_load_mode(mode: str, logged_extra: int, resident_extra: 
     facts = _repacking_facts()
     host = estimate_memory(facts, FitSettings(ctx=4096, load_mode=mode), CPU).host
     tensors = facts.weights.tensor_bytes
+    # mapped, the untied token_embd is looked up a row at a time: not held
+    held = tensors - (facts.weights.token_embd_bytes if mode == "mmap" else 0)
     assert host.logged_weights_bytes == tensors + logged_extra
-    assert host.weights_bytes == tensors + resident_extra
+    assert host.weights_bytes == held + resident_extra
     assert host.repack_bytes == 32 * REPACK
     assert host.weights_held == mode
     assert host.logged_buffers_bytes == (
         host.logged_weights_bytes + host.kv_cache_bytes + host.compute_bytes + host.output_bytes
     )
-    assert host.total_bytes == host.logged_buffers_bytes - logged_extra + resident_extra + (
-        host.overhead_bytes
-    )
+    assert host.total_bytes == host.logged_buffers_bytes - logged_extra + resident_extra - (
+        tensors - held
+    ) + host.overhead_bytes
 
 
 @pytest.mark.parametrize(("mode", "slack"), [("mmap", MAPPED_RECLAIM_SLACK_BYTES), ("none", 0),
                                               ("mmap+mlock", 0)])  # fmt: skip
 def test_the_host_counts_page_tables_and_room_to_reclaim_a_mapping(mode: str, slack: int) -> None:
-    host = estimate_memory(_repacking_facts(), FitSettings(ctx=4096, load_mode=mode), CPU).host
+    facts = _repacking_facts()
+    host = estimate_memory(facts, FitSettings(ctx=4096, load_mode=mode), CPU).host
     touched = host.total_bytes - host.overhead_bytes
+    if mode == "mmap":  # and room for the cold pages the kernel reads around the hot ones
+        slack += facts.weights.readaround_bytes(DEFAULT_READ_AHEAD_BYTES)
     assert host.overhead_bytes == host_overhead_bytes(_arch(), 2) + touched // 512 + slack
     assert page_table_bytes(8 * GIB) == 16 * MIB
 
@@ -252,7 +260,8 @@ def test_default_and_auto_load_modes_are_mmap() -> None:
     default = estimate_memory(facts, FitSettings(ctx=4096), CPU).host
     auto = estimate_memory(facts, FitSettings(ctx=4096, load_mode="auto"), CPU).host
     assert default.weights_held == auto.weights_held == "mmap"
-    assert default.weights_bytes == auto.weights_bytes == facts.weights.tensor_bytes
+    held = facts.weights.tensor_bytes - facts.weights.token_embd_bytes  # token_embd untied
+    assert default.weights_bytes == auto.weights_bytes == held
 
 
 @pytest.mark.parametrize("mode", ["mmap", "none", "mlock", "mmap+mlock"])
@@ -260,7 +269,9 @@ def test_full_gpu_offload_host_holds_only_its_tensors_whatever_the_mode(mode: st
     """Offloaded tensors' mapped pages are read once and reclaimable: never on the host."""
     facts = _repacking_facts()
     est = estimate_memory(facts, FitSettings(ctx=4096, n_gpu_layers=33, load_mode=mode), GPU)
-    assert est.host.weights_bytes == est.host.logged_weights_bytes == 280 * MIB  # token_embd
+    assert est.host.logged_weights_bytes == 280 * MIB  # token_embd
+    # mapped (mmap), its rows are read one a token; loaded (none, mlock) or locked, held whole
+    assert est.host.weights_bytes == (0 if mode == "mmap" else 280 * MIB)
     assert est.host.repack_bytes == 0  # repacking is the CPU backend's, on CPU profiles
     assert est.devices[0].weights_bytes == est.devices[0].logged_weights_bytes
 
@@ -272,7 +283,7 @@ def test_partial_offload_host_side_follows_the_same_rules(mode: str, host_blocks
     facts = _repacking_facts()
     est = estimate_memory(facts, FitSettings(ctx=4096, n_gpu_layers=23, load_mode=mode), GPU)
     assert est.host.layers == host_blocks_held
-    expected = 280 * MIB + host_blocks_held * 100 * MIB
+    expected = (0 if mode == "mmap" else 280 * MIB) + host_blocks_held * 100 * MIB
     assert est.host.weights_bytes == expected
     assert est.devices[0].weights_bytes == 22 * 100 * MIB + 400 * MIB
 

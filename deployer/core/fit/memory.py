@@ -11,7 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Literal
 
-from deployer.core.model.facts import ModelArch, ModelFacts
+from deployer.core.model.facts import ModelArch, ModelFacts, WeightLayout
 from deployer.core.units import GIB, MIB
 
 KV_BYTES_PER_ELEMENT: dict[str, float] = {
@@ -172,6 +172,11 @@ class MemoryEstimate:
         return all(d.fits for d in self.devices) and self.host.fits
 
 
+# Linux's default read_ahead_kb for a block device; a disk may be set higher (this project's CI
+# VM: 8 MiB). `--detect` reads the machine's own (Profile.disk_read_ahead_kb).
+DEFAULT_READ_AHEAD_BYTES = 128 * 1024
+
+
 @dataclass(frozen=True)
 class MachineSpec:
     """What the fit needs of a machine: device budgets and overheads (from a profile)."""
@@ -183,6 +188,7 @@ class MachineSpec:
     host_budget_bytes: int
     device_name: str = "GPU"
     cpu_threads: int = 0  # hardware threads llama-server sizes its pools by (0: not known)
+    read_ahead_bytes: int = DEFAULT_READ_AHEAD_BYTES  # the model disk's read-around window
 
 
 # --- KV cache ---------------------------------------------------------------------------------
@@ -258,6 +264,13 @@ def compute_bytes(arch: ModelArch, s: FitSettings, *, gpu: bool = False) -> int:
     # product, ff wide each, beside five n_embd-wide rows: residual, norm, input and outputs).
     attn = 2 * ff + 3 * arch.n_embd + n_embd_k + _PER_TOKEN_SLACK_FLOATS
     ffn = 3 * ff + 5 * arch.n_embd + _PER_TOKEN_SLACK_FLOATS
+    if arch.n_expert:
+        # MoE: the experts' down projections come out n_embd wide per expert used and are
+        # weighted into a second tensor of that size, beside one expert activation and the
+        # residual rows. An upper bound: ggml's allocator lands 0-64 MiB under it on synthetic
+        # qwen3moe/olmoe variants (benchmarks/compute_probe.py), where the dense formula was up
+        # to 64 MiB under.
+        ffn = max(ffn, 2 * arch.n_embd * arch.n_expert_used + ff + 5 * arch.n_embd)
     mask = _mask_bytes(arch, s)
     if s.flash_attention:
         attn += 3 * n_q  # f16 copies of Q and the attention output in FA's layout
@@ -318,7 +331,9 @@ def split_layers(blocks: list[int], n_devices: int) -> list[list[int]]:
 MAPPED_RECLAIM_SLACK_BYTES = 32 * MIB
 
 
-def host_weight_bytes(tensor_bytes: int, repack_bytes: int, load_mode: str) -> tuple[int, int]:
+def host_weight_bytes(
+    tensor_bytes: int, repack_bytes: int, load_mode: str, cold_bytes: int = 0
+) -> tuple[int, int]:
     """(logged, resident) bytes of the host's weights: `tensor_bytes` of the file's tensors kept
     on the host, `repack_bytes` of them repacked by the CPU backend into a copy.
 
@@ -329,12 +344,13 @@ def host_weight_bytes(tensor_bytes: int, repack_bytes: int, load_mode: str) -> t
     once, repacked ones only in their copy. mmap+mlock: the lock pins the mapping up to its last
     host tensor, repacked sources included, so repacked tensors really are held twice. The
     mapped pages of tensors offloaded to a GPU are likewise read once and reclaimable, and not
-    counted.
+    counted. `cold_bytes` of the mapped tensors are read only a row at a time (an untied
+    token_embd: get_rows of the prompt's tokens), so under mmap they are not held either.
     """
     mode = load_mode_of(load_mode)
     if mode in _MAPPED_MODES:
         logged = tensor_bytes + repack_bytes
-        return logged, logged if mode == "mmap+mlock" else tensor_bytes
+        return logged, logged if mode == "mmap+mlock" else tensor_bytes - cold_bytes
     return tensor_bytes, tensor_bytes
 
 
@@ -383,7 +399,9 @@ def estimate_memory(facts: ModelFacts, s: FitSettings, machine: MachineSpec) -> 
     if not output_on_gpu:
         host_weights += w.untied_output_bytes
     host_repack = sum(repack[i] for i in host_blocks) if machine.kind == "cpu" else 0
-    logged, resident = host_weight_bytes(host_weights, host_repack, s.load_mode)
+    # An untied token_embd is only looked up a row a token: mapped, it is not held.
+    cold = w.token_embd_bytes if w.output_in_file else 0
+    logged, resident = host_weight_bytes(host_weights, host_repack, s.load_mode, cold)
     host = DeviceMemory(
         name="host",
         weights_bytes=resident + host_lora,
@@ -412,8 +430,22 @@ def estimate_memory(facts: ModelFacts, s: FitSettings, machine: MachineSpec) -> 
     # room to evict and re-read mapped pages at the edge of a limit.
     host.overhead_bytes += page_table_bytes(host.total_bytes - host.overhead_bytes)
     if load_mode_of(s.load_mode) == "mmap" and host.weights_bytes:
-        host.overhead_bytes += MAPPED_RECLAIM_SLACK_BYTES
+        host.overhead_bytes += MAPPED_RECLAIM_SLACK_BYTES + readaround_bytes(
+            w, machine, len(host_blocks)
+        )
     return MemoryEstimate(devices=devices, host=host, n_gpu_layers=ngl)
+
+
+def readaround_bytes(w: WeightLayout, machine: MachineSpec, host_block_count: int) -> int:
+    """Cold mapped bytes (repacked sources, an untied token_embd) that the kernel's read-around
+    keeps pulling in beside the hot tensors of a mapped model: room a limit must leave for them
+    or the hot pages are evicted in their place. CPU: from the file's tensor order
+    (WeightLayout.readaround_bytes). With a GPU the host's cold share differs (offloaded tensors
+    are cold there too): three windows a host block, a bound."""
+    window = machine.read_ahead_bytes
+    if machine.kind == "cpu":
+        return w.readaround_bytes(window)
+    return 3 * (host_block_count + 1) * window
 
 
 def page_table_bytes(resident_bytes: int) -> int:

@@ -215,6 +215,9 @@ def weights_summary(option: Option) -> str:
             text += f"; {fmt_bytes(host.repack_bytes)} repacked and also locked in the mapping"
         else:
             text += f", {fmt_bytes(host.repack_bytes)} of it repacked for the CPU"
+    w = option.facts.weights
+    if option.settings.load_mode == "mmap" and w.output_in_file and w.token_embd_bytes:
+        text += f"; token_embd ({fmt_bytes(w.token_embd_bytes)}) read in place, a row a token"
     return text
 
 
@@ -232,6 +235,7 @@ def machine_spec(profile: Profile) -> MachineSpec:
             host_budget_bytes=ram - wired,
             device_name="MTL",
             cpu_threads=profile.cpu_cores,
+            read_ahead_bytes=profile.disk_read_ahead_kb * 1024,
         )
     if profile.gpu is not None:
         total = profile.gpu.memory_mib << 20
@@ -243,6 +247,7 @@ def machine_spec(profile: Profile) -> MachineSpec:
             host_budget_bytes=host_budget,
             device_name="ROCm" if profile.kind == "amd" else "CUDA",
             cpu_threads=profile.cpu_cores,
+            read_ahead_bytes=profile.disk_read_ahead_kb * 1024,
         )
     return MachineSpec(
         kind="cpu",
@@ -251,6 +256,7 @@ def machine_spec(profile: Profile) -> MachineSpec:
         device_overhead_bytes=0,
         host_budget_bytes=host_budget,
         cpu_threads=profile.cpu_cores,
+        read_ahead_bytes=profile.disk_read_ahead_kb * 1024,
     )
 
 

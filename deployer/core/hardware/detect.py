@@ -18,6 +18,8 @@ from deployer.core.hardware.profiles import (
     DEFAULT_APPLE_FLOP_PER_BYTE,
     DEFAULT_CPU_GHZ,
     DEFAULT_GPU_FLOP_PER_BYTE,
+    MAX_READ_AHEAD_KB,
+    MIN_READ_AHEAD_KB,
     AcceleratorKind,
     Profile,
     RuntimeSpec,
@@ -77,6 +79,7 @@ class ProbeResult:
     cpu_cores: int | None = None
     cpu_threads: int | None = None
     ram_bytes: int | None = None
+    read_ahead_kb: tuple[str, ...] = ()  # /sys/block/<disk>/queue/read_ahead_kb, each disk
     errors: tuple[str, ...] = field(default=())
 
 
@@ -113,6 +116,7 @@ class DetectedHardware(_Model):
     gpus: list[DetectedGpu]
     cpu: DetectedCpu
     ram_bytes: int
+    read_ahead_kb: int | None = None  # the largest read-around of this machine's disks
 
 
 class ProfileMatch(_Model):
@@ -252,8 +256,17 @@ def detect_hardware(probe: ProbeResult) -> DetectedHardware:
     threads = probe.cpu_threads or cpu.threads
     cpu = cpu.model_copy(update={"cores": cores, "threads": threads})
     return DetectedHardware(
-        kind=kind, os_name=probe.os_name, arch=probe.arch, gpus=gpus, cpu=cpu, ram_bytes=ram
-    )
+        kind=kind, os_name=probe.os_name, arch=probe.arch, gpus=gpus, cpu=cpu, ram_bytes=ram,
+        read_ahead_kb=parse_read_ahead(probe.read_ahead_kb),
+    )  # fmt: skip
+
+
+def parse_read_ahead(values: tuple[str, ...]) -> int | None:
+    """The largest sane read_ahead_kb among the disks' (a bigger read-around needs more room
+    beside a mapped model: the conservative pick when the model's disk is not known)."""
+    sane = [int(v) for v in (x.strip() for x in values) if v.isascii() and v.isdigit()]
+    sane = [v for v in sane if MIN_READ_AHEAD_KB <= v <= MAX_READ_AHEAD_KB]
+    return max(sane) if sane else None
 
 
 def _gpu_model(name: str) -> str:
@@ -290,14 +303,13 @@ def _host_note(detected: DetectedHardware, profile: Profile) -> str:
 
 
 def _with_host(detected: DetectedHardware, profile: Profile) -> Profile:
-    if _ratio_off(detected.ram_bytes, profile.host_ram_bytes) <= _HOST_RAM_TOL:
-        return profile
-    return profile.model_copy(
-        update={
-            "host_ram_gib": round(detected.ram_bytes / GIB, 2),
-            "cpu_cores": detected.cpu.threads,
-        }
-    )
+    update: dict[str, Any] = {}
+    if detected.read_ahead_kb is not None:
+        update["disk_read_ahead_kb"] = detected.read_ahead_kb
+    if _ratio_off(detected.ram_bytes, profile.host_ram_bytes) > _HOST_RAM_TOL:
+        update["host_ram_gib"] = round(detected.ram_bytes / GIB, 2)
+        update["cpu_cores"] = detected.cpu.threads
+    return profile.model_copy(update=update) if update else profile
 
 
 def _match_gpu(detected: DetectedHardware, profiles: list[Profile]) -> ProfileMatch | None:
@@ -465,6 +477,8 @@ def build_adhoc_profile(detected: DetectedHardware, like: Profile | None) -> Pro
         "runtimes": _adhoc_runtimes(detected.kind),
         "source": "detected on this machine (deployer detect)",
     }
+    if detected.read_ahead_kb is not None:
+        data["disk_read_ahead_kb"] = detected.read_ahead_kb
     cpu_peak = derived_cpu_peak_gflops(
         detected.cpu.threads, detected.cpu.flags, physical_cores=detected.cpu.cores
     )

@@ -109,6 +109,11 @@ class Price(_Strict):
     as_of: Line
 
 
+DEFAULT_READ_AHEAD_KB = 128  # Linux's default for a block device
+MIN_READ_AHEAD_KB = 4
+MAX_READ_AHEAD_KB = 1 << 20
+
+
 class Profile(_Strict):
     """A target machine: accelerators, host, runtimes and price."""
 
@@ -126,6 +131,13 @@ class Profile(_Strict):
         default=None, gt=0, le=MAX_CPU_GFLOPS, description="FP32 FMA peak of the host's CPUs"
     )
     cpu_flags: list[Token] = Field(default_factory=list, max_length=256)
+    disk_read_ahead_kb: int = Field(
+        default=DEFAULT_READ_AHEAD_KB,
+        ge=MIN_READ_AHEAD_KB,
+        le=MAX_READ_AHEAD_KB,
+        description="read_ahead_kb of the disk the model is read from (Linux's default: 128); "
+        "a mapped model needs room for what the kernel reads around it",
+    )
     runtimes: dict[Backend, RuntimeSpec]
     price: Price | None = None
     notes: Prose = ""

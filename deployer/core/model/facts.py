@@ -66,6 +66,11 @@ class ModelArch(BaseModel):
         return bool(self.sliding_window and self.swa_layers and self.swa_layers[layer])
 
 
+# Read-around windows (bytes) a layout records cold bytes for: Linux's default read_ahead_kb
+# (128 KiB) doubling to 16 MiB.
+READAROUND_WINDOWS: tuple[int, ...] = tuple((128 << 10) << i for i in range(8))
+
+
 class WeightLayout(BaseModel):
     """Bytes of the model's tensors, grouped as llama.cpp places them."""
 
@@ -103,6 +108,26 @@ class WeightLayout(BaseModel):
     adapter_host_bytes: int = Field(
         default=0, ge=0, description="LoRA adapter tensors outside blocks (held on the host)"
     )
+    readaround_cold_bytes: list[Annotated[int, Field(ge=0)]] = Field(
+        default_factory=list,
+        max_length=len(READAROUND_WINDOWS),
+        description="bytes of tensors a decode never reads (repacked sources, an untied "
+        "token_embd) that the kernel's mmap read-around pulls in beside the tensors it does "
+        "read, for each window of READAROUND_WINDOWS (file order; empty: not known)",
+    )
+
+    def readaround_bytes(self, window: int) -> int:
+        """Cold bytes read around the hot tensors with a `window`-byte read-around (the disk's
+        read_ahead_kb); the next larger known window when `window` is not one, and every cold
+        byte beyond the largest. Not known (an estimated layout): 3 gaps a block, each pulling
+        a window, at most the repacked bytes plus token_embd."""
+        cold = sum(self.cpu_repack_bytes) + (self.token_embd_bytes if self.output_in_file else 0)
+        if not self.readaround_cold_bytes:
+            return min(3 * len(self.block_bytes) * window, cold)
+        for w, pulled in zip(READAROUND_WINDOWS, self.readaround_cold_bytes, strict=False):
+            if window <= w:
+                return pulled
+        return cold
 
 
 class ModelFacts(BaseModel):

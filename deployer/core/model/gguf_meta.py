@@ -24,6 +24,7 @@ from deployer.core.errors import GGUFReadError
 from deployer.core.model.facts import (
     LLAMA_MAX_EXPERTS,
     LLAMA_MAX_LAYERS,
+    READAROUND_WINDOWS,
     U32_MAX,
     ModelArch,
     ModelFacts,
@@ -357,6 +358,7 @@ def layout_from_tensors(tensors: list[TensorInfo], n_layer: int, file_bytes: int
             other += t.n_bytes  # output_norm, rope factors...: placed with the output layer
     tied = not any(t.name == "output.weight" for t in tensors)
     return WeightLayout(
+        readaround_cold_bytes=[_readaround(tensors, tied, w) for w in READAROUND_WINDOWS],
         file_bytes=file_bytes,
         token_embd_bytes=token_embd,
         # Tied: the output layer is a device copy of token_embd; the small rest stays counted.
@@ -366,6 +368,31 @@ def layout_from_tensors(tensors: list[TensorInfo], n_layer: int, file_bytes: int
         cpu_repack_bytes=repack,
         exact=True,
     )
+
+
+def _readaround(tensors: list[TensorInfo], tied: bool, window: int) -> int:
+    """Cold bytes (never read by a decode once loaded: repacked sources, an untied
+    token_embd whose rows are looked up) that faults on hot tensors pull in, file order.
+
+    A fault in a mapping reads a window centred on the faulting page (mm/filemap.c,
+    do_sync_mmap_readahead), so each side of a hot run pulls up to half a window of the cold
+    run beside it; a cold run between two hot ones gives at most its own size. Tensors are
+    taken in table order (their offsets ascend), alignment padding ignored.
+    """
+    runs: list[list[int]] = []  # [bytes, hot]
+    for t in tensors:
+        hot = int(not _repacked(t) and (tied or t.name != "token_embd.weight"))
+        if runs and runs[-1][1] == hot:
+            runs[-1][0] += t.n_bytes
+        else:
+            runs.append([t.n_bytes, hot])
+    pulled = 0
+    for i, (size, hot) in enumerate(runs):
+        if hot:
+            continue
+        sides = (i > 0 and runs[i - 1][1]) + (i + 1 < len(runs) and runs[i + 1][1])
+        pulled += min(size, sides * (window // 2))
+    return pulled
 
 
 def _quant_label(header: GGUFHeader, tensors: list[TensorInfo]) -> str:
