@@ -74,6 +74,7 @@ class Setting:
     ub: int = 512
     mmap: bool = True
     cap: bool = False  # search the smallest full-speed cap here (with --caps)
+    gpu: bool = False  # every layer offloaded (benchmarks/fit_gpu.py)
 
     def args(self, threads: int) -> list[str]:
         """llama-server flags for this setting."""
@@ -84,6 +85,8 @@ class Setting:
         args += ["-t", str(threads), "-tb", str(threads)]
         if not self.mmap:
             args += ["--load-mode", "none"]
+        if self.gpu:
+            args += ["-ngl", "999"]
         return args
 
     def fit_settings(self) -> FitSettings:
@@ -97,6 +100,8 @@ class Setting:
             "n_ubatch": self.ub,
         }
         kw["load_mode"] = "mmap" if self.mmap else "none"
+        if self.gpu:
+            kw["n_gpu_layers"] = 999  # the output layer and every block
         return FitSettings(**kw)
 
 
@@ -463,6 +468,46 @@ def _write(
     tmp.replace(out)
 
 
+def rescore(doc: dict[str, Any], work_dir: Path) -> dict[str, Any]:
+    """Recompute every row's estimate columns with the current estimator, for the machine the
+    file was measured on (its read_ahead_kb; 128 when it does not say). Measured columns are
+    kept; the summary is recomputed (its seconds are the measuring run's)."""
+    import dataclasses
+
+    read_ahead = int(doc.get("read_ahead_kb") or 128)
+    machine = dataclasses.replace(CPU_MACHINE, read_ahead_bytes=read_ahead * 1024)
+    facts_of: dict[str, Any] = {}
+    for row in doc["rows"]:
+        name = row["model"]
+        if name not in facts_of:
+            facts_of[name] = facts_from_gguf(_build_sparse(name, work_dir))
+        s = Setting(row["ctx"], row["slots"], row["kv_type"], row["flash_attention"],
+                    row["ubatch"], row["mmap"])  # fmt: skip
+        est = estimate_memory(facts_of[name], s.fit_settings(), machine).host
+        weights_est, field_name = weights_as_logged(est)
+        row.update(weights_est=weights_est, weights_est_field=field_name,
+                   kv_est=est.kv_cache_bytes, compute_est=est.compute_bytes,
+                   output_est=est.output_bytes, host_total_est=est.total_bytes,
+                   overhead_est=est.overhead_bytes)  # fmt: skip
+        row["total_est"] = weights_est + est.kv_cache_bytes + est.compute_bytes + est.output_bytes
+        row["total_err_pct"] = 100.0 * (row["total_est"] - row["total_real"]) / row["total_real"]
+        check = check_targets(
+            kv_logged=row["kv_real"], kv_est=row["kv_est"], weights_logged=row["weights_real"],
+            weights_est=weights_est, total_est=est.total_bytes, cap_bytes=row.get("cap"),
+        )  # fmt: skip
+        row |= {
+            "kv_ok": check.kv_ok,
+            "weights_ok": check.weights_ok,
+            "total_ok": check.total_ok,
+            "total_est_over_cap": None
+            if check.total_over_cap is None
+            else round(check.total_over_cap, 3),
+        }
+    seconds = float((doc.get("summary") or {}).get("seconds", 0.0))
+    doc["summary"] = summarize(doc["rows"], seconds)
+    return doc
+
+
 def main() -> int:
     """Run the grid and print the comparison."""
     # A kill (SIGTERM) unwinds like Ctrl-C, so every trial's server and cgroup are removed.
@@ -492,7 +537,23 @@ def main() -> int:
     ap.add_argument(
         "--out", type=Path, default=Path(__file__).parent / "results" / "fit_accuracy.json"
     )
+    ap.add_argument(
+        "--rescore",
+        type=Path,
+        default=None,
+        help="recompute a results file's estimates with the current estimator (in place)",
+    )
     ns = ap.parse_args()
+    if ns.rescore is not None:
+        try:
+            doc = rescore(json.loads(ns.rescore.read_text()), ns.work_dir)
+        except (OSError, ValueError, KeyError, TypeError) as e:
+            print(f"Cannot rescore {ns.rescore}: {type(e).__name__}: {e}", file=sys.stderr)
+            return 2
+        ns.rescore.write_text(json.dumps(doc, indent=2) + "\n")
+        print_table(doc["rows"])
+        print(json.dumps(doc["summary"]))
+        return 0
     if ns.render is not None:
         try:
             print(markdown_table(json.loads(ns.render.read_text())["rows"]))

@@ -34,7 +34,6 @@ import tempfile
 import threading
 import time
 import urllib.request
-from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -42,12 +41,12 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from _llama import free_port, llama_prefix, stop
+from fit_accuracy import Setting
 from shapes import SHAPES, build
 
 from deployer.adapters.gguf_files import facts_from_gguf
 from deployer.cli import wiring
 from deployer.core.fit.llamalog import parse_buffers
-from deployer.core.fit.memory import FitSettings
 from deployer.core.fit.plan import evaluate_option, machine_spec
 from deployer.core.fit.throughput import efficiency_for, predict_load
 from deployer.core.hardware.profiles import Profile, get_profile
@@ -56,40 +55,19 @@ from deployer.core.units import MIB
 RESULTS = Path(__file__).resolve().parent / "results" / "fit_gpu.json"
 
 
-@dataclass(frozen=True)
-class Setting:
-    """One llama-server configuration, every layer on the GPU."""
-
-    ctx: int
-    slots: int = 1
-    kv: str = "f16"
-    fa: bool = True
-
-    def args(self, threads: int) -> list[str]:
-        args = ["-c", str(self.ctx), "-np", str(self.slots), "-fa", "on" if self.fa else "off"]
-        args += ["--fit", "off", "-ngl", "999", "-ub", "512", "-b", "2048"]
-        args += ["-ctk", self.kv, "-ctv", self.kv if self.fa else "f16"]
-        return [*args, "-t", str(threads)]
-
-    def fit_settings(self, n_layer: int) -> FitSettings:
-        return FitSettings(
-            ctx=self.ctx,
-            parallel=self.slots,
-            kv_type_k=self.kv,
-            kv_type_v=self.kv if self.fa else "f16",
-            flash_attention=self.fa,
-            n_gpu_layers=n_layer + 1,
-        )
+def gpu(ctx: int, slots: int = 1, kv: str = "f16", fa: bool = True) -> Setting:
+    """One llama-server configuration with every layer on the GPU (fit_accuracy's Setting)."""
+    return Setting(ctx, slots, kv, fa, gpu=True)
 
 
 GRID = [
-    Setting(4096),
-    Setting(8192, 4, "q8_0"),
-    Setting(4096, 4, fa=False),
-    Setting(32768),
+    gpu(4096),
+    gpu(8192, 4, "q8_0"),
+    gpu(4096, 4, fa=False),
+    gpu(32768),
     # slot counts the throughput model's per-stream growth was not read off (out of sample)
-    Setting(4096, 2),
-    Setting(8192, 8),
+    gpu(4096, 2),
+    gpu(8192, 8),
 ]
 
 
@@ -176,7 +154,7 @@ def _serve(path: Path, args: list[str], n_predict: int, slots: int) -> dict[str,
 def estimates(path: Path, s: Setting, profile: Profile, n_predict: int) -> dict[str, Any]:
     """The plan's figures for one row (the current code's, whatever measured the row)."""
     facts = facts_from_gguf(path)
-    fs = s.fit_settings(facts.arch.n_layer)
+    fs = s.fit_settings()
     option = evaluate_option(facts, fs, profile, machine_spec(profile))
     dev, host = option.memory.devices[0], option.memory.host
     eff = efficiency_for(profile, None)
@@ -294,7 +272,7 @@ def rescore(src: Path, out: Path, profile: Profile, work: Path, n_predict: int) 
     rows = []
     for row in data["rows"]:
         if not row.get("error"):
-            s = Setting(row["ctx"], row["slots"], row["kv_type"], row["flash_attention"])
+            s = gpu(row["ctx"], row["slots"], row["kv_type"], row["flash_attention"])
             row = score(row | estimates(build(row["model"], work), s, profile, n_predict))
             _print(row)
         rows.append(row)

@@ -6,7 +6,6 @@ import pytest
 
 from deployer.core.fit.memory import (
     DEFAULT_READ_AHEAD_BYTES,
-    MAPPED_RECLAIM_SLACK_BYTES,
     FitSettings,
     MachineSpec,
     estimate_memory,
@@ -238,12 +237,17 @@ def test_cpu_weights_by_load_mode(mode: str, logged_extra: int, resident_extra: 
     assert host.logged_buffers_bytes == (
         host.logged_weights_bytes + host.kv_cache_bytes + host.compute_bytes + host.output_bytes
     )
-    assert host.total_bytes == host.logged_buffers_bytes - logged_extra + resident_extra - (
-        tensors - held
-    ) + host.overhead_bytes
+    assert (
+        host.total_bytes
+        == host.logged_buffers_bytes
+        - logged_extra
+        + resident_extra
+        - (tensors - held)
+        + host.overhead_bytes
+    )
 
 
-@pytest.mark.parametrize(("mode", "slack"), [("mmap", MAPPED_RECLAIM_SLACK_BYTES), ("none", 0),
+@pytest.mark.parametrize(("mode", "slack"), [("mmap", 0), ("none", 0),
                                               ("mmap+mlock", 0)])  # fmt: skip
 def test_the_host_counts_page_tables_and_room_to_reclaim_a_mapping(mode: str, slack: int) -> None:
     facts = _repacking_facts()

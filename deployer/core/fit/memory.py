@@ -323,14 +323,6 @@ def split_layers(blocks: list[int], n_devices: int) -> list[list[int]]:
     return out
 
 
-# Under a memory limit the kernel evicts mapped pages and reads them back in read-around
-# windows (the disk's read_ahead_kb: 128 KiB on most disks, 8 MiB on this project's CI VM), so a
-# mapped model needs a few windows of room beyond its hot pages or it thrashes at the edge.
-# Measured on the CI VM (benchmarks/fit_accuracy.py --caps, docs/fit.md): the demo needed 14 MiB
-# and Gemma 3 1B 29 MiB above their hot sets, the Llama 3.1 8B shape none.
-MAPPED_RECLAIM_SLACK_BYTES = 32 * MIB
-
-
 def host_weight_bytes(
     tensor_bytes: int, repack_bytes: int, load_mode: str, cold_bytes: int = 0
 ) -> tuple[int, int]:
@@ -339,8 +331,8 @@ def host_weight_bytes(
 
     mmap: the log counts the whole mapping (CPU_Mapped) plus the copies (CPU_REPACK); the mapped
     pages of repacked tensors are read once and stay as clean, reclaimable page cache, so the
-    working set holds each tensor once (the host's overhead adds MAPPED_RECLAIM_SLACK_BYTES of
-    room for the kernel to evict and re-read pages at the edge of a limit). none, mlock, dio: anonymous buffers, each tensor
+    working set holds each tensor once (the host's overhead adds room for the cold pages the
+    kernel reads around the hot ones: readaround_bytes). none, mlock, dio: anonymous buffers, each tensor
     once, repacked ones only in their copy. mmap+mlock: the lock pins the mapping up to its last
     host tensor, repacked sources included, so repacked tensors really are held twice. The
     mapped pages of tensors offloaded to a GPU are likewise read once and reclaimable, and not
@@ -430,9 +422,7 @@ def estimate_memory(facts: ModelFacts, s: FitSettings, machine: MachineSpec) -> 
     # room to evict and re-read mapped pages at the edge of a limit.
     host.overhead_bytes += page_table_bytes(host.total_bytes - host.overhead_bytes)
     if load_mode_of(s.load_mode) == "mmap" and host.weights_bytes:
-        host.overhead_bytes += MAPPED_RECLAIM_SLACK_BYTES + readaround_bytes(
-            w, machine, len(host_blocks)
-        )
+        host.overhead_bytes += readaround_bytes(w, machine, len(host_blocks))
     return MemoryEstimate(devices=devices, host=host, n_gpu_layers=ngl)
 
 
