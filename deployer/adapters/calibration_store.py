@@ -28,7 +28,9 @@ MAX_ENTRIES = 4096
 MAX_TEXT = 256
 MAX_EFFICIENCY = 1.5  # Calibration's documented range (0, 1.5]
 _KEY_FIELDS = ("profile", "model", "quant", "backend")
-_FIELDS = (*_KEY_FIELDS, "memory_efficiency", "compute_efficiency", "measured_on", "deployment")
+_FIELDS = (*_KEY_FIELDS, "memory_efficiency", "compute_efficiency", "measured_on", "deployment",
+           "model_version")  # fmt: skip
+MAX_MODEL_VERSION = 1000
 _ISO_DATE = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}")
 
 
@@ -91,6 +93,7 @@ def _as_record(c: Calibration) -> dict[str, Any]:
         compute_efficiency=c.compute_efficiency,
         measured_on=c.measured_on,
         deployment=c.deployment,
+        model_version=c.model_version,
     )
     return record
 
@@ -102,6 +105,7 @@ def _from_record(entry: dict[str, Any]) -> Calibration:
         compute_efficiency=float(entry["compute_efficiency"]),
         measured_on=entry["measured_on"],
         deployment=entry.get("deployment", ""),
+        model_version=entry.get("model_version", 1),  # saved before versions were kept
     )
 
 
@@ -134,6 +138,11 @@ def _problem(entry: object) -> str | None:
         date.fromisoformat(entry["measured_on"])
     except ValueError:
         return f"measured_on {shown(entry['measured_on'])} is not a date YYYY-MM-DD"
+    version = entry.get("model_version", 1)
+    if isinstance(version, bool) or not isinstance(version, int):
+        return "model_version is not a whole number"
+    if not 1 <= version <= MAX_MODEL_VERSION:
+        return f"model_version {version} is outside 1..{MAX_MODEL_VERSION}"
     unknown = set(entry) - set(_FIELDS)
     if unknown:
         return f"unknown field {shown(sorted(unknown)[0])}"

@@ -33,6 +33,7 @@ from deployer.core.fit.plan import (
     make_plan,
 )
 from deployer.core.fit.throughput import (
+    MODEL_VERSION,
     efficiency_for,
     experts_touched,
     predict_load,
@@ -369,10 +370,28 @@ def _cli(*args: str) -> tuple[int, dict[str, Any]]:
 ARGS = ("llama-3.1-8b-instruct", "--profile", "nvidia-l4-24gb", "--parallel", "4")
 
 
+def test_a_gpu_calibration_fitted_to_the_older_model_is_not_used_and_plan_says_so() -> None:
+    """GPU calibrations saved before the per-layer kernel time (version 1) had that time folded
+    into their memory efficiency: used now, they would count it twice."""
+    _, before = _cli(*ARGS)
+    key = CalibrationKey("nvidia-l4-24gb", "llama-3.1-8b-instruct", before["quant"], "llamacpp")
+    FileCalibrationStore().remember(Calibration(key, 0.35, 0.2, "2026-11-01", "l4-old"))
+    _, after = _cli(*ARGS)
+    assert after["load"]["efficiency"] == before["load"]["efficiency"]
+    assert (
+        "2026-11-01 was fitted to an older throughput model" in after["load"]["efficiency_source"]
+    )
+    cpu = CalibrationKey("cpu-x86-2c-8gb", "demo", "Q4_K_M", "llamacpp")
+    FileCalibrationStore().remember(Calibration(cpu, 0.3, 0.3, "2026-11-01", "cpu-old"))
+    code, demo = _cli("demo", "--profile", "cpu-x86-2c-8gb")
+    assert code == 0 and demo["load"]["efficiency_source"] == "calibrated by bench on 2026-11-01"
+
+
 def test_a_calibration_changes_the_prediction_and_says_so() -> None:
     _, before = _cli(*ARGS)
     key = CalibrationKey("nvidia-l4-24gb", "llama-3.1-8b-instruct", before["quant"], "llamacpp")
-    FileCalibrationStore().remember(Calibration(key, 0.35, 0.2, "2026-11-01", "l4-test"))
+    cal = Calibration(key, 0.35, 0.2, "2026-11-01", "l4-test", model_version=MODEL_VERSION["gpu"])
+    FileCalibrationStore().remember(cal)
     _, after = _cli(*ARGS)
     _, ignored = _cli(*ARGS, "--no-calibration")
     assert before["load"]["efficiency_source"] == "default assumption"
@@ -412,6 +431,9 @@ def test_the_store_remembers_replaces_and_keeps_its_file_private(tmp_path: Path)
     got = again.lookup(KEY)
     assert got is not None and got.measured_on == "2026-11-02" and got.deployment == "dep"
     assert again.lookup(other) is not None and not again.warnings
+    assert got.model_version == 1  # what it was made with; kept across a save
+    store.remember(Calibration(other, 0.5, 0.2, "2026-11-04", model_version=2))
+    assert FileCalibrationStore(tmp_path / "c.json").lookup(other).model_version == 2  # type: ignore[union-attr]
     assert (tmp_path / "c.json").stat().st_mode & 0o777 == 0o600
     with pytest.raises(ValueError):
         store.remember(Calibration(KEY, math.nan, 0.3, "2026-11-01"))
@@ -442,6 +464,10 @@ def _entry(**changes: object) -> dict[str, object]:
         json.dumps({"version": 1, "calibrations": [_entry(measured_on="2026-02-30")]}),
         json.dumps({"version": 1, "calibrations": [_entry(model="m\x1b[2J")]}),
         json.dumps({"version": 1, "calibrations": [_entry(extra=1)]}),
+        json.dumps({"version": 1, "calibrations": [_entry(model_version=True)]}),
+        json.dumps({"version": 1, "calibrations": [_entry(model_version=0)]}),
+        json.dumps({"version": 1, "calibrations": [_entry(model_version=10**9)]}),
+        json.dumps({"version": 1, "calibrations": [_entry(model_version="2")]}),
         json.dumps({"version": 1, "calibrations": ["nope"]}),
         '{"version": 1, "calibrations": [{"memory_efficiency": NaN}]}',
     ],

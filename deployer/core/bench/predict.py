@@ -12,7 +12,14 @@ from typing import Any
 from deployer.core.bench.stats import LevelStats
 from deployer.core.fit.calibration import Calibration, CalibrationKey
 from deployer.core.fit.plan import Option
-from deployer.core.fit.throughput import Efficiency, LoadPrediction, efficiency_for, predict_load
+from deployer.core.fit.throughput import (
+    MODEL_VERSION,
+    Efficiency,
+    LoadPrediction,
+    device_kind,
+    efficiency_for,
+    predict_load,
+)
 from deployer.core.hardware.profiles import Profile
 
 MAX_EFFICIENCY = 1.5  # Calibration's bound: a fit above it is a measurement gone wrong
@@ -117,6 +124,7 @@ class Predictor:
         cal = Calibration(
             key=self.key, memory_efficiency=round(memory, 4), compute_efficiency=round(compute, 4),
             measured_on=measured_on, deployment=deployment,
+            model_version=MODEL_VERSION[device_kind(self.profile)],
         )  # fmt: skip
         return CalibrationFit(
             cal, f"calibration saved: plan on {self.key.profile} now uses it{kept}"

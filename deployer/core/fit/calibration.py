@@ -32,6 +32,10 @@ class Calibration:
     compute_efficiency: float  # share of peak FLOPS a prefill reached (0, 1.5]
     measured_on: str  # ISO date (YYYY-MM-DD) of the bench run
     deployment: str = ""  # the deployment or URL benched, for the message
+    # The throughput model it was fitted against (throughput.MODEL_VERSION for the profile's
+    # kind): efficiencies fitted to one model's shape mean something else to another. Entries
+    # saved before versions were kept are version 1.
+    model_version: int = 1
 
     def note(self) -> str:
         """The words `plan` shows."""

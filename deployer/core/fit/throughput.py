@@ -87,16 +87,29 @@ def device_kind(profile: Profile) -> str:
     return "gpu" if profile.gpu is not None else "cpu"
 
 
+# The throughput model's version per device kind: bumped when a change makes efficiencies
+# fitted before it mean something else. GPU 2: the per-layer kernel time (LAYER_LATENCY_S), which
+# a GPU calibration fitted before it had folded into its memory efficiency.
+MODEL_VERSION: dict[str, int] = {"cpu": 1, "apple": 1, "gpu": 2}
+
+
 def efficiency_for(profile: Profile, calibration: Calibration | None) -> Efficiency:
-    """The default efficiencies for the profile's kind, or the calibrated ones."""
-    if calibration is not None:
+    """The default efficiencies for the profile's kind, or the calibrated ones (a calibration
+    fitted against an older throughput model for this kind is not used, and the source says so)."""
+    kind = device_kind(profile)
+    if calibration is not None and calibration.model_version == MODEL_VERSION[kind]:
         return Efficiency(
             memory=calibration.memory_efficiency,
             compute=calibration.compute_efficiency,
             source=calibration.note(),
         )
-    kind = device_kind(profile)
-    return Efficiency(DECODE_EFFICIENCY[kind], PREFILL_EFFICIENCY[kind], DEFAULT_SOURCE)
+    source = DEFAULT_SOURCE
+    if calibration is not None:
+        source += (
+            f" (the calibration of {calibration.measured_on} was fitted to an older throughput "
+            "model: run `deployer bench` again)"
+        )
+    return Efficiency(DECODE_EFFICIENCY[kind], PREFILL_EFFICIENCY[kind], source)
 
 
 def expert_share(arch: ModelArch) -> float:
