@@ -291,11 +291,16 @@ def test_ctrl_c_in_a_sweep_closes_its_tunnel_and_skips_the_rest() -> None:
     assert out.as_dict("inv")["total"]["aggregate_tokens_per_s"] == 0.0
 
 
-def test_ctrl_c_anywhere_else_still_closes_the_tunnel() -> None:
-    link = MemoryLink(speeds={"a": 40.0}, raise_in_facts={"a": KeyboardInterrupt()})
-    with pytest.raises(KeyboardInterrupt):
-        bench_fleet([_plan("a")], _routes("a"), _options(), link, clock=MemoryClock())
-    assert link.opened == link.closed == ["a"]
+def test_ctrl_c_before_a_sweep_closes_the_tunnel_and_keeps_the_hosts_measured() -> None:
+    link = MemoryLink(speeds={"a": 40.0, "b": 40.0, "c": 40.0},
+                      raise_in_facts={"b": KeyboardInterrupt()})  # fmt: skip
+    out = bench_fleet([_plan("a"), _plan("b"), _plan("c")], _routes("a", "b", "c"),
+                      _options([1]), link, clock=MemoryClock())  # fmt: skip
+    assert [h.result for h in out.hosts] == ["measured", "interrupted", "not-run"]
+    assert out.interrupted and link.opened == link.closed == ["a", "b"]
+    assert "before its sweep" in (out.hosts[1].reason or "")
+    total = out.as_dict("inv")["total"]
+    assert total["measured"] == 1 and total["aggregate_tokens_per_s"] > 0
 
 
 def test_an_error_inside_the_tunnel_is_the_hosts_reason_and_the_tunnel_closes() -> None:

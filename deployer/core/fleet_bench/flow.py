@@ -179,6 +179,10 @@ def bench_fleet(
                 row.result, row.reason = judge(row.bench)
             except DeployerError as exc:
                 row.reason = exc.message()
+            except KeyboardInterrupt:
+                # Ctrl-C while the tunnel opened or the key was read (a sweep ends itself):
+                # the hosts measured so far are kept, the rest are not run.
+                row.result, row.reason = INTERRUPTED, "interrupted (Ctrl-C) before its sweep"
         out.hosts.append(row)
         if on_host is not None:
             on_host(row)
