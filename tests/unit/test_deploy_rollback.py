@@ -396,3 +396,74 @@ def test_native_failure_stops_the_process_and_removes_the_key(seams: Seams, wher
         _deploy_native(seams, seams.procs)
     assert procs.running == {} and procs.forgotten == [NAME]
     assert seams.records.records == {} and seams.keys.keys == {}
+
+
+# --- several models behind one router (deploy_several) ---------------------------------------
+
+
+@dataclass
+class MemoryPresets:
+    """Router presets in memory: which are written, released (recorded) or discarded."""
+
+    written: dict[str, str] = field(default_factory=dict)
+    released: list[str] = field(default_factory=list)
+
+    def write_preset(self, name: str, text: str) -> Path:
+        self.written[name] = text
+        return Path(f"/memory/routers/{name}/models.ini")
+
+    def discard(self, name: str) -> None:
+        self.written.pop(name, None)
+
+    def release(self, name: str) -> None:
+        self.released.append(name)
+
+
+class RacingRecords(MemoryRecordStore):
+    """A record store in which another deploy of the same name records itself between the
+    first name check and the second (the moment just before the container is made)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.loads = 0
+
+    def load(self, name: str) -> DeploymentRecord | None:
+        self.loads += 1
+        if self.loads == 3:  # the third: the check just before the container
+            self.records[name] = DeploymentRecord(
+                name=name, model="other", quant="Q4_K_M", backend="llamacpp",
+                runtime="container", endpoint="http://127.0.0.1:1", port=1,
+                created_at="2026-01-01T00:00:00+00:00",
+            )  # fmt: skip
+        return super().load(name)
+
+
+def _deploy_several(s: Seams, presets: MemoryPresets) -> DeployResult:
+    from deployer.core.serve.multi_flow import SeveralRequest, deploy_several
+    from deployer.core.serve.router import ModelEntry
+
+    req = SeveralRequest(
+        entries=[ModelEntry("a", MODEL), ModelEntry("b", MODEL)], profile=get_profile(GPU_PROFILE),
+        inputs=PlanInputs(backend="llamacpp"), name="duo", port=PORT, expose=True,
+        accept_license=True,
+    )  # fmt: skip
+    done = deploy_several(req, s.edges(), presets, None)
+    assert not isinstance(done, DryRun)
+    return done
+
+
+def test_a_router_deploy_that_is_recorded_releases_its_preset(seams: Seams) -> None:
+    presets = MemoryPresets()
+    done = _deploy_several(seams, presets)
+    assert done.record.name == "duo" and presets.released == ["duo"] and "duo" in presets.written
+    assert seams.keys.keys and seams.engine.containers
+
+
+def test_a_router_deploy_that_loses_its_name_removes_its_key_and_preset() -> None:
+    clock = MemoryClock()
+    s = Seams(MemoryEngine(clock), RacingRecords(), MemorySecretStore(), clock)
+    presets = MemoryPresets()
+    with pytest.raises(NameInUse):
+        _deploy_several(s, presets)
+    assert s.keys.keys == {} and presets.written == {} and presets.released == []
+    assert s.engine.containers == {}

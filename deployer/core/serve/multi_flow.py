@@ -151,6 +151,10 @@ class PresetStore(Protocol):
         """Remove `name`'s preset, if any."""
         ...
 
+    def release(self, name: str) -> None:
+        """`name`'s deploy is recorded: its preset is no longer a deploy in progress."""
+        ...
+
 
 @dataclass(frozen=True)
 class SeveralRequest:
@@ -228,6 +232,7 @@ def deploy_several(
     for e, p in zip(req.entries, pulled, strict=True):
         edges.say(f"weights: {e.name}: {p.path} (verified: {all(f.verified for f in p.files)})")
     preset = presets.write_preset(name, preset_text(plan))
+    key_file: Path | None = None
     try:
         bundle = render_several(plan, name=name, paths=[p.path for p in pulled], options=options,
                                 preset_source=str(preset))  # fmt: skip
@@ -256,14 +261,18 @@ def deploy_several(
         recorded = replace(base, model=",".join(plan.names))
         files = [f.path for p in pulled for f in p.files]
         check_name_free(name, records=edges.records)
-        return serve_and_prove(
+        done = serve_and_prove(
             result=recorded, bundle=bundle, server=server, smoke=edges.llama_smoke,
             model_files=files, api_key_file=key_file, records=edges.records, keys=edges.keys,
             clock=edges.clock, on_progress=progress, timeout_s=req.timeout_s,
         )  # fmt: skip
     except BaseException:
         presets.discard(name)
+        if key_file is not None:  # the key this deploy made (serve_and_prove may have already)
+            edges.keys.discard(key_file)
         raise
+    presets.release(name)
+    return done
 
 
 def locate_for_render(
