@@ -97,3 +97,15 @@ def test_every_caller_applies_the_same_rules_in_its_own_words(tmp_path: Path) ->
     assert router_key(str(two_lines)) is None  # a status query goes without a key
     with pytest.raises(EvalKeyMissing):
         api_key_from("t", env=None, file=str(tmp_path / "gone"))
+
+
+def test_a_path_with_a_nul_byte_is_a_problem_not_a_traceback(tmp_path: Path) -> None:
+    """A targets file's key-file: "a\\0b" reaches the reader as a path os.open refuses."""
+    with pytest.raises(KeyFileProblem, match="NUL byte"):
+        read_key_file(tmp_path / "k\0ey")
+    with pytest.raises(InvalidRequest) as ev:
+        api_key_from("t", env=None, file=str(tmp_path / "k\0ey"))
+    assert "target t" in ev.value.message() and "NUL byte" in ev.value.message()
+    with pytest.raises(InvalidRequest, match="NUL byte"):
+        read_api_key(tmp_path / "k\0ey")
+    assert router_key(str(tmp_path / "k\0ey")) is None
