@@ -109,3 +109,21 @@ def test_a_path_with_a_nul_byte_is_a_problem_not_a_traceback(tmp_path: Path) -> 
     with pytest.raises(InvalidRequest, match="NUL byte"):
         read_api_key(tmp_path / "k\0ey")
     assert router_key(str(tmp_path / "k\0ey")) is None
+
+
+def test_eval_says_what_to_do_about_a_file_it_could_not_read(tmp_path: Path) -> None:
+    """A key file that cannot be opened (a link loop, a folder, a NUL in its path) is not a
+    problem of the key's format: the hint points at the file, not at what a key looks like."""
+    loop = tmp_path / "loop"
+    loop.symlink_to(loop)
+    folder = tmp_path / "d"
+    folder.mkdir()
+    for path in (str(loop), str(folder), str(tmp_path / "k\0ey")):
+        with pytest.raises(InvalidRequest) as exc:
+            api_key_from("t", env=None, file=path)
+        message = exc.value.message()
+        assert "readable file" in message and "ASCII" not in message, message
+    bad = tmp_path / "bad"
+    bad.write_text("two words\n")
+    with pytest.raises(InvalidRequest, match="ASCII"):
+        api_key_from("t", env=None, file=str(bad))
