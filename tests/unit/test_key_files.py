@@ -127,3 +127,16 @@ def test_eval_says_what_to_do_about_a_file_it_could_not_read(tmp_path: Path) -> 
     bad.write_text("two words\n")
     with pytest.raises(InvalidRequest, match="ASCII"):
         api_key_from("t", env=None, file=str(bad))
+
+
+def test_a_deployments_unreadable_key_file_points_at_a_redeploy(tmp_path: Path) -> None:
+    """The store's keys are written by deploy alone: removing one generates nothing, so the
+    next step given is a new deploy, whatever is wrong with the file."""
+    two_lines = tmp_path / "k"
+    two_lines.write_text("sk-secret\nsk-other\n")
+    for path in (tmp_path / "gone", two_lines):
+        with pytest.raises(InvalidRequest) as exc:
+            FileSecretStore().read_api_key(path)
+        message = exc.value.message()
+        assert str(path) in message and "deployer down" in message
+        assert "remove the file" not in message and "secret" not in message
