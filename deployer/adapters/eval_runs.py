@@ -85,11 +85,10 @@ def api_key_from(label: str, *, env: str | None, file: str | None) -> str | None
     except KeyFileProblem as exc:
         if exc.missing:
             raise EvalKeyMissing(label, f"key file {path}") from None
-        hint = (
-            "Name a file that holds the key."
-            if exc.problem == "is not a regular file"
-            else "A key is printable ASCII with no spaces."
-        )
+        if exc.problem.startswith(("does not hold", "is larger")):
+            hint = "A key is printable ASCII with no spaces."
+        else:  # not a regular file, not readable (permissions), not a usable path
+            hint = "Point key-file= at a readable file that holds the key."
         raise InvalidRequest(f"target {label}: {key_file_message('key file', exc)}", hint) from None
 
 

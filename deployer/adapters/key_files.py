@@ -42,6 +42,8 @@ def read_key_file(path: Path) -> str:
         raise KeyFileProblem(path, exc.strerror or "no such file", missing=True) from None
     except OSError as exc:
         raise KeyFileProblem(path, exc.strerror or "cannot be opened") from None
+    except ValueError:  # a NUL byte in the path (a targets file's key-file= can hold one)
+        raise KeyFileProblem(path, "is not a usable path (it holds a NUL byte)") from None
     try:
         info = os.fstat(fd)
         if not stat.S_ISREG(info.st_mode):

@@ -38,7 +38,9 @@ class FileSecretStore:
         except KeyFileProblem as exc:
             raise InvalidRequest(
                 key_file_message("API key file", exc),
-                "Write the key alone on one line, or remove the file to have one generated.",
+                # removing the file generates nothing: only a new deploy writes a key
+                "It is a deployment's own key, written by deploy: take the deployment down "
+                "('deployer down NAME') and deploy it again for a new one.",
             ) from None
 
     def discard(self, path: Path) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -147,6 +148,26 @@ def test_rtx_4090_matches_and_takes_host_from_machine(profiles: dict[str, Profil
     assert (bigger.profile.id, bigger.match) == ("nvidia-rtx-4090-24gb", "closest")
     assert bigger.profile.host_ram_gib == 128 and bigger.profile.cpu_cores == 24
     assert "host RAM" in bigger.reason
+
+
+def test_every_kind_of_match_carries_this_machines_disk_read_ahead(
+    profiles: dict[str, Profile],
+) -> None:
+    """The read-around a mapped model needs room for is the machine's, whichever profile the
+    machine matched: an exact CPU match (2 CPUs, 8 GiB: cpu-x86-2c-8gb), a GPU match, ad-hoc."""
+
+    def read_ahead(probe: ProbeResult) -> tuple[str, int]:
+        found = match_profile(detect_hardware(replace(probe, read_ahead_kb=("8192\n",))), profiles)
+        return found.match, found.profile.disk_read_ahead_kb
+
+    assert read_ahead(_linux(8, 2)) == ("exact", 8192)
+    assert read_ahead(_linux(15.4, 4, nvidia_csv=_fixture("nvidia-smi-a10g.csv"))) == (
+        "exact",
+        8192,
+    )
+    assert read_ahead(_linux(24, 2)) == ("ad-hoc", 8192)
+    # nothing read (no /sys/block, macOS): the profile's own, Linux's default
+    assert match_profile(detect_hardware(_linux(8, 2)), profiles).profile.disk_read_ahead_kb == 128
 
 
 def test_gpu_variant_is_closest(profiles: dict[str, Profile]) -> None:

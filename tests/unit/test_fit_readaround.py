@@ -139,3 +139,23 @@ def test_moe_compute_is_never_under_what_llama_server_logged() -> None:
     for arch, logged_mib in ((qwen3moe, 92.02), (olmoe, 72.02)):
         est = compute_bytes(arch, s) / MIB
         assert logged_mib <= est <= logged_mib + 40, arch.architecture
+
+
+def test_with_a_gpu_the_host_budgets_three_windows_a_host_block_plus_three() -> None:
+    """docs/fit.md: off the CPU the tensor order is not used; a bound of three windows per block
+    left on the host, plus three, and nothing when the host holds no weights."""
+    facts = _facts(_two_blocks())  # untied token_embd
+    window = 8 * MIB
+    gpu = MachineSpec(kind="gpu", device_count=1, device_budget_bytes=80 * GIB,
+                      device_overhead_bytes=0, host_budget_bytes=64 * GIB, cpu_threads=2,
+                      read_ahead_bytes=window)  # fmt: skip
+
+    def overhead(ngl: int, mode: str = "mmap") -> int:
+        s = FitSettings(ctx=4096, n_gpu_layers=ngl, load_mode=mode)
+        return estimate_memory(facts, s, gpu).host.overhead_bytes
+
+    # one block on the host (ngl 2: the output layer and one block offloaded)
+    one_block = overhead(2) - overhead(2, "none")
+    full = overhead(3) - overhead(3, "none")
+    assert one_block == pytest.approx(3 * 2 * window, abs=MIB)  # page tables differ a little
+    assert full == pytest.approx(0, abs=MIB)  # token_embd, untied and mapped, is all it has

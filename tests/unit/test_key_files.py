@@ -97,3 +97,46 @@ def test_every_caller_applies_the_same_rules_in_its_own_words(tmp_path: Path) ->
     assert router_key(str(two_lines)) is None  # a status query goes without a key
     with pytest.raises(EvalKeyMissing):
         api_key_from("t", env=None, file=str(tmp_path / "gone"))
+
+
+def test_a_path_with_a_nul_byte_is_a_problem_not_a_traceback(tmp_path: Path) -> None:
+    """A targets file's key-file: "a\\0b" reaches the reader as a path os.open refuses."""
+    with pytest.raises(KeyFileProblem, match="NUL byte"):
+        read_key_file(tmp_path / "k\0ey")
+    with pytest.raises(InvalidRequest) as ev:
+        api_key_from("t", env=None, file=str(tmp_path / "k\0ey"))
+    assert "target t" in ev.value.message() and "NUL byte" in ev.value.message()
+    with pytest.raises(InvalidRequest, match="NUL byte"):
+        read_api_key(tmp_path / "k\0ey")
+    assert router_key(str(tmp_path / "k\0ey")) is None
+
+
+def test_eval_says_what_to_do_about_a_file_it_could_not_read(tmp_path: Path) -> None:
+    """A key file that cannot be opened (a link loop, a folder, a NUL in its path) is not a
+    problem of the key's format: the hint points at the file, not at what a key looks like."""
+    loop = tmp_path / "loop"
+    loop.symlink_to(loop)
+    folder = tmp_path / "d"
+    folder.mkdir()
+    for path in (str(loop), str(folder), str(tmp_path / "k\0ey")):
+        with pytest.raises(InvalidRequest) as exc:
+            api_key_from("t", env=None, file=path)
+        message = exc.value.message()
+        assert "readable file" in message and "ASCII" not in message, message
+    bad = tmp_path / "bad"
+    bad.write_text("two words\n")
+    with pytest.raises(InvalidRequest, match="ASCII"):
+        api_key_from("t", env=None, file=str(bad))
+
+
+def test_a_deployments_unreadable_key_file_points_at_a_redeploy(tmp_path: Path) -> None:
+    """The store's keys are written by deploy alone: removing one generates nothing, so the
+    next step given is a new deploy, whatever is wrong with the file."""
+    two_lines = tmp_path / "k"
+    two_lines.write_text("sk-secret\nsk-other\n")
+    for path in (tmp_path / "gone", two_lines):
+        with pytest.raises(InvalidRequest) as exc:
+            FileSecretStore().read_api_key(path)
+        message = exc.value.message()
+        assert str(path) in message and "deployer down" in message
+        assert "remove the file" not in message and "secret" not in message

@@ -302,6 +302,13 @@ def _host_note(detected: DetectedHardware, profile: Profile) -> str:
     )
 
 
+def _with_disk(detected: DetectedHardware, profile: Profile) -> Profile:
+    """`profile` with this machine's disk read-around, when one was read."""
+    if detected.read_ahead_kb is None:
+        return profile
+    return profile.model_copy(update={"disk_read_ahead_kb": detected.read_ahead_kb})
+
+
 def _with_host(detected: DetectedHardware, profile: Profile) -> Profile:
     update: dict[str, Any] = {}
     if detected.read_ahead_kb is not None:
@@ -354,7 +361,7 @@ def _match_apple(detected: DetectedHardware, profiles: list[Profile]) -> Profile
             continue
         if _ratio_off(p.host_ram_bytes, detected.ram_bytes) <= _CPU_RAM_TOL:
             return ProfileMatch(
-                profile=p,
+                profile=_with_disk(detected, p),
                 match="exact",
                 reason=f"{detected.cpu.model}, {_gib(detected.ram_bytes)} GB: same chip and RAM",
                 closest_shipped=p.id,
@@ -377,7 +384,7 @@ def _match_cpu(detected: DetectedHardware, profiles: list[Profile]) -> ProfileMa
         same_ram = _ratio_off(p.host_ram_bytes, detected.ram_bytes) <= _CPU_RAM_TOL
         if p.cpu_cores == detected.cpu.threads and same_ram:
             return ProfileMatch(
-                profile=p,
+                profile=_with_disk(detected, p),
                 match="exact",
                 reason=f"{detected.cpu.threads} CPUs and {_gib(detected.ram_bytes)} GiB RAM",
                 closest_shipped=p.id,
