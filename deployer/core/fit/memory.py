@@ -391,8 +391,11 @@ def estimate_memory(facts: ModelFacts, s: FitSettings, machine: MachineSpec) -> 
     if not output_on_gpu:
         host_weights += w.untied_output_bytes
     host_repack = sum(repack[i] for i in host_blocks) if machine.kind == "cpu" else 0
-    # An untied token_embd is only looked up a row a token: mapped, it is not held.
-    cold = w.token_embd_bytes if w.output_in_file else 0
+    # An untied token_embd is only looked up a row a token: mapped, it is not held (measured on
+    # CPU). With a GPU the host also runs the GPU runtime (CUDA/ROCm/Metal libraries, the
+    # driver's host allocations), whose host memory has not been measured under a limit: the
+    # embedding table stays counted there, as the margin it has always been.
+    cold = w.token_embd_bytes if w.output_in_file and machine.kind == "cpu" else 0
     logged, resident = host_weight_bytes(host_weights, host_repack, s.load_mode, cold)
     host = DeviceMemory(
         name="host",

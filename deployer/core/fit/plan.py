@@ -216,7 +216,8 @@ def weights_summary(option: Option) -> str:
         else:
             text += f", {fmt_bytes(host.repack_bytes)} of it repacked for the CPU"
     w = option.facts.weights
-    if option.settings.load_mode == "mmap" and w.output_in_file and w.token_embd_bytes:
+    cpu_only = not option.memory.devices  # with a GPU token_embd stays counted (memory.py)
+    if cpu_only and option.settings.load_mode == "mmap" and w.output_in_file and w.token_embd_bytes:
         text += f"; token_embd ({fmt_bytes(w.token_embd_bytes)}) read in place, a row a token"
     return text
 
