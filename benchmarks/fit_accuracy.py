@@ -259,9 +259,6 @@ def measure(
     logged = parse_buffers(ref.log.split("loaded meta data")[-1])
     est = estimate_memory(facts_from_gguf(path), s.fit_settings(), CPU_MACHINE).host
     real = {c: logged.get("host", c) for c in ("model", "KV", "compute", "output")}
-    weights_est, weights_field = weights_as_logged(est)
-    real_total = sum(real.values())
-    est_buffers = weights_est + est.kv_cache_bytes + est.compute_bytes + est.output_bytes
     ref_tps = max(ref.tokens_per_s, default=0.0)
     row: dict[str, Any] = {
         "model": model,
@@ -273,19 +270,10 @@ def measure(
         "ubatch": s.ub,
         "mmap": s.mmap,
         "weights_real": real["model"],
-        "weights_est": weights_est,
-        "weights_est_field": weights_field,
         "kv_real": real["KV"],
-        "kv_est": est.kv_cache_bytes,
         "compute_real": real["compute"],
-        "compute_est": est.compute_bytes,
         "output_real": real["output"],
-        "output_est": est.output_bytes,
-        "total_real": real_total,
-        "total_est": est_buffers,
-        "total_err_pct": 100.0 * (est_buffers - real_total) / real_total,
-        "host_total_est": est.total_bytes,
-        "overhead_est": est.overhead_bytes,
+        "total_real": sum(real.values()),
         "rss_anon_peak": ref.peaks.anon,
         "rss_file_peak": ref.peaks.file,
         "rss_shmem_peak": ref.peaks.shmem,
@@ -295,7 +283,6 @@ def measure(
         "cap": None,
         "cap_search": None,
     }
-    cap_bytes = None
     if search_cap:
         # Above the uncapped resident peak a cap never bites; the search grows it if it does.
         hi = int(ref.peaks.hwm * 1.05) + 16 * MIB
@@ -339,18 +326,34 @@ def measure(
             return out
 
         search = bisect_cap(lo, hi, trial, resolution_bytes=resolution_for(hi))
-        cap_bytes = search.cap_bytes
-        row["cap"] = cap_bytes
+        row["cap"] = search.cap_bytes
         row["cap_search"] = search.as_dict() | {"full_speed_tokens_per_s": full_speed[0]}
+    return row | estimate_columns(row, est)
+
+
+def estimate_columns(row: dict[str, Any], est: DeviceMemory) -> dict[str, Any]:
+    """The estimate's columns of a row and its targets, against the row's measured columns
+    (`*_real`, `cap`): what `measure` adds after measuring and `rescore` recomputes."""
+    weights_est, weights_field = weights_as_logged(est)
+    total_est = weights_est + est.kv_cache_bytes + est.compute_bytes + est.output_bytes
     check = check_targets(
-        kv_logged=real["KV"],
+        kv_logged=row["kv_real"],
         kv_est=est.kv_cache_bytes,
-        weights_logged=real["model"],
+        weights_logged=row["weights_real"],
         weights_est=weights_est,
         total_est=est.total_bytes,
-        cap_bytes=cap_bytes,
+        cap_bytes=row.get("cap"),
     )
-    row |= {
+    return {
+        "weights_est": weights_est,
+        "weights_est_field": weights_field,
+        "kv_est": est.kv_cache_bytes,
+        "compute_est": est.compute_bytes,
+        "output_est": est.output_bytes,
+        "total_est": total_est,
+        "total_err_pct": 100.0 * (total_est - row["total_real"]) / row["total_real"],
+        "host_total_est": est.total_bytes,
+        "overhead_est": est.overhead_bytes,
         "kv_ok": check.kv_ok,
         "weights_ok": check.weights_ok,
         "total_ok": check.total_ok,
@@ -358,7 +361,6 @@ def measure(
         if check.total_over_cap is None
         else round(check.total_over_cap, 3),
     }
-    return row
 
 
 def _mib(x: int | None) -> str:
@@ -484,25 +486,7 @@ def rescore(doc: dict[str, Any], work_dir: Path) -> dict[str, Any]:
         s = Setting(row["ctx"], row["slots"], row["kv_type"], row["flash_attention"],
                     row["ubatch"], row["mmap"])  # fmt: skip
         est = estimate_memory(facts_of[name], s.fit_settings(), machine).host
-        weights_est, field_name = weights_as_logged(est)
-        row.update(weights_est=weights_est, weights_est_field=field_name,
-                   kv_est=est.kv_cache_bytes, compute_est=est.compute_bytes,
-                   output_est=est.output_bytes, host_total_est=est.total_bytes,
-                   overhead_est=est.overhead_bytes)  # fmt: skip
-        row["total_est"] = weights_est + est.kv_cache_bytes + est.compute_bytes + est.output_bytes
-        row["total_err_pct"] = 100.0 * (row["total_est"] - row["total_real"]) / row["total_real"]
-        check = check_targets(
-            kv_logged=row["kv_real"], kv_est=row["kv_est"], weights_logged=row["weights_real"],
-            weights_est=weights_est, total_est=est.total_bytes, cap_bytes=row.get("cap"),
-        )  # fmt: skip
-        row |= {
-            "kv_ok": check.kv_ok,
-            "weights_ok": check.weights_ok,
-            "total_ok": check.total_ok,
-            "total_est_over_cap": None
-            if check.total_over_cap is None
-            else round(check.total_over_cap, 3),
-        }
+        row |= estimate_columns(row, est)
     seconds = float((doc.get("summary") or {}).get("seconds", 0.0))
     doc["summary"] = summarize(doc["rows"], seconds)
     return doc
