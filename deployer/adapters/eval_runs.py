@@ -85,7 +85,7 @@ def api_key_from(label: str, *, env: str | None, file: str | None) -> str | None
     except KeyFileProblem as exc:
         if exc.missing:
             raise EvalKeyMissing(label, f"key file {path}") from None
-        if exc.problem.startswith(("does not hold", "is larger")):
+        if exc.content:
             hint = "A key is printable ASCII with no spaces."
         else:  # not a regular file, not readable (permissions), not a usable path
             hint = "Point key-file= at a readable file that holds the key."

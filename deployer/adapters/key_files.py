@@ -18,13 +18,18 @@ MAX_KEY_FILE_BYTES = 8192
 
 
 class KeyFileProblem(Exception):
-    """Why a key file was not read; `problem` is a short phrase that never quotes the file."""
+    """Why a key file was not read; `problem` is a short phrase that never quotes the file.
+    `missing`: there is no such file; `content`: the file was read but does not hold one key
+    (too large, or not one token of visible ASCII)."""
 
-    def __init__(self, path: Path, problem: str, *, missing: bool = False) -> None:
+    def __init__(
+        self, path: Path, problem: str, *, missing: bool = False, content: bool = False
+    ) -> None:
         super().__init__(f"{path}: {problem}")
         self.path = path
         self.problem = problem
         self.missing = missing
+        self.content = content
 
 
 def is_one_key(value: str) -> bool:
@@ -54,13 +59,13 @@ def read_key_file(path: Path) -> str:
     finally:
         os.close(fd)
     if len(raw) > MAX_KEY_FILE_BYTES + 1:
-        raise KeyFileProblem(path, f"is larger than {MAX_KEY_FILE_BYTES} bytes")
+        raise KeyFileProblem(path, f"is larger than {MAX_KEY_FILE_BYTES} bytes", content=True)
     try:
         value = raw.decode("ascii").strip()
     except UnicodeDecodeError:
         value = ""
     if not is_one_key(value):
-        raise KeyFileProblem(path, "does not hold one key on one line")
+        raise KeyFileProblem(path, "does not hold one key on one line", content=True)
     return value
 
 
