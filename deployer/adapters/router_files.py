@@ -67,9 +67,7 @@ class FilePresetStore:
     def discard(self, name: str) -> None:
         """Remove `name`'s preset folder (and let go of its lock)."""
         shutil.rmtree(router_dir(name), ignore_errors=True)
-        fd = _HELD.pop(name, None)
-        if fd is not None:
-            os.close(fd)
+        self.release(name)
 
 
 def read_models_file(path: Path) -> str:

@@ -358,7 +358,7 @@ def layout_from_tensors(tensors: list[TensorInfo], n_layer: int, file_bytes: int
             other += t.n_bytes  # output_norm, rope factors...: placed with the output layer
     tied = not any(t.name == "output.weight" for t in tensors)
     return WeightLayout(
-        readaround_cold_bytes=[_readaround(tensors, tied, w) for w in READAROUND_WINDOWS],
+        readaround_cold_bytes=_readaround(tensors, tied),
         file_bytes=file_bytes,
         token_embd_bytes=token_embd,
         # Tied: the output layer is a device copy of token_embd; the small rest stays counted.
@@ -370,9 +370,10 @@ def layout_from_tensors(tensors: list[TensorInfo], n_layer: int, file_bytes: int
     )
 
 
-def _readaround(tensors: list[TensorInfo], tied: bool, window: int) -> int:
+def _readaround(tensors: list[TensorInfo], tied: bool) -> list[int]:
     """Cold bytes (never read by a decode once loaded: repacked sources, an untied
-    token_embd whose rows are looked up) that faults on hot tensors pull in, file order.
+    token_embd whose rows are looked up) that faults on hot tensors pull in, file order, for
+    each window of READAROUND_WINDOWS.
 
     A fault in a mapping reads a window centred on the faulting page (mm/filemap.c,
     do_sync_mmap_readahead), so each side of a hot run pulls up to half a window of the cold
@@ -386,13 +387,13 @@ def _readaround(tensors: list[TensorInfo], tied: bool, window: int) -> int:
             runs[-1][0] += t.n_bytes
         else:
             runs.append([t.n_bytes, hot])
-    pulled = 0
-    for i, (size, hot) in enumerate(runs):
-        if hot:
-            continue
-        sides = (i > 0 and runs[i - 1][1]) + (i + 1 < len(runs) and runs[i + 1][1])
-        pulled += min(size, sides * (window // 2))
-    return pulled
+    # each cold run: its size and how many hot neighbours it has
+    cold = [
+        (size, (i > 0 and runs[i - 1][1]) + (i + 1 < len(runs) and runs[i + 1][1]))
+        for i, (size, hot) in enumerate(runs)
+        if not hot
+    ]
+    return [sum(min(size, sides * (w // 2)) for size, sides in cold) for w in READAROUND_WINDOWS]
 
 
 def _quant_label(header: GGUFHeader, tensors: list[TensorInfo]) -> str:
