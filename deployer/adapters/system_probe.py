@@ -14,7 +14,7 @@ from pathlib import Path
 
 import psutil
 
-from deployer.core.hardware.detect import ProbeResult
+from deployer.core.hardware.detect import NOT_DISKS, ProbeResult
 
 _TIMEOUT_S = 5.0
 _NVIDIA_QUERY = [
@@ -100,7 +100,6 @@ def _read(path: Path) -> str | None:
 
 
 _SYS_BLOCK = Path("/sys/block")
-_NOT_DISKS = ("loop", "ram", "zram", "dm-", "md", "sr", "fd")
 
 
 def disk_read_ahead() -> tuple[str, ...]:
@@ -111,7 +110,7 @@ def disk_read_ahead() -> tuple[str, ...]:
     except OSError:
         return ()
     for name in names:
-        if name.startswith(_NOT_DISKS):
+        if name.startswith(NOT_DISKS):
             continue
         text = _read(_SYS_BLOCK / name / "queue" / "read_ahead_kb")
         if text is not None:

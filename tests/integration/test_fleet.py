@@ -17,6 +17,8 @@ import pytest
 import yaml
 
 from deployer.adapters.docker_engine import DockerEngine
+from deployer.adapters.system_probe import disk_read_ahead
+from deployer.core.hardware.detect import parse_read_ahead
 from tests.integration.loopback import free_port
 from tests.integration.sshkit import SshHost
 
@@ -104,6 +106,12 @@ def test_fleet_two_hosts_deploy_one_fails_rerun_skips_status_and_down(
             status, reply = _chat(hosts[h]["endpoint"])
             assert status == 200 and reply["choices"][0]["message"]["content"] is not None
         assert hosts["node-b"]["detected"] and hosts["node-b"]["profile"] != "cpu-x86-2c-8gb"
+        # The facts play read the host's disks: its plan sizes the mapped model's read-around
+        # for them (the hosts here share this machine's kernel and disks).
+        _, planned, _ = _fleet("plan", "-i", str(inv))
+        assert _by_host(planned)["node-b"]["plan"]["disk_read_ahead_kb"] == (
+            parse_read_ahead(disk_read_ahead()) or 128
+        )
         assert hosts["node-bad"]["result"] == "failed"
         # Stopped by its preflight (the image is nowhere: not here, no registry): one line.
         assert hosts["node-bad"]["step"] == "preflight"

@@ -7,6 +7,8 @@ from typing import Any
 
 import pytest
 import yaml
+from hypothesis import given
+from hypothesis import strategies as st
 
 from deployer.core.errors import InvalidRequest
 from deployer.core.fleet.hosts import (
@@ -21,7 +23,12 @@ from deployer.core.fleet.hosts import (
     probe_from_facts,
     render_playbook,
 )
-from deployer.core.hardware.detect import detect_hardware, match_profile
+from deployer.core.hardware.detect import (
+    detect_hardware,
+    match_profile,
+    parse_read_ahead,
+    read_ahead_listing,
+)
 from deployer.core.hardware.profiles import load_profiles
 
 
@@ -82,6 +89,33 @@ def test_facts_of_an_a10g_host_match_the_a10g_profile() -> None:
     assert probe.ram_bytes == 63000 * 1024 * 1024 and probe.cpu_threads == 16
     match = match_profile(detect_hardware(probe), load_profiles())
     assert match.profile.kind == "nvidia" and "a10g" in match.profile.id
+
+
+def test_a_hosts_disks_read_ahead_reaches_its_profile() -> None:
+    # The facts play's `grep -H . /sys/block/*/queue/read_ahead_kb`: the largest real disk's
+    # read-around sizes a mapped model's room (loop and device-mapper devices are skipped).
+    facts = {"ansible_system": "Linux", "ansible_architecture": "x86_64",
+             "ansible_memtotal_mb": 65536, "ansible_processor_cores": 16,
+             "ansible_processor_count": 1, "ansible_processor_vcpus": 32}  # fmt: skip
+    listing = (
+        "/sys/block/loop0/queue/read_ahead_kb:131072\n/sys/block/dm-0/queue/read_ahead_kb:65536\n"
+        "/sys/block/nvme0n1/queue/read_ahead_kb:128\n/sys/block/sda/queue/read_ahead_kb:4096\n"
+    )
+    probe = probe_from_facts(facts, {"nvidia": "", "read_ahead": listing})
+    assert probe.read_ahead_kb == ("128", "4096")
+    match = match_profile(detect_hardware(probe), load_profiles())
+    assert match.profile.disk_read_ahead_kb == 4096
+    # Without the listing (macOS, an old host) the profile keeps Linux's default.
+    plain = match_profile(detect_hardware(probe_from_facts(facts, {})), load_profiles())
+    assert plain.profile.disk_read_ahead_kb == 128
+
+
+@given(st.text(max_size=400))
+def test_a_hostile_read_ahead_listing_gives_only_sane_values(text: str) -> None:
+    values = read_ahead_listing(text)
+    assert all(v.isascii() and v.isdigit() and len(v) <= 9 for v in values)
+    kb = parse_read_ahead(values)
+    assert kb is None or 4 <= kb <= 1 << 20
 
 
 def test_facts_without_a_gpu_give_a_cpu_profile() -> None:

@@ -27,7 +27,7 @@ from deployer.core.fleet.inventory import deployment_name as deployment_name
 from deployer.core.fleet.inventory import hosts_from_inventory as hosts_from_inventory
 from deployer.core.fleet.reasons import explain, explain_unreachable, raw_line
 from deployer.core.fleet.shipping import IMAGES_DIR, MARK_SUFFIX, FleetImage, parts_dir
-from deployer.core.hardware.detect import ProbeResult
+from deployer.core.hardware.detect import ProbeResult, read_ahead_listing
 from deployer.core.pull.hub_checks import check_repo_id, repo_path_problem
 from deployer.core.serve.conventions import (
     HEALTH_PATH,
@@ -70,6 +70,7 @@ def probe_from_facts(facts: Mapping[str, Any], tools: Mapping[str, str | None]) 
         cpu_cores=phys,
         cpu_threads=threads,
         ram_bytes=mem_mb * 1024 * 1024 if mem_mb else None,
+        read_ahead_kb=read_ahead_listing(tools.get("read_ahead") or ""),
     )
 
 

@@ -261,6 +261,23 @@ def detect_hardware(probe: ProbeResult) -> DetectedHardware:
     )  # fmt: skip
 
 
+# Block devices that are not disks a model is read from: loop, RAM, compressed RAM, device
+# mapper and software RAID (their read-around is the disk's below), optical and floppy.
+NOT_DISKS = ("loop", "ram", "zram", "dm-", "md", "sr", "fd")
+_LISTING_LINE = re.compile(r"^/sys/block/([A-Za-z0-9._-]{1,64})/queue/read_ahead_kb:(\d{1,9})$")
+
+
+def read_ahead_listing(text: str) -> tuple[str, ...]:
+    """Each real disk's read_ahead_kb from `grep -H . /sys/block/*/queue/read_ahead_kb` output
+    (a remote host's: lines that are not that shape are skipped, at most 256 disks)."""
+    out: list[str] = []
+    for line in text.splitlines()[:1024]:
+        m = _LISTING_LINE.match(line.strip())
+        if m is not None and not m[1].startswith(NOT_DISKS):
+            out.append(m[2])
+    return tuple(out[:256])
+
+
 def parse_read_ahead(values: tuple[str, ...]) -> int | None:
     """The largest sane read_ahead_kb among the disks' (a bigger read-around needs more room
     beside a mapped model: the conservative pick when the model's disk is not known)."""
