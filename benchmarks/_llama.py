@@ -115,6 +115,10 @@ class TrialRun:
     cgroup_oom_kills: int = 0
     seconds: float = 0.0
     cgroup_stat: dict[str, int] = field(default_factory=dict)  # memory.stat after serving
+    # With fill_tokens: RssAnon after a short answer, and how much a prompt that fills a
+    # ubatch added to it (the compute buffer's pages a short prompt never touches).
+    anon_short_bytes: int = 0
+    fill_anon_bytes: int = 0
 
 
 def cgroup_available() -> bool:
@@ -161,16 +165,25 @@ def _oom_kills(cg: Path) -> int:
     return 0
 
 
-def _complete(port: int, n_predict: int, timeout_s: float) -> float:
-    body = json.dumps(
-        {
-            "prompt": PROMPT,
-            "n_predict": n_predict,
-            "temperature": 0,
-            "ignore_eos": True,
-            "cache_prompt": False,
-        }
-    ).encode()
+def _complete(
+    port: int,
+    n_predict: int,
+    timeout_s: float,
+    sample: bool = False,
+    prompt: list[int] | None = None,
+) -> float:
+    request: dict[str, Any] = {
+        "prompt": PROMPT if prompt is None else prompt,
+        "n_predict": n_predict,
+        "temperature": 0,
+        "ignore_eos": True,
+        "cache_prompt": False,
+    }
+    if sample:
+        # Plain sampling, the same seed every time: a different token at each step (greedy
+        # decoding of a random-weights model falls into a cycle of two or three tokens).
+        request |= {"temperature": 1.0, "seed": 7, "top_k": 0, "top_p": 1.0, "min_p": 0.0}
+    body = json.dumps(request).encode()
     req = urllib.request.Request(
         f"http://127.0.0.1:{port}/completion",
         data=body,
@@ -192,12 +205,18 @@ def run_trial(
     enough_tokens_per_s: float = 0.0,
     completion_timeout_s: float | None = None,
     poll_s: float = 0.05,
+    sample: bool = False,
+    fill_tokens: int = 0,
 ) -> TrialRun:
     """Start llama-server (inside a fresh cgroup capped at `cap_bytes` when given), wait for
     health, run up to `completions` completions (stopping early once one reaches
     `enough_tokens_per_s`), polling /proc/PID/status for resident peaks throughout. Everything
     is bounded by `timeout_s`, each completion by `completion_timeout_s`: a thrashing server is
-    killed, not waited on."""
+    killed, not waited on. `sample` asks for sampled rather than greedy tokens (a routed MoE
+    shape: each token picks its own experts only if the tokens differ). With `fill_tokens`,
+    a short answer and then one prompt of that many tokens (a full ubatch touches every page of
+    the compute buffer, as a long prompt of a real user does; a short one touches a corner)
+    come before the timed completions, and RssAnon is read after each."""
     from fit_truth import ResidentPeaks, parse_proc_status
 
     port = free_port()
@@ -244,6 +263,13 @@ def run_trial(
                 return
             if cg is not None:
                 result["failcnt_ready"] = _read_int(cg / "memory.failcnt")
+            if fill_tokens:
+                left = timeout_s - (time.monotonic() - t0)
+                _complete(port, 1, left, sample)
+                result["anon_short"] = parse_proc_status(status.read_text()).anon
+                left = timeout_s - (time.monotonic() - t0)
+                _complete(port, 1, left, sample, prompt=list(range(10, 10 + fill_tokens)))
+                result["anon_fill"] = parse_proc_status(status.read_text()).anon
             for _ in range(completions):
                 left = timeout_s - (time.monotonic() - t0)
                 if left <= 1:
@@ -252,7 +278,7 @@ def run_trial(
                 if completion_timeout_s is not None:
                     left = min(left, completion_timeout_s)
                 try:
-                    speeds.append(_complete(port, n_predict, left))
+                    speeds.append(_complete(port, n_predict, left, sample))
                 except TimeoutError:
                     result["error"] = f"slow (no answer in {left:.0f} s)"
                     return
@@ -297,6 +323,9 @@ def run_trial(
         logf.close()
         run = TrialRun(out, peaks, speeds, error, exit_code, seconds=time.monotonic() - t0)
         run.cgroup_stat = stat
+        if "anon_fill" in result:
+            run.anon_short_bytes = result["anon_short"]
+            run.fill_anon_bytes = max(0, result["anon_fill"] - result["anon_short"])
         if cg is not None:
             run.cgroup_max_usage_bytes = _read_int(cg / "memory.max_usage_in_bytes")
             run.cgroup_failcnt = _read_int(cg / "memory.failcnt")

@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from _llama import cgroup_available, run_trial
-from fit_accuracy import CPU_MACHINE, SHAPE_GRID, build_model
+from fit_accuracy import CPU_MACHINE, SHAPE_GRID, _is_moe, build_model, capped_run
 from fit_truth import judge_trial
 
 from deployer.adapters.gguf_files import facts_from_gguf
@@ -59,7 +59,10 @@ def main() -> int:
 
     plan = estimate_memory(facts_from_gguf(path), s.fit_settings(), CPU_MACHINE).host.total_bytes
     # CPU_MACHINE carries this machine's read-around (fit_accuracy.READ_AHEAD_KB)
-    ref = run_trial(path, s.args(ns.threads), completions=3, n_predict=ns.n_predict, timeout_s=600)
+    ref = run_trial(
+        path, s.args(ns.threads), completions=3, n_predict=ns.n_predict, timeout_s=600,
+        sample=_is_moe(ns.model),  # a routed MoE shape samples its tokens (fit_accuracy.py)
+    )  # fmt: skip
     if ref.error:
         print(f"uncapped run failed: {ref.error}", file=sys.stderr)
         return 1
@@ -70,14 +73,10 @@ def main() -> int:
     t0 = time.monotonic()
     for rep in range(ns.repeat):
         for cap in caps:
-            run = run_trial(
-                path, s.args(ns.threads), cap_bytes=int(cap * MIB), completions=3,
+            run, full = capped_run(
+                ns.model, path, s, int(cap * MIB), full, threads=ns.threads,
                 n_predict=ns.n_predict, timeout_s=60 + 2 * ref.seconds,
-                enough_tokens_per_s=0.9 * full,
-                completion_timeout_s=10 + 3 * ns.n_predict / max(full, 0.01),
             )  # fmt: skip
-            if run.tokens_per_s and not run.error and run.cgroup_failcnt_serving == 0:
-                full = max(full, *run.tokens_per_s)
             reason = judge_trial(run.error, run.tokens_per_s, full, run.cgroup_failcnt_serving)
             stat = {k: run.cgroup_stat.get(k, 0) for k in STAT_KEYS}
             trials.append(

@@ -9,9 +9,14 @@ flash attention on/off, mmap on/off). For each setting it records:
   load and a completion);
 - with --caps, on the settings marked for it: the smallest cgroup v1 memory cap (no swap) under
   which the server loads, answers and decodes within 10% of its uncapped speed (bisection to
-  64 MiB, 8 MiB for small servers; needs root and /sys/fs/cgroup/memory).
+  64 MiB, 8 MiB for small servers; needs root and /sys/fs/cgroup/memory);
+- with --plan-caps, on every setting: the plan's own host total tried as a cap (must pass) and
+  the plan / 1.10 (must fail), the cap searched only where one of them contradicts the target
+  (fit_truth.check_plan_as_cap). MoE shapes run from a routed copy (shapes.give_routing) and
+  answer with sampled tokens, so that each token picks its own experts.
 
-    python benchmarks/fit_accuracy.py [--quick] [--full] [--caps] [--models demo,llama2-7b|all]
+    python benchmarks/fit_accuracy.py [--quick] [--full] [--caps | --plan-caps]
+                                      [--models demo,llama2-7b|all]
                                       [--settings 0,1] [--model PATH] [--threads 2]
                                       [--n-predict 32] [--out FILE] [--render FILE]
 
@@ -46,6 +51,7 @@ from fit_truth import (
     IN_SAMPLE_MODELS,
     TrialOutcome,
     bisect_cap,
+    check_plan_as_cap,
     check_targets,
     is_marginal,
     judge_trial,
@@ -80,6 +86,9 @@ class Setting:
         """llama-server flags for this setting."""
         args = ["-c", str(self.ctx), "-np", str(self.slots), "-fa", "on" if self.fa else "off"]
         args += ["--fit", "off", "-ub", str(self.ub), "-b", str(max(self.ub, 2048))]
+        # As deployer renders it: no host prompt cache beyond what the plan budgets (none here;
+        # llama-server's own default keeps up to 8 GiB of saved prompt states).
+        args += ["--cache-ram", "0"]
         # A quantized V cache needs flash attention; without it only K is quantized.
         args += ["-ctk", self.kv, "-ctv", self.kv if self.fa else "f16"]
         args += ["-t", str(threads), "-tb", str(threads)]
@@ -171,12 +180,28 @@ def build_model(name: str, work_dir: Path, *, dense: bool = False) -> Path:
         return path
     # A hole refaults for free (the kernel zero-fills it, no read): a page dropped under a cap
     # would cost nothing, and a thrashing server would look healthy. Real blocks must be read.
-    out = work_dir / f"{path.stem}.dense.gguf"
+    # An MoE shape is also given routing (shapes.give_routing): with zero weights every token
+    # picks the same experts, and a mapped model's other experts would look cold.
+    moe = _is_moe(name)
+    out = work_dir / f"{path.stem}.{'routed' if moe else 'dense'}.gguf"
     if not out.exists() or out.stat().st_size != path.stat().st_size:
         tmp = out.with_suffix(".part")
         subprocess.run(["cp", "--sparse=never", str(path), str(tmp)], check=True)
+        if moe:
+            import shapes
+
+            shapes.give_routing(tmp)
         tmp.replace(out)
     return out
+
+
+def _is_moe(name: str) -> bool:
+    try:
+        import shapes
+    except ImportError:
+        return False
+    shape = shapes.SHAPES.get(name)
+    return shape is not None and shape.layout.moe
 
 
 def _build_sparse(name: str, work_dir: Path) -> Path:
@@ -232,6 +257,37 @@ def _outcome(run: TrialRun, reference_tps: float) -> TrialOutcome:
     )
 
 
+def capped_run(
+    model: str,
+    path: Path,
+    s: Setting,
+    cap: int,
+    full_speed: float,
+    *,
+    threads: int,
+    n_predict: int,
+    timeout_s: float,
+) -> tuple[TrialRun, float]:
+    """One start of `model` under `cap`, bounded by what a full-speed answer takes, and the
+    uncapped speed updated by it: a run the cap did not touch while serving is an uncapped run
+    too (the best speed seen is the truest: other work only ever slows a run)."""
+    run = run_trial(
+        path,
+        s.args(threads),
+        cap_bytes=cap,
+        completions=3,
+        n_predict=n_predict,
+        timeout_s=timeout_s,
+        enough_tokens_per_s=0.9 * full_speed,
+        # Three times the time a full-speed answer takes: slower is a fail anyway.
+        completion_timeout_s=10 + 3 * n_predict / max(full_speed, 0.01),
+        sample=_is_moe(model),
+    )
+    if run.tokens_per_s and not run.error and run.cgroup_failcnt_serving == 0:
+        full_speed = max(full_speed, *run.tokens_per_s)
+    return run, full_speed
+
+
 def measure(
     model: str,
     path: Path,
@@ -240,17 +296,25 @@ def measure(
     threads: int,
     caps: bool,
     n_predict: int,
+    plan_caps: bool = False,
 ) -> dict[str, Any]:
-    """One row: logged buffers, resident peaks, the estimate, and (maybe) the cap search."""
+    """One row: logged buffers, resident peaks, the estimate, and (maybe) the cap search, or
+    with `plan_caps` the plan's own figure tried as a cap (check_plan_as_cap)."""
     search_cap = caps and s.cap
     # The reference run: best of 3 decodes when a cap search needs a speed to hold, else one
     # short completion (resident peaks cover load and answering).
+    judged = search_cap or plan_caps
     ref = run_trial(
         path,
         s.args(threads),
-        completions=3 if search_cap else 1,
+        completions=3 if judged else 1,
         n_predict=n_predict,
-        timeout_s=600,
+        timeout_s=900,
+        sample=_is_moe(model),
+        # A prompt that fills a ubatch touches the whole compute buffer, as a user's long
+        # prompt does; a short one touches a corner of it. What it adds to the anonymous memory
+        # (measured here, once) is added to every capped start's cap below.
+        fill_tokens=s.ub + 8 if judged else 0,
     )
     if ref.error:
         raise SystemExit(
@@ -280,10 +344,19 @@ def measure(
         "vm_hwm": ref.peaks.hwm,
         "rss_samples": ref.peaks.samples,
         "tokens_per_s": [round(t, 2) for t in ref.tokens_per_s],
+        "rss_anon_short": ref.anon_short_bytes,
+        "fill_anon": ref.fill_anon_bytes,
         "cap": None,
         "cap_search": None,
+        "cap_range": None,
+        "plan_check": None,
     }
-    if search_cap:
+    if judged:
+        # Caps are judged for a server that has answered a long prompt: each capped start
+        # answers short prompts under (cap - fill), the fill being the anonymous memory a
+        # ubatch-filling prompt adds (measured above; anonymous memory has no other place to
+        # go, so it adds to a cap one for one). The starts stay short and fast.
+        fill = ref.fill_anon_bytes
         # Above the uncapped resident peak a cap never bites; the search grows it if it does.
         hi = int(ref.peaks.hwm * 1.05) + 16 * MIB
         lo = int(ref.peaks.anon * 0.9)
@@ -292,42 +365,56 @@ def measure(
         # The uncapped speed: the best answer of any run its cap did not touch while serving.
         # Contention from other work only ever slows a run, so the best is the truest.
         full_speed = [ref_tps]
+        runs: list[dict[str, Any]] = []  # every capped start, in order, retries included
 
         def trial(cap: int) -> TrialOutcome:
-            out = one_trial(cap)
+            out = one_trial(cap - fill)
             if not out.ok and is_marginal(out.reason):
-                again = one_trial(cap)  # a near miss on speed: noise, or a real slowdown?
+                again = one_trial(cap - fill)  # a near miss on speed: noise, or a real slowdown?
                 out = again if again.ok or again.tokens_per_s > out.tokens_per_s else out
             return out
 
         def one_trial(cap: int) -> TrialOutcome:
-            speed = full_speed[0]
-            run = run_trial(
-                path,
-                s.args(threads),
-                cap_bytes=cap,
-                completions=3,
-                n_predict=n_predict,
+            run, full_speed[0] = capped_run(
+                model, path, s, cap, full_speed[0], threads=threads, n_predict=n_predict,
                 timeout_s=timeout,
-                enough_tokens_per_s=0.9 * speed,
-                # Three times the time a full-speed answer takes: slower is a fail anyway.
-                completion_timeout_s=10 + 3 * n_predict / max(speed, 0.01),
-            )
-            if run.tokens_per_s and not run.error and run.cgroup_failcnt_serving == 0:
-                full_speed[0] = max(speed, *run.tokens_per_s)
+            )  # fmt: skip
             out = _outcome(run, full_speed[0])
             print(
-                f"    cap {cap / MIB:8.0f} MiB: {'ok  ' if out.ok else 'FAIL'} {out.reason:<22} "
+                f"    cap {(cap + fill) / MIB:8.0f} MiB (applied {cap / MIB:.0f}): "
+                f"{'ok  ' if out.ok else 'FAIL'} {out.reason:<22} "
                 f"{out.tokens_per_s:6.2f} tok/s (full {full_speed[0]:.2f}), cgroup peak "
                 f"{out.cgroup_max_usage_bytes / MIB:.0f} MiB, failcnt {out.cgroup_failcnt} "
                 f"({run.cgroup_failcnt_serving} serving)",
                 flush=True,
             )
+            runs.append(
+                {"cap_mib": round((cap + fill) / MIB, 1), "applied_mib": round(cap / MIB, 1),
+                 "ok": out.ok, "reason": out.reason,
+                 "tokens_per_s": round(out.tokens_per_s, 2),
+                 "failcnt_serving": run.cgroup_failcnt_serving}
+            )  # fmt: skip
             return out
 
-        search = bisect_cap(lo, hi, trial, resolution_bytes=resolution_for(hi))
-        row["cap"] = search.cap_bytes
-        row["cap_search"] = search.as_dict() | {"full_speed_tokens_per_s": full_speed[0]}
+        if plan_caps:
+            check = check_plan_as_cap(
+                est.total_bytes, trial, floor_bytes=lo, resolution_bytes=resolution_for(hi)
+            )
+            found = check.search
+            rng = check.cap_range
+            row["cap"] = None if found is None else found.cap_bytes
+            row["cap_range"] = None if rng is None else list(rng)
+            row["plan_check"] = check.as_dict() | {
+                "full_speed_tokens_per_s": full_speed[0],
+                "runs": runs,
+            }
+        else:
+            search = bisect_cap(lo, hi, trial, resolution_bytes=resolution_for(hi))
+            row["cap"] = search.cap_bytes
+            row["cap_search"] = search.as_dict() | {
+                "full_speed_tokens_per_s": full_speed[0],
+                "runs": runs,
+            }
     return row | estimate_columns(row, est)
 
 
@@ -343,6 +430,7 @@ def estimate_columns(row: dict[str, Any], est: DeviceMemory) -> dict[str, Any]:
         weights_est=weights_est,
         total_est=est.total_bytes,
         cap_bytes=row.get("cap"),
+        cap_range=_cap_range(row),
     )
     return {
         "weights_est": weights_est,
@@ -363,6 +451,31 @@ def estimate_columns(row: dict[str, Any], est: DeviceMemory) -> dict[str, Any]:
     }
 
 
+def _cap_range(row: dict[str, Any]) -> tuple[int, int] | None:
+    rng = row.get("cap_range")
+    return None if not rng else (int(rng[0]), int(rng[1]))
+
+
+def _cap_text(row: dict[str, Any]) -> str:
+    """The cap column: the measured cap, or the range two trials put it in ("(lo, hi]")."""
+    rng = _cap_range(row)
+    if row.get("cap") is None and rng is not None:
+        return f"({rng[0] / MIB:.0f}, {rng[1] / MIB:.0f}]"
+    return "-" if row.get("cap") is None else f"{row['cap'] / MIB:.0f}"
+
+
+def _ratio_text(row: dict[str, Any], digits: int = 3) -> str:
+    """plan / cap: one ratio for a measured cap, the range it lies in for a cap range."""
+    ratio = row.get("total_est_over_cap")
+    if ratio is not None:
+        return f"{ratio:.{digits}f}"
+    rng = _cap_range(row)
+    if rng is None:
+        return "-"
+    plan = row["host_total_est"]
+    return f"{plan / rng[1]:.2f}-{plan / rng[0]:.2f}"
+
+
 def _mib(x: int | None) -> str:
     return f"{'-':>8}" if x is None else f"{x / MIB:8.1f}"
 
@@ -377,7 +490,7 @@ def print_table(rows: list[dict[str, Any]]) -> None:
     print(hdr)
     print("-" * len(hdr))
     for r in rows:
-        ratio = r["total_est_over_cap"]
+        ratio = _ratio_text(r)
         print(
             f"{r['model'][:14]:<14} {r['ctx']:>6} {r['slots']:>2} {r['kv_type']:>5} "
             f"{'on' if r['flash_attention'] else 'off':>3} {r['ubatch']:>4} "
@@ -387,8 +500,8 @@ def print_table(rows: list[dict[str, Any]]) -> None:
             f"{_mib(r['compute_real'])} {_mib(r['compute_est'])} | "
             f"{_mib(r['total_real'])} {_mib(r['total_est'])} | {r['total_err_pct']:+6.2f} | "
             f"{_mib(r['rss_anon_peak'])} {_mib(r['rss_file_peak'])} | "
-            f"{_mib(r['cap'])} {_mib(r['host_total_est'])} "
-            f"{'-' if ratio is None else f'{ratio:.3f}':>8} | {'yes' if r['in_sample'] else 'no'}"
+            f"{_cap_text(r):>8} {_mib(r['host_total_est'])} "
+            f"{ratio:>8} | {'yes' if r['in_sample'] else 'no'}"
         )
     print("(pairs: logged by llama-server / estimated by deployer; plan = host total estimate)")
 
@@ -405,7 +518,6 @@ def markdown_table(rows: list[dict[str, Any]]) -> str:
         "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in rows:
-        ratio = r["total_est_over_cap"]
         met = r["kv_ok"] and r["weights_ok"] and r["total_ok"] is not False
         lines.append(
             f"| {r['model']} | {'yes' if r['in_sample'] else 'no'} | {r['ctx']} | {r['slots']} "
@@ -413,9 +525,46 @@ def markdown_table(rows: list[dict[str, Any]]) -> str:
             f"| {r['ubatch']} | {'on' if r['mmap'] else 'off'} "
             f"| {m(r['weights_real'])} / {m(r['weights_est'])} | {m(r['kv_real'])} / {m(r['kv_est'])} "
             f"| {m(r['compute_real'])} / {m(r['compute_est'])} "
-            f"| {m(r['rss_anon_peak'])} / {m(r['rss_file_peak'])} | {m(r['cap'])} "
-            f"| {m(r['host_total_est'])} | {'-' if ratio is None else f'{ratio:.2f}'} "
+            f"| {m(r['rss_anon_peak'])} / {m(r['rss_file_peak'])} | {_cap_text(r)} "
+            f"| {m(r['host_total_est'])} | {_ratio_text(r, 2)} "
             f"| {'met' if met else 'MISSED'} |"
+        )
+    return "\n".join(lines)
+
+
+def plan_caps_table(rows: list[dict[str, Any]]) -> str:
+    """The rows judged by --plan-caps as the compact Markdown table of docs/fit.md: the plan,
+    what its two trials came to, and the verdict."""
+
+    def trial(t: dict[str, Any] | None, full: float, runs: list[dict[str, Any]]) -> str:
+        if t is None:
+            return "-"
+        speed = f"{t['tokens_per_s'] / full:.2f}x" if full > 0 and t["tokens_per_s"] else ""
+        why = "full speed" if t["ok"] else t["reason"]
+        text = f"{t['cap_mib']:.0f}: {why}" + (f" ({speed})" if speed and t["ok"] else "")
+        at = [x for x in runs if x["cap_mib"] == t["cap_mib"]]
+        if len(at) > 1:  # retried: say how many starts there were and how many held
+            text += f", {sum(1 for x in at if x['ok'])} of {len(at)} starts"
+        return text
+
+    lines = [
+        "| model | ctx | slots | KV | FA | load | RSS anon / file peak | plan | at the plan "
+        "| at the plan / 1.10 | plan / cap |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for r in rows:
+        pc = r.get("plan_check")
+        if not pc:
+            continue
+        full = float(pc.get("full_speed_tokens_per_s") or 0.0)
+        runs = pc.get("runs") or []
+        name = r["model"] + (" (in-sample)" if r["in_sample"] else "")
+        lines.append(
+            f"| {name} | {r['ctx']} | {r['slots']} | {r['kv_type']} "
+            f"| {'on' if r['flash_attention'] else 'off'} | {'mmap' if r['mmap'] else 'none'} "
+            f"| {r['rss_anon_peak'] / MIB:.0f} / {r['rss_file_peak'] / MIB:.0f} "
+            f"| {r['host_total_est'] / MIB:.1f} | {trial(pc['at_plan'], full, runs)} "
+            f"| {trial(pc['below'], full, runs)} | {_ratio_text(r, 2)} |"
         )
     return "\n".join(lines)
 
@@ -438,6 +587,10 @@ def summarize(rows: list[dict[str, Any]], seconds: float) -> dict[str, Any]:
         "total_median_abs_err_pct": round(median_err, 3),
         "total_worst_under_pct": round(min(errs), 3),
         "caps_measured": len(ratios),
+        "caps_ranged": sum(1 for r in rows if r.get("cap") is None and _cap_range(r)),
+        "totals_undecided": sum(
+            1 for r in rows if r["total_ok"] is None and (r.get("cap") or _cap_range(r))
+        ),
         "plan_over_cap_min": round(min(ratios), 3) if ratios else None,
         "plan_over_cap_max": round(max(ratios), 3) if ratios else None,
         "settings_off_target": sum(
@@ -506,6 +659,12 @@ def main() -> int:
     )
     ap.add_argument("--caps", action="store_true", help="search the full-speed cap (slow)")
     ap.add_argument(
+        "--plan-caps",
+        action="store_true",
+        help="at every setting, try the plan as a cap (must pass) and the plan / 1.10 (must "
+        "fail); search the cap only where one of them contradicts the target",
+    )
+    ap.add_argument(
         "--n-predict", type=int, default=32, help="tokens per timed completion (default 32)"
     )
     ap.add_argument("--threads", type=int, default=2, help="llama-server -t/-tb (default 2)")
@@ -540,7 +699,11 @@ def main() -> int:
         return 0
     if ns.render is not None:
         try:
-            print(markdown_table(json.loads(ns.render.read_text())["rows"]))
+            rows = json.loads(ns.render.read_text())["rows"]
+            if any(r.get("plan_check") for r in rows):
+                print(plan_caps_table(rows))
+            else:
+                print(markdown_table(rows))
         except (OSError, ValueError, KeyError, TypeError) as e:
             print(f"Cannot render {ns.render}: {type(e).__name__}: {e}", file=sys.stderr)
             return 2
@@ -555,9 +718,13 @@ def main() -> int:
     except ValueError:
         print(f"--settings takes grid indices such as 0,1: got {ns.settings!r}", file=sys.stderr)
         return 2
-    if ns.caps and not cgroup_available():
+    if ns.caps and ns.plan_caps:
+        print("--caps and --plan-caps are two ways to judge the total: pick one", file=sys.stderr)
+        return 2
+    if (ns.caps or ns.plan_caps) and not cgroup_available():
         print(
-            "--caps needs root and a cgroup v1 memory hierarchy at /sys/fs/cgroup/memory",
+            "--caps and --plan-caps need root and a cgroup v1 memory hierarchy at "
+            "/sys/fs/cgroup/memory",
             file=sys.stderr,
         )
         return 3
@@ -578,7 +745,7 @@ def main() -> int:
                 file=sys.stderr,
             )
             return 2
-        models = [(n, build_model(n, ns.work_dir, dense=ns.caps)) for n in names]
+        models = [(n, build_model(n, ns.work_dir, dense=ns.caps or ns.plan_caps)) for n in names]
     rows = []
     t0 = time.monotonic()
     for name, path in models:
@@ -592,7 +759,15 @@ def main() -> int:
         for s in grid:
             print(f"  {name} {s}", flush=True)
             rows.append(
-                measure(name, path, s, threads=ns.threads, caps=ns.caps, n_predict=n_predict)
+                measure(
+                    name,
+                    path,
+                    s,
+                    threads=ns.threads,
+                    caps=ns.caps,
+                    n_predict=n_predict,
+                    plan_caps=ns.plan_caps,
+                )
             )
             _write(ns.out, models, ns.threads, rows, None)
     seconds = time.monotonic() - t0

@@ -509,6 +509,63 @@ def build(name: str, out_dir: Path | None = None) -> Path:
     return target
 
 
+# Q4_K and Q6_K blocks of 256 weights: where a block's f16 scale sits, and its size.
+_SCALED_BLOCKS = {"Q4_K": (0, 144), "Q6_K": (208, 210), "Q8_0": (0, 34)}
+
+
+def give_routing(path: Path, seed: int = 0) -> None:
+    """Make an MoE shape file route like a trained model: a different top-k of experts for each
+    token and layer, in place (the file must be written out dense).
+
+    With every weight zero, every hidden state is zero, the router's logits tie and the same
+    experts are picked for every token: a mapped model's untouched experts then look cold, and
+    the cap measured for it is far below what real routing needs. Random token embeddings, norm
+    weights of one, random routers and a random output matrix with near-uniform logits (so that
+    each sampled token is a different one: `_llama.run_trial(sample=True)`) make each token's
+    hidden state (its embedding: the zero attention and expert outputs leave the residual stream
+    unchanged) pick its own experts in every layer. Only these tensors are touched; the expert
+    weights stay zero (reading them costs the same).
+    """
+    import numpy as np
+    from gguf import GGUFReader
+
+    rng = np.random.default_rng(seed)
+    reader = GGUFReader(path)
+    edits: list[tuple[int, bytes]] = []
+    for t in reader.tensors:
+        name, kind = t.name, t.tensor_type.name
+        offset, n = int(t.data_offset), int(t.n_bytes)
+        if name.endswith(("ffn_norm.weight", "output_norm.weight")) and kind == "F32":
+            edits.append((offset, np.ones(n // 4, dtype="<f4").tobytes()))
+        elif name.endswith("ffn_gate_inp.weight") and kind == "F32":
+            edits.append((offset, rng.standard_normal(n // 4).astype("<f4").tobytes()))
+        elif name in ("token_embd.weight", "output.weight"):
+            if kind in ("F32", "F16"):
+                dt = "<f4" if kind == "F32" else "<f2"
+                size = 4 if kind == "F32" else 2
+                edits.append((offset, rng.standard_normal(n // size).astype(dt).tobytes()))
+                continue
+            if kind not in _SCALED_BLOCKS:
+                raise ValueError(f"{path.name}: cannot randomize {name} of type {kind}")
+            at, block = _SCALED_BLOCKS[kind]
+            raw = rng.integers(0, 256, size=n, dtype=np.uint8).reshape(-1, block)
+            # Embeddings of a modest size; an output matrix so small that the logits are
+            # near-uniform and a sampled token is a different one at every step.
+            value = 1 / 64 if name == "token_embd.weight" else 2.0**-14
+            scale = np.frombuffer(np.float16(value).tobytes(), dtype=np.uint8)
+            raw[:, at : at + 2] = scale  # a finite, modest scale for every block
+            if kind == "Q4_K":
+                raw[:, 2:4] = 0  # dmin: no offset
+            edits.append((offset, raw.tobytes()))
+    del reader
+    with path.open("r+b") as f:
+        for offset, data in edits:
+            f.seek(offset)
+            f.write(data)
+        f.flush()
+        os.fsync(f.fileno())
+
+
 def _same(target: Path, fresh: Path, header_len: int, size: int) -> bool:
     """Whether `target` is a regular file of `size` bytes that starts with `fresh`'s header."""
     try:

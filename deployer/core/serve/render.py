@@ -425,6 +425,12 @@ def llama_server_args(
         # The plan already sized -c and -ngl; --fit would only add a slower trial load.
         args += [v.require("--fit"), "off"]
     args.append(v.require("--metrics"))
+    if v.has("--cache-ram"):
+        # The host prompt cache keeps the KV state of earlier prompts in RAM, up to 8 GiB by
+        # default: memory the plan does not hold, which a container limit set from the plan
+        # would meet as an OOM kill after enough distinct prompts. Off; each slot still reuses
+        # its own KV for a prompt that shares a prefix (docs/fit.md "Prompt cache").
+        args += ["--cache-ram", "0"]
     for path, scale in adapters or []:
         args += [v.require("--lora-scaled"), lora_scaled_value(path, scale)]
     args += load_mode_args(v, load_mode)
