@@ -162,9 +162,7 @@ def test_pinned_build_flags() -> None:
     assert "-ctk" not in args  # f16 is the default
     # No host prompt cache: the plan does not hold one (llama-server's default is 8 GiB).
     assert args[args.index("--cache-ram") + 1] == "0"
-    old = llama_server_args(
-        result, build=4000, model_arg="/m", host="h", port=1, api_key_file=None
-    )
+    old = llama_server_args(result, build=4000, model_arg="/m", host="h", port=1, api_key_file=None)
     assert "--cache-ram" not in old  # before the prompt cache existed
     q8 = replace(result.chosen.settings, kv_type_k="q8_0", kv_type_v="q8_0")
     result_q8 = replace(result, chosen=replace(result.chosen, settings=q8))
