@@ -245,7 +245,7 @@ def run_trial(
     status = Path(f"/proc/{proc.pid}/status")
     result: dict[str, Any] = {}
 
-    def sample() -> None:
+    def poll_peaks() -> None:
         with contextlib.suppress(OSError):
             peaks.add(parse_proc_status(status.read_text()))
 
@@ -296,14 +296,14 @@ def run_trial(
     stat: dict[str, int] = {}
     try:
         while worker.is_alive():
-            sample()
+            poll_peaks()
             if proc.poll() is not None:
                 break
             if time.monotonic() - t0 > timeout_s + 5:
                 result.setdefault("error", "timeout")
                 break
             time.sleep(poll_s)
-        sample()
+        poll_peaks()
         exit_code = proc.poll()
         # The group's split (anon, mapped file, active/inactive file, major faults) while the
         # server is still alive: what a capped run actually held.

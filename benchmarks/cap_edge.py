@@ -11,6 +11,10 @@ serving), tokens/s, and the cgroup's memory.stat while the server was still up (
     python benchmarks/cap_edge.py --model llama3.1-8b-q4_k_m --setting 4 \
         --caps-mib 5918,5976,6020,6107 --repeat 3
 
+Its caps are the caps the server ran under with short prompts: unlike fit_accuracy.py's, no
+long prompt's anonymous memory (`fill`) is added, so they read lower than caps judged for a
+server that has answered a long prompt.
+
 Needs root and a cgroup v1 memory hierarchy, like `fit_accuracy.py --caps`. Results go to
 benchmarks/results/cap_edge.json (appended per model and setting).
 """

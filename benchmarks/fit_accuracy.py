@@ -257,6 +257,12 @@ def _outcome(run: TrialRun, reference_tps: float) -> TrialOutcome:
     )
 
 
+def fill_tokens(s: Setting) -> int:
+    """The long prompt's length: a ubatch and a few more, or as much as one slot's context
+    holds when that is shorter (no user prompt can be longer either)."""
+    return max(0, min(s.ub + 8, s.ctx // s.slots - 8))
+
+
 def capped_run(
     model: str,
     path: Path,
@@ -290,9 +296,9 @@ def capped_run(
 
 def full_speed(unpressed: list[float]) -> float:
     """The uncapped speed a pressed start is held to: the median of the answers no cap touched
-    (the reference's and every unpressed start's best). The best of them was used before: on a
-    shared 2-core VM one lucky answer 15% above the rest then failed pressed starts that were as
-    fast as the typical unpressed one."""
+    (each of the reference's answers, and each unpressed start's best). The best of them was
+    used before; on a shared 2-core VM it sits above the typical answer, and a pressed start is
+    slowed by the same noise as the rest."""
     return statistics.median(unpressed) if unpressed else 0.0
 
 
@@ -322,7 +328,7 @@ def measure(
         # A prompt that fills a ubatch touches the whole compute buffer, as a user's long
         # prompt does; a short one touches a corner of it. What it adds to the anonymous memory
         # (measured here, once) is added to every capped start's cap below.
-        fill_tokens=s.ub + 8 if judged else 0,
+        fill_tokens=fill_tokens(s) if judged else 0,
     )
     if ref.error:
         raise SystemExit(
@@ -369,8 +375,7 @@ def measure(
         lo = int(ref.peaks.anon * 0.9)
         timeout = 60 + 2 * ref.seconds
 
-        # The uncapped speed: the best answer of any run its cap did not touch while serving.
-        # Contention from other work only ever slows a run, so the best is the truest.
+        # The uncapped speed: the median answer of the runs no cap touched while serving.
         unpressed = [t for t in ref.tokens_per_s if t > 0]
         runs: list[dict[str, Any]] = []  # every capped start, in order, retries included
 
@@ -408,9 +413,9 @@ def measure(
                 est.total_bytes, trial, floor_bytes=lo, resolution_bytes=resolution_for(hi)
             )
             found = check.search
-            rng = check.cap_range
             row["cap"] = None if found is None else found.cap_bytes
-            row["cap_range"] = None if rng is None else list(rng)
+            # Judged on both ends of what the starts showed, a searched cap included.
+            row["cap_range"] = list(check.bounds)
             row["plan_check"] = check.as_dict() | {
                 "full_speed_tokens_per_s": full_speed(unpressed),
                 "runs": runs,
@@ -458,29 +463,44 @@ def estimate_columns(row: dict[str, Any], est: DeviceMemory) -> dict[str, Any]:
     }
 
 
-def _cap_range(row: dict[str, Any]) -> tuple[int, int] | None:
+def bounds_of(plan_check: dict[str, Any]) -> list[int | None]:
+    """PlanCapCheck.bounds from its JSON form (bytes): the largest cap that failed and the
+    smallest that passed over every start the check recorded."""
+    trials = [t for t in (plan_check.get("at_plan"), plan_check.get("below")) if t]
+    trials += (plan_check.get("search") or {}).get("trials") or []
+    passed = [t["cap_mib"] for t in trials if t["ok"]]
+    hi = min(passed) if passed else None
+    failed = [t["cap_mib"] for t in trials if not t["ok"] and (hi is None or t["cap_mib"] < hi)]
+    lo = max(failed) if failed else 0.0
+    return [round(lo * MIB), None if hi is None else round(hi * MIB)]
+
+
+def _cap_range(row: dict[str, Any]) -> tuple[int, int | None] | None:
     rng = row.get("cap_range")
-    return None if not rng else (int(rng[0]), int(rng[1]))
+    if not rng:
+        return None
+    return (int(rng[0]), None if rng[1] is None else int(rng[1]))
 
 
 def _cap_text(row: dict[str, Any]) -> str:
-    """The cap column: the measured cap, or the range two trials put it in ("(lo, hi]")."""
+    """The cap column: the range the starts put it in ("(lo, hi]"), or a bisected cap."""
     rng = _cap_range(row)
-    if row.get("cap") is None and rng is not None:
-        return f"({rng[0] / MIB:.0f}, {rng[1] / MIB:.0f}]"
+    if rng is not None:
+        hi = "?" if rng[1] is None else f"{rng[1] / MIB:.0f}"
+        return f"({rng[0] / MIB:.0f}, {hi}]"
     return "-" if row.get("cap") is None else f"{row['cap'] / MIB:.0f}"
 
 
 def _ratio_text(row: dict[str, Any], digits: int = 3) -> str:
-    """plan / cap: one ratio for a measured cap, the range it lies in for a cap range."""
-    ratio = row.get("total_est_over_cap")
-    if ratio is not None:
-        return f"{ratio:.{digits}f}"
+    """plan / cap: one ratio for a bisected cap, the range it lies in for a cap range."""
     rng = _cap_range(row)
     if rng is None:
-        return "-"
+        ratio = row.get("total_est_over_cap")
+        return "-" if ratio is None else f"{ratio:.{digits}f}"
     plan = row["host_total_est"]
-    return f"{plan / rng[1]:.2f}-{plan / rng[0]:.2f}"
+    low = "<" + f"{plan / rng[0]:.2f}" if rng[1] is None else f"{plan / rng[1]:.2f}"
+    high = "inf" if rng[0] <= 0 else f"{plan / rng[0]:.2f}"
+    return low if rng[1] is None else f"{low}-{high}"
 
 
 def _mib(x: int | None) -> str:
@@ -539,6 +559,16 @@ def markdown_table(rows: list[dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
+def _verdict(row: dict[str, Any]) -> str:
+    """The host-total target in a word: inside, under, over, or undecided by the starts."""
+    if row["total_ok"] is True:
+        return "inside"
+    if row["total_ok"] is None:
+        return "undecided"
+    rng = _cap_range(row)
+    return "UNDER" if rng is not None and row["host_total_est"] <= rng[0] else "OVER"
+
+
 def plan_caps_table(rows: list[dict[str, Any]]) -> str:
     """The rows judged by --plan-caps as the compact Markdown table of docs/fit.md: the plan,
     what its two trials came to, and the verdict."""
@@ -556,8 +586,8 @@ def plan_caps_table(rows: list[dict[str, Any]]) -> str:
 
     lines = [
         "| model | ctx | slots | KV | FA | load | RSS anon / file peak | plan | at the plan "
-        "| at the plan / 1.10 | plan / cap |",
-        "|---|---|---|---|---|---|---|---|---|---|---|",
+        "| at the plan / 1.10 | cap in | plan / cap | target |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in rows:
         pc = r.get("plan_check")
@@ -571,7 +601,8 @@ def plan_caps_table(rows: list[dict[str, Any]]) -> str:
             f"| {'on' if r['flash_attention'] else 'off'} | {'mmap' if r['mmap'] else 'none'} "
             f"| {r['rss_anon_peak'] / MIB:.0f} / {r['rss_file_peak'] / MIB:.0f} "
             f"| {r['host_total_est'] / MIB:.1f} | {trial(pc['at_plan'], full, runs)} "
-            f"| {trial(pc['below'], full, runs)} | {_ratio_text(r, 2)} |"
+            f"| {trial(pc['below'], full, runs)} | {_cap_text(r)} | {_ratio_text(r, 2)} "
+            f"| {_verdict(r)} |"
         )
     return "\n".join(lines)
 
@@ -646,6 +677,8 @@ def rescore(doc: dict[str, Any], work_dir: Path) -> dict[str, Any]:
         s = Setting(row["ctx"], row["slots"], row["kv_type"], row["flash_attention"],
                     row["ubatch"], row["mmap"])  # fmt: skip
         est = estimate_memory(facts_of[name], s.fit_settings(), machine).host
+        if row.get("plan_check"):
+            row["cap_range"] = bounds_of(row["plan_check"])
         row |= estimate_columns(row, est)
     seconds = float((doc.get("summary") or {}).get("seconds", 0.0))
     doc["summary"] = summarize(doc["rows"], seconds)

@@ -235,6 +235,21 @@ class PlanCapCheck:
             return (self.below_bytes, self.plan_bytes)
         return None
 
+    @property
+    def bounds(self) -> tuple[int, int | None]:
+        """(lo, hi]: the largest cap that failed (0 if none) and the smallest that passed (None
+        if none did) over every trial, searched or not. A searched cap is only its bound from
+        above: the row is judged on both ends, never on the found cap alone."""
+        trials = [(self.plan_bytes, self.at_plan)]
+        if self.below is not None:
+            trials.append((self.below_bytes, self.below))
+        if self.search is not None:
+            trials += self.search.trials
+        passed = [c for c, t in trials if t.ok]
+        hi = min(passed) if passed else None
+        failed = [c for c, t in trials if not t.ok and (hi is None or c < hi)]
+        return (max(failed) if failed else 0, hi)
+
     def as_dict(self) -> dict[str, Any]:
         """JSON-ready form (caps in MiB)."""
 
@@ -256,6 +271,7 @@ class PlanCapCheck:
             "at_plan": one(self.plan_bytes, self.at_plan),
             "below": one(self.below_bytes, self.below),
             "cap_range_mib": None if rng is None else [round(x / MIB, 1) for x in rng],
+            "bounds_mib": [None if x is None else round(x / MIB, 1) for x in self.bounds],
             "search": None if self.search is None else self.search.as_dict(),
         }
 
@@ -275,12 +291,7 @@ def check_plan_as_cap(
     # the other at or over the plan / 1.10.
     plan = plan_bytes // MIB * MIB
     below = _whole_mib(math.ceil(plan_bytes / TOTAL_CEILING))
-    at_plan = trial(plan)
-    if not at_plan.ok and at_plan.reason.startswith("slow ") and at_plan.tokens_per_s > 0:
-        # It answered, slower than the floor: on a shared machine that can be another job's
-        # noise as well as thrashing. A plan is called under its cap only if a second run agrees.
-        again = trial(plan)
-        at_plan = again if again.ok or again.tokens_per_s > at_plan.tokens_per_s else at_plan
+    at_plan = trial(plan)  # (the caller's trial repeats a near miss on speed once)
     if not at_plan.ok:
         search = bisect_cap(plan, int(plan * 1.25), trial, resolution_bytes=resolution_bytes)
         search.trials.insert(0, (plan, at_plan))
@@ -326,20 +337,21 @@ def check_targets(
     weights_est: int,
     total_est: int,
     cap_bytes: int | None,
-    cap_range: tuple[int, int] | None = None,
+    cap_range: tuple[int, int | None] | None = None,
 ) -> TargetCheck:
     """KV within 1 MiB of the log; weights within 1%; host total in [cap, 1.10 x cap].
 
-    Without a measured cap, `cap_range` (lo, hi] (a cap that failed, one that passed) can still
-    decide the total: at least hi and at most 1.10 x lo is inside whatever the cap is; at most
-    lo is under it, over 1.10 x hi is over it; between, undecided (None)."""
+    `cap_range` (lo, hi] (the largest cap that failed, the smallest that passed; hi None when
+    none passed) decides the total when given, in place of `cap_bytes`: at least hi and at most
+    1.10 x lo is inside whatever the cap is; at most lo is under it, over 1.10 x hi is over it;
+    between, undecided (None)."""
     kv_ok = abs(kv_est - kv_logged) <= KV_TOLERANCE_BYTES
     weights_ok = abs(weights_est - weights_logged) <= WEIGHTS_TOLERANCE * max(weights_logged, 1)
-    if (cap_bytes is None or cap_bytes <= 0) and cap_range is not None:
-        lo, hi = cap_range
-        if hi <= total_est <= TOTAL_CEILING * lo:
+    if cap_range is not None:
+        lo, hi = cap_range  # hi None: nothing passed, the cap is above lo
+        if hi is not None and hi <= total_est <= TOTAL_CEILING * lo:
             return TargetCheck(kv_ok, weights_ok, True, None)
-        if total_est <= lo or total_est > TOTAL_CEILING * hi:
+        if total_est <= lo or (hi is not None and total_est > TOTAL_CEILING * hi):
             return TargetCheck(kv_ok, weights_ok, False, None)
         return TargetCheck(kv_ok, weights_ok, None, None)
     if cap_bytes is None or cap_bytes <= 0:

@@ -453,9 +453,9 @@ def page_table_bytes(resident_bytes: int) -> int:
 # - anonymous memory beyond the buffers once a prompt has filled a ubatch (a short prompt
 #   leaves most of the compute buffer and some of the allocator's arenas untouched, which hid
 #   20-50 MiB in earlier measurements): 10-33 MiB on the shapes with 32k-152k vocabularies,
-#   53-70 MiB on the 256k-262k ones (the demo's real Gemma 3 tokenizer 55.6); the tokenizer's
+#   53-70 MiB on the 256k-262k ones (the demo's real Gemma 3 tokenizer 53.9); the tokenizer's
 #   tables, the slot's sampler (a candidate per token) and the allocator's arenas grow with the
-#   vocabulary, not in a straight line. 16 MiB + 232 B a token is an envelope over all eleven
+#   vocabulary, not in a straight line. 16 MiB + 232 B a token is an envelope over all ten
 #   measured (benchmarks/results/host_overhead.json), not a fit to any: in-sample for each;
 # - thread stacks and per-thread arenas: a compute and an HTTP thread per hardware thread; not
 #   separable at 2 threads, so a stated estimate.

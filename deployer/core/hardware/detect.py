@@ -264,7 +264,7 @@ def detect_hardware(probe: ProbeResult) -> DetectedHardware:
 # Block devices that are not disks a model is read from: loop, RAM, compressed RAM, device
 # mapper and software RAID (their read-around is the disk's below), optical and floppy.
 NOT_DISKS = ("loop", "ram", "zram", "dm-", "md", "sr", "fd")
-_LISTING_LINE = re.compile(r"^/sys/block/([A-Za-z0-9._-]{1,64})/queue/read_ahead_kb:(\d{1,9})$")
+_LISTING_LINE = re.compile(r"^/sys/block/([A-Za-z0-9._-]{1,64})/queue/read_ahead_kb:([0-9]{1,9})$")
 
 
 def read_ahead_listing(text: str) -> tuple[str, ...]:
