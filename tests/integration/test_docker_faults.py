@@ -106,6 +106,10 @@ def test_sigint_while_waiting(
 ) -> None:
     spec = demo_spec("dt-sigint", runtime_image, demo_model, free_port(), interval_s=30.0)
     cid = engine.run_container(spec=spec)
+    # Ctrl-C as a terminal delivers it, whatever this process inherited: a test run started in
+    # the background by a shell without job control has SIGINT ignored, and Python then keeps
+    # it ignored (no KeyboardInterrupt would ever come; the wait would time out instead).
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
     timer = threading.Timer(0.7, os.kill, (os.getpid(), signal.SIGINT))
     timer.start()
     try:
@@ -113,6 +117,7 @@ def test_sigint_while_waiting(
             engine.wait_healthy(container_id=cid, timeout_s=30.0)
     finally:
         timer.cancel()
+        signal.signal(signal.SIGINT, previous)
     assert engine.stop_and_remove(name_or_id=cid) is True
     assert "dt-sigint" not in _names(engine)
 
