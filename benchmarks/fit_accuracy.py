@@ -51,6 +51,7 @@ from fit_truth import (
     IN_SAMPLE_MODELS,
     TrialOutcome,
     bisect_cap,
+    bounds_of_trials,
     check_plan_as_cap,
     check_targets,
     is_marginal,
@@ -468,10 +469,7 @@ def bounds_of(plan_check: dict[str, Any]) -> list[int | None]:
     smallest that passed over every start the check recorded."""
     trials = [t for t in (plan_check.get("at_plan"), plan_check.get("below")) if t]
     trials += (plan_check.get("search") or {}).get("trials") or []
-    passed = [t["cap_mib"] for t in trials if t["ok"]]
-    hi = min(passed) if passed else None
-    failed = [t["cap_mib"] for t in trials if not t["ok"] and (hi is None or t["cap_mib"] < hi)]
-    lo = max(failed) if failed else 0.0
+    lo, hi = bounds_of_trials([(t["cap_mib"], t["ok"]) for t in trials])
     return [round(lo * MIB), None if hi is None else round(hi * MIB)]
 
 

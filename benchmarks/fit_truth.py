@@ -97,18 +97,7 @@ class CapSearch:
             "low_mib": round(self.low_bytes / MIB, 1),
             "high_mib": round(self.high_bytes / MIB, 1),
             "resolution_mib": round(self.resolution_bytes / MIB, 1),
-            "trials": [
-                {
-                    "cap_mib": round(cap / MIB, 1),
-                    "ok": t.ok,
-                    "reason": t.reason,
-                    "tokens_per_s": round(t.tokens_per_s, 2),
-                    "cgroup_max_usage_mib": round(t.cgroup_max_usage_bytes / MIB, 1),
-                    "cgroup_failcnt": t.cgroup_failcnt,
-                    "cgroup_failcnt_serving": t.cgroup_failcnt_serving,
-                }
-                for cap, t in self.trials
-            ],
+            "trials": [trial_dict(cap, t) for cap, t in self.trials],
         }
 
 
@@ -215,6 +204,28 @@ def _whole_mib(n: int) -> int:
     return -(-n // MIB) * MIB
 
 
+def trial_dict(cap: int, t: TrialOutcome) -> dict[str, Any]:
+    """One capped start's JSON form (caps in MiB)."""
+    return {
+        "cap_mib": round(cap / MIB, 1),
+        "ok": t.ok,
+        "reason": t.reason,
+        "tokens_per_s": round(t.tokens_per_s, 2),
+        "cgroup_max_usage_mib": round(t.cgroup_max_usage_bytes / MIB, 1),
+        "cgroup_failcnt": t.cgroup_failcnt,
+        "cgroup_failcnt_serving": t.cgroup_failcnt_serving,
+    }
+
+
+def bounds_of_trials(trials: list[tuple[float, bool]]) -> tuple[Any, Any]:
+    """(lo, hi] from (cap, passed) pairs: the largest cap that failed below the smallest that
+    passed (0 if none), and that smallest passing cap (None if none passed)."""
+    passed = [c for c, ok in trials if ok]
+    hi = min(passed) if passed else None
+    failed = [c for c, ok in trials if not ok and (hi is None or c < hi)]
+    return (max(failed) if failed else 0, hi)
+
+
 @dataclass
 class PlanCapCheck:
     """The host-total target decided by trials at the plan's own figure, without measuring the
@@ -245,31 +256,17 @@ class PlanCapCheck:
             trials.append((self.below_bytes, self.below))
         if self.search is not None:
             trials += self.search.trials
-        passed = [c for c, t in trials if t.ok]
-        hi = min(passed) if passed else None
-        failed = [c for c, t in trials if not t.ok and (hi is None or c < hi)]
-        return (max(failed) if failed else 0, hi)
+        return bounds_of_trials([(c, t.ok) for c, t in trials])
 
     def as_dict(self) -> dict[str, Any]:
         """JSON-ready form (caps in MiB)."""
 
-        def one(cap: int, t: TrialOutcome | None) -> dict[str, Any] | None:
-            if t is None:
-                return None
-            return {
-                "cap_mib": round(cap / MIB, 1),
-                "ok": t.ok,
-                "reason": t.reason,
-                "tokens_per_s": round(t.tokens_per_s, 2),
-                "cgroup_max_usage_mib": round(t.cgroup_max_usage_bytes / MIB, 1),
-                "cgroup_failcnt_serving": t.cgroup_failcnt_serving,
-            }
-
         rng = self.cap_range
+        below = None if self.below is None else trial_dict(self.below_bytes, self.below)
         return {
             "plan_mib": round(self.plan_bytes / MIB, 1),
-            "at_plan": one(self.plan_bytes, self.at_plan),
-            "below": one(self.below_bytes, self.below),
+            "at_plan": trial_dict(self.plan_bytes, self.at_plan),
+            "below": below,
             "cap_range_mib": None if rng is None else [round(x / MIB, 1) for x in rng],
             "bounds_mib": [None if x is None else round(x / MIB, 1) for x in self.bounds],
             "search": None if self.search is None else self.search.as_dict(),
