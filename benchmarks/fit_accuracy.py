@@ -164,13 +164,19 @@ CPU_MACHINE = MachineSpec(
 )
 
 
+BPE_SUFFIX = ".bpe"
+
+
 def available_models() -> list[str]:
     """'demo', the shapes of benchmarks/shapes.py, and the tests' Llama 2 7B shape (MHA)."""
     try:
         import shapes
     except ImportError:
         return ["demo", "llama2-7b"]
-    return ["demo", *shapes.SHAPES, "llama2-7b"]
+    # NAME.bpe: the shape with its real byte-level BPE tokenizer (kind and merge count) in
+    # place of the placeholder SentencePiece vocabulary (shapes.build(..., bpe=True)).
+    bpe = [f"{n}{BPE_SUFFIX}" for n, s in shapes.SHAPES.items() if s.n_merges]
+    return ["demo", *shapes.SHAPES, *bpe, "llama2-7b"]
 
 
 def build_model(name: str, work_dir: Path, *, dense: bool = False) -> Path:
@@ -201,7 +207,7 @@ def _is_moe(name: str) -> bool:
         import shapes
     except ImportError:
         return False
-    shape = shapes.SHAPES.get(name)
+    shape = shapes.SHAPES.get(name.removesuffix(BPE_SUFFIX))
     return shape is not None and shape.layout.moe
 
 
@@ -226,7 +232,8 @@ def _build_sparse(name: str, work_dir: Path) -> Path:
         return out
     import shapes
 
-    return Path(shapes.build(name, work_dir))
+    base = name.removesuffix(BPE_SUFFIX)
+    return Path(shapes.build(base, work_dir, bpe=base != name))
 
 
 def weights_as_logged(host: DeviceMemory) -> tuple[int, str]:

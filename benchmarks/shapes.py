@@ -109,6 +109,11 @@ class Shape:
     n_expert_used: int = 0
     n_ff_expert: int = 0  # qwen3moe's expert_feed_forward_length; OLMoE's experts use n_ff
     sliding_window: int = 0
+    # The real tokenizer's BPE merges (tokenizer.ggml.merges) and pre-tokenizer; 0 for a
+    # SentencePiece vocabulary. Files are built with a placeholder SPM vocabulary of the real
+    # size unless asked for the BPE one (build(..., bpe=True)).
+    n_merges: int = 0
+    bpe_pre: str = ""
     extra: tuple[tuple[str, KeyValue], ...] = field(default=())  # more `<arch>.` keys
 
     @property
@@ -122,12 +127,12 @@ LLAMA31_8B = Shape(
     title="Llama 3.1 8B Instruct", ftype="Q4_K_M", n_layer=32, n_embd=4096, n_ff=14336,
     n_head=32, n_head_kv=8, head_dim=128, n_vocab=128256, ctx_train=131072,
     rope_base=500000.0, norm_eps=1e-5, tied=False, bos_id=128000, eos_id=128009,
-    rope_freqs=True,
+    rope_freqs=True, n_merges=280147, bpe_pre="llama-bpe",
 )  # fmt: skip
 MISTRAL_7B = replace(
     LLAMA31_8B, name="mistral-7b-v0.3-q4_k_m", source="mistralai/Mistral-7B-Instruct-v0.3",
     title="Mistral 7B Instruct v0.3", n_vocab=32768, ctx_train=32768, rope_base=1e6,
-    bos_id=1, eos_id=2, rope_freqs=False,
+    bos_id=1, eos_id=2, rope_freqs=False, n_merges=0, bpe_pre="",
 )  # fmt: skip
 LLAMA32_1B = replace(
     LLAMA31_8B, name="llama3.2-1b-q4_k_m", source="meta-llama/Llama-3.2-1B-Instruct",
@@ -141,13 +146,13 @@ QWEN25_3B = Shape(
     name="qwen2.5-3b-q4_k_m", arch="qwen2", source="Qwen/Qwen2.5-3B-Instruct",
     title="Qwen2.5 3B Instruct", ftype="Q4_K_M", n_layer=36, n_embd=2048, n_ff=11008,
     n_head=16, n_head_kv=2, head_dim=128, n_vocab=151936, ctx_train=32768, rope_base=1e6,
-    norm_eps=1e-6, tied=True, bos_id=151643, eos_id=151645,
+    norm_eps=1e-6, tied=True, bos_id=151643, eos_id=151645, n_merges=151387, bpe_pre="qwen2",
 )  # fmt: skip
 QWEN3_4B = Shape(
     name="qwen3-4b-q4_k_m", arch="qwen3", source="Qwen/Qwen3-4B", title="Qwen3 4B",
     ftype="Q4_K_M", n_layer=36, n_embd=2560, n_ff=9728, n_head=32, n_head_kv=8, head_dim=128,
     n_vocab=151936, ctx_train=40960, rope_base=1e6, norm_eps=1e-6, tied=True,
-    bos_id=151643, eos_id=151645,
+    bos_id=151643, eos_id=151645, n_merges=151387, bpe_pre="qwen2",
 )  # fmt: skip
 GEMMA2_2B = Shape(
     name="gemma2-2b-q4_k_m", arch="gemma2", source="google/gemma-2-2b-it", title="Gemma 2 2B It",
@@ -173,12 +178,14 @@ QWEN3_30B_A3B = Shape(
     title="Qwen3 30B A3B", ftype="Q4_K_M", n_layer=48, n_embd=2048, n_ff=6144, n_head=32,
     n_head_kv=4, head_dim=128, n_vocab=151936, ctx_train=40960, rope_base=1e6, norm_eps=1e-6,
     tied=False, bos_id=151643, eos_id=151645, n_expert=128, n_expert_used=8, n_ff_expert=768,
+    n_merges=151387, bpe_pre="qwen2",
 )  # fmt: skip
 OLMOE_1B_7B = Shape(
     name="olmoe-1b-7b-q4_k_m", arch="olmoe", source="allenai/OLMoE-1B-7B-0924-Instruct",
     title="OLMoE 1B 7B 0924 Instruct", ftype="Q4_K_M", n_layer=16, n_embd=2048, n_ff=1024,
     n_head=16, n_head_kv=16, head_dim=128, n_vocab=50304, ctx_train=4096, rope_base=10000.0,
     norm_eps=1e-5, tied=False, bos_id=50279, eos_id=50279, n_expert=64, n_expert_used=8,
+    n_merges=50009, bpe_pre="olmo",
 )  # fmt: skip
 
 _ENTRIES: list[Shape] = [
@@ -383,18 +390,47 @@ def tensor_types(shape: Shape) -> list[TensorSpec]:
 # --- tokenizer --------------------------------------------------------------------------------
 
 
-def _tokenizer(shape: Shape) -> tuple[list[str], list[int]]:
-    """A cheap SPM-style vocabulary of the real size: byte tokens, specials at the real ids."""
+def _tokenizer(shape: Shape, bpe: bool = False) -> tuple[list[str], list[int]]:
+    """A cheap vocabulary of the real size, specials at the real ids: SPM-style byte tokens, or
+    with `bpe` the 256 byte-level characters a GPT-2 style vocabulary falls back to."""
     n = shape.n_vocab
     tokens = [f"<t{i}>" for i in range(n)]
     types = [int(TokenType.NORMAL)] * n
     for b in range(256):
-        tokens[BYTE_TOKENS_AT + b] = f"<0x{b:02X}>"
-        types[BYTE_TOKENS_AT + b] = int(TokenType.BYTE)
+        if bpe:
+            tokens[BYTE_TOKENS_AT + b] = _BYTE_CHARS[b]
+        else:
+            tokens[BYTE_TOKENS_AT + b] = f"<0x{b:02X}>"
+            types[BYTE_TOKENS_AT + b] = int(TokenType.BYTE)
     tokens[0], types[0] = "<unk>", int(TokenType.UNKNOWN)
     tokens[shape.bos_id], types[shape.bos_id] = "<s>", int(TokenType.CONTROL)
     tokens[shape.eos_id], types[shape.eos_id] = "</s>", int(TokenType.CONTROL)
     return tokens, types
+
+
+def _byte_chars() -> list[str]:
+    """GPT-2's byte-level alphabet: printable Latin-1 bytes stand for themselves, the other 68
+    bytes for code points from U+0100 on (the table byte-level BPE vocabularies are built on)."""
+    keep = [*range(ord("!"), ord("~") + 1), *range(0xA1, 0xAD), *range(0xAE, 0x100)]
+    extra = iter(range(0x100, 0x200))
+    return [chr(b) if b in keep else chr(next(extra)) for b in range(256)]
+
+
+_BYTE_CHARS = _byte_chars()
+
+
+def _merges(tokens: list[str], count: int) -> list[str]:
+    """`count` distinct merge rules "left right", each a split of a vocabulary entry (as a real
+    merge list's pieces are): the rank table llama.cpp builds from them has the real size."""
+    out: list[str] = []
+    for text in tokens[BYTE_TOKENS_AT + 256 :] + tokens[:BYTE_TOKENS_AT]:
+        if " " in text:
+            continue
+        for cut in range(1, len(text)):
+            out.append(f"{text[:cut]} {text[cut:]}")
+            if len(out) == count:
+                return out
+    raise ValueError(f"a vocabulary of {len(tokens)} entries gives fewer than {count} merges")
 
 
 # --- files ------------------------------------------------------------------------------------
@@ -431,8 +467,9 @@ class _Writer(GGUFWriter):
         return head + struct.pack("<IQ", ltype, len(val)) + body
 
 
-def _write_header(shape: Shape, path: Path) -> int:
-    """Write the header (keys, tokenizer, tensor table, padding); return its length."""
+def _write_header(shape: Shape, path: Path, bpe: bool = False) -> int:
+    """Write the header (keys, tokenizer, tensor table, padding); return its length. With `bpe`
+    the tokenizer is a GPT-2 style one with the real number of merges."""
     writer = _Writer(path, shape.arch)
     for key, value in metadata(shape).items():
         if isinstance(value, bool):
@@ -443,11 +480,14 @@ def _write_header(shape: Shape, path: Path) -> int:
             writer.add_float32(key, value)
         else:
             writer.add_string(key, value)
-    tokens, types = _tokenizer(shape)
-    writer.add_tokenizer_model("llama")
-    writer.add_tokenizer_pre("default")
+    tokens, types = _tokenizer(shape, bpe)
+    writer.add_tokenizer_model("gpt2" if bpe else "llama")
+    writer.add_tokenizer_pre(shape.bpe_pre if bpe else "default")
     writer.add_token_list(tokens)
-    writer.add_token_scores([0.0] * shape.n_vocab)
+    if bpe:
+        writer.add_token_merges(_merges(tokens, shape.n_merges))
+    else:
+        writer.add_token_scores([0.0] * shape.n_vocab)
     writer.add_token_types(types)
     writer.add_unk_token_id(0)
     writer.add_bos_token_id(shape.bos_id)
@@ -488,17 +528,22 @@ def shape_named(name: str) -> Shape:
     return shape
 
 
-def build(name: str, out_dir: Path | None = None) -> Path:
-    """Write `<out_dir>/<name>.gguf` (header + a hole for the weights); reuse a matching one."""
+def build(name: str, out_dir: Path | None = None, *, bpe: bool = False) -> Path:
+    """Write `<out_dir>/<name>.gguf` (header + a hole for the weights); reuse a matching one.
+    With `bpe`, `<name>.bpe.gguf` with the real tokenizer's kind and merge count instead of the
+    placeholder SentencePiece vocabulary (only for entries whose tokenizer is BPE)."""
     shape = shape_named(name)
+    if bpe and not shape.n_merges:
+        raise ValueError(f"{shape.name} has a SentencePiece tokenizer: no BPE merges to write")
     out = Path(out_dir) if out_dir is not None else DEFAULT_OUT
     out.mkdir(parents=True, exist_ok=True)
-    target = out / f"{shape.name}.gguf"  # the table's name, never the caller's string
+    # the table's name, never the caller's string
+    target = out / f"{shape.name}{'.bpe' if bpe else ''}.gguf"
     fd, tmp_name = tempfile.mkstemp(prefix=f".{shape.name}.", suffix=".part", dir=out)
     os.close(fd)
     tmp = Path(tmp_name)
     try:
-        header_len = _write_header(shape, tmp)
+        header_len = _write_header(shape, tmp, bpe)
         size = file_bytes(shape, header_len)
         if _same(target, tmp, header_len, size):
             return target

@@ -83,7 +83,7 @@ def _arch_rows(model: CatalogModel) -> list[tuple[str, str]]:
         ("n_embd", str(a.n_embd)),
         ("heads", f"{a.n_head} query, {a.n_head_kv} KV, head_dim {a.head_dim}"),
         ("n_ff", f"{a.n_ff}" + (" per expert" if a.n_expert else "")),
-        ("vocabulary", str(a.n_vocab)),
+        ("vocabulary", str(a.n_vocab) + (f", {a.n_merges} BPE merges" if a.n_merges else "")),
         ("trained context", f"{a.ctx_train} tokens"),
         ("tied embeddings", _yes_no(a.tied_embeddings)),
     ]

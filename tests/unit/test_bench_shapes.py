@@ -215,3 +215,31 @@ def test_cli_builds_and_prints(tmp_path: Path, capsys: pytest.CaptureFixture[str
     line = capsys.readouterr().out.strip()
     assert line.split()[:2] == ["olmoe-1b-7b-q4_k_m", "olmoe"]
     assert (tmp_path / "olmoe-1b-7b-q4_k_m.gguf").stat().st_size > 3 << 30
+
+
+def test_a_bpe_sibling_has_the_real_tokenizer_kind_and_merge_count(tmp_path: Path) -> None:
+    from gguf import GGUFReader
+
+    shape = shapes.SHAPES["qwen2.5-3b-q4_k_m"]
+    path = shapes.build(shape.name, tmp_path, bpe=True)
+    assert path.name == "qwen2.5-3b-q4_k_m.bpe.gguf"
+    assert facts_from_gguf(path).arch.n_merges == shape.n_merges == 151387
+    reader = GGUFReader(path)
+
+    def strings(key: str) -> list[str]:
+        field = reader.fields[key]
+        return [bytes(field.parts[i]).decode() for i in field.data]
+
+    assert strings("tokenizer.ggml.model") == ["gpt2"]
+    assert strings("tokenizer.ggml.pre") == ["qwen2"]
+    tokens, merges = strings("tokenizer.ggml.tokens"), strings("tokenizer.ggml.merges")
+    # Every byte has its byte-level character, so any text tokenizes; every rule is a distinct
+    # pair whose halves join into a vocabulary entry (as a trained merge list's do).
+    assert len(set(tokens) & set(shapes._BYTE_CHARS)) == 256
+    assert len(set(merges)) == len(merges) == shape.n_merges
+    vocab = set(tokens)
+    assert all(m.count(" ") == 1 and m.replace(" ", "") in vocab for m in merges[::997])
+    # The placeholder file beside it is untouched, and a SentencePiece shape has no BPE form.
+    assert facts_from_gguf(shapes.build(shape.name, tmp_path)).arch.n_merges == 0
+    with pytest.raises(ValueError, match="SentencePiece"):
+        shapes.build("gemma3-1b-q4_k_m", tmp_path, bpe=True)

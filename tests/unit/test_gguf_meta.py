@@ -457,3 +457,22 @@ def test_chat_template_presence_is_read(tmp_path: Path) -> None:
     spec.general["tokenizer.chat_template"] = "{{ messages[0]['content'] }}"
     with_tpl = facts_from_gguf(write_gguf(tmp_path / "chat-Q4_K_M.gguf", spec))
     assert with_tpl.has_chat_template
+
+
+def test_bpe_merges_are_counted(tmp_path: Path) -> None:
+    # llama.cpp keeps every merge rule in a hash table: the host overhead counts them.
+    spec = llama_spec()
+    spec.general = {
+        "tokenizer.ggml.model": "gpt2",
+        "tokenizer.ggml.tokens": [f"t{i}" for i in range(VOCAB)],
+        "tokenizer.ggml.merges": [f"t {i}" for i in range(1234)],
+    }
+    assert facts_from_gguf(write_gguf(tmp_path / "bpe.gguf", spec)).arch.n_merges == 1234
+    assert facts_from_gguf(write_gguf(tmp_path / "spm.gguf", llama_spec())).arch.n_merges == 0
+
+
+def test_merges_of_another_type_are_refused(tmp_path: Path) -> None:
+    spec = llama_spec()
+    spec.general = {**tokens(VOCAB), "tokenizer.ggml.merges": [1, 2, 3]}
+    with pytest.raises(GGUFReadError, match=r"tokenizer\.ggml\.merges is ARRAY\[INT32\]"):
+        facts_from_gguf(write_gguf(tmp_path / "bad.gguf", spec))

@@ -457,11 +457,18 @@ def page_table_bytes(resident_bytes: int) -> int:
 #   tables, the slot's sampler (a candidate per token) and the allocator's arenas grow with the
 #   vocabulary, not in a straight line. 16 MiB + 232 B a token is an envelope over all ten
 #   measured (benchmarks/results/host_overhead.json), not a fit to any: in-sample for each;
+# - a byte-level BPE tokenizer's merge table (Llama 3, Qwen, OLMoE, ...): llama.cpp keeps each
+#   rule as a pair of strings in a hash table; the shapes' placeholder vocabulary has none.
+#   Their .bpe siblings (real kind and merge count) measured beside them
+#   (benchmarks/results/host_overhead_bpe.json) held 114-151 B a merge more (Llama 3's 280,147
+#   rules, Qwen's 151,387, OLMoE's 50,009); 160 B is a round figure above each pair, not a fit
+#   (in-sample for each);
 # - thread stacks and per-thread arenas: a compute and an HTTP thread per hardware thread; not
 #   separable at 2 threads, so a stated estimate.
 HOST_BINARY_BYTES = 16 * MIB
 HOST_BASE_ANON_BYTES = 16 * MIB
 HOST_BYTES_PER_VOCAB_TOKEN = 232
+HOST_BYTES_PER_MERGE = 160
 HOST_BYTES_PER_THREAD = MIB // 4
 HOST_THREADS_WHEN_UNKNOWN = 16
 
@@ -473,6 +480,7 @@ def host_overhead_bytes(arch: ModelArch, cpu_threads: int = 0) -> int:
         HOST_BINARY_BYTES
         + HOST_BASE_ANON_BYTES
         + HOST_BYTES_PER_VOCAB_TOKEN * arch.n_vocab
+        + HOST_BYTES_PER_MERGE * arch.n_merges
         + HOST_BYTES_PER_THREAD * threads
     )
 

@@ -59,6 +59,9 @@ class CatalogArch(_Strict):
     head_dim: int = Field(ge=1, le=4096)
     n_ff: int = Field(default=0, ge=0, le=MAX_WIDTH)
     n_vocab: int = Field(ge=1, le=MAX_VOCAB)
+    n_merges: int = Field(
+        default=0, ge=0, le=4 * MAX_VOCAB, description="BPE merges of the published tokenizer"
+    )
     ctx_train: int = Field(ge=1, le=MAX_CTX)
     sliding_window: int = Field(default=0, ge=0, le=MAX_CTX)
     swa_pattern: Literal["none", "alternating_even", "alternating_odd", "5_local_1_global"] = "none"
@@ -99,6 +102,7 @@ class CatalogArch(_Strict):
             head_dim_v=self.head_dim,
             n_ff=self.n_ff,
             n_vocab=self.n_vocab,
+            n_merges=self.n_merges,
             ctx_train=self.ctx_train,
             sliding_window=self.sliding_window if swa else 0,
             swa_layers=swa,

@@ -35,6 +35,9 @@ class ModelArch(BaseModel):
     head_dim_v: int = Field(gt=0, le=U32_MAX)
     n_ff: _U32
     n_vocab: int = Field(gt=0, le=U32_MAX)
+    n_merges: _U32 = Field(
+        default=0, description="BPE merges (tokenizer.ggml.merges): the tokenizer's rank table"
+    )
     ctx_train: int = Field(gt=0, le=U32_MAX)
     sliding_window: _U32 = 0
     swa_layers: list[bool] = Field(default_factory=list, description="per layer: sliding window")

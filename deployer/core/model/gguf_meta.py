@@ -263,6 +263,16 @@ def _n_vocab(header: GGUFHeader, keys: _Keys, tensors: dict[str, TensorInfo]) ->
     return n_vocab
 
 
+def _n_merges(header: GGUFHeader) -> int:
+    """BPE merges: llama.cpp keeps each as a pair of strings in a hash table (its host memory)."""
+    merges = header.kv.get("tokenizer.ggml.merges")
+    if merges is None:
+        return 0
+    if merges.type != ARRAY or merges.item_type != STRING:
+        raise HeaderError(f"tokenizer.ggml.merges is {merges.type_name}, not ARRAY[STRING]")
+    return merges.count
+
+
 def _experts(keys: _Keys, arch: str) -> tuple[int, int]:
     n_expert = keys.get_int("expert_count", hi=LLAMA_MAX_EXPERTS, limit=" (LLAMA_MAX_EXPERTS)")
     used = keys.get_int("expert_used_count")
@@ -313,6 +323,7 @@ def _arch_from_header(header: GGUFHeader, tensors: dict[str, TensorInfo]) -> Mod
         head_dim_v=head_dim_v,
         n_ff=n_ff,
         n_vocab=n_vocab,
+        n_merges=_n_merges(header),
         ctx_train=ctx_train,
         sliding_window=window if any(swa) else 0,
         swa_layers=swa if any(swa) else [],
