@@ -173,10 +173,18 @@ def available_models() -> list[str]:
         import shapes
     except ImportError:
         return ["demo", "llama2-7b"]
-    # NAME.bpe: the shape with its real byte-level BPE tokenizer (kind and merge count) in
-    # place of the placeholder SentencePiece vocabulary (shapes.build(..., bpe=True)).
-    bpe = [f"{n}{BPE_SUFFIX}" for n, s in shapes.SHAPES.items() if s.n_merges]
-    return ["demo", *shapes.SHAPES, *bpe, "llama2-7b"]
+    return ["demo", *shapes.SHAPES, "llama2-7b"]
+
+
+def bpe_models() -> list[str]:
+    """NAME.bpe: a shape with its real byte-level BPE tokenizer (kind and merge count) in place
+    of the placeholder SentencePiece vocabulary (shapes.build(..., bpe=True)); by name only, not
+    in `all` (each is a second full-size file)."""
+    try:
+        import shapes
+    except ImportError:
+        return []
+    return [f"{n}{BPE_SUFFIX}" for n, s in shapes.SHAPES.items() if s.n_merges]
 
 
 def build_model(name: str, work_dir: Path, *, dense: bool = False) -> Path:
@@ -782,9 +790,9 @@ def main() -> int:
         names = [n.strip() for n in (ns.models or "demo").split(",") if n.strip()]
         known = available_models() if ns.models == "all" else None
         names = known or names
-        unknown = [n for n in names if n not in available_models()]
+        unknown = [n for n in names if n not in available_models() + bpe_models()]
         if unknown or not names:
-            choices = ", ".join(available_models())
+            choices = ", ".join(available_models() + bpe_models())
             print(
                 f"Unknown model {unknown[0] if unknown else ''!r}: choose from {choices}, all",
                 file=sys.stderr,

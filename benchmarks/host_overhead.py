@@ -106,10 +106,10 @@ def rescore(out: Path, work_dir: Path) -> None:
     doc = json.loads(out.read_text())
     for row in doc["rows"]:
         bpe = row.get("tokenizer") == "bpe"
-        if row["model"] == "demo":
-            path = build_model("demo", work_dir)
+        if bpe:
+            path = Path(shapes.build(row["model"], work_dir, bpe=True))
         else:
-            path = Path(shapes.build(row["model"], work_dir, bpe=bpe))
+            path = build_model(row["model"], work_dir)
         row.update(plan_columns(path, row["model"]))
     out.write_text(json.dumps(doc, indent=1) + "\n")
 

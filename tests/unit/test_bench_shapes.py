@@ -236,6 +236,9 @@ def test_a_bpe_sibling_has_the_real_tokenizer_kind_and_merge_count(tmp_path: Pat
     # Every byte has its byte-level character, so any text tokenizes; every rule is a distinct
     # pair whose halves join into a vocabulary entry (as a trained merge list's do).
     assert len(set(tokens) & set(shapes._BYTE_CHARS)) == 256
+    # GPT-2's table: printable bytes stand for themselves, space is U+0120, newline U+010A.
+    assert shapes._BYTE_CHARS[ord("A")] == "A" and shapes._BYTE_CHARS[0xE9] == "\u00e9"
+    assert shapes._BYTE_CHARS[0x20] == "\u0120" and shapes._BYTE_CHARS[0x0A] == "\u010a"
     assert len(set(merges)) == len(merges) == shape.n_merges
     vocab = set(tokens)
     assert all(m.count(" ") == 1 and m.replace(" ", "") in vocab for m in merges[::997])

@@ -469,10 +469,17 @@ def test_bpe_merges_are_counted(tmp_path: Path) -> None:
     }
     assert facts_from_gguf(write_gguf(tmp_path / "bpe.gguf", spec)).arch.n_merges == 1234
     assert facts_from_gguf(write_gguf(tmp_path / "spm.gguf", llama_spec())).arch.n_merges == 0
+    # A SentencePiece file that carries merges anyway: llama.cpp never reads them.
+    spec.general["tokenizer.ggml.model"] = "llama"
+    assert facts_from_gguf(write_gguf(tmp_path / "spm-m.gguf", spec)).arch.n_merges == 0
 
 
 def test_merges_of_another_type_are_refused(tmp_path: Path) -> None:
     spec = llama_spec()
     spec.general = {**tokens(VOCAB), "tokenizer.ggml.merges": [1, 2, 3]}
+    spec.general["tokenizer.ggml.model"] = "gpt2"
     with pytest.raises(GGUFReadError, match=r"tokenizer\.ggml\.merges is ARRAY\[INT32\]"):
         facts_from_gguf(write_gguf(tmp_path / "bad.gguf", spec))
+    # ... where llama.cpp reads them; a SentencePiece file's are ignored, as llama.cpp does.
+    spec.general["tokenizer.ggml.model"] = "llama"
+    assert facts_from_gguf(write_gguf(tmp_path / "ok.gguf", spec)).arch.n_merges == 0

@@ -263,10 +263,16 @@ def _n_vocab(header: GGUFHeader, keys: _Keys, tensors: dict[str, TensorInfo]) ->
     return n_vocab
 
 
+# Tokenizer kinds whose merge rules llama.cpp reads (src/llama-vocab.cpp, load): any other kind
+# (llama/SentencePiece, bert, t5, rwkv, ...) never looks at tokenizer.ggml.merges.
+BPE_TOKENIZERS = frozenset({"gpt2", "hybriddna", "whitespace", "gemma4"})
+
+
 def _n_merges(header: GGUFHeader) -> int:
     """BPE merges: llama.cpp keeps each as a pair of strings in a hash table (its host memory)."""
+    kind = header.kv.get("tokenizer.ggml.model")
     merges = header.kv.get("tokenizer.ggml.merges")
-    if merges is None:
+    if merges is None or kind is None or kind.value not in BPE_TOKENIZERS:
         return 0
     if merges.type != ARRAY or merges.item_type != STRING:
         raise HeaderError(f"tokenizer.ggml.merges is {merges.type_name}, not ARRAY[STRING]")
