@@ -275,8 +275,13 @@ def _outcome(run: TrialRun, reference_tps: float) -> TrialOutcome:
 
 def fill_tokens(s: Setting) -> int:
     """The long prompt's length: a ubatch and a few more, or as much as one slot's context
-    holds when that is shorter (no user prompt can be longer either)."""
-    return max(0, min(s.ub + 8, s.ctx // s.slots - 8))
+    holds when that is shorter (no user prompt can be longer either). Without flash attention
+    the whole slot: the KQ matrix (ubatch x cells in use x heads, f32) grows with the cells a
+    batch attends over, and llama.cpp sizes it for a full cache; a 520-token prompt in a
+    2048-token slot touched about a third of it, and the server's memory read ~100 MiB short of
+    what a user who fills the slot makes it hold."""
+    slot = s.ctx // s.slots - 8
+    return max(0, slot if not s.fa else min(s.ub + 8, slot))
 
 
 def capped_run(
