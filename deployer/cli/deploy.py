@@ -23,6 +23,7 @@ from deployer.cli.params import (
     NameOpt,
     ParallelOpt,
     ProfileOpt,
+    PromptCacheOpt,
     QuantOpt,
 )
 
@@ -56,6 +57,7 @@ def deploy(
     kv_type: KvTypeOpt = "f16",
     quant: QuantOpt = None,
     load_mode: LoadModeOpt = None,
+    prompt_cache: PromptCacheOpt = 0,
     lora: LoraOpt = None,
     memory_limit: Annotated[
         str | None,
@@ -92,7 +94,7 @@ def deploy(
             port=port, expose=expose, image=image, runtime=runtime, ctx=ctx, parallel=parallel,
             kv_type=kv_type, quant=quant, load_mode=load_mode, memory_limit=memory_limit,
             accept_license=accept_license, timeout_s=timeout_s, dry_run=dry_run, as_json=as_json,
-            max_loaded=max_loaded, lora=lora,
+            max_loaded=max_loaded, lora=lora, prompt_cache_mib=prompt_cache,
         )  # fmt: skip
     model = models[0] if models else None
 
@@ -124,7 +126,8 @@ def deploy(
         how = runtime_for(prof, runtime, backend)
         inputs = PlanInputs(quant=quant, ctx=ctx, parallel=parallel, kv_type=kv_type.lower(),
                             backend=backend, load_mode=load_mode,
-                            adapters=wiring.load_adapters(lora))  # fmt: skip
+                            adapters=wiring.load_adapters(lora),
+                            prompt_cache_mib=prompt_cache)  # fmt: skip
         req = DeployRequest(
             ref=parse_model_ref(model or best_catalog_model(prof)), profile=prof, inputs=inputs,
             name=name, port=port, expose=expose, insecure=insecure, image=image, runtime=how,

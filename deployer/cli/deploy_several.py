@@ -39,7 +39,7 @@ def deploy_several_cmd(
     runtime: str | None, ctx: int | None, parallel: int, kv_type: str, quant: str | None,
     load_mode: str | None, memory_limit: str | None, accept_license: bool,
     timeout_s: float | None, dry_run: bool, as_json: bool, max_loaded: int | None,
-    lora: list[str] | None = None,
+    lora: list[str] | None = None, prompt_cache_mib: int = 0,
 ) -> None:  # fmt: skip
     """Plan every model, check the sets that load together, run the router and prove it."""
 
@@ -64,7 +64,8 @@ def deploy_several_cmd(
         entries = entries_for(models, models_file, lora)
         prof = wiring.pick_profile(profile, detect)
         inputs = PlanInputs(quant=quant, ctx=ctx, parallel=parallel, kv_type=kv_type.lower(),
-                            backend=backend, load_mode=load_mode)  # fmt: skip
+                            backend=backend, load_mode=load_mode,
+                            prompt_cache_mib=prompt_cache_mib)  # fmt: skip
         req = SeveralRequest(
             entries=entries, profile=prof, inputs=inputs, name=name, max_loaded=max_loaded,
             port=port, expose=expose, image=image, accept_license=accept_license,

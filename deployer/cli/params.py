@@ -15,6 +15,16 @@ LoadModeOpt = Annotated[
         "The plan budgets memory for it.",
     ),
 ]
+PromptCacheOpt = Annotated[
+    int,
+    typer.Option(
+        "--prompt-cache",
+        metavar="MIB",
+        help="Host RAM (MiB) for llama-server's prompt cache (--cache-ram): earlier "
+        "conversations' KV kept so a returning one skips its prefill. Counted in the plan "
+        "and its memory limit. 0 (default): off.",
+    ),
+]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print machine-readable JSON.")]
 ProfileOpt = Annotated[
     str | None,

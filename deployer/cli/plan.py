@@ -22,6 +22,7 @@ from deployer.cli.params import (
     ModelsFileOpt,
     ParallelOpt,
     ProfileOpt,
+    PromptCacheOpt,
     QuantOpt,
 )
 
@@ -59,6 +60,7 @@ def plan(
     quant: QuantOpt = None,
     backend: BackendOpt = "llamacpp",
     load_mode: LoadModeOpt = None,
+    prompt_cache: PromptCacheOpt = 0,
     requests_per_day: RequestsOpt = None,
     prompt_tokens: PromptOpt = 1000,
     output_tokens: OutputOpt = 300,
@@ -79,7 +81,7 @@ def plan(
         return plan_several_cmd(
             models or [], models_file, profile=profile, detect=detect, ctx=ctx, parallel=parallel,
             kv_type=kv_type, quant=quant, backend=backend, load_mode=load_mode,
-            max_loaded=max_loaded, as_json=as_json, lora=lora,
+            max_loaded=max_loaded, as_json=as_json, lora=lora, prompt_cache_mib=prompt_cache,
         )  # fmt: skip
     model = models[0] if models else ""
 
@@ -104,7 +106,7 @@ def plan(
         result = wiring.plan_for(
             parse_model_ref(model), prof, quant=quant, ctx=ctx, parallel=parallel, kv_type=kv_type,
             backend=backend, load_mode=load_mode, suggest_profiles=True,
-            adapters=wiring.load_adapters(lora),
+            adapters=wiring.load_adapters(lora), prompt_cache_mib=prompt_cache,
         )  # fmt: skip
         store = NoCalibrations() if no_calibration else wiring.calibrations()
         economics = plan_economics(

@@ -62,6 +62,7 @@ def plan_several_cmd(
     models: list[str], models_file: Path | None, *, profile: str | None, detect: bool,
     ctx: int | None, parallel: int, kv_type: str, quant: str | None, backend: str,
     load_mode: str | None, max_loaded: int | None, as_json: bool, lora: list[str] | None = None,
+    prompt_cache_mib: int = 0,
 ) -> None:  # fmt: skip
     """Plan several models for one router deployment."""
 
@@ -78,7 +79,8 @@ def plan_several_cmd(
         entries = entries_for(models, models_file, lora)
         prof = wiring.pick_profile(profile, detect)
         inputs = PlanInputs(quant=quant, ctx=ctx, parallel=parallel, kv_type=kv_type.lower(),
-                            backend=backend, load_mode=load_mode)  # fmt: skip
+                            backend=backend, load_mode=load_mode,
+                            prompt_cache_mib=prompt_cache_mib)  # fmt: skip
         plan = plan_several(entries, prof, inputs, wiring.plan_for, max_loaded)
         if as_json:
             print_json(plan_json(plan, largest_result(plan).as_dict()))

@@ -71,6 +71,11 @@ def show_plan(result: PlanResult, d: dict[str, Any]) -> None:
             line(fmt_bytes(dev["budget_bytes"]), "" if ok else styled(" over", "red")),
         )
     console.print(table)
+    if d.get("prompt_cache_mib"):
+        echo(
+            f"prompt cache: {fmt_bytes(d['prompt_cache_mib'] << 20)} of host memory for earlier "
+            "conversations (llama-server --cache-ram), counted in the host total"
+        )
     speed = f"~{d['predicted_tokens_per_s']} tokens/s decode (one stream)"
     if d["cost_per_million_tokens_usd"] is not None:
         speed += (

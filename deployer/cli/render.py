@@ -24,6 +24,7 @@ from deployer.cli.params import (
     NameOpt,
     ParallelOpt,
     ProfileOpt,
+    PromptCacheOpt,
     QuantOpt,
 )
 from deployer.core.serve.llama_flags import PINNED_BUILD
@@ -73,6 +74,7 @@ def render(
         int, typer.Option("--runtime-version", help="llama.cpp build the flags are spelled for.")
     ] = PINNED_BUILD,
     load_mode: LoadModeOpt = None,
+    prompt_cache: PromptCacheOpt = 0,
     ctx: CtxOpt = None,
     parallel: ParallelOpt = 1,
     kv_type: KvTypeOpt = "f16",
@@ -90,6 +92,7 @@ def render(
             target=target, out=out, port=port, expose=expose, name=name, image=image,
             runtime_version=runtime_version, load_mode=load_mode, ctx=ctx, parallel=parallel,
             kv_type=kv_type, quant=quant, max_loaded=max_loaded, lora=lora,
+            prompt_cache_mib=prompt_cache,
         )  # fmt: skip
     model = models[0] if models else ""
 
@@ -117,7 +120,8 @@ def render(
         ref = parse_model_ref(model)
         inputs = PlanInputs(quant=quant, ctx=ctx, parallel=parallel, kv_type=kv_type,
                             backend=backend, load_mode=load_mode,
-                            adapters=wiring.load_adapters(lora))  # fmt: skip
+                            adapters=wiring.load_adapters(lora),
+                            prompt_cache_mib=prompt_cache)  # fmt: skip
         result = plan_fitting(ref, prof, inputs, wiring.plan_for)
         dep_name = deployment_name(result, name)
         out_dir = (out or Path(f"deployer-{dep_name}")).resolve()

@@ -13,7 +13,7 @@ def render_several_cmd(
     backend: str, target: str | None, out: Path | None, port: int | None, expose: bool,
     name: str | None, image: str | None, runtime_version: int, load_mode: str | None,
     ctx: int | None, parallel: int, kv_type: str, quant: str | None, max_loaded: int | None,
-    lora: list[str] | None = None,
+    lora: list[str] | None = None, prompt_cache_mib: int = 0,
 ) -> None:  # fmt: skip
     """Plan every model, refuse sets that do not fit, write the router's files."""
 
@@ -40,7 +40,8 @@ def render_several_cmd(
         entries = entries_for(models, models_file, lora)
         prof = wiring.pick_profile(profile, detect)
         inputs = PlanInputs(quant=quant, ctx=ctx, parallel=parallel, kv_type=kv_type.lower(),
-                            backend=backend, load_mode=load_mode)  # fmt: skip
+                            backend=backend, load_mode=load_mode,
+                            prompt_cache_mib=prompt_cache_mib)  # fmt: skip
         plan = plan_several(entries, prof, inputs, wiring.plan_for, max_loaded)
         require_fit(plan)
         dep_name = check_name(name)

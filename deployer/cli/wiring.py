@@ -138,6 +138,7 @@ def plan_for(
     load_mode: str | None = None,
     suggest_profiles: bool = False,
     adapters: tuple[Adapter, ...] = (),
+    prompt_cache_mib: int = 0,
 ) -> PlanResult:
     """Plan `ref` on `prof` as plan, render and deploy all do (bigger profiles on request)."""
     from deployer.core.fit.plan import PlanRequest, make_plan
@@ -154,6 +155,7 @@ def plan_for(
         kv_type=kv_type.lower(),
         backend=backend,
         load_mode=load_mode,
+        prompt_cache_mib=prompt_cache_mib,
     )
     others = list(load_profiles().values()) if suggest_profiles else None
     result = make_plan(model_name, candidates, prof, req, license=lic, other_profiles=others)

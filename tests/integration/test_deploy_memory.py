@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import math
+import urllib.request
 
 import pytest
 from typer.testing import CliRunner
@@ -24,9 +25,10 @@ pytestmark = pytest.mark.docker
 PROFILE = "cpu-x86-2c-8gb"
 
 
-def _plan_bytes(load_mode: str) -> int:
+def _plan_bytes(load_mode: str, prompt_cache_mib: int = 0) -> int:
     plan = wiring.plan_for("demo", get_profile(PROFILE), quant=None, ctx=None, parallel=1,
-                           kv_type="f16", backend="llamacpp", load_mode=load_mode)  # fmt: skip
+                           kv_type="f16", backend="llamacpp", load_mode=load_mode,
+                           prompt_cache_mib=prompt_cache_mib)  # fmt: skip
     return plan.chosen.memory.host.total_bytes
 
 
@@ -72,3 +74,37 @@ def test_a_limit_20_percent_under_the_plan_fails_naming_oom(
     assert f"warning: --memory-limit {limit_mib:.1f} MiB is under the plan's" in err
     assert "Traceback" not in err
     assert "t-mem-oom" not in {c.name for c in engine.list_deployer_containers()}
+
+
+def test_a_prompt_cache_is_rendered_and_held_inside_the_limit(
+    engine: DockerEngine, runtime_image: str
+) -> None:
+    # --prompt-cache 32: the plan grows by 32 MiB, the container's limit with it, the server
+    # runs with --cache-ram 32, and distinct prompts (each one's state saved as the next
+    # arrives) fill the cache inside the limit: the server keeps answering.
+    code, out, err = _deploy("t-mem-cache", "--prompt-cache", "32")
+    try:
+        assert code == 0, err
+        got = json.loads(out)
+        container = engine.client().containers.get(got["container_id"])
+        args = container.attrs["Config"]["Cmd"] or []
+        assert args[args.index("--cache-ram") + 1] == "32"
+        grown = _plan_bytes("none", 32) - _plan_bytes("none")
+        assert 32 * MIB <= grown <= 33 * MIB
+        plan = wiring.plan_for("demo", get_profile(PROFILE), quant=None, ctx=None, parallel=1,
+                               kv_type="f16", backend="llamacpp", load_mode="none",
+                               prompt_cache_mib=32)  # fmt: skip
+        assert container.attrs["HostConfig"]["Memory"] == resource_limits(plan).memory_limit_bytes
+        url = got["endpoint"].rstrip("/") + "/completion"
+        for i in range(8):
+            ids = [1000 + (i * 7919 + j * 31) % 200000 for j in range(400)]
+            body = json.dumps({"prompt": ids, "n_predict": 2, "cache_prompt": True}).encode()
+            req = urllib.request.Request(
+                url, data=body, headers={"Content-Type": "application/json"}
+            )
+            with urllib.request.urlopen(req, timeout=120) as r:
+                assert json.loads(r.read())["tokens_predicted"] == 2
+        container.reload()
+        assert container.status == "running" and not container.attrs["State"]["OOMKilled"]
+    finally:
+        CliRunner().invoke(app, ["down", "t-mem-cache"])

@@ -336,3 +336,26 @@ def test_host_overhead_covers_every_process_measured_after_a_long_prompt() -> No
                 update={"n_merges": row.get("n_merges", 0)}
             )
             assert host_overhead_bytes(arch, d["threads"]) >= needed, row
+
+
+def test_without_flash_attention_the_cpu_copies_kq_as_f16() -> None:
+    # ggml-cpu converts the softmaxed KQ (cells x ubatch x heads, f32) to f16 in its work
+    # buffer to multiply it by the f16 V cache: outside every logged buffer. Only the excess
+    # over the feed-forward conversion (in the measured overhead) is added.
+    from deployer.core.fit.memory import attention_work_bytes
+
+    arch = _arch()
+    fa = FitSettings(ctx=8192, flash_attention=True)
+    no_fa = FitSettings(ctx=8192, flash_attention=False)
+    assert attention_work_bytes(arch, fa) == 0
+    kq = 2 * no_fa.cells_per_stream * no_fa.n_ubatch * arch.n_head
+    assert attention_work_bytes(arch, no_fa) == kq - no_fa.n_ubatch * arch.n_ff * 34 // 32
+    # It grows with the cells a stream holds, and is on the host only when the host computes.
+    more = FitSettings(ctx=16384, flash_attention=False)
+    assert attention_work_bytes(arch, more) > attention_work_bytes(arch, no_fa)
+    cpu = MachineSpec(kind="cpu", device_count=0, device_budget_bytes=0,
+                      device_overhead_bytes=0, host_budget_bytes=64 * GIB, cpu_threads=2)  # fmt: skip
+    facts = _facts(arch)
+    with_fa = estimate_memory(facts, fa, cpu).host.overhead_bytes
+    without = estimate_memory(facts, no_fa, cpu).host.overhead_bytes
+    assert without - with_fa >= attention_work_bytes(arch, no_fa)

@@ -73,6 +73,7 @@ class FitSettings:
     kv_unified: bool = False  # llama-server with an explicit -np: one stream per slot
     ctx_is_per_slot: bool = False  # Ollama: num_ctx per slot, allocated x num_parallel
     load_mode: str = DEFAULT_LOAD_MODE  # one of LOAD_MODES (llama-server --load-mode)
+    prompt_cache_mib: int = 0  # llama-server --cache-ram: earlier prompts' KV kept in host RAM
 
     @property
     def streams(self) -> int:
@@ -111,6 +112,7 @@ class DeviceMemory:
     compute_bytes: int = 0
     output_bytes: int = 0
     overhead_bytes: int = 0
+    prompt_cache_bytes: int = 0  # host only: llama-server's prompt cache, at its --cache-ram
     budget_bytes: int = 0
     layers: int = 0
     blocks: list[int] = field(default_factory=list)
@@ -124,6 +126,7 @@ class DeviceMemory:
             + self.compute_bytes
             + self.output_bytes
             + self.overhead_bytes
+            + self.prompt_cache_bytes
         )
 
     @property
@@ -151,6 +154,7 @@ class DeviceMemory:
             "compute_bytes": self.compute_bytes,
             "output_bytes": self.output_bytes,
             "overhead_bytes": self.overhead_bytes,
+            "prompt_cache_bytes": self.prompt_cache_bytes,
             "total_bytes": self.total_bytes,
             "budget_bytes": self.budget_bytes,
             "layers": self.layers,
@@ -406,6 +410,9 @@ def estimate_memory(facts: ModelFacts, s: FitSettings, machine: MachineSpec) -> 
         kv_cache_bytes=kv_bytes(arch, host_blocks, s) + recurrent_bytes(arch, len(host_blocks), s),
         output_bytes=output_bytes(arch, s),
         overhead_bytes=host_overhead_bytes(arch, machine.cpu_threads),
+        # The server's prompt cache (--cache-ram N) holds saved prompt states up to N MiB,
+        # freeing the oldest before it stores another (docs/fit.md "Prompt cache").
+        prompt_cache_bytes=s.prompt_cache_mib * MIB,
         budget_bytes=machine.host_budget_bytes,
         layers=len(host_blocks),
         blocks=host_blocks,
@@ -421,6 +428,8 @@ def estimate_memory(facts: ModelFacts, s: FitSettings, machine: MachineSpec) -> 
         host.compute_bytes = 16 * arch.n_embd * s.n_ubatch + _mask_bytes(arch, s)
         if host_blocks:
             host.compute_bytes += compute_bytes(arch, s)
+    if host_blocks:
+        host.overhead_bytes += attention_work_bytes(arch, s)
     # The kernel's page tables for what the process touches (a cgroup charges them too), and
     # room to evict and re-read mapped pages at the edge of a limit.
     host.overhead_bytes += page_table_bytes(host.total_bytes - host.overhead_bytes)
@@ -439,6 +448,24 @@ def readaround_bytes(w: WeightLayout, machine: MachineSpec, host_block_count: in
     if machine.kind == "cpu":
         return w.readaround_bytes(window)
     return 3 * (host_block_count + 1) * window
+
+
+def attention_work_bytes(arch: ModelArch, s: FitSettings) -> int:
+    """The CPU backend's work buffer beyond what the host overhead already holds, when layers
+    compute attention on the CPU without flash attention.
+
+    ggml-cpu converts a matrix product's f32 operand to the weight's dot type in one work
+    buffer outside every logged buffer (ggml_graph_plan's work_size: the largest such operand
+    in the graph). Without flash attention the largest is the softmaxed KQ, cells x ubatch x
+    heads, multiplied by the f16 V cache: it is copied as f16 (Qwen3 4B at ctx 2048: 64 MiB).
+    With flash attention the largest is a feed-forward input, ubatch x n_ff at about a byte a
+    weight, which the measured overhead includes (benchmarks/host_overhead.py runs with flash
+    attention): only the excess over it is added."""
+    if s.flash_attention:
+        return 0
+    kq_f16 = 2 * s.cells_per_stream * s.n_ubatch * arch.n_head
+    ffn = s.n_ubatch * arch.n_ff * max(1, arch.n_expert_used) * 34 // 32  # q8_0: 34 B / 32
+    return max(0, kq_f16 - ffn)
 
 
 def page_table_bytes(resident_bytes: int) -> int:

@@ -59,6 +59,11 @@ class PlanRequest:
     backend: str = "llamacpp"
     flash_attention: bool | None = None
     load_mode: str | None = None  # llama-server --load-mode; None: the build's default (mmap)
+    prompt_cache_mib: int = 0  # llama-server --cache-ram, counted in the host total; 0: off
+
+
+# The largest prompt cache a plan takes (1 TiB): beyond any host a profile describes.
+MAX_PROMPT_CACHE_MIB = 1 << 20
 
 
 @dataclass
@@ -189,6 +194,7 @@ class PlanResult:
             ),
             "layout_exact": c.facts.weights.exact,
             "load_mode": c.settings.load_mode,
+            "prompt_cache_mib": c.settings.prompt_cache_mib,
             "disk_read_ahead_kb": self.profile.disk_read_ahead_kb,
             "weights_held": c.memory.host.weights_held,
             "weights_summary": weights_summary(c),
@@ -292,6 +298,7 @@ def _settings(req: PlanRequest, ctx: int, fa: bool, ngl: int) -> FitSettings:
         n_gpu_layers=ngl,
         ctx_is_per_slot=req.backend == "ollama",
         load_mode=load_mode_of(req.load_mode),
+        prompt_cache_mib=req.prompt_cache_mib,
     )
 
 
@@ -371,6 +378,21 @@ def _overflow_reason(opt: Option) -> str:
     )
 
 
+def _check_prompt_cache(req: PlanRequest) -> None:
+    """A prompt cache is llama-server's (--cache-ram), sized in whole MiB."""
+    n = req.prompt_cache_mib
+    if not 0 <= n <= MAX_PROMPT_CACHE_MIB:
+        raise InvalidRequest(
+            f"a prompt cache of {n} MiB is out of range",
+            f"Use 0 (off) to {MAX_PROMPT_CACHE_MIB} MiB.",
+        )
+    if n and req.backend == "ollama":
+        raise InvalidRequest(
+            "--prompt-cache sizes llama-server's prompt cache; Ollama has none to size",
+            "Drop --prompt-cache, or use --backend llamacpp.",
+        )
+
+
 def _check_slots(req: PlanRequest, ctx: int, ctx_train: int, model: str) -> None:
     """Refuse a context or slot count llama.cpp would refuse, or that leaves a slot no room."""
     if not 1 <= req.parallel <= MAX_PARALLEL:
@@ -424,6 +446,7 @@ def make_plan(
         raise InvalidRequest(
             f"unknown load mode '{req.load_mode}'", f"Use one of: {', '.join(LOAD_MODES)}."
         )
+    _check_prompt_cache(req)
     arch = candidates[0].arch
     ctx = req.ctx if req.ctx is not None else min(DEFAULT_CTX, arch.ctx_train)
     _check_slots(req, ctx, arch.ctx_train, model)

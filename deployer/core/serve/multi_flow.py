@@ -55,7 +55,8 @@ def plan_several(
     results = [
         planner(parse_model_ref(e.ref_text), profile, quant=e.quant or inputs.quant,
                 ctx=e.ctx or inputs.ctx, parallel=inputs.parallel, kv_type=inputs.kv_type,
-                backend=inputs.backend, load_mode=inputs.load_mode)
+                backend=inputs.backend, load_mode=inputs.load_mode,
+                prompt_cache_mib=inputs.prompt_cache_mib)
         for e in entries
     ]  # fmt: skip
     return plan_models([e.name for e in entries], results, n)

@@ -86,6 +86,7 @@ class Planner(Protocol):
         backend: str,
         load_mode: str | None,
         adapters: tuple[Adapter, ...] = (),
+        prompt_cache_mib: int = 0,
     ) -> PlanResult: ...
 
 
@@ -100,6 +101,7 @@ class PlanInputs:
     backend: str = "llamacpp"
     load_mode: str | None = None  # llama-server --load-mode; None: the build's default (mmap)
     adapters: tuple[Adapter, ...] = ()  # LoRA adapters, read and checked (core/model/adapter.py)
+    prompt_cache_mib: int = 0  # llama-server --cache-ram, held in the plan; 0: off
 
 
 @dataclass(frozen=True)

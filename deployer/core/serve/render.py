@@ -427,10 +427,15 @@ def llama_server_args(
     args.append(v.require("--metrics"))
     if v.has("--cache-ram"):
         # The host prompt cache keeps the KV state of earlier prompts in RAM, up to 8 GiB by
-        # default: memory the plan does not hold, which a container limit set from the plan
-        # would meet as an OOM kill after enough distinct prompts. Off; each slot still reuses
-        # its own KV for a prompt that shares a prefix (docs/fit.md "Prompt cache").
-        args += ["--cache-ram", "0"]
+        # default: set to what the plan holds for it (--prompt-cache, 0 by default: off), so a
+        # container limit set from the plan never meets it as an OOM kill. Each slot still
+        # reuses its own KV for a prompt that shares a prefix (docs/fit.md "Prompt cache").
+        args += ["--cache-ram", str(s.prompt_cache_mib)]
+    elif s.prompt_cache_mib:
+        raise InvalidRequest(
+            f"llama-server build {build} has no prompt cache (--cache-ram)",
+            "Drop --prompt-cache, or use a newer --runtime-version.",
+        )
     for path, scale in adapters or []:
         args += [v.require("--lora-scaled"), lora_scaled_value(path, scale)]
     args += load_mode_args(v, load_mode)

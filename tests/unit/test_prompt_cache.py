@@ -1,0 +1,108 @@
+"""--prompt-cache: llama-server's prompt cache (--cache-ram) sized by the plan, held in its limit."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import replace
+
+import pytest
+from typer.testing import CliRunner
+
+import deployer.cli.render  # noqa: F401  (registers `render` until app.py imports it)
+from deployer.cli import wiring
+from deployer.cli.app import app
+from deployer.core.errors import InvalidRequest
+from deployer.core.fit.memory import FitSettings, MachineSpec, estimate_memory
+from deployer.core.fit.plan import MAX_PROMPT_CACHE_MIB, PlanRequest, PlanResult, make_plan
+from deployer.core.hardware.profiles import get_profile
+from deployer.core.serve.limits import resource_limits
+from deployer.core.serve.llama_flags import PINNED_BUILD
+from deployer.core.serve.render import llama_server_args
+from deployer.core.units import GIB, MIB
+
+CPU = MachineSpec(
+    kind="cpu", device_count=0, device_budget_bytes=0, device_overhead_bytes=0,
+    host_budget_bytes=64 * GIB, cpu_threads=2,
+)  # fmt: skip
+
+
+def _plan(prompt_cache_mib: int, backend: str = "llamacpp") -> PlanResult:
+    name, candidates, lic = wiring.plan_candidates("llama-3.1-8b-instruct", None)
+    req = PlanRequest(backend=backend, prompt_cache_mib=prompt_cache_mib)
+    return make_plan(name, candidates, get_profile("cpu-x86-16c-64gb"), req, license=lic)
+
+
+def test_the_cache_is_host_memory_the_plan_holds() -> None:
+    _, candidates, _ = wiring.plan_candidates("llama-3.1-8b-instruct", None)
+    facts = candidates[0]
+    off = estimate_memory(facts, FitSettings(ctx=8192), CPU).host
+    on = estimate_memory(facts, FitSettings(ctx=8192, prompt_cache_mib=512), CPU).host
+    assert on.prompt_cache_bytes == 512 * MIB and off.prompt_cache_bytes == 0
+    # The cache, and the page tables that map it (8 B a 4 KiB page); nothing else moves.
+    assert on.total_bytes - off.total_bytes == 512 * MIB + 512 * MIB // 512
+    assert on.as_dict()["prompt_cache_bytes"] == 512 * MIB
+    # A GPU plan keeps it on the host too: saved prompt states are host copies.
+    gpu = replace(CPU, kind="gpu", device_count=1, device_budget_bytes=80 * GIB)
+    on_gpu = estimate_memory(
+        facts, FitSettings(ctx=8192, n_gpu_layers=99, prompt_cache_mib=512), gpu
+    )
+    assert on_gpu.host.prompt_cache_bytes == 512 * MIB
+    assert all(d.prompt_cache_bytes == 0 for d in on_gpu.devices)
+
+
+def test_plan_render_and_limit_carry_the_same_figure() -> None:
+    off, on = _plan(0), _plan(1024)
+    grown = on.chosen.memory.host.total_bytes - off.chosen.memory.host.total_bytes
+    assert grown >= 1024 * MIB
+    assert on.as_dict()["prompt_cache_mib"] == 1024 and off.as_dict()["prompt_cache_mib"] == 0
+    # The container's memory request and limit grow with it.
+    assert (
+        resource_limits(on).memory_request_bytes - resource_limits(off).memory_request_bytes
+        >= 1024 * MIB
+    )
+    args = llama_server_args(
+        on, build=PINNED_BUILD, model_arg="/m", host="h", port=1, api_key_file=None
+    )
+    assert args[args.index("--cache-ram") + 1] == "1024"
+    args = llama_server_args(
+        off, build=PINNED_BUILD, model_arg="/m", host="h", port=1, api_key_file=None
+    )
+    assert args[args.index("--cache-ram") + 1] == "0"  # off unless the plan holds one
+
+
+def test_a_build_without_a_prompt_cache_refuses_one() -> None:
+    with pytest.raises(InvalidRequest, match="build 4000 has no prompt cache"):
+        llama_server_args(
+            _plan(64), build=4000, model_arg="/m", host="h", port=1, api_key_file=None
+        )
+    old = llama_server_args(
+        _plan(0), build=4000, model_arg="/m", host="h", port=1, api_key_file=None
+    )
+    assert "--cache-ram" not in old
+
+
+@pytest.mark.parametrize("mib", [-1, MAX_PROMPT_CACHE_MIB + 1])
+def test_a_size_out_of_range_is_refused(mib: int) -> None:
+    with pytest.raises(InvalidRequest, match="out of range"):
+        _plan(mib)
+
+
+def test_ollama_has_no_prompt_cache_to_size() -> None:
+    with pytest.raises(InvalidRequest, match="Ollama has none"):
+        _plan(64, backend="ollama")
+
+
+def test_the_cli_spells_it_and_refuses_it_in_one_line() -> None:
+    runner = CliRunner()
+    base = ["plan", "demo", "--profile", "cpu-x86-2c-8gb"]
+    off = json.loads(runner.invoke(app, [*base, "--json"]).stdout)
+    on = json.loads(runner.invoke(app, [*base, "--prompt-cache", "256", "--json"]).stdout)
+    host_off, host_on = off["devices"][-1], on["devices"][-1]
+    assert host_on["name"] == "host" and host_on["prompt_cache_bytes"] == 256 * MIB
+    assert host_on["total_bytes"] - host_off["total_bytes"] == 256 * MIB + 256 * MIB // 512
+    assert on["prompt_cache_mib"] == 256
+    text = runner.invoke(app, [*base, "--prompt-cache", "256"]).stdout
+    assert "prompt cache: 256.0 MiB" in text and "--cache-ram" in text
+    bad = runner.invoke(app, [*base, "--prompt-cache", "64", "--backend", "ollama"])
+    assert bad.exit_code != 0 and "Traceback" not in bad.output
+    assert len(bad.stderr.strip().splitlines()) == 1 and "Ollama has none" in bad.stderr
