@@ -76,6 +76,13 @@ def show_plan(result: PlanResult, d: dict[str, Any]) -> None:
             f"prompt cache: {fmt_bytes(d['prompt_cache_mib'] << 20)} of host memory for earlier "
             "conversations (llama-server --cache-ram), counted in the host total"
         )
+    ckpt = d["devices"][-1].get("checkpoint_bytes", 0)
+    if ckpt:
+        echo(
+            f"context checkpoints: {fmt_bytes(ckpt)} of host memory (llama-server "
+            "--ctx-checkpoints 3 a slot: sliding-window or recurrent state), counted in the host "
+            "total"
+        )
     speed = f"~{d['predicted_tokens_per_s']} tokens/s decode (one stream)"
     if d["cost_per_million_tokens_usd"] is not None:
         speed += (

@@ -10,6 +10,7 @@ from deployer.core.fit.memory import (
     DEFAULT_READ_AHEAD_BYTES,
     FitSettings,
     MachineSpec,
+    cpu_work_bytes,
     estimate_memory,
     host_overhead_bytes,
     kv_bytes,
@@ -257,7 +258,8 @@ def test_the_host_counts_page_tables_and_room_to_reclaim_a_mapping(mode: str, sl
     touched = host.total_bytes - host.overhead_bytes
     if mode == "mmap":  # and room for the cold pages the kernel reads around the hot ones
         slack += facts.weights.readaround_bytes(DEFAULT_READ_AHEAD_BYTES)
-    assert host.overhead_bytes == host_overhead_bytes(_arch(), 2) + touched // 512 + slack
+    work = cpu_work_bytes(_arch(), FitSettings(ctx=4096))  # the CPU's work buffer
+    assert host.overhead_bytes == host_overhead_bytes(_arch(), 2) + work + touched // 512 + slack
     assert page_table_bytes(8 * GIB) == 16 * MIB
 
 
@@ -340,22 +342,42 @@ def test_host_overhead_covers_every_process_measured_after_a_long_prompt() -> No
 
 def test_without_flash_attention_the_cpu_copies_kq_as_f16() -> None:
     # ggml-cpu converts the softmaxed KQ (cells x ubatch x heads, f32) to f16 in its work
-    # buffer to multiply it by the f16 V cache: outside every logged buffer. Only the excess
-    # over the feed-forward conversion (in the measured overhead) is added.
-    from deployer.core.fit.memory import attention_work_bytes
-
+    # buffer to multiply it by the V cache: outside every logged buffer. Only the excess over
+    # the feed-forward conversion (in the measured overhead) is added.
     arch = _arch()
     fa = FitSettings(ctx=8192, flash_attention=True)
     no_fa = FitSettings(ctx=8192, flash_attention=False)
-    assert attention_work_bytes(arch, fa) == 0
+    assert cpu_work_bytes(arch, fa) == 0
     kq = 2 * no_fa.cells_per_stream * no_fa.n_ubatch * arch.n_head
-    assert attention_work_bytes(arch, no_fa) == kq - no_fa.n_ubatch * arch.n_ff * 34 // 32
-    # It grows with the cells a stream holds, and is on the host only when the host computes.
+    assert cpu_work_bytes(arch, no_fa) == kq - no_fa.n_ubatch * arch.n_ff * 34 // 32
+    # It grows with the cells a stream holds; an f32 V cache is multiplied without a copy.
     more = FitSettings(ctx=16384, flash_attention=False)
-    assert attention_work_bytes(arch, more) > attention_work_bytes(arch, no_fa)
+    assert cpu_work_bytes(arch, more) > cpu_work_bytes(arch, no_fa)
+    f32 = FitSettings(ctx=8192, flash_attention=False, kv_type_k="f32", kv_type_v="f32")
+    assert cpu_work_bytes(arch, f32) == 0
     cpu = MachineSpec(kind="cpu", device_count=0, device_budget_bytes=0,
                       device_overhead_bytes=0, host_budget_bytes=64 * GIB, cpu_threads=2)  # fmt: skip
     facts = _facts(arch)
     with_fa = estimate_memory(facts, fa, cpu).host.overhead_bytes
     without = estimate_memory(facts, no_fa, cpu).host.overhead_bytes
-    assert without - with_fa >= attention_work_bytes(arch, no_fa)
+    assert without - with_fa >= cpu_work_bytes(arch, no_fa)
+
+
+def test_context_checkpoints_hold_the_sliding_window_per_slot() -> None:
+    # llama-server saves a checkpoint of what cannot be rolled back (the sliding-window KV,
+    # recurrent state) a completion; deployer renders CTX_CHECKPOINTS a slot and plans them.
+    from deployer.core.fit.memory import CTX_CHECKPOINTS, checkpoint_bytes, kv_bytes
+
+    swa = [i % 2 == 0 for i in range(32)]
+    arch = _arch(sliding_window=1024, swa_layers=swa)
+    s = FitSettings(ctx=8192, parallel=2)
+    window_kv = kv_bytes(arch, [i for i in range(32) if swa[i]], s)
+    assert checkpoint_bytes(arch, s) == CTX_CHECKPOINTS * 2 * (window_kv // 2) > 0
+    # A model that rolls back (no window, no recurrent state) saves none; nor does Ollama.
+    assert checkpoint_bytes(_arch(), s) == 0
+    assert checkpoint_bytes(arch, FitSettings(ctx=8192, ctx_is_per_slot=True)) == 0
+    rec = _arch(recurrent_state_bytes_per_seq=3 * MIB)
+    assert checkpoint_bytes(rec, FitSettings(ctx=4096)) == CTX_CHECKPOINTS * 3 * MIB
+    host = estimate_memory(_facts(arch), s, CPU).host
+    assert host.checkpoint_bytes == checkpoint_bytes(arch, s)
+    assert host.as_dict()["checkpoint_bytes"] == host.checkpoint_bytes

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 from dataclasses import replace
+from pathlib import Path
+from typing import Any
 
 import pytest
 from typer.testing import CliRunner
@@ -78,7 +80,16 @@ def test_a_build_without_a_prompt_cache_refuses_one() -> None:
     old = llama_server_args(
         _plan(0), build=4000, model_arg="/m", host="h", port=1, api_key_file=None
     )
-    assert "--cache-ram" not in old
+    assert "--cache-ram" not in old and "--ctx-checkpoints" not in old
+
+
+def test_the_checkpoints_the_plan_holds_are_the_ones_rendered() -> None:
+    from deployer.core.fit.memory import CTX_CHECKPOINTS
+
+    args = llama_server_args(
+        _plan(0), build=PINNED_BUILD, model_arg="/m", host="h", port=1, api_key_file=None
+    )
+    assert args[args.index("--ctx-checkpoints") + 1] == str(CTX_CHECKPOINTS)
 
 
 @pytest.mark.parametrize("mib", [-1, MAX_PROMPT_CACHE_MIB + 1])
@@ -106,3 +117,38 @@ def test_the_cli_spells_it_and_refuses_it_in_one_line() -> None:
     bad = runner.invoke(app, [*base, "--prompt-cache", "64", "--backend", "ollama"])
     assert bad.exit_code != 0 and "Traceback" not in bad.output
     assert len(bad.stderr.strip().splitlines()) == 1 and "Ollama has none" in bad.stderr
+
+
+def test_render_writes_the_flag_and_the_larger_limit(tmp_path: Path) -> None:
+    def render(out: Path, *extra: str) -> str:
+        r = CliRunner().invoke(
+            app, ["render", "demo", "--profile", "cpu-x86-2c-8gb", "--out", str(out), *extra]
+        )
+        assert r.exit_code == 0, r.output
+        return (out / "docker-compose.yml").read_text()
+
+    off, on = render(tmp_path / "off"), render(tmp_path / "on", "--prompt-cache", "48")
+    assert '- "--cache-ram"\n      - "48"' in on and '- "--cache-ram"\n      - "0"' in off
+
+    def limit(text: str) -> int:
+        line = next(t for t in text.splitlines() if "mem_limit:" in t)
+        return int(line.split('"')[1].removesuffix("m"))
+
+    assert limit(on) - limit(off) >= 48
+
+
+def test_several_models_each_hold_their_own_cache() -> None:
+    def plan(*extra: str) -> dict[str, Any]:
+        r = CliRunner().invoke(
+            app, ["plan", "demo", "qwen3-0.6b", "--profile", "cpu-x86-16c-64gb", *extra, "--json"]
+        )
+        assert r.exit_code == 0, r.output
+        return dict(json.loads(r.stdout))
+
+    off, on = plan(), plan("--prompt-cache", "32")
+    assert on["prompt_cache_mib"] == 32 and on["devices"][-1]["prompt_cache_bytes"] == 32 * MIB
+    assert off["prompt_cache_mib"] == 0
+    assert all(m["prompt_cache_mib"] == 32 for m in on["models"])
+    # Two servers loaded together: two caches in the router's set.
+    grown = on["router"]["largest"]["host_bytes"] - off["router"]["largest"]["host_bytes"]
+    assert grown >= 2 * 32 * MIB

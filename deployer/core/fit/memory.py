@@ -113,6 +113,7 @@ class DeviceMemory:
     output_bytes: int = 0
     overhead_bytes: int = 0
     prompt_cache_bytes: int = 0  # host only: llama-server's prompt cache, at its --cache-ram
+    checkpoint_bytes: int = 0  # host only: context checkpoints (sliding-window/recurrent models)
     budget_bytes: int = 0
     layers: int = 0
     blocks: list[int] = field(default_factory=list)
@@ -127,6 +128,7 @@ class DeviceMemory:
             + self.output_bytes
             + self.overhead_bytes
             + self.prompt_cache_bytes
+            + self.checkpoint_bytes
         )
 
     @property
@@ -155,6 +157,7 @@ class DeviceMemory:
             "output_bytes": self.output_bytes,
             "overhead_bytes": self.overhead_bytes,
             "prompt_cache_bytes": self.prompt_cache_bytes,
+            "checkpoint_bytes": self.checkpoint_bytes,
             "total_bytes": self.total_bytes,
             "budget_bytes": self.budget_bytes,
             "layers": self.layers,
@@ -222,6 +225,24 @@ def kv_layer_bytes(arch: ModelArch, layer: int, s: FitSettings) -> int:
 def kv_bytes(arch: ModelArch, layers: range | list[int], s: FitSettings) -> int:
     """KV bytes of the given layers."""
     return sum(kv_layer_bytes(arch, i, s) for i in layers)
+
+
+# llama-server's context checkpoints (--ctx-checkpoints, 32 a slot by default): for a model
+# whose memory cannot be rolled back (sliding-window layers, recurrent state) every completion
+# saves the slot's unrollable part in host RAM, so that a later prompt sharing a prefix can
+# resume from it. deployer renders this many and the plan holds them.
+CTX_CHECKPOINTS = 3
+
+
+def checkpoint_bytes(arch: ModelArch, s: FitSettings) -> int:
+    """Host bytes of the context checkpoints of every slot: CTX_CHECKPOINTS a slot, each the
+    slot's sliding-window KV (at most its window + a ubatch of cells) and recurrent state.
+    None for a model that can roll its memory back, and none under Ollama."""
+    if s.ctx_is_per_slot:
+        return 0
+    swa = [i for i in range(arch.n_layer) if arch.is_swa(i)]
+    per_slot = kv_bytes(arch, swa, s) // s.streams + arch.recurrent_state_bytes_per_seq
+    return CTX_CHECKPOINTS * s.parallel * per_slot
 
 
 def recurrent_bytes(arch: ModelArch, n_layers_here: int, s: FitSettings) -> int:
@@ -413,6 +434,7 @@ def estimate_memory(facts: ModelFacts, s: FitSettings, machine: MachineSpec) -> 
         # The server's prompt cache (--cache-ram N) holds saved prompt states up to N MiB,
         # freeing the oldest before it stores another (docs/fit.md "Prompt cache").
         prompt_cache_bytes=s.prompt_cache_mib * MIB,
+        checkpoint_bytes=checkpoint_bytes(arch, s),
         budget_bytes=machine.host_budget_bytes,
         layers=len(host_blocks),
         blocks=host_blocks,
@@ -429,7 +451,7 @@ def estimate_memory(facts: ModelFacts, s: FitSettings, machine: MachineSpec) -> 
         if host_blocks:
             host.compute_bytes += compute_bytes(arch, s)
     if host_blocks:
-        host.overhead_bytes += attention_work_bytes(arch, s)
+        host.overhead_bytes += cpu_work_bytes(arch, s)
     # The kernel's page tables for what the process touches (a cgroup charges them too), and
     # room to evict and re-read mapped pages at the edge of a limit.
     host.overhead_bytes += page_table_bytes(host.total_bytes - host.overhead_bytes)
@@ -450,18 +472,18 @@ def readaround_bytes(w: WeightLayout, machine: MachineSpec, host_block_count: in
     return 3 * (host_block_count + 1) * window
 
 
-def attention_work_bytes(arch: ModelArch, s: FitSettings) -> int:
-    """The CPU backend's work buffer beyond what the host overhead already holds, when layers
-    compute attention on the CPU without flash attention.
+def cpu_work_bytes(arch: ModelArch, s: FitSettings) -> int:
+    """The CPU backend's work buffer beyond what the host overhead already holds, when the host
+    computes attention without flash attention.
 
     ggml-cpu converts a matrix product's f32 operand to the weight's dot type in one work
     buffer outside every logged buffer (ggml_graph_plan's work_size: the largest such operand
     in the graph). Without flash attention the largest is the softmaxed KQ, cells x ubatch x
-    heads, multiplied by the f16 V cache: it is copied as f16 (Qwen3 4B at ctx 2048: 64 MiB).
-    With flash attention the largest is a feed-forward input, ubatch x n_ff at about a byte a
-    weight, which the measured overhead includes (benchmarks/host_overhead.py runs with flash
-    attention): only the excess over it is added."""
-    if s.flash_attention:
+    heads, multiplied by the V cache and so copied as f16 (Qwen3 4B at ctx 2048: 64 MiB; an
+    f32 V cache needs no copy). With flash attention the largest is a feed-forward input,
+    ubatch x n_ff at about a byte a weight, which the measured overhead includes
+    (benchmarks/host_overhead.py runs with flash attention): only the excess over it is added."""
+    if s.flash_attention or s.kv_type_v == "f32":
         return 0
     kq_f16 = 2 * s.cells_per_stream * s.n_ubatch * arch.n_head
     ffn = s.n_ubatch * arch.n_ff * max(1, arch.n_expert_used) * 34 // 32  # q8_0: 34 B / 32

@@ -156,6 +156,8 @@ class PlanResult:
                 "compute_bytes",
                 "output_bytes",
                 "overhead_bytes",
+                "prompt_cache_bytes",
+                "checkpoint_bytes",
                 "total_bytes",
                 "budget_bytes",
                 "logged_weights_bytes",

