@@ -165,6 +165,33 @@ def _oom_kills(cg: Path) -> int:
     return 0
 
 
+def wait_healthy(port: int, proc: subprocess.Popen[str], timeout_s: float = 120) -> None:
+    """Return once llama-server on `port` answers /health; RuntimeError if it exits first or
+    is not healthy within `timeout_s`."""
+    t0 = time.monotonic()
+    while time.monotonic() - t0 < timeout_s:
+        if proc.poll() is not None:
+            raise RuntimeError("llama-server exited before it was healthy")
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=1) as r:
+                if r.status == 200:
+                    return
+        except OSError:
+            time.sleep(0.2)
+    raise RuntimeError("llama-server was not healthy in time")
+
+
+def post_completion(port: int, request: dict[str, Any], timeout_s: float) -> dict[str, Any]:
+    """POST `request` to llama-server's /completion; its JSON reply."""
+    req = urllib.request.Request(
+        f"http://127.0.0.1:{port}/completion",
+        data=json.dumps(request).encode(),
+        headers={"Content-Type": "application/json"},
+    )
+    with urllib.request.urlopen(req, timeout=timeout_s) as r:
+        return dict(json.loads(r.read()))
+
+
 def _complete(
     port: int,
     n_predict: int,
@@ -183,14 +210,7 @@ def _complete(
         # Plain sampling, the same seed every time: a different token at each step (greedy
         # decoding of a random-weights model falls into a cycle of two or three tokens).
         request |= {"temperature": 1.0, "seed": 7, "top_k": 0, "top_p": 1.0, "min_p": 0.0}
-    body = json.dumps(request).encode()
-    req = urllib.request.Request(
-        f"http://127.0.0.1:{port}/completion",
-        data=body,
-        headers={"Content-Type": "application/json"},
-    )
-    with urllib.request.urlopen(req, timeout=timeout_s) as r:
-        reply = json.loads(r.read())
+    reply = post_completion(port, request, timeout_s)
     return float(reply["timings"]["predicted_per_second"])
 
 

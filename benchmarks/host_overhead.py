@@ -34,11 +34,12 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from _llama import run_trial
-from fit_accuracy import CPU_MACHINE, DEMO_GRID, SHAPE_GRID, _is_moe, build_model
+from fit_accuracy import CPU_MACHINE, DEMO_GRID, SHAPE_GRID, Setting, _is_moe, build_model
 
 from deployer.adapters.gguf_files import facts_from_gguf
 from deployer.core.fit.llamalog import parse_buffers
 from deployer.core.fit.memory import estimate_memory, host_overhead_bytes
+from deployer.core.model.facts import ModelFacts
 from deployer.core.units import MIB
 
 BPE_MODELS = "llama3.2-1b-q4_k_m,qwen2.5-3b-q4_k_m,olmoe-1b-7b-q4_k_m"
@@ -57,8 +58,7 @@ def measure(name: str, work_dir: Path, threads: int, bpe: bool | None = None) ->
         import shapes
 
         path = Path(shapes.build(name, work_dir, bpe=bpe))
-    # ctx 4096, one slot, weights loaded (the demo's grid has it at index 16)
-    s = DEMO_GRID[16] if name == "demo" else SHAPE_GRID[1]
+    s = _setting(name)
     t0 = time.monotonic()
     run = run_trial(
         path, s.args(threads), completions=1, n_predict=4, timeout_s=900,
@@ -81,15 +81,19 @@ def measure(name: str, work_dir: Path, threads: int, bpe: bool | None = None) ->
         "anon_beyond_buffers_mib": round((anon_long - buffers) / MIB, 1),
         "file_peak_mib": round(run.peaks.file / MIB, 1),
         "needed_mib": round((anon_long + run.peaks.file) / MIB, 1),
-        **plan_columns(path, name),
+        **plan_columns(facts, name),
         "seconds": round(time.monotonic() - t0, 1),
     }
 
 
-def plan_columns(path: Path, name: str) -> dict[str, float]:
+def _setting(name: str) -> Setting:
+    """ctx 4096, one slot, weights loaded (the demo's grid has it at index 16)."""
+    return DEMO_GRID[16] if name == "demo" else SHAPE_GRID[1]
+
+
+def plan_columns(facts: ModelFacts, name: str) -> dict[str, float]:
     """The current estimator's host overhead and host total for the measured file."""
-    s = DEMO_GRID[16] if name == "demo" else SHAPE_GRID[1]
-    facts = facts_from_gguf(path)
+    s = _setting(name)
     budget = host_overhead_bytes(facts.arch, CPU_MACHINE.cpu_threads)
     est = estimate_memory(facts, s.fit_settings(), CPU_MACHINE).host
     return {
@@ -110,7 +114,7 @@ def rescore(out: Path, work_dir: Path) -> None:
             path = Path(shapes.build(row["model"], work_dir, bpe=True))
         else:
             path = build_model(row["model"], work_dir)
-        row.update(plan_columns(path, row["model"]))
+        row.update(plan_columns(facts_from_gguf(path), row["model"]))
     out.write_text(json.dumps(doc, indent=1) + "\n")
 
 

@@ -23,13 +23,12 @@ import subprocess
 import sys
 import tempfile
 import time
-import urllib.request
 from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from _llama import free_port, llama_prefix, stop
+from _llama import free_port, llama_prefix, post_completion, stop, wait_healthy
 from fit_truth import parse_proc_status
 
 from deployer.core.units import MIB
@@ -37,49 +36,45 @@ from deployer.core.units import MIB
 NOISE_MIB = 1.0
 
 
-def _post(port: int, body: dict[str, Any], timeout_s: float) -> None:
-    req = urllib.request.Request(
-        f"http://127.0.0.1:{port}/completion",
-        data=json.dumps(body).encode(),
-        headers={"Content-Type": "application/json"},
-    )
-    with urllib.request.urlopen(req, timeout=timeout_s) as r:
-        r.read()
+def distinct_prompts(
+    path: Path, extra_args: list[str], prompts: int, tokens: int, *, ctx: int, threads: int
+) -> tuple[list[float], str]:
+    """Start llama-server on `path` (weights loaded, one slot, flash attention) with
+    `extra_args`, send `prompts` prompts of `tokens` token ids that share no prefix, and return
+    RssAnon (MiB) after each answer and the server's log."""
+    port = free_port()
+    cmd = [
+        str(llama_prefix() / "bin" / "llama-server"), "-m", str(path), "--host", "127.0.0.1",
+        "--port", str(port), "-c", str(ctx), "-np", "1", "-fa", "on", "--fit", "off",
+        "-t", str(threads), "-tb", str(threads), "--load-mode", "none", *extra_args,
+    ]  # fmt: skip
+    with tempfile.TemporaryFile(mode="w+") as log:
+        proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, text=True)
+        status = Path(f"/proc/{proc.pid}/status")
+        anon: list[float] = []
+        try:
+            try:
+                wait_healthy(port, proc, timeout_s=600)
+            except RuntimeError as exc:
+                log.seek(0)
+                raise SystemExit(f"{exc}:\n{log.read()[-2000:]}") from None
+            for i in range(prompts):
+                # Distinct from the first token on: no prompt shares a prefix with another.
+                ids = [10 + (i * 7919 + j * 31) % 30000 for j in range(tokens)]
+                post_completion(port, {"prompt": ids, "n_predict": 2, "cache_prompt": True}, 3000)
+                anon.append(parse_proc_status(status.read_text()).anon / MIB)
+        finally:
+            stop(proc)
+        log.seek(0)
+        return anon, log.read()
 
 
 def run(path: Path, cache_mib: int, prompts: int, tokens: int, threads: int) -> dict[str, Any]:
     """RssAnon after each of `prompts` distinct prompts, with --cache-ram `cache_mib`."""
-    port = free_port()
-    cmd = [
-        str(llama_prefix() / "bin" / "llama-server"), "-m", str(path), "--host", "127.0.0.1",
-        "--port", str(port), "-c", "4096", "-np", "1", "-fa", "on", "--fit", "off",
-        "-t", str(threads), "-tb", str(threads), "--load-mode", "none",
-        "--cache-ram", str(cache_mib),
-    ]  # fmt: skip
-    log = tempfile.TemporaryFile(mode="w+")  # noqa: SIM115 - closed below
-    proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, text=True)
-    status = Path(f"/proc/{proc.pid}/status")
-    anon: list[float] = []
     t0 = time.monotonic()
-    try:
-        while True:
-            try:
-                with urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=2) as r:
-                    if r.status == 200:
-                        break
-            except OSError:
-                if proc.poll() is not None or time.monotonic() - t0 > 600:
-                    log.seek(0)
-                    raise SystemExit(f"llama-server did not start:\n{log.read()[-2000:]}") from None
-                time.sleep(0.5)
-        for i in range(prompts):
-            # Distinct from the first token on: no prompt shares a prefix with a cached one.
-            ids = [10 + (i * 7919 + j * 31) % 30000 for j in range(tokens)]
-            _post(port, {"prompt": ids, "n_predict": 2, "cache_prompt": True}, 1200)
-            anon.append(parse_proc_status(status.read_text()).anon / MIB)
-    finally:
-        stop(proc)
-        log.close()
+    anon, _ = distinct_prompts(
+        path, ["--cache-ram", str(cache_mib)], prompts, tokens, ctx=4096, threads=threads
+    )
     growth = [a - anon[0] for a in anon]
     return {
         "cache_mib": cache_mib,

@@ -31,15 +31,13 @@ import platform
 import subprocess
 import sys
 import tempfile
-import time
-import urllib.request
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from _llama import free_port, llama_prefix, stop
+from _llama import free_port, llama_prefix, stop, wait_healthy
 
 from deployer.adapters.loadgen import HttpLoadRunner
 from deployer.adapters.local_models import demo_model_path
@@ -61,20 +59,6 @@ DEFAULT_TARGET = 0.25
 CALIBRATED_TARGET = 0.10
 
 
-def _wait_healthy(port: int, proc: subprocess.Popen[str], timeout_s: float = 120) -> None:
-    t0 = time.monotonic()
-    while time.monotonic() - t0 < timeout_s:
-        if proc.poll() is not None:
-            raise RuntimeError("llama-server exited before it was healthy")
-        try:
-            with urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=1) as r:
-                if r.status == 200:
-                    return
-        except OSError:
-            time.sleep(0.2)
-    raise RuntimeError("llama-server was not healthy in time")
-
-
 def _plan(profile: Profile, slots: int) -> Any:
     return wiring.plan_for("demo", profile, quant=None, ctx=slots * CTX_PER_SLOT,
                            parallel=slots, kv_type="f16", backend="llamacpp")  # fmt: skip
@@ -91,7 +75,7 @@ def measure(profile: Profile, slots: int, shape: RequestShape, requests: int) ->
         proc = subprocess.Popen([str(binary), *args], stdout=log, stderr=subprocess.STDOUT,
                                 text=True)  # fmt: skip
         try:
-            _wait_healthy(port, proc)
+            wait_healthy(port, proc)
             target = Target("demo", f"http://127.0.0.1:{port}", "demo", None, "llamacpp",
                             False, slots, CTX_PER_SLOT, profile.id, None)  # fmt: skip
             runner = HttpLoadRunner(target.endpoint, model="demo", api_key=None, timeout_s=300)
