@@ -78,10 +78,12 @@ def show_plan(result: PlanResult, d: dict[str, Any]) -> None:
         )
     ckpt = d["devices"][-1].get("checkpoint_bytes", 0)
     if ckpt:
+        from deployer.core.fit.memory import CTX_CHECKPOINTS
+
         echo(
             f"context checkpoints: {fmt_bytes(ckpt)} of host memory (llama-server "
-            "--ctx-checkpoints 3 a slot: sliding-window or recurrent state), counted in the host "
-            "total"
+            f"--ctx-checkpoints {CTX_CHECKPOINTS} a slot: sliding-window or recurrent state), "
+            "counted in the host total"
         )
     speed = f"~{d['predicted_tokens_per_s']} tokens/s decode (one stream)"
     if d["cost_per_million_tokens_usd"] is not None:

@@ -250,12 +250,20 @@ def _architecture(header: GGUFHeader) -> str:
     return field.value
 
 
+def _string_array_len(header: GGUFHeader, key: str) -> int | None:
+    """How many strings the array `key` holds (never decoded); None when absent."""
+    field = header.kv.get(key)
+    if field is None:
+        return None
+    if field.type != ARRAY or field.item_type != STRING:
+        raise HeaderError(f"{key} is {field.type_name}, not ARRAY[STRING]")
+    return field.count
+
+
 def _n_vocab(header: GGUFHeader, keys: _Keys, tensors: dict[str, TensorInfo]) -> int:
-    tokens = header.kv.get("tokenizer.ggml.tokens")
+    tokens = _string_array_len(header, "tokenizer.ggml.tokens")
     if tokens is not None:
-        if tokens.type != ARRAY or tokens.item_type != STRING:
-            raise HeaderError(f"tokenizer.ggml.tokens is {tokens.type_name}, not ARRAY[STRING]")
-        return tokens.count
+        return tokens
     n_vocab = keys.get_int("vocab_size")
     embd = tensors.get("token_embd.weight")
     if not n_vocab and embd is not None and len(embd.shape) >= 2:
@@ -271,12 +279,9 @@ BPE_TOKENIZERS = frozenset({"gpt2", "hybriddna", "whitespace", "gemma4"})
 def _n_merges(header: GGUFHeader) -> int:
     """BPE merges: llama.cpp keeps each as a pair of strings in a hash table (its host memory)."""
     kind = header.kv.get("tokenizer.ggml.model")
-    merges = header.kv.get("tokenizer.ggml.merges")
-    if merges is None or kind is None or kind.value not in BPE_TOKENIZERS:
+    if kind is None or kind.value not in BPE_TOKENIZERS:
         return 0
-    if merges.type != ARRAY or merges.item_type != STRING:
-        raise HeaderError(f"tokenizer.ggml.merges is {merges.type_name}, not ARRAY[STRING]")
-    return merges.count
+    return _string_array_len(header, "tokenizer.ggml.merges") or 0
 
 
 def _experts(keys: _Keys, arch: str) -> tuple[int, int]:
