@@ -106,7 +106,9 @@ def test_a_prompt_cache_is_rendered_and_held_inside_the_limit(
         url = got["endpoint"].rstrip("/") + "/completion"
         for i in range(24):
             ids = [1000 + (i * 7919 + j * 31) % 200000 for j in range(500)]
-            body = json.dumps({"prompt": ids, "n_predict": 2, "cache_prompt": True}).encode()
+            body = json.dumps(
+                {"prompt": ids, "n_predict": 2, "cache_prompt": True, "ignore_eos": True}
+            ).encode()
             req = urllib.request.Request(
                 url, data=body, headers={"Content-Type": "application/json"}
             )
