@@ -129,7 +129,7 @@ def deploy(
                             adapters=wiring.load_adapters(lora),
                             prompt_cache_mib=prompt_cache)  # fmt: skip
         req = DeployRequest(
-            ref=parse_model_ref(model or best_catalog_model(prof)), profile=prof, inputs=inputs,
+            ref=parse_model_ref(model or best_catalog_model(prof, inputs)), profile=prof, inputs=inputs,
             name=name, port=port, expose=expose, insecure=insecure, image=image, runtime=how,
             accept_license=accept_license, timeout_s=timeout_s, dry_run=dry_run,
             memory_limit_bytes=parse_memory_limit(memory_limit) if memory_limit else None,

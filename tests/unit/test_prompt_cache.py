@@ -152,3 +152,30 @@ def test_several_models_each_hold_their_own_cache() -> None:
     # Two servers loaded together: two caches in the router's set.
     grown = on["router"]["largest"]["host_bytes"] - off["router"]["largest"]["host_bytes"]
     assert grown >= 2 * 32 * MIB
+
+
+def test_deploy_without_a_model_chooses_with_the_flags_it_deploys_with() -> None:
+    # `deploy` without MODEL picks the largest catalog model that fits: planned with the
+    # deploy's own flags, so a prompt cache, a context or a quant the user names shrinks the
+    # choice instead of picking a model the deploy then refuses.
+    from deployer.core.serve.prepare import PlanInputs, best_catalog_model
+
+    prof = get_profile("nvidia-a10g-24gb")
+    plain = best_catalog_model(prof)
+    for inputs in (
+        PlanInputs(prompt_cache_mib=20 * 1024),
+        PlanInputs(ctx=32768, parallel=4),
+        PlanInputs(quant="Q8_0"),
+    ):
+        chosen = best_catalog_model(prof, inputs)
+        if chosen == "demo":
+            continue
+        name, candidates, lic = wiring.plan_candidates(chosen, inputs.quant)
+        assert make_plan(name, candidates, prof, inputs.plan_request(), license=lic).fits
+    # The default model does not fit with a 20 GiB prompt cache on a 16 GiB host: another.
+    big_cache = PlanInputs(prompt_cache_mib=20 * 1024)
+    name, candidates, lic = wiring.plan_candidates(plain, None)
+    assert not make_plan(name, candidates, prof, big_cache.plan_request(), license=lic).fits
+    assert best_catalog_model(prof, big_cache) != plain
+    # A quant no catalog model has leaves only the demo.
+    assert best_catalog_model(prof, PlanInputs(quant="NOPE")) == "demo"

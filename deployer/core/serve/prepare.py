@@ -103,6 +103,14 @@ class PlanInputs:
     adapters: tuple[Adapter, ...] = ()  # LoRA adapters, read and checked (core/model/adapter.py)
     prompt_cache_mib: int = 0  # llama-server --cache-ram, held in the plan; 0: off
 
+    def plan_request(self) -> PlanRequest:
+        """The plan's view of these flags (the adapters are placed per model, not here)."""
+        return PlanRequest(
+            quant=self.quant, ctx=self.ctx, parallel=self.parallel, kv_type=self.kv_type,
+            backend=self.backend, load_mode=self.load_mode,
+            prompt_cache_mib=self.prompt_cache_mib,
+        )  # fmt: skip
+
 
 @dataclass(frozen=True)
 class RenderOptions:
@@ -192,12 +200,20 @@ def deployment_name(result: PlanResult, name: str | None) -> str:
     return name or default_name(result.model)
 
 
-def best_catalog_model(prof: Profile) -> str:
-    """Without MODEL: the largest catalog model that fits fully at a usable speed."""
+def best_catalog_model(prof: Profile, inputs: PlanInputs | None = None) -> str:
+    """Without MODEL: the largest catalog model that fits fully at a usable speed, planned
+    with the flags the deploy will use (a context, slots, a prompt cache shrink the choice)."""
+    req = (inputs or PlanInputs()).plan_request()
     best: tuple[float, str] | None = None
     for m in load_catalog().values():
-        facts = [facts_from_catalog(m, q) for q in m.quants]
-        result = make_plan(m.id, facts, prof, PlanRequest())
+        quants = [q for q in m.quants if not req.quant or q.lower() == req.quant.lower()]
+        if not quants:
+            continue  # --quant names one this model lacks
+        facts = [facts_from_catalog(m, q) for q in quants]
+        try:
+            result = make_plan(m.id, facts, prof, req)
+        except InvalidRequest:  # a context over its training, a quant it lacks: not this one
+            continue
         if (
             result.fits
             and result.chosen.tokens_per_s >= 15
