@@ -119,6 +119,7 @@ class TrialRun:
     # ubatch added to it (the compute buffer's pages a short prompt never touches).
     anon_short_bytes: int = 0
     fill_anon_bytes: int = 0
+    fill_log_chars: int = 0  # how much of `log` the server had written when the fill was read
 
 
 def cgroup_available() -> bool:
@@ -198,14 +199,19 @@ def _complete(
     timeout_s: float,
     sample: bool = False,
     prompt: list[int] | None = None,
+    slot: int | None = None,
 ) -> float:
     request: dict[str, Any] = {
         "prompt": PROMPT if prompt is None else prompt,
         "n_predict": n_predict,
         "temperature": 0,
         "ignore_eos": True,
-        "cache_prompt": False,
+        # A turn of a conversation keeps its slot's state for the next; other requests start
+        # from nothing, as every timed answer must.
+        "cache_prompt": slot is not None,
     }
+    if slot is not None:
+        request["id_slot"] = slot
     if sample:
         # Plain sampling, the same seed every time: a different token at each step (greedy
         # decoding of a random-weights model falls into a cycle of two or three tokens).
@@ -227,6 +233,8 @@ def run_trial(
     poll_s: float = 0.05,
     sample: bool = False,
     fill_tokens: int = 0,
+    fill_turns: tuple[int, ...] = (),
+    fill_slots: int = 1,
 ) -> TrialRun:
     """Start llama-server (inside a fresh cgroup capped at `cap_bytes` when given), wait for
     health, run up to `completions` completions (stopping early once one reaches
@@ -236,7 +244,10 @@ def run_trial(
     shape: each token picks its own experts only if the tokens differ). With `fill_tokens`,
     a short answer and then one prompt of that many tokens (a full ubatch touches every page of
     the compute buffer, as a long prompt of a real user does; a short one touches a corner)
-    come before the timed completions, and RssAnon is read after each."""
+    come before the timed completions, and RssAnon is read after each. With `fill_turns`
+    instead, the long prompt is a conversation in each of `fill_slots` slots: prompts of those
+    lengths, each extending the last (fit_truth.conversation_turns: a sliding-window model's
+    checkpoints)."""
     from fit_truth import ResidentPeaks, parse_proc_status
 
     port = free_port()
@@ -283,13 +294,22 @@ def run_trial(
                 return
             if cg is not None:
                 result["failcnt_ready"] = _read_int(cg / "memory.failcnt")
-            if fill_tokens:
+            if fill_tokens or fill_turns:
                 left = timeout_s - (time.monotonic() - t0)
                 _complete(port, 1, left, sample)
                 result["anon_short"] = parse_proc_status(status.read_text()).anon
-                left = timeout_s - (time.monotonic() - t0)
-                _complete(port, 1, left, sample, prompt=list(range(10, 10 + fill_tokens)))
+                if fill_turns:
+                    for k in range(fill_slots):
+                        # Each slot its own conversation (tokens that differ from the others').
+                        tokens = list(range(10 + 1000 * k, 10 + 1000 * k + max(fill_turns)))
+                        for n in fill_turns:
+                            left = timeout_s - (time.monotonic() - t0)
+                            _complete(port, 1, left, sample, prompt=tokens[:n], slot=k)
+                else:
+                    left = timeout_s - (time.monotonic() - t0)
+                    _complete(port, 1, left, sample, prompt=list(range(10, 10 + fill_tokens)))
                 result["anon_fill"] = parse_proc_status(status.read_text()).anon
+                result["fill_log_chars"] = os.fstat(logf.fileno()).st_size  # an ASCII log
             for _ in range(completions):
                 left = timeout_s - (time.monotonic() - t0)
                 if left <= 1:
@@ -346,6 +366,7 @@ def run_trial(
         if "anon_fill" in result:
             run.anon_short_bytes = result["anon_short"]
             run.fill_anon_bytes = max(0, result["anon_fill"] - result["anon_short"])
+            run.fill_log_chars = result["fill_log_chars"]
         if cg is not None:
             run.cgroup_max_usage_bytes = _read_int(cg / "memory.max_usage_in_bytes")
             run.cgroup_failcnt = _read_int(cg / "memory.failcnt")

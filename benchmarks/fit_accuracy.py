@@ -34,6 +34,7 @@ import argparse
 import json
 import os
 import platform
+import re
 import shutil
 import signal
 import statistics
@@ -54,6 +55,7 @@ from fit_truth import (
     bounds_of_trials,
     check_plan_as_cap,
     check_targets,
+    conversation_turns,
     is_marginal,
     judge_trial,
     resolution_for,
@@ -63,7 +65,13 @@ from deployer.adapters.gguf_files import facts_from_gguf
 from deployer.adapters.local_models import demo_model_path
 from deployer.adapters.system_probe import disk_read_ahead
 from deployer.core.fit.llamalog import parse_buffers
-from deployer.core.fit.memory import DeviceMemory, FitSettings, MachineSpec, estimate_memory
+from deployer.core.fit.memory import (
+    CTX_CHECKPOINTS,
+    DeviceMemory,
+    FitSettings,
+    MachineSpec,
+    estimate_memory,
+)
 from deployer.core.hardware.detect import parse_read_ahead
 from deployer.core.units import GIB, MIB
 
@@ -90,6 +98,9 @@ class Setting:
         # As deployer renders it: no host prompt cache beyond what the plan budgets (none here;
         # llama-server's own default keeps up to 8 GiB of saved prompt states).
         args += ["--cache-ram", "0"]
+        # As deployer renders it: three context checkpoints a slot (a sliding-window model's;
+        # none for the others), not the server's 32.
+        args += ["--ctx-checkpoints", str(CTX_CHECKPOINTS)]
         # A quantized V cache needs flash attention; without it only K is quantized.
         args += ["-ctk", self.kv, "-ctv", self.kv if self.fa else "f16"]
         args += ["-t", str(threads), "-tb", str(threads)]
@@ -284,6 +295,26 @@ def fill_tokens(s: Setting) -> int:
     return max(0, slot if not s.fa else min(s.ub + 8, slot))
 
 
+_CHECKPOINT_LINE = re.compile(
+    r"id\s+(?P<slot>\d+) \|.*?(?P<verb>created|erasing|erased)\b[^(]*context checkpoint"
+    r"[^(]*\(pos_min = (?P<lo>-?\d+), pos_max = (?P<hi>-?\d+), n_tokens = (?P<n>\d+)"
+    r".*size = (?P<mib>[\d.]+) MiB"
+)
+
+
+def checkpoints_held(log: str) -> list[float]:
+    """The sizes (MiB) of the context checkpoints llama-server held at the end of `log`, from
+    its lines (-v) for each one created and each one erased, slot by slot."""
+    held: list[tuple[str, ...]] = []
+    for m in _CHECKPOINT_LINE.finditer(log):
+        key = (m["slot"], m["lo"], m["hi"], m["n"], m["mib"])
+        if m["verb"] == "created":
+            held.append(key)
+        elif key in held:
+            held.remove(key)
+    return [float(k[-1]) for k in held]
+
+
 def capped_run(
     model: str,
     path: Path,
@@ -339,6 +370,13 @@ def measure(
     # The reference run: best of 3 decodes when a cap search needs a speed to hold, else one
     # short completion (resident peaks cover load and answering).
     judged = search_cap or plan_caps
+    est = estimate_memory(facts_from_gguf(path), s.fit_settings(), CPU_MACHINE).host
+    # A model that keeps context checkpoints (sliding window, recurrent state) holds the most
+    # after a conversation in every slot, not after one long prompt.
+    turns: list[int] = []
+    if judged and est.checkpoint_bytes:
+        window = facts_from_gguf(path).arch.sliding_window or s.ctx
+        turns = conversation_turns(s.ctx // s.slots, s.ub, window)
     ref = run_trial(
         path,
         s.args(threads),
@@ -349,14 +387,15 @@ def measure(
         # A prompt that fills a ubatch touches the whole compute buffer, as a user's long
         # prompt does; a short one touches a corner of it. What it adds to the anonymous memory
         # (measured here, once) is added to every capped start's cap below.
-        fill_tokens=fill_tokens(s) if judged else 0,
+        fill_tokens=fill_tokens(s) if judged and not turns else 0,
+        fill_turns=tuple(turns),
+        fill_slots=s.slots,
     )
     if ref.error:
         raise SystemExit(
             f"{model} {s}: llama-server failed uncapped: {ref.error}\n{ref.log[-2000:]}"
         )
     logged = parse_buffers(ref.log.split("loaded meta data")[-1])
-    est = estimate_memory(facts_from_gguf(path), s.fit_settings(), CPU_MACHINE).host
     real = {c: logged.get("host", c) for c in ("model", "KV", "compute", "output")}
     row: dict[str, Any] = {
         "model": model,
@@ -380,6 +419,10 @@ def measure(
         "tokens_per_s": [round(t, 2) for t in ref.tokens_per_s],
         "rss_anon_short": ref.anon_short_bytes,
         "fill_anon": ref.fill_anon_bytes,
+        # The long prompt: one (its length), or a conversation of these lengths in each slot.
+        "fill_turns": turns or None,
+        # What the conversations left, read off the log as it was when `fill_anon` was.
+        "checkpoints_mib": checkpoints_held(ref.log[: ref.fill_log_chars]) if turns else None,
         "cap": None,
         "cap_search": None,
         "cap_range": None,

@@ -101,6 +101,42 @@ class CapSearch:
         }
 
 
+def conversation_turns(slot_ctx: int, ubatch: int, window: int) -> list[int]:
+    """Prompt lengths, in tokens, of a two-turn conversation in one slot that leaves
+    llama-server holding as much context-checkpoint memory as completions of raw tokens can
+    (a sliding-window or recurrent model; --ctx-checkpoints 3, as deployer renders it).
+
+    llama-server (11434) checkpoints a prompt ubatch + 4 and 4 tokens before its end, where
+    the prompt reaches; a checkpoint at position p holds min(p, window) cells. When a later
+    turn fills the list, it keeps the conversation's first checkpoint and drops the previous
+    turn's others. So either the second turn adds more than a ubatch (three checkpoints: the
+    first turn's earliest and both of the second's) or, in a slot too short for that, one
+    token (two, both near the slot's end); whichever holds more cells. The last prompt ends 8
+    tokens short of the slot (the server refuses a prompt that fills it). A chat request
+    checkpoints the last user message's start too, so a chat user can hold three near the
+    slot's end where raw tokens hold two: the plan's bound is that, and this workload can
+    fall short of it by up to a checkpoint in short slots."""
+    last = slot_ctx - 8
+    early = ubatch + 4
+
+    def first_kept(p1: int) -> int:  # where the first turn's earliest checkpoint sits
+        return p1 - early if p1 > early else p1 - 4
+
+    def cells(positions: list[int]) -> int:
+        return sum(min(max(p, 0), window) for p in positions)
+
+    options: list[tuple[int, list[int]]] = []
+    longest_first = last - early - 8  # the second turn's early checkpoint must be new
+    for p1 in {longest_first, min(longest_first, early)}:
+        if p1 >= 8:
+            options.append((cells([first_kept(p1), last - early, last - 4]), [p1, last]))
+    if last >= 9:
+        options.append((cells([first_kept(last - 1), last - 4]), [last - 1, last]))
+    if not options:
+        return [max(1, last)]
+    return max(options)[1]
+
+
 def resolution_for(high_bytes: int) -> int:
     """Search resolution: 64 MiB for multi-GiB servers, 8 MiB for small ones."""
     return 64 * MIB if high_bytes >= 2 * GIB else 8 * MIB

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -366,13 +367,19 @@ def test_without_flash_attention_the_cpu_copies_kq_as_f16() -> None:
 def test_context_checkpoints_hold_the_sliding_window_per_slot() -> None:
     # llama-server saves a checkpoint of what cannot be rolled back (the sliding-window KV,
     # recurrent state) a completion; deployer renders CTX_CHECKPOINTS a slot and plans them.
-    from deployer.core.fit.memory import CTX_CHECKPOINTS, checkpoint_bytes, kv_bytes
+    from deployer.core.fit.memory import CTX_CHECKPOINTS, checkpoint_bytes, kv_layer_bytes
 
     swa = [i % 2 == 0 for i in range(32)]
     arch = _arch(sliding_window=1024, swa_layers=swa)
     s = FitSettings(ctx=8192, parallel=2)
-    window_kv = kv_bytes(arch, [i for i in range(32) if swa[i]], s)
-    assert checkpoint_bytes(arch, s) == CTX_CHECKPOINTS * 2 * (window_kv // 2) > 0
+    cell = sum(kv_layer_bytes(arch, i, s, cells=1) for i in range(32) if swa[i])
+    # A checkpoint saves the window's cells only, not the ubatch the cache holds beyond it
+    # (measured: Gemma 3 1B, window 512, 11.0 MiB a checkpoint = 512 cells).
+    assert checkpoint_bytes(arch, s) == CTX_CHECKPOINTS * 2 * 1024 * cell > 0
+    assert checkpoint_bytes(arch, replace(s, n_ubatch=2048)) == checkpoint_bytes(arch, s)
+    # A slot shorter than the window: at most the slot's cells.
+    short = FitSettings(ctx=2048, parallel=4)
+    assert checkpoint_bytes(arch, short) == CTX_CHECKPOINTS * 4 * 512 * cell
     # A model that rolls back (no window, no recurrent state) saves none; nor does Ollama.
     assert checkpoint_bytes(_arch(), s) == 0
     assert checkpoint_bytes(arch, FitSettings(ctx=8192, ctx_is_per_slot=True)) == 0

@@ -311,3 +311,87 @@ def test_the_long_prompt_fits_one_slot() -> None:
         assert n == s.ub + 8 or n == s.ctx // s.slots - 8
         if not s.fa:  # the KQ matrix is touched in full only by a prompt that fills the slot
             assert n == s.ctx // s.slots - 8
+
+
+def _held_after(turns: list[int], ubatch: int, keep: int = 3) -> list[int]:
+    """The positions of the checkpoints a slot holds after a raw-token conversation, by
+    llama-server 11434's rules (tools/server/server-context.cpp): each prompt checkpoints
+    ubatch + 4 and 4 tokens before its end where it reaches past what the slot already holds;
+    a full list keeps its first and drops the earlier turns' others."""
+    held: list[tuple[int, int]] = []  # (turn, position)
+    done = 0
+    for turn, n in enumerate(turns):
+        for pos in (n - ubatch - 4, n - 4):
+            if pos <= max(done - 4, 0):
+                continue
+            if len(held) + 1 >= keep:
+                held = held[:1] + [h for h in held[1:] if h[0] == turn]
+            while len(held) >= keep:
+                held.pop(0)
+            held.append((turn, pos))
+        done = n
+    return [p for _, p in held]
+
+
+@pytest.mark.parametrize("slot", [512, 1024, 1100, 2048, 4096, 8192])
+@pytest.mark.parametrize("window", [512, 4096])
+def test_the_conversation_holds_the_most_checkpoint_cells_raw_tokens_can(
+    slot: int, window: int
+) -> None:
+    from fit_truth import conversation_turns
+
+    turns = conversation_turns(slot, 512, window)
+    assert all(0 < n <= slot - 8 for n in turns) and turns == sorted(turns)
+    held = _held_after(turns, 512)
+    cells = sum(min(p, window) for p in held)
+    # No other two-turn conversation of raw tokens holds more (every first length, a last
+    # one ending the slot) but by the margin of 8 tokens the first turn leaves before the
+    # second's early checkpoint (where the server resumes the second turn, 0-4 tokens back
+    # by a restored checkpoint, is not modelled to the token): 16 cells at most.
+    best = max(
+        sum(min(p, window) for p in _held_after([p1, slot - 8], 512)) for p1 in range(8, slot - 8)
+    )
+    assert best - 16 <= cells <= best
+    if slot >= 2048:  # room for a second turn longer than a ubatch: three checkpoints
+        assert len(held) == 3
+
+
+def test_the_checkpoints_held_are_read_from_the_servers_lines() -> None:
+    from fit_accuracy import checkpoints_held
+
+    # Lines as llama-server 11434 prints them with -v (the erase lines differ in their fields).
+    created = (
+        "0.23.9 I slot create_check: id  {slot} | task 7 | created context checkpoint 2 of 3 "
+        "(pos_min = {lo}, pos_max = {hi}, n_tokens = {n}, size = {mib} MiB)"
+    )
+    invalidated = (
+        "0.31.0 I slot   operator(): id  {slot} | task 11 | erased invalidated context "
+        "checkpoint (pos_min = {lo}, pos_max = {hi}, n_tokens = {n}, n_swa = 512, "
+        "pos_next = 0, size = {mib} MiB)"
+    )
+    too_close = (
+        "0.51.7 I slot create_check: id  {slot} | task 15 | erasing context checkpoint too "
+        "close to an earlier one (pos_min = {lo}, pos_max = {hi}, n_tokens = {n}, size = {mib} MiB)"
+    )
+    old = (
+        "0.52.0 W slot create_check: id  {slot} | task 15 | erasing old context checkpoint "
+        "(pos_min = {lo}, pos_max = {hi}, n_tokens = {n}, size = {mib} MiB)"
+    )
+    a = {"lo": 0, "hi": 3, "n": 4, "mib": "0.087"}
+    b = {"lo": 436, "hi": 1459, "n": 1460, "mib": "11.006"}
+    c = {"lo": 1012, "hi": 2035, "n": 2036, "mib": "10.500"}
+    log = "\n".join(
+        [
+            created.format(slot=0, **a),
+            created.format(slot=1, **a),  # the same checkpoint in another slot
+            invalidated.format(slot=0, **a),
+            created.format(slot=0, **b),
+            "unrelated line with size = 3 MiB",
+            created.format(slot=1, **b),
+            too_close.format(slot=1, **b),
+            created.format(slot=0, **c),
+            old.format(slot=0, **b),
+            invalidated.format(slot=2, **c),  # never created there: nothing to drop
+        ]
+    )
+    assert sorted(checkpoints_held(log)) == [0.087, 10.5]

@@ -210,11 +210,12 @@ def kv_cells_for_layer(arch: ModelArch, layer: int, s: FitSettings) -> int:
     return per_stream * s.streams
 
 
-def kv_layer_bytes(arch: ModelArch, layer: int, s: FitSettings) -> int:
-    """KV bytes of one layer (0 for recurrent layers)."""
+def kv_layer_bytes(arch: ModelArch, layer: int, s: FitSettings, cells: int | None = None) -> int:
+    """KV bytes of one layer (0 for recurrent layers): of all its cells, or of `cells`."""
     bk = KV_BYTES_PER_ELEMENT[s.kv_type_k]
     bv = KV_BYTES_PER_ELEMENT[s.kv_type_v]
-    cells = kv_cells_for_layer(arch, layer, s)
+    if cells is None:
+        cells = kv_cells_for_layer(arch, layer, s)
     if arch.kv_lora_rank:
         # MLA caches the compressed latent plus the rope part, as K only.
         return int(cells * (arch.kv_lora_rank + arch.n_rot) * bk)
@@ -236,12 +237,20 @@ CTX_CHECKPOINTS = 3
 
 def checkpoint_bytes(arch: ModelArch, s: FitSettings) -> int:
     """Host bytes of the context checkpoints of every slot: CTX_CHECKPOINTS a slot, each the
-    slot's sliding-window KV (at most its window + a ubatch of cells) and recurrent state.
-    None for a model that can roll its memory back, and none under Ollama."""
+    slot's sliding-window KV and recurrent state. A checkpoint saves only the cells inside the
+    window (llama.cpp skips the masked ones): at most the window's tokens, or the slot's cells
+    when the slot is shorter. None for a model that can roll its memory back, and none under
+    Ollama."""
     if s.ctx_is_per_slot:
         return 0
-    swa = [i for i in range(arch.n_layer) if arch.is_swa(i)]
-    per_slot = kv_bytes(arch, swa, s) // s.streams + arch.recurrent_state_bytes_per_seq
+    window_kv = sum(
+        kv_layer_bytes(
+            arch, i, s, min(kv_cells_for_layer(arch, i, s) // s.streams, arch.sliding_window)
+        )
+        for i in range(arch.n_layer)
+        if arch.is_swa(i)
+    )
+    per_slot = window_kv + arch.recurrent_state_bytes_per_seq
     return CTX_CHECKPOINTS * s.parallel * per_slot
 
 
