@@ -338,6 +338,9 @@ def _with(model_id: str, path: tuple[str, ...], value: object) -> str:
         (("arch", "n_head_kv"), 3, "arch"),  # 4 heads are not a multiple of 3 KV heads
         (("arch", "n_expert_used"), 4, "arch"),  # a dense model with experts in use
         (("arch", "sliding_window"), 0, "arch"),  # its swa_pattern needs a window
+        (("arch", "n_merges"), -1, "arch.n_merges"),
+        (("arch", "n_merges"), 4 * (1 << 22) + 1, "arch.n_merges"),  # 4 x MAX_VOCAB
+        (("arch", "n_merges"), 1e308, "arch.n_merges"),
         (("quants", "Q4_K_M", "bytes"), 0, "quants.Q4_K_M.bytes"),
         (("quants", "Q4_K_M", "bytes"), 2**80, "quants.Q4_K_M.bytes"),
         (("quants", "Q4_K_M", "split_parts"), 10**6, "quants.Q4_K_M.split_parts"),
