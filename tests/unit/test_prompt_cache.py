@@ -179,3 +179,44 @@ def test_deploy_without_a_model_chooses_with_the_flags_it_deploys_with() -> None
     assert best_catalog_model(prof, big_cache) != plain
     # A quant no catalog model has leaves only the demo.
     assert best_catalog_model(prof, PlanInputs(quant="NOPE")) == "demo"
+
+
+def test_a_fleet_host_budgets_its_prompt_cache_from_the_inventory() -> None:
+    # deployer_prompt_cache: the host's plan holds it and its server renders --cache-ram N.
+    import yaml
+
+    from deployer.adapters.adapter_files import AdapterFiles
+    from deployer.adapters.clock import SystemClock
+    from deployer.adapters.local_files import LocalDisk
+    from deployer.core.errors import DeployerError
+    from deployer.core.fleet.inventory import host_from_vars
+    from deployer.core.fleet.run import FleetEdges, plan_one
+
+    edges = FleetEdges(
+        runner=None,  # type: ignore[arg-type]  # plan_one runs no playbook
+        planner=wiring.plan_for, hub_store=wiring.hub_store, check_backend=wiring.check_backend,
+        files=LocalDisk(), clock=SystemClock(), adapters=AdapterFiles(),
+    )  # fmt: skip
+    prof = get_profile("cpu-x86-4c-16gb")
+    plans = {}
+    for mib in (0, 96):
+        host = host_from_vars(
+            "node1", {"deployer_model": "demo", "deployer_profile": prof.id,
+                      "deployer_prompt_cache": str(mib)},
+        )  # fmt: skip
+        hp = plan_one(host, prof, "deployer/llama-server:test", edges)
+        assert hp.ok, hp.reason
+        command = yaml.safe_load(hp.files["docker-compose.yml"])["services"]["llama-server"][
+            "command"
+        ]
+        assert command[command.index("--cache-ram") + 1] == str(mib)
+        plans[mib] = hp.plan
+    host_total = [p["devices"][-1]["total_bytes"] for p in (plans[0], plans[96])]
+    # The cache itself and the page tables that map it (8 B a 4 KiB page).
+    assert 96 * MIB <= host_total[1] - host_total[0] <= 96 * MIB * 1.01
+    assert plans[96]["devices"][-1]["prompt_cache_bytes"] == 96 * MIB
+    assert plans[96]["prompt_cache_mib"] == 96
+    for bad in ("-1", "1.5", str(MAX_PROMPT_CACHE_MIB + 1), "{{ lookup('env', 'HOME') }}"):
+        with pytest.raises(DeployerError) as info:
+            host_from_vars("node1", {"deployer_model": "demo", "deployer_prompt_cache": bad})
+        assert "deployer_prompt_cache" in info.value.message()

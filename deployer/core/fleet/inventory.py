@@ -16,6 +16,7 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 from deployer.core.errors import InvalidRequest
+from deployer.core.fit.plan import MAX_PROMPT_CACHE_MIB
 from deployer.core.model.adapter import MAX_ADAPTERS, parse_lora
 from deployer.core.untrusted import (
     DEPLOYMENT_NAME_MAX,
@@ -36,6 +37,7 @@ HOST_VARS = {
     "deployer_name": "deployment name (default: the model's name and the inventory host)",
     "deployer_quant": "force a quantization",
     "deployer_ctx": "context length",
+    "deployer_prompt_cache": "MiB of host memory for llama-server's prompt cache (default 0: off)",
     "deployer_image": "runtime image (default: the pinned official image)",
     "deployer_root": "folder on the host for artifacts and weights (default /var/lib/deployer)",
     "deployer_expose": "publish on 0.0.0.0 with an API key generated on the host",
@@ -82,6 +84,7 @@ class FleetHost:
     root: str = DEFAULT_ROOT
     expose: bool = False
     lora: tuple[str, ...] = ()  # each checked by deployer.core.model.adapter.parse_lora
+    prompt_cache_mib: int = 0  # llama-server --cache-ram, held in the host's plan
 
 
 def _source(host: str) -> str:
@@ -216,6 +219,7 @@ def host_from_vars(host: str, hv: Mapping[str, Any]) -> FleetHost:
     if name == MODELS_DIR:
         raise UntrustedValue(_source(host), "deployer_name", name, "is the weights folder", FIX)
     ctx = hv.get("deployer_ctx")
+    cache = hv.get("deployer_prompt_cache", 0)
     return FleetHost(
         host=host,
         profile=opt("deployer_profile", PROFILE_RE) or DETECT,
@@ -229,6 +233,7 @@ def host_from_vars(host: str, hv: Mapping[str, Any]) -> FleetHost:
         root=check_root(host, hv.get("deployer_root", DEFAULT_ROOT)),
         expose=_as_bool(host, "deployer_expose", hv.get("deployer_expose", False)),
         lora=check_lora(host, hv.get("deployer_lora", [])),
+        prompt_cache_mib=_as_int(host, "deployer_prompt_cache", cache, 0, MAX_PROMPT_CACHE_MIB),
     )
 
 

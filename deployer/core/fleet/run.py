@@ -196,7 +196,8 @@ def plan_one(h: FleetHost, profile: Profile, image: str | None, edges: FleetEdge
     edges.check_backend(h.backend)
     ref = parse_model_ref(h.model)
     adapters = _adapters(h, edges)
-    inputs = PlanInputs(quant=h.quant, ctx=h.ctx, backend=h.backend, adapters=adapters)
+    inputs = PlanInputs(quant=h.quant, ctx=h.ctx, backend=h.backend, adapters=adapters,
+                        prompt_cache_mib=h.prompt_cache_mib)  # fmt: skip
     result = plan_fitting(ref, profile, inputs, edges.planner, require=False)
     hp = HostPlan(host=h, profile_id=profile.id, model=result.model, plan=result.as_dict())
     hp.quant = result.chosen.facts.quant
