@@ -111,7 +111,8 @@ def conversation_turns(slot_ctx: int, ubatch: int, window: int) -> list[int]:
     turn fills the list, it keeps the conversation's first checkpoint and drops the previous
     turn's others. So either the second turn adds more than a ubatch (three checkpoints: the
     first turn's earliest and both of the second's) or, in a slot too short for that, one
-    token (two, both near the slot's end); whichever holds more cells. The last prompt ends 8
+    token (two by these rules, both near the slot's end; measured in 512-token slots the
+    server held three there, 498-500 tokens each); whichever holds more cells. The last prompt ends 8
     tokens short of the slot (the server refuses a prompt that fills it). A chat request
     checkpoints the last user message's start too, so a chat user can hold three near the
     slot's end where raw tokens hold two: the plan's bound is that, and this workload can
