@@ -198,7 +198,7 @@ def test_a_fleet_host_budgets_its_prompt_cache_from_the_inventory() -> None:
         files=LocalDisk(), clock=SystemClock(), adapters=AdapterFiles(),
     )  # fmt: skip
     prof = get_profile("cpu-x86-4c-16gb")
-    plans = {}
+    plans: dict[int, dict[str, Any]] = {}
     for mib in (0, 96):
         host = host_from_vars(
             "node1", {"deployer_model": "demo", "deployer_profile": prof.id,
@@ -210,6 +210,7 @@ def test_a_fleet_host_budgets_its_prompt_cache_from_the_inventory() -> None:
             "command"
         ]
         assert command[command.index("--cache-ram") + 1] == str(mib)
+        assert hp.plan is not None
         plans[mib] = hp.plan
     host_total = [p["devices"][-1]["total_bytes"] for p in (plans[0], plans[96])]
     # The cache itself and the page tables that map it (8 B a 4 KiB page).
