@@ -119,7 +119,11 @@ class TrialRun:
     # ubatch added to it (the compute buffer's pages a short prompt never touches).
     anon_short_bytes: int = 0
     fill_anon_bytes: int = 0
-    fill_log_chars: int = 0  # how much of `log` the server had written when the fill was read
+    fill_log_bytes: int = 0  # how much of `log` (UTF-8) the server had written at the fill
+
+    def log_at_fill(self) -> str:
+        """The log as it was when the fill was read."""
+        return self.log.encode()[: self.fill_log_bytes].decode(errors="replace")
 
 
 def cgroup_available() -> bool:
@@ -308,8 +312,10 @@ def run_trial(
                 else:
                     left = timeout_s - (time.monotonic() - t0)
                     _complete(port, 1, left, sample, prompt=list(range(10, 10 + fill_tokens)))
+                # llama.cpp's log writer is a thread of its own: a moment for its lines.
+                time.sleep(0.3)
                 result["anon_fill"] = parse_proc_status(status.read_text()).anon
-                result["fill_log_chars"] = os.fstat(logf.fileno()).st_size  # an ASCII log
+                result["fill_log_bytes"] = os.fstat(logf.fileno()).st_size
             for _ in range(completions):
                 left = timeout_s - (time.monotonic() - t0)
                 if left <= 1:
@@ -366,7 +372,7 @@ def run_trial(
         if "anon_fill" in result:
             run.anon_short_bytes = result["anon_short"]
             run.fill_anon_bytes = max(0, result["anon_fill"] - result["anon_short"])
-            run.fill_log_chars = result["fill_log_chars"]
+            run.fill_log_bytes = result["fill_log_bytes"]
         if cg is not None:
             run.cgroup_max_usage_bytes = _read_int(cg / "memory.max_usage_in_bytes")
             run.cgroup_failcnt = _read_int(cg / "memory.failcnt")

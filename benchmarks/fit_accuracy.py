@@ -91,10 +91,15 @@ class Setting:
     cap: bool = False  # search the smallest full-speed cap here (with --caps)
     gpu: bool = False  # every layer offloaded (benchmarks/fit_gpu.py)
 
+    @property
+    def batch(self) -> int:
+        """-b: the logical batch (llama-server's default 2048, at least a ubatch)."""
+        return max(self.ub, 2048)
+
     def args(self, threads: int) -> list[str]:
         """llama-server flags for this setting."""
         args = ["-c", str(self.ctx), "-np", str(self.slots), "-fa", "on" if self.fa else "off"]
-        args += ["--fit", "off", "-ub", str(self.ub), "-b", str(max(self.ub, 2048))]
+        args += ["--fit", "off", "-ub", str(self.ub), "-b", str(self.batch)]
         # As deployer renders it: no host prompt cache beyond what the plan budgets (none here;
         # llama-server's own default keeps up to 8 GiB of saved prompt states).
         args += ["--cache-ram", "0"]
@@ -302,16 +307,24 @@ _CHECKPOINT_LINE = re.compile(
 )
 
 
+_SUPERSEDED_LINE = re.compile(
+    r"id\s+(?P<slot>\d+) \|.*superseding context checkpoint at n_tokens = (?P<n>\d+)"
+)
+
+
 def checkpoints_held(log: str) -> list[float]:
     """The sizes (MiB) of the context checkpoints llama-server held at the end of `log`, from
     its lines (-v) for each one created and each one erased, slot by slot."""
     held: list[tuple[str, ...]] = []
-    for m in _CHECKPOINT_LINE.finditer(log):
-        key = (m["slot"], m["lo"], m["hi"], m["n"], m["mib"])
-        if m["verb"] == "created":
-            held.append(key)
-        elif key in held:
-            held.remove(key)
+    for line in log.splitlines():
+        if m := _SUPERSEDED_LINE.search(line):  # replaced by a new one at the same n_tokens
+            held = [k for k in held if (k[0], k[3]) != (m["slot"], m["n"])]
+        elif m := _CHECKPOINT_LINE.search(line):
+            key = (m["slot"], m["lo"], m["hi"], m["n"], m["mib"])
+            if m["verb"] == "created":
+                held.append(key)
+            elif key in held:
+                held.remove(key)
     return [float(k[-1]) for k in held]
 
 
@@ -370,13 +383,14 @@ def measure(
     # The reference run: best of 3 decodes when a cap search needs a speed to hold, else one
     # short completion (resident peaks cover load and answering).
     judged = search_cap or plan_caps
-    est = estimate_memory(facts_from_gguf(path), s.fit_settings(), CPU_MACHINE).host
+    facts = facts_from_gguf(path)
+    est = estimate_memory(facts, s.fit_settings(), CPU_MACHINE).host
     # A model that keeps context checkpoints (sliding window, recurrent state) holds the most
     # after a conversation in every slot, not after one long prompt.
     turns: list[int] = []
     if judged and est.checkpoint_bytes:
-        window = facts_from_gguf(path).arch.sliding_window or s.ctx
-        turns = conversation_turns(s.ctx // s.slots, s.ub, window)
+        window = facts.arch.sliding_window or s.ctx
+        turns = conversation_turns(s.ctx // s.slots, s.ub, window, s.batch)
     ref = run_trial(
         path,
         s.args(threads),
@@ -422,7 +436,7 @@ def measure(
         # The long prompt: one (its length), or a conversation of these lengths in each slot.
         "fill_turns": turns or None,
         # What the conversations left, read off the log as it was when `fill_anon` was.
-        "checkpoints_mib": checkpoints_held(ref.log[: ref.fill_log_chars]) if turns else None,
+        "checkpoints_mib": checkpoints_held(ref.log_at_fill()) if turns else None,
         "cap": None,
         "cap_search": None,
         "cap_range": None,

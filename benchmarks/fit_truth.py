@@ -101,13 +101,13 @@ class CapSearch:
         }
 
 
-def conversation_turns(slot_ctx: int, ubatch: int, window: int) -> list[int]:
+def conversation_turns(slot_ctx: int, ubatch: int, window: int, batch: int = 2048) -> list[int]:
     """Prompt lengths, in tokens, of a two-turn conversation in one slot that leaves
     llama-server holding as much context-checkpoint memory as completions of raw tokens can
     (a sliding-window or recurrent model; --ctx-checkpoints 3, as deployer renders it).
 
-    llama-server (11434) checkpoints a prompt ubatch + 4 and 4 tokens before its end, where
-    the prompt reaches; a checkpoint at position p holds min(p, window) cells. When a later
+    llama-server (11434) checkpoints a prompt min(batch, ubatch + 4) and 4 tokens before its
+    end, where the prompt reaches; a checkpoint at position p holds min(p, window) cells. When a later
     turn fills the list, it keeps the conversation's first checkpoint and drops the previous
     turn's others. So either the second turn adds more than a ubatch (three checkpoints: the
     first turn's earliest and both of the second's) or, in a slot too short for that, one
@@ -118,7 +118,7 @@ def conversation_turns(slot_ctx: int, ubatch: int, window: int) -> list[int]:
     slot's end where raw tokens hold two: the plan's bound is that, and this workload can
     fall short of it by up to a checkpoint in short slots."""
     last = slot_ctx - 8
-    early = ubatch + 4
+    early = min(batch, ubatch + 4)
 
     def first_kept(p1: int) -> int:  # where the first turn's earliest checkpoint sits
         return p1 - early if p1 > early else p1 - 4

@@ -141,22 +141,18 @@ def plan_for(
     prompt_cache_mib: int = 0,
 ) -> PlanResult:
     """Plan `ref` on `prof` as plan, render and deploy all do (bigger profiles on request)."""
-    from deployer.core.fit.plan import PlanRequest, make_plan
+    from deployer.core.fit.plan import make_plan
     from deployer.core.hardware.profiles import load_profiles
     from deployer.core.model.adapter import with_adapters
+    from deployer.core.serve.prepare import PlanInputs
 
     model_name, candidates, lic = plan_candidates(ref, quant)
     # Each adapter checked against the base and its bytes placed with their layers.
     candidates = [with_adapters(f, list(adapters)) for f in candidates]
-    req = PlanRequest(
-        quant=quant,
-        ctx=ctx,
-        parallel=parallel,
-        kv_type=kv_type.lower(),
-        backend=backend,
-        load_mode=load_mode,
-        prompt_cache_mib=prompt_cache_mib,
-    )
+    req = PlanInputs(
+        quant=quant, ctx=ctx, parallel=parallel, kv_type=kv_type, backend=backend,
+        load_mode=load_mode, prompt_cache_mib=prompt_cache_mib,
+    ).plan_request()  # fmt: skip
     others = list(load_profiles().values()) if suggest_profiles else None
     result = make_plan(model_name, candidates, prof, req, license=lic, other_profiles=others)
     result.adapters = list(adapters)

@@ -313,15 +313,15 @@ def test_the_long_prompt_fits_one_slot() -> None:
             assert n == s.ctx // s.slots - 8
 
 
-def _held_after(turns: list[int], ubatch: int, keep: int = 3) -> list[int]:
+def _held_after(turns: list[int], early: int, keep: int = 3) -> list[int]:
     """The positions of the checkpoints a slot holds after a raw-token conversation, by
     llama-server 11434's rules (tools/server/server-context.cpp): each prompt checkpoints
-    ubatch + 4 and 4 tokens before its end where it reaches past what the slot already holds;
-    a full list keeps its first and drops the earlier turns' others."""
+    `early` (min(batch, ubatch + 4)) and 4 tokens before its end where it reaches past what
+    the slot already holds; a full list keeps its first and drops the earlier turns' others."""
     held: list[tuple[int, int]] = []  # (turn, position)
     done = 0
     for turn, n in enumerate(turns):
-        for pos in (n - ubatch - 4, n - 4):
+        for pos in (n - early, n - 4):
             if pos <= max(done - 4, 0):
                 continue
             if len(held) + 1 >= keep:
@@ -335,24 +335,26 @@ def _held_after(turns: list[int], ubatch: int, keep: int = 3) -> list[int]:
 
 @pytest.mark.parametrize("slot", [512, 1024, 1100, 2048, 4096, 8192])
 @pytest.mark.parametrize("window", [512, 4096])
+@pytest.mark.parametrize(("ubatch", "batch"), [(512, 2048), (2048, 2048), (256, 256)])
 def test_the_conversation_holds_the_most_checkpoint_cells_raw_tokens_can(
-    slot: int, window: int
+    slot: int, window: int, ubatch: int, batch: int
 ) -> None:
     from fit_truth import conversation_turns
 
-    turns = conversation_turns(slot, 512, window)
+    early = min(batch, ubatch + 4)
+    turns = conversation_turns(slot, ubatch, window, batch)
     assert all(0 < n <= slot - 8 for n in turns) and turns == sorted(turns)
-    held = _held_after(turns, 512)
+    held = _held_after(turns, early)
     cells = sum(min(p, window) for p in held)
     # No other two-turn conversation of raw tokens holds more (every first length, a last
     # one ending the slot) but by the margin of 8 tokens the first turn leaves before the
     # second's early checkpoint (where the server resumes the second turn, 0-4 tokens back
     # by a restored checkpoint, is not modelled to the token): 16 cells at most.
     best = max(
-        sum(min(p, window) for p in _held_after([p1, slot - 8], 512)) for p1 in range(8, slot - 8)
+        sum(min(p, window) for p in _held_after([p1, slot - 8], early)) for p1 in range(8, slot - 8)
     )
     assert best - 16 <= cells <= best
-    if slot >= 2048:  # room for a second turn longer than a ubatch: three checkpoints
+    if slot >= 2 * early + 24:  # room for a second turn longer than a ubatch: three
         assert len(held) == 3
 
 
@@ -392,6 +394,11 @@ def test_the_checkpoints_held_are_read_from_the_servers_lines() -> None:
             created.format(slot=0, **c),
             old.format(slot=0, **b),
             invalidated.format(slot=2, **c),  # never created there: nothing to drop
+            created.format(slot=3, **c),
+            # replaced by the one created next at the same n_tokens (no fields of its own)
+            "0.60.1 I slot create_check: id  3 | task 19 | superseding context checkpoint at "
+            "n_tokens = 2036",
+            created.format(slot=3, **(c | {"mib": "10.600"})),
         ]
     )
-    assert sorted(checkpoints_held(log)) == [0.087, 10.5]
+    assert sorted(checkpoints_held(log)) == [0.087, 10.5, 10.6]

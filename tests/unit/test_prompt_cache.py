@@ -156,29 +156,32 @@ def test_several_models_each_hold_their_own_cache() -> None:
 
 def test_deploy_without_a_model_chooses_with_the_flags_it_deploys_with() -> None:
     # `deploy` without MODEL picks the largest catalog model that fits: planned with the
-    # deploy's own flags, so a prompt cache, a context or a quant the user names shrinks the
+    # deploy's own flags, so a context, slots or a prompt cache the user names shrink the
     # choice instead of picking a model the deploy then refuses.
+    from deployer.core.errors import DeployerError
     from deployer.core.serve.prepare import PlanInputs, best_catalog_model
 
-    prof = get_profile("nvidia-a10g-24gb")
-    plain = best_catalog_model(prof)
-    for inputs in (
-        PlanInputs(prompt_cache_mib=20 * 1024),
-        PlanInputs(ctx=32768, parallel=4),
-        PlanInputs(quant="Q8_0"),
-    ):
-        chosen = best_catalog_model(prof, inputs)
-        if chosen == "demo":
-            continue
-        name, candidates, lic = wiring.plan_candidates(chosen, inputs.quant)
-        assert make_plan(name, candidates, prof, inputs.plan_request(), license=lic).fits
-    # The default model does not fit with a 20 GiB prompt cache on a 16 GiB host: another.
+    def fits(model: str, prof_id: str, inputs: PlanInputs) -> bool:
+        name, candidates, lic = wiring.plan_candidates(model, inputs.quant)
+        return make_plan(name, candidates, get_profile(prof_id), inputs.plan_request(),
+                         license=lic).fits  # fmt: skip
+
+    t4 = get_profile("nvidia-t4-16gb")
+    plain = best_catalog_model(t4)
+    long_ctx = PlanInputs(ctx=32768, parallel=4)
+    chosen = best_catalog_model(t4, long_ctx)
+    assert chosen not in (plain, "demo")  # a smaller real model, not the default
+    assert fits(chosen, t4.id, long_ctx) and not fits(plain, t4.id, long_ctx)
+    # A prompt cache larger than the host leaves no catalog model: the demo, as before.
+    a10g = get_profile("nvidia-a10g-24gb")
     big_cache = PlanInputs(prompt_cache_mib=20 * 1024)
-    name, candidates, lic = wiring.plan_candidates(plain, None)
-    assert not make_plan(name, candidates, prof, big_cache.plan_request(), license=lic).fits
-    assert best_catalog_model(prof, big_cache) != plain
-    # A quant no catalog model has leaves only the demo.
-    assert best_catalog_model(prof, PlanInputs(quant="NOPE")) == "demo"
+    assert not fits(best_catalog_model(a10g), a10g.id, big_cache)
+    assert best_catalog_model(a10g, big_cache) == "demo"
+    # Flags no model takes are refused in one line, not answered with the demo.
+    for bad in (PlanInputs(kv_type="bogus"), PlanInputs(quant="NOPE")):
+        with pytest.raises(DeployerError) as info:
+            best_catalog_model(a10g, bad)
+        assert "\n" not in info.value.message()
 
 
 def test_a_fleet_host_budgets_its_prompt_cache_from_the_inventory() -> None:
@@ -220,4 +223,14 @@ def test_a_fleet_host_budgets_its_prompt_cache_from_the_inventory() -> None:
     for bad in ("-1", "1.5", str(MAX_PROMPT_CACHE_MIB + 1), "{{ lookup('env', 'HOME') }}"):
         with pytest.raises(DeployerError) as info:
             host_from_vars("node1", {"deployer_model": "demo", "deployer_prompt_cache": bad})
-        assert "deployer_prompt_cache" in info.value.message()
+        msg = info.value.message()
+        assert "deployer_prompt_cache" in msg and "node1" in msg and "\n" not in msg
+    # Ollama has no prompt cache to size: refused naming both variables; unset is off.
+    with pytest.raises(DeployerError) as info:
+        host_from_vars("node1", {"deployer_model": "demo", "deployer_backend": "ollama",
+                                 "deployer_prompt_cache": 64})  # fmt: skip
+    msg = info.value.message()
+    assert "deployer_prompt_cache" in msg and "deployer_backend" in msg and "node1" in msg
+    ollama = {"deployer_model": "demo", "deployer_backend": "ollama"}
+    assert host_from_vars("node1", ollama | {"deployer_prompt_cache": 0}).prompt_cache_mib == 0
+    assert host_from_vars("node1", ollama | {"deployer_prompt_cache": None}).prompt_cache_mib == 0

@@ -219,12 +219,22 @@ def host_from_vars(host: str, hv: Mapping[str, Any]) -> FleetHost:
     if name == MODELS_DIR:
         raise UntrustedValue(_source(host), "deployer_name", name, "is the weights folder", FIX)
     ctx = hv.get("deployer_ctx")
-    cache = hv.get("deployer_prompt_cache", 0)
+    cache = hv.get("deployer_prompt_cache")
+    backend = opt("deployer_backend", BACKEND_RE) or "llamacpp"
+    cache_mib = 0  # unset (or null, as for deployer_ctx): no prompt cache
+    if cache is not None:
+        cache_mib = _as_int(host, "deployer_prompt_cache", cache, 0, MAX_PROMPT_CACHE_MIB)
+    if cache_mib and backend == "ollama":
+        raise InvalidRequest(
+            f"inventory host {shown(host)}: deployer_prompt_cache sizes llama-server's prompt "
+            "cache; deployer_backend ollama has none to size",
+            "Drop deployer_prompt_cache for this host, or set deployer_backend: llamacpp.",
+        )
     return FleetHost(
         host=host,
         profile=opt("deployer_profile", PROFILE_RE) or DETECT,
         model=_text(host, "deployer_model", hv["deployer_model"], None, max_len=MODEL_MAX),
-        backend=opt("deployer_backend", BACKEND_RE) or "llamacpp",
+        backend=backend,
         port=_as_int(host, "deployer_port", hv.get("deployer_port", DEFAULT_PORT), 1, 65535),
         name=name,
         quant=opt("deployer_quant", QUANT_RE),
@@ -233,7 +243,7 @@ def host_from_vars(host: str, hv: Mapping[str, Any]) -> FleetHost:
         root=check_root(host, hv.get("deployer_root", DEFAULT_ROOT)),
         expose=_as_bool(host, "deployer_expose", hv.get("deployer_expose", False)),
         lora=check_lora(host, hv.get("deployer_lora", [])),
-        prompt_cache_mib=_as_int(host, "deployer_prompt_cache", cache, 0, MAX_PROMPT_CACHE_MIB),
+        prompt_cache_mib=cache_mib,
     )
 
 

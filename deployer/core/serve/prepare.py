@@ -8,7 +8,7 @@ from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path, PurePosixPath
 from typing import Protocol
 
-from deployer.core.errors import InvalidRequest
+from deployer.core.errors import InvalidRequest, QuantNotFound
 from deployer.core.fit.plan import PlanRequest, PlanResult, make_plan
 from deployer.core.hardware.profiles import Profile
 from deployer.core.model.adapter import Adapter
@@ -106,7 +106,7 @@ class PlanInputs:
     def plan_request(self) -> PlanRequest:
         """The plan's view of these flags (the adapters are placed per model, not here)."""
         return PlanRequest(
-            quant=self.quant, ctx=self.ctx, parallel=self.parallel, kv_type=self.kv_type,
+            quant=self.quant, ctx=self.ctx, parallel=self.parallel, kv_type=self.kv_type.lower(),
             backend=self.backend, load_mode=self.load_mode,
             prompt_cache_mib=self.prompt_cache_mib,
         )  # fmt: skip
@@ -202,22 +202,28 @@ def deployment_name(result: PlanResult, name: str | None) -> str:
 
 def best_catalog_model(prof: Profile, inputs: PlanInputs | None = None) -> str:
     """Without MODEL: the largest catalog model that fits fully at a usable speed, planned
-    with the flags the deploy will use (a context, slots, a prompt cache shrink the choice)."""
+    with the flags the deploy will use (a context, slots, a prompt cache shrink the choice).
+    A model the request is invalid for (a context over its training, a quant it lacks) is
+    skipped; a request no model takes is refused with the reason of the last one."""
     req = (inputs or PlanInputs()).plan_request()
     best: tuple[float, str] | None = None
+    refused: InvalidRequest | QuantNotFound | None = None
+    planned = 0
     for m in load_catalog().values():
-        quants = [q for q in m.quants if not req.quant or q.lower() == req.quant.lower()]
-        if not quants:
-            continue  # --quant names one this model lacks
-        facts = [facts_from_catalog(m, q) for q in quants]
         try:
+            quants = [get_quant(m, req.quant)[0]] if req.quant else list(m.quants)
+            facts = [facts_from_catalog(m, q) for q in quants]
             result = make_plan(m.id, facts, prof, req)
-        except InvalidRequest:  # a context over its training, a quant it lacks: not this one
+        except (InvalidRequest, QuantNotFound) as exc:
+            refused = exc
             continue
+        planned += 1
         if (
             result.fits
             and result.chosen.tokens_per_s >= 15
             and (best is None or m.params_b > best[0])
         ):
             best = (m.params_b, m.id)
+    if not planned and refused is not None:
+        raise refused  # the flags themselves (a kv type, a prompt cache for Ollama, ...)
     return best[1] if best else "demo"
