@@ -170,15 +170,19 @@ def _oom_kills(cg: Path) -> int:
     return 0
 
 
-def wait_healthy(port: int, proc: subprocess.Popen[str], timeout_s: float = 120) -> None:
+def wait_healthy(
+    port: int, proc: subprocess.Popen[str], timeout_s: float = 120, probe_timeout_s: float = 1
+) -> None:
     """Return once llama-server on `port` answers /health; RuntimeError if it exits first or
-    is not healthy within `timeout_s`."""
+    is not healthy within `timeout_s` (each probe waits up to `probe_timeout_s`)."""
     t0 = time.monotonic()
     while time.monotonic() - t0 < timeout_s:
         if proc.poll() is not None:
             raise RuntimeError("llama-server exited before it was healthy")
         try:
-            with urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=1) as r:
+            with urllib.request.urlopen(
+                f"http://127.0.0.1:{port}/health", timeout=probe_timeout_s
+            ) as r:
                 if r.status == 200:
                     return
         except OSError:
@@ -286,15 +290,12 @@ def run_trial(
 
     def client() -> None:
         try:
-            while time.monotonic() - t0 < timeout_s:
-                try:
-                    with urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=2) as r:
-                        if r.status == 200:
-                            break
-                except OSError:
-                    time.sleep(0.2)
-            else:
-                result["error"] = "timeout before healthy"
+            try:
+                # A loading server under a tight cap answers slowly: 2 s a probe.
+                wait_healthy(port, proc, timeout_s - (time.monotonic() - t0), probe_timeout_s=2)
+            except RuntimeError:
+                if proc.poll() is None:  # an exit is the main loop's to report ("exited N")
+                    result["error"] = "timeout before healthy"
                 return
             if cg is not None:
                 result["failcnt_ready"] = _read_int(cg / "memory.failcnt")

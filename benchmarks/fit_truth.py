@@ -107,16 +107,16 @@ def conversation_turns(slot_ctx: int, ubatch: int, window: int, batch: int = 204
     (a sliding-window or recurrent model; --ctx-checkpoints 3, as deployer renders it).
 
     llama-server (11434) checkpoints a prompt min(batch, ubatch + 4) and 4 tokens before its
-    end, where the prompt reaches; a checkpoint at position p holds min(p, window) cells. When a later
-    turn fills the list, it keeps the conversation's first checkpoint and drops the previous
-    turn's others. So either the second turn adds more than a ubatch (three checkpoints: the
-    first turn's earliest and both of the second's) or, in a slot too short for that, one
-    token (two by these rules, both near the slot's end; measured in 512-token slots the
-    server held three there, 498-500 tokens each); whichever holds more cells. The last prompt ends 8
-    tokens short of the slot (the server refuses a prompt that fills it). A chat request
-    checkpoints the last user message's start too, so a chat user can hold three near the
-    slot's end where raw tokens hold two: the plan's bound is that, and this workload can
-    fall short of it by up to a checkpoint in short slots."""
+    end, where the prompt reaches; a checkpoint at position p holds min(p, window) cells. When
+    a later turn fills the list, it keeps the conversation's first checkpoint and drops the
+    previous turn's others. So either the second turn adds more than a ubatch (three
+    checkpoints: the first turn's earliest and both of the second's) or, in a slot too short
+    for that, one token (two by these rules, both near the slot's end; measured in 512-token
+    slots the server held three there, 498-500 tokens each); whichever holds more cells. The
+    last prompt ends 8 tokens short of the slot (the server refuses a prompt that fills it).
+    A chat request checkpoints the last user message's start too, so a chat user can hold
+    three near the slot's end in any slot: the plan's bound is that, and this workload falls
+    short of it where the slot is within the window (65-87% measured)."""
     last = slot_ctx - 8
     early = min(batch, ubatch + 4)
 
