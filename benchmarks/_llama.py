@@ -126,9 +126,76 @@ class TrialRun:
         return self.log.encode()[: self.fill_log_bytes].decode(errors="replace")
 
 
+CGROUP_V2_ROOT = Path("/sys/fs/cgroup")
+
+
+def _cgroup_v2() -> bool:
+    """A unified (v2) hierarchy with the memory controller, writable (root)."""
+    try:
+        controllers = (CGROUP_V2_ROOT / "cgroup.controllers").read_text().split()
+    except OSError:
+        return False
+    return "memory" in controllers and os.access(CGROUP_V2_ROOT, os.W_OK)
+
+
 def cgroup_available() -> bool:
-    """A writable cgroup v1 memory hierarchy (root on a v1 host)."""
-    return (CGROUP_V1_MEMORY / "cgroup.procs").exists() and os.access(CGROUP_V1_MEMORY, os.W_OK)
+    """A writable memory cgroup: a v1 memory hierarchy, or a v2 one with its memory controller
+    (root on the host; a v2 machine such as a GPU VM as well as this project's v1 CI)."""
+    v1 = (CGROUP_V1_MEMORY / "cgroup.procs").exists() and os.access(CGROUP_V1_MEMORY, os.W_OK)
+    return v1 or _cgroup_v2()
+
+
+@dataclass(frozen=True)
+class MemoryCgroup:
+    """One memory cgroup made for one capped start, v1 or v2, read the same way."""
+
+    path: Path
+    v2: bool
+
+    @classmethod
+    def create(cls, name: str, cap_bytes: int) -> MemoryCgroup:
+        """A fresh group capped at `cap_bytes`, no swap."""
+        if (CGROUP_V1_MEMORY / "cgroup.procs").exists():
+            cg = CGROUP_V1_MEMORY / name
+            cg.mkdir()
+            (cg / "memory.limit_in_bytes").write_text(str(cap_bytes))
+            return cls(cg, v2=False)
+        control = CGROUP_V2_ROOT / "cgroup.subtree_control"
+        if "memory" not in control.read_text().split():
+            control.write_text("+memory")
+        cg = CGROUP_V2_ROOT / name
+        cg.mkdir()
+        (cg / "memory.max").write_text(str(cap_bytes))
+        if (cg / "memory.swap.max").exists():
+            (cg / "memory.swap.max").write_text("0")
+        return cls(cg, v2=True)
+
+    def _events(self) -> dict[str, int]:
+        return _read_stat(self.path, "memory.events")
+
+    def failcnt(self) -> int:
+        """How often the group hit its cap (v1 memory.failcnt; v2 memory.events' max)."""
+        if self.v2:
+            return self._events().get("max", 0)
+        return _read_int(self.path / "memory.failcnt")
+
+    def max_usage(self) -> int:
+        """The group's peak charge (v1 max_usage_in_bytes; v2 memory.peak, kernel 5.19+)."""
+        return _read_int(self.path / ("memory.peak" if self.v2 else "memory.max_usage_in_bytes"))
+
+    def oom_kills(self) -> int:
+        """Processes the kernel's OOM killer ended in this group."""
+        if self.v2:
+            return self._events().get("oom_kill", 0)
+        return _oom_kills(self.path)
+
+    def stat(self) -> dict[str, int]:
+        """memory.stat (keys differ: v1 rss/mapped_file/..., v2 anon/file/file_mapped/...)."""
+        return _read_stat(self.path)
+
+    def remove(self) -> None:
+        """Remove the group once its processes are gone."""
+        _remove_cgroup(self.path)
 
 
 def drop_file_cache(path: Path) -> None:
@@ -148,10 +215,10 @@ def _read_int(path: Path) -> int:
         return 0
 
 
-def _read_stat(cg: Path) -> dict[str, int]:
+def _read_stat(cg: Path, name: str = "memory.stat") -> dict[str, int]:
     out: dict[str, int] = {}
     try:
-        for line in (cg / "memory.stat").read_text().splitlines():
+        for line in (cg / name).read_text().splitlines():
             key, _, value = line.partition(" ")
             if value.strip().isdigit():
                 out[key] = int(value)
@@ -262,13 +329,11 @@ def run_trial(
     binary = llama_prefix() / "bin" / "llama-server"
     cmd = [str(binary), "-m", str(model), "--host", "127.0.0.1", "--port", str(port), "-v", *args]
     drop_file_cache(model)
-    cg: Path | None = None
+    cg: MemoryCgroup | None = None
     if cap_bytes is not None:
-        cg = CGROUP_V1_MEMORY / f"deployer-fitbench-{os.getpid()}-{port}"
-        cg.mkdir()
-        (cg / "memory.limit_in_bytes").write_text(str(cap_bytes))
+        cg = MemoryCgroup.create(f"deployer-fitbench-{os.getpid()}-{port}", cap_bytes)
         # The shell joins the group, then becomes llama-server: every page it touches is charged.
-        cmd = ["sh", "-c", f'echo $$ > {cg}/cgroup.procs && exec "$@"', "sh", *cmd]
+        cmd = ["sh", "-c", f'echo $$ > {cg.path}/cgroup.procs && exec "$@"', "sh", *cmd]
     peaks = ResidentPeaks()
     speeds: list[float] = []
     error = ""
@@ -279,7 +344,7 @@ def run_trial(
     except OSError:
         logf.close()
         if cg is not None:
-            _remove_cgroup(cg)
+            cg.remove()
         raise
     status = Path(f"/proc/{proc.pid}/status")
     result: dict[str, Any] = {}
@@ -298,7 +363,7 @@ def run_trial(
                     result["error"] = "timeout before healthy"
                 return
             if cg is not None:
-                result["failcnt_ready"] = _read_int(cg / "memory.failcnt")
+                result["failcnt_ready"] = cg.failcnt()
             if fill_tokens or fill_turns:
                 left = timeout_s - (time.monotonic() - t0)
                 _complete(port, 1, left, sample)
@@ -332,7 +397,7 @@ def run_trial(
                 if enough_tokens_per_s and speeds[-1] >= enough_tokens_per_s:
                     return
                 # A cap not hit while serving cannot have slowed it: one answer is enough.
-                if cg is not None and _read_int(cg / "memory.failcnt") == result["failcnt_ready"]:
+                if cg is not None and cg.failcnt() == result["failcnt_ready"]:
                     return
         except (OSError, ValueError, KeyError) as e:
             result["error"] = f"request failed: {type(e).__name__}"
@@ -354,7 +419,7 @@ def run_trial(
         exit_code = proc.poll()
         # The group's split (anon, mapped file, active/inactive file, major faults) while the
         # server is still alive: what a capped run actually held.
-        stat = _read_stat(cg) if cg is not None and exit_code is None else {}
+        stat = cg.stat() if cg is not None and exit_code is None else {}
         if exit_code is not None:
             error = result.get("error") or f"exited {exit_code}"
             if exit_code in (-9, 137):
@@ -375,13 +440,13 @@ def run_trial(
             run.fill_anon_bytes = max(0, result["anon_fill"] - result["anon_short"])
             run.fill_log_bytes = result["fill_log_bytes"]
         if cg is not None:
-            run.cgroup_max_usage_bytes = _read_int(cg / "memory.max_usage_in_bytes")
-            run.cgroup_failcnt = _read_int(cg / "memory.failcnt")
+            run.cgroup_max_usage_bytes = cg.max_usage()
+            run.cgroup_failcnt = cg.failcnt()
             run.cgroup_failcnt_serving = run.cgroup_failcnt - result.get("failcnt_ready", 0)
-            run.cgroup_oom_kills = _oom_kills(cg)
+            run.cgroup_oom_kills = cg.oom_kills()
             if run.cgroup_oom_kills and "oom" not in run.error:
                 run.error = f"killed (oom){': ' + run.error if run.error else ''}"
-            _remove_cgroup(cg)
+            cg.remove()
     return run
 
 

@@ -7,9 +7,9 @@ flash attention on/off, mmap on/off). For each setting it records:
 - the buffers llama-server logs (`... buffer size = X MiB`: weights, KV, compute, output);
 - the peak resident memory, anonymous and file-backed (/proc/PID/status polled through the
   load and a completion);
-- with --caps, on the settings marked for it: the smallest cgroup v1 memory cap (no swap) under
+- with --caps, on the settings marked for it: the smallest cgroup memory cap (no swap) under
   which the server loads, answers and decodes within 10% of its uncapped speed (bisection to
-  64 MiB, 8 MiB for small servers; needs root and /sys/fs/cgroup/memory);
+  64 MiB, 8 MiB for small servers; needs root and a v1 or v2 memory cgroup);
 - with --plan-caps, on every setting: the plan's own host total tried as a cap (must pass) and
   the plan / 1.10 (must fail), the cap searched only where one of them contradicts the target
   (fit_truth.check_plan_as_cap). MoE shapes run from a routed copy (shapes.give_routing) and
@@ -376,15 +376,23 @@ def measure(
     caps: bool,
     n_predict: int,
     plan_caps: bool = False,
+    machine: MachineSpec = CPU_MACHINE,
+    floor_bytes: int | None = None,
+    ceiling_bytes: int | None = None,
 ) -> dict[str, Any]:
     """One row: logged buffers, resident peaks, the estimate, and (maybe) the cap search, or
-    with `plan_caps` the plan's own figure tried as a cap (check_plan_as_cap)."""
+    with `plan_caps` the plan's own figure tried as a cap (check_plan_as_cap). The plan is made
+    for `machine` (a GPU one for a setting with layers offloaded: benchmarks/fit_gpu.py). A
+    search takes a cap below 0.9 x the uncapped anonymous peak to fail, or below `floor_bytes`
+    where given (a GPU process's anonymous memory holds driver mappings no cgroup is charged
+    for); it starts at 1.05 x the uncapped peak, or at `ceiling_bytes` where given (a GPU
+    process's peak holds every weight page it copied to the device)."""
     search_cap = caps and s.cap
     # The reference run: best of 3 decodes when a cap search needs a speed to hold, else one
     # short completion (resident peaks cover load and answering).
     judged = search_cap or plan_caps
     facts = facts_from_gguf(path)
-    est = estimate_memory(facts, s.fit_settings(), CPU_MACHINE).host
+    est = estimate_memory(facts, s.fit_settings(), machine).host
     # A model that keeps context checkpoints (sliding window, recurrent state) holds the most
     # after a conversation in every slot, not after one long prompt.
     turns: list[int] = []
@@ -449,8 +457,8 @@ def measure(
         # go, so it adds to a cap one for one). The starts stay short and fast.
         fill = ref.fill_anon_bytes
         # Above the uncapped resident peak a cap never bites; the search grows it if it does.
-        hi = int(ref.peaks.hwm * 1.05) + 16 * MIB
-        lo = int(ref.peaks.anon * 0.9)
+        hi = int(ref.peaks.hwm * 1.05) + 16 * MIB if ceiling_bytes is None else ceiling_bytes
+        lo = int(ref.peaks.anon * 0.9) if floor_bytes is None else floor_bytes
         timeout = 60 + 2 * ref.seconds
 
         # The uncapped speed: the median answer of the runs no cap touched while serving.
@@ -838,8 +846,8 @@ def main() -> int:
         return 2
     if (ns.caps or ns.plan_caps) and not cgroup_available():
         print(
-            "--caps and --plan-caps need root and a cgroup v1 memory hierarchy at "
-            "/sys/fs/cgroup/memory",
+            "--caps and --plan-caps need root and a memory cgroup: v1 at "
+            "/sys/fs/cgroup/memory, or v2 at /sys/fs/cgroup with its memory controller",
             file=sys.stderr,
         )
         return 3

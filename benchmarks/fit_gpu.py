@@ -21,11 +21,20 @@ noise; decode time does not depend on the values.
 Writes the JSON after every row (a run cut short keeps what it measured). Exit 1 when a memory
 target is missed: KV within 1 MiB of the log, GPU weights within 1%, the plan's device total at
 least the process's GPU memory as the driver reports it.
+
+With --host-caps it measures the host side instead, as a container limit meets it: per shape
+and HOST_GRID setting (every layer offloaded), the smallest memory cgroup cap (no swap; v2 on a
+GPU VM) under which the CUDA server loads, answers and decodes at full speed
+(fit_accuracy.measure's search, from 64 MiB up), against the plan's host total, which is what
+every target's memory limit is made from (docs/fit.md "The host side of a GPU server").
+
+    python benchmarks/fit_gpu.py --host-caps [--shapes a,b] [--settings 0] [--out FILE]
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import platform
 import subprocess
@@ -53,6 +62,7 @@ from deployer.core.hardware.profiles import Profile, get_profile
 from deployer.core.units import MIB
 
 RESULTS = Path(__file__).resolve().parent / "results" / "fit_gpu.json"
+HOST_RESULTS = RESULTS.with_name("fit_gpu_host.json")
 
 
 def gpu(ctx: int, slots: int = 1, kv: str = "f16", fa: bool = True) -> Setting:
@@ -69,6 +79,89 @@ GRID = [
     gpu(4096, 2),
     gpu(8192, 8),
 ]
+
+
+# --host-caps: the host side of a fully offloaded server, judged against a cgroup cap.
+HOST_GRID = [
+    Setting(4096, gpu=True, cap=True),
+    Setting(8192, 4, "q8_0", gpu=True, cap=True),
+    Setting(4096, 4, fa=False, gpu=True, cap=True),
+]
+# Weights written out as real blocks up to this size (a refault of a hole is free, of a block a
+# read); larger files stay sparse to keep a search inside the device's time: their host reads
+# after the load are token_embd rows, whose pages the plan counts as held.
+DENSE_UP_TO = 3 << 30
+
+
+def host_caps(
+    names: list[str], settings: list[Setting], profile: Profile, work: Path, ns: argparse.Namespace
+) -> int:
+    """The host side of each shape and setting under a cgroup cap (see the module's doc)."""
+    from _llama import cgroup_available
+    from fit_accuracy import build_model
+    from fit_accuracy import measure as measure_host
+
+    from deployer.core.serve.limits import headroom_for
+
+    if not cgroup_available():
+        print("--host-caps needs root and a v1 or v2 memory cgroup", file=sys.stderr)
+        return 3
+    t0 = time.monotonic()
+    machine = machine_spec(profile)
+    meta = {
+        "when": datetime.now(UTC).isoformat(timespec="seconds"),
+        "gpu": _gpu_name(),
+        "host": platform.node(),
+        "profile": profile.id,
+        "llama_prefix": str(llama_prefix()),
+        "read_ahead_kb": _read_ahead_kb(),
+    }
+    print(meta, flush=True)
+    rows: list[dict[str, Any]] = []
+    for s in settings:
+        for name in names:
+            if time.monotonic() - t0 > ns.deadline_s:
+                print(f"deadline: stopped before {name} {s}", flush=True)
+                break
+            sparse = build(name, work)
+            dense = sparse.stat().st_size <= DENSE_UP_TO and not _moe(name)
+            path = build_model(name, work, dense=dense)
+            print(f"  {name} {s} ({'dense' if dense else 'sparse'})", flush=True)
+            try:
+                row = measure_host(
+                    name, path, s, threads=ns.threads, caps=True, n_predict=ns.n_predict,
+                    machine=machine, floor_bytes=64 * MIB, ceiling_bytes=1536 * MIB,
+                )  # fmt: skip
+            except (Exception, SystemExit) as exc:  # a row that breaks is reported
+                row = {"model": name, "ctx": s.ctx, "slots": s.slots, "error": repr(exc)[-2000:]}
+            else:
+                total = row["host_total_est"]
+                row |= {"dense": dense, "limit_est": total + headroom_for(total)}
+                cap = row.get("cap")
+                print(
+                    f"  -> {name} ctx={s.ctx} np={s.slots} kv={s.kv} fa={s.fa}: cap "
+                    f"{'-' if cap is None else round(cap / MIB)} MiB, plan host total "
+                    f"{total / MIB:.0f} MiB, limit {row['limit_est'] / MIB:.0f} MiB; RssAnon "
+                    f"{row['rss_anon_peak'] / MIB:.0f} RssFile {row['rss_file_peak'] / MIB:.0f} "
+                    f"VmHWM {row['vm_hwm'] / MIB:.0f}",
+                    flush=True,
+                )
+            rows.append(row)
+            ns.out.parent.mkdir(parents=True, exist_ok=True)
+            ns.out.write_text(json.dumps({"meta": meta, "rows": rows}, indent=1) + "\n")
+    return 0
+
+
+def _moe(name: str) -> bool:
+    return SHAPES[name].layout.moe
+
+
+def _read_ahead_kb() -> dict[str, str]:
+    out = {}
+    for f in Path("/sys/block").glob("*/queue/read_ahead_kb"):
+        with contextlib.suppress(OSError):
+            out[f.parent.parent.name] = f.read_text().strip()
+    return out
 
 
 def _gpu_mib_of(pid: int) -> float:
@@ -297,9 +390,22 @@ def main() -> int:
         help="no GPU: recompute the plan's figures for the rows measured in this JSON (the"
         " shapes are rebuilt here, headers only) and score them again",
     )
+    ap.add_argument(
+        "--host-caps",
+        action="store_true",
+        help="the host side under a cgroup cap, per HOST_GRID setting (root, a memory cgroup)",
+    )
+    ap.add_argument("--threads", type=int, default=8, help="llama-server -t/-tb with --host-caps")
     args = ap.parse_args()
     wiring.install_data_source()
     profile = get_profile(args.profile)
+    if args.host_caps:
+        if args.out == RESULTS:
+            args.out = HOST_RESULTS
+        picks = args.settings.split(",") if args.settings != ap.get_default("settings") else ["0"]
+        return host_caps(
+            args.shapes.split(","), [HOST_GRID[int(i)] for i in picks], profile, args.work, args
+        )
     if args.rescore:
         return rescore(args.rescore, args.out, profile, args.work, args.n_predict)
     t0 = time.monotonic()

@@ -402,3 +402,28 @@ def test_the_checkpoints_held_are_read_from_the_servers_lines() -> None:
         ]
     )
     assert sorted(checkpoints_held(log)) == [0.087, 10.5, 10.6]
+
+
+def test_memory_cgroup_reads_v1_and_v2_files_alike(tmp_path: Path) -> None:
+    """A capped start is judged the same on a v1 host (CI) and a v2 one (a GPU VM): the hits
+    against the cap, the peak and the OOM kills come from each version's own files."""
+    from _llama import MemoryCgroup
+
+    v1 = tmp_path / "v1"
+    v1.mkdir()
+    (v1 / "memory.failcnt").write_text("17\n")
+    (v1 / "memory.max_usage_in_bytes").write_text(f"{300 * MIB}\n")
+    (v1 / "memory.oom_control").write_text("oom_kill_disable 0\nunder_oom 0\noom_kill 1\n")
+    (v1 / "memory.stat").write_text("rss 1000\nmapped_file 2000\n")
+    v2 = tmp_path / "v2"
+    v2.mkdir()
+    events = "low 0\nhigh 0\nmax 17\noom 2\noom_kill 1\noom_group_kill 0\n"
+    (v2 / "memory.events").write_text(events)
+    (v2 / "memory.peak").write_text(f"{300 * MIB}\n")
+    (v2 / "memory.stat").write_text("anon 1000\nfile_mapped 2000\n")
+    for cg, v2_files in ((MemoryCgroup(v1, v2=False), False), (MemoryCgroup(v2, v2=True), True)):
+        assert (cg.failcnt(), cg.max_usage(), cg.oom_kills()) == (17, 300 * MIB, 1)
+        assert sum(cg.stat().values()) == 3000
+        assert cg.v2 is v2_files
+    empty = MemoryCgroup(tmp_path / "gone", v2=True)  # a group already removed reads as zeros
+    assert (empty.failcnt(), empty.max_usage(), empty.oom_kills(), empty.stat()) == (0, 0, 0, {})
