@@ -7,7 +7,8 @@ width, number of experts, embedding width, heads). llama-server logs the buffer 
 creates its context, so each variant is started, its `compute buffer size` read, and stopped:
 about two seconds each. The estimator's figure is printed beside it.
 
-    python benchmarks/compute_probe.py [--base qwen3-30b-a3b-q4_k_m] [--ubatch 512] [--json FILE]
+    python benchmarks/compute_probe.py [--base qwen3-30b-a3b-q4_k_m] [--ubatch 512] [--ctx 4096]
+                                       [--parallel 1] [--fa on|off] [--json FILE]
 
 Results: benchmarks/results/compute_probe.json.
 """
@@ -91,13 +92,15 @@ def main() -> int:
     ap.add_argument("--ctx", type=int, default=4096)
     ap.add_argument("--ubatch", type=int, default=512)
     ap.add_argument("--fa", default="on", choices=["on", "off"])
+    ap.add_argument("--parallel", type=int, default=1, help="-np: slots, a stream each")
     ap.add_argument("--json", type=Path, default=RESULTS)
     ns = ap.parse_args()
     bases = ns.base or ["qwen3-30b-a3b-q4_k_m", "olmoe-1b-7b-q4_k_m", "llama3.2-1b-q4_k_m"]
-    args = ["-c", str(ns.ctx), "-np", "1", "-ub", str(ns.ubatch), "-b", str(max(ns.ubatch, 2048))]
+    args = ["-c", str(ns.ctx), "-np", str(ns.parallel), "-ub", str(ns.ubatch)]
+    args += ["-b", str(max(ns.ubatch, 2048))]
     args += ["-fa", ns.fa, "-t", "2"]
     settings = FitSettings(
-        ctx=ns.ctx, parallel=1, n_ubatch=ns.ubatch, flash_attention=ns.fa == "on"
+        ctx=ns.ctx, parallel=ns.parallel, n_ubatch=ns.ubatch, flash_attention=ns.fa == "on"
     )
     rows: list[dict[str, Any]] = []
     with tempfile.TemporaryDirectory(dir="/var/tmp") as tmp:
@@ -111,13 +114,16 @@ def main() -> int:
                              "head_dim": shape.head_dim, "n_head_kv": shape.n_head_kv,
                              "n_ff": shape.n_ff, "n_ff_expert": shape.n_ff_expert,
                              "n_expert": shape.n_expert, "n_expert_used": shape.n_expert_used,
-                             "ctx": ns.ctx, "ubatch": ns.ubatch, "fa": ns.fa,
+                             "ctx": ns.ctx, "parallel": ns.parallel,
+                             "ubatch": ns.ubatch, "fa": ns.fa,
                              "logged": real, "estimated": est})  # fmt: skip
                 print(f"{name:24} {label:16} logged {real / MIB:8.2f}  est {est / MIB:8.2f}  "
                       f"diff {(est - real) / MIB:+7.2f} MiB", flush=True)  # fmt: skip
                 path.unlink()
     doc = json.loads(ns.json.read_text()) if ns.json.exists() else {"rows": []}
-    keep = [r for r in doc["rows"] if (r["ubatch"], r["fa"], r["ctx"]) != (ns.ubatch, ns.fa, ns.ctx)
+    key = (ns.ubatch, ns.fa, ns.ctx, ns.parallel)
+    keep = [r for r in doc["rows"]
+            if (r["ubatch"], r["fa"], r["ctx"], r.get("parallel", 1)) != key
             or r["base"] not in bases]  # fmt: skip
     doc["rows"] = keep + rows
     ns.json.write_text(json.dumps(doc, indent=1) + "\n")
