@@ -139,10 +139,18 @@ def _cgroup_v2() -> bool:
 
 
 def cgroup_available() -> bool:
-    """A writable memory cgroup: a v1 memory hierarchy, or a v2 one with its memory controller
-    (root on the host; a v2 machine such as a GPU VM as well as this project's v1 CI)."""
+    """A memory cgroup a capped start can use: a v1 memory hierarchy, or a v2 one with its
+    memory controller (root on the host; a v2 machine such as a GPU VM as well as this
+    project's v1 CI). Proven by making a group and capping it: in a container's cgroup
+    namespace /sys/fs/cgroup is not the root, and enabling the controller there can fail."""
     v1 = (CGROUP_V1_MEMORY / "cgroup.procs").exists() and os.access(CGROUP_V1_MEMORY, os.W_OK)
-    return v1 or _cgroup_v2()
+    if not (v1 or _cgroup_v2()):
+        return False
+    try:
+        MemoryCgroup.create(f"deployer-probe-{os.getpid()}", 64 << 20).remove()
+    except OSError:
+        return False
+    return True
 
 
 @dataclass(frozen=True)
@@ -154,33 +162,43 @@ class MemoryCgroup:
 
     @classmethod
     def create(cls, name: str, cap_bytes: int) -> MemoryCgroup:
-        """A fresh group capped at `cap_bytes`, no swap."""
+        """A fresh group capped at `cap_bytes`, no swap (OSError if it cannot be made; a group
+        made but not capped is removed first)."""
         if (CGROUP_V1_MEMORY / "cgroup.procs").exists():
-            cg = CGROUP_V1_MEMORY / name
-            cg.mkdir()
-            (cg / "memory.limit_in_bytes").write_text(str(cap_bytes))
-            return cls(cg, v2=False)
-        control = CGROUP_V2_ROOT / "cgroup.subtree_control"
-        if "memory" not in control.read_text().split():
-            control.write_text("+memory")
-        cg = CGROUP_V2_ROOT / name
-        cg.mkdir()
-        (cg / "memory.max").write_text(str(cap_bytes))
-        if (cg / "memory.swap.max").exists():
-            (cg / "memory.swap.max").write_text("0")
-        return cls(cg, v2=True)
+            made = cls(CGROUP_V1_MEMORY / name, v2=False)
+            made.path.mkdir()
+            limits = {"memory.limit_in_bytes": str(cap_bytes)}
+        else:
+            control = CGROUP_V2_ROOT / "cgroup.subtree_control"
+            if "memory" not in control.read_text().split():
+                control.write_text("+memory")
+            made = cls(CGROUP_V2_ROOT / name, v2=True)
+            made.path.mkdir()
+            limits = {"memory.max": str(cap_bytes)}
+            if (made.path / "memory.swap.max").exists():
+                limits["memory.swap.max"] = "0"
+        try:
+            for file, value in limits.items():
+                (made.path / file).write_text(value)
+        except OSError:
+            made.remove()
+            raise
+        return made
 
     def _events(self) -> dict[str, int]:
         return _read_stat(self.path, "memory.events")
 
     def failcnt(self) -> int:
-        """How often the group hit its cap (v1 memory.failcnt; v2 memory.events' max)."""
+        """How often the group hit its cap (v1 memory.failcnt; v2 memory.events' max). Judged
+        only as zero or not, or against an earlier reading: v2 counts each reclaim attempt at
+        the cap, so its numbers run on another scale than v1's."""
         if self.v2:
             return self._events().get("max", 0)
         return _read_int(self.path / "memory.failcnt")
 
     def max_usage(self) -> int:
-        """The group's peak charge (v1 max_usage_in_bytes; v2 memory.peak, kernel 5.19+)."""
+        """The group's peak charge (v1 max_usage_in_bytes; v2 memory.peak, kernel 5.19+;
+        0 where the kernel has neither)."""
         return _read_int(self.path / ("memory.peak" if self.v2 else "memory.max_usage_in_bytes"))
 
     def oom_kills(self) -> int:

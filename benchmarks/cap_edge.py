@@ -40,6 +40,8 @@ from deployer.core.hardware.detect import parse_read_ahead
 from deployer.core.units import MIB
 
 STAT_KEYS = ("rss", "mapped_file", "cache", "active_file", "inactive_file", "pgmajfault")
+# cgroup v2's memory.stat names for v1's rss, mapped_file and cache
+V2_STAT_KEYS = {"anon": "rss", "file_mapped": "mapped_file", "file": "cache"}
 
 
 def main() -> int:
@@ -55,7 +57,9 @@ def main() -> int:
     ap.add_argument("--out", type=Path, default=Path(__file__).parent / "results" / "cap_edge.json")
     ns = ap.parse_args()
     if not cgroup_available():
-        print("needs root and a cgroup v1 memory hierarchy", file=sys.stderr)
+        print(
+            "needs root and a memory cgroup (v1, or v2 with its memory controller)", file=sys.stderr
+        )
         return 3
     caps = [float(c) for c in ns.caps_mib.split(",")]
     s = SHAPE_GRID[ns.setting]
@@ -84,7 +88,10 @@ def main() -> int:
             )  # fmt: skip
             full = full_speed(unpressed)
             reason = judge_trial(run.error, run.tokens_per_s, full, run.cgroup_failcnt_serving)
-            stat = {k: run.cgroup_stat.get(k, 0) for k in STAT_KEYS}
+            raw = run.cgroup_stat | {
+                v1: run.cgroup_stat[v2] for v2, v1 in V2_STAT_KEYS.items() if v2 in run.cgroup_stat
+            }
+            stat = {k: raw.get(k, 0) for k in STAT_KEYS}
             trials.append(
                 {"cap_mib": cap, "repeat": rep, "ok": not reason, "reason": reason,
                  "tokens_per_s": run.tokens_per_s, "failcnt_serving": run.cgroup_failcnt_serving,

@@ -118,38 +118,42 @@ def host_caps(
     }
     print(meta, flush=True)
     rows: list[dict[str, Any]] = []
-    for s in settings:
-        for name in names:
-            if time.monotonic() - t0 > ns.deadline_s:
-                print(f"deadline: stopped before {name} {s}", flush=True)
-                break
-            sparse = build(name, work)
-            dense = sparse.stat().st_size <= DENSE_UP_TO and not _moe(name)
-            path = build_model(name, work, dense=dense)
-            print(f"  {name} {s} ({'dense' if dense else 'sparse'})", flush=True)
-            try:
-                row = measure_host(
-                    name, path, s, threads=ns.threads, caps=True, n_predict=ns.n_predict,
-                    machine=machine, floor_bytes=64 * MIB, ceiling_bytes=1536 * MIB,
-                )  # fmt: skip
-            except (Exception, SystemExit) as exc:  # a row that breaks is reported
-                row = {"model": name, "ctx": s.ctx, "slots": s.slots, "error": repr(exc)[-2000:]}
-            else:
-                total = row["host_total_est"]
-                row |= {"dense": dense, "limit_est": total + headroom_for(total)}
-                cap = row.get("cap")
-                print(
-                    f"  -> {name} ctx={s.ctx} np={s.slots} kv={s.kv} fa={s.fa}: cap "
-                    f"{'-' if cap is None else round(cap / MIB)} MiB, plan host total "
-                    f"{total / MIB:.0f} MiB, limit {row['limit_est'] / MIB:.0f} MiB; RssAnon "
-                    f"{row['rss_anon_peak'] / MIB:.0f} RssFile {row['rss_file_peak'] / MIB:.0f} "
-                    f"VmHWM {row['vm_hwm'] / MIB:.0f}",
-                    flush=True,
-                )
-            rows.append(row)
-            ns.out.parent.mkdir(parents=True, exist_ok=True)
-            ns.out.write_text(json.dumps({"meta": meta, "rows": rows}, indent=1) + "\n")
-    return 0
+    for s, name in [(s, name) for s in settings for name in names]:
+        if time.monotonic() - t0 > ns.deadline_s:
+            print(f"deadline: stopped before {name} {s}", flush=True)
+            break
+        sparse = build(name, work)
+        dense = sparse.stat().st_size <= DENSE_UP_TO and not _moe(name)
+        path = build_model(name, work, dense=dense)
+        plan = evaluate_option(facts_from_gguf(path), s.fit_settings(), profile, machine)
+        # The search starts where a start should pass: 1.5 GiB, or well above the plan.
+        ceiling = max(1536 * MIB, int(1.25 * plan.memory.host.total_bytes))
+        print(f"  {name} {s} ({'dense' if dense else 'sparse'})", flush=True)
+        try:
+            row = measure_host(
+                name, path, s, threads=ns.threads, caps=True, n_predict=ns.n_predict,
+                machine=machine, floor_bytes=64 * MIB, ceiling_bytes=ceiling,
+            )  # fmt: skip
+        except (Exception, SystemExit) as exc:  # a row that breaks is reported
+            row = {"model": name, "ctx": s.ctx, "slots": s.slots, "error": repr(exc)[-2000:]}
+        else:
+            total = row["host_total_est"]
+            row |= {"dense": dense, "limit_est": total + headroom_for(total)}
+            cap = row.get("cap")
+            print(
+                f"  -> {name} ctx={s.ctx} np={s.slots} kv={s.kv} fa={s.fa}: cap "
+                f"{'-' if cap is None else round(cap / MIB)} MiB, plan host total "
+                f"{total / MIB:.0f} MiB, limit {row['limit_est'] / MIB:.0f} MiB; RssAnon "
+                f"{row['rss_anon_peak'] / MIB:.0f} RssFile {row['rss_file_peak'] / MIB:.0f} "
+                f"VmHWM {row['vm_hwm'] / MIB:.0f}",
+                flush=True,
+            )
+        rows.append(row)
+        ns.out.parent.mkdir(parents=True, exist_ok=True)
+        ns.out.write_text(json.dumps({"meta": meta, "rows": rows}, indent=1) + "\n")
+    failed = [r for r in rows if r.get("error")]
+    print(f"{len(rows) - len(failed)} rows measured, {len(failed)} failed")
+    return 1 if failed or not rows else 0
 
 
 def _moe(name: str) -> bool:
@@ -379,11 +383,15 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
     ap.add_argument("--profile", default="nvidia-h200-141gb")
     ap.add_argument("--shapes", default=",".join(SHAPES))
-    ap.add_argument("--settings", default=",".join(str(i) for i in range(len(GRID))))
+    ap.add_argument(
+        "--settings", default=None, help="indices into GRID (default all), or HOST_GRID (0)"
+    )
     ap.add_argument("--n-predict", type=int, default=128)
     ap.add_argument("--deadline-s", type=float, default=1e9, help="start no row after this")
     ap.add_argument("--work", type=Path, default=Path(tempfile.gettempdir()) / "deployer-shapes")
-    ap.add_argument("--out", type=Path, default=RESULTS)
+    ap.add_argument(
+        "--out", type=Path, default=None, help=f"default {RESULTS.name}, or {HOST_RESULTS.name}"
+    )
     ap.add_argument(
         "--rescore",
         type=Path,
@@ -399,13 +407,16 @@ def main() -> int:
     args = ap.parse_args()
     wiring.install_data_source()
     profile = get_profile(args.profile)
+    grid = HOST_GRID if args.host_caps else GRID
+    args.out = args.out or (HOST_RESULTS if args.host_caps else RESULTS)
+    default = "0" if args.host_caps else ",".join(str(i) for i in range(len(GRID)))
+    try:
+        settings = [grid[int(i)] for i in (args.settings or default).split(",")]
+    except (ValueError, IndexError):
+        print(f"--settings takes indices 0-{len(grid) - 1}: got {args.settings!r}", file=sys.stderr)
+        return 2
     if args.host_caps:
-        if args.out == RESULTS:
-            args.out = HOST_RESULTS
-        picks = args.settings.split(",") if args.settings != ap.get_default("settings") else ["0"]
-        return host_caps(
-            args.shapes.split(","), [HOST_GRID[int(i)] for i in picks], profile, args.work, args
-        )
+        return host_caps(args.shapes.split(","), settings, profile, args.work, args)
     if args.rescore:
         return rescore(args.rescore, args.out, profile, args.work, args.n_predict)
     t0 = time.monotonic()
@@ -418,7 +429,6 @@ def main() -> int:
         "llama_prefix": str(llama_prefix()),
     }
     print(meta, flush=True)
-    settings = [GRID[int(i)] for i in args.settings.split(",")]
     names = args.shapes.split(",")
     # Every shape at the first setting before any shape at the next: a cut-short run covers
     # the architectures first.

@@ -421,9 +421,45 @@ def test_memory_cgroup_reads_v1_and_v2_files_alike(tmp_path: Path) -> None:
     (v2 / "memory.events").write_text(events)
     (v2 / "memory.peak").write_text(f"{300 * MIB}\n")
     (v2 / "memory.stat").write_text("anon 1000\nfile_mapped 2000\n")
-    for cg, v2_files in ((MemoryCgroup(v1, v2=False), False), (MemoryCgroup(v2, v2=True), True)):
+    for cg in (MemoryCgroup(v1, v2=False), MemoryCgroup(v2, v2=True)):
         assert (cg.failcnt(), cg.max_usage(), cg.oom_kills()) == (17, 300 * MIB, 1)
         assert sum(cg.stat().values()) == 3000
-        assert cg.v2 is v2_files
     empty = MemoryCgroup(tmp_path / "gone", v2=True)  # a group already removed reads as zeros
     assert (empty.failcnt(), empty.max_usage(), empty.oom_kills(), empty.stat()) == (0, 0, 0, {})
+
+
+def test_memory_cgroup_create_caps_a_v1_or_v2_group_and_cleans_up_a_failed_one(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """create() picks v1 where its memory hierarchy is mounted, else v2, enabling the memory
+    controller for the root's children; a group it made but could not cap is removed."""
+    import _llama
+    from _llama import MemoryCgroup
+
+    v1_root, v2_root = tmp_path / "memory", tmp_path / "unified"
+    v1_root.mkdir()
+    v2_root.mkdir()
+    (v2_root / "cgroup.subtree_control").write_text("cpu io\n")
+    monkeypatch.setattr(_llama, "CGROUP_V1_MEMORY", v1_root)
+    monkeypatch.setattr(_llama, "CGROUP_V2_ROOT", v2_root)
+
+    cg = MemoryCgroup.create("g2", 300 * MIB)  # no v1 cgroup.procs: the unified hierarchy
+    assert cg.v2 and cg.path == v2_root / "g2"
+    assert (v2_root / "cgroup.subtree_control").read_text() == "+memory"
+    assert (cg.path / "memory.max").read_text() == str(300 * MIB)
+
+    (v1_root / "cgroup.procs").write_text("")
+    cg = MemoryCgroup.create("g1", 200 * MIB)
+    assert not cg.v2 and (cg.path / "memory.limit_in_bytes").read_text() == str(200 * MIB)
+
+    real_write = Path.write_text
+
+    def refuse_limits(self: Path, data: str, *args: object, **kwargs: object) -> int:
+        if self.name == "memory.limit_in_bytes":
+            raise OSError(22, "Invalid argument")
+        return real_write(self, data)
+
+    monkeypatch.setattr(Path, "write_text", refuse_limits)
+    with pytest.raises(OSError):
+        MemoryCgroup.create("g3", 1)
+    assert not (v1_root / "g3").exists()
