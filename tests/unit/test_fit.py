@@ -9,6 +9,7 @@ import pytest
 
 from deployer.core.fit.memory import (
     DEFAULT_READ_AHEAD_BYTES,
+    GPU_RUNTIME_HOST_BYTES,
     FitSettings,
     MachineSpec,
     cpu_work_bytes,
@@ -128,18 +129,35 @@ def test_full_offload_untied_keeps_embeddings_on_host() -> None:
     est = estimate_memory(facts, FitSettings(ctx=8192, n_gpu_layers=33), GPU)
     dev = est.devices[0]
     assert dev.weights_bytes == 32 * 100 * MIB + 400 * MIB
-    # untied token_embd stays on the host; with a GPU it stays counted as held (docs/fit.md)
-    assert est.host.logged_weights_bytes == est.host.weights_bytes == 280 * MIB
+    # untied token_embd stays on the host, mapped and logged, but read a row a token: not held
+    # with a GPU either (docs/fit.md); the CUDA/ROCm runtime gets its own host allowance
+    assert est.host.logged_weights_bytes == est.cold_weights_bytes == 280 * MIB
+    assert est.host.weights_bytes == 0
     assert dev.kv_cache_bytes == 1024 * MIB
     assert dev.overhead_bytes == 500 * MIB
     assert est.host.kv_cache_bytes == 0
+    process = host_overhead_bytes(facts.arch, GPU.cpu_threads)
+    assert est.host.overhead_bytes >= process + GPU_RUNTIME_HOST_BYTES
+    on_apple = replace(GPU, kind="apple")
+    apple = estimate_memory(facts, FitSettings(ctx=8192, n_gpu_layers=33), on_apple)
+    assert apple.host.overhead_bytes < process + GPU_RUNTIME_HOST_BYTES  # CUDA/ROCm only
+    assert apple.host.weights_bytes == 280 * MIB  # on Apple token_embd stays counted
+    loaded = estimate_memory(facts, FitSettings(ctx=8192, n_gpu_layers=33, load_mode="none"), GPU)
+    assert loaded.host.weights_bytes == 280 * MIB and loaded.cold_weights_bytes == 0
 
 
 def test_tied_embeddings_need_a_device_copy() -> None:
     facts = _facts(_arch(tied_embeddings=True), out=280 * MIB, tied=True)
     est = estimate_memory(facts, FitSettings(ctx=4096, n_gpu_layers=33), GPU)
     assert est.devices[0].weights_bytes == 32 * 100 * MIB + 280 * MIB
-    assert est.host.weights_bytes == 280 * MIB
+    # the host's copy is logged; the output layer multiplies by the device's, so the host only
+    # looks up a row a token: mapped, not held
+    assert est.host.logged_weights_bytes == 280 * MIB and est.host.weights_bytes == 0
+    # with the output layer on the host (-ngl 0; llama.cpp offloads the output layer first) the
+    # host multiplies by it: hot, held
+    kept = estimate_memory(facts, FitSettings(ctx=4096, n_gpu_layers=0), GPU)
+    assert kept.cold_weights_bytes == 0
+    assert kept.host.weights_bytes == 280 * MIB + 32 * 100 * MIB
 
 
 def test_partial_offload_moves_kv_and_grows_compute() -> None:
@@ -278,9 +296,9 @@ def test_full_gpu_offload_host_holds_only_its_tensors_whatever_the_mode(mode: st
     """Offloaded tensors' mapped pages are read once and reclaimable: never on the host."""
     facts = _repacking_facts()
     est = estimate_memory(facts, FitSettings(ctx=4096, n_gpu_layers=33, load_mode=mode), GPU)
-    # token_embd: with a GPU it stays counted as held whatever the mode (the GPU runtime's own
-    # host memory is not measured; on a CPU a mapped one is not held)
-    assert est.host.weights_bytes == est.host.logged_weights_bytes == 280 * MIB
+    # token_embd: logged whatever the mode; held unless mapped (read a row a token), as on CPU
+    assert est.host.logged_weights_bytes == 280 * MIB
+    assert est.host.weights_bytes == (0 if mode == "mmap" else 280 * MIB)
     assert est.host.repack_bytes == 0  # repacking is the CPU backend's, on CPU profiles
     assert est.devices[0].weights_bytes == est.devices[0].logged_weights_bytes
 
@@ -292,8 +310,8 @@ def test_partial_offload_host_side_follows_the_same_rules(mode: str, host_blocks
     facts = _repacking_facts()
     est = estimate_memory(facts, FitSettings(ctx=4096, n_gpu_layers=23, load_mode=mode), GPU)
     assert est.host.layers == host_blocks_held
-    expected = 280 * MIB + host_blocks_held * 100 * MIB
-    assert est.host.weights_bytes == expected
+    embd = 0 if mode == "mmap" else 280 * MIB  # a mapped untied token_embd is not held
+    assert est.host.weights_bytes == embd + host_blocks_held * 100 * MIB
     assert est.devices[0].weights_bytes == 22 * 100 * MIB + 400 * MIB
 
 

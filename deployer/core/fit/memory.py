@@ -172,6 +172,7 @@ class MemoryEstimate:
     host: DeviceMemory
     n_gpu_layers: int
     notes: list[str] = field(default_factory=list)
+    cold_weights_bytes: int = 0  # mapped host tensors read a row at a time, not held
 
     @property
     def fits(self) -> bool:
@@ -425,11 +426,13 @@ def estimate_memory(facts: ModelFacts, s: FitSettings, machine: MachineSpec) -> 
     if not output_on_gpu:
         host_weights += w.untied_output_bytes
     host_repack = sum(repack[i] for i in host_blocks) if machine.kind == "cpu" else 0
-    # An untied token_embd is only looked up a row a token: mapped, it is not held (measured on
-    # CPU). With a GPU the host also runs the GPU runtime (CUDA/ROCm/Metal libraries, the
-    # driver's host allocations), whose host memory has not been measured under a limit: the
-    # embedding table stays counted there, as the margin it has always been.
-    cold = w.token_embd_bytes if w.output_in_file and machine.kind == "cpu" else 0
+    # The host's token_embd is only looked up a row a token unless the host's output layer
+    # multiplies by it (tied embeddings, output not offloaded): mapped, it is not held (measured
+    # on CPU; the lookup is the same with a GPU, whose output layer has its own copy). On Apple
+    # the table stays counted, as the margin it has always been for the Metal runtime's host
+    # memory, which has not been measured; a CUDA/ROCm host gets its own allowance below.
+    lookup_only = w.output_in_file or output_on_gpu
+    cold = w.token_embd_bytes if lookup_only and machine.kind != "apple" else 0
     logged, resident = host_weight_bytes(host_weights, host_repack, s.load_mode, cold)
     host = DeviceMemory(
         name="host",
@@ -461,12 +464,17 @@ def estimate_memory(facts: ModelFacts, s: FitSettings, machine: MachineSpec) -> 
             host.compute_bytes += compute_bytes(arch, s)
     if host_blocks:
         host.overhead_bytes += cpu_work_bytes(arch, s)
+    if machine.kind == "gpu":
+        host.overhead_bytes += GPU_RUNTIME_HOST_BYTES
     # The kernel's page tables for what the process touches (a cgroup charges them too), and
     # room to evict and re-read mapped pages at the edge of a limit.
     host.overhead_bytes += page_table_bytes(host.total_bytes - host.overhead_bytes)
     if load_mode_of(s.load_mode) == "mmap" and host.weights_bytes:
         host.overhead_bytes += readaround_bytes(w, machine, len(host_blocks))
-    return MemoryEstimate(devices=devices, host=host, n_gpu_layers=ngl)
+    held_cold = cold if load_mode_of(s.load_mode) == "mmap" else 0
+    return MemoryEstimate(
+        devices=devices, host=host, n_gpu_layers=ngl, cold_weights_bytes=held_cold
+    )
 
 
 def readaround_bytes(w: WeightLayout, machine: MachineSpec, host_block_count: int) -> int:
@@ -523,6 +531,12 @@ def page_table_bytes(resident_bytes: int) -> int:
 #   (in-sample for each);
 # - thread stacks and per-thread arenas: a compute and an HTTP thread per hardware thread; not
 #   separable at 2 threads, so a stated estimate.
+# The GPU runtime on the host of a CUDA or ROCm server (the runtime and BLAS libraries' pages,
+# the driver's own allocations): an allowance, not a measurement. No run has yet judged a GPU
+# server's host under a memory limit (benchmarks/fit_gpu.py --host-caps is that check); without
+# it a fully offloaded model's plan, and so its container limit, held only its buffers and the
+# process (130-400 MiB on most models), too little for a CUDA process to start in.
+GPU_RUNTIME_HOST_BYTES = GIB
 HOST_BINARY_BYTES = 16 * MIB
 HOST_BASE_ANON_BYTES = 16 * MIB
 HOST_BYTES_PER_VOCAB_TOKEN = 232

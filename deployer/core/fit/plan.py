@@ -211,9 +211,11 @@ class PlanResult:
 def weights_summary(option: Option) -> str:
     """One line on how the host holds the weights, e.g. 'memory-mapped, 4.1 GiB resident; ...'."""
     host = option.memory.host
-    text = f"{WEIGHTS_HELD[option.settings.load_mode]}, {fmt_bytes(host.weights_bytes)} resident"
-    if option.memory.devices:
-        text += " on the host"
+    text = WEIGHTS_HELD[option.settings.load_mode]
+    if host.weights_bytes or not option.memory.cold_weights_bytes:
+        text += f", {fmt_bytes(host.weights_bytes)} resident"
+        if option.memory.devices:
+            text += " on the host"
     if host.repack_bytes:
         if option.settings.load_mode == "mmap":
             text += (
@@ -225,9 +227,11 @@ def weights_summary(option: Option) -> str:
         else:
             text += f", {fmt_bytes(host.repack_bytes)} of it repacked for the CPU"
     w = option.facts.weights
-    cpu_only = not option.memory.devices  # with a GPU token_embd stays counted (memory.py)
-    if cpu_only and option.settings.load_mode == "mmap" and w.output_in_file and w.token_embd_bytes:
-        text += f"; token_embd ({fmt_bytes(w.token_embd_bytes)}) read in place, a row a token"
+    if option.memory.cold_weights_bytes and w.token_embd_bytes:
+        where = " on the host" if option.memory.devices and not host.weights_bytes else ""
+        text += (
+            f"; token_embd ({fmt_bytes(w.token_embd_bytes)}) read in place{where}, a row a token"
+        )
     return text
 
 
