@@ -8,6 +8,7 @@ from typing import Any
 
 from deployer.core.errors import InvalidRequest
 from deployer.core.fit.memory import (
+    GPU_RUNTIME_HOST_BYTES,
     KV_TYPES,
     LOAD_MODES,
     WEIGHTS_HELD,
@@ -532,6 +533,11 @@ def make_plan(
     if not candidates[0].weights.exact:
         assumptions.append(
             "tensor split estimated from the catalog's file size; exact once the GGUF header is read"
+        )
+    if m.kind == "gpu":
+        assumptions.append(
+            f"host: {fmt_bytes(GPU_RUNTIME_HOST_BYTES)} for the GPU runtime (CUDA/ROCm libraries, "
+            "the driver's allocations), an allowance not yet measured under a memory limit"
         )
 
     if chosen is None:
