@@ -406,3 +406,37 @@ def test_context_checkpoints_hold_the_sliding_window_per_slot() -> None:
     host = estimate_memory(_facts(arch), s, CPU).host
     assert host.checkpoint_bytes == checkpoint_bytes(arch, s)
     assert host.as_dict()["checkpoint_bytes"] == host.checkpoint_bytes
+
+
+def test_ollama_keeps_token_embd_counted_and_the_plan_says_where_it_is_read() -> None:
+    """Ollama's own engine reads tensors into buffers: its token_embd is held. Under llama-server
+    on a GPU profile the plan's weights line names the table read in place on the host, and the
+    JSON carries the bytes (cold_weights_bytes)."""
+    from deployer.core.fit.plan import (
+        PlanRequest,
+        evaluate_option,
+        machine_spec,
+        make_plan,
+        weights_summary,
+    )
+    from deployer.core.hardware.profiles import get_profile
+
+    facts = _facts(_arch())
+    s = FitSettings(ctx=8192, n_gpu_layers=33, ctx_is_per_slot=True)  # Ollama's num_ctx
+    ollama = estimate_memory(facts, s, GPU)
+    assert ollama.cold_weights_bytes == 0 and ollama.host.weights_bytes == 280 * MIB
+
+    profile = get_profile("nvidia-a10g-24gb")
+    full = make_plan("t", [facts], profile, PlanRequest(ctx=8192)).as_dict()
+    assert full["cold_weights_bytes"] == 280 * MIB
+    assert full["weights_summary"].endswith("read in place on the host, a row a token")
+    assert "resident" not in full["weights_summary"]  # nothing else of the model is on the host
+    part = evaluate_option(
+        facts, FitSettings(ctx=8192, n_gpu_layers=20), profile, machine_spec(profile)
+    )
+    assert weights_summary(part) == (
+        "memory-mapped, 1.27 GiB resident on the host; token_embd (280.0 MiB) read in place, a "
+        "row a token"
+    )  # 13 blocks of 100 MiB stay on the host
+    via_ollama = make_plan("t", [facts], profile, PlanRequest(ctx=8192, backend="ollama"))
+    assert via_ollama.as_dict()["cold_weights_bytes"] == 0

@@ -430,9 +430,12 @@ def estimate_memory(facts: ModelFacts, s: FitSettings, machine: MachineSpec) -> 
     # multiplies by it (tied embeddings, output not offloaded): mapped, it is not held (measured
     # on CPU; the lookup is the same with a GPU, whose output layer has its own copy). On Apple
     # the table stays counted, as the margin it has always been for the Metal runtime's host
-    # memory, which has not been measured; a CUDA/ROCm host gets its own allowance below.
+    # memory, which has not been measured; a CUDA/ROCm host gets its own allowance below. Under
+    # Ollama (ctx_is_per_slot) it stays counted too: Ollama's own engine reads tensors into
+    # buffers rather than mapping the file.
     lookup_only = w.output_in_file or output_on_gpu
-    cold = w.token_embd_bytes if lookup_only and machine.kind != "apple" else 0
+    mapped_here = machine.kind != "apple" and not s.ctx_is_per_slot
+    cold = w.token_embd_bytes if lookup_only and mapped_here else 0
     logged, resident = host_weight_bytes(host_weights, host_repack, s.load_mode, cold)
     host = DeviceMemory(
         name="host",

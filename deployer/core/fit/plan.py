@@ -201,6 +201,7 @@ class PlanResult:
             "disk_read_ahead_kb": self.profile.disk_read_ahead_kb,
             "weights_held": c.memory.host.weights_held,
             "weights_summary": weights_summary(c),
+            "cold_weights_bytes": c.memory.cold_weights_bytes,
             "alternatives": [a.as_dict() for a in self.alternatives],
             "suggested_profiles": self.suggested_profiles,
             "assumptions": self.assumptions,
