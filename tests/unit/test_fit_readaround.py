@@ -171,3 +171,25 @@ def test_with_a_gpu_the_host_budgets_three_windows_a_host_block_plus_three() -> 
         - estimate_memory(facts, replace(s, load_mode="none"), apple).host.overhead_bytes
     )
     assert full_apple == pytest.approx(3 * 1 * window, abs=MIB)
+
+
+@pytest.mark.parametrize(
+    ("used", "expert_ff", "n_head", "logged_mib"),
+    [(8, 768, 32, 104.01), (2, 768, 32, 104.01), (4, 768, 32, 104.01), (8, 384, 32, 104.01),
+     (8, 768, 64, 184.01)],
+)  # fmt: skip
+def test_moe_compute_without_flash_attention_is_not_under_the_probe(
+    used: int, expert_ff: int, n_head: int, logged_mib: float
+) -> None:
+    """Two-layer qwen3moe variants, ctx 4096, 4 slots, no flash attention, ub 512: the compute
+    buffers llama-server 11434 logged (benchmarks/compute_probe.py --fa off --parallel 4,
+    benchmarks/results/compute_probe.json). With few or narrow experts the attention half's
+    2 x ff term fell 13-19 MiB short of them."""
+    arch = ModelArch.model_validate(
+        dict(architecture="qwen3moe", n_layer=2, n_embd=2048, n_head=n_head, n_head_kv=[4] * 2,
+             head_dim_k=128, head_dim_v=128, n_ff=expert_ff, n_vocab=32000, ctx_train=40960,
+             n_expert=128, n_expert_used=used)
+    )  # fmt: skip
+    s = FitSettings(ctx=4096, parallel=4, n_ubatch=512, flash_attention=False)
+    est = compute_bytes(arch, s) / MIB
+    assert logged_mib <= est <= logged_mib + 10

@@ -312,6 +312,12 @@ def compute_bytes(arch: ModelArch, s: FitSettings, *, gpu: bool = False) -> int:
         act = 4 * ub * max(attn, ffn)
     else:
         kq = 4 * ub * n_kv * arch.n_head  # the f32 KQ matrix, alive in the attention half only
+        # Beside it, read off two-layer variants without flash attention (compute_probe.py
+        # --fa off --parallel 4: within 0.02 MiB wherever this half is the larger, MoE and
+        # dense): three n_embd-wide and three Q-wide rows and the new K and V. The 2 x ff term
+        # above is larger on every full-size shape but falls short where an MoE's experts are
+        # few or narrow (13-19 MiB under on such variants), so the larger of the two is taken.
+        attn = max(attn, 3 * arch.n_embd + 3 * n_q + n_embd_k + n_embd_v + _PER_TOKEN_SLACK_FLOATS)
         act = max(4 * ub * attn + kq, 4 * ub * ffn)
     quant_kv = s.kv_type_k not in ("f16", "bf16", "f32") or s.kv_type_v not in (
         "f16",
