@@ -34,7 +34,6 @@ every target's memory limit is made from (docs/fit.md "The host side of a GPU se
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
 import platform
 import subprocess
@@ -50,7 +49,7 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from _llama import free_port, llama_prefix, stop
-from fit_accuracy import Setting
+from fit_accuracy import READ_AHEAD_KB, Setting, _is_moe
 from shapes import SHAPES, build
 
 from deployer.adapters.gguf_files import facts_from_gguf
@@ -108,22 +107,15 @@ def host_caps(
         return 3
     t0 = time.monotonic()
     machine = machine_spec(profile)
-    meta = {
-        "when": datetime.now(UTC).isoformat(timespec="seconds"),
-        "gpu": _gpu_name(),
-        "host": platform.node(),
-        "profile": profile.id,
-        "llama_prefix": str(llama_prefix()),
-        "read_ahead_kb": _read_ahead_kb(),
-    }
-    print(meta, flush=True)
+    # the machine's read-around, as the CPU benchmark records it (the largest disk's)
+    meta = _run_meta(profile, read_ahead_kb=READ_AHEAD_KB)
     rows: list[dict[str, Any]] = []
     for s, name in [(s, name) for s in settings for name in names]:
         if time.monotonic() - t0 > ns.deadline_s:
             print(f"deadline: stopped before {name} {s}", flush=True)
             break
         sparse = build(name, work)
-        dense = sparse.stat().st_size <= DENSE_UP_TO and not _moe(name)
+        dense = sparse.stat().st_size <= DENSE_UP_TO and not _is_moe(name)
         path = build_model(name, work, dense=dense)
         plan = evaluate_option(facts_from_gguf(path), s.fit_settings(), profile, machine)
         # The search starts where a start should pass: 1.5 GiB, or well above the plan.
@@ -156,16 +148,18 @@ def host_caps(
     return 1 if failed or not rows else 0
 
 
-def _moe(name: str) -> bool:
-    return SHAPES[name].layout.moe
-
-
-def _read_ahead_kb() -> dict[str, str]:
-    out = {}
-    for f in Path("/sys/block").glob("*/queue/read_ahead_kb"):
-        with contextlib.suppress(OSError):
-            out[f.parent.parent.name] = f.read_text().strip()
-    return out
+def _run_meta(profile: Profile, **extra: Any) -> dict[str, Any]:
+    """Where and with what a run measured (the JSON's meta), printed as the run starts."""
+    meta = {
+        "when": datetime.now(UTC).isoformat(timespec="seconds"),
+        "gpu": _gpu_name(),
+        "host": platform.node(),
+        "profile": profile.id,
+        "llama_prefix": str(llama_prefix()),
+        **extra,
+    }
+    print(meta, flush=True)
+    return meta
 
 
 def _gpu_mib_of(pid: int) -> float:
@@ -421,14 +415,7 @@ def main() -> int:
         return rescore(args.rescore, args.out, profile, args.work, args.n_predict)
     t0 = time.monotonic()
     rows: list[dict[str, Any]] = []
-    meta = {
-        "when": datetime.now(UTC).isoformat(timespec="seconds"),
-        "gpu": _gpu_name(),
-        "host": platform.node(),
-        "profile": profile.id,
-        "llama_prefix": str(llama_prefix()),
-    }
-    print(meta, flush=True)
+    meta = _run_meta(profile)
     names = args.shapes.split(",")
     # Every shape at the first setting before any shape at the next: a cut-short run covers
     # the architectures first.
