@@ -480,10 +480,9 @@ def estimate_memory(facts: ModelFacts, s: FitSettings, machine: MachineSpec) -> 
     host.overhead_bytes += page_table_bytes(host.total_bytes - host.overhead_bytes)
     if load_mode_of(s.load_mode) == "mmap" and host.weights_bytes:
         host.overhead_bytes += readaround_bytes(w, machine, len(host_blocks))
-    held_cold = cold if load_mode_of(s.load_mode) == "mmap" else 0
-    return MemoryEstimate(
-        devices=devices, host=host, n_gpu_layers=ngl, cold_weights_bytes=held_cold
-    )
+    # What host_weight_bytes left out of the resident figure (only a mapped load leaves any).
+    not_held = max(0, host_weights - resident)
+    return MemoryEstimate(devices=devices, host=host, n_gpu_layers=ngl, cold_weights_bytes=not_held)
 
 
 def readaround_bytes(w: WeightLayout, machine: MachineSpec, host_block_count: int) -> int:
