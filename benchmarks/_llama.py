@@ -129,23 +129,11 @@ class TrialRun:
 CGROUP_V2_ROOT = Path("/sys/fs/cgroup")
 
 
-def _cgroup_v2() -> bool:
-    """A unified (v2) hierarchy with the memory controller, writable (root)."""
-    try:
-        controllers = (CGROUP_V2_ROOT / "cgroup.controllers").read_text().split()
-    except OSError:
-        return False
-    return "memory" in controllers and os.access(CGROUP_V2_ROOT, os.W_OK)
-
-
 def cgroup_available() -> bool:
     """A memory cgroup a capped start can use: a v1 memory hierarchy, or a v2 one with its
     memory controller (root on the host; a v2 machine such as a GPU VM as well as this
     project's v1 CI). Proven by making a group and capping it: in a container's cgroup
     namespace /sys/fs/cgroup is not the root, and enabling the controller there can fail."""
-    v1 = (CGROUP_V1_MEMORY / "cgroup.procs").exists() and os.access(CGROUP_V1_MEMORY, os.W_OK)
-    if not (v1 or _cgroup_v2()):
-        return False
     try:
         MemoryCgroup.create(f"deployer-probe-{os.getpid()}", 64 << 20).remove()
     except OSError:

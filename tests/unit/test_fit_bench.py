@@ -463,3 +463,19 @@ def test_memory_cgroup_create_caps_a_v1_or_v2_group_and_cleans_up_a_failed_one(
     with pytest.raises(OSError):
         MemoryCgroup.create("g3", 1)
     assert not (v1_root / "g3").exists()
+
+
+def test_no_usable_memory_cgroup_is_reported_not_raised(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Neither hierarchy mounted (or one that refuses a group): cgroup_available() says so, and
+    the benchmarks print their one line instead of failing at the first capped start."""
+    import _llama
+
+    monkeypatch.setattr(_llama, "CGROUP_V1_MEMORY", tmp_path / "no-v1")
+    monkeypatch.setattr(_llama, "CGROUP_V2_ROOT", tmp_path / "no-v2")
+    assert _llama.cgroup_available() is False
+    # a v2 root whose controller file cannot be read or written (a namespaced mount)
+    (tmp_path / "no-v2" / "cgroup.subtree_control").mkdir(parents=True)
+    assert _llama.cgroup_available() is False
+    assert [p.name for p in (tmp_path / "no-v2").iterdir()] == ["cgroup.subtree_control"]
