@@ -100,7 +100,7 @@ def host_caps(
     from fit_accuracy import build_model
     from fit_accuracy import measure as measure_host
 
-    from deployer.core.serve.limits import headroom_for
+    from deployer.core.serve.limits import memory_limits, pids_for
 
     if not cgroup_available():
         print("--host-caps needs root and a v1 or v2 memory cgroup", file=sys.stderr)
@@ -130,7 +130,9 @@ def host_caps(
             row = {"model": name, "ctx": s.ctx, "slots": s.slots, "error": repr(exc)[-2000:]}
         else:
             total = row["host_total_est"]
-            row |= {"dense": dense, "limit_est": total + headroom_for(total)}
+            # the memory limit every target would carry for this plan
+            limits = memory_limits(total, pids_for(profile.cpu_cores or 1))
+            row |= {"dense": dense, "limit_est": limits.memory_limit_bytes}
             cap = row.get("cap")
             print(
                 f"  -> {name} ctx={s.ctx} np={s.slots} kv={s.kv} fa={s.fa}: cap "

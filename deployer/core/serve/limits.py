@@ -57,12 +57,19 @@ def headroom_for(request_bytes: int) -> int:
     return max(HEADROOM_MIN_BYTES, math.ceil(request_bytes * HEADROOM_FRACTION / MIB) * MIB)
 
 
+def memory_limits(
+    host_bytes: int, pids: int, *, floor_bytes: int = MIN_MEMORY_BYTES
+) -> ResourceLimits:
+    """Limits for a server the plan says holds `host_bytes`: that figure (at least the floor,
+    whole MiB) as the request, plus headroom_for(request) as the limit."""
+    request = max(math.ceil(host_bytes / MIB), floor_bytes // MIB) * MIB
+    return ResourceLimits(request, request + headroom_for(request), pids)
+
+
 def resource_limits(result: PlanResult, *, host_cpus: int | None = None) -> ResourceLimits:
     """The limits every target carries, from the plan: its host total as the request, plus
     headroom as the limit; the process cap from the larger of the profile's cores and the CPUs
     the server will see (it sizes its thread pools by what it sees), when the caller knows them."""
-    host = result.chosen.memory.host
     floor = MIN_OLLAMA_MEMORY_BYTES if result.request.backend == "ollama" else MIN_MEMORY_BYTES
-    request = max(math.ceil(host.total_bytes / MIB), floor // MIB) * MIB
     cpus = max(result.profile.cpu_cores, host_cpus or 0)
-    return ResourceLimits(request, request + headroom_for(request), pids_for(cpus))
+    return memory_limits(result.chosen.memory.host.total_bytes, pids_for(cpus), floor_bytes=floor)

@@ -9,7 +9,6 @@ checked against the grammar the server parses (common/preset.cpp), and read back
 
 from __future__ import annotations
 
-import math
 import re
 from dataclasses import dataclass
 from typing import Any
@@ -20,9 +19,8 @@ from deployer.core.datafiles import parse_yaml_model
 from deployer.core.errors import InvalidRequest
 from deployer.core.model.ref import model_alias
 from deployer.core.serve.conventions import MODEL_DIR
-from deployer.core.serve.limits import MIN_MEMORY_BYTES, ResourceLimits, headroom_for
+from deployer.core.serve.limits import ResourceLimits, memory_limits
 from deployer.core.serve.specs import Mount
-from deployer.core.units import MIB
 from deployer.core.untrusted import UntrustedValue, check_line, shown
 
 # A model name is a preset section, a file name under /models, a JSON value and a label part:
@@ -260,8 +258,7 @@ def router_mounts(setup: RouterSetup) -> list[Mount]:
 
 def router_limits(setup: RouterSetup, pids: int) -> ResourceLimits:
     """The container's limits: the largest set's memory (router included) plus headroom."""
-    request = max(math.ceil(setup.memory_request_bytes / MIB), MIN_MEMORY_BYTES // MIB) * MIB
-    return ResourceLimits(request, request + headroom_for(request), pids)
+    return memory_limits(setup.memory_request_bytes, pids)
 
 
 def router_labels(labels: dict[str, str], setup: RouterSetup) -> dict[str, str]:
