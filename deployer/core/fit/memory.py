@@ -540,10 +540,13 @@ def page_table_bytes(resident_bytes: int) -> int:
 # - thread stacks and per-thread arenas: a compute and an HTTP thread per hardware thread; not
 #   separable at 2 threads, so a stated estimate.
 # The GPU runtime on the host of a CUDA or ROCm server (the runtime and BLAS libraries' pages,
-# the driver's own allocations): an allowance, not a measurement. No run has yet judged a GPU
-# server's host under a memory limit (benchmarks/fit_gpu.py --host-caps is that check); without
-# it a fully offloaded model's plan, and so its container limit, held only its buffers and the
-# process (130-400 MiB on most models), too little for a CUDA process to start in.
+# the driver's own allocations): an allowance, kept as an upper bound. Measured once under a
+# memory cgroup (benchmarks/fit_gpu.py --host-caps; Llama 3.1 8B fully offloaded on an H200,
+# driver 580, benchmarks/results/fit_gpu_host.json) the whole host side needed 271 MiB, of
+# which about 162 MiB beyond the plan's buffers and process: 1 GiB is about six times that. Not
+# tightened on one row (one GPU, one driver; a multi-GPU server holds a context per device):
+# too high a limit reserves nothing, too low a one kills the server as it starts (docs/fit.md
+# "The host side of a GPU server").
 GPU_RUNTIME_HOST_BYTES = GIB
 HOST_BINARY_BYTES = 16 * MIB
 HOST_BASE_ANON_BYTES = 16 * MIB

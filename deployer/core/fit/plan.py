@@ -538,7 +538,8 @@ def make_plan(
     if m.kind == "gpu":
         assumptions.append(
             f"host: {fmt_bytes(GPU_RUNTIME_HOST_BYTES)} for the GPU runtime (CUDA/ROCm libraries, "
-            "the driver's allocations), an allowance not yet measured under a memory limit"
+            "the driver's allocations), an upper bound: one CUDA server measured under a memory "
+            "limit needed about 162 MiB for it"
         )
 
     if chosen is None:

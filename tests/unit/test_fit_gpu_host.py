@@ -1,0 +1,55 @@
+"""The host side of a fully offloaded CUDA server, as measured under a memory cgroup
+(benchmarks/fit_gpu.py --host-caps, benchmarks/results/fit_gpu_host.json; docs/fit.md "The host
+side of a GPU server"): the plan, recomputed with today's code from each measured shape's
+header, must hold at least the smallest cap the server ran under, since a container's memory
+limit is made from it."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from deployer.adapters.gguf_files import facts_from_gguf
+from deployer.cli import wiring
+from deployer.core.fit import memory
+from deployer.core.fit.plan import evaluate_option, machine_spec
+from deployer.core.hardware.profiles import get_profile
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "benchmarks"))
+from fit_gpu import HOST_GRID, HOST_RESULTS
+from shapes import build
+
+ROWS = [r for r in json.loads(HOST_RESULTS.read_text())["rows"] if r.get("cap")]
+
+
+def _plan_host_total(row: dict[str, Any], work: Path) -> int:
+    wiring.install_data_source()
+    (setting,) = [
+        s for s in HOST_GRID
+        if (s.ctx, s.slots, s.kv, s.fa, s.mmap)
+        == (row["ctx"], row["slots"], row["kv_type"], row["flash_attention"], row["mmap"])
+    ]  # fmt: skip
+    profile = get_profile("nvidia-h200-141gb")
+    facts = facts_from_gguf(build(row["model"], work))
+    plan = evaluate_option(facts, setting.fit_settings(), profile, machine_spec(profile))
+    assert plan.full_offload  # every layer offloaded, as measured
+    return plan.memory.host.total_bytes
+
+
+def test_there_is_a_measured_row() -> None:
+    assert ROWS, "benchmarks/results/fit_gpu_host.json has no row with a cap"
+
+
+@pytest.mark.parametrize("row", ROWS, ids=lambda r: f"{r['model']}-{r['ctx']}x{r['slots']}")
+def test_the_plan_holds_the_smallest_cap_a_gpu_server_ran_under(
+    row: dict[str, Any], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    total = _plan_host_total(row, tmp_path)
+    assert total >= row["cap"], (total, row["cap"])
+    # The runtime's allowance is what covers it: the buffers and process alone fall short.
+    monkeypatch.setattr(memory, "GPU_RUNTIME_HOST_BYTES", 0)
+    assert _plan_host_total(row, tmp_path) < row["cap"]
