@@ -74,13 +74,19 @@ def start_sshd(
         + env_line
     )
     Path("/run/sshd").mkdir(exist_ok=True)  # privilege separation dir sshd insists on
-    proc = subprocess.Popen([*prefix, str(SSHD), "-D", "-e", "-f", str(d / "sshd_config")],
-                            stderr=subprocess.PIPE, text=True)  # fmt: skip
+    # Its log goes to a file: a pipe nobody reads fills after a few hundred sessions (64 KiB), and
+    # sshd then blocks writing "Accepted publickey" with the client's session half set up, which
+    # is what the "SSH stall" of the namespace-host fleet tests was.
+    with (d / "sshd.log").open("a") as log:
+        proc = subprocess.Popen([*prefix, str(SSHD), "-D", "-e", "-f", str(d / "sshd_config")],
+                                stderr=log, text=True)  # fmt: skip
     host = SshHost(port=port, user=getpass.getuser(), key=d / "client_key", address=address)
     end = time.monotonic() + 15
     while reachable and time.monotonic() < end:
         if proc.poll() is not None:
-            pytest.fail(f"sshd did not start: {proc.stderr.read() if proc.stderr else ''}")
+            pytest.fail(
+                f"sshd did not start: {(d / 'sshd.log').read_text(errors='replace')[-2000:]}"
+            )
         with socket.socket() as s:
             s.settimeout(1)
             if s.connect_ex((address, port)) == 0:
