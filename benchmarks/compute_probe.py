@@ -63,8 +63,10 @@ def write(shape: Shape, path: Path) -> Path:
     return path
 
 
-def logged_compute(path: Path, args: list[str], timeout_s: float = 60) -> int:
-    """The host compute buffer llama-server logs for `path` (bytes)."""
+def logged_compute(path: Path, args: list[str], timeout_s: float = 60) -> tuple[int | None, str]:
+    """The host compute buffer llama-server logs for `path` (bytes), or None and the log's
+    first error line when it logs none (llama.cpp refused the variant: an olmoe whose heads
+    times head size is not n_embd, for one)."""
     cmd = [str(llama_prefix() / "bin" / "llama-server"), "-m", str(path), "-v"]
     cmd += ["--host", "127.0.0.1", "--port", str(free_port())]
     cmd += ["--fit", "off", "--no-repack", *args]
@@ -83,7 +85,11 @@ def logged_compute(path: Path, args: list[str], timeout_s: float = 60) -> int:
         logf.seek(0)
         log = logf.read()
         logf.close()
-    return parse_buffers(log).get("host", "compute")
+    compute = parse_buffers(log).get("host", "compute")
+    if compute:
+        return compute, ""
+    errors = [line for line in log.splitlines() if " E " in line or "error" in line.lower()]
+    return None, (errors[0].strip() if errors else "no compute buffer logged")[-300:]
 
 
 def main() -> int:
@@ -107,7 +113,7 @@ def main() -> int:
         for name in bases:
             for label, shape in variants(shape_named(name)):
                 path = write(shape, Path(tmp) / "probe.gguf")
-                real = logged_compute(path, args)
+                real, error = logged_compute(path, args)
                 est = compute_bytes(facts_from_gguf(path).arch, settings)
                 rows.append({"base": name, "variant": label, "arch": shape.arch,
                              "n_embd": shape.n_embd, "n_head": shape.n_head,
@@ -116,9 +122,13 @@ def main() -> int:
                              "n_expert": shape.n_expert, "n_expert_used": shape.n_expert_used,
                              "ctx": ns.ctx, "parallel": ns.parallel,
                              "ubatch": ns.ubatch, "fa": ns.fa,
-                             "logged": real, "estimated": est})  # fmt: skip
-                print(f"{name:24} {label:16} logged {real / MIB:8.2f}  est {est / MIB:8.2f}  "
-                      f"diff {(est - real) / MIB:+7.2f} MiB", flush=True)  # fmt: skip
+                             "logged": real, "estimated": est,
+                             **({"error": error} if error else {})})  # fmt: skip
+                if real is None:
+                    print(f"{name:24} {label:16} not loaded: {error}", flush=True)
+                else:
+                    print(f"{name:24} {label:16} logged {real / MIB:8.2f}  est {est / MIB:8.2f}  "
+                          f"diff {(est - real) / MIB:+7.2f} MiB", flush=True)  # fmt: skip
                 path.unlink()
     doc = json.loads(ns.json.read_text()) if ns.json.exists() else {"rows": []}
     key = (ns.ubatch, ns.fa, ns.ctx, ns.parallel)
