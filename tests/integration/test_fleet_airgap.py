@@ -125,7 +125,7 @@ def test_default_fleet_deploy_ships_image_and_weights_to_air_gapped_hosts(
     finally:
         _, down, _ = _fleet("down", "-i", str(inv), "--purge")
     ended = {host: row["result"] for host, row in _by_host(down).items()}
-    assert all(ended[h.name] == "removed" for h in good), ended
+    assert all(ended.get(h.name) == "removed" for h in good), ended
     for h in good:
         assert _state(h) == (set(), set(), set()), _state(h)
         # Deployment folder, weights, marks, parts: all gone (the empty models folder stays).
@@ -181,5 +181,5 @@ def test_hub_weights_reach_air_gapped_hosts_through_the_controller(
         _, down, _ = _fleet("down", "-i", str(path), "--purge")
     ended = {host: row["result"] for host, row in _by_host(down).items()}
     for h in two_bare_hosts:
-        assert ended[h.name] in ("removed", "already-gone"), ended
+        assert ended.get(h.name) in ("removed", "already-gone"), ended
         assert _state(h) == (set(), set(), set()), _state(h)

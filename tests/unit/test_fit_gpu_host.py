@@ -23,17 +23,19 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "benchmarks"))
 from fit_gpu import HOST_GRID, HOST_RESULTS
 from shapes import build
 
-ROWS = [r for r in json.loads(HOST_RESULTS.read_text())["rows"] if r.get("cap")]
+RESULTS = json.loads(HOST_RESULTS.read_text())
+ROWS = [r for r in RESULTS["rows"] if r.get("cap")]
 
 
 def _plan_host_total(row: dict[str, Any], work: Path) -> int:
     wiring.install_data_source()
     (setting,) = [
         s for s in HOST_GRID
-        if (s.ctx, s.slots, s.kv, s.fa, s.mmap)
-        == (row["ctx"], row["slots"], row["kv_type"], row["flash_attention"], row["mmap"])
+        if (s.ctx, s.slots, s.kv, s.fa, s.ub, s.mmap)
+        == (row["ctx"], row["slots"], row["kv_type"], row["flash_attention"], row["ubatch"],
+            row["mmap"])
     ]  # fmt: skip
-    profile = get_profile("nvidia-h200-141gb")
+    profile = get_profile(RESULTS["meta"]["profile"])
     facts = facts_from_gguf(build(row["model"], work))
     plan = evaluate_option(facts, setting.fit_settings(), profile, machine_spec(profile))
     assert plan.full_offload  # every layer offloaded, as measured
