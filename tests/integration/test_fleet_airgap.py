@@ -2,7 +2,8 @@
 network-namespace hosts (tests/integration/netnskit.py), each its own Docker engine holding no
 image at all. The runtime image and the weights arrive from this machine; a host without
 docker compose and a host whose root is a tiny disk each fail alone, in one line; a rerun
-ships nothing twice; down --purge leaves engines and folders clean. And a Hub model: the
+ships nothing twice; down --purge leaves engines and folders clean, and a deploy after it
+ships the weights again and nothing else. And a Hub model: the
 controller pulls it once from a Hub-compatible server the hosts cannot reach, and ships it.
 
 A rerun and a down reach the hosts again over fresh SSH sessions: each namespace host's sshd
@@ -131,6 +132,19 @@ def test_default_fleet_deploy_ships_image_and_weights_to_air_gapped_hosts(
         # Deployment folder, weights, marks, parts: all gone (the empty models folder stays).
         left = [p for p in Path(roots[h.name]).rglob("*") if not p.is_dir()]
         assert not left, left
+
+    # Deployed again after down: the image stayed on the hosts, the purged weights go again.
+    try:
+        code, back, _ = _fleet("deploy", "-i", str(inv))
+        for h in good:
+            row = _by_host(back)[h.name]
+            assert row["result"] == "deployed", (row["result"], row.get("step"), row.get("reason"))
+            assert row["transfers"]["image"] == "present"
+            assert row["transfers"]["parts_sent"] == DEMO_PARTS
+            assert h.http_status(f"http://127.0.0.1:{PORT}/health") == 200
+    finally:
+        _, down, _ = _fleet("down", "-i", str(inv), "--purge")
+    assert all(_by_host(down).get(h.name, {}).get("result") == "removed" for h in good), down
 
 
 @pytest.fixture
