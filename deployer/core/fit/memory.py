@@ -285,6 +285,19 @@ def _mask_bytes(arch: ModelArch, s: FitSettings) -> int:
     return (2 if s.flash_attention else 4) * ub * (n_kv + n_kv_swa)
 
 
+def _v_index_bytes(arch: ModelArch, s: FitSettings) -> int:
+    """The graph input that says where each new V element goes. Without flash attention the V
+    cache is stored transposed, so it holds one int64 per token per V element of the widest
+    layer, per KV cache (llama_kv_cache::build_input_v_idxs; a sliding-window model keeps a
+    second cache for its windowed layers); with flash attention one per token, nothing to
+    count. On a CPU-only server it is part of the graph the compute formula was read off."""
+    if s.flash_attention:
+        return 0
+    ub = min(s.n_ubatch, s.cells_per_stream)
+    caches = 2 if arch.sliding_window and arch.swa_layers else 1
+    return 8 * ub * max(arch.n_head_kv) * arch.head_dim_v * caches
+
+
 def compute_bytes(arch: ModelArch, s: FitSettings, *, gpu: bool = False) -> int:
     """Compute buffer of the worst-case graph (n_ubatch tokens against a full stream)."""
     n_kv = s.cells_per_stream
@@ -330,6 +343,10 @@ def compute_bytes(arch: ModelArch, s: FitSettings, *, gpu: bool = False) -> int:
         extra = 4 * ub * n_embd_k
         if gpu and s.flash_attention:
             extra += 2 * n_kv * (n_embd_k + n_embd_v)
+    if gpu:
+        # The V-cache indices are a host input; the GPU that writes the cache gets its own copy
+        # (on the CPU the formula above was read off a graph that already holds them).
+        extra += _v_index_bytes(arch, s)
     return act + mask + extra
 
 
@@ -464,11 +481,14 @@ def estimate_memory(facts: ModelFacts, s: FitSettings, machine: MachineSpec) -> 
         host.compute_bytes = compute_bytes(arch, s)
     else:
         # Pinned host staging (CUDA_Host compute): the embedding lookup's output rows, four
-        # f32 copies of n_embd x n_ubatch, and the attention mask(s) the devices are sent,
-        # plus a full graph when some layers run on the CPU. Read off an H200's logs
-        # (benchmarks/results/fit_gpu.json, 14 shapes: exact with flash attention, 2-4 MiB
-        # under without it); the old single copy was 14-64 MiB under.
-        host.compute_bytes = 16 * arch.n_embd * s.n_ubatch + _mask_bytes(arch, s)
+        # f32 copies of n_embd x n_ubatch, and the graph's other inputs the devices are sent:
+        # the attention mask(s) and, without flash attention, the V-cache indices; plus a full
+        # graph when some layers run on the CPU. Read off an H200's logs
+        # (benchmarks/results/fit_gpu.json, 14 shapes: within 0.6 MiB with flash attention and
+        # without it); the old single copy was 14-64 MiB under.
+        host.compute_bytes = (
+            16 * arch.n_embd * s.n_ubatch + _mask_bytes(arch, s) + _v_index_bytes(arch, s)
+        )
         if host_blocks:
             host.compute_bytes += compute_bytes(arch, s)
     if host_blocks:
