@@ -327,11 +327,17 @@ def compute_bytes(arch: ModelArch, s: FitSettings, *, gpu: bool = False) -> int:
         kq = 4 * ub * n_kv * arch.n_head  # the f32 KQ matrix, alive in the attention half only
         # Beside it, read off two-layer variants without flash attention (compute_probe.py
         # --fa off --parallel 4: within 0.02 MiB wherever this half is the larger, MoE and
-        # dense): three n_embd-wide and three Q-wide rows and the new K and V. The 2 x ff term
-        # above is larger on every full-size shape but falls short where an MoE's experts are
-        # few or narrow (13-19 MiB under on such variants), so the larger of the two is taken.
-        attn = max(attn, 3 * arch.n_embd + 3 * n_q + n_embd_k + n_embd_v + _PER_TOKEN_SLACK_FLOATS)
-        act = max(4 * ub * attn + kq, 4 * ub * ffn)
+        # dense): three n_embd-wide and three Q-wide rows, and the V-cache indices, a graph
+        # input every layer's cache write reads (an int64 per token per V element per cache:
+        # first read as "the new K and V", which weigh the same where K and V are as wide).
+        # Being an input they are alive in the feed-forward half too (Gemma 2, two caches, was
+        # 8 MiB under there without them). The 2 x ff term above is an envelope, not a
+        # tensor: larger than both halves on every full-size shape (by 16-34 MiB), short where
+        # an MoE's experts are few or narrow, so the largest of the three is taken.
+        v_idx = _v_index_bytes(arch, s)
+        exact_attn = 4 * ub * (3 * arch.n_embd + 3 * n_q + _PER_TOKEN_SLACK_FLOATS) + v_idx
+        act = max(4 * ub * attn, exact_attn) + kq
+        act = max(act, 4 * ub * ffn + v_idx)
     quant_kv = s.kv_type_k not in ("f16", "bf16", "f32") or s.kv_type_v not in (
         "f16",
         "bf16",
@@ -343,10 +349,6 @@ def compute_bytes(arch: ModelArch, s: FitSettings, *, gpu: bool = False) -> int:
         extra = 4 * ub * n_embd_k
         if gpu and s.flash_attention:
             extra += 2 * n_kv * (n_embd_k + n_embd_v)
-    if gpu:
-        # The V-cache indices are a host input; the GPU that writes the cache gets its own copy
-        # (on the CPU the formula above was read off a graph that already holds them).
-        extra += _v_index_bytes(arch, s)
     return act + mask + extra
 
 
