@@ -12,6 +12,7 @@ from deployer.core.fit.memory import (
     GPU_RUNTIME_HOST_BYTES,
     FitSettings,
     MachineSpec,
+    compute_bytes,
     cpu_work_bytes,
     estimate_memory,
     host_overhead_bytes,
@@ -74,6 +75,34 @@ def test_llama31_8b_kv_is_128_kib_per_token() -> None:
     arch = _arch()
     assert kv_bytes(arch, range(32), FitSettings(ctx=8192)) == 1024 * MIB
     assert kv_bytes(arch, range(32), FitSettings(ctx=131072)) == 16384 * MIB
+
+
+def test_without_flash_attention_every_layers_v_is_as_wide_as_the_widest() -> None:
+    # llama_kv_cache stores V transposed without flash attention, each layer n_embd_v_gqa_max
+    # wide: a model whose KV heads vary by layer (2 and 8 here) holds more V than its heads say.
+    arch = _arch(n_layer=2, n_head_kv=[2, 8])
+    row = 128 * 2  # f16 bytes of one head's K or V row
+    fa = kv_bytes(arch, range(2), FitSettings(ctx=4096))
+    no_fa = kv_bytes(arch, range(2), FitSettings(ctx=4096, flash_attention=False))
+    assert fa == 4096 * row * (2 + 2 + 8 + 8)
+    assert no_fa == 4096 * row * (2 + 8 + 8 + 8)
+    uniform = _arch(n_layer=2, n_head_kv=[8, 8])
+    assert kv_bytes(uniform, range(2), FitSettings(ctx=4096, flash_attention=False)) == kv_bytes(
+        uniform, range(2), FitSettings(ctx=4096)
+    )
+
+
+def test_the_graph_spans_a_whole_ubatch_even_when_a_slot_has_fewer_cells() -> None:
+    # llama_context reserves its graph for min(n_ctx, n_ubatch) tokens over all streams; at ctx
+    # 1024 with four slots a stream has 256 cells, and the ubatch is still 512 tokens
+    # (benchmarks/compute_probe.py --ctx 1024 --parallel 4 logged 70.51 MiB for the two-layer
+    # Llama 3.2 1B variant without flash attention; counting 256 tokens gave 35.27).
+    arch = _arch(n_layer=2, n_embd=2048, n_head=32, n_head_kv=[8, 8], head_dim_k=64,
+                 head_dim_v=64, n_ff=8192, n_vocab=32000)  # fmt: skip
+    s = FitSettings(ctx=1024, parallel=4, n_ubatch=512, flash_attention=False)
+    assert s.cells_per_stream == 256
+    assert compute_bytes(arch, s) / MIB == pytest.approx(70.51, abs=0.1)
+    assert compute_bytes(arch, replace(s, n_ubatch=256)) < compute_bytes(arch, s)
 
 
 def test_q8_0_kv_is_34_of_64_of_f16() -> None:

@@ -72,7 +72,7 @@ def test_the_pinned_host_staging_is_what_the_h200_logged(
 ) -> None:
     """CUDA_Host compute of a fully offloaded server: embedding rows, masks and, without flash
     attention, the V-cache indices (llama_kv_cache::build_input_v_idxs), which the plan left
-    out until they were found 2-12 MiB under on all 14 shapes (the rows read off, in-sample)."""
+    out until they were found 1-12 MiB under on all 14 shapes (the rows read off, in-sample)."""
     wiring.install_data_source()
     s = gpu(row["ctx"], row["slots"], row["kv_type"], row["flash_attention"])
     est = estimates(build(row["model"], tmp_path), s, get_profile(DEVICE["meta"]["profile"]), 1)

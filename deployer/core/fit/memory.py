@@ -221,7 +221,13 @@ def kv_layer_bytes(arch: ModelArch, layer: int, s: FitSettings, cells: int | Non
         # MLA caches the compressed latent plus the rope part, as K only.
         return int(cells * (arch.kv_lora_rank + arch.n_rot) * bk)
     n_kv = arch.n_head_kv[layer]
-    return int(cells * n_kv * (arch.head_dim_k * bk + arch.head_dim_v * bv))
+    if not n_kv:
+        return 0
+    # Without flash attention V is stored transposed, every layer as wide as the widest
+    # (llama_kv_cache: n_embd_v_gqa_max when v_trans); models whose KV heads vary by layer
+    # hold more V than their heads say.
+    n_kv_v = n_kv if s.flash_attention else max(arch.n_head_kv)
+    return int(cells * (n_kv * arch.head_dim_k * bk + n_kv_v * arch.head_dim_v * bv))
 
 
 def kv_bytes(arch: ModelArch, layers: range | list[int], s: FitSettings) -> int:
@@ -277,10 +283,17 @@ def _swa_cells_per_stream(arch: ModelArch, s: FitSettings) -> int:
     return pad(min(s.cells_per_stream, arch.sliding_window * seqs + s.n_ubatch), CTX_PAD)
 
 
+def _graph_tokens(s: FitSettings) -> int:
+    """Tokens of the worst-case graph llama.cpp reserves its compute buffers for: a ubatch, or
+    the whole context when that is smaller (llama_context's min(n_ctx, n_ubatch)), spread over
+    the streams; each stream's tokens attend over that stream's cells."""
+    return min(s.n_ubatch, s.kv_cells)
+
+
 def _mask_bytes(arch: ModelArch, s: FitSettings) -> int:
     """The attention mask(s) of the worst-case graph: f16 with flash attention, else f32."""
     n_kv = s.cells_per_stream
-    ub = min(s.n_ubatch, n_kv)
+    ub = _graph_tokens(s)
     n_kv_swa = _swa_cells_per_stream(arch, s) if arch.sliding_window and arch.swa_layers else 0
     return (2 if s.flash_attention else 4) * ub * (n_kv + n_kv_swa)
 
@@ -293,7 +306,7 @@ def _v_index_bytes(arch: ModelArch, s: FitSettings) -> int:
     count. On a CPU-only server it is part of the graph the compute formula was read off."""
     if s.flash_attention:
         return 0
-    ub = min(s.n_ubatch, s.cells_per_stream)
+    ub = _graph_tokens(s)
     caches = 2 if arch.sliding_window and arch.swa_layers else 1
     return 8 * ub * max(arch.n_head_kv) * arch.head_dim_v * caches
 
@@ -301,7 +314,7 @@ def _v_index_bytes(arch: ModelArch, s: FitSettings) -> int:
 def compute_bytes(arch: ModelArch, s: FitSettings, *, gpu: bool = False) -> int:
     """Compute buffer of the worst-case graph (n_ubatch tokens against a full stream)."""
     n_kv = s.cells_per_stream
-    ub = min(s.n_ubatch, n_kv)
+    ub = _graph_tokens(s)
     n_embd_k = max(arch.n_head_kv) * arch.head_dim_k
     n_embd_v = max(arch.n_head_kv) * arch.head_dim_v
     n_q = arch.n_head * arch.head_dim_k
@@ -332,8 +345,9 @@ def compute_bytes(arch: ModelArch, s: FitSettings, *, gpu: bool = False) -> int:
         # first read as "the new K and V", which weigh the same where K and V are as wide).
         # Being an input they are alive in the feed-forward half too (Gemma 2, two caches, was
         # 8 MiB under there without them). The 2 x ff term above is an envelope, not a
-        # tensor: larger than both halves on every full-size shape (by 16-34 MiB), short where
-        # an MoE's experts are few or narrow, so the largest of the three is taken.
+        # tensor: 2-34 MiB above the logged buffer on every full-size shape where it is the
+        # largest term, short where an MoE's experts are few or narrow, so the largest of the
+        # three is taken.
         v_idx = _v_index_bytes(arch, s)
         exact_attn = 4 * ub * (3 * arch.n_embd + 3 * n_q + _PER_TOKEN_SLACK_FLOATS) + v_idx
         act = max(4 * ub * attn, exact_attn) + kq
