@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import gc
 import importlib
+import signal
 from typing import TYPE_CHECKING, Annotated, Any, NamedTuple
 
 import typer
@@ -161,4 +162,11 @@ def main() -> None:
     # the Docker SDK): collecting the young generation every 700 allocations is wasted work
     # (~10% of a deploy's start here). Collection still runs, 30x less often.
     gc.set_threshold(20_000, 20, 20)
-    run_guarded(lambda: app(standalone_mode=True))
+    try:
+        run_guarded(lambda: app(standalone_mode=True))
+    finally:
+        # The command has finished (or said why not). A Ctrl-C from here on would land in the
+        # interpreter's shutdown, after Python has restored SIGINT's default action, and kill
+        # a process whose work is done and saved: the exit status would say "interrupted"
+        # about a deploy that is up. Ignored instead.
+        signal.signal(signal.SIGINT, signal.SIG_IGN)

@@ -63,3 +63,23 @@ def test_unknown_command_is_a_usage_error() -> None:
     result = CliRunner().invoke(app, ["deplyo"])
     assert result.exit_code == 2
     assert "No such command" in result.output
+
+
+def test_a_ctrl_c_after_the_command_finished_is_ignored_not_fatal() -> None:
+    """Once a command is done, Python's shutdown restores SIGINT's default action: a Ctrl-C then
+    killed a finished deploy with status -2 (seen in tests/integration/test_deploy_faults.py).
+    The entry point ignores SIGINT from the moment the command returns, so the process exits
+    with the command's own status."""
+    code = (
+        "import os, signal, sys\n"
+        "from deployer.cli import app as a\n"
+        "sys.argv = ['deployer', '--version']\n"
+        "try:\n"
+        "    a.main()\n"
+        "except SystemExit as e:\n"
+        "    os.kill(os.getpid(), signal.SIGINT)\n"
+        "    print('survived', e.code)\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr
+    assert "survived" in out.stdout
