@@ -303,7 +303,8 @@ def _v_index_bytes(arch: ModelArch, s: FitSettings) -> int:
     cache is stored transposed, so it holds one int64 per token per V element of the widest
     layer, per KV cache (llama_kv_cache::build_input_v_idxs; a sliding-window model keeps a
     second cache for its windowed layers); with flash attention one per token, nothing to
-    count. On a CPU-only server it is part of the graph the compute formula was read off."""
+    count. Counted in the compute buffer (compute_bytes) and, on a GPU server, in the host's
+    staging of the inputs the devices are sent."""
     if s.flash_attention:
         return 0
     ub = _graph_tokens(s)
@@ -312,7 +313,8 @@ def _v_index_bytes(arch: ModelArch, s: FitSettings) -> int:
 
 
 def compute_bytes(arch: ModelArch, s: FitSettings, *, gpu: bool = False) -> int:
-    """Compute buffer of the worst-case graph (n_ubatch tokens against a full stream)."""
+    """Compute buffer of the worst-case graph (_graph_tokens tokens, each against a full
+    stream of cells)."""
     n_kv = s.cells_per_stream
     ub = _graph_tokens(s)
     n_embd_k = max(arch.n_head_kv) * arch.head_dim_k
