@@ -4,12 +4,14 @@ from __future__ import annotations
 
 from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from deployer.core.fit.memory import (
     DEFAULT_READ_AHEAD_BYTES,
     GPU_RUNTIME_HOST_BYTES,
+    DeviceMemory,
     FitSettings,
     MachineSpec,
     compute_bytes,
@@ -20,6 +22,7 @@ from deployer.core.fit.memory import (
     offloaded_blocks,
     pad,
     page_table_bytes,
+    readaround_bytes,
     split_layers,
 )
 from deployer.core.model.facts import ModelArch, ModelFacts, WeightLayout
@@ -173,6 +176,35 @@ def test_full_offload_untied_keeps_embeddings_on_host() -> None:
     assert apple.host.weights_bytes == 280 * MIB  # on Apple token_embd stays counted
     loaded = estimate_memory(facts, FitSettings(ctx=8192, n_gpu_layers=33, load_mode="none"), GPU)
     assert loaded.host.weights_bytes == 280 * MIB and loaded.cold_weights_bytes == 0
+
+
+def test_a_mapped_gpu_load_counts_the_page_tables_of_what_it_uploads() -> None:
+    """llama.cpp uploads each offloaded tensor from the mapping, so the host holds a page-table
+    entry per offloaded 4 KiB page until the loader unmaps those ranges; a load into buffers
+    (--no-mmap) or Ollama's engine maps nothing."""
+    facts = _facts(_arch())
+
+    def host(ngl: int, **kw: Any) -> DeviceMemory:
+        return estimate_memory(facts, FitSettings(ctx=8192, n_gpu_layers=ngl, **kw), GPU).host
+
+    def touched(h: DeviceMemory) -> int:  # what the host's own entries are counted for
+        return page_table_bytes(h.total_bytes - h.overhead_bytes)
+
+    offloaded = 32 * 100 * MIB + 400 * MIB  # every block and the output layer
+    mapped, read = host(33), host(33, load_mode="none")
+    extra = mapped.overhead_bytes - touched(mapped) - (read.overhead_bytes - touched(read))
+    assert extra == offloaded // 512
+    # half the blocks on the GPU: half the blocks' entries
+    half, half_read = host(17), host(17, load_mode="none")
+    half_extra = (half.overhead_bytes - touched(half) - readaround_bytes(facts.weights, GPU, 16)
+                  - (half_read.overhead_bytes - touched(half_read)))  # fmt: skip
+    assert half_extra == (16 * 100 * MIB + 400 * MIB) // 512
+    ollama = host(33, ctx_is_per_slot=True)
+    ollama_read = host(33, ctx_is_per_slot=True, load_mode="none")
+    window = readaround_bytes(facts.weights, GPU, 0)  # ollama counts token_embd as held
+    assert ollama.overhead_bytes - touched(ollama) - window == (
+        ollama_read.overhead_bytes - touched(ollama_read)
+    )
 
 
 def test_tied_embeddings_need_a_device_copy() -> None:

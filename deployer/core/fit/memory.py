@@ -516,6 +516,15 @@ def estimate_memory(facts: ModelFacts, s: FitSettings, machine: MachineSpec) -> 
     # The kernel's page tables for what the process touches (a cgroup charges them too), and
     # room to evict and re-read mapped pages at the edge of a limit.
     host.overhead_bytes += page_table_bytes(host.total_bytes - host.overhead_bytes)
+    if machine.kind == "gpu" and mapped_here and load_mode_of(s.load_mode) in _MAPPED_MODES:
+        # A mapped load uploads each offloaded tensor from the mapping
+        # (llama_model_loader::load_all_data: ggml_backend_tensor_set from mapping->addr()), so
+        # every offloaded page is touched once and its page-table entry stays until the loader
+        # unmaps the offloaded ranges at the end of the load: a load-time peak of 8 B per 4 KiB
+        # of the offloaded file (35 MiB for Qwen3-30B-A3B's 17.8 GB). LoRA pairs are read into
+        # buffers, not mapped; Ollama's engine reads tensors rather than mapping them.
+        offloaded = sum(d.weights_bytes for d in devices) - sum(lora[i] for i in gpu_blocks)
+        host.overhead_bytes += page_table_bytes(offloaded)
     if load_mode_of(s.load_mode) == "mmap" and host.weights_bytes:
         host.overhead_bytes += readaround_bytes(w, machine, len(host_blocks))
     # What host_weight_bytes left out of the resident figure (only a mapped load leaves any).
@@ -578,13 +587,13 @@ def page_table_bytes(resident_bytes: int) -> int:
 # - thread stacks and per-thread arenas: a compute and an HTTP thread per hardware thread; not
 #   separable at 2 threads, so a stated estimate.
 # The GPU runtime on the host of a CUDA or ROCm server (the runtime and BLAS libraries' pages,
-# the driver's own allocations): an allowance, kept as an upper bound. Measured once under a
-# memory cgroup (benchmarks/fit_gpu.py --host-caps; Llama 3.1 8B fully offloaded on an H200,
-# driver 580, benchmarks/results/fit_gpu_host.json) the whole host side needed 271 MiB, of
-# which about 162 MiB beyond the plan's buffers and process: 1 GiB is about six times that. Not
-# tightened on one row (one GPU, one driver; a multi-GPU server holds a context per device):
-# too high a limit reserves nothing, too low a one kills the server as it starts (docs/fit.md
-# "The host side of a GPU server").
+# the driver's own allocations): an allowance, kept as an upper bound. Measured under a memory
+# cgroup (benchmarks/fit_gpu.py --host-caps; four rows on an H200, driver 580: Llama 3.1 8B at
+# two settings, Gemma 3 1B, Qwen3-30B-A3B, fully offloaded; benchmarks/results/fit_gpu_host.json)
+# the smallest caps were 271-363 MiB, of which 153-231 MiB beyond everything the plan names:
+# 1 GiB is 4.4-6.7 times that. Not tightened on four rows (one GPU, one driver; a multi-GPU
+# server holds a context per device): too high a limit reserves nothing, too low a one kills the
+# server as it starts (docs/fit.md "The host side of a GPU server").
 GPU_RUNTIME_HOST_BYTES = GIB
 HOST_BINARY_BYTES = 16 * MIB
 HOST_BASE_ANON_BYTES = 16 * MIB

@@ -538,8 +538,8 @@ def make_plan(
     if m.kind == "gpu":
         assumptions.append(
             f"host: {fmt_bytes(GPU_RUNTIME_HOST_BYTES)} for the GPU runtime (CUDA/ROCm libraries, "
-            "the driver's allocations), an upper bound: one CUDA server measured under a memory "
-            "limit needed about 162 MiB for it"
+            "the driver's allocations), an upper bound: four CUDA servers measured under a memory "
+            "limit needed 153-231 MiB for it"
         )
 
     if chosen is None:
