@@ -156,6 +156,36 @@ def test_ngl_offloads_output_first() -> None:
     assert offloaded_blocks(32, 99) == (list(range(32)), True)
 
 
+def test_kv_of_windowed_head_sizes_and_shared_caches() -> None:
+    """Gemma 4's shape: windowed layers with 256-wide heads, full ones 512, and the last four
+    layers reusing earlier caches (llama_kv_cache skips a layer without has_kv). Flash
+    attention stores each layer at its own width; without it V is transposed and every layer
+    is as wide as the widest (n_embd_v_gqa_max)."""
+    pattern = [True, True, True, True, True, False] * 2
+    arch = _arch(
+        architecture="gemma4", n_layer=12, n_head_kv=[2] * 12, head_dim_k=512, head_dim_v=512,
+        head_dim_k_swa=256, head_dim_v_swa=256, sliding_window=1024, swa_layers=pattern,
+        kv_layers=8,
+    )  # fmt: skip
+    s = FitSettings(ctx=8192)
+    full, window = 8192, pad(1024 + s.n_ubatch, 256)
+    owned = range(8)  # layers 0-7: 5 windowed (0-4), 1 full (5), 2 windowed (6, 7)
+    want = sum(
+        (full * 2 * 512 * 2 * 2) if not pattern[i] else (window * 2 * 256 * 2 * 2) for i in owned
+    )
+    assert kv_bytes(arch, range(12), s) == want
+    no_fa = FitSettings(ctx=8192, flash_attention=False)
+    want_no_fa = sum(
+        (full if not pattern[i] else window) * 2 * (2 * (512 if not pattern[i] else 256) + 2 * 512)
+        for i in owned
+    )
+    assert kv_bytes(arch, range(12), no_fa) == want_no_fa
+    # as if every layer owned a cache at the full layers' head size: what the plan used to say
+    plain = _arch(architecture="gemma4", n_layer=12, n_head_kv=[2] * 12, head_dim_k=512,
+                  head_dim_v=512, sliding_window=1024, swa_layers=pattern)  # fmt: skip
+    assert kv_bytes(plain, range(12), s) > 1.5 * want
+
+
 def test_full_offload_untied_keeps_embeddings_on_host() -> None:
     facts = _facts(_arch())
     est = estimate_memory(facts, FitSettings(ctx=8192, n_gpu_layers=33), GPU)

@@ -252,6 +252,95 @@ def test_gemma2_swa_on_even_layers(tmp_path: Path) -> None:
     assert facts.arch.swa_layers == [True, False, True, False]
 
 
+def _arch_of(tmp_path: Path, spec: Spec, name: str = "m.gguf") -> Any:
+    return facts_from_gguf(write_gguf(tmp_path / name, spec)).arch
+
+
+@pytest.mark.parametrize(
+    ("arch", "n_layer", "expected"),
+    [
+        # dense first: layer il slides unless il % N == 0 (load_swa_pattern(ml, 4, true))
+        ("cohere2moe", 8, [False, True, True, True] * 2),
+        ("olmo2", 8, [True, True, True, False] * 2),
+        ("plamo3", 8, [True] * 7 + [False]),
+        ("gemma3n", 10, [True, True, True, True, False] * 2),
+        ("deepseek4", 3, [True, True, True]),  # set_swa_pattern(0): every layer
+    ],
+)
+def test_each_architecture_slides_the_layers_its_loader_says(
+    tmp_path: Path, arch: str, n_layer: int, expected: list[bool]
+) -> None:
+    assert _arch_of(tmp_path, gemma_spec(n_layer, arch=arch)).swa_layers == expected
+
+
+def test_a_window_on_an_architecture_that_never_slides_keeps_the_full_cache(
+    tmp_path: Path,
+) -> None:
+    """llama.cpp leaves swa_type NONE for an architecture whose loader does not set it, so a
+    window in the file changes nothing; counting every layer as windowed would plan a fraction
+    of the cache the server allocates."""
+    for arch in ("llama", "phi3", "qwen2"):
+        a = _arch_of(tmp_path, gemma_spec(6, arch=arch), f"{arch}.gguf")
+        assert a.sliding_window == 0 and a.swa_layers == [] and not a.is_swa(0)
+
+
+def test_llama4_is_chunked_at_8192_unless_the_file_turns_it_off(tmp_path: Path) -> None:
+    spec = gemma_spec(8, arch="llama4")
+    del spec.keys["attention.sliding_window"]
+    a = _arch_of(tmp_path, spec, "l4.gguf")
+    assert a.sliding_window == 8192 and a.swa_layers == [True, True, True, False] * 2
+    spec.keys["attention.sliding_window"] = 0
+    assert _arch_of(tmp_path, spec, "l4-off.gguf").swa_layers == []
+
+
+def test_loaders_that_fix_their_own_window(tmp_path: Path) -> None:
+    small = _arch_of(tmp_path, gemma_spec(4, arch="smallthinker"), "st.gguf")
+    assert small.sliding_window == 4096 and small.swa_layers == [False, True, True, True]
+    spec = gemma_spec(64, arch="exaone4")
+    del spec.keys["attention.sliding_window"]
+    assert _arch_of(tmp_path, spec, "ex64.gguf").sliding_window == 4096
+    # only the 64-layer EXAONE 4 slides
+    assert _arch_of(tmp_path, gemma_spec(32, arch="exaone4"), "ex32.gguf").swa_layers == []
+
+
+def test_an_array_only_architecture_without_its_pattern_is_refused(tmp_path: Path) -> None:
+    with pytest.raises(GGUFReadError, match="sliding_window_pattern is missing"):
+        facts_from_gguf(write_gguf(tmp_path / "g4.gguf", gemma_spec(6, arch="gemma4")))
+
+
+def test_gemma4_heads_and_shared_kv_layers(tmp_path: Path) -> None:
+    """Gemma 4: windowed layers have their own head size, and the last shared_kv_layers layers
+    reuse an earlier layer's cache (llama_hparams::has_kv), so they hold none."""
+    pattern = [True, True, True, True, True, False] * 2
+    spec = gemma_spec(12, pattern=pattern, arch="gemma4")
+    spec.keys |= {
+        "attention.key_length": 512,
+        "attention.value_length": 512,
+        "attention.key_length_swa": 256,
+        "attention.value_length_swa": 256,
+        "attention.shared_kv_layers": 4,
+    }
+    a = _arch_of(tmp_path, spec, "g4.gguf")
+    assert (a.head_dim_k, a.head_dim_k_swa, a.head_dim_v_swa, a.kv_layers) == (512, 256, 256, 8)
+    assert [a.has_kv(i) for i in range(12)] == [True] * 8 + [False] * 4
+    assert a.head_dims(0) == (256, 256) and a.head_dims(5) == (512, 512)
+    assert a.n_embd_v_max == 512
+    spec.keys["attention.shared_kv_layers"] = 11
+    with pytest.raises(GGUFReadError, match=r"llama\.cpp needs 2"):
+        _arch_of(tmp_path, spec, "g4-bad.gguf")
+
+
+def test_gemma3n_keeps_20_caches(tmp_path: Path) -> None:
+    a = _arch_of(tmp_path, gemma_spec(30, arch="gemma3n"), "g3n.gguf")
+    assert a.kv_layers == 20 and a.has_kv(19) and not a.has_kv(20)
+
+
+def test_lfm2_slides_its_attention_layers(tmp_path: Path) -> None:
+    spec = gemma_spec(4, arch="lfm2")
+    spec.keys["attention.head_count_kv"] = [0, 1, 0, 1]
+    assert _arch_of(tmp_path, spec, "lfm2.gguf").swa_layers == [False, True, False, True]
+
+
 def test_moe(tmp_path: Path) -> None:
     keys = {
         "block_count": 1,

@@ -220,14 +220,15 @@ def kv_layer_bytes(arch: ModelArch, layer: int, s: FitSettings, cells: int | Non
     if arch.kv_lora_rank:
         # MLA caches the compressed latent plus the rope part, as K only.
         return int(cells * (arch.kv_lora_rank + arch.n_rot) * bk)
-    n_kv = arch.n_head_kv[layer]
-    if not n_kv:
+    if not arch.has_kv(layer):  # recurrent, or reusing an earlier layer's cache (Gemma 3n/4)
         return 0
+    n_kv = arch.n_head_kv[layer]
+    head_k, head_v = arch.head_dims(layer)  # a windowed layer's heads may differ (Gemma 4)
     # Without flash attention V is stored transposed, every layer as wide as the widest
-    # (llama_kv_cache: n_embd_v_gqa_max when v_trans); models whose KV heads vary by layer
-    # hold more V than their heads say.
-    n_kv_v = n_kv if s.flash_attention else max(arch.n_head_kv)
-    return int(cells * (n_kv * arch.head_dim_k * bk + n_kv_v * arch.head_dim_v * bv))
+    # (llama_kv_cache: n_embd_v_gqa_max when v_trans); models whose KV heads or head sizes vary
+    # by layer hold more V than their heads say.
+    n_embd_v = n_kv * head_v if s.flash_attention else arch.n_embd_v_max
+    return int(cells * (n_kv * head_k * bk + n_embd_v * bv))
 
 
 def kv_bytes(arch: ModelArch, layers: range | list[int], s: FitSettings) -> int:
@@ -309,7 +310,7 @@ def _v_index_bytes(arch: ModelArch, s: FitSettings) -> int:
         return 0
     ub = _graph_tokens(s)
     caches = 2 if arch.sliding_window and arch.swa_layers else 1
-    return 8 * ub * max(arch.n_head_kv) * arch.head_dim_v * caches
+    return 8 * ub * arch.n_embd_v_max * caches
 
 
 def compute_bytes(arch: ModelArch, s: FitSettings, *, gpu: bool = False) -> int:
@@ -317,9 +318,9 @@ def compute_bytes(arch: ModelArch, s: FitSettings, *, gpu: bool = False) -> int:
     stream of cells)."""
     n_kv = s.cells_per_stream
     ub = _graph_tokens(s)
-    n_embd_k = max(arch.n_head_kv) * arch.head_dim_k
-    n_embd_v = max(arch.n_head_kv) * arch.head_dim_v
-    n_q = arch.n_head * arch.head_dim_k
+    n_embd_k = arch.n_embd_k_max
+    n_embd_v = arch.n_embd_v_max
+    n_q = arch.n_head * arch.head_dim_k_max
     ff = arch.n_ff * arch.n_expert_used if arch.n_expert else arch.n_ff
     ff = ff or 4 * arch.n_embd
     # ggml's allocator reuses memory, so the buffer is the largest set of tensors alive at once:

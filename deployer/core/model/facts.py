@@ -53,6 +53,19 @@ class ModelArch(BaseModel):
     recurrent_state_bytes_per_seq: int = Field(
         default=0, ge=0, description="f32 recurrent state (Mamba/DeltaNet) summed over layers"
     )
+    head_dim_k_swa: int = Field(
+        default=0, ge=0, le=U32_MAX, description="K head size of sliding-window layers; 0: same"
+    )
+    head_dim_v_swa: int = Field(
+        default=0, ge=0, le=U32_MAX, description="V head size of sliding-window layers; 0: same"
+    )
+    kv_layers: int = Field(
+        default=0,
+        ge=0,
+        le=LLAMA_MAX_LAYERS,
+        description="layers, from the first, that own a KV cache (llama.cpp's "
+        "n_layer_kv_from_start); later ones reuse an earlier layer's; 0: every layer",
+    )
 
     @model_validator(mode="after")
     def _check_lengths(self) -> ModelArch:
@@ -62,11 +75,38 @@ class ModelArch(BaseModel):
             raise ValueError("swa_layers must be empty or have one entry per layer")
         if self.n_expert_used > self.n_expert:
             raise ValueError("n_expert_used must not exceed n_expert")
+        if self.kv_layers > self.n_layer:
+            raise ValueError("kv_layers must not exceed n_layer")
         return self
 
     def is_swa(self, layer: int) -> bool:
         """Whether `layer` uses the sliding-window cache."""
         return bool(self.sliding_window and self.swa_layers and self.swa_layers[layer])
+
+    def has_kv(self, layer: int) -> bool:
+        """Whether `layer` owns KV cells (layers past kv_layers read an earlier layer's)."""
+        return bool(self.n_head_kv[layer]) and (not self.kv_layers or layer < self.kv_layers)
+
+    def head_dims(self, layer: int) -> tuple[int, int]:
+        """(K, V) head size of `layer` (llama_hparams::n_embd_head_k/v(il))."""
+        if self.is_swa(layer):
+            return self.head_dim_k_swa or self.head_dim_k, self.head_dim_v_swa or self.head_dim_v
+        return self.head_dim_k, self.head_dim_v
+
+    @property
+    def n_embd_k_max(self) -> int:
+        """The widest layer's K row (KV heads x K head size)."""
+        return max(kv * self.head_dims(i)[0] for i, kv in enumerate(self.n_head_kv))
+
+    @property
+    def n_embd_v_max(self) -> int:
+        """The widest layer's V row (llama_hparams::n_embd_v_gqa_max)."""
+        return max(kv * self.head_dims(i)[1] for i, kv in enumerate(self.n_head_kv))
+
+    @property
+    def head_dim_k_max(self) -> int:
+        """The largest K head size of any layer (a query row is heads x this)."""
+        return max(self.head_dim_k, self.head_dim_k_swa)
 
 
 # Read-around windows (bytes) a layout records cold bytes for: Linux's default read_ahead_kb

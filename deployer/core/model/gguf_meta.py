@@ -64,12 +64,34 @@ LLAMA_FTYPE_LABELS: dict[int, str] = {
 }  # fmt: skip
 _FTYPE_GUESSED = 1024
 
-# llama.cpp's built-in SWA period per architecture when the file sets a window but no pattern
-# (src/llama-model.cpp: set_swa_pattern(N) makes layer il SWA when il % N < N - 1).
-_DEFAULT_SWA_PERIOD: dict[str, int] = {"gemma2": 2, "gpt-oss": 2, "gemma3": 6, "cohere2": 4}
-# Architectures whose loader reads a sliding window and then turns it off (src/models/phi3.cpp:
-# "Phi SWA is currently disabled"): every layer keeps the full context.
-_SWA_DISABLED = frozenset({"phi3"})
+# Which layers slide, per architecture, as the pinned llama.cpp's loaders set it
+# (src/models/<arch>.cpp: load_swa_pattern(ml, N[, dense_first]) takes the file's
+# sliding_window_pattern array, else its pattern number, else N; layer il slides when
+# il % N < N - 1, or, dense first, when il % N != 0; N = 0: every layer). An architecture not
+# listed never slides, whatever window its file states (llama.cpp leaves swa_type NONE, and the
+# full cache is the safe count): e.g. phi3 reads a window and turns it off.
+_SWA_PERIOD: dict[str, tuple[int, bool]] = {
+    "gemma2": (2, False), "gpt-oss": (2, False), "gemma3": (6, False),
+    "gemma-embedding": (6, False), "gemma3n": (5, False), "cohere2": (4, False),
+    "cohere2moe": (4, True), "afmoe": (4, False), "exaone4": (4, False),
+    "exaone-moe": (4, False), "laguna": (4, True), "llama4": (4, False), "mellum": (4, False),
+    "modern-bert": (3, True), "muse-glimmer": (4, False), "olmo2": (4, False),
+    "plamo3": (8, False), "smallthinker": (4, True), "deepseek4": (0, False),
+    "dflash": (0, False),
+}  # fmt: skip
+# Loaders that require the file's per-layer array (ml.get_arr, no default period).
+_SWA_ARRAY_ONLY = frozenset(
+    {"gemma4", "gemma4-assistant", "dots3note", "granite_swa", "maple", "mimo2", "step35",
+     "spark2_5"}
+)  # fmt: skip
+# Hybrids whose attention layers (those with KV heads) all slide when a window is set.
+_SWA_ATTENTION_LAYERS = frozenset({"lfm2", "lfm2moe"})
+
+# Layers, from the first, that own a KV cache where llama.cpp's loader fixes it
+# (llama_hparams::n_layer_kv_from_start): the later layers reuse the cache of the last earlier
+# layer of their kind (Gemma 3n hard-codes 20; Gemma 4 reads attention.shared_kv_layers).
+_KV_LAYERS_FIXED = {"gemma3n": 20}
+_KV_SHARED_KEY_ARCHS = frozenset({"gemma4"})
 
 # Keys llama.cpp reads with get_key_or_arr: one number, or one per layer (block_count of them).
 _PER_LAYER_KEYS = frozenset(
@@ -201,8 +223,32 @@ class _Keys:
                 raise HeaderError(f"{full} is {value}; it must be {relation} {lowest:g}")
 
 
-def _swa_layers(keys: _Keys, arch: str, n_layer: int, window: int) -> list[bool]:
-    if window <= 0 or arch in _SWA_DISABLED:
+def _window(keys: _Keys, arch: str, n_layer: int) -> int:
+    """The sliding window llama.cpp's loader ends up with (0: none). Most read the file's;
+    a few fix their own: Llama 4's chunked attention is 8192 tokens unless the file sets a
+    window of 0, SmallThinker's 4096 whenever the file sets one, EXAONE 4's 4096 for its
+    64-layer model only, EXAONE-MoE's 128 unless the file says otherwise."""
+    window = keys.get_int("attention.sliding_window")
+    has_key = keys.has("attention.sliding_window")
+    if arch == "llama4":
+        return 0 if has_key and window == 0 else 8192
+    if arch == "smallthinker":
+        return 4096 if window > 0 else 0
+    if arch == "exaone4":
+        return (window if has_key else 4096) if n_layer == 64 else 0
+    if arch == "exaone-moe":
+        return window if has_key else 128
+    return window
+
+
+def _swa_layers(
+    keys: _Keys, arch: str, n_layer: int, window: int, n_head_kv: list[int]
+) -> list[bool]:
+    if window <= 0:
+        return []
+    if arch in _SWA_ATTENTION_LAYERS:
+        return [kv > 0 for kv in n_head_kv]
+    if arch not in _SWA_PERIOD and arch not in _SWA_ARRAY_ONLY:
         return []
     field = keys.field("attention.sliding_window_pattern")
     if field is not None and field.type == ARRAY:
@@ -214,13 +260,15 @@ def _swa_layers(keys: _Keys, arch: str, n_layer: int, window: int) -> list[bool]
                 f"not one per layer ({n_layer})"
             )
         return [bool(v) for v in field.items]
-    period = (
-        keys.get_int("attention.sliding_window_pattern")
-        if field is not None
-        else _DEFAULT_SWA_PERIOD.get(arch)
-    )
-    if period is None:
-        return [True] * n_layer  # a window with no pattern: every layer slides
+    if arch in _SWA_ARRAY_ONLY:
+        raise HeaderError(
+            f"{arch}.attention.sliding_window_pattern is missing; llama.cpp needs one per layer"
+        )
+    period, dense_first = _SWA_PERIOD[arch]
+    if field is not None:
+        period = keys.get_int("attention.sliding_window_pattern")
+    if dense_first:
+        return [period == 0 or il % period != 0 for il in range(n_layer)]
     return [period == 0 or il % period < period - 1 for il in range(n_layer)]
 
 
@@ -315,14 +363,21 @@ def _arch_from_header(header: GGUFHeader, tensors: dict[str, TensorInfo]) -> Mod
         raise HeaderError(
             f"{arch}: key/value length is 0 (embedding_length {n_embd}, head_count {n_head})"
         )
+    # a sliding-window layer's head sizes, when they differ (llama_model::load_hparams reads
+    # them for every architecture, defaulting to the full layers')
+    head_dim_k_swa = keys.get_int("attention.key_length_swa", head_dim_k)
+    head_dim_v_swa = keys.get_int("attention.value_length_swa", head_dim_v)
+    if not head_dim_k_swa or not head_dim_v_swa:
+        raise HeaderError(f"{arch}: a sliding-window key/value length is 0")
+    kv_layers = _kv_layers(keys, arch, n_layer)
     n_ff = keys.get_int("expert_feed_forward_length") or keys.get_int("feed_forward_length")
     keys.per_layer("feed_forward_length", n_layer, 0)  # an array must have one per layer
     n_vocab = _n_vocab(header, keys, tensors)
     if not n_vocab:
         raise HeaderError("no vocabulary: tokenizer.ggml.tokens, vocab_size and token_embd absent")
     n_expert, n_expert_used = _experts(keys, arch)
-    window = keys.get_int("attention.sliding_window")
-    swa = _swa_layers(keys, arch, n_layer, window)
+    window = _window(keys, arch, n_layer)
+    swa = _swa_layers(keys, arch, n_layer, window, n_head_kv)
     kv_lora_rank = keys.get_int("attention.kv_lora_rank")
     return ModelArch(
         architecture=arch,
@@ -344,7 +399,31 @@ def _arch_from_header(header: GGUFHeader, tensors: dict[str, TensorInfo]) -> Mod
         kv_lora_rank=kv_lora_rank,
         n_rot=keys.get_int("rope.dimension_count") if kv_lora_rank else 0,
         recurrent_state_bytes_per_seq=_recurrent_state_bytes(keys, n_head_kv),
+        head_dim_k_swa=head_dim_k_swa if head_dim_k_swa != head_dim_k else 0,
+        head_dim_v_swa=head_dim_v_swa if head_dim_v_swa != head_dim_v else 0,
+        kv_layers=kv_layers,
     )
+
+
+def _kv_layers(keys: _Keys, arch: str, n_layer: int) -> int:
+    """Layers that own a KV cache, for the architectures whose later layers reuse an earlier
+    one's (0: every layer owns one)."""
+    if arch in _KV_LAYERS_FIXED:
+        own = _KV_LAYERS_FIXED[arch]
+    elif arch in _KV_SHARED_KEY_ARCHS and keys.has("attention.shared_kv_layers"):
+        shared = keys.get_int("attention.shared_kv_layers")
+        if shared >= n_layer:
+            raise HeaderError(
+                f"{arch}.attention.shared_kv_layers is {shared}; block_count is {n_layer}"
+            )
+        own = n_layer - shared
+    else:
+        return 0
+    if own >= n_layer:
+        return 0
+    if own < 2:  # llama.cpp asserts it: a reusing layer needs an earlier one of each kind
+        raise HeaderError(f"{arch}: {own} layers with their own KV cache; llama.cpp needs 2")
+    return own
 
 
 def _tensors(header: GGUFHeader) -> list[TensorInfo]:
