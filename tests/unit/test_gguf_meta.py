@@ -437,6 +437,79 @@ def test_hybrid_recurrent_layers_have_no_kv(tmp_path: Path) -> None:
     assert facts.arch.head_dim_k == 16
 
 
+def _hybrid(tmp_path: Path, arch: str, extra: dict[str, Any], n_layer: int = 8) -> Any:
+    keys = {**ssm_keys(n_layer), "attention.head_count": 4, "attention.head_count_kv": 2, **extra}
+    tensors: list[TensorSpec] = [("token_embd.weight", "F32", (64, 8))]
+    return _arch_of(tmp_path, Spec(arch, keys, tensors), f"{arch}.gguf")
+
+
+def test_qwen35_keeps_every_fourth_layer_for_attention(tmp_path: Path) -> None:
+    """Qwen3.5/Qwen3-Next state head_count_kv for every layer, but llama.cpp's loader makes
+    three of four layers gated delta nets (full_attention_interval 4): only the fourth holds
+    KV cells, the others a recurrent state. Counting KV on all of them was 4x the cache."""
+    a = _hybrid(tmp_path, "qwen35", {})
+    assert a.n_head_kv == [0, 0, 0, 2] * 2
+    assert a.recurrent_state_bytes_per_seq == 6 * SSM_LAYER_BYTES
+    listed = _hybrid(
+        tmp_path, "qwen3next", {"attention.recurrent_layers": [True, False] * 4}
+    )  # the file's list wins over the interval
+    assert listed.n_head_kv == [0, 2] * 4
+    assert listed.recurrent_state_bytes_per_seq == 4 * SSM_LAYER_BYTES
+    every_other = _hybrid(tmp_path, "qwen35moe", {"full_attention_interval": 2})
+    assert every_other.n_head_kv == [0, 2] * 4
+
+
+def test_nemotron_h_mlp_layers_are_not_recurrent(tmp_path: Path) -> None:
+    a = _hybrid(
+        tmp_path, "nemotron_h",
+        {"attention.head_count_kv": [0, 0, 2, 0], "feed_forward_length": [0, 64, 0, 64]},
+        n_layer=4,
+    )  # fmt: skip
+    # layer 0 is a Mamba layer, 1 and 3 MLP-only, 2 attention
+    assert a.recurrent_state_bytes_per_seq == 1 * SSM_LAYER_BYTES
+
+
+def test_rwkv_holds_a_state_and_no_kv(tmp_path: Path) -> None:
+    keys = {"block_count": 3, "embedding_length": 64, "context_length": 1048576,
+            "attention.head_count": 0, "wkv.head_size": 16, "vocab_size": 8}  # fmt: skip
+    tensors: list[TensorSpec] = [("token_embd.weight", "F32", (64, 8))]
+    a = _arch_of(tmp_path, Spec("rwkv7", keys, tensors), "rwkv.gguf")
+    assert a.n_head_kv == [0, 0, 0]
+    # token shift (2 rows of n_embd) and an n_embd x head_size state, f32, per layer
+    assert a.recurrent_state_bytes_per_seq == 3 * 4 * (2 * 64 + 64 * 16)
+
+
+def test_kimi_delta_attention_state(tmp_path: Path) -> None:
+    a = _hybrid(
+        tmp_path, "kimi-linear",
+        {"attention.head_count_kv": [0, 0, 0, 2], "kda.head_dim": 32, "ssm.inner_size": 0,
+         "ssm.state_size": 0},
+        n_layer=4,
+    )  # fmt: skip
+    # Q, K and V convolutions (3 x (d_conv - 1) x heads x head_dim), a head_dim^2 state a head
+    assert a.recurrent_state_bytes_per_seq == 3 * 4 * (3 * 3 * 4 * 32 + 32 * 32 * 4)
+
+
+def test_lfm2_short_convolution_state(tmp_path: Path) -> None:
+    a = _hybrid(
+        tmp_path, "lfm2",
+        {"attention.head_count_kv": [0, 2, 0, 2], "shortconv.l_cache": 3, "ssm.inner_size": 0,
+         "ssm.state_size": 0},
+        n_layer=4,
+    )  # fmt: skip
+    assert a.recurrent_state_bytes_per_seq == 2 * 4 * (64 * 2)
+
+
+def test_minimax01_lightning_attention_state(tmp_path: Path) -> None:
+    a = _hybrid(
+        tmp_path, "minimax-01",
+        {"attention.key_length": 16, "attention.value_length": 16, "ssm.conv_kernel": 0,
+         "ssm.inner_size": 0, "ssm.state_size": 0},
+    )  # fmt: skip
+    assert a.n_head_kv == [0] * 7 + [2]  # full attention every 8th layer
+    assert a.recurrent_state_bytes_per_seq == 7 * 4 * (16 * 16 * 4)
+
+
 def split_parts(tmp_path: Path, spec: Spec, n: int) -> list[Path]:
     """Write `spec` as an n-part split set: keys in part 1, tensors dealt round-robin."""
     paths = []

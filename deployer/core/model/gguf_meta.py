@@ -272,17 +272,81 @@ def _swa_layers(
     return [period == 0 or il % period < period - 1 for il in range(n_layer)]
 
 
-def _recurrent_state_bytes(keys: _Keys, n_head_kv: list[int]) -> int:
+# Recurrent layers, as the pinned llama.cpp's loaders mark them (is_recr_impl):
+# - wholly recurrent architectures (llm_arch_is_recurrent): every layer, and no KV cache at all;
+_RECURRENT_ONLY = frozenset({"mamba", "mamba2", "rwkv6", "rwkv6qwen2", "rwkv7", "arwkv7"})
+# - hybrids that list them (attention.recurrent_layers) or else keep every Nth layer for full
+#   attention (full_attention_interval, this default): the others recurrent, without KV;
+_RECURRENT_BY_INTERVAL = {"qwen3next": 4, "qwen35": 4, "qwen35moe": 4, "qwen4exp": 4,
+                          "minimax-01": 8}  # fmt: skip
+# - Nemotron-H: a layer with neither KV heads nor a feed-forward (the others are attention or
+#   MLP-only layers); Falcon-H1: every layer runs attention and an SSM side by side;
+# - every other hybrid (Jamba, PLaMo 2, Granite hybrid, LFM2, Kimi Linear/K3, GLM-5-Next,
+#   Bailing MoE 3, ...): the layers with 0 KV heads.
+_RECURRENT_NO_FF = frozenset({"nemotron_h", "nemotron_h_moe"})
+_RECURRENT_EVERY_LAYER = frozenset({"falcon-h1"})
+
+
+def _is_recurrent_arch(keys: _Keys, arch: str) -> bool:
+    """Whether the model keeps a recurrent state (an SSM, RWKV, short convolution, delta net)."""
+    return (
+        arch in _RECURRENT_ONLY
+        or arch in _RECURRENT_BY_INTERVAL
+        or any(keys.has(k) for k in ("ssm.conv_kernel", "wkv.head_size", "shortconv.l_cache"))
+    )
+
+
+def _recurrent_layers(keys: _Keys, arch: str, n_layer: int, n_head_kv: list[int]) -> list[bool]:
+    if arch in _RECURRENT_ONLY or arch in _RECURRENT_EVERY_LAYER:
+        return [True] * n_layer
+    if arch in _RECURRENT_BY_INTERVAL:
+        field = keys.field("attention.recurrent_layers")
+        if field is not None and field.type == ARRAY:
+            if field.item_type not in _LAYER_ARRAY_ITEMS or field.items is None:
+                raise HeaderError(f"{arch}.attention.recurrent_layers is {field.type_name}")
+            if field.count != n_layer:
+                raise HeaderError(
+                    f"{arch}.attention.recurrent_layers has {field.count} entries, "
+                    f"not one per layer ({n_layer})"
+                )
+            return [bool(v) for v in field.items]
+        every = keys.get_int("full_attention_interval", _RECURRENT_BY_INTERVAL[arch])
+        if every == 0:
+            raise HeaderError(f"{arch}.full_attention_interval is 0")
+        return [(il + 1) % every != 0 for il in range(n_layer)]
+    if arch in _RECURRENT_NO_FF:
+        ff = keys.per_layer("feed_forward_length", n_layer, 0)
+        return [kv == 0 and f == 0 for kv, f in zip(n_head_kv, ff, strict=True)]
+    marked = [kv == 0 for kv in n_head_kv]
+    return marked if any(marked) else [True] * n_layer
+
+
+def _recurrent_state_bytes(keys: _Keys, arch: str, n_embd: int, n_head0: int, layers: int) -> int:
+    """f32 state one sequence keeps over `layers` recurrent layers: llama.cpp's r (convolution
+    or token shift) and s (SSM, WKV or delta-net state) rows (llama_hparams::n_embd_r/_s)."""
     d_conv = keys.get_int("ssm.conv_kernel")
     d_inner = keys.get_int("ssm.inner_size")
     d_state = keys.get_int("ssm.state_size")
-    if not (d_conv or d_inner or d_state):
-        return 0
     n_group = keys.get_int("ssm.group_count")
-    per_layer = (max(d_conv - 1, 0) * (d_inner + 2 * n_group * d_state) + d_state * d_inner) * 4
-    # Hybrids mark their recurrent layers with 0 KV heads; otherwise every layer has a state.
-    n_recurrent = sum(1 for kv in n_head_kv if kv == 0) or len(n_head_kv)
-    return per_layer * n_recurrent
+    wkv = keys.get_int("wkv.head_size")
+    shortconv = keys.get_int("shortconv.l_cache")
+    kda = keys.get_int("kda.head_dim")
+    if wkv:  # RWKV: token-shift rows, then a head_size-wide state per channel
+        r = keys.get_int("token_shift_count", 2) * n_embd
+        s = n_embd * wkv
+    elif shortconv:  # LFM2's short convolution
+        r = n_embd * (shortconv - 1)
+        s = d_state * d_inner
+    elif kda:  # Kimi delta attention: Q, K and V convolutions, a head_dim^2 state per head
+        r = 3 * (d_conv - 1 if d_conv > 0 else 3) * n_head0 * kda
+        s = kda * kda * n_head0
+    else:  # Mamba, Mamba 2 and the gated delta nets (Qwen3-Next, Qwen3.5)
+        r = max(d_conv - 1, 0) * (d_inner + 2 * n_group * d_state)
+        s = d_state * d_inner
+        if arch == "minimax-01":  # lightning attention: a key_length^2 state per head
+            head = keys.get_int("attention.key_length", n_embd // max(n_head0, 1))
+            s = head * head * n_head0
+    return 4 * (r + s) * layers
 
 
 def _architecture(header: GGUFHeader) -> str:
@@ -349,11 +413,17 @@ def _arch_from_header(header: GGUFHeader, tensors: dict[str, TensorInfo]) -> Mod
     n_embd = keys.required("embedding_length")
     ctx_train = keys.required("context_length")
     keys.check_floats()
-    recurrent = keys.has("ssm.conv_kernel")
+    recurrent = _is_recurrent_arch(keys, arch)
     if not recurrent and not keys.has("attention.head_count"):
         raise HeaderError(f"{arch}.attention.head_count is missing")
     n_head = keys.get_int("attention.head_count")
+    n_head0 = keys.per_layer("attention.head_count", n_layer, 0)[0]
     n_head_kv = keys.per_layer("attention.head_count_kv", n_layer, 0 if recurrent else n_head)
+    recurrent_layers = _recurrent_layers(keys, arch, n_layer, n_head_kv) if recurrent else []
+    if arch in _RECURRENT_ONLY or arch in _RECURRENT_BY_INTERVAL:
+        # llama.cpp builds no KV cells for these layers (a recurrent-only memory, or a hybrid's
+        # attention filter), whatever head_count_kv says
+        n_head_kv = [0 if r else kv for kv, r in zip(n_head_kv, recurrent_layers, strict=True)]
     if not recurrent and n_head == 0:
         raise HeaderError(f"{arch}.attention.head_count is 0")
     n_head = max(n_head, 1)  # pure SSMs have no attention heads
@@ -398,7 +468,9 @@ def _arch_from_header(header: GGUFHeader, tensors: dict[str, TensorInfo]) -> Mod
         tied_embeddings="output.weight" not in tensors,
         kv_lora_rank=kv_lora_rank,
         n_rot=keys.get_int("rope.dimension_count") if kv_lora_rank else 0,
-        recurrent_state_bytes_per_seq=_recurrent_state_bytes(keys, n_head_kv),
+        recurrent_state_bytes_per_seq=_recurrent_state_bytes(
+            keys, arch, n_embd, n_head0, sum(recurrent_layers)
+        ),
         head_dim_k_swa=head_dim_k_swa if head_dim_k_swa != head_dim_k else 0,
         head_dim_v_swa=head_dim_v_swa if head_dim_v_swa != head_dim_v else 0,
         kv_layers=kv_layers,
