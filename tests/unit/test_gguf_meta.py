@@ -256,21 +256,42 @@ def _arch_of(tmp_path: Path, spec: Spec, name: str = "m.gguf") -> Any:
     return facts_from_gguf(write_gguf(tmp_path / name, spec)).arch
 
 
-@pytest.mark.parametrize(
-    ("arch", "n_layer", "expected"),
-    [
-        # dense first: layer il slides unless il % N == 0 (load_swa_pattern(ml, 4, true))
-        ("cohere2moe", 8, [False, True, True, True] * 2),
-        ("olmo2", 8, [True, True, True, False] * 2),
-        ("plamo3", 8, [True] * 7 + [False]),
-        ("gemma3n", 10, [True, True, True, True, False] * 2),
-        ("deepseek4", 3, [True, True, True]),  # set_swa_pattern(0): every layer
-    ],
-)
+# Every default period, read off src/models/<arch>.cpp (load_swa_pattern(ml, N[, dense_first])),
+# written out for 8 layers: True where the layer slides.
+def _slides(period: int, dense_first: bool, n: int = 8) -> list[bool]:
+    if dense_first:
+        return [il % period != 0 for il in range(n)]
+    return [il % period < period - 1 for il in range(n)]
+
+
+LOADER_PERIODS = {
+    "gemma2": (2, False), "gpt-oss": (2, False), "gemma3": (6, False),
+    "gemma-embedding": (6, False), "gemma3n": (5, False), "cohere2": (4, False),
+    "cohere2moe": (4, True), "afmoe": (4, False), "exaone-moe": (4, False), "laguna": (4, True),
+    "mellum": (4, False), "modern-bert": (3, True), "muse-glimmer": (4, False),
+    "olmo2": (4, False), "plamo3": (8, False), "smallthinker": (4, True),
+}  # fmt: skip
+
+
+@pytest.mark.parametrize(("arch", "rule"), sorted(LOADER_PERIODS.items()))
 def test_each_architecture_slides_the_layers_its_loader_says(
-    tmp_path: Path, arch: str, n_layer: int, expected: list[bool]
+    tmp_path: Path, arch: str, rule: tuple[int, bool]
 ) -> None:
-    assert _arch_of(tmp_path, gemma_spec(n_layer, arch=arch)).swa_layers == expected
+    assert _arch_of(tmp_path, gemma_spec(8, arch=arch)).swa_layers == _slides(*rule)
+
+
+def test_deepseek4_and_lfm2moe_are_not_planned_as_sliding(tmp_path: Path) -> None:
+    """DeepSeek 4's compressed cache spans the whole context (not modelled: full attention is
+    the safe count); LFM2-MoE's loader reads no window at all."""
+    for arch in ("deepseek4", "dflash", "lfm2moe"):
+        assert _arch_of(tmp_path, gemma_spec(4, arch=arch), f"{arch}.gguf").swa_layers == []
+
+
+def test_gemma2_without_a_window_key_slides_at_4096(tmp_path: Path) -> None:
+    spec = gemma_spec(4, arch="gemma2")
+    del spec.keys["attention.sliding_window"]
+    a = _arch_of(tmp_path, spec, "g2.gguf")
+    assert a.sliding_window == 4096 and a.swa_layers == [True, False, True, False]
 
 
 def test_a_window_on_an_architecture_that_never_slides_keeps_the_full_cache(

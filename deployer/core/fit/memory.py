@@ -220,9 +220,17 @@ def kv_layer_bytes(arch: ModelArch, layer: int, s: FitSettings, cells: int | Non
     if arch.kv_lora_rank:
         # MLA caches the compressed latent plus the rope part, as K only.
         return int(cells * (arch.kv_lora_rank + arch.n_rot) * bk)
-    if not arch.has_kv(layer):  # recurrent, or reusing an earlier layer's cache (Gemma 3n/4)
-        return 0
     n_kv = arch.n_head_kv[layer]
+    bare = not n_kv and not arch.recurrent_state_bytes_per_seq and not s.flash_attention
+    if arch.kv_layers and layer >= arch.kv_layers:  # reuses an earlier layer's (Gemma 3n/4)
+        return 0
+    if bare:
+        # A layer without KV heads in a model with no recurrent state (DeciLM's attention-free
+        # layers) still gets a cache; without flash attention its transposed V is as wide as
+        # the widest layer's (llama_kv_cache: n_embd_v_gqa_max when v_trans), its K empty.
+        return int(cells * arch.n_embd_v_max * bv)
+    if not arch.has_kv(layer):  # a recurrent layer of a hybrid: its state is counted apart
+        return 0
     head_k, head_v = arch.head_dims(layer)  # a windowed layer's heads may differ (Gemma 4)
     # Without flash attention V is stored transposed, every layer as wide as the widest
     # (llama_kv_cache: n_embd_v_gqa_max when v_trans); models whose KV heads or head sizes vary
@@ -517,13 +525,14 @@ def estimate_memory(facts: ModelFacts, s: FitSettings, machine: MachineSpec) -> 
     # The kernel's page tables for what the process touches (a cgroup charges them too), and
     # room to evict and re-read mapped pages at the edge of a limit.
     host.overhead_bytes += page_table_bytes(host.total_bytes - host.overhead_bytes)
-    if machine.kind == "gpu" and mapped_here and load_mode_of(s.load_mode) in _MAPPED_MODES:
+    if machine.kind == "gpu" and load_mode_of(s.load_mode) in _MAPPED_MODES:
         # A mapped load uploads each offloaded tensor from the mapping
         # (llama_model_loader::load_all_data: ggml_backend_tensor_set from mapping->addr()), so
-        # every offloaded page is touched once and its page-table entry stays until the loader
-        # unmaps the offloaded ranges at the end of the load: a load-time peak of 8 B per 4 KiB
-        # of the offloaded file (35 MiB for Qwen3-30B-A3B's 17.8 GB). LoRA pairs are read into
-        # buffers, not mapped; Ollama's engine reads tensors rather than mapping them.
+        # every offloaded page is touched and holds a page-table entry, 8 B per 4 KiB of the
+        # offloaded file (34 MiB for Qwen3-30B-A3B's 18.4 GB): a load-time peak where the
+        # loader then unmaps the ranges before and after the host's tensors, for good where
+        # offloaded tensors lie between host ones (a partial offload). LoRA pairs are read
+        # into buffers, not mapped. Counted under Ollama too (its runner may map the file).
         offloaded = sum(d.weights_bytes for d in devices) - sum(lora[i] for i in gpu_blocks)
         host.overhead_bytes += page_table_bytes(offloaded)
     if load_mode_of(s.load_mode) == "mmap" and host.weights_bytes:

@@ -76,16 +76,18 @@ _SWA_PERIOD: dict[str, tuple[int, bool]] = {
     "cohere2moe": (4, True), "afmoe": (4, False), "exaone4": (4, False),
     "exaone-moe": (4, False), "laguna": (4, True), "llama4": (4, False), "mellum": (4, False),
     "modern-bert": (3, True), "muse-glimmer": (4, False), "olmo2": (4, False),
-    "plamo3": (8, False), "smallthinker": (4, True), "deepseek4": (0, False),
-    "dflash": (0, False),
+    "plamo3": (8, False), "smallthinker": (4, True),
 }  # fmt: skip
+# Not listed though their loaders slide: DeepSeek 4 (and its DFlash drafts) keep a compressed
+# cache of their own (llama_kv_cache_dsv4) whose rows span the whole context; counted as full
+# attention on every layer, the safe side, until that cache is modelled.
 # Loaders that require the file's per-layer array (ml.get_arr, no default period).
 _SWA_ARRAY_ONLY = frozenset(
     {"gemma4", "gemma4-assistant", "dots3note", "granite_swa", "maple", "mimo2", "step35",
      "spark2_5"}
 )  # fmt: skip
 # Hybrids whose attention layers (those with KV heads) all slide when a window is set.
-_SWA_ATTENTION_LAYERS = frozenset({"lfm2", "lfm2moe"})
+_SWA_ATTENTION_LAYERS = frozenset({"lfm2"})  # not lfm2moe: its loader reads no window
 
 # Layers, from the first, that own a KV cache where llama.cpp's loader fixes it
 # (llama_hparams::n_layer_kv_from_start): the later layers reuse the cache of the last earlier
@@ -227,7 +229,7 @@ def _window(keys: _Keys, arch: str, n_layer: int) -> int:
     """The sliding window llama.cpp's loader ends up with (0: none). Most read the file's;
     a few fix their own: Llama 4's chunked attention is 8192 tokens unless the file sets a
     window of 0, SmallThinker's 4096 whenever the file sets one, EXAONE 4's 4096 for its
-    64-layer model only, EXAONE-MoE's 128 unless the file says otherwise."""
+    64-layer model only, Gemma 2's 4096 unless the file says otherwise."""
     window = keys.get_int("attention.sliding_window")
     has_key = keys.has("attention.sliding_window")
     if arch == "llama4":
@@ -236,8 +238,8 @@ def _window(keys: _Keys, arch: str, n_layer: int) -> int:
         return 4096 if window > 0 else 0
     if arch == "exaone4":
         return (window if has_key else 4096) if n_layer == 64 else 0
-    if arch == "exaone-moe":
-        return window if has_key else 128
+    if arch == "gemma2":
+        return window if has_key else 4096
     return window
 
 
