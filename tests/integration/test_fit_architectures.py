@@ -1,0 +1,159 @@
+"""The plan's KV cache and recurrent state against a real llama-server, on small real-shaped
+files of architectures whose memory layout the loader decides rather than the file: a Qwen3.5
+hybrid (three of four layers gated delta nets, holding a state and no KV, whatever
+head_count_kv says) and a Llama file that states a sliding window (llama.cpp never slides a
+Llama: the full cache). Weights are zeros; the buffers llama-server logs are what is checked."""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from gguf import GGUFWriter
+
+from deployer.adapters.gguf_files import facts_from_gguf
+from deployer.core.fit.llamalog import parse_buffers
+from deployer.core.fit.memory import FitSettings, kv_bytes, recurrent_bytes
+
+pytestmark = pytest.mark.llama_server
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "benchmarks"))
+
+E, FF, V = 256, 512, 512  # embedding, feed-forward, vocabulary of the small files
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _need_llama() -> None:
+    from deployer.adapters.image_build import default_prefix
+
+    prefix = os.environ.get("DEPLOYER_LLAMA_PREFIX") or str(default_prefix())
+    if not (Path(prefix) / "bin" / "llama-server").exists():
+        pytest.skip("no llama-server: run scripts/build-llama.sh (CI does)")
+    os.environ["DEPLOYER_LLAMA_PREFIX"] = prefix
+
+
+def _start(path: Path, arch: str, keys: dict[str, int]) -> tuple[GGUFWriter, list[str]]:
+    w = GGUFWriter(path, arch)
+    for k, v in keys.items():
+        w.add_uint32(f"{arch}.{k}", v)
+    w.add_float32(f"{arch}.attention.layer_norm_rms_epsilon", 1e-6)
+    w.add_float32(f"{arch}.rope.freq_base", 1e6)
+    w.add_tokenizer_model("llama")
+    w.add_tokenizer_pre("default")
+    tokens = ["<unk>", "<s>", "</s>"] + [f"<0x{b:02X}>" for b in range(256)]
+    tokens += [f"t{i}" for i in range(V - len(tokens))]
+    w.add_token_list(tokens)
+    w.add_token_scores([0.0] * V)
+    w.add_token_types([2, 3, 3] + [6] * 256 + [1] * (V - 259))
+    w.add_unk_token_id(0)
+    w.add_bos_token_id(1)
+    w.add_eos_token_id(2)
+    return w, []
+
+
+def _tensor(w: GGUFWriter, name: str, *shape: int) -> None:
+    w.add_tensor(name, np.zeros(tuple(reversed(shape)), dtype=np.float32))
+
+
+def _finish(w: GGUFWriter) -> None:
+    w.write_header_to_file()
+    w.write_kv_data_to_file()
+    w.write_tensors_to_file()
+    w.close()
+
+
+def qwen35(path: Path, n_layer: int = 8) -> Path:
+    """Qwen3.5's layout (src/models/qwen35.cpp): every 4th layer attention, the rest gated
+    delta nets with a convolution over Q, K and V and a head_k x head_v state per value head."""
+    n_head, n_kv, head = 4, 2, 64
+    d_conv, d_state, n_group, dt_rank = 4, 32, 2, 4
+    key_dim, value_dim = d_state * n_group, d_state * dt_rank
+    w, _ = _start(path, "qwen35", {
+        "block_count": n_layer, "embedding_length": E, "context_length": 32768,
+        "feed_forward_length": FF, "attention.head_count": n_head,
+        "attention.head_count_kv": n_kv, "attention.key_length": head,
+        "attention.value_length": head, "rope.dimension_count": head,
+        "ssm.conv_kernel": d_conv, "ssm.inner_size": value_dim, "ssm.state_size": d_state,
+        "ssm.group_count": n_group, "ssm.time_step_rank": dt_rank,
+    })  # fmt: skip
+    w.add_array("qwen35.rope.dimension_sections", [11, 11, 10, 0])
+    _tensor(w, "token_embd.weight", E, V)
+    _tensor(w, "output_norm.weight", E)
+    _tensor(w, "output.weight", E, V)
+    for il in range(n_layer):
+        p = f"blk.{il}."
+        _tensor(w, p + "attn_norm.weight", E)
+        _tensor(w, p + "post_attention_norm.weight", E)
+        if (il + 1) % 4 == 0:
+            _tensor(w, p + "attn_q.weight", E, head * n_head * 2)
+            _tensor(w, p + "attn_k.weight", E, head * n_kv)
+            _tensor(w, p + "attn_v.weight", E, head * n_kv)
+            _tensor(w, p + "attn_output.weight", head * n_head, E)
+            _tensor(w, p + "attn_q_norm.weight", head)
+            _tensor(w, p + "attn_k_norm.weight", head)
+        else:
+            _tensor(w, p + "attn_qkv.weight", E, 2 * key_dim + value_dim)
+            _tensor(w, p + "attn_gate.weight", E, value_dim)
+            _tensor(w, p + "ssm_conv1d.weight", d_conv, 2 * key_dim + value_dim)
+            _tensor(w, p + "ssm_dt.bias", dt_rank)
+            _tensor(w, p + "ssm_a", dt_rank)
+            _tensor(w, p + "ssm_beta.weight", E, dt_rank)
+            _tensor(w, p + "ssm_alpha.weight", E, dt_rank)
+            _tensor(w, p + "ssm_norm.weight", d_state)
+            _tensor(w, p + "ssm_out.weight", value_dim, E)
+        _tensor(w, p + "ffn_gate.weight", E, FF)
+        _tensor(w, p + "ffn_down.weight", FF, E)
+        _tensor(w, p + "ffn_up.weight", E, FF)
+    _finish(w)
+    return path
+
+
+def llama_with_window(path: Path, n_layer: int = 4) -> Path:
+    """A Llama whose file states a 512-token window, which llama.cpp's Llama loader ignores."""
+    n_head, n_kv, head = 4, 2, 64
+    w, _ = _start(path, "llama", {
+        "block_count": n_layer, "embedding_length": E, "context_length": 32768,
+        "feed_forward_length": FF, "attention.head_count": n_head,
+        "attention.head_count_kv": n_kv, "rope.dimension_count": head,
+        "attention.sliding_window": 512, "vocab_size": V,
+    })  # fmt: skip
+    _tensor(w, "token_embd.weight", E, V)
+    _tensor(w, "output_norm.weight", E)
+    _tensor(w, "output.weight", E, V)
+    for il in range(n_layer):
+        p = f"blk.{il}."
+        for name, shape in (
+            ("attn_norm.weight", (E,)), ("attn_q.weight", (E, E)),
+            ("attn_k.weight", (E, head * n_kv)), ("attn_v.weight", (E, head * n_kv)),
+            ("attn_output.weight", (E, E)), ("ffn_norm.weight", (E,)),
+            ("ffn_gate.weight", (E, FF)), ("ffn_down.weight", (FF, E)), ("ffn_up.weight", (E, FF)),
+        ):  # fmt: skip
+            _tensor(w, p + name, *shape)
+    _finish(w)
+    return path
+
+
+@pytest.mark.parametrize("build", [qwen35, llama_with_window], ids=lambda f: f.__name__)
+@pytest.mark.parametrize(("ctx", "slots", "fa"), [(8192, 2, True), (4096, 1, False)])
+def test_kv_and_state_are_what_llama_server_allocates(
+    tmp_path: Path, build: object, ctx: int, slots: int, fa: bool
+) -> None:
+    from _llama import run_server
+
+    path = build(tmp_path / "m.gguf")  # type: ignore[operator]
+    run = run_server(path, ["-c", str(ctx), "-np", str(slots), "-fa", "on" if fa else "off",
+                            "--fit", "off", "-t", "2"])  # fmt: skip
+    logged = parse_buffers(run.log.split("loaded meta data")[-1])
+    arch = facts_from_gguf(path).arch
+    s = FitSettings(ctx=ctx, parallel=slots, flash_attention=fa)
+    # the log prints MiB to two decimals
+    assert abs(kv_bytes(arch, range(arch.n_layer), s) - logged.get("host", "KV")) <= 0.01 * 2**20
+    state = recurrent_bytes(arch, arch.n_layer, s)
+    assert abs(state - logged.get("host", "RS")) <= 0.01 * 2**20
+    if build is qwen35:
+        assert state > 0 and arch.n_head_kv == [0, 0, 0, 2] * 2
+    else:
+        assert state == 0 and arch.swa_layers == []
