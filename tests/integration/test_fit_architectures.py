@@ -1,7 +1,8 @@
 """The plan's KV cache and recurrent state against a real llama-server, on small real-shaped
 files of architectures whose memory layout the loader decides rather than the file: a Qwen3.5
 hybrid (three of four layers gated delta nets, holding a state and no KV, whatever
-head_count_kv says) and a Llama file that states a sliding window (llama.cpp never slides a
+head_count_kv says), a Gemma 4 (windowed layers with their own head size, the last layers
+reusing earlier caches) and a Llama file that states a sliding window (llama.cpp never slides a
 Llama: the full cache). Weights are zeros; the buffers llama-server logs are what is checked."""
 
 from __future__ import annotations
@@ -136,7 +137,42 @@ def llama_with_window(path: Path, n_layer: int = 4) -> Path:
     return path
 
 
-@pytest.mark.parametrize("build", [qwen35, llama_with_window], ids=lambda f: f.__name__)
+def gemma4(path: Path, n_layer: int = 8) -> Path:
+    """Gemma 4's layout (src/models/gemma4.cpp): windowed layers with 128-wide heads, full ones
+    with 256, and the last two layers reusing earlier layers' caches (shared_kv_layers)."""
+    n_head, n_kv, head, head_swa = 4, 2, 256, 128
+    # the last own-cache layers are a windowed then a full one: a shared windowed layer reuses
+    # layer kv_layers - 2, a shared full one kv_layers - 1 (llama.cpp asserts the kinds match)
+    pattern = [True, True, False, True, True, False, True, False][:n_layer]
+    w, _ = _start(path, "gemma4", {
+        "block_count": n_layer, "embedding_length": E, "context_length": 32768,
+        "feed_forward_length": FF, "attention.head_count": n_head,
+        "attention.head_count_kv": n_kv, "attention.key_length": head,
+        "attention.value_length": head, "attention.key_length_swa": head_swa,
+        "attention.value_length_swa": head_swa, "attention.sliding_window": 512,
+        "attention.shared_kv_layers": 2, "embedding_length_per_layer_input": 0,
+        "rope.dimension_count": head, "rope.dimension_count_swa": head_swa,
+    })  # fmt: skip
+    w.add_array("gemma4.attention.sliding_window_pattern", pattern)
+    _tensor(w, "token_embd.weight", E, V)
+    _tensor(w, "output_norm.weight", E)
+    _tensor(w, "rope_freqs.weight", head // 2)
+    for il in range(n_layer):
+        p, hd = f"blk.{il}.", head_swa if pattern[il] else head
+        for name, shape in (
+            ("attn_norm.weight", (E,)), ("attn_q.weight", (E, hd * n_head)),
+            ("attn_k.weight", (E, hd * n_kv)), ("attn_v.weight", (E, hd * n_kv)),
+            ("attn_output.weight", (hd * n_head, E)), ("attn_q_norm.weight", (hd,)),
+            ("attn_k_norm.weight", (hd,)), ("post_attention_norm.weight", (E,)),
+            ("ffn_norm.weight", (E,)), ("ffn_gate.weight", (E, FF)), ("ffn_up.weight", (E, FF)),
+            ("ffn_down.weight", (FF, E)), ("post_ffw_norm.weight", (E,)),
+        ):  # fmt: skip
+            _tensor(w, p + name, *shape)
+    _finish(w)
+    return path
+
+
+@pytest.mark.parametrize("build", [qwen35, llama_with_window, gemma4], ids=lambda f: f.__name__)
 @pytest.mark.parametrize(("ctx", "slots", "fa"), [(8192, 2, True), (4096, 1, False)])
 def test_kv_and_state_are_what_llama_server_allocates(
     tmp_path: Path, build: object, ctx: int, slots: int, fa: bool
@@ -155,5 +191,7 @@ def test_kv_and_state_are_what_llama_server_allocates(
     assert abs(state - logged.get("host", "RS")) <= 0.01 * 2**20
     if build is qwen35:
         assert state > 0 and arch.n_head_kv == [0, 0, 0, 2] * 2
+    elif build is gemma4:
+        assert (arch.kv_layers, arch.head_dims(0), arch.head_dims(2)) == (6, (128, 128), (256, 256))
     else:
         assert state == 0 and arch.swa_layers == []
