@@ -68,6 +68,9 @@ class Layout:
     fused: bool = False  # Phi-3: attn_qkv and ffn_up holding gate and up
     moe: bool = False
     always_tied: bool = False  # Gemma: no output.weight at all
+    # Qwen3.5 (src/models/qwen35.cpp): every Nth layer gated attention (its Q projection twice
+    # as wide, the gate's half), the others gated delta nets; norms before and after attention
+    delta_net: bool = False
 
 
 LAYOUTS: dict[str, Layout] = {
@@ -79,6 +82,7 @@ LAYOUTS: dict[str, Layout] = {
     "phi3": Layout(fused=True),
     "qwen3moe": Layout(qk_norm="head", moe=True),
     "olmoe": Layout(qk_norm="full", moe=True),
+    "qwen35": Layout(qk_norm="head", delta_net=True),
 }
 
 
@@ -115,6 +119,17 @@ class Shape:
     n_merges: int = 0
     bpe_pre: str = ""
     extra: tuple[tuple[str, KeyValue], ...] = field(default=())  # more `<arch>.` keys
+    # Gated delta nets: conv kernel, key head size, key heads, value heads (value head size =
+    # key head size), and the attention interval; rotary dims and M-RoPE sections when partial
+    delta_net: tuple[int, int, int, int] = ()
+    full_attention_interval: int = 0
+    rope_dims: int = 0
+    rope_sections: tuple[int, ...] = ()
+
+    def is_attention(self, il: int) -> bool:
+        """Whether block `il` is an attention block (every block but delta-net ones)."""
+        every = self.full_attention_interval
+        return not every or (il + 1) % every == 0
 
     @property
     def layout(self) -> Layout:
@@ -188,6 +203,20 @@ OLMOE_1B_7B = Shape(
     n_merges=50009, bpe_pre="olmo",
 )  # fmt: skip
 
+# Qwen3.5 9B: a hybrid, 8 attention blocks of 32 (gated, 16 query and 4 KV heads of 256, a
+# quarter of each rotated) and 24 gated delta nets (16 key and 32 value heads of 128, a 4-wide
+# convolution). Dimensions recalled from the published config, not read from it here; the
+# delta-net state they give, 50.25 MiB a slot, is the RS buffer a real llama-server logged for
+# this model (../shared/reference/fit_methods.md).
+QWEN35_9B = Shape(
+    name="qwen3.5-9b-q4_k_m", arch="qwen35", source="Qwen/Qwen3.5-9B", title="Qwen3.5 9B",
+    ftype="Q4_K_M", n_layer=32, n_embd=4096, n_ff=12288, n_head=16, n_head_kv=4, head_dim=256,
+    n_vocab=248320, ctx_train=262144, rope_base=1e7, norm_eps=1e-6, tied=False,
+    bos_id=248044, eos_id=248046,
+    delta_net=(4, 128, 16, 32), full_attention_interval=4, rope_dims=64,
+    rope_sections=(11, 11, 10, 0),
+)  # fmt: skip
+
 _ENTRIES: list[Shape] = [
     LLAMA31_8B,
     MISTRAL_7B,
@@ -203,6 +232,7 @@ _ENTRIES: list[Shape] = [
     PHI3_MINI,
     QWEN3_30B_A3B,
     OLMOE_1B_7B,
+    QWEN35_9B,
 ]
 SHAPES: dict[str, Shape] = {s.name: s for s in _ENTRIES}
 
@@ -226,8 +256,16 @@ def metadata(shape: Shape) -> dict[str, KeyValue]:
         f"{a}.attention.value_length": shape.head_dim,
         f"{a}.attention.layer_norm_rms_epsilon": shape.norm_eps,
         f"{a}.rope.freq_base": shape.rope_base,
-        f"{a}.rope.dimension_count": shape.head_dim,
+        f"{a}.rope.dimension_count": shape.rope_dims or shape.head_dim,
     }
+    if shape.delta_net:
+        conv, head, k_heads, v_heads = shape.delta_net
+        keys |= {
+            f"{a}.ssm.conv_kernel": conv, f"{a}.ssm.state_size": head,
+            f"{a}.ssm.group_count": k_heads, f"{a}.ssm.time_step_rank": v_heads,
+            f"{a}.ssm.inner_size": head * v_heads,
+            f"{a}.full_attention_interval": shape.full_attention_interval,
+        }  # fmt: skip
     if shape.arch == "llama":
         keys[f"{a}.vocab_size"] = shape.n_vocab
     if shape.ftype != "F16":
@@ -247,8 +285,42 @@ def metadata(shape: Shape) -> dict[str, KeyValue]:
 # --- tensor table -----------------------------------------------------------------------------
 
 
+def _delta_net_block(shape: Shape, il: int) -> Iterator[tuple[str, tuple[int, ...]]]:
+    """A Qwen3.5 block (qwen35.cpp load_arch_tensors): attention with a gate folded into a
+    doubled Q projection, or a gated delta net; the same feed-forward after either."""
+    e, p = shape.n_embd, f"blk.{il}."
+    yield p + "attn_norm.weight", (e,)
+    if shape.is_attention(il):
+        q, kv = shape.n_head * shape.head_dim, shape.n_head_kv * shape.head_dim
+        yield p + "attn_q.weight", (e, 2 * q)
+        yield p + "attn_k.weight", (e, kv)
+        yield p + "attn_v.weight", (e, kv)
+        yield p + "attn_q_norm.weight", (shape.head_dim,)
+        yield p + "attn_k_norm.weight", (shape.head_dim,)
+        yield p + "attn_output.weight", (q, e)
+    else:
+        conv, head, k_heads, v_heads = shape.delta_net
+        key_dim, value_dim = head * k_heads, head * v_heads
+        yield p + "attn_qkv.weight", (e, 2 * key_dim + value_dim)
+        yield p + "attn_gate.weight", (e, value_dim)
+        yield p + "ssm_conv1d.weight", (conv, 2 * key_dim + value_dim)
+        yield p + "ssm_dt.bias", (v_heads,)
+        yield p + "ssm_a", (v_heads,)
+        yield p + "ssm_beta.weight", (e, v_heads)
+        yield p + "ssm_alpha.weight", (e, v_heads)
+        yield p + "ssm_norm.weight", (head,)
+        yield p + "ssm_out.weight", (value_dim, e)
+    yield p + "post_attention_norm.weight", (e,)
+    yield p + "ffn_gate.weight", (e, shape.n_ff)
+    yield p + "ffn_up.weight", (e, shape.n_ff)
+    yield p + "ffn_down.weight", (shape.n_ff, e)
+
+
 def _block(shape: Shape, il: int) -> Iterator[tuple[str, tuple[int, ...]]]:
     """One block's tensors in converter order: (name, shape ne0 first)."""
+    if shape.layout.delta_net:
+        yield from _delta_net_block(shape, il)
+        return
     lay, e = shape.layout, shape.n_embd
     q, kv = shape.n_head * shape.head_dim, shape.n_head_kv * shape.head_dim
     p = f"blk.{il}."
@@ -307,6 +379,7 @@ def _quantizable(name: str, shape: tuple[int, ...]) -> bool:
         and name.endswith("weight")
         and "_norm.weight" not in name
         and "ffn_gate_inp.weight" not in name
+        and "ssm_conv1d" not in name  # Mamba/delta-net convolutions stay F32
     )
 
 
@@ -481,6 +554,8 @@ def _write_header(shape: Shape, path: Path, bpe: bool = False) -> int:
         else:
             writer.add_string(key, value)
     tokens, types = _tokenizer(shape, bpe)
+    if shape.rope_sections:
+        writer.add_array(f"{shape.arch}.rope.dimension_sections", list(shape.rope_sections))
     writer.add_tokenizer_model("gpt2" if bpe else "llama")
     writer.add_tokenizer_pre(shape.bpe_pre if bpe else "default")
     writer.add_token_list(tokens)

@@ -122,7 +122,10 @@ def _check_facts(res: CheckResult, shape: Shape, path: Path) -> None:
         "n_layer": shape.n_layer,
         "n_embd": shape.n_embd,
         "n_head": shape.n_head,
-        "n_head_kv": [shape.n_head_kv] * shape.n_layer,
+        # a hybrid's delta-net blocks hold no KV
+        "n_head_kv": [
+            shape.n_head_kv if shape.is_attention(i) else 0 for i in range(shape.n_layer)
+        ],
         "head_dim_k": shape.head_dim,
         "n_vocab": shape.n_vocab,
         "ctx_train": shape.ctx_train,
@@ -179,7 +182,7 @@ def check(
 
 def _summary(res: CheckResult) -> str:
     model = sum(v for k, v in res.buffers_mib.items() if k.endswith("model"))
-    kv = sum(v for k, v in res.buffers_mib.items() if k.endswith("KV"))
+    kv = sum(v for k, v in res.buffers_mib.items() if k.endswith(("KV", "RS")))
     compute = sum(v for k, v in res.buffers_mib.items() if k.endswith("compute"))
     return (
         f"{res.name:24} {res.arch:9} {res.file_bytes / 2**30:6.2f} GiB "

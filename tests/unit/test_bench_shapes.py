@@ -70,7 +70,10 @@ def test_deployer_reads_every_entry(built: dict[str, Path], name: str) -> None:
     a = facts.arch
     assert a.architecture == shape.arch
     assert (a.n_layer, a.n_embd, a.n_head) == (shape.n_layer, shape.n_embd, shape.n_head)
-    assert a.n_head_kv == [shape.n_head_kv] * shape.n_layer
+    # a hybrid's delta-net blocks hold no KV (every 4th block is attention)
+    assert a.n_head_kv == [
+        shape.n_head_kv if shape.is_attention(il) else 0 for il in range(shape.n_layer)
+    ]
     assert (a.head_dim_k, a.head_dim_v) == (shape.head_dim, shape.head_dim)
     assert (a.n_vocab, a.ctx_train) == (shape.n_vocab, shape.ctx_train)
     assert (a.n_expert, a.n_expert_used) == (shape.n_expert, shape.n_expert_used)
@@ -81,6 +84,19 @@ def test_deployer_reads_every_entry(built: dict[str, Path], name: str) -> None:
         period = 2 if shape.arch == "gemma2" else 6
         assert a.sliding_window == shape.sliding_window
         assert a.swa_layers == [(il + 1) % period != 0 for il in range(shape.n_layer)]
+
+
+def test_the_hybrid_entry_is_laid_out_as_qwen35_loads_it(built: dict[str, Path]) -> None:
+    shape = shapes.SHAPES["qwen3.5-9b-q4_k_m"]
+    t = _types(shape.name)
+    assert "blk.3.attn_q.weight" in t and "blk.3.ssm_out.weight" not in t
+    assert "blk.0.ssm_out.weight" in t and "blk.0.attn_q.weight" not in t
+    assert t["blk.0.ssm_conv1d.weight"] == t["blk.0.ssm_a"] == "F32"
+    a = facts_from_gguf(built[shape.name]).arch
+    conv, head, k_heads, v_heads = shape.delta_net
+    per_layer = (conv - 1) * (2 * head * k_heads + head * v_heads) + head * head * v_heads
+    assert a.recurrent_state_bytes_per_seq == 24 * 4 * per_layer == 50.25 * 2**20
+    assert a.head_dim_k == 256 and a.sliding_window == 0
 
 
 def _types(name: str) -> dict[str, str]:
