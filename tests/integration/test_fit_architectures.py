@@ -187,7 +187,7 @@ def test_kv_and_state_are_what_llama_server_allocates(
     s = FitSettings(ctx=ctx, parallel=slots, flash_attention=fa)
     # the log prints MiB to two decimals
     assert abs(kv_bytes(arch, range(arch.n_layer), s) - logged.get("host", "KV")) <= 0.01 * 2**20
-    state = recurrent_bytes(arch, arch.n_layer, s)
+    state = recurrent_bytes(arch, range(arch.n_layer), s)
     assert abs(state - logged.get("host", "RS")) <= 0.01 * 2**20
     if build is qwen35:
         assert state > 0 and arch.n_head_kv == [0, 0, 0, 2] * 2

@@ -223,6 +223,28 @@ def test_the_graph_is_sized_by_the_widest_layer() -> None:
     assert memory._v_index_bytes(swa_wide, off) == memory._v_index_bytes(wide, off)
 
 
+def test_a_partial_offload_keeps_each_recurrent_state_with_its_layer() -> None:
+    """llama.cpp keeps each layer's state on the device that runs the layer: with Qwen3.5's
+    layout (every 4th layer attention) and only the last block offloaded, the host runs all
+    the delta nets and holds their whole state, not 7/8 of it."""
+    arch = _arch(n_layer=8, n_head_kv=[0, 0, 0, 8] * 2, recurrent_state_bytes_per_seq=6 * MIB,
+                 recurrent_layers=[True, True, True, False] * 2)  # fmt: skip
+    s = FitSettings(ctx=4096, n_gpu_layers=2)  # the output layer and block 7
+    est = estimate_memory(_facts(arch), s, GPU)
+    kv_host = kv_bytes(arch, range(7), s)
+    assert est.host.kv_cache_bytes == kv_host + 6 * MIB
+    assert est.devices[0].kv_cache_bytes == kv_bytes(arch, [7], s)
+
+
+def test_a_delta_attention_layer_of_an_mla_hybrid_holds_no_latent() -> None:
+    """Kimi Linear/K3: MLA on the attention layers, delta attention (0 KV heads, a state) on
+    the others, which hold no latent cache."""
+    arch = _arch(n_layer=4, n_head_kv=[0, 0, 0, 8], kv_lora_rank=512, n_rot=64,
+                 recurrent_state_bytes_per_seq=MIB)  # fmt: skip
+    s = FitSettings(ctx=4096)
+    assert kv_bytes(arch, range(4), s) == 4096 * (512 + 64) * 2
+
+
 def test_full_offload_untied_keeps_embeddings_on_host() -> None:
     facts = _facts(_arch())
     est = estimate_memory(facts, FitSettings(ctx=8192, n_gpu_layers=33), GPU)

@@ -531,6 +531,28 @@ def test_minimax01_lightning_attention_state(tmp_path: Path) -> None:
     assert a.recurrent_state_bytes_per_seq == 7 * 4 * (16 * 16 * 4)
 
 
+def test_falcon_h1_runs_attention_and_an_ssm_on_every_layer(tmp_path: Path) -> None:
+    a = _hybrid(tmp_path, "falcon-h1", {}, n_layer=4)
+    assert a.n_head_kv == [2] * 4 and a.recurrent_layers == [True] * 4
+    assert a.recurrent_state_bytes_per_seq == 4 * SSM_LAYER_BYTES
+
+
+def test_a_hybrid_without_head_count_kv_has_as_many_kv_heads_as_query_heads(
+    tmp_path: Path,
+) -> None:
+    """llama.cpp's default for a missing head_count_kv is n_head, recurrent or not: 0 would
+    plan no KV at all for the attention layers."""
+    keys = {**ssm_keys(8), "attention.head_count": 4}
+    tensors: list[TensorSpec] = [("token_embd.weight", "F32", (64, 8))]
+    a = _arch_of(tmp_path, Spec("qwen35", keys, tensors), "q35-nokv.gguf")
+    assert a.n_head_kv == [0, 0, 0, 4] * 2
+
+
+def test_a_scalar_recurrent_layers_key_covers_every_layer(tmp_path: Path) -> None:
+    a = _hybrid(tmp_path, "qwen3next", {"attention.recurrent_layers": 0}, n_layer=4)
+    assert a.n_head_kv == [2] * 4 and a.recurrent_state_bytes_per_seq == 0
+
+
 def split_parts(tmp_path: Path, spec: Spec, n: int) -> list[Path]:
     """Write `spec` as an n-part split set: keys in part 1, tensors dealt round-robin."""
     paths = []

@@ -217,20 +217,19 @@ def kv_layer_bytes(arch: ModelArch, layer: int, s: FitSettings, cells: int | Non
     bv = KV_BYTES_PER_ELEMENT[s.kv_type_v]
     if cells is None:
         cells = kv_cells_for_layer(arch, layer, s)
+    n_kv = arch.n_head_kv[layer]
+    if not n_kv and arch.recurrent_state_bytes_per_seq:
+        return 0  # a hybrid's recurrent layer (Kimi's delta-attention ones too): its state apart
+    if arch.kv_layers and layer >= arch.kv_layers:  # reuses an earlier layer's (Gemma 3n/4)
+        return 0
     if arch.kv_lora_rank:
         # MLA caches the compressed latent plus the rope part, as K only.
         return int(cells * (arch.kv_lora_rank + arch.n_rot) * bk)
-    n_kv = arch.n_head_kv[layer]
-    bare = not n_kv and not arch.recurrent_state_bytes_per_seq and not s.flash_attention
-    if arch.kv_layers and layer >= arch.kv_layers:  # reuses an earlier layer's (Gemma 3n/4)
-        return 0
-    if bare:
+    if not n_kv:
         # A layer without KV heads in a model with no recurrent state (DeciLM's attention-free
         # layers) still gets a cache; without flash attention its transposed V is as wide as
         # the widest layer's (llama_kv_cache: n_embd_v_gqa_max when v_trans), its K empty.
-        return int(cells * arch.n_embd_v_max * bv)
-    if not arch.has_kv(layer):  # a recurrent layer of a hybrid: its state is counted apart
-        return 0
+        return 0 if s.flash_attention else int(cells * arch.n_embd_v_max * bv)
     head_k, head_v = arch.head_dims(layer)  # a windowed layer's heads may differ (Gemma 4)
     # Without flash attention V is stored transposed, every layer as wide as the widest
     # (llama_kv_cache: n_embd_v_gqa_max when v_trans); models whose KV heads or head sizes vary
@@ -270,11 +269,14 @@ def checkpoint_bytes(arch: ModelArch, s: FitSettings) -> int:
     return CTX_CHECKPOINTS * s.parallel * per_slot
 
 
-def recurrent_bytes(arch: ModelArch, n_layers_here: int, s: FitSettings) -> int:
-    """Recurrent state (f32, per sequence), for the share of layers on a device."""
+def recurrent_bytes(arch: ModelArch, layers: range | list[int], s: FitSettings) -> int:
+    """Recurrent state (f32, per sequence) of the recurrent ones among `layers`: llama.cpp keeps
+    each layer's state on the device that runs the layer."""
     if not arch.recurrent_state_bytes_per_seq:
         return 0
-    return arch.recurrent_state_bytes_per_seq * s.parallel * n_layers_here // arch.n_layer
+    total = sum(arch.is_recurrent(i) for i in range(arch.n_layer))
+    here = sum(arch.is_recurrent(i) for i in layers)
+    return arch.recurrent_state_bytes_per_seq * s.parallel * here // max(total, 1)
 
 
 # --- compute buffer ---------------------------------------------------------------------------
@@ -456,7 +458,7 @@ def estimate_memory(facts: ModelFacts, s: FitSettings, machine: MachineSpec) -> 
                 name=f"{machine.device_name}{d}",
                 weights_bytes=weights,
                 logged_weights_bytes=weights,
-                kv_cache_bytes=kv_bytes(arch, blocks, s) + recurrent_bytes(arch, len(blocks), s),
+                kv_cache_bytes=kv_bytes(arch, blocks, s) + recurrent_bytes(arch, blocks, s),
                 overhead_bytes=machine.device_overhead_bytes,
                 budget_bytes=machine.device_budget_bytes,
                 layers=len(blocks) + (1 if holds_output else 0),
@@ -482,7 +484,7 @@ def estimate_memory(facts: ModelFacts, s: FitSettings, machine: MachineSpec) -> 
     # the table stays counted, as the margin it has always been for the Metal runtime's host
     # memory, which has not been measured; a CUDA/ROCm host gets its own allowance below. Under
     # Ollama (ctx_is_per_slot) it stays counted too: Ollama's own engine reads tensors into
-    # buffers rather than mapping the file.
+    # buffers, its llama.cpp runner maps the file; counted as held either way (the safe side).
     lookup_only = w.output_in_file or output_on_gpu
     mapped_here = machine.kind != "apple" and not s.ctx_is_per_slot
     cold = w.token_embd_bytes if lookup_only and mapped_here else 0
@@ -493,7 +495,7 @@ def estimate_memory(facts: ModelFacts, s: FitSettings, machine: MachineSpec) -> 
         logged_weights_bytes=logged + host_lora,
         repack_bytes=host_repack,
         weights_held=load_mode_of(s.load_mode),
-        kv_cache_bytes=kv_bytes(arch, host_blocks, s) + recurrent_bytes(arch, len(host_blocks), s),
+        kv_cache_bytes=kv_bytes(arch, host_blocks, s) + recurrent_bytes(arch, host_blocks, s),
         output_bytes=output_bytes(arch, s),
         overhead_bytes=host_overhead_bytes(arch, machine.cpu_threads),
         # The server's prompt cache (--cache-ram N) holds saved prompt states up to N MiB,
@@ -532,7 +534,8 @@ def estimate_memory(facts: ModelFacts, s: FitSettings, machine: MachineSpec) -> 
         # offloaded file (34 MiB for Qwen3-30B-A3B's 18.4 GB): a load-time peak where the
         # loader then unmaps the ranges before and after the host's tensors, for good where
         # offloaded tensors lie between host ones (a partial offload). LoRA pairs are read
-        # into buffers, not mapped. Counted under Ollama too (its runner may map the file).
+        # into buffers, not mapped. Counted under Ollama too: its llama.cpp runner maps the
+        # file (its own engine reads tensors into buffers; the safe side either way).
         offloaded = sum(d.weights_bytes for d in devices) - sum(lora[i] for i in gpu_blocks)
         host.overhead_bytes += page_table_bytes(offloaded)
     if load_mode_of(s.load_mode) == "mmap" and host.weights_bytes:

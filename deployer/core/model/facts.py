@@ -53,6 +53,10 @@ class ModelArch(BaseModel):
     recurrent_state_bytes_per_seq: int = Field(
         default=0, ge=0, description="f32 recurrent state (Mamba/DeltaNet) summed over layers"
     )
+    recurrent_layers: list[bool] = Field(
+        default_factory=list,
+        description="per layer: holds a recurrent state; empty: every layer, when there is one",
+    )
     head_dim_k_swa: int = Field(
         default=0, ge=0, le=U32_MAX, description="K head size of sliding-window layers; 0: same"
     )
@@ -77,11 +81,19 @@ class ModelArch(BaseModel):
             raise ValueError("n_expert_used must not exceed n_expert")
         if self.kv_layers > self.n_layer:
             raise ValueError("kv_layers must not exceed n_layer")
+        if self.recurrent_layers and len(self.recurrent_layers) != self.n_layer:
+            raise ValueError("recurrent_layers must be empty or have one entry per layer")
         return self
 
     def is_swa(self, layer: int) -> bool:
         """Whether `layer` uses the sliding-window cache."""
         return bool(self.sliding_window and self.swa_layers and self.swa_layers[layer])
+
+    def is_recurrent(self, layer: int) -> bool:
+        """Whether `layer` keeps a recurrent state (on the device that runs it)."""
+        if not self.recurrent_state_bytes_per_seq:
+            return False
+        return self.recurrent_layers[layer] if self.recurrent_layers else True
 
     def has_kv(self, layer: int) -> bool:
         """Whether `layer` owns KV cells (layers past kv_layers read an earlier layer's)."""

@@ -303,6 +303,8 @@ def _recurrent_layers(keys: _Keys, arch: str, n_layer: int, n_head_kv: list[int]
         return [True] * n_layer
     if arch in _RECURRENT_BY_INTERVAL:
         field = keys.field("attention.recurrent_layers")
+        if field is not None and field.type != ARRAY:  # get_key_or_arr: one value, every layer
+            return [bool(keys.get_int("attention.recurrent_layers"))] * n_layer
         if field is not None and field.type == ARRAY:
             if field.item_type not in _LAYER_ARRAY_ITEMS or field.items is None:
                 raise HeaderError(f"{arch}.attention.recurrent_layers is {field.type_name}")
@@ -419,8 +421,12 @@ def _arch_from_header(header: GGUFHeader, tensors: dict[str, TensorInfo]) -> Mod
     if not recurrent and not keys.has("attention.head_count"):
         raise HeaderError(f"{arch}.attention.head_count is missing")
     n_head = keys.get_int("attention.head_count")
-    n_head0 = keys.per_layer("attention.head_count", n_layer, 0)[0]
-    n_head_kv = keys.per_layer("attention.head_count_kv", n_layer, 0 if recurrent else n_head)
+    heads = keys.per_layer("attention.head_count", n_layer, 0)
+    n_head0 = heads[0]
+    if keys.has("attention.head_count_kv"):
+        n_head_kv = keys.per_layer("attention.head_count_kv", n_layer, 0)
+    else:  # llama.cpp: as many KV heads as query heads, layer by layer (none for a pure SSM)
+        n_head_kv = heads if recurrent else [n_head] * n_layer
     recurrent_layers = _recurrent_layers(keys, arch, n_layer, n_head_kv) if recurrent else []
     if arch in _RECURRENT_ONLY or arch in _RECURRENT_BY_INTERVAL:
         # llama.cpp builds no KV cells for these layers (a recurrent-only memory, or a hybrid's
@@ -473,6 +479,7 @@ def _arch_from_header(header: GGUFHeader, tensors: dict[str, TensorInfo]) -> Mod
         recurrent_state_bytes_per_seq=_recurrent_state_bytes(
             keys, arch, n_embd, n_head0, sum(recurrent_layers)
         ),
+        recurrent_layers=recurrent_layers if any(recurrent_layers) else [],
         head_dim_k_swa=head_dim_k_swa if head_dim_k_swa != head_dim_k else 0,
         head_dim_v_swa=head_dim_v_swa if head_dim_v_swa != head_dim_v else 0,
         kv_layers=kv_layers,
