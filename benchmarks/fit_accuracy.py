@@ -418,9 +418,8 @@ def measure(
             f"{model} {s}: llama-server failed uncapped: {ref.error}\n{ref.log[-2000:]}"
         )
     logged = parse_buffers(ref.log.split("loaded meta data")[-1])
-    real = {c: logged.get("host", c) for c in ("model", "KV", "compute", "output")}
-    # a recurrent model's state (logged as RS) is part of the plan's cache figure
-    real["KV"] += logged.get("host", "RS")
+    real = {c: logged.get("host", c) for c in ("model", "compute", "output")}
+    real["KV"] = logged.cache("host")  # a recurrent model's state (RS) with its KV
     row: dict[str, Any] = {
         "model": model,
         "in_sample": model in IN_SAMPLE_MODELS,

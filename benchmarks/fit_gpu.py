@@ -289,8 +289,8 @@ def measure(name: str, path: Path, s: Setting, profile: Profile, n_predict: int)
     est = estimates(path, s, profile, n_predict)
     run = _serve(path, s.args(profile.cpu_cores or 8), n_predict, s.slots)
     logged = parse_buffers(run.pop("log").split("loaded meta data")[-1])
-    gpu = {c: logged.get("CUDA0", c) for c in ("model", "KV", "compute", "output")}
-    gpu["KV"] += logged.get("CUDA0", "RS")  # a recurrent state sits with the plan's cache
+    gpu = {c: logged.get("CUDA0", c) for c in ("model", "compute", "output")}
+    gpu["KV"] = logged.cache("CUDA0")  # a recurrent state (RS) with its KV
     row: dict[str, Any] = {
         "model": name,
         "ctx": s.ctx,

@@ -67,7 +67,7 @@ def measure(name: str, work_dir: Path, threads: int, bpe: bool | None = None) ->
     if run.error:
         raise SystemExit(f"{name}: llama-server failed: {run.error}\n{run.log[-2000:]}")
     logged = parse_buffers(run.log.split("loaded meta data")[-1])
-    buffers = sum(logged.get("host", c) for c in ("model", "KV", "RS", "compute", "output"))
+    buffers = logged.total("host")  # weights, KV, recurrent state, compute, output
     facts = facts_from_gguf(path)
     anon_long = run.anon_short_bytes + run.fill_anon_bytes
     return {

@@ -24,6 +24,24 @@ if TYPE_CHECKING:
     from deployer.adapters.docker_engine import DockerEngine
 
 
+# --- llama-server ---------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="session")
+def llama_server_prefix() -> str:
+    """The llama-server build the benchmarks' _llama helpers run (DEPLOYER_LLAMA_PREFIX, else
+    the default cache); skips when there is none."""
+    import os
+
+    from deployer.adapters.image_build import default_prefix
+
+    prefix = os.environ.get("DEPLOYER_LLAMA_PREFIX") or str(default_prefix())
+    if not (Path(prefix) / "bin" / "llama-server").exists():
+        pytest.skip("no llama-server: run scripts/build-llama.sh (CI does)")
+    os.environ["DEPLOYER_LLAMA_PREFIX"] = prefix
+    return prefix
+
+
 # --- Docker ---------------------------------------------------------------------------------
 
 

@@ -7,7 +7,6 @@ Llama: the full cache). Weights are zeros; the buffers llama-server logs are wha
 
 from __future__ import annotations
 
-import os
 import sys
 from pathlib import Path
 
@@ -19,24 +18,14 @@ from deployer.adapters.gguf_files import facts_from_gguf
 from deployer.core.fit.llamalog import parse_buffers
 from deployer.core.fit.memory import FitSettings, kv_bytes, recurrent_bytes
 
-pytestmark = pytest.mark.llama_server
+pytestmark = [pytest.mark.llama_server, pytest.mark.usefixtures("llama_server_prefix")]
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "benchmarks"))
 
 E, FF, V = 256, 512, 512  # embedding, feed-forward, vocabulary of the small files
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _need_llama() -> None:
-    from deployer.adapters.image_build import default_prefix
-
-    prefix = os.environ.get("DEPLOYER_LLAMA_PREFIX") or str(default_prefix())
-    if not (Path(prefix) / "bin" / "llama-server").exists():
-        pytest.skip("no llama-server: run scripts/build-llama.sh (CI does)")
-    os.environ["DEPLOYER_LLAMA_PREFIX"] = prefix
-
-
-def _start(path: Path, arch: str, keys: dict[str, int]) -> tuple[GGUFWriter, list[str]]:
+def _start(path: Path, arch: str, keys: dict[str, int]) -> GGUFWriter:
     w = GGUFWriter(path, arch)
     for k, v in keys.items():
         w.add_uint32(f"{arch}.{k}", v)
@@ -52,7 +41,7 @@ def _start(path: Path, arch: str, keys: dict[str, int]) -> tuple[GGUFWriter, lis
     w.add_unk_token_id(0)
     w.add_bos_token_id(1)
     w.add_eos_token_id(2)
-    return w, []
+    return w
 
 
 def _tensor(w: GGUFWriter, name: str, *shape: int) -> None:
@@ -72,7 +61,7 @@ def qwen35(path: Path, n_layer: int = 8) -> Path:
     n_head, n_kv, head = 4, 2, 64
     d_conv, d_state, n_group, dt_rank = 4, 32, 2, 4
     key_dim, value_dim = d_state * n_group, d_state * dt_rank
-    w, _ = _start(path, "qwen35", {
+    w = _start(path, "qwen35", {
         "block_count": n_layer, "embedding_length": E, "context_length": 32768,
         "feed_forward_length": FF, "attention.head_count": n_head,
         "attention.head_count_kv": n_kv, "attention.key_length": head,
@@ -115,7 +104,7 @@ def qwen35(path: Path, n_layer: int = 8) -> Path:
 def llama_with_window(path: Path, n_layer: int = 4) -> Path:
     """A Llama whose file states a 512-token window, which llama.cpp's Llama loader ignores."""
     n_head, n_kv, head = 4, 2, 64
-    w, _ = _start(path, "llama", {
+    w = _start(path, "llama", {
         "block_count": n_layer, "embedding_length": E, "context_length": 32768,
         "feed_forward_length": FF, "attention.head_count": n_head,
         "attention.head_count_kv": n_kv, "rope.dimension_count": head,
@@ -144,7 +133,7 @@ def gemma4(path: Path, n_layer: int = 8) -> Path:
     # the last own-cache layers are a windowed then a full one: a shared windowed layer reuses
     # layer kv_layers - 2, a shared full one kv_layers - 1 (llama.cpp asserts the kinds match)
     pattern = [True, True, False, True, True, False, True, False][:n_layer]
-    w, _ = _start(path, "gemma4", {
+    w = _start(path, "gemma4", {
         "block_count": n_layer, "embedding_length": E, "context_length": 32768,
         "feed_forward_length": FF, "attention.head_count": n_head,
         "attention.head_count_kv": n_kv, "attention.key_length": head,

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import sys
 from pathlib import Path
 
@@ -12,7 +11,7 @@ from deployer.core.fit.llamalog import parse_buffers
 from deployer.core.fit.memory import FitSettings, MachineSpec, estimate_memory
 from deployer.core.units import GIB, MIB
 
-pytestmark = pytest.mark.llama_server
+pytestmark = [pytest.mark.llama_server, pytest.mark.usefixtures("llama_server_prefix")]
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "benchmarks"))
 
@@ -22,16 +21,6 @@ def demo_gguf() -> Path:
     from deployer.adapters.local_models import demo_model_path
 
     return demo_model_path()
-
-
-@pytest.fixture(scope="module", autouse=True)
-def _need_llama() -> None:
-    from deployer.adapters.image_build import default_prefix
-
-    prefix = os.environ.get("DEPLOYER_LLAMA_PREFIX") or str(default_prefix())
-    if not (Path(prefix) / "bin" / "llama-server").exists():
-        pytest.skip("no llama-server: run scripts/build-llama.sh (CI does)")
-    os.environ["DEPLOYER_LLAMA_PREFIX"] = prefix
 
 
 @pytest.mark.parametrize(

@@ -36,6 +36,11 @@ class LoggedBuffers:
         """Bytes of one component on one device (0 when not logged)."""
         return self.buffers.get((device, component), 0)
 
+    def cache(self, device: str) -> int:
+        """KV cache plus recurrent state (RS) of one device: what the plan's kv_cache_bytes
+        counts."""
+        return self.get(device, "KV") + self.get(device, "RS")
+
     def total(self, device: str) -> int:
         """All logged buffers of one device."""
         return sum(v for (d, _), v in self.buffers.items() if d == device)

@@ -220,7 +220,7 @@ def kv_layer_bytes(arch: ModelArch, layer: int, s: FitSettings, cells: int | Non
     n_kv = arch.n_head_kv[layer]
     if not n_kv and arch.recurrent_state_bytes_per_seq:
         return 0  # a hybrid's recurrent layer (Kimi's delta-attention ones too): its state apart
-    if arch.kv_layers and layer >= arch.kv_layers:  # reuses an earlier layer's (Gemma 3n/4)
+    if arch.reuses_cache(layer):  # an earlier layer's cache serves it (Gemma 3n/4)
         return 0
     if arch.kv_lora_rank:
         # MLA caches the compressed latent plus the rope part, as K only.

@@ -95,9 +95,13 @@ class ModelArch(BaseModel):
             return False
         return self.recurrent_layers[layer] if self.recurrent_layers else True
 
+    def reuses_cache(self, layer: int) -> bool:
+        """Whether `layer` reads an earlier layer's KV cache (past kv_layers: Gemma 3n/4)."""
+        return bool(self.kv_layers) and layer >= self.kv_layers
+
     def has_kv(self, layer: int) -> bool:
-        """Whether `layer` owns KV cells (layers past kv_layers read an earlier layer's)."""
-        return bool(self.n_head_kv[layer]) and (not self.kv_layers or layer < self.kv_layers)
+        """Whether `layer` owns KV cells."""
+        return bool(self.n_head_kv[layer]) and not self.reuses_cache(layer)
 
     def head_dims(self, layer: int) -> tuple[int, int]:
         """(K, V) head size of `layer` (llama_hparams::n_embd_head_k/v(il))."""

@@ -420,9 +420,8 @@ def _arch_from_header(header: GGUFHeader, tensors: dict[str, TensorInfo]) -> Mod
     recurrent = _is_recurrent_arch(keys, arch)
     if not recurrent and not keys.has("attention.head_count"):
         raise HeaderError(f"{arch}.attention.head_count is missing")
-    n_head = keys.get_int("attention.head_count")
     heads = keys.per_layer("attention.head_count", n_layer, 0)
-    n_head0 = heads[0]
+    n_head, n_head0 = max(heads), heads[0]
     if keys.has("attention.head_count_kv"):
         n_head_kv = keys.per_layer("attention.head_count_kv", n_layer, 0)
     else:  # llama.cpp: as many KV heads as query heads, layer by layer (none for a pure SSM)
