@@ -553,6 +553,28 @@ def test_a_scalar_recurrent_layers_key_covers_every_layer(tmp_path: Path) -> Non
     assert a.n_head_kv == [2] * 4 and a.recurrent_state_bytes_per_seq == 0
 
 
+@pytest.mark.parametrize(
+    ("extra", "message"),
+    [
+        ({"full_attention_interval": 0}, "full_attention_interval is 0"),
+        ({"attention.recurrent_layers": [True, False, True]}, "not one per layer"),
+        ({"attention.shared_kv_layers": 2**32 - 1}, "shared_kv_layers"),
+        ({"attention.key_length_swa": 0}, "sliding-window key/value length is 0"),
+    ],
+)
+def test_hostile_layout_keys_are_refused_with_one_line(
+    tmp_path: Path, extra: dict[str, Any], message: str
+) -> None:
+    arch = "gemma4" if "shared_kv_layers" in str(extra) else "qwen35"
+    keys = {**ssm_keys(8), "attention.head_count": 4, "attention.head_count_kv": 2, **extra}
+    if arch == "gemma4":
+        keys["attention.sliding_window"] = 512
+        keys["attention.sliding_window_pattern"] = [True, False] * 4
+    tensors: list[TensorSpec] = [("token_embd.weight", "F32", (64, 8))]
+    with pytest.raises(GGUFReadError, match=message):
+        facts_from_gguf(write_gguf(tmp_path / "bad.gguf", Spec(arch, keys, tensors)))
+
+
 def split_parts(tmp_path: Path, spec: Spec, n: int) -> list[Path]:
     """Write `spec` as an n-part split set: keys in part 1, tensors dealt round-robin."""
     paths = []
