@@ -121,7 +121,7 @@ class Shape:
     extra: tuple[tuple[str, KeyValue], ...] = field(default=())  # more `<arch>.` keys
     # Gated delta nets: conv kernel, key head size, key heads, value heads (value head size =
     # key head size), and the attention interval; rotary dims and M-RoPE sections when partial
-    delta_net: tuple[int, int, int, int] = ()
+    delta_net: tuple[int, ...] = ()  # four numbers, or none
     full_attention_interval: int = 0
     rope_dims: int = 0
     rope_sections: tuple[int, ...] = ()

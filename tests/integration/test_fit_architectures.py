@@ -2,8 +2,10 @@
 files of architectures whose memory layout the loader decides rather than the file: a Qwen3.5
 hybrid (three of four layers gated delta nets, holding a state and no KV, whatever
 head_count_kv says), a Gemma 4 (windowed layers with their own head size, the last layers
-reusing earlier caches) and a Llama file that states a sliding window (llama.cpp never slides a
-Llama: the full cache). Weights are zeros; the buffers llama-server logs are what is checked."""
+reusing earlier caches), a Llama file that states a sliding window (llama.cpp never slides a
+Llama: the full cache), and DeepSeek files of both generations (an MLA file caches the latent,
+an older one every head's K and V) and DeepSeek 3.2 (an indexer cache beside the latent).
+Weights are zeros; the buffers llama-server logs are what is checked."""
 
 from __future__ import annotations
 
@@ -16,7 +18,8 @@ from gguf import GGUFWriter
 
 from deployer.adapters.gguf_files import facts_from_gguf
 from deployer.core.fit.llamalog import parse_buffers
-from deployer.core.fit.memory import FitSettings, kv_bytes, recurrent_bytes
+from deployer.core.fit.memory import FitSettings, compute_bytes, kv_bytes, recurrent_bytes
+from deployer.core.units import MIB
 
 pytestmark = [pytest.mark.llama_server, pytest.mark.usefixtures("llama_server_prefix")]
 
@@ -161,7 +164,78 @@ def gemma4(path: Path, n_layer: int = 8) -> Path:
     return path
 
 
-@pytest.mark.parametrize("build", [qwen35, llama_with_window, gemma4], ids=lambda f: f.__name__)
+def _deepseek(path: Path, arch: str, *, mla: bool, n_layer: int = 4) -> Path:
+    """DeepSeek's attention (src/models/deepseek2.cpp, deepseek32.cpp): a low-rank Q and a
+    compressed KV. An MLA file (key_length_mla stated) caches the latent and its rope part as
+    one K head; an older file without those keys caches every head's K and V. DeepSeek 3.2
+    adds the lightning indexer, whose keys llama.cpp caches beside the latent."""
+    n_head, q_lora, kv_lora, rope, nope, v_head = 4, 64, 64, 16, 32, 32
+    idx_heads, idx_head = 4, 64  # the Hadamard rotation of the keys works in blocks of 64
+    keys = {
+        "block_count": n_layer, "embedding_length": E, "context_length": 32768,
+        "feed_forward_length": FF, "attention.head_count": n_head,
+        "attention.q_lora_rank": q_lora, "attention.kv_lora_rank": kv_lora,
+        "rope.dimension_count": rope, "expert_feed_forward_length": FF,
+        "expert_shared_count": 1, "leading_dense_block_count": n_layer, "vocab_size": V,
+    }  # fmt: skip
+    if mla:
+        keys |= {"attention.head_count_kv": 1, "attention.key_length": kv_lora + rope,
+                 "attention.value_length": kv_lora, "attention.key_length_mla": nope + rope,
+                 "attention.value_length_mla": v_head}  # fmt: skip
+    else:
+        keys |= {"attention.head_count_kv": n_head, "attention.key_length": nope + rope,
+                 "attention.value_length": v_head}  # fmt: skip
+    if arch == "deepseek32":
+        keys |= {"attention.indexer.head_count": idx_heads,
+                 "attention.indexer.key_length": idx_head, "attention.indexer.top_k": 64,
+                 "expert_gating_func": 2}  # fmt: skip
+    w = _start(path, arch, keys)
+    _tensor(w, "token_embd.weight", E, V)
+    _tensor(w, "output_norm.weight", E)
+    _tensor(w, "output.weight", E, V)
+    for il in range(n_layer):
+        p = f"blk.{il}."
+        for name, shape in (
+            ("attn_norm.weight", (E,)), ("attn_q_a_norm.weight", (q_lora,)),
+            ("attn_kv_a_norm.weight", (kv_lora,)), ("attn_q_a.weight", (E, q_lora)),
+            ("attn_q_b.weight", (q_lora, n_head * (nope + rope))),
+            ("attn_kv_a_mqa.weight", (E, kv_lora + rope)),
+            ("attn_output.weight", (n_head * v_head, E)), ("ffn_norm.weight", (E,)),
+            ("ffn_gate.weight", (E, FF)), ("ffn_down.weight", (FF, E)), ("ffn_up.weight", (E, FF)),
+        ):  # fmt: skip
+            _tensor(w, p + name, *shape)
+        if mla:
+            _tensor(w, p + "attn_k_b.weight", nope, kv_lora, n_head)
+            _tensor(w, p + "attn_v_b.weight", kv_lora, v_head, n_head)
+        else:
+            _tensor(w, p + "attn_kv_b.weight", kv_lora, n_head * (nope + v_head))
+        if arch == "deepseek32":
+            _tensor(w, p + "indexer.k_norm.weight", idx_head)
+            _tensor(w, p + "indexer.k_norm.bias", idx_head)
+            _tensor(w, p + "indexer.proj.weight", E, idx_heads)
+            _tensor(w, p + "indexer.attn_k.weight", E, idx_head)
+            _tensor(w, p + "indexer.attn_q_b.weight", q_lora, idx_heads * idx_head)
+    _finish(w)
+    return path
+
+
+def deepseek2_mla(path: Path) -> Path:
+    return _deepseek(path, "deepseek2", mla=True)
+
+
+def deepseek2_per_head(path: Path) -> Path:
+    return _deepseek(path, "deepseek2", mla=False)
+
+
+def deepseek32(path: Path) -> Path:
+    return _deepseek(path, "deepseek32", mla=True)
+
+
+@pytest.mark.parametrize(
+    "build",
+    [qwen35, llama_with_window, gemma4, deepseek2_mla, deepseek2_per_head, deepseek32],
+    ids=lambda f: f.__name__,
+)
 @pytest.mark.parametrize(("ctx", "slots", "fa"), [(8192, 2, True), (4096, 1, False)])
 def test_kv_and_state_are_what_llama_server_allocates(
     tmp_path: Path, build: object, ctx: int, slots: int, fa: bool
@@ -182,5 +256,11 @@ def test_kv_and_state_are_what_llama_server_allocates(
         assert state > 0 and arch.n_head_kv == [0, 0, 0, 2] * 2
     elif build is gemma4:
         assert (arch.kv_layers, arch.head_dims(0), arch.head_dims(2)) == (6, (128, 128), (256, 256))
+    elif build in (deepseek2_mla, deepseek2_per_head, deepseek32):
+        assert arch.mla == (build is not deepseek2_per_head)
+        assert any(arch.indexer_layers) == (build is deepseek32)
+        # the indexer's scores and masks weigh on the compute buffer: never under, 3 MiB over
+        compute = compute_bytes(arch, s)
+        assert logged.get("host", "compute") <= compute <= logged.get("host", "compute") + 3 * MIB
     else:
         assert state == 0 and arch.swa_layers == []

@@ -20,6 +20,7 @@ from deployer.core.fit.memory import (
     estimate_memory,
     host_overhead_bytes,
     kv_bytes,
+    kv_layer_bytes,
     offloaded_blocks,
     pad,
     page_table_bytes,
@@ -144,9 +145,40 @@ def test_slots_split_cells_per_stream_and_pad_each() -> None:
 
 
 def test_mla_caches_latent_only() -> None:
-    arch = _arch(n_layer=2, n_head_kv=[128, 128], kv_lora_rank=512, n_rot=64)
+    """An MLA file (key_length_mla stated) holds one K head of latent + rope per cell, no V,
+    with or without flash attention."""
+    arch = _arch(n_layer=2, n_head_kv=[1, 1], head_dim_k=576, head_dim_v=512, kv_lora_rank=512,
+                 n_rot=64, mla=True)  # fmt: skip
+    for fa in (True, False):
+        got = kv_bytes(arch, range(2), FitSettings(ctx=4096, flash_attention=fa))
+        assert got == 2 * 4096 * 576 * 2
+
+
+def test_deepseek_file_without_mla_keys_caches_every_head() -> None:
+    """A DeepSeek file converted before the MLA cache states kv_lora_rank but not
+    key_length_mla: llama.cpp caches per-head K (192) and V (128), 70x the latent."""
+    arch = _arch(n_layer=2, n_head_kv=[128, 128], head_dim_k=192, head_dim_v=128,
+                 kv_lora_rank=512, n_rot=64)  # fmt: skip
     got = kv_bytes(arch, range(2), FitSettings(ctx=4096))
-    assert got == 2 * 4096 * 576 * 2
+    assert got == 2 * 4096 * 128 * (192 + 128) * 2
+
+
+def test_indexer_cache_spans_the_context_beside_the_main_cache() -> None:
+    """DeepSeek 3.2: an indexer key head per cell on the indexer layers, over the whole
+    context, K only (and K's type); MiniMax-M3's indexer also holds a V row."""
+    arch = _arch(n_layer=3, n_head_kv=[1] * 3, head_dim_k=576, head_dim_v=512, kv_lora_rank=512,
+                 n_rot=64, mla=True, indexer_k=128,
+                 indexer_layers=[True, False, True])  # fmt: skip
+    s = FitSettings(ctx=4096, parallel=2, kv_type_k="q8_0", kv_type_v="q8_0")
+    latent = 4096 * 576 * 34 / 32
+    assert kv_bytes(arch, [1], s) == int(latent)
+    assert kv_bytes(arch, [0], s) == int(latent) + int(4096 * 128 * 34 / 32)
+    # a checkpoint's share is of the main cache only
+    assert kv_layer_bytes(arch, 0, s, 100) == int(100 * 576 * 34 / 32)
+    with_v = arch.model_copy(update={"mla": False, "indexer_v": 64, "n_head_kv": [2] * 3,
+                                     "head_dim_k": 64, "head_dim_v": 64})  # fmt: skip
+    f16 = FitSettings(ctx=4096)
+    assert kv_bytes(with_v, [2], f16) == 4096 * (2 * 64 + 2 * 64) * 2 + 4096 * (128 + 64) * 2
 
 
 def test_ngl_offloads_output_first() -> None:
@@ -239,7 +271,8 @@ def test_a_partial_offload_keeps_each_recurrent_state_with_its_layer() -> None:
 def test_a_delta_attention_layer_of_an_mla_hybrid_holds_no_latent() -> None:
     """Kimi Linear/K3: MLA on the attention layers, delta attention (0 KV heads, a state) on
     the others, which hold no latent cache."""
-    arch = _arch(n_layer=4, n_head_kv=[0, 0, 0, 8], kv_lora_rank=512, n_rot=64,
+    arch = _arch(n_layer=4, n_head_kv=[0, 0, 0, 1], head_dim_k=576, head_dim_v=512,
+                 kv_lora_rank=512, n_rot=64, mla=True,
                  recurrent_state_bytes_per_seq=MIB)  # fmt: skip
     s = FitSettings(ctx=4096)
     assert kv_bytes(arch, range(4), s) == 4096 * (512 + 64) * 2

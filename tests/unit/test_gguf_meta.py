@@ -13,6 +13,7 @@ from gguf.quants import quant_shape_to_byte_shape
 
 from deployer.adapters.gguf_files import facts_from_gguf, facts_from_gguf_parts, gguf_header_bytes
 from deployer.core.errors import GGUFReadError
+from deployer.core.model.facts import ModelArch
 from deployer.core.model.gguf_meta import CPU_REPACK_TYPES
 
 # (elements per block, bytes per block) of the ggml types used here, from ggml's type traits.
@@ -414,6 +415,77 @@ def test_mla_deepseek2(tmp_path: Path) -> None:
     assert (arch.kv_lora_rank, arch.n_rot) == (64, 16)
     assert (arch.head_dim_k, arch.head_dim_v, arch.n_head_kv) == (48, 32, [16, 16])
     assert facts.weights.block_bytes == [128 * 80 * 4] * 2
+    # no key_length_mla: llama.cpp caches every head's K and V, not the latent
+    assert not arch.mla and not arch.indexer_layers
+
+
+def _deepseek(arch: str, n_layer: int, **extra: Any) -> dict[str, Any]:
+    keys: dict[str, Any] = {
+        "block_count": n_layer, "embedding_length": 128, "attention.head_count": 16,
+        "attention.head_count_kv": 1, "attention.key_length": 80, "attention.value_length": 64,
+        "attention.key_length_mla": 48, "attention.value_length_mla": 32,
+        "attention.kv_lora_rank": 64, "rope.dimension_count": 16, "feed_forward_length": 256,
+        "context_length": 163840, "vocab_size": 16, "attention.indexer.key_length": 32,
+        "attention.indexer.head_count": 4, "attention.indexer.top_k": 8,
+    }  # fmt: skip
+    keys.update(extra)
+    return keys
+
+
+def _meta(tmp_path: Path, arch: str, keys: dict[str, Any]) -> ModelArch:
+    tensors: list[TensorSpec] = [("token_embd.weight", "F32", (128, 16))]
+    return facts_from_gguf(write_gguf(tmp_path / "m.gguf", Spec(arch, keys, tensors))).arch
+
+
+def test_mla_file_and_indexer_layers(tmp_path: Path) -> None:
+    """key_length_mla stated: K only; DeepSeek 3.2 keeps an indexer key on its trunk layers,
+    not on the nextn (MTP) one."""
+    arch = _meta(tmp_path, "deepseek32", _deepseek("deepseek32", 4, nextn_predict_layers=1))
+    assert arch.mla and (arch.indexer_k, arch.indexer_v) == (32, 0)
+    assert arch.indexer_layers == [True, True, True, False]
+    # an architecture whose loader reads no MLA keys is never MLA, and has no indexer
+    plain = _meta(tmp_path, "llama", _deepseek("llama", 2, **{"attention.head_count_kv": 4}))
+    assert not plain.mla and not plain.indexer_layers
+
+
+@pytest.mark.parametrize(
+    ("extra", "layers"),
+    [
+        ({}, [True] * 8),  # GLM 5 / 5.1: every layer
+        ({"context_length": 1048576}, [True, True, True, False, False, False, True, False]),
+        ({"attention.indexer.types": [1, 0, 0, 1, 0, 0, 0, 1]}, [True, False, False, True,
+                                                                   False, False, False, True]),
+        ({"attention.indexer.types": 0}, []),
+    ],
+)  # fmt: skip
+def test_glm_dsa_indexer_types(tmp_path: Path, extra: dict[str, Any], layers: list[bool]) -> None:
+    arch = _meta(tmp_path, "glm-dsa", _deepseek("glm-dsa", 8, **extra))
+    assert arch.indexer_layers == layers
+
+
+def test_minimax_m3_indexer_keeps_a_value_row(tmp_path: Path) -> None:
+    keys = _deepseek("minimax-m3", 4, leading_dense_block_count=1)
+    keys.update({"attention.head_count_kv": 4, "attention.key_length": 64,
+                 "attention.value_length": 48})  # fmt: skip
+    arch = _meta(tmp_path, "minimax-m3", keys)
+    assert not arch.mla
+    assert (arch.indexer_k, arch.indexer_v, arch.indexer_layers) == (32, 48, [False] + [True] * 3)
+
+
+@pytest.mark.parametrize(
+    ("arch", "extra", "message"),
+    [
+        ("deepseek32", {"nextn_predict_layers": 4}, "nextn_predict_layers is 4"),
+        ("glm-dsa", {"attention.indexer.types": [1, 0, 1]}, "has 3 entries"),
+        ("dots3note", {"attention.sliding_window": 0}, "indexer.types is missing"),
+        ("dots3note", {"attention.indexer.types": [1] * 5}, "more than the 4 layers"),
+    ],
+)
+def test_hostile_indexer_keys_are_refused(
+    tmp_path: Path, arch: str, extra: dict[str, Any], message: str
+) -> None:
+    with pytest.raises(GGUFReadError, match=message):
+        _meta(tmp_path, arch, _deepseek(arch, 4, **extra))
 
 
 def ssm_keys(n_layer: int) -> dict[str, Any]:

@@ -212,30 +212,52 @@ def kv_cells_for_layer(arch: ModelArch, layer: int, s: FitSettings) -> int:
 
 
 def kv_layer_bytes(arch: ModelArch, layer: int, s: FitSettings, cells: int | None = None) -> int:
-    """KV bytes of one layer (0 for recurrent layers): of all its cells, or of `cells`."""
+    """KV bytes of one layer (0 for recurrent layers), its indexer cache included: of all its
+    cells, or of `cells` of its main cache (a checkpoint's share; the indexer is not one)."""
     bk = KV_BYTES_PER_ELEMENT[s.kv_type_k]
     bv = KV_BYTES_PER_ELEMENT[s.kv_type_v]
+    index = indexer_layer_bytes(arch, layer, s) if cells is None else 0
     if cells is None:
         cells = kv_cells_for_layer(arch, layer, s)
     n_kv = arch.n_head_kv[layer]
     if not n_kv and arch.recurrent_state_bytes_per_seq:
-        return 0  # a hybrid's recurrent layer (Kimi's delta-attention ones too): its state apart
+        return (
+            index  # a hybrid's recurrent layer (Kimi's delta-attention ones too): its state apart
+        )
     if arch.reuses_cache(layer):  # an earlier layer's cache serves it (Gemma 3n/4)
-        return 0
-    if arch.kv_lora_rank:
-        # MLA caches the compressed latent plus the rope part, as K only.
-        return int(cells * (arch.kv_lora_rank + arch.n_rot) * bk)
+        return index
+    head_k, head_v = arch.head_dims(layer)  # a windowed layer's heads may differ (Gemma 4)
+    if arch.mla:
+        # MLA caches the compressed latent and its rope part as K (one head of key_length),
+        # no V (llama_kv_cache: has_v = !is_mla).
+        return int(cells * n_kv * head_k * bk) + index
     if not n_kv:
         # A layer without KV heads in a model with no recurrent state (DeciLM's attention-free
         # layers) still gets a cache; without flash attention its transposed V is as wide as
         # the widest layer's (llama_kv_cache: n_embd_v_gqa_max when v_trans), its K empty.
         return 0 if s.flash_attention else int(cells * arch.n_embd_v_max * bv)
-    head_k, head_v = arch.head_dims(layer)  # a windowed layer's heads may differ (Gemma 4)
     # Without flash attention V is stored transposed, every layer as wide as the widest
     # (llama_kv_cache: n_embd_v_gqa_max when v_trans); models whose KV heads or head sizes vary
     # by layer hold more V than their heads say.
     n_embd_v = n_kv * head_v if s.flash_attention else arch.n_embd_v_max
-    return int(cells * (n_kv * head_k * bk + n_embd_v * bv))
+    return int(cells * (n_kv * head_k * bk + n_embd_v * bv)) + index
+
+
+def indexer_layer_bytes(arch: ModelArch, layer: int, s: FitSettings) -> int:
+    """The sparse-attention indexer cache of one layer (DeepSeek 3.2, GLM-5, MiniMax-M3, ...):
+    a second llama_kv_cache of one key head per cell over the whole context (never windowed:
+    llama.cpp sizes it as the main cache, or as the full half of a windowed one), K only
+    unless the indexer keeps a V row too (MiniMax-M3's, not an MLA cache; transposed as wide
+    as the widest V head without flash attention)."""
+    if not arch.has_indexer(layer):
+        return 0
+    cells = s.cells_per_stream * s.streams
+    k = arch.indexer_k * KV_BYTES_PER_ELEMENT[s.kv_type_k]
+    v = 0.0
+    if arch.indexer_v:
+        width = arch.indexer_v if s.flash_attention else max(arch.indexer_v, arch.head_dim_v_swa)
+        v = width * KV_BYTES_PER_ELEMENT[s.kv_type_v]
+    return int(cells * (k + v))
 
 
 def kv_bytes(arch: ModelArch, layers: range | list[int], s: FitSettings) -> int:
@@ -371,6 +393,18 @@ def compute_bytes(arch: ModelArch, s: FitSettings, *, gpu: bool = False) -> int:
         "f32",
     )
     extra = 0
+    if arch.indexer_layers:
+        # Sparse attention (DeepSeek 3.2's lightning indexer, llama.cpp's fused op): a score
+        # per token per cell (f32) and the indexer's own mask (f16), beside the selection mask
+        # the attention then reads (f32 without flash attention), the indexer's queries and
+        # the selected cells' indices (int32, and their contiguous copy).
+        # Read off small DeepSeek 3.2 files against llama-server's log (6 and 10 bytes per
+        # token-cell pair with and without flash attention, independent of the indexer's
+        # heads; test_fit_architectures.py). Assumed alike for the pooled and block indexers
+        # (GLM-5-Next, Qwen4-exp, MiniMax-M3), whose score rows are shorter: an upper bound.
+        per_cell = 6 if s.flash_attention else 10
+        top_k = min(arch.indexer_top_k, n_kv)
+        extra += ub * (n_kv * per_cell + 4 * arch.indexer_q + 8 * top_k)
     if quant_kv:
         # CPU quantizes the new K/V rows; GPU backends also dequantize a layer's cache to f16.
         extra = 4 * ub * n_embd_k

@@ -92,14 +92,16 @@ class CatalogArch(_Strict):
             swa = [(i + 1) % 6 != 0 for i in range(n)]
         else:
             swa = []
+        # An MLA entry caches its latent and rope part as one K head, as an MLA file states it.
+        mla = self.kv_lora_rank > 0
         return ModelArch(
             architecture=self.architecture,
             n_layer=n,
             n_embd=self.n_embd,
             n_head=self.n_head,
-            n_head_kv=[self.n_head_kv] * n,
-            head_dim_k=self.head_dim,
-            head_dim_v=self.head_dim,
+            n_head_kv=[1 if mla else self.n_head_kv] * n,
+            head_dim_k=self.kv_lora_rank + self.n_rot if mla else self.head_dim,
+            head_dim_v=self.kv_lora_rank if mla else self.head_dim,
             n_ff=self.n_ff,
             n_vocab=self.n_vocab,
             n_merges=self.n_merges,
@@ -111,6 +113,7 @@ class CatalogArch(_Strict):
             tied_embeddings=self.tied_embeddings,
             kv_lora_rank=self.kv_lora_rank,
             n_rot=self.n_rot,
+            mla=mla,
         )
 
 

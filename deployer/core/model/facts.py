@@ -70,6 +70,24 @@ class ModelArch(BaseModel):
         description="layers, from the first, that own a KV cache (llama.cpp's "
         "n_layer_kv_from_start); later ones reuse an earlier layer's; 0: every layer",
     )
+    mla: bool = Field(
+        default=False,
+        description="the cache holds K only, the compressed latent (llama.cpp's is_mla: an "
+        "MLA loader and a file stating key_length_mla and value_length_mla)",
+    )
+    indexer_k: _U32 = Field(
+        default=0, description="K elements a cell of a sparse-attention indexer cache holds"
+    )
+    indexer_v: _U32 = Field(
+        default=0, description="V elements a cell of the indexer cache holds (0: K only)"
+    )
+    indexer_layers: list[bool] = Field(
+        default_factory=list, description="per layer: holds an indexer cache; empty: none"
+    )
+    indexer_q: _U32 = Field(
+        default=0, description="query elements a token's indexer scores (heads x key length)"
+    )
+    indexer_top_k: _U32 = Field(default=0, description="cells the indexer selects per token")
 
     @model_validator(mode="after")
     def _check_lengths(self) -> ModelArch:
@@ -83,6 +101,10 @@ class ModelArch(BaseModel):
             raise ValueError("kv_layers must not exceed n_layer")
         if self.recurrent_layers and len(self.recurrent_layers) != self.n_layer:
             raise ValueError("recurrent_layers must be empty or have one entry per layer")
+        if self.indexer_layers and len(self.indexer_layers) != self.n_layer:
+            raise ValueError("indexer_layers must be empty or have one entry per layer")
+        if any(self.indexer_layers) and not self.indexer_k:
+            raise ValueError("indexer layers need an indexer_k")
         return self
 
     def is_swa(self, layer: int) -> bool:
@@ -98,6 +120,10 @@ class ModelArch(BaseModel):
     def reuses_cache(self, layer: int) -> bool:
         """Whether `layer` reads an earlier layer's KV cache (past kv_layers: Gemma 3n/4)."""
         return bool(self.kv_layers) and layer >= self.kv_layers
+
+    def has_indexer(self, layer: int) -> bool:
+        """Whether `layer` keeps a sparse-attention indexer cache beside its KV."""
+        return bool(self.indexer_layers) and self.indexer_layers[layer]
 
     def has_kv(self, layer: int) -> bool:
         """Whether `layer` owns KV cells."""

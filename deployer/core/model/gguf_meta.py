@@ -353,6 +353,101 @@ def _recurrent_state_bytes(keys: _Keys, arch: str, n_embd: int, n_head0: int, la
     return 4 * (r + s) * layers
 
 
+# MLA: the loaders that read key_length_mla/value_length_mla (src/models/<arch>.cpp). Where a
+# file states both, llama.cpp caches the compressed latent as K alone (is_mla); a file without
+# them (DeepSeek 2/3 files converted before the MLA cache) gets ordinary per-head K and V.
+_MLA_ARCHS = frozenset(
+    {"deepseek2", "deepseek32", "dots3note", "glm-dsa", "glm5-next", "hy-v4", "bailingmoe3",
+     "kimi-linear", "kimi-k3"}
+)  # fmt: skip
+
+# Sparse attention's indexer caches, as llama_model::create_memory builds them: one key head
+# of attention.indexer.key_length per cell over the whole context, on these layers:
+# - deepseek32: every trunk layer (not the nextn ones);
+# - glm-dsa: the trunk layers attention.indexer.types marks (default: all of them, or, from a
+#   1M-token context on, GLM 5.2's two then every fourth);
+# - hy-v4 with indexer.top_k > 0: the layers indexer.types marks (default none);
+# - dots3note: the layers its required indexer.types array marks;
+# - minimax-m3: every layer past the leading dense ones, and V too (not an MLA cache);
+# - glm5-next: the trunk attention layers indexer.types marks (default all), each cell a key, a
+#   gate and a pooled key (indexer_kpool_row 3);
+# - qwen4exp: the trunk attention layers, a key and a pooled key when its compress ratios pool.
+_INDEXER_ARCHS = frozenset(
+    {"deepseek32", "glm-dsa", "hy-v4", "dots3note", "minimax-m3", "glm5-next", "qwen4exp"}
+)
+_GLM52_CTX = 1048576
+
+
+def _indexer_types(keys: _Keys, arch: str, trunk: int, n_layer: int, default: int) -> list[bool]:
+    """attention.indexer.types over the trunk layers (one number, or one per trunk layer;
+    dots3note's loader takes an array of any length up to the layers, the rest 0)."""
+    field = keys.field("attention.indexer.types")
+    if arch == "dots3note":
+        if field is None or field.type != ARRAY:
+            raise HeaderError(
+                f"{arch}.attention.indexer.types is missing; llama.cpp needs an array"
+            )
+        if field.item_type not in _LAYER_ARRAY_ITEMS or field.items is None:
+            raise HeaderError(f"{arch}.attention.indexer.types is {field.type_name}")
+        if field.count > n_layer:
+            raise HeaderError(
+                f"{arch}.attention.indexer.types has {field.count} entries, more than the "
+                f"{n_layer} layers"
+            )
+        items = [bool(v) for v in field.items]
+        return [il < trunk and il < len(items) and items[il] for il in range(n_layer)]
+    if field is None:
+        if arch == "glm-dsa" and default < 0:  # GLM 5.2's pattern
+            marked = [il < 2 or (il - 2) % 4 == 0 for il in range(trunk)]
+        else:
+            marked = [bool(default)] * trunk
+    else:
+        marked = [bool(v) for v in keys.per_layer("attention.indexer.types", trunk, 0)]
+    return marked + [False] * (n_layer - trunk)
+
+
+def _indexer(
+    keys: _Keys, arch: str, n_layer: int, recurrent: list[bool], mla: bool, head_v: int
+) -> tuple[int, int, list[bool]]:
+    """(K elements, V elements, layers) of the indexer cache; (0, 0, []) for none."""
+    if arch not in _INDEXER_ARCHS:
+        return 0, 0, []
+    head = keys.get_int("attention.indexer.key_length")
+    nextn = keys.get_int("nextn_predict_layers")
+    if nextn >= n_layer:
+        raise HeaderError(f"{arch}.nextn_predict_layers is {nextn}; block_count is {n_layer}")
+    trunk = n_layer - nextn
+    attn = [not r for r in recurrent] if recurrent else [True] * n_layer
+    row = 1
+    if arch == "deepseek32":
+        layers = [il < trunk for il in range(n_layer)]
+    elif arch == "glm-dsa":
+        default = 1 if keys.get_int("context_length") < _GLM52_CTX else -1
+        layers = _indexer_types(keys, arch, trunk, n_layer, default)
+    elif arch == "hy-v4":
+        if not keys.get_int("attention.indexer.top_k"):
+            return 0, 0, []
+        layers = _indexer_types(keys, arch, trunk, n_layer, 0)
+    elif arch == "dots3note":
+        layers = _indexer_types(keys, arch, trunk, n_layer, 0)
+    elif arch == "minimax-m3":
+        lead = keys.get_int("leading_dense_block_count")
+        layers = [il >= lead for il in range(n_layer)]
+    elif arch == "glm5-next":
+        types = _indexer_types(keys, arch, trunk, n_layer, 1)
+        layers = [t and a for t, a in zip(types, attn, strict=True)]
+        row = 3  # key | gate | pooled key (the loader asserts a k-pool)
+    else:  # qwen4exp
+        layers = [il < trunk and a for il, a in enumerate(attn)]
+        ratios = keys.per_layer("attention.compress_ratios", n_layer, 0)
+        row = 2 if any(ratios) else 1  # key | pooled key
+    if not head or not any(layers):
+        return 0, 0, []
+    # the hybrid-idx indexers (glm5-next, qwen4exp) are made MLA caches whatever the model is
+    k_only = mla or arch in ("glm5-next", "qwen4exp")
+    return head * row, 0 if k_only else head_v, layers
+
+
 def _architecture(header: GGUFHeader) -> str:
     field = header.kv.get("general.architecture")
     if field is None:
@@ -456,6 +551,19 @@ def _arch_from_header(header: GGUFHeader, tensors: dict[str, TensorInfo]) -> Mod
     window = _window(keys, arch, n_layer)
     swa = _swa_layers(keys, arch, n_layer, window, n_head_kv)
     kv_lora_rank = keys.get_int("attention.kv_lora_rank")
+    mla = (
+        arch in _MLA_ARCHS
+        and keys.get_int("attention.key_length_mla") > 0
+        and keys.get_int("attention.value_length_mla") > 0
+    )
+    indexer_k, indexer_v, indexer_layers = _indexer(
+        keys, arch, n_layer, recurrent_layers, mla, head_dim_v
+    )
+    indexer_q = (
+        keys.get_int("attention.indexer.head_count") * keys.get_int("attention.indexer.key_length")
+        if indexer_layers
+        else 0
+    )
     return ModelArch(
         architecture=arch,
         n_layer=n_layer,
@@ -482,6 +590,12 @@ def _arch_from_header(header: GGUFHeader, tensors: dict[str, TensorInfo]) -> Mod
         head_dim_k_swa=head_dim_k_swa if head_dim_k_swa != head_dim_k else 0,
         head_dim_v_swa=head_dim_v_swa if head_dim_v_swa != head_dim_v else 0,
         kv_layers=kv_layers,
+        mla=mla,
+        indexer_k=indexer_k,
+        indexer_v=indexer_v,
+        indexer_layers=indexer_layers,
+        indexer_q=min(indexer_q, U32_MAX),
+        indexer_top_k=keys.get_int("attention.indexer.top_k") if indexer_layers else 0,
     )
 
 
