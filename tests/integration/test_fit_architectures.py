@@ -231,9 +231,79 @@ def deepseek32(path: Path) -> Path:
     return _deepseek(path, "deepseek32", mla=True)
 
 
+def deepseek4(path: Path, n_layer: int = 4, ratios: tuple[int, ...] = (0, 4, 128, 4)) -> Path:
+    """DeepSeek 4 (src/models/deepseek4.cpp, llama-kv-cache-dsv4.cpp): every layer windowed,
+    K only, and on the layers with a compress ratio a compressed cache of a row per 4 (with the
+    lightning indexer's keys) or 128 tokens, and their compressors' state; hyper-connections
+    widen the residual stream. The indexer head differs from the attention head as on the real
+    model (llama.cpp's Hadamard rotation of an empty cache divides by zero otherwise)."""
+    n_head, head, rope, q_lora, o_groups, o_lora, hc = 4, 64, 16, 64, 2, 32, 4
+    n_exp, n_used, ff_exp, idx_heads, idx_head = 4, 2, 128, 4, 128
+    w = _start(path, "deepseek4", {
+        "block_count": n_layer, "embedding_length": E, "context_length": 65536,
+        "feed_forward_length": FF, "attention.head_count": n_head, "attention.head_count_kv": 1,
+        "attention.key_length": head, "attention.value_length": head, "rope.dimension_count": rope,
+        "attention.q_lora_rank": q_lora, "attention.sliding_window": 128,
+        "expert_feed_forward_length": ff_exp, "expert_shared_count": 1, "expert_count": n_exp,
+        "expert_used_count": n_used, "attention.indexer.head_count": idx_heads,
+        "attention.indexer.key_length": idx_head, "attention.indexer.top_k": 16,
+        "attention.output_group_count": o_groups, "attention.output_lora_rank": o_lora,
+        "hyper_connection.count": hc, "hyper_connection.sinkhorn_iterations": 3,
+        "hash_layer_count": 0, "expert_gating_func": 4, "vocab_size": V,
+    })  # fmt: skip
+    w.add_float32("deepseek4.expert_weights_scale", 1.5)
+    w.add_bool("deepseek4.expert_weights_norm", True)
+    w.add_float32("deepseek4.swiglu_clamp_exp", 10.0)
+    w.add_float32("deepseek4.attention.compress_rope_freq_base", 160000.0)
+    w.add_float32("deepseek4.hyper_connection.epsilon", 1e-6)
+    w.add_array("deepseek4.attention.compress_ratios", list(ratios))
+    hc_dim, mix = hc * E, (2 + hc) * hc
+    _tensor(w, "token_embd.weight", E, V)
+    _tensor(w, "output_norm.weight", E)
+    _tensor(w, "output.weight", E, V)
+    _tensor(w, "output_hc_fn.weight", hc_dim, hc)
+    _tensor(w, "output_hc_base.weight", hc)
+    _tensor(w, "output_hc_scale.weight", 1)
+    for il in range(n_layer):
+        p = f"blk.{il}."
+        for name, shape in (
+            ("attn_norm.weight", (E,)), ("attn_sinks.weight", (n_head,)),
+            ("attn_q_a.weight", (E, q_lora)), ("attn_q_a_norm.weight", (q_lora,)),
+            ("attn_q_b.weight", (q_lora, n_head * head)), ("attn_kv.weight", (E, head)),
+            ("attn_kv_a_norm.weight", (head,)),
+            ("attn_output_a.weight", (n_head * head // o_groups, o_lora * o_groups)),
+            ("attn_output_b.weight", (o_groups * o_lora, E)),
+            ("hc_attn_fn.weight", (hc_dim, mix)), ("hc_attn_base.weight", (mix,)),
+            ("hc_attn_scale.weight", (3,)), ("hc_ffn_fn.weight", (hc_dim, mix)),
+            ("hc_ffn_base.weight", (mix,)), ("hc_ffn_scale.weight", (3,)),
+            ("ffn_gate_inp.weight", (E, n_exp)), ("exp_probs_b.bias", (n_exp,)),
+            ("ffn_norm.weight", (E,)), ("ffn_gate_exps.weight", (E, ff_exp, n_exp)),
+            ("ffn_down_exps.weight", (ff_exp, E, n_exp)), ("ffn_up_exps.weight", (E, ff_exp, n_exp)),
+            ("ffn_gate_shexp.weight", (E, ff_exp)), ("ffn_down_shexp.weight", (ff_exp, E)),
+            ("ffn_up_shexp.weight", (E, ff_exp)),
+        ):  # fmt: skip
+            _tensor(w, p + name, *shape)
+        r = ratios[il]
+        if r:
+            coff = 2 if r == 4 else 1
+            _tensor(w, p + "attn_compressor_kv.weight", E, coff * head)
+            _tensor(w, p + "attn_compressor_gate.weight", E, coff * head)
+            _tensor(w, p + "attn_compressor_ape.weight", coff * head, r)
+            _tensor(w, p + "attn_compressor_norm.weight", head)
+        if r == 4:
+            _tensor(w, p + "indexer.proj.weight", E, idx_heads)
+            _tensor(w, p + "indexer.attn_q_b.weight", q_lora, idx_heads * idx_head)
+            _tensor(w, p + "indexer_compressor_kv.weight", E, 2 * idx_head)
+            _tensor(w, p + "indexer_compressor_gate.weight", E, 2 * idx_head)
+            _tensor(w, p + "indexer_compressor_ape.weight", 2 * idx_head, r)
+            _tensor(w, p + "indexer_compressor_norm.weight", idx_head)
+    _finish(w)
+    return path
+
+
 @pytest.mark.parametrize(
     "build",
-    [qwen35, llama_with_window, gemma4, deepseek2_mla, deepseek2_per_head, deepseek32],
+    [qwen35, llama_with_window, gemma4, deepseek2_mla, deepseek2_per_head, deepseek32, deepseek4],
     ids=lambda f: f.__name__,
 )
 @pytest.mark.parametrize(("ctx", "slots", "fa"), [(8192, 2, True), (4096, 1, False)])
@@ -248,9 +318,18 @@ def test_kv_and_state_are_what_llama_server_allocates(
     logged = parse_buffers(run.log.split("loaded meta data")[-1])
     arch = facts_from_gguf(path).arch
     s = FitSettings(ctx=ctx, parallel=slots, flash_attention=fa)
-    # the log prints MiB to two decimals
-    assert abs(kv_bytes(arch, range(arch.n_layer), s) - logged.get("host", "KV")) <= 0.01 * 2**20
+    # the log prints MiB to two decimals, a line per cache
     state = recurrent_bytes(arch, range(arch.n_layer), s)
+    if build is deepseek4:  # its compressors' state is logged apart, counted with its cache
+        plan = kv_bytes(arch, range(arch.n_layer), s)
+        assert abs(plan - logged.cache("host")) <= 0.02 * 2**20
+        assert logged.get("host", "RS") > 0 and state == 0
+        assert arch.swa_layers == [True] * 4 and arch.compress_ratios == [0, 4, 128, 4]
+        # hyper-connections and the compressed rows' scores: never under (without flash
+        # attention far over: the plan's KQ spans the context, DeepSeek 4's the window)
+        assert logged.get("host", "compute") <= compute_bytes(arch, s)
+        return
+    assert abs(kv_bytes(arch, range(arch.n_layer), s) - logged.get("host", "KV")) <= 0.01 * 2**20
     assert abs(state - logged.get("host", "RS")) <= 0.01 * 2**20
     if build is qwen35:
         assert state > 0 and arch.n_head_kv == [0, 0, 0, 2] * 2

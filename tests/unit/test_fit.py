@@ -9,12 +9,14 @@ from typing import Any
 import pytest
 
 from deployer.core.fit import memory
+from deployer.core.fit.llamalog import parse_buffers
 from deployer.core.fit.memory import (
     DEFAULT_READ_AHEAD_BYTES,
     GPU_RUNTIME_HOST_BYTES,
     DeviceMemory,
     FitSettings,
     MachineSpec,
+    checkpoint_bytes,
     compute_bytes,
     cpu_work_bytes,
     estimate_memory,
@@ -179,6 +181,37 @@ def test_indexer_cache_spans_the_context_beside_the_main_cache() -> None:
                                      "head_dim_k": 64, "head_dim_v": 64})  # fmt: skip
     f16 = FitSettings(ctx=4096)
     assert kv_bytes(with_v, [2], f16) == 4096 * (2 * 64 + 2 * 64) * 2 + 4096 * (128 + 64) * 2
+
+
+def test_deepseek4_caches_a_window_and_compressed_rows() -> None:
+    """DeepSeek 4: a K-only window per sequence on every layer; a row per 4 tokens (and the
+    indexer's keys) or per 128 on the compressing layers, with their compressors' f32 state;
+    per sequence even when the cache is unified. The same rows llama-server logs on a small
+    file (test_fit_architectures.py)."""
+    arch = _arch(n_layer=3, n_head_kv=[1] * 3, head_dim_k=64, head_dim_v=64, sliding_window=128,
+                 swa_layers=[True] * 3, indexer_k=128,
+                 compress_ratios=[0, 4, 128])  # fmt: skip
+    s = FitSettings(ctx=8192, parallel=2)
+    window = 768 * 64 * 2  # pad(128 + 512, 256) cells of one 64-wide K head
+    assert kv_bytes(arch, [0], s) == 2 * window
+    csa_state = 2 * 4 * (8 * 128 + 8 * 256)
+    assert kv_bytes(arch, [1], s) == 2 * (window + 1024 * (64 + 128) * 2 + csa_state)
+    assert kv_bytes(arch, [2], s) == 2 * (window + 256 * 64 * 2 + 2 * 4 * 128 * 64)
+    # the compressors' state is checkpointed with the window
+    one = replace(s, parallel=1)
+    assert checkpoint_bytes(arch, one) == 3 * (3 * 128 * 64 * 2 + csa_state + 2 * 4 * 128 * 64)
+
+
+def test_dsv4_state_lines_are_read_as_recurrent_state() -> None:
+    log = (
+        "llama_kv_cache:        CPU KV buffer size =     0.75 MiB\n"
+        "llama_dsv4_comp_state:        CPU DSV4 csa state buffer size =     0.03 MiB\n"
+        "llama_dsv4_comp_state:      CUDA0 DSV4 hca state buffer size =     0.12 MiB\n"
+    )
+    logged = parse_buffers(log)
+    assert logged.get("host", "RS") == round(0.03 * MIB)
+    assert logged.get("CUDA0", "RS") == round(0.12 * MIB)
+    assert logged.cache("host") == round(0.75 * MIB) + round(0.03 * MIB)
 
 
 def test_ngl_offloads_output_first() -> None:

@@ -281,10 +281,10 @@ def test_each_architecture_slides_the_layers_its_loader_says(
     assert _arch_of(tmp_path, gemma_spec(8, arch=arch)).swa_layers == _slides(*rule)
 
 
-def test_deepseek4_and_lfm2moe_are_not_planned_as_sliding(tmp_path: Path) -> None:
-    """DeepSeek 4's compressed cache spans the whole context (not modelled: full attention is
-    the safe count); LFM2-MoE's loader reads no window at all."""
-    for arch in ("deepseek4", "dflash", "lfm2moe"):
+def test_dflash_and_lfm2moe_are_not_planned_as_sliding(tmp_path: Path) -> None:
+    """DFlash drafts are not modelled (full attention is the safe count); LFM2-MoE's loader
+    reads no window at all."""
+    for arch in ("dflash", "lfm2moe"):
         assert _arch_of(tmp_path, gemma_spec(4, arch=arch), f"{arch}.gguf").swa_layers == []
 
 
@@ -782,3 +782,40 @@ def test_merges_of_another_type_are_refused(tmp_path: Path) -> None:
     # ... where llama.cpp reads them; a SentencePiece file's are ignored, as llama.cpp does.
     spec.general["tokenizer.ggml.model"] = "llama"
     assert facts_from_gguf(write_gguf(tmp_path / "ok.gguf", spec)).arch.n_merges == 0
+
+
+def _dsv4(**extra: Any) -> dict[str, Any]:
+    keys: dict[str, Any] = {
+        "block_count": 4, "embedding_length": 128, "attention.head_count": 4,
+        "attention.head_count_kv": 1, "attention.key_length": 64, "attention.value_length": 64,
+        "context_length": 65536, "vocab_size": 16, "attention.sliding_window": 128,
+        "attention.indexer.key_length": 128, "hyper_connection.count": 4,
+        "attention.compress_ratios": [0, 4, 128, 4, 0],
+    }  # fmt: skip
+    keys.update(extra)
+    return keys
+
+
+def test_deepseek4_slides_every_layer_and_compresses(tmp_path: Path) -> None:
+    """llama.cpp's DeepSeek 4 loader slides every layer whatever the file's pattern says, and
+    reads one compress ratio per layer (an MTP layer's may follow: ignored)."""
+    arch = _meta(tmp_path, "deepseek4", _dsv4(**{"attention.sliding_window_pattern": [0] * 4}))
+    assert (arch.sliding_window, arch.swa_layers) == (128, [True] * 4)
+    assert arch.compress_ratios == [0, 4, 128, 4]
+    assert (arch.indexer_k, arch.indexer_layers, arch.hyper_connections) == (128, [], 4)
+
+
+@pytest.mark.parametrize(
+    ("extra", "message"),
+    [
+        ({"attention.compress_ratios": [0, 4, 128]}, "has 3 entries; block_count is 4"),
+        ({"attention.compress_ratios": [0, 4, 8, 4]}, "has 8; llama.cpp takes 0, 4, 128"),
+        ({"attention.compress_ratios": 4}, "compress_ratios is missing"),
+        ({"attention.sliding_window": 0}, "sliding_window is missing or 0"),
+    ],
+)
+def test_hostile_deepseek4_keys_are_refused(
+    tmp_path: Path, extra: dict[str, Any], message: str
+) -> None:
+    with pytest.raises(GGUFReadError, match=message):
+        _meta(tmp_path, "deepseek4", _dsv4(**extra))

@@ -8,8 +8,8 @@ from dataclasses import dataclass, field
 from deployer.core.units import MIB
 
 _BUFFER = re.compile(
-    r"(?P<dev>[A-Za-z_][A-Za-z0-9_]*)\s+(?P<what>model|KV|compute|output|RS)\s+buffer size\s*=\s*"
-    r"(?P<mib>[\d.]+)\s*MiB"
+    r"(?P<dev>[A-Za-z_][A-Za-z0-9_]*)\s+(?P<what>model|KV|compute|output|RS|DSV4 [a-z]+ state)"
+    r"\s+buffer size\s*=\s*(?P<mib>[\d.]+)\s*MiB"
 )
 _OFFLOADED = re.compile(r"offloaded\s+(\d+)/(\d+)\s+layers to GPU")
 _HOST_SUFFIXES = ("_Mapped", "_REPACK", "_Private")
@@ -50,7 +50,9 @@ def parse_buffers(log: str) -> LoggedBuffers:
     """Sum the `<dev> <kind> buffer size = X MiB` lines of a llama-server log."""
     out = LoggedBuffers()
     for m in _BUFFER.finditer(log):
-        key = (device_of(m["dev"]), m["what"])
+        # DeepSeek 4's compressor state is a recurrent state in all but name
+        what = "RS" if m["what"].startswith("DSV4") else m["what"]
+        key = (device_of(m["dev"]), what)
         out.buffers[key] = out.buffers.get(key, 0) + round(float(m["mib"]) * MIB)
     if (off := _OFFLOADED.search(log)) is not None:
         out.offloaded_layers = int(off.group(1))

@@ -214,6 +214,8 @@ def kv_cells_for_layer(arch: ModelArch, layer: int, s: FitSettings) -> int:
 def kv_layer_bytes(arch: ModelArch, layer: int, s: FitSettings, cells: int | None = None) -> int:
     """KV bytes of one layer (0 for recurrent layers), its indexer cache included: of all its
     cells, or of `cells` of its main cache (a checkpoint's share; the indexer is not one)."""
+    if arch.compress_ratios:
+        return _dsv4_layer_bytes(arch, layer, s, cells)
     bk = KV_BYTES_PER_ELEMENT[s.kv_type_k]
     bv = KV_BYTES_PER_ELEMENT[s.kv_type_v]
     index = indexer_layer_bytes(arch, layer, s) if cells is None else 0
@@ -241,6 +243,41 @@ def kv_layer_bytes(arch: ModelArch, layer: int, s: FitSettings, cells: int | Non
     # by layer hold more V than their heads say.
     n_embd_v = n_kv * head_v if s.flash_attention else arch.n_embd_v_max
     return int(cells * (n_kv * head_k * bk + n_embd_v * bv)) + index
+
+
+# DeepSeek 4's memory (llama_kv_cache_dsv4): per sequence, always (its streams are per sequence
+# even where the KV cache is unified),
+# - a raw K-only cache of one window, pad(min(n_ctx_seq, window + ubatch), 256) cells;
+# - on a layer with a compress ratio r (4 or 128), a K-only cache of pad(ceil(n_ctx_seq / r),
+#   256) compressed rows, and for r = 4 the lightning indexer's keys over as many rows;
+# - the compressors' f32 state (a value and a score plane): 2r rows of 2 x head for r = 4,
+#   r rows of head for r = 128, and 8 rows of 2 x indexer head for the indexer's.
+_DSV4_CSA = 4
+
+
+def _dsv4_state_bytes(arch: ModelArch, layer: int) -> int:
+    """The compressors' f32 state one sequence keeps on `layer` (checkpointed with the window)."""
+    ratio = arch.compress_ratios[layer]
+    head = arch.head_dims(layer)[0]
+    if ratio == _DSV4_CSA:
+        return 2 * 4 * (2 * ratio * 2 * head + 2 * ratio * 2 * arch.indexer_k)
+    return 2 * 4 * ratio * head if ratio else 0
+
+
+def _dsv4_layer_bytes(arch: ModelArch, layer: int, s: FitSettings, cells: int | None) -> int:
+    bk = KV_BYTES_PER_ELEMENT[s.kv_type_k]
+    row = arch.n_head_kv[layer] * arch.head_dims(layer)[0]
+    if cells is not None:  # a checkpoint's share of the window
+        return int(cells * row * bk)
+    ctx_seq = s.cells_per_stream
+    window = pad(min(ctx_seq, arch.sliding_window + s.n_ubatch), CTX_PAD)
+    per_seq = window * row * bk
+    ratio = arch.compress_ratios[layer]
+    if ratio:
+        rows = pad(max(1, -(-ctx_seq // ratio)), CTX_PAD)
+        per_seq += rows * (row + (arch.indexer_k if ratio == _DSV4_CSA else 0)) * bk
+        per_seq += _dsv4_state_bytes(arch, layer)
+    return int(per_seq * s.parallel)
 
 
 def indexer_layer_bytes(arch: ModelArch, layer: int, s: FitSettings) -> int:
@@ -288,6 +325,8 @@ def checkpoint_bytes(arch: ModelArch, s: FitSettings) -> int:
         if arch.is_swa(i)
     )
     per_slot = window_kv + arch.recurrent_state_bytes_per_seq
+    if arch.compress_ratios:  # DeepSeek 4 checkpoints its compressors' state with the window
+        per_slot += sum(_dsv4_state_bytes(arch, i) for i in range(arch.n_layer))
     return CTX_CHECKPOINTS * s.parallel * per_slot
 
 
@@ -405,6 +444,15 @@ def compute_bytes(arch: ModelArch, s: FitSettings, *, gpu: bool = False) -> int:
         per_cell = 6 if s.flash_attention else 10
         top_k = min(arch.indexer_top_k, n_kv)
         extra += ub * (n_kv * per_cell + 4 * arch.indexer_q + 8 * top_k)
+    if arch.hyper_connections > 1:
+        # Hyper-connections (DeepSeek 4, HY-V4, GLM-5-Next, Qwen4-exp) keep the residual as
+        # several streams: two rows that wide beside the rest (1.4 read off small DeepSeek 4
+        # files against llama-server's log).
+        extra += 4 * ub * 2 * arch.hyper_connections * arch.n_embd
+    if arch.compress_ratios:
+        # DeepSeek 4 also scores and masks its compressed rows (a row per 4 cells): 3 bytes a
+        # row per token bounds what the same files logged from ctx 4096 to 32768.
+        extra += 3 * ub * pad(-(-n_kv // 4), CTX_PAD)
     if quant_kv:
         # CPU quantizes the new K/V rows; GPU backends also dequantize a layer's cache to f16.
         extra = 4 * ub * n_embd_k

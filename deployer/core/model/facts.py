@@ -88,6 +88,14 @@ class ModelArch(BaseModel):
         default=0, description="query elements a token's indexer scores (heads x key length)"
     )
     indexer_top_k: _U32 = Field(default=0, description="cells the indexer selects per token")
+    hyper_connections: _U32 = Field(
+        default=0, description="residual streams (hyper_connection.count; 0 or 1: one)"
+    )
+    compress_ratios: list[_U32] = Field(
+        default_factory=list,
+        description="per layer, DeepSeek 4's compressed caches: 0 none, 4 (with an indexer) or "
+        "128 tokens a row; empty: none",
+    )
 
     @model_validator(mode="after")
     def _check_lengths(self) -> ModelArch:
@@ -101,6 +109,8 @@ class ModelArch(BaseModel):
             raise ValueError("kv_layers must not exceed n_layer")
         if self.recurrent_layers and len(self.recurrent_layers) != self.n_layer:
             raise ValueError("recurrent_layers must be empty or have one entry per layer")
+        if self.compress_ratios and len(self.compress_ratios) != self.n_layer:
+            raise ValueError("compress_ratios must be empty or have one entry per layer")
         if self.indexer_layers and len(self.indexer_layers) != self.n_layer:
             raise ValueError("indexer_layers must be empty or have one entry per layer")
         if any(self.indexer_layers) and not self.indexer_k:

@@ -78,9 +78,11 @@ _SWA_PERIOD: dict[str, tuple[int, bool]] = {
     "modern-bert": (3, True), "muse-glimmer": (4, False), "olmo2": (4, False),
     "plamo3": (8, False), "smallthinker": (4, True),
 }  # fmt: skip
-# Not listed though their loaders slide: DeepSeek 4 (and its DFlash drafts) keep a compressed
-# cache of their own (llama_kv_cache_dsv4) whose rows span the whole context; counted as full
-# attention on every layer, the safe side, until that cache is modelled.
+# DeepSeek 4 slides every layer whatever its file says (set_swa_pattern(0)), beside compressed
+# caches of its own (llama_kv_cache_dsv4: compress_ratios). Its DFlash drafts are not listed:
+# full attention on every layer, the safe side.
+_DSV4 = "deepseek4"
+_DSV4_RATIOS = frozenset({0, 4, 128})
 # Loaders that require the file's per-layer array (ml.get_arr, no default period).
 _SWA_ARRAY_ONLY = frozenset(
     {"gemma4", "gemma4-assistant", "dots3note", "granite_swa", "maple", "mimo2", "step35",
@@ -248,6 +250,8 @@ def _swa_layers(
 ) -> list[bool]:
     if window <= 0:
         return []
+    if arch == _DSV4:
+        return [True] * n_layer
     if arch in _SWA_ATTENTION_LAYERS:
         return [kv > 0 for kv in n_head_kv]
     if arch not in _SWA_PERIOD and arch not in _SWA_ARRAY_ONLY:
@@ -376,6 +380,30 @@ _INDEXER_ARCHS = frozenset(
     {"deepseek32", "glm-dsa", "hy-v4", "dots3note", "minimax-m3", "glm5-next", "qwen4exp"}
 )
 _GLM52_CTX = 1048576
+
+
+def _compress_ratios(keys: _Keys, arch: str, n_layer: int) -> list[int]:
+    """DeepSeek 4's attention.compress_ratios: one per layer or more (the rest ignored), each
+    0, 4 or 128, as its loader requires."""
+    if arch != _DSV4:
+        return []
+    if keys.get_int("attention.sliding_window") == 0:
+        raise HeaderError(f"{arch}.attention.sliding_window is missing or 0")
+    field = keys.field("attention.compress_ratios")
+    if field is None or field.type != ARRAY:
+        raise HeaderError(f"{arch}.attention.compress_ratios is missing; llama.cpp needs an array")
+    if field.item_type not in _LAYER_ARRAY_ITEMS or field.items is None:
+        raise HeaderError(f"{arch}.attention.compress_ratios is {field.type_name}")
+    if not n_layer <= field.count <= LLAMA_MAX_LAYERS:
+        raise HeaderError(
+            f"{arch}.attention.compress_ratios has {field.count} entries; block_count is {n_layer}"
+        )
+    ratios = [int(v) for v in field.items[:n_layer]]
+    if bad := sorted(set(ratios) - _DSV4_RATIOS):
+        raise HeaderError(
+            f"{arch}.attention.compress_ratios has {bad[0]}; llama.cpp takes 0, 4, 128"
+        )
+    return ratios
 
 
 def _indexer_types(keys: _Keys, arch: str, trunk: int, n_layer: int, default: int) -> list[bool]:
@@ -559,6 +587,9 @@ def _arch_from_header(header: GGUFHeader, tensors: dict[str, TensorInfo]) -> Mod
     indexer_k, indexer_v, indexer_layers = _indexer(
         keys, arch, n_layer, recurrent_layers, mla, head_dim_v
     )
+    compress_ratios = _compress_ratios(keys, arch, n_layer)
+    if compress_ratios:  # DeepSeek 4's indexer keys live in its compressed cache
+        indexer_k = keys.get_int("attention.indexer.key_length")
     indexer_q = (
         keys.get_int("attention.indexer.head_count") * keys.get_int("attention.indexer.key_length")
         if indexer_layers
@@ -596,6 +627,8 @@ def _arch_from_header(header: GGUFHeader, tensors: dict[str, TensorInfo]) -> Mod
         indexer_layers=indexer_layers,
         indexer_q=min(indexer_q, U32_MAX),
         indexer_top_k=keys.get_int("attention.indexer.top_k") if indexer_layers else 0,
+        compress_ratios=compress_ratios,
+        hyper_connections=keys.get_int("hyper_connection.count"),
     )
 
 
