@@ -164,7 +164,7 @@ def gemma4(path: Path, n_layer: int = 8) -> Path:
     return path
 
 
-def _deepseek(path: Path, arch: str, *, mla: bool, n_layer: int = 4) -> Path:
+def _deepseek(path: Path, arch: str, *, mla: bool, n_layer: int = 4, nextn: int = 0) -> Path:
     """DeepSeek's attention (src/models/deepseek2.cpp, deepseek32.cpp): a low-rank Q and a
     compressed KV. An MLA file (key_length_mla stated) caches the latent and its rope part as
     one K head; an older file without those keys caches every head's K and V. DeepSeek 3.2
@@ -177,6 +177,7 @@ def _deepseek(path: Path, arch: str, *, mla: bool, n_layer: int = 4) -> Path:
         "attention.q_lora_rank": q_lora, "attention.kv_lora_rank": kv_lora,
         "rope.dimension_count": rope, "expert_feed_forward_length": FF,
         "expert_shared_count": 1, "leading_dense_block_count": n_layer, "vocab_size": V,
+        "nextn_predict_layers": nextn,
     }  # fmt: skip
     if mla:
         keys |= {"attention.head_count_kv": 1, "attention.key_length": kv_lora + rope,
@@ -209,6 +210,11 @@ def _deepseek(path: Path, arch: str, *, mla: bool, n_layer: int = 4) -> Path:
             _tensor(w, p + "attn_v_b.weight", kv_lora, v_head, n_head)
         else:
             _tensor(w, p + "attn_kv_b.weight", kv_lora, n_head * (nope + v_head))
+        if il >= n_layer - nextn:  # an MTP block: the layer's tensors and its own
+            _tensor(w, p + "nextn.eh_proj.weight", 2 * E, E)
+            _tensor(w, p + "nextn.enorm.weight", E)
+            _tensor(w, p + "nextn.hnorm.weight", E)
+            _tensor(w, p + "nextn.shared_head_norm.weight", E)
         if arch == "deepseek32":
             _tensor(w, p + "indexer.k_norm.weight", idx_head)
             _tensor(w, p + "indexer.k_norm.bias", idx_head)
@@ -343,3 +349,20 @@ def test_kv_and_state_are_what_llama_server_allocates(
         assert logged.get("host", "compute") <= compute <= logged.get("host", "compute") + 3 * MIB
     else:
         assert state == 0 and arch.swa_layers == []
+
+
+def test_mtp_blocks_hold_neither_weights_nor_cache(tmp_path: Path) -> None:
+    """A DeepSeek/GLM-4.5 file with an MTP (nextn) block: llama-server skips its tensors
+    unless MTP drafting is asked for, and its main context's cache leaves the block out."""
+    from _llama import run_server
+
+    path = _deepseek(tmp_path / "m.gguf", "deepseek2", mla=True, n_layer=5, nextn=1)
+    run = run_server(path, ["-c", "4096", "-np", "1", "-lm", "none", "--fit", "off", "-t", "2"])
+    logged = parse_buffers(run.log.split("loaded meta data")[-1])
+    facts = facts_from_gguf(path)
+    assert facts.arch.nextn_layers == 1 and facts.weights.block_bytes[4] == 0
+    assert abs(facts.weights.tensor_bytes - logged.get("host", "model")) <= 0.01 * MIB
+    for fa in (True, False):
+        s = FitSettings(ctx=4096, flash_attention=fa)
+        assert abs(kv_bytes(facts.arch, range(5), s) - logged.get("host", "KV")) <= 0.01 * MIB
+        assert kv_bytes(facts.arch, [4], s) == 0

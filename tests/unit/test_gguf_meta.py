@@ -819,3 +819,26 @@ def test_hostile_deepseek4_keys_are_refused(
 ) -> None:
     with pytest.raises(GGUFReadError, match=message):
         _meta(tmp_path, "deepseek4", _dsv4(**extra))
+
+
+@pytest.mark.parametrize(
+    ("arch", "kv_last", "held_last"),
+    [("glm4moe", 0, 0), ("qwen35", 0, 0), ("nemotron_h", 2, 0), ("granite-switch", 2, BLOCK_BYTES)],
+)
+def test_mtp_blocks_hold_no_weights_and_mostly_no_cache(
+    tmp_path: Path, arch: str, kv_last: int, held_last: int
+) -> None:
+    """The last nextn_predict_layers blocks are MTP heads: llama.cpp skips their tensors
+    unless MTP drafting is asked for, and most main contexts leave them out of the cache;
+    Granite Switch's count names a router layer the trunk runs."""
+    spec = llama_spec(n_layer=4)
+    spec = Spec(arch, {**spec.keys, "nextn_predict_layers": 1}, spec.tensors, spec.general)
+    facts = facts_from_gguf(write_gguf(tmp_path / "m.gguf", spec))
+    assert facts.weights.block_bytes == [BLOCK_BYTES] * 3 + [held_last]
+    assert facts.arch.n_head_kv[3] == kv_last
+    assert facts.arch.nextn_layers == (0 if held_last else 1)
+    # the skipped block is cold: never read, though a fault beside it may pull some in
+    plain = facts_from_gguf(write_gguf(tmp_path / "p.gguf", Spec(arch, {**spec.keys,
+                            "nextn_predict_layers": 0}, spec.tensors, spec.general)))  # fmt: skip
+    more = facts.weights.readaround_cold_bytes[-1] - plain.weights.readaround_cold_bytes[-1]
+    assert (more > 0) == (not held_last)  # its tensors that were hot

@@ -233,6 +233,8 @@ def kv_layer_bytes(arch: ModelArch, layer: int, s: FitSettings, cells: int | Non
         # MLA caches the compressed latent and its rope part as K (one head of key_length),
         # no V (llama_kv_cache: has_v = !is_mla).
         return int(cells * n_kv * head_k * bk) + index
+    if not n_kv and layer >= arch.n_layer - arch.nextn_layers:
+        return index  # an MTP block, which the main context's cache leaves out
     if not n_kv:
         # A layer without KV heads in a model with no recurrent state (DeciLM's attention-free
         # layers) still gets a cache; without flash attention its transposed V is as wide as

@@ -88,6 +88,12 @@ class ModelArch(BaseModel):
         default=0, description="query elements a token's indexer scores (heads x key length)"
     )
     indexer_top_k: _U32 = Field(default=0, description="cells the indexer selects per token")
+    nextn_layers: int = Field(
+        default=0,
+        ge=0,
+        le=LLAMA_MAX_LAYERS,
+        description="MTP (nextn) blocks at the end: no weights without MTP drafting",
+    )
     hyper_connections: _U32 = Field(
         default=0, description="residual streams (hyper_connection.count; 0 or 1: one)"
     )
@@ -109,6 +115,8 @@ class ModelArch(BaseModel):
             raise ValueError("kv_layers must not exceed n_layer")
         if self.recurrent_layers and len(self.recurrent_layers) != self.n_layer:
             raise ValueError("recurrent_layers must be empty or have one entry per layer")
+        if self.nextn_layers >= self.n_layer:
+            raise ValueError("nextn_layers must leave at least one layer")
         if self.compress_ratios and len(self.compress_ratios) != self.n_layer:
             raise ValueError("compress_ratios must be empty or have one entry per layer")
         if self.indexer_layers and len(self.indexer_layers) != self.n_layer:

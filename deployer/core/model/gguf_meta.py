@@ -441,10 +441,7 @@ def _indexer(
     if arch not in _INDEXER_ARCHS:
         return 0, 0, []
     head = keys.get_int("attention.indexer.key_length")
-    nextn = keys.get_int("nextn_predict_layers")
-    if nextn >= n_layer:
-        raise HeaderError(f"{arch}.nextn_predict_layers is {nextn}; block_count is {n_layer}")
-    trunk = n_layer - nextn
+    trunk = n_layer - keys.get_int("nextn_predict_layers")  # checked < block_count before
     attn = [not r for r in recurrent] if recurrent else [True] * n_layer
     row = 1
     if arch == "deepseek32":
@@ -474,6 +471,19 @@ def _indexer(
     # the hybrid-idx indexers (glm5-next, qwen4exp) are made MLA caches whatever the model is
     k_only = mla or arch in ("glm5-next", "qwen4exp")
     return head * row, 0 if k_only else head_v, layers
+
+
+# MTP (nextn) blocks, the last nextn_predict_layers of block_count: llama.cpp's loaders skip
+# their tensors unless MTP drafting is asked for (deployer never asks), so they hold no weights.
+# The main context's cache filters them out too (il < n_layer()), except where llama.cpp builds
+# it without that filter: DeepSeek 4's raw and compressed caches, MiniMax-M3's, and the hybrids
+# whose attention and recurrent filters have no such bound. Granite Switch reuses the count for
+# a router layer the trunk runs: an ordinary layer.
+_NEXTN_KEEPS_CACHE = frozenset(
+    {"deepseek4", "minimax-m3", "jamba", "falcon-h1", "plamo2", "granitehybrid", "lfm2",
+     "lfm2moe", "nemotron_h", "nemotron_h_moe", "kimi-linear", "bailingmoe3", "kimi-k3"}
+)  # fmt: skip
+_NEXTN_ROUTER = frozenset({"granite-switch"})
 
 
 def _architecture(header: GGUFHeader) -> str:
@@ -554,6 +564,13 @@ def _arch_from_header(header: GGUFHeader, tensors: dict[str, TensorInfo]) -> Mod
         # llama.cpp builds no KV cells for these layers (a recurrent-only memory, or a hybrid's
         # attention filter), whatever head_count_kv says
         n_head_kv = [0 if r else kv for kv, r in zip(n_head_kv, recurrent_layers, strict=True)]
+    nextn = 0 if arch in _NEXTN_ROUTER else keys.get_int("nextn_predict_layers")
+    if nextn >= n_layer:
+        raise HeaderError(f"{arch}.nextn_predict_layers is {nextn}; block_count is {n_layer}")
+    if nextn and arch not in _NEXTN_KEEPS_CACHE:
+        n_head_kv = n_head_kv[: n_layer - nextn] + [0] * nextn
+        if recurrent_layers:
+            recurrent_layers = recurrent_layers[: n_layer - nextn] + [False] * nextn
     if not recurrent and n_head == 0:
         raise HeaderError(f"{arch}.attention.head_count is 0")
     n_head = max(n_head, 1)  # pure SSMs have no attention heads
@@ -629,6 +646,7 @@ def _arch_from_header(header: GGUFHeader, tensors: dict[str, TensorInfo]) -> Mod
         indexer_top_k=keys.get_int("attention.indexer.top_k") if indexer_layers else 0,
         compress_ratios=compress_ratios,
         hyper_connections=keys.get_int("hyper_connection.count"),
+        nextn_layers=nextn,
     )
 
 
@@ -666,9 +684,21 @@ def _repacked(t: TensorInfo) -> bool:
     )
 
 
-def layout_from_tensors(tensors: list[TensorInfo], n_layer: int, file_bytes: int) -> WeightLayout:
-    """Exact WeightLayout from a tensor table (all parts of a split set together)."""
+def _skipped(t: TensorInfo, trunk: int) -> bool:
+    """A tensor of an MTP (nextn) block: llama.cpp creates none of them unless MTP is loaded
+    (TENSOR_SKIP), so they take no memory and are never read."""
+    match = _BLOCK_RE.match(t.name)
+    return match is not None and int(match.group(1)) >= trunk
+
+
+def layout_from_tensors(
+    tensors: list[TensorInfo], n_layer: int, file_bytes: int, nextn_layers: int = 0
+) -> WeightLayout:
+    """Exact WeightLayout from a tensor table (all parts of a split set together). The last
+    `nextn_layers` blocks (MTP heads, which llama-server loads only for MTP drafting) hold
+    nothing."""
     blocks, repack = [0] * n_layer, [0] * n_layer
+    trunk = n_layer - nextn_layers
     token_embd = output = other = 0
     for t in tensors:
         match = _BLOCK_RE.match(t.name)
@@ -676,6 +706,8 @@ def layout_from_tensors(tensors: list[TensorInfo], n_layer: int, file_bytes: int
             il = int(match.group(1))
             if il >= n_layer:
                 raise HeaderError(f"tensor {shown(t.name)} is beyond block_count {n_layer}")
+            if il >= trunk:
+                continue
             blocks[il] += t.n_bytes
             repack[il] += t.n_bytes if _repacked(t) else 0
         elif t.name == "token_embd.weight":
@@ -686,7 +718,7 @@ def layout_from_tensors(tensors: list[TensorInfo], n_layer: int, file_bytes: int
             other += t.n_bytes  # output_norm, rope factors...: placed with the output layer
     tied = not any(t.name == "output.weight" for t in tensors)
     return WeightLayout(
-        readaround_cold_bytes=_readaround(tensors, tied),
+        readaround_cold_bytes=_readaround(tensors, tied, trunk),
         file_bytes=file_bytes,
         token_embd_bytes=token_embd,
         # Tied: the output layer is a device copy of token_embd; the small rest stays counted.
@@ -698,10 +730,10 @@ def layout_from_tensors(tensors: list[TensorInfo], n_layer: int, file_bytes: int
     )
 
 
-def _readaround(tensors: list[TensorInfo], tied: bool) -> list[int]:
+def _readaround(tensors: list[TensorInfo], tied: bool, trunk: int) -> list[int]:
     """Cold bytes (never read by a decode once loaded: repacked sources, an untied
-    token_embd whose rows are looked up) that faults on hot tensors pull in, file order, for
-    each window of READAROUND_WINDOWS.
+    token_embd whose rows are looked up, skipped MTP blocks) that faults on hot tensors pull
+    in, file order, for each window of READAROUND_WINDOWS.
 
     A fault in a mapping reads a window centred on the faulting page (mm/filemap.c,
     do_sync_mmap_readahead), so each side of a hot run pulls up to half a window of the cold
@@ -710,7 +742,9 @@ def _readaround(tensors: list[TensorInfo], tied: bool) -> list[int]:
     """
     runs: list[list[int]] = []  # [bytes, hot]
     for t in tensors:
-        hot = int(not _repacked(t) and (tied or t.name != "token_embd.weight"))
+        hot = int(
+            not _repacked(t) and not _skipped(t, trunk) and (tied or t.name != "token_embd.weight")
+        )
         if runs and runs[-1][1] == hot:
             runs[-1][0] += t.n_bytes
         else:
@@ -826,7 +860,7 @@ def facts_from_parts(
     try:
         arch = _arch_from_header(first, {t.name: t for t in tensors})
         file_bytes = total_file_bytes or sum(sizes)
-        layout = layout_from_tensors(tensors, arch.n_layer, file_bytes)
+        layout = layout_from_tensors(tensors, arch.n_layer, file_bytes, arch.nextn_layers)
         quant = _quant_label(first, tensors)
         general_name = _general_name(first)
     except HeaderError as exc:
