@@ -71,6 +71,10 @@ class Layout:
     # Qwen3.5 (src/models/qwen35.cpp): every Nth layer gated attention (its Q projection twice
     # as wide, the gate's half), the others gated delta nets; norms before and after attention
     delta_net: bool = False
+    # DeepSeek 2 (src/models/deepseek2.cpp): MLA attention (a compressed KV and its rope part,
+    # K and V decompressed per head by attn_k_b/attn_v_b), routed and shared experts after
+    # leading dense blocks
+    mla: bool = False
 
 
 LAYOUTS: dict[str, Layout] = {
@@ -83,6 +87,7 @@ LAYOUTS: dict[str, Layout] = {
     "qwen3moe": Layout(qk_norm="head", moe=True),
     "olmoe": Layout(qk_norm="full", moe=True),
     "qwen35": Layout(qk_norm="head", delta_net=True),
+    "deepseek2": Layout(moe=True, mla=True),
 }
 
 
@@ -125,6 +130,11 @@ class Shape:
     full_attention_interval: int = 0
     rope_dims: int = 0
     rope_sections: tuple[int, ...] = ()
+    # MLA: KV rank, Q/K head size without rope, rope size, V head size; shared experts and
+    # the leading dense blocks of an MLA MoE
+    mla: tuple[int, ...] = ()  # four numbers, or none
+    n_expert_shared: int = 0
+    n_dense_lead: int = 0
 
     def is_attention(self, il: int) -> bool:
         """Whether block `il` is an attention block (every block but delta-net ones)."""
@@ -217,6 +227,20 @@ QWEN35_9B = Shape(
     rope_sections=(11, 11, 10, 0),
 )  # fmt: skip
 
+# DeepSeek-V2-Lite: MLA (a 512-rank compressed KV and 64 rope dims cached per token, one K
+# head of 576) in 27 blocks, the first dense, the rest 64 routed experts (6 used) and 2 shared;
+# no Q compression (llama.cpp's "lite" layout). Dimensions recalled from the published config,
+# not read from it here. Converted the current way: key_length_mla stated, so llama.cpp caches
+# the latent.
+DEEPSEEK_V2_LITE = Shape(
+    name="deepseek-v2-lite-q4_k_m", arch="deepseek2", source="deepseek-ai/DeepSeek-V2-Lite-Chat",
+    title="DeepSeek V2 Lite Chat", ftype="Q4_K_M", n_layer=27, n_embd=2048, n_ff=10944,
+    n_head=16, n_head_kv=1, head_dim=576, n_vocab=102400, ctx_train=163840, rope_base=10000.0,
+    norm_eps=1e-6, tied=False, bos_id=100000, eos_id=100001, n_expert=64, n_expert_used=6,
+    n_ff_expert=1408, rope_dims=64, mla=(512, 128, 64, 128), n_expert_shared=2,
+    n_dense_lead=1,
+)  # fmt: skip
+
 _ENTRIES: list[Shape] = [
     LLAMA31_8B,
     MISTRAL_7B,
@@ -233,6 +257,7 @@ _ENTRIES: list[Shape] = [
     QWEN3_30B_A3B,
     OLMOE_1B_7B,
     QWEN35_9B,
+    DEEPSEEK_V2_LITE,
 ]
 SHAPES: dict[str, Shape] = {s.name: s for s in _ENTRIES}
 
@@ -265,6 +290,16 @@ def metadata(shape: Shape) -> dict[str, KeyValue]:
             f"{a}.ssm.group_count": k_heads, f"{a}.ssm.time_step_rank": v_heads,
             f"{a}.ssm.inner_size": head * v_heads,
             f"{a}.full_attention_interval": shape.full_attention_interval,
+        }  # fmt: skip
+    if shape.mla:
+        rank, nope, rope, v_head = shape.mla
+        keys |= {
+            f"{a}.attention.kv_lora_rank": rank, f"{a}.attention.value_length": rank,
+            f"{a}.attention.key_length_mla": nope + rope,
+            f"{a}.attention.value_length_mla": v_head,
+            f"{a}.expert_shared_count": shape.n_expert_shared,
+            f"{a}.leading_dense_block_count": shape.n_dense_lead,
+            f"{a}.expert_weights_scale": 1.0, f"{a}.expert_gating_func": 1,  # softmax
         }  # fmt: skip
     if shape.arch == "llama":
         keys[f"{a}.vocab_size"] = shape.n_vocab
@@ -316,10 +351,42 @@ def _delta_net_block(shape: Shape, il: int) -> Iterator[tuple[str, tuple[int, ..
     yield p + "ffn_down.weight", (shape.n_ff, e)
 
 
+def _mla_block(shape: Shape, il: int) -> Iterator[tuple[str, tuple[int, ...]]]:
+    """A DeepSeek-V2-Lite block (deepseek2.cpp load_arch_tensors, no Q compression, an MLA
+    file): the compressed KV with its rope part, its norm, the per-head K and V
+    decompressions, then a dense feed-forward or routed and shared experts."""
+    e, p = shape.n_embd, f"blk.{il}."
+    rank, nope, rope, v_head = shape.mla
+    yield p + "attn_norm.weight", (e,)
+    yield p + "attn_q.weight", (e, shape.n_head * (nope + rope))
+    yield p + "attn_kv_a_mqa.weight", (e, rank + rope)
+    yield p + "attn_kv_a_norm.weight", (rank,)
+    yield p + "attn_k_b.weight", (nope, rank, shape.n_head)
+    yield p + "attn_v_b.weight", (rank, v_head, shape.n_head)
+    yield p + "attn_output.weight", (shape.n_head * v_head, e)
+    yield p + "ffn_norm.weight", (e,)
+    if il < shape.n_dense_lead:
+        yield p + "ffn_gate.weight", (e, shape.n_ff)
+        yield p + "ffn_up.weight", (e, shape.n_ff)
+        yield p + "ffn_down.weight", (shape.n_ff, e)
+        return
+    ff, shared = shape.n_ff_expert, shape.n_ff_expert * shape.n_expert_shared
+    yield p + "ffn_gate_inp.weight", (e, shape.n_expert)
+    yield p + "ffn_gate_exps.weight", (e, ff, shape.n_expert)
+    yield p + "ffn_up_exps.weight", (e, ff, shape.n_expert)
+    yield p + "ffn_down_exps.weight", (ff, e, shape.n_expert)
+    yield p + "ffn_gate_shexp.weight", (e, shared)
+    yield p + "ffn_up_shexp.weight", (e, shared)
+    yield p + "ffn_down_shexp.weight", (shared, e)
+
+
 def _block(shape: Shape, il: int) -> Iterator[tuple[str, tuple[int, ...]]]:
     """One block's tensors in converter order: (name, shape ne0 first)."""
     if shape.layout.delta_net:
         yield from _delta_net_block(shape, il)
+        return
+    if shape.layout.mla:
+        yield from _mla_block(shape, il)
         return
     lay, e = shape.layout, shape.n_embd
     q, kv = shape.n_head * shape.head_dim, shape.n_head_kv * shape.head_dim

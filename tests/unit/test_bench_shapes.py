@@ -74,7 +74,10 @@ def test_deployer_reads_every_entry(built: dict[str, Path], name: str) -> None:
     assert a.n_head_kv == [
         shape.n_head_kv if shape.is_attention(il) else 0 for il in range(shape.n_layer)
     ]
-    assert (a.head_dim_k, a.head_dim_v) == (shape.head_dim, shape.head_dim)
+    # an MLA file's one K head is latent + rope, its V the latent
+    head_v = shape.mla[0] if shape.mla else shape.head_dim
+    assert (a.head_dim_k, a.head_dim_v) == (shape.head_dim, head_v)
+    assert a.mla == bool(shape.mla)
     assert (a.n_vocab, a.ctx_train) == (shape.n_vocab, shape.ctx_train)
     assert (a.n_expert, a.n_expert_used) == (shape.n_expert, shape.n_expert_used)
     assert a.tied_embeddings == shape.tied
@@ -84,6 +87,19 @@ def test_deployer_reads_every_entry(built: dict[str, Path], name: str) -> None:
         period = 2 if shape.arch == "gemma2" else 6
         assert a.sliding_window == shape.sliding_window
         assert a.swa_layers == [(il + 1) % period != 0 for il in range(shape.n_layer)]
+
+
+def test_the_mla_entry_is_laid_out_as_deepseek2_loads_it(built: dict[str, Path]) -> None:
+    """DeepSeek-V2-Lite (deepseek2.cpp, "lite": no Q compression): the latent and its rope
+    part cached as one K head, one dense block, then routed and shared experts."""
+    shape = shapes.SHAPES["deepseek-v2-lite-q4_k_m"]
+    t = _types(shape.name)
+    assert "blk.0.ffn_gate.weight" in t and "blk.0.ffn_gate_exps.weight" not in t
+    assert "blk.1.ffn_gate_exps.weight" in t and "blk.1.ffn_gate_shexp.weight" in t
+    assert "blk.1.attn_k_b.weight" in t and "blk.1.attn_q_a.weight" not in t
+    a = facts_from_gguf(built[shape.name]).arch
+    rank, _, rope, _ = shape.mla
+    assert a.mla and a.n_head_kv == [1] * shape.n_layer and a.head_dim_k == rank + rope
 
 
 def test_the_hybrid_entry_is_laid_out_as_qwen35_loads_it(built: dict[str, Path]) -> None:

@@ -183,6 +183,18 @@ def test_indexer_cache_spans_the_context_beside_the_main_cache() -> None:
     assert kv_bytes(with_v, [2], f16) == 4096 * (2 * 64 + 2 * 64) * 2 + 4096 * (128 + 64) * 2
 
 
+def test_quantized_kv_adds_to_the_sparse_attention_compute() -> None:
+    """The quantized-KV row buffer adds to the indexer's, hyper-connections' and compressed
+    rows' compute terms; it once replaced them (400 MiB under at ctx 131072)."""
+    arch = _arch(n_layer=2, n_head_kv=[1, 1], head_dim_k=576, head_dim_v=512, mla=True,
+                 kv_lora_rank=512, n_rot=64, indexer_k=128, indexer_q=64 * 128,
+                 indexer_top_k=2048, indexer_layers=[True, True],
+                 hyper_connections=4)  # fmt: skip
+    f16 = compute_bytes(arch, FitSettings(ctx=131072))
+    q8 = compute_bytes(arch, FitSettings(ctx=131072, kv_type_k="q8_0", kv_type_v="q8_0"))
+    assert q8 == f16 + 4 * 512 * 576
+
+
 def test_deepseek4_caches_a_window_and_compressed_rows() -> None:
     """DeepSeek 4: a K-only window per sequence on every layer; a row per 4 tokens (and the
     indexer's keys) or per 128 on the compressing layers, with their compressors' f32 state;

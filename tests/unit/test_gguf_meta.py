@@ -463,6 +463,14 @@ def test_glm_dsa_indexer_types(tmp_path: Path, extra: dict[str, Any], layers: li
     assert arch.indexer_layers == layers
 
 
+def test_dots3note_reads_the_first_block_count_indexer_types(tmp_path: Path) -> None:
+    """llama.cpp's get_arr takes an array of any length up to LLAMA_MAX_LAYERS."""
+    keys = _deepseek("dots3note", 4, **{"attention.indexer.types": [1, 0, 1, 1, 1, 1],
+                                        "attention.sliding_window": 128,
+                                        "attention.sliding_window_pattern": [0, 1, 0, 1]})  # fmt: skip
+    assert _meta(tmp_path, "dots3note", keys).indexer_layers == [True, False, True, True]
+
+
 def test_minimax_m3_indexer_keeps_a_value_row(tmp_path: Path) -> None:
     keys = _deepseek("minimax-m3", 4, leading_dense_block_count=1)
     keys.update({"attention.head_count_kv": 4, "attention.key_length": 64,
@@ -478,7 +486,7 @@ def test_minimax_m3_indexer_keeps_a_value_row(tmp_path: Path) -> None:
         ("deepseek32", {"nextn_predict_layers": 4}, "nextn_predict_layers is 4"),
         ("glm-dsa", {"attention.indexer.types": [1, 0, 1]}, "has 3 entries"),
         ("dots3note", {"attention.sliding_window": 0}, "indexer.types is missing"),
-        ("dots3note", {"attention.indexer.types": [1] * 5}, "more than the 4 layers"),
+        ("dots3note", {"attention.indexer.types": [1] * 513}, "more than LLAMA_MAX_LAYERS"),
     ],
 )
 def test_hostile_indexer_keys_are_refused(
@@ -823,22 +831,39 @@ def test_hostile_deepseek4_keys_are_refused(
 
 @pytest.mark.parametrize(
     ("arch", "kv_last", "held_last"),
-    [("glm4moe", 0, 0), ("qwen35", 0, 0), ("nemotron_h", 2, 0), ("granite-switch", 2, BLOCK_BYTES)],
+    [
+        ("glm4moe", 0, 0),
+        ("qwen35", 0, 0),
+        ("nemotron_h", 2, 0),
+        ("hy_v3", 0, BLOCK_BYTES),
+        ("graniteswitch", 1, BLOCK_BYTES),
+    ],
 )
 def test_mtp_blocks_hold_no_weights_and_mostly_no_cache(
     tmp_path: Path, arch: str, kv_last: int, held_last: int
 ) -> None:
-    """The last nextn_predict_layers blocks are MTP heads: llama.cpp skips their tensors
-    unless MTP drafting is asked for, and most main contexts leave them out of the cache;
-    Granite Switch's count names a router layer the trunk runs."""
+    """The last nextn_predict_layers blocks are MTP heads: most loaders skip their tensors
+    unless MTP drafting is asked for (HY-V3's loads part of the block: counted whole), and
+    most main contexts leave them out of the cache (not the Nemotron-H hybrid's); Granite
+    Switch's count names the one-head router layer it appends, which the trunk attends."""
     spec = llama_spec(n_layer=4)
     spec = Spec(arch, {**spec.keys, "nextn_predict_layers": 1}, spec.tensors, spec.general)
     facts = facts_from_gguf(write_gguf(tmp_path / "m.gguf", spec))
     assert facts.weights.block_bytes == [BLOCK_BYTES] * 3 + [held_last]
     assert facts.arch.n_head_kv[3] == kv_last
-    assert facts.arch.nextn_layers == (0 if held_last else 1)
+    assert facts.arch.nextn_layers == (0 if arch == "graniteswitch" else 1)
     # the skipped block is cold: never read, though a fault beside it may pull some in
     plain = facts_from_gguf(write_gguf(tmp_path / "p.gguf", Spec(arch, {**spec.keys,
                             "nextn_predict_layers": 0}, spec.tensors, spec.general)))  # fmt: skip
     more = facts.weights.readaround_cold_bytes[-1] - plain.weights.readaround_cold_bytes[-1]
     assert (more > 0) == (not held_last)  # its tensors that were hot
+
+
+def test_granite_switch_appends_a_router_layer(tmp_path: Path) -> None:
+    """A Granite Switch file as converted (no nextn key): llama.cpp appends a router layer,
+    one KV head over the whole context, that the trunk attends; the plan counts its cache."""
+    spec = llama_spec(n_layer=3)
+    facts = facts_from_gguf(write_gguf(tmp_path / "g.gguf", Spec("graniteswitch", spec.keys,
+                                                                 spec.tensors, spec.general)))  # fmt: skip
+    assert facts.arch.n_layer == 4 and facts.arch.n_head_kv == [2, 2, 2, 1]
+    assert facts.weights.block_bytes == [BLOCK_BYTES] * 3 + [0]

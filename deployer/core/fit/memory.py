@@ -457,7 +457,7 @@ def compute_bytes(arch: ModelArch, s: FitSettings, *, gpu: bool = False) -> int:
         extra += 3 * ub * pad(-(-n_kv // 4), CTX_PAD)
     if quant_kv:
         # CPU quantizes the new K/V rows; GPU backends also dequantize a layer's cache to f16.
-        extra = 4 * ub * n_embd_k
+        extra += 4 * ub * n_embd_k
         if gpu and s.flash_attention:
             extra += 2 * n_kv * (n_embd_k + n_embd_v)
     return act + mask + extra

@@ -361,7 +361,7 @@ def _recurrent_state_bytes(keys: _Keys, arch: str, n_embd: int, n_head0: int, la
 # file states both, llama.cpp caches the compressed latent as K alone (is_mla); a file without
 # them (DeepSeek 2/3 files converted before the MLA cache) gets ordinary per-head K and V.
 _MLA_ARCHS = frozenset(
-    {"deepseek2", "deepseek32", "dots3note", "glm-dsa", "glm5-next", "hy-v4", "bailingmoe3",
+    {"deepseek2", "deepseek32", "dots3note", "glm-dsa", "glm5-next", "hy_v4", "bailingmoe3",
      "kimi-linear", "kimi-k3"}
 )  # fmt: skip
 
@@ -370,16 +370,17 @@ _MLA_ARCHS = frozenset(
 # - deepseek32: every trunk layer (not the nextn ones);
 # - glm-dsa: the trunk layers attention.indexer.types marks (default: all of them, or, from a
 #   1M-token context on, GLM 5.2's two then every fourth);
-# - hy-v4 with indexer.top_k > 0: the layers indexer.types marks (default none);
+# - hy_v4 with indexer.top_k > 0: the layers indexer.types marks (default none);
 # - dots3note: the layers its required indexer.types array marks;
 # - minimax-m3: every layer past the leading dense ones, and V too (not an MLA cache);
 # - glm5-next: the trunk attention layers indexer.types marks (default all), each cell a key, a
 #   gate and a pooled key (indexer_kpool_row 3);
 # - qwen4exp: the trunk attention layers, a key and a pooled key when its compress ratios pool.
 _INDEXER_ARCHS = frozenset(
-    {"deepseek32", "glm-dsa", "hy-v4", "dots3note", "minimax-m3", "glm5-next", "qwen4exp"}
+    {"deepseek32", "glm-dsa", "hy_v4", "dots3note", "minimax-m3", "glm5-next", "qwen4exp"}
 )
 _GLM52_CTX = 1048576
+_GLM52_LAYERS = 78
 
 
 def _compress_ratios(keys: _Keys, arch: str, n_layer: int) -> list[int]:
@@ -417,16 +418,16 @@ def _indexer_types(keys: _Keys, arch: str, trunk: int, n_layer: int, default: in
             )
         if field.item_type not in _LAYER_ARRAY_ITEMS or field.items is None:
             raise HeaderError(f"{arch}.attention.indexer.types is {field.type_name}")
-        if field.count > n_layer:
+        if field.count > LLAMA_MAX_LAYERS:  # get_arr: up to LLAMA_MAX_LAYERS, the rest 0
             raise HeaderError(
-                f"{arch}.attention.indexer.types has {field.count} entries, more than the "
-                f"{n_layer} layers"
+                f"{arch}.attention.indexer.types has {field.count} entries, more than "
+                f"LLAMA_MAX_LAYERS ({LLAMA_MAX_LAYERS})"
             )
-        items = [bool(v) for v in field.items]
+        items = [bool(v) for v in field.items[:n_layer]]
         return [il < trunk and il < len(items) and items[il] for il in range(n_layer)]
     if field is None:
-        if arch == "glm-dsa" and default < 0:  # GLM 5.2's pattern
-            marked = [il < 2 or (il - 2) % 4 == 0 for il in range(trunk)]
+        if arch == "glm-dsa" and default < 0:  # GLM 5.2's table: 78 layers, the rest 0
+            marked = [il < _GLM52_LAYERS and (il < 2 or (il - 2) % 4 == 0) for il in range(trunk)]
         else:
             marked = [bool(default)] * trunk
     else:
@@ -449,7 +450,7 @@ def _indexer(
     elif arch == "glm-dsa":
         default = 1 if keys.get_int("context_length") < _GLM52_CTX else -1
         layers = _indexer_types(keys, arch, trunk, n_layer, default)
-    elif arch == "hy-v4":
+    elif arch == "hy_v4":
         if not keys.get_int("attention.indexer.top_k"):
             return 0, 0, []
         layers = _indexer_types(keys, arch, trunk, n_layer, 0)
@@ -473,17 +474,29 @@ def _indexer(
     return head * row, 0 if k_only else head_v, layers
 
 
-# MTP (nextn) blocks, the last nextn_predict_layers of block_count: llama.cpp's loaders skip
-# their tensors unless MTP drafting is asked for (deployer never asks), so they hold no weights.
-# The main context's cache filters them out too (il < n_layer()), except where llama.cpp builds
-# it without that filter: DeepSeek 4's raw and compressed caches, MiniMax-M3's, and the hybrids
-# whose attention and recurrent filters have no such bound. Granite Switch reuses the count for
-# a router layer the trunk runs: an ordinary layer.
-_NEXTN_KEEPS_CACHE = frozenset(
-    {"deepseek4", "minimax-m3", "jamba", "falcon-h1", "plamo2", "granitehybrid", "lfm2",
-     "lfm2moe", "nemotron_h", "nemotron_h_moe", "kimi-linear", "bailingmoe3", "kimi-k3"}
+# MTP (nextn) blocks, the last nextn_predict_layers of block_count. These loaders skip every
+# tensor of them unless MTP drafting is asked for (TENSOR_SKIP; deployer never asks), so they
+# hold no weights; but for an expert-bias vector some load anyway (tiny, kept). Others (HY-V3,
+# Step 3.5, Cohere 2 MoE) load part of the block all the same: counted whole, the safe side.
+_NEXTN_SKIPS_WEIGHTS = frozenset(
+    {"bailingmoe2", "bailingmoe3", "deepseek2", "deepseek32", "deepseek4", "dots3note",
+     "exaone-moe", "exaone4", "glm4", "glm4moe", "glm-dsa", "glm5-next", "mimo2", "nemotron_h",
+     "nemotron_h_moe", "qwen35", "qwen35moe", "qwen3next", "qwen4exp"}
 )  # fmt: skip
-_NEXTN_ROUTER = frozenset({"granite-switch"})
+_NEXTN_LOADED_ANYWAY = ("exp_probs_b.bias",)
+# Their KV: the main context's cache filters them out (il < n_layer()) on the default path and
+# the sparse-attention and Qwen hybrids' paths; these build it without that filter: DeepSeek 4's
+# raw and compressed caches, MiniMax-M3's, HY-V4's, DFlash's, and the hybrids whose attention
+# filters have no such bound. (A recurrent state never covers them: llama_memory_recurrent
+# walks n_layer(); the plan keeps it on these hybrids' MTP blocks, over by one layer's state.)
+_NEXTN_KEEPS_CACHE = frozenset(
+    {"deepseek4", "minimax-m3", "hy_v4", "dflash", "jamba", "falcon-h1", "plamo2",
+     "granitehybrid", "lfm2", "lfm2moe", "nemotron_h", "nemotron_h_moe", "kimi-linear",
+     "bailingmoe3", "kimi-k3"}
+)  # fmt: skip
+# Granite Switch reuses the count for a router layer it appends (index block_count - nextn):
+# one KV head over the whole context, which the trunk attends.
+_NEXTN_ROUTER = "graniteswitch"
 
 
 def _architecture(header: GGUFHeader) -> str:
@@ -564,9 +577,15 @@ def _arch_from_header(header: GGUFHeader, tensors: dict[str, TensorInfo]) -> Mod
         # llama.cpp builds no KV cells for these layers (a recurrent-only memory, or a hybrid's
         # attention filter), whatever head_count_kv says
         n_head_kv = [0 if r else kv for kv, r in zip(n_head_kv, recurrent_layers, strict=True)]
-    nextn = 0 if arch in _NEXTN_ROUTER else keys.get_int("nextn_predict_layers")
+    nextn = keys.get_int("nextn_predict_layers")
     if nextn >= n_layer:
         raise HeaderError(f"{arch}.nextn_predict_layers is {nextn}; block_count is {n_layer}")
+    if arch == _NEXTN_ROUTER:
+        n_real = n_layer - nextn
+        if n_real >= LLAMA_MAX_LAYERS:
+            raise HeaderError(f"{arch}: {n_real} blocks and a router layer exceed LLAMA_MAX_LAYERS")
+        n_head_kv = [*n_head_kv[:n_real], 1]  # the appended router layer: one KV head
+        nextn = 0
     if nextn and arch not in _NEXTN_KEEPS_CACHE:
         n_head_kv = n_head_kv[: n_layer - nextn] + [0] * nextn
         if recurrent_layers:
@@ -614,7 +633,7 @@ def _arch_from_header(header: GGUFHeader, tensors: dict[str, TensorInfo]) -> Mod
     )
     return ModelArch(
         architecture=arch,
-        n_layer=n_layer,
+        n_layer=len(n_head_kv),  # Granite Switch's router layer included
         n_embd=n_embd,
         n_head=n_head,
         n_head_kv=n_head_kv,
@@ -685,10 +704,14 @@ def _repacked(t: TensorInfo) -> bool:
 
 
 def _skipped(t: TensorInfo, trunk: int) -> bool:
-    """A tensor of an MTP (nextn) block: llama.cpp creates none of them unless MTP is loaded
-    (TENSOR_SKIP), so they take no memory and are never read."""
+    """A tensor of an MTP (nextn) block that llama.cpp does not create unless MTP is loaded
+    (TENSOR_SKIP): it takes no memory and is never read."""
     match = _BLOCK_RE.match(t.name)
-    return match is not None and int(match.group(1)) >= trunk
+    return (
+        match is not None
+        and int(match.group(1)) >= trunk
+        and not t.name.endswith(_NEXTN_LOADED_ANYWAY)
+    )
 
 
 def layout_from_tensors(
@@ -706,7 +729,7 @@ def layout_from_tensors(
             il = int(match.group(1))
             if il >= n_layer:
                 raise HeaderError(f"tensor {shown(t.name)} is beyond block_count {n_layer}")
-            if il >= trunk:
+            if _skipped(t, trunk):
                 continue
             blocks[il] += t.n_bytes
             repack[il] += t.n_bytes if _repacked(t) else 0
@@ -860,7 +883,8 @@ def facts_from_parts(
     try:
         arch = _arch_from_header(first, {t.name: t for t in tensors})
         file_bytes = total_file_bytes or sum(sizes)
-        layout = layout_from_tensors(tensors, arch.n_layer, file_bytes, arch.nextn_layers)
+        skipped = arch.nextn_layers if arch.architecture in _NEXTN_SKIPS_WEIGHTS else 0
+        layout = layout_from_tensors(tensors, arch.n_layer, file_bytes, skipped)
         quant = _quant_label(first, tensors)
         general_name = _general_name(first)
     except HeaderError as exc:
