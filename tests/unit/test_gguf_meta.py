@@ -14,7 +14,7 @@ from gguf.quants import quant_shape_to_byte_shape
 from deployer.adapters.gguf_files import facts_from_gguf, facts_from_gguf_parts, gguf_header_bytes
 from deployer.core.errors import GGUFReadError
 from deployer.core.model.facts import ModelArch
-from deployer.core.model.gguf_meta import CPU_REPACK_TYPES
+from deployer.core.model.gguf_meta import CPU_REPACK_TYPES, TensorInfo, layout_from_tensors
 
 # (elements per block, bytes per block) of the ggml types used here, from ggml's type traits.
 TYPE_SIZES = {
@@ -867,3 +867,16 @@ def test_granite_switch_appends_a_router_layer(tmp_path: Path) -> None:
                                                                  spec.tensors, spec.general)))  # fmt: skip
     assert facts.arch.n_layer == 4 and facts.arch.n_head_kv == [2, 2, 2, 1]
     assert facts.weights.block_bytes == [BLOCK_BYTES] * 3 + [0]
+
+
+def test_only_stacked_experts_repack_in_three_dimensions() -> None:
+    """ggml-cpu repacks a 2-D weight of a MUL_MAT or a 3-D one of a MUL_MAT_ID (experts); an
+    MLA file's 3-D attn_v_b, a plain MUL_MAT, stays in the mapping (15 MiB over on
+    DeepSeek-V2-Lite before)."""
+    tensors = [
+        TensorInfo("blk.0.attn_v_b.weight", "Q4_K", (512, 128, 16), 1000),
+        TensorInfo("blk.0.ffn_up_exps.weight", "Q4_K", (2048, 1408, 64), 5000),
+        TensorInfo("blk.0.ffn_up_shexp.weight", "Q4_K", (2048, 2816), 700),
+    ]
+    layout = layout_from_tensors(tensors, 1, 6700)
+    assert layout.cpu_repack_bytes == [5700] and layout.block_bytes == [6700]

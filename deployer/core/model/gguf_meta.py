@@ -695,10 +695,13 @@ def _tensors(header: GGUFHeader) -> list[TensorInfo]:
 
 
 def _repacked(t: TensorInfo) -> bool:
+    # ggml-cpu's repack buffer takes a 2-D weight of a MUL_MAT, or a 3-D one of a MUL_MAT_ID
+    # (stacked experts); a 3-D weight of a plain MUL_MAT (MLA's attn_k_b/attn_v_b) stays put.
+    experts = "_exps." in t.name or "_chexps." in t.name
     return (
         t.ggml_type in CPU_REPACK_TYPES
         and t.name.endswith(".weight")
-        and len(t.shape) in (2, 3)  # 3-D: stacked MoE experts (MUL_MAT_ID) repack too
+        and (len(t.shape) == 2 or (len(t.shape) == 3 and experts))
         and t.shape[1] % _REPACK_ROW_MULTIPLE == 0
     )
 
