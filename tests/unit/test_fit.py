@@ -323,6 +323,26 @@ def test_a_delta_attention_layer_of_an_mla_hybrid_holds_no_latent() -> None:
     assert kv_bytes(arch, range(4), s) == 4096 * (512 + 64) * 2
 
 
+def test_per_layer_embeddings_stay_on_the_host_read_a_row_a_token() -> None:
+    """Gemma 3n's per-layer embedding table is an input layer (GET_ROWS): llama.cpp keeps it
+    on the CPU whatever -ngl says; mapped, it is looked up a row a token, like token_embd. It
+    used to go with the output layer, onto the GPU."""
+    base = _facts(_arch(), tied=True)
+    ple = 2 * GIB
+    layout = base.weights.model_copy(
+        update={"input_bytes": ple, "file_bytes": base.weights.file_bytes + ple}
+    )
+    facts = base.model_copy(update={"weights": layout})
+    on_gpu = estimate_memory(facts, FitSettings(ctx=4096, n_gpu_layers=99), GPU)
+    without = estimate_memory(base, FitSettings(ctx=4096, n_gpu_layers=99), GPU)
+    assert on_gpu.devices[0].weights_bytes == without.devices[0].weights_bytes
+    assert on_gpu.host.logged_weights_bytes == without.host.logged_weights_bytes + ple
+    assert on_gpu.host.weights_bytes == without.host.weights_bytes  # mapped: not held
+    loaded = FitSettings(ctx=4096, n_gpu_layers=99, load_mode="none")
+    held = estimate_memory(facts, loaded, GPU).host.weights_bytes
+    assert held == estimate_memory(base, loaded, GPU).host.weights_bytes + ple
+
+
 def test_full_offload_untied_keeps_embeddings_on_host() -> None:
     facts = _facts(_arch())
     est = estimate_memory(facts, FitSettings(ctx=8192, n_gpu_layers=33), GPU)

@@ -880,3 +880,18 @@ def test_only_stacked_experts_repack_in_three_dimensions() -> None:
     ]
     layout = layout_from_tensors(tensors, 1, 6700)
     assert layout.cpu_repack_bytes == [5700] and layout.block_bytes == [6700]
+
+
+def test_per_layer_embeddings_are_an_input_table() -> None:
+    """per_layer_token_embd (Gemma 3n) is looked up like token_embd, not placed with the
+    output layer, and is cold in the mapping."""
+    tensors = [
+        TensorInfo("token_embd.weight", "Q8_0", (256, 300), 100),
+        TensorInfo("per_layer_token_embd.weight", "Q8_0", (2 * 256, 300), 4000),
+        TensorInfo("blk.0.attn_q.weight", "Q8_0", (256, 256), 50),
+        TensorInfo("output_norm.weight", "F32", (256,), 10),
+    ]
+    layout = layout_from_tensors(tensors, 1, 4160)
+    assert (layout.token_embd_bytes, layout.input_bytes, layout.output_bytes) == (100, 4000, 110)
+    assert layout.tensor_bytes == 4150  # tied: output_norm rides with the device copy
+    assert layout.readaround_cold_bytes[-1] == 4000  # the tied token_embd is read: hot

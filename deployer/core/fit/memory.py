@@ -558,7 +558,7 @@ def estimate_memory(facts: ModelFacts, s: FitSettings, machine: MachineSpec) -> 
     # LoRA adapters (llama-adapter.cpp): each pair is copied into a buffer on its base layer's
     # device, never mapped, so on the host it is anonymous memory whatever the load mode.
     host_lora = sum(lora[i] for i in host_blocks) + w.adapter_host_bytes
-    host_weights = w.token_embd_bytes + sum(w.block_bytes[i] for i in host_blocks)
+    host_weights = w.token_embd_bytes + w.input_bytes + sum(w.block_bytes[i] for i in host_blocks)
     if not output_on_gpu:
         host_weights += w.untied_output_bytes
     host_repack = sum(repack[i] for i in host_blocks) if machine.kind == "cpu" else 0
@@ -571,7 +571,8 @@ def estimate_memory(facts: ModelFacts, s: FitSettings, machine: MachineSpec) -> 
     # buffers, its llama.cpp runner maps the file; counted as held either way (the safe side).
     lookup_only = w.output_in_file or output_on_gpu
     mapped_here = machine.kind != "apple" and not s.ctx_is_per_slot
-    cold = w.token_embd_bytes if lookup_only and mapped_here else 0
+    # Other input tables (Gemma 3n's per-layer embeddings) are only ever looked up, a row a token.
+    cold = (w.token_embd_bytes if lookup_only else 0) + w.input_bytes if mapped_here else 0
     logged, resident = host_weight_bytes(host_weights, host_repack, s.load_mode, cold)
     host = DeviceMemory(
         name="host",

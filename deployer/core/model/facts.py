@@ -181,6 +181,12 @@ class WeightLayout(BaseModel):
 
     file_bytes: int = Field(gt=0, description="all files of the model together (split sets summed)")
     token_embd_bytes: int = Field(ge=0, description="input embeddings: always on the host")
+    input_bytes: int = Field(
+        default=0,
+        ge=0,
+        description="other input tables looked up a row a token (Gemma 3n's per-layer "
+        "embeddings, position embeddings): always on the host, like token_embd",
+    )
     output_bytes: int = Field(
         ge=0, description="output.weight + output_norm; with tied embeddings the device copy"
     )
@@ -196,7 +202,12 @@ class WeightLayout(BaseModel):
     @property
     def tensor_bytes(self) -> int:
         """Bytes of all tensor data (the file minus header and alignment)."""
-        return self.token_embd_bytes + sum(self.block_bytes) + self.untied_output_bytes
+        return (
+            self.token_embd_bytes
+            + self.input_bytes
+            + sum(self.block_bytes)
+            + self.untied_output_bytes
+        )
 
     @property
     def untied_output_bytes(self) -> int:
@@ -224,7 +235,11 @@ class WeightLayout(BaseModel):
         read_ahead_kb); the next larger known window when `window` is not one, and every cold
         byte beyond the largest. Not known (an estimated layout): 3 gaps a block, each pulling
         a window, at most the repacked bytes plus token_embd."""
-        cold = sum(self.cpu_repack_bytes) + (self.token_embd_bytes if self.output_in_file else 0)
+        cold = (
+            sum(self.cpu_repack_bytes)
+            + (self.token_embd_bytes if self.output_in_file else 0)
+            + self.input_bytes
+        )
         if not self.readaround_cold_bytes:
             return min(3 * len(self.block_bytes) * window, cold)
         for w, pulled in zip(READAROUND_WINDOWS, self.readaround_cold_bytes, strict=False):

@@ -706,6 +706,13 @@ def _repacked(t: TensorInfo) -> bool:
     )
 
 
+# Input-layer tables other than token_embd (llama-arch.cpp: LLM_TENSOR_LAYER_INPUT, read by
+# GET_ROWS): llama.cpp keeps them on the CPU whatever -ngl says, and reads a row a token.
+_INPUT_TABLES = frozenset(
+    {"per_layer_token_embd.weight", "position_embd.weight", "token_types.weight"}
+)
+
+
 def _skipped(t: TensorInfo, trunk: int) -> bool:
     """A tensor of an MTP (nextn) block that llama.cpp does not create unless MTP is loaded
     (TENSOR_SKIP): it takes no memory and is never read."""
@@ -725,7 +732,7 @@ def layout_from_tensors(
     nothing."""
     blocks, repack = [0] * n_layer, [0] * n_layer
     trunk = n_layer - nextn_layers
-    token_embd = output = other = 0
+    token_embd = output = other = inputs = 0
     for t in tensors:
         match = _BLOCK_RE.match(t.name)
         if match:
@@ -738,6 +745,8 @@ def layout_from_tensors(
             repack[il] += t.n_bytes if _repacked(t) else 0
         elif t.name == "token_embd.weight":
             token_embd = t.n_bytes
+        elif t.name in _INPUT_TABLES:
+            inputs += t.n_bytes
         elif t.name == "output.weight":
             output = t.n_bytes
         else:
@@ -747,6 +756,7 @@ def layout_from_tensors(
         readaround_cold_bytes=_readaround(tensors, tied, trunk),
         file_bytes=file_bytes,
         token_embd_bytes=token_embd,
+        input_bytes=inputs,
         # Tied: the output layer is a device copy of token_embd; the small rest stays counted.
         output_bytes=(token_embd if tied else output) + other,
         output_in_file=not tied,
@@ -769,7 +779,10 @@ def _readaround(tensors: list[TensorInfo], tied: bool, trunk: int) -> list[int]:
     runs: list[list[int]] = []  # [bytes, hot]
     for t in tensors:
         hot = int(
-            not _repacked(t) and not _skipped(t, trunk) and (tied or t.name != "token_embd.weight")
+            not _repacked(t)
+            and not _skipped(t, trunk)
+            and (tied or t.name != "token_embd.weight")
+            and t.name not in _INPUT_TABLES
         )
         if runs and runs[-1][1] == hot:
             runs[-1][0] += t.n_bytes
