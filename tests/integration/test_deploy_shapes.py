@@ -3,7 +3,7 @@
 One real-shaped GGUF per architecture of benchmarks/shapes.py (the smallest file of each; the
 weights are holes, so each costs its header on disk, yet llama-server allocates and touches
 memory as the real model would), deployed with `deployer deploy PATH` on an x86 CPU profile
-with the default load mode (memory-mapped): the container carries the plan's limit, the
+(8 GB; 16 GB for DeepSeek-V2-Lite) with the default load mode (memory-mapped): the container carries the plan's limit, the
 server loads, turns healthy and answers the smoke test inside it.
 
 Left out: the Qwen3-30B-A3B shape (17 GiB resident; it would crowd this 24 GiB machine) -
@@ -36,6 +36,8 @@ import shapes
 pytestmark = [pytest.mark.docker, pytest.mark.llama_server]
 
 PROFILE = "cpu-x86-2c-8gb"
+# DeepSeek-V2-Lite's plan (10 GiB) does not fit the 8 GB machine: the next x86 size up
+PROFILE_FOR = {"deepseek-v2-lite-q4_k_m": "cpu-x86-4c-16gb"}
 LEFT_OUT = {"qwen3moe"}  # see the module docstring
 CTX = {"llama3.1-8b-q4_k_m": 8192}  # the setting issue 10 names; the others: the plan's default
 
@@ -67,12 +69,13 @@ def test_each_architecture_answers_under_its_plans_limit(
     name: str, shape_dir: Path, engine: DockerEngine, runtime_image: str
 ) -> None:
     ctx = CTX.get(name)
+    profile = PROFILE_FOR.get(name, PROFILE)
     path = shapes.build(name, shape_dir)
     path.chmod(0o644)
     dep = f"t-shape-{shapes.SHAPES[name].arch}"
     r = CliRunner().invoke(
         app,
-        ["deploy", str(path), "--profile", PROFILE, "--name", dep, "--port", str(free_port()),
+        ["deploy", str(path), "--profile", profile, "--name", dep, "--port", str(free_port()),
          "--timeout", "600", "--json", *(["--ctx", str(ctx)] if ctx else [])],
     )  # fmt: skip
     try:
@@ -80,7 +83,7 @@ def test_each_architecture_answers_under_its_plans_limit(
         got = json.loads(r.stdout)
         assert got["smoke"]["completion_tokens"] > 0, got["smoke"]
         plan = wiring.plan_for(
-            parse_model_ref(str(path)), get_profile(PROFILE), quant=None, ctx=ctx, parallel=1,
+            parse_model_ref(str(path)), get_profile(profile), quant=None, ctx=ctx, parallel=1,
             kv_type="f16", backend="llamacpp", load_mode=None,
         )  # fmt: skip
         host = engine.client().containers.get(got["container_id"]).attrs["HostConfig"]
