@@ -338,6 +338,11 @@ def test_per_layer_embeddings_stay_on_the_host_read_a_row_a_token() -> None:
     assert on_gpu.devices[0].weights_bytes == without.devices[0].weights_bytes
     assert on_gpu.host.logged_weights_bytes == without.host.logged_weights_bytes + ple
     assert on_gpu.host.weights_bytes == without.host.weights_bytes  # mapped: not held
+    # its lookup's f32 rows, every layer's, are staged on the host for the GPU
+    wide = facts.model_copy(update={"arch": facts.arch.model_copy(
+        update={"n_embd_input_extra": 35 * 256})})  # fmt: skip
+    staged = estimate_memory(wide, FitSettings(ctx=4096, n_gpu_layers=99), GPU).host
+    assert staged.compute_bytes == on_gpu.host.compute_bytes + 4 * 35 * 256 * 512
     loaded = FitSettings(ctx=4096, n_gpu_layers=99, load_mode="none")
     held = estimate_memory(facts, loaded, GPU).host.weights_bytes
     assert held == estimate_memory(base, loaded, GPU).host.weights_bytes + ple

@@ -889,9 +889,20 @@ def test_per_layer_embeddings_are_an_input_table() -> None:
         TensorInfo("token_embd.weight", "Q8_0", (256, 300), 100),
         TensorInfo("per_layer_token_embd.weight", "Q8_0", (2 * 256, 300), 4000),
         TensorInfo("blk.0.attn_q.weight", "Q8_0", (256, 256), 50),
+        TensorInfo("per_layer_model_proj.weight", "Q8_0", (256, 512), 30),
         TensorInfo("output_norm.weight", "F32", (256,), 10),
     ]
-    layout = layout_from_tensors(tensors, 1, 4160)
+    layout = layout_from_tensors(tensors, 1, 4190)
     assert (layout.token_embd_bytes, layout.input_bytes, layout.output_bytes) == (100, 4000, 110)
-    assert layout.tensor_bytes == 4150  # tied: output_norm rides with the device copy
+    assert layout.block_bytes == [80]  # the projection is created with block 0, and sits there
+    assert layout.tensor_bytes == 4180  # tied: output_norm rides with the device copy
     assert layout.readaround_cold_bytes[-1] == 4000  # the tied token_embd is read: hot
+
+
+def test_per_layer_input_width_is_read_off_the_table(tmp_path: Path) -> None:
+    spec = llama_spec(n_layer=2)
+    tensors = [*spec.tensors, ("per_layer_token_embd.weight", "Q8_0", (2 * 256, VOCAB))]
+    facts = facts_from_gguf(write_gguf(tmp_path / "p.gguf", Spec("llama", spec.keys, tensors,
+                                                                 spec.general)))  # fmt: skip
+    assert facts.arch.n_embd_input_extra == 512
+    assert facts.weights.input_bytes == nbytes("Q8_0", (512, VOCAB))

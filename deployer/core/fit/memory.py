@@ -446,6 +446,9 @@ def compute_bytes(arch: ModelArch, s: FitSettings, *, gpu: bool = False) -> int:
         per_cell = 6 if s.flash_attention else 10
         top_k = min(arch.indexer_top_k, n_kv)
         extra += ub * (n_kv * per_cell + 4 * arch.indexer_q + 8 * top_k)
+    if arch.n_embd_input_extra:
+        # Gemma 3n's per-layer inputs: the lookup's f32 rows for every layer, alive throughout
+        extra += 4 * ub * arch.n_embd_input_extra
     if arch.hyper_connections > 1:
         # Hyper-connections (DeepSeek 4, HY-V4, GLM-5-Next, Qwen4-exp) keep the residual as
         # several streams: two rows that wide beside the rest (1.4 read off small DeepSeek 4
@@ -601,7 +604,11 @@ def estimate_memory(facts: ModelFacts, s: FitSettings, machine: MachineSpec) -> 
         # (benchmarks/results/fit_gpu.json, 14 shapes: within 0.6 MiB with flash attention and
         # without it); the old single copy was 14-64 MiB under.
         host.compute_bytes = (
-            16 * arch.n_embd * s.n_ubatch + _mask_bytes(arch, s) + _v_index_bytes(arch, s)
+            16 * arch.n_embd * s.n_ubatch
+            + _mask_bytes(arch, s)
+            + _v_index_bytes(arch, s)
+            # the other input tables' lookups (Gemma 3n's per-layer embeddings) run on the CPU
+            + 4 * arch.n_embd_input_extra * s.n_ubatch
         )
         if host_blocks:
             host.compute_bytes += compute_bytes(arch, s)

@@ -229,11 +229,14 @@ def weights_summary(option: Option) -> str:
         else:
             text += f", {fmt_bytes(host.repack_bytes)} of it repacked for the CPU"
     w = option.facts.weights
-    if option.memory.cold_weights_bytes and w.token_embd_bytes:
+    cold = option.memory.cold_weights_bytes
+    if cold and (w.token_embd_bytes or w.input_bytes):
         where = " on the host" if option.memory.devices and not host.weights_bytes else ""
-        text += (
-            f"; token_embd ({fmt_bytes(w.token_embd_bytes)}) read in place{where}, a row a token"
-        )
+        # the input tables are always looked up; token_embd only when no output reads it
+        tables = "token_embd" if cold > w.input_bytes else ""
+        if w.input_bytes:
+            tables = f"{tables} and the per-layer inputs" if tables else "the per-layer inputs"
+        text += f"; {tables} ({fmt_bytes(cold)}) read in place{where}, a row a token"
     return text
 
 

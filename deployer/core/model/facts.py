@@ -94,6 +94,11 @@ class ModelArch(BaseModel):
         le=LLAMA_MAX_LAYERS,
         description="MTP (nextn) blocks at the end: no weights without MTP drafting",
     )
+    n_embd_input_extra: _U32 = Field(
+        default=0,
+        description="floats a token's lookup in the other input tables yields (Gemma 3n's "
+        "per-layer embeddings: per-layer width x layers)",
+    )
     hyper_connections: _U32 = Field(
         default=0, description="residual streams (hyper_connection.count; 0 or 1: one)"
     )

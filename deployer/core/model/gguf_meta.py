@@ -666,6 +666,9 @@ def _arch_from_header(header: GGUFHeader, tensors: dict[str, TensorInfo]) -> Mod
         compress_ratios=compress_ratios,
         hyper_connections=keys.get_int("hyper_connection.count"),
         nextn_layers=nextn,
+        n_embd_input_extra=sum(
+            tensors[n].shape[0] for n in _INPUT_TABLES if n in tensors and tensors[n].shape
+        ),
     )
 
 
@@ -713,6 +716,11 @@ _INPUT_TABLES = frozenset(
 )
 
 
+# Gemma 3n/4's projection into the per-layer inputs: created with block 0 (a repeating-layer
+# tensor), so it sits on block 0's device, not the output layer's.
+_LAYER0_TABLES = frozenset({"per_layer_model_proj.weight", "per_layer_proj_norm.weight"})
+
+
 def _skipped(t: TensorInfo, trunk: int) -> bool:
     """A tensor of an MTP (nextn) block that llama.cpp does not create unless MTP is loaded
     (TENSOR_SKIP): it takes no memory and is never read."""
@@ -747,6 +755,9 @@ def layout_from_tensors(
             token_embd = t.n_bytes
         elif t.name in _INPUT_TABLES:
             inputs += t.n_bytes
+        elif t.name in _LAYER0_TABLES and n_layer:
+            blocks[0] += t.n_bytes
+            repack[0] += t.n_bytes if _repacked(t) else 0
         elif t.name == "output.weight":
             output = t.n_bytes
         else:
