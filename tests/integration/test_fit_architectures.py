@@ -366,3 +366,57 @@ def test_mtp_blocks_hold_neither_weights_nor_cache(tmp_path: Path) -> None:
         s = FitSettings(ctx=4096, flash_attention=fa)
         assert abs(kv_bytes(facts.arch, range(5), s) - logged.get("host", "KV")) <= 0.01 * MIB
         assert kv_bytes(facts.arch, [4], s) == 0
+
+
+def _q4(w: GGUFWriter, name: str, *shape: int, kind: str = "Q4_0") -> None:
+    from gguf import GGMLQuantizationType
+    from gguf.quants import quant_shape_to_byte_shape
+
+    qtype = GGMLQuantizationType[kind]
+    raw = quant_shape_to_byte_shape(tuple(reversed(shape)), qtype)
+    w.add_tensor(name, np.zeros(raw, dtype=np.uint8), raw_dtype=qtype)
+
+
+def pure_q4(path: Path, *, tied: bool) -> Path:
+    """A "pure" Q4 Llama: the output matrix in a repacked type, tied (token_embd Q4_0, which
+    the output duplicates) or untied (output.weight Q4_K)."""
+    w = _start(path, "llama", {
+        "block_count": 2, "embedding_length": E, "context_length": 4096,
+        "feed_forward_length": FF, "attention.head_count": 4, "attention.head_count_kv": 2,
+        "rope.dimension_count": 64, "vocab_size": V,
+    })  # fmt: skip
+    _q4(w, "token_embd.weight", E, V)
+    _tensor(w, "output_norm.weight", E)
+    if not tied:
+        _q4(w, "output.weight", E, V, kind="Q4_K")
+    for il in range(2):
+        p = f"blk.{il}."
+        for name, shape in (
+            ("attn_norm.weight", (E,)), ("attn_q.weight", (E, E)), ("attn_k.weight", (E, 128)),
+            ("attn_v.weight", (E, 128)), ("attn_output.weight", (E, E)), ("ffn_norm.weight", (E,)),
+            ("ffn_gate.weight", (E, FF)), ("ffn_down.weight", (FF, E)), ("ffn_up.weight", (E, FF)),
+        ):  # fmt: skip
+            _tensor(w, p + name, *shape)
+    _finish(w)
+    return path
+
+
+@pytest.mark.parametrize("tied", [True, False], ids=["tied", "untied"])
+@pytest.mark.parametrize("mode", ["mmap", "none"])
+def test_a_repacked_output_matrix_is_counted(tmp_path: Path, tied: bool, mode: str) -> None:
+    """The CPU backend repacks the output matrix when its type is a repacked one: an untied
+    output.weight moves into CPU_REPACK, a tied token_embd gets a CPU_REPACK duplicate beside
+    itself. The plan's logged host weights match the log in both load modes."""
+    from _llama import run_server
+
+    from deployer.core.fit.memory import MachineSpec, estimate_memory
+
+    path = pure_q4(tmp_path / "m.gguf", tied=tied)
+    run = run_server(path, ["-c", "4096", "-np", "1", "-lm", mode, "--fit", "off", "-t", "2"])
+    logged = parse_buffers(run.log.split("loaded meta data")[-1])
+    facts = facts_from_gguf(path)
+    assert facts.weights.output_repack_bytes > 0
+    cpu = MachineSpec(kind="cpu", device_count=0, device_budget_bytes=0,
+                      device_overhead_bytes=0, host_budget_bytes=2**34, cpu_threads=2)  # fmt: skip
+    host = estimate_memory(facts, FitSettings(ctx=4096, load_mode=mode), cpu).host
+    assert abs(host.logged_weights_bytes - logged.get("host", "model")) <= 0.02 * MIB

@@ -480,6 +480,26 @@ CPU = MachineSpec(
 REPACK = 60 * MIB  # per block: the Q4_K matmul weights the x86 CPU backend repacks
 
 
+def test_a_tied_q4_table_is_held_beside_its_repacked_output_copy() -> None:
+    """A tied token_embd of a repacked type: the CPU backend repacks its duplicate as the
+    output. Read into a buffer the table and the copy are both held; mapped, the table is only
+    looked up, which leaves one copy's worth; an untied Q4 output is one more repacked tensor
+    (test_fit_architectures.py checks the logged figures against llama-server)."""
+    tied = _facts(_arch(), tied=True)
+    e = tied.weights.token_embd_bytes
+    q4 = tied.model_copy(update={"weights": tied.weights.model_copy(
+        update={"output_repack_bytes": e})})  # fmt: skip
+    for mode, extra in (("none", e), ("mmap", 0), ("mmap+mlock", e)):
+        s = FitSettings(ctx=4096, load_mode=mode)
+        base, got = estimate_memory(tied, s, CPU).host, estimate_memory(q4, s, CPU).host
+        assert got.weights_bytes == base.weights_bytes + extra, mode
+        assert got.logged_weights_bytes == base.logged_weights_bytes + e, mode
+    on_gpu = FitSettings(ctx=4096, n_gpu_layers=99)
+    assert estimate_memory(q4, on_gpu, GPU).host.weights_bytes == (
+        estimate_memory(tied, on_gpu, GPU).host.weights_bytes
+    )
+
+
 def _repacking_facts() -> ModelFacts:
     facts = _facts(_arch())
     layout = facts.weights.model_copy(update={"cpu_repack_bytes": [REPACK] * 32})

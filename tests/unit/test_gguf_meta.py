@@ -906,3 +906,20 @@ def test_per_layer_input_width_is_read_off_the_table(tmp_path: Path) -> None:
                                                                  spec.general)))  # fmt: skip
     assert facts.arch.n_embd_input_extra == 512
     assert facts.weights.input_bytes == nbytes("Q8_0", (512, VOCAB))
+
+
+@pytest.mark.parametrize(
+    ("names", "kind", "want"),
+    [
+        (["token_embd.weight"], "Q4_0", 8000),  # tied: the duplicate output is repacked
+        (["token_embd.weight"], "Q6_K", 0),  # the usual tied table: not a repacked type
+        (["token_embd.weight", "output.weight"], "Q4_K", 8000),  # untied: output.weight
+    ],
+)
+def test_the_output_matrix_repacks_when_its_type_does(
+    names: list[str], kind: str, want: int
+) -> None:
+    tensors = [TensorInfo(n, kind, (256, 1024), 8000) for n in names]
+    tensors.append(TensorInfo("blk.0.attn_q.weight", "Q8_0", (256, 256), 50))
+    layout = layout_from_tensors(tensors, 1, 16050)
+    assert layout.output_repack_bytes == want

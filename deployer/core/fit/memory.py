@@ -565,6 +565,14 @@ def estimate_memory(facts: ModelFacts, s: FitSettings, machine: MachineSpec) -> 
     if not output_on_gpu:
         host_weights += w.untied_output_bytes
     host_repack = sum(repack[i] for i in host_blocks) if machine.kind == "cpu" else 0
+    # The output layer's repacked copy (a "pure" quant's Q4 output.weight, or a tied Q4
+    # token_embd): an untied output is one more repacked tensor; a tied one is a duplicate,
+    # held beside the table, which is then only looked up (llama-model-loader: the
+    # TENSOR_DUPLICATED output gets its own CPU_REPACK buffer).
+    tied_copy = 0
+    if machine.kind == "cpu" and not output_on_gpu and w.output_repack_bytes:
+        host_repack += w.output_repack_bytes
+        tied_copy = 0 if w.output_in_file else w.output_repack_bytes
     # The host's token_embd is only looked up a row a token unless the host's output layer
     # multiplies by it (tied embeddings, output not offloaded): mapped, it is not held (measured
     # on CPU; the lookup is the same with a GPU, whose output layer has its own copy). On Apple
@@ -577,6 +585,11 @@ def estimate_memory(facts: ModelFacts, s: FitSettings, machine: MachineSpec) -> 
     # Other input tables (Gemma 3n's per-layer embeddings) are only ever looked up, a row a token.
     cold = (w.token_embd_bytes if lookup_only else 0) + w.input_bytes if mapped_here else 0
     logged, resident = host_weight_bytes(host_weights, host_repack, s.load_mode, cold)
+    if tied_copy and load_mode_of(s.load_mode) not in _MAPPED_MODES:
+        # read into a buffer, the table is held beside its output copy (mapped, the table's
+        # pages are only looked up, which leaves the count at one copy; locked, both count)
+        resident += tied_copy
+        logged += tied_copy
     host = DeviceMemory(
         name="host",
         weights_bytes=resident + host_lora,

@@ -203,6 +203,12 @@ class WeightLayout(BaseModel):
         description="per block: tensors the CPU backend copies into an interleaved layout",
     )
     exact: bool = Field(description="True when read from the GGUF tensor table")
+    output_repack_bytes: int = Field(
+        default=0,
+        ge=0,
+        description="the output layer's weight the CPU backend repacks (a repacked type): an "
+        "untied output.weight, or with tied embeddings token_embd's duplicate as the output",
+    )
 
     @property
     def tensor_bytes(self) -> int:

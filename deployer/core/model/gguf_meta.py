@@ -763,6 +763,10 @@ def layout_from_tensors(
         else:
             other += t.n_bytes  # output_norm, rope factors...: placed with the output layer
     tied = not any(t.name == "output.weight" for t in tensors)
+    # The output layer's matrix (output.weight, or token_embd duplicated as it when tied) is a
+    # MUL_MAT weight like any other: a repacked type gets a CPU_REPACK copy.
+    out_name = "token_embd.weight" if tied else "output.weight"
+    output_repack = sum(t.n_bytes for t in tensors if t.name == out_name and _repacked(t))
     return WeightLayout(
         readaround_cold_bytes=_readaround(tensors, tied, trunk),
         file_bytes=file_bytes,
@@ -774,6 +778,7 @@ def layout_from_tensors(
         block_bytes=blocks,
         cpu_repack_bytes=repack,
         exact=True,
+        output_repack_bytes=output_repack,
     )
 
 
