@@ -51,6 +51,26 @@ def _tensor(w: GGUFWriter, name: str, *shape: int) -> None:
     w.add_tensor(name, np.zeros(tuple(reversed(shape)), dtype=np.float32))
 
 
+def _embeddings(w: GGUFWriter) -> None:
+    """token_embd, output_norm and an untied output.weight."""
+    _tensor(w, "token_embd.weight", E, V)
+    _tensor(w, "output_norm.weight", E)
+    _tensor(w, "output.weight", E, V)
+
+
+def _llama_blocks(w: GGUFWriter, n_layer: int, kv_width: int) -> None:
+    """Llama's blocks (src/models/llama.cpp): attention with `kv_width`-wide K and V, SwiGLU."""
+    for il in range(n_layer):
+        p = f"blk.{il}."
+        for name, shape in (
+            ("attn_norm.weight", (E,)), ("attn_q.weight", (E, E)),
+            ("attn_k.weight", (E, kv_width)), ("attn_v.weight", (E, kv_width)),
+            ("attn_output.weight", (E, E)), ("ffn_norm.weight", (E,)),
+            ("ffn_gate.weight", (E, FF)), ("ffn_down.weight", (FF, E)), ("ffn_up.weight", (E, FF)),
+        ):  # fmt: skip
+            _tensor(w, p + name, *shape)
+
+
 def _finish(w: GGUFWriter) -> None:
     w.write_header_to_file()
     w.write_kv_data_to_file()
@@ -73,9 +93,7 @@ def qwen35(path: Path, n_layer: int = 8) -> Path:
         "ssm.group_count": n_group, "ssm.time_step_rank": dt_rank,
     })  # fmt: skip
     w.add_array("qwen35.rope.dimension_sections", [11, 11, 10, 0])
-    _tensor(w, "token_embd.weight", E, V)
-    _tensor(w, "output_norm.weight", E)
-    _tensor(w, "output.weight", E, V)
+    _embeddings(w)
     for il in range(n_layer):
         p = f"blk.{il}."
         _tensor(w, p + "attn_norm.weight", E)
@@ -113,18 +131,8 @@ def llama_with_window(path: Path, n_layer: int = 4) -> Path:
         "attention.head_count_kv": n_kv, "rope.dimension_count": head,
         "attention.sliding_window": 512, "vocab_size": V,
     })  # fmt: skip
-    _tensor(w, "token_embd.weight", E, V)
-    _tensor(w, "output_norm.weight", E)
-    _tensor(w, "output.weight", E, V)
-    for il in range(n_layer):
-        p = f"blk.{il}."
-        for name, shape in (
-            ("attn_norm.weight", (E,)), ("attn_q.weight", (E, E)),
-            ("attn_k.weight", (E, head * n_kv)), ("attn_v.weight", (E, head * n_kv)),
-            ("attn_output.weight", (E, E)), ("ffn_norm.weight", (E,)),
-            ("ffn_gate.weight", (E, FF)), ("ffn_down.weight", (FF, E)), ("ffn_up.weight", (E, FF)),
-        ):  # fmt: skip
-            _tensor(w, p + name, *shape)
+    _embeddings(w)
+    _llama_blocks(w, n_layer, head * n_kv)
     _finish(w)
     return path
 
@@ -191,9 +199,7 @@ def _deepseek(path: Path, arch: str, *, mla: bool, n_layer: int = 4, nextn: int 
                  "attention.indexer.key_length": idx_head, "attention.indexer.top_k": 64,
                  "expert_gating_func": 2}  # fmt: skip
     w = _start(path, arch, keys)
-    _tensor(w, "token_embd.weight", E, V)
-    _tensor(w, "output_norm.weight", E)
-    _tensor(w, "output.weight", E, V)
+    _embeddings(w)
     for il in range(n_layer):
         p = f"blk.{il}."
         for name, shape in (
@@ -264,9 +270,7 @@ def deepseek4(path: Path, n_layer: int = 4, ratios: tuple[int, ...] = (0, 4, 128
     w.add_float32("deepseek4.hyper_connection.epsilon", 1e-6)
     w.add_array("deepseek4.attention.compress_ratios", list(ratios))
     hc_dim, mix = hc * E, (2 + hc) * hc
-    _tensor(w, "token_embd.weight", E, V)
-    _tensor(w, "output_norm.weight", E)
-    _tensor(w, "output.weight", E, V)
+    _embeddings(w)
     _tensor(w, "output_hc_fn.weight", hc_dim, hc)
     _tensor(w, "output_hc_base.weight", hc)
     _tensor(w, "output_hc_scale.weight", 1)
@@ -389,14 +393,7 @@ def pure_q4(path: Path, *, tied: bool) -> Path:
     _tensor(w, "output_norm.weight", E)
     if not tied:
         _q4(w, "output.weight", E, V, kind="Q4_K")
-    for il in range(2):
-        p = f"blk.{il}."
-        for name, shape in (
-            ("attn_norm.weight", (E,)), ("attn_q.weight", (E, E)), ("attn_k.weight", (E, 128)),
-            ("attn_v.weight", (E, 128)), ("attn_output.weight", (E, E)), ("ffn_norm.weight", (E,)),
-            ("ffn_gate.weight", (E, FF)), ("ffn_down.weight", (FF, E)), ("ffn_up.weight", (E, FF)),
-        ):  # fmt: skip
-            _tensor(w, p + name, *shape)
+    _llama_blocks(w, 2, 128)
     _finish(w)
     return path
 

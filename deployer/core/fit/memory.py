@@ -204,10 +204,7 @@ class MachineSpec:
 
 def kv_cells_for_layer(arch: ModelArch, layer: int, s: FitSettings) -> int:
     """Cells the cache holds for `layer`: the full context, or the sliding window."""
-    per_stream = s.cells_per_stream
-    if arch.is_swa(layer):
-        seqs = s.parallel if s.kv_unified else 1
-        per_stream = pad(min(per_stream, arch.sliding_window * seqs + s.n_ubatch), CTX_PAD)
+    per_stream = _swa_cells_per_stream(arch, s) if arch.is_swa(layer) else s.cells_per_stream
     return per_stream * s.streams
 
 
@@ -272,8 +269,7 @@ def _dsv4_layer_bytes(arch: ModelArch, layer: int, s: FitSettings, cells: int | 
     if cells is not None:  # a checkpoint's share of the window
         return int(cells * row * bk)
     ctx_seq = s.cells_per_stream
-    window = pad(min(ctx_seq, arch.sliding_window + s.n_ubatch), CTX_PAD)
-    per_seq = window * row * bk
+    per_seq = _swa_cells_per_stream(arch, s, per_sequence=True) * row * bk
     ratio = arch.compress_ratios[layer]
     if ratio:
         rows = pad(max(1, -(-ctx_seq // ratio)), CTX_PAD)
@@ -352,8 +348,10 @@ PARTIAL_OFFLOAD_COMPUTE_FACTOR = 2.0
 _PER_TOKEN_SLACK_FLOATS = 16
 
 
-def _swa_cells_per_stream(arch: ModelArch, s: FitSettings) -> int:
-    seqs = s.parallel if s.kv_unified else 1
+def _swa_cells_per_stream(arch: ModelArch, s: FitSettings, *, per_sequence: bool = False) -> int:
+    """A windowed cache's cells in one stream: the window for every sequence the stream holds
+    (one, unless the cache is unified or `per_sequence` streams are forced) plus a ubatch."""
+    seqs = s.parallel if s.kv_unified and not per_sequence else 1
     return pad(min(s.cells_per_stream, arch.sliding_window * seqs + s.n_ubatch), CTX_PAD)
 
 

@@ -383,6 +383,17 @@ _GLM52_CTX = 1048576
 _GLM52_LAYERS = 78
 
 
+def _required_array(keys: _Keys, arch: str, key: str) -> tuple[int, list[int]]:
+    """A per-layer array the loader requires (ml.get_arr, no default): (its length, its items);
+    one line naming it when it is missing or its items are not integers."""
+    field = keys.field(key)
+    if field is None or field.type != ARRAY:
+        raise HeaderError(f"{arch}.{key} is missing; llama.cpp needs an array")
+    if field.item_type not in _LAYER_ARRAY_ITEMS or field.items is None:
+        raise HeaderError(f"{arch}.{key} is {field.type_name}")
+    return field.count, [int(v) for v in field.items]
+
+
 def _compress_ratios(keys: _Keys, arch: str, n_layer: int) -> list[int]:
     """DeepSeek 4's attention.compress_ratios: one per layer or more (the rest ignored), each
     0, 4 or 128, as its loader requires."""
@@ -390,16 +401,12 @@ def _compress_ratios(keys: _Keys, arch: str, n_layer: int) -> list[int]:
         return []
     if keys.get_int("attention.sliding_window") == 0:
         raise HeaderError(f"{arch}.attention.sliding_window is missing or 0")
-    field = keys.field("attention.compress_ratios")
-    if field is None or field.type != ARRAY:
-        raise HeaderError(f"{arch}.attention.compress_ratios is missing; llama.cpp needs an array")
-    if field.item_type not in _LAYER_ARRAY_ITEMS or field.items is None:
-        raise HeaderError(f"{arch}.attention.compress_ratios is {field.type_name}")
-    if not n_layer <= field.count <= LLAMA_MAX_LAYERS:
+    count, items = _required_array(keys, arch, "attention.compress_ratios")
+    if not n_layer <= count <= LLAMA_MAX_LAYERS:
         raise HeaderError(
-            f"{arch}.attention.compress_ratios has {field.count} entries; block_count is {n_layer}"
+            f"{arch}.attention.compress_ratios has {count} entries; block_count is {n_layer}"
         )
-    ratios = [int(v) for v in field.items[:n_layer]]
+    ratios = items[:n_layer]
     if bad := sorted(set(ratios) - _DSV4_RATIOS):
         raise HeaderError(
             f"{arch}.attention.compress_ratios has {bad[0]}; llama.cpp takes 0, 4, 128"
@@ -410,22 +417,15 @@ def _compress_ratios(keys: _Keys, arch: str, n_layer: int) -> list[int]:
 def _indexer_types(keys: _Keys, arch: str, trunk: int, n_layer: int, default: int) -> list[bool]:
     """attention.indexer.types over the trunk layers (one number, or one per trunk layer;
     dots3note's loader takes an array of any length up to the layers, the rest 0)."""
-    field = keys.field("attention.indexer.types")
     if arch == "dots3note":
-        if field is None or field.type != ARRAY:
+        count, items = _required_array(keys, arch, "attention.indexer.types")
+        if count > LLAMA_MAX_LAYERS:  # get_arr: up to LLAMA_MAX_LAYERS, the rest 0
             raise HeaderError(
-                f"{arch}.attention.indexer.types is missing; llama.cpp needs an array"
-            )
-        if field.item_type not in _LAYER_ARRAY_ITEMS or field.items is None:
-            raise HeaderError(f"{arch}.attention.indexer.types is {field.type_name}")
-        if field.count > LLAMA_MAX_LAYERS:  # get_arr: up to LLAMA_MAX_LAYERS, the rest 0
-            raise HeaderError(
-                f"{arch}.attention.indexer.types has {field.count} entries, more than "
+                f"{arch}.attention.indexer.types has {count} entries, more than "
                 f"LLAMA_MAX_LAYERS ({LLAMA_MAX_LAYERS})"
             )
-        items = [bool(v) for v in field.items[:n_layer]]
-        return [il < trunk and il < len(items) and items[il] for il in range(n_layer)]
-    if field is None:
+        return [il < trunk and il < len(items) and bool(items[il]) for il in range(n_layer)]
+    if not keys.has("attention.indexer.types"):
         if arch == "glm-dsa" and default < 0:  # GLM 5.2's table: 78 layers, the rest 0
             marked = [il < _GLM52_LAYERS and (il < 2 or (il - 2) % 4 == 0) for il in range(trunk)]
         else:
@@ -436,13 +436,19 @@ def _indexer_types(keys: _Keys, arch: str, trunk: int, n_layer: int, default: in
 
 
 def _indexer(
-    keys: _Keys, arch: str, n_layer: int, recurrent: list[bool], mla: bool, head_v: int
+    keys: _Keys,
+    arch: str,
+    blocks: tuple[int, int],
+    recurrent: list[bool],
+    mla: bool,
+    head_v: int,
 ) -> tuple[int, int, list[bool]]:
-    """(K elements, V elements, layers) of the indexer cache; (0, 0, []) for none."""
+    """(K elements, V elements, layers) of the indexer cache; `blocks` is (block_count, the
+    trunk: the blocks before the MTP ones); (0, 0, []) for none."""
     if arch not in _INDEXER_ARCHS:
         return 0, 0, []
+    n_layer, trunk = blocks
     head = keys.get_int("attention.indexer.key_length")
-    trunk = n_layer - keys.get_int("nextn_predict_layers")  # checked < block_count before
     attn = [not r for r in recurrent] if recurrent else [True] * n_layer
     row = 1
     if arch == "deepseek32":
@@ -621,7 +627,7 @@ def _arch_from_header(header: GGUFHeader, tensors: dict[str, TensorInfo]) -> Mod
         and keys.get_int("attention.value_length_mla") > 0
     )
     indexer_k, indexer_v, indexer_layers = _indexer(
-        keys, arch, n_layer, recurrent_layers, mla, head_dim_v
+        keys, arch, (n_layer, n_layer - nextn), recurrent_layers, mla, head_dim_v
     )
     compress_ratios = _compress_ratios(keys, arch, n_layer)
     if compress_ratios:  # DeepSeek 4's indexer keys live in its compressed cache
