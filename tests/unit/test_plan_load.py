@@ -34,7 +34,9 @@ from deployer.core.fit.plan import (
 )
 from deployer.core.fit.throughput import (
     MODEL_VERSION,
+    attention_flops,
     efficiency_for,
+    expert_share,
     experts_touched,
     predict_load,
 )
@@ -153,6 +155,49 @@ def test_moe_reads_more_experts_as_slots_grow_and_all_of_them_at_large_batches()
     one_dense = _load(dense, result.profile, 1, 0, 1)
     assert one_moe.per_stream_tokens_per_s > 2 * one_dense.per_stream_tokens_per_s
     assert experts_touched(dense_arch, 7) == 1.0
+
+
+def test_an_moe_file_reads_its_dense_weights_whole_and_its_routed_experts_by_share() -> None:
+    # A file's tensor table says which bytes are routed experts: a dense leading block, the
+    # attention and the shared experts are read whole every token, not at the experts' share.
+    result = _plan("qwen3-30b-a3b", "cpu-x86-16c-64gb")
+    opt: Option = result.chosen
+    profile: Profile = result.profile
+    w, arch = opt.facts.weights, opt.facts.arch
+    blocks = w.block_bytes
+    routed = [b * 9 // 10 for b in blocks]
+
+    def with_experts(experts: list[int] | None) -> Option:
+        layout = w.model_copy(update={"expert_bytes": experts})
+        return replace(opt, facts=opt.facts.model_copy(update={"weights": layout}))
+
+    base = _load(with_experts(routed), profile, 1, p=0, o=1)
+    dense_lead = _load(with_experts([0, *routed[1:]]), profile, 1, p=0, o=1)
+    share = arch.n_expert_used / arch.n_expert
+    bandwidth = profile.cpu_bandwidth_gbps * 1e9 * efficiency_for(profile, None).memory
+    extra = (dense_lead.step_memory_s - base.step_memory_s) * bandwidth
+    assert extra == pytest.approx(routed[0] * (1 - share), rel=1e-9)
+    assert dense_lead.prefill_tokens_per_s < base.prefill_tokens_per_s  # more active weights
+    # A layout without experts' bytes (a catalog estimate) falls back on the architecture's share
+    estimated = _load(with_experts(None), profile, 1, p=0, o=1)
+    by_share = [round(b * expert_share(arch)) for b in blocks]
+    assert estimated.step_memory_s == pytest.approx(
+        _load(with_experts(by_share), profile, 1, p=0, o=1).step_memory_s, rel=1e-6
+    )
+
+
+def test_attention_flops_follow_each_layers_head_size() -> None:
+    # Gemma 4's windowed layers have their own head size: a token's attention over them is
+    # counted at that size, over the window.
+    arch = _plan("qwen2.5-7b-instruct", "cpu-x86-16c-64gb").chosen.facts.arch
+    n = arch.n_layer
+    swa = arch.model_copy(
+        update={"sliding_window": 512, "swa_layers": [True] + [False] * (n - 1),
+                "head_dim_k_swa": 32, "head_dim_v_swa": 16}
+    )  # fmt: skip
+    assert attention_flops(swa, [0], 4096.0) == 2.0 * arch.n_head * 512 * (32 + 16)
+    k, v = arch.head_dim_k, arch.head_dim_v
+    assert attention_flops(swa, [1], 4096.0) == 2.0 * arch.n_head * 4096 * (k + v)
 
 
 def test_partial_offload_runs_the_host_layers_at_cpu_speed() -> None:

@@ -8,8 +8,9 @@ The model, for any architecture and machine (docs/plan.md "Throughput under load
   the longer of the two, as thousands of threads in flight hide one behind the other; on CPU
   cores, which both fetch and compute, their sum. Devices of a layer split run one after
   another, so their times add. Memory: the weights read once per step
-  (MoE: the expected union of the experts B tokens route to, 1 - (1 - k/E)^B of the expert
-  weights, plus every dense weight) and each stream's KV cache at its average position (prompt +
+  (MoE: the expected union of the experts B tokens route to, 1 - (1 - k/E)^B of the routed
+  experts' tensors, as the file's tensor table sizes them, plus every dense weight: attention,
+  shared experts, dense leading blocks) and each stream's KV cache at its average position (prompt +
   output / 2), over bandwidth x memory efficiency. Compute: B x (2 x active parameters + the
   attention FLOPs at that position), over peak FLOPS x compute efficiency.
 - On a GPU each layer also costs a fixed time per step, whatever its bytes: llama.cpp runs a
@@ -113,7 +114,9 @@ def efficiency_for(profile: Profile, calibration: Calibration | None) -> Efficie
 
 
 def expert_share(arch: ModelArch) -> float:
-    """Share of a block's weights that are routed experts (0 for a dense model)."""
+    """Share of a block's weights that are routed experts (0 for a dense model), from the
+    architecture alone: for a layout that does not know its experts' bytes (a catalog
+    estimate). Every block is taken as an MoE block of plain attention."""
     if not arch.n_expert or not arch.n_expert_used:
         return 0.0
     n_q = arch.n_head * arch.head_dim_k
@@ -136,7 +139,7 @@ def attention_flops(arch: ModelArch, layers: list[int], position: float) -> floa
         if not arch.n_head_kv[i]:
             continue
         cells = min(position, arch.sliding_window) if arch.is_swa(i) else position
-        total += 2.0 * arch.n_head * cells * (arch.head_dim_k + arch.head_dim_v)
+        total += 2.0 * arch.n_head * cells * sum(arch.head_dims(i))
     return total
 
 
@@ -146,11 +149,21 @@ class _Part:
 
     blocks: list[int]
     block_bytes: int  # the blocks' weights
+    expert_bytes: int  # of those, routed experts': a token reads its experts' share
     other_bytes: int  # weights read by every token besides the blocks (the output layer)
     bandwidth: float  # bytes/s, efficiency applied
     flops: float  # FLOP/s, efficiency applied
     overlaps: bool  # memory and compute time overlap (a GPU) rather than add (CPU cores)
     layer_latency_s: float = 0.0  # fixed time per layer per step (LAYER_LATENCY_S)
+
+
+def _expert_bytes(facts: ModelFacts, blocks: list[int]) -> int:
+    """Routed experts' bytes in `blocks`: read from the tensor table, or (an estimated layout)
+    the architecture's expert share of the blocks."""
+    w = facts.weights
+    if w.expert_bytes is not None:
+        return sum(w.expert_bytes[i] for i in blocks)
+    return round(sum(w.block_bytes[i] for i in blocks) * expert_share(facts.arch))
 
 
 def _parts(option: Option, profile: Profile, eff: Efficiency) -> list[_Part]:
@@ -165,6 +178,7 @@ def _parts(option: Option, profile: Profile, eff: Efficiency) -> list[_Part]:
                 _Part(
                     dev.blocks,
                     blocks,
+                    _expert_bytes(option.facts, dev.blocks),
                     dev.weights_bytes - blocks,
                     profile.device_bandwidth_gbps() * 1e9 * eff.memory,
                     profile.device_peak_flops()[0] * eff.compute,
@@ -183,6 +197,7 @@ def _parts(option: Option, profile: Profile, eff: Efficiency) -> list[_Part]:
             _Part(
                 mem.host.blocks,
                 blocks,
+                _expert_bytes(option.facts, mem.host.blocks),
                 other,
                 profile.cpu_bandwidth_gbps * 1e9 * m_eff,
                 profile.cpu_peak_flops()[0] * c_eff,
@@ -224,17 +239,21 @@ class _Step:
         return self.compute_s > self.memory_s
 
 
+def _active_bytes(p: _Part, touched: float) -> float:
+    """The part's block bytes a token computes with: every dense weight, its experts' share."""
+    return p.block_bytes - p.expert_bytes * (1.0 - touched)
+
+
 def _step(option: Option, parts: list[_Part], slots: int, position: float) -> _Step:
     """One decode step with `slots` streams at `position`."""
     arch = option.facts.arch
-    share, touched = expert_share(arch), experts_touched(arch, slots)
-    active = 1.0 - share + share * experts_touched(arch, 1)
+    touched, one = experts_touched(arch, slots), experts_touched(arch, 1)
     mem_s = comp_s = lat_s = total = 0.0
     for p in parts:
-        read = p.block_bytes * (1.0 - share + share * touched) + p.other_bytes
+        read = _active_bytes(p, touched) + p.other_bytes
         read += slots * _kv_read(option, p.blocks, position)
         flops_per_token = 2.0 * (
-            _params(option.facts, p.block_bytes * active) + _output_params(arch, p)
+            _params(option.facts, _active_bytes(p, one)) + _output_params(arch, p)
         )
         flops_per_token += attention_flops(arch, p.blocks, position)
         m, c = read / p.bandwidth, slots * flops_per_token / p.flops
@@ -262,13 +281,12 @@ def predict_load(
     arch = option.facts.arch
     parts = _parts(option, profile, efficiency)
     step = _step(option, parts, slots, prompt_tokens + output_tokens / 2)
-    share = expert_share(arch)
-    active = 1.0 - share + share * experts_touched(arch, 1)
+    one = experts_touched(arch, 1)
     # Only the prompt's last position needs logits (llama-server asks for no others), so the
     # output layer is not part of a prompt token's cost: the decode step below pays it once.
     prefill_s_per_token = sum(
         (
-            2.0 * _params(option.facts, p.block_bytes * active)
+            2.0 * _params(option.facts, _active_bytes(p, one))
             + attention_flops(arch, p.blocks, prompt_tokens / 2)
         )
         / p.flops

@@ -233,6 +233,11 @@ class WeightLayout(BaseModel):
     adapter_host_bytes: int = Field(
         default=0, ge=0, description="LoRA adapter tensors outside blocks (held on the host)"
     )
+    expert_bytes: list[Annotated[int, Field(ge=0)]] | None = Field(
+        default=None,
+        description="per block: routed experts' tensors (ffn_*_exps), of which a token reads "
+        "only the experts it is routed to; None: not known (an estimated layout)",
+    )
     readaround_cold_bytes: list[Annotated[int, Field(ge=0)]] = Field(
         default_factory=list,
         max_length=len(READAROUND_WINDOWS),
@@ -283,4 +288,10 @@ class ModelFacts(BaseModel):
             raise ValueError("weights.cpu_repack_bytes must be empty or have one entry per layer")
         if self.weights.adapter_block_bytes and len(self.weights.adapter_block_bytes) != n:
             raise ValueError("weights.adapter_block_bytes must be empty or one entry per layer")
+        experts = self.weights.expert_bytes
+        if experts is not None and (
+            len(experts) != n
+            or any(e > b for e, b in zip(experts, self.weights.block_bytes, strict=True))
+        ):
+            raise ValueError("weights.expert_bytes must have one entry per layer, within its block")
         return self

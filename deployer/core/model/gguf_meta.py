@@ -703,10 +703,17 @@ def _tensors(header: GGUFHeader) -> list[TensorInfo]:
     return [TensorInfo(t.name, t.ggml_type, t.shape, t.n_bytes) for t in header.tensors]
 
 
+def _routed(t: TensorInfo) -> bool:
+    """A routed experts' tensor (ffn_{gate,up,down,gate_up}_exps and their biases): a token
+    reads the rows of the n_expert_used experts it is routed to. Grove MoE's chunk experts
+    (_chexps) are left out, counted as read whole: their routing is by group, not top-k."""
+    return "_exps." in t.name
+
+
 def _repacked(t: TensorInfo) -> bool:
     # ggml-cpu's repack buffer takes a 2-D weight of a MUL_MAT, or a 3-D one of a MUL_MAT_ID
     # (stacked experts); a 3-D weight of a plain MUL_MAT (MLA's attn_k_b/attn_v_b) stays put.
-    experts = "_exps." in t.name or "_chexps." in t.name
+    experts = _routed(t) or "_chexps." in t.name
     return (
         t.ggml_type in CPU_REPACK_TYPES
         and t.name.endswith(".weight")
@@ -744,7 +751,7 @@ def layout_from_tensors(
     """Exact WeightLayout from a tensor table (all parts of a split set together). The last
     `nextn_layers` blocks (MTP heads, which llama-server loads only for MTP drafting) hold
     nothing."""
-    blocks, repack = [0] * n_layer, [0] * n_layer
+    blocks, repack, routed = [0] * n_layer, [0] * n_layer, [0] * n_layer
     trunk = n_layer - nextn_layers
     token_embd = output = other = inputs = 0
     for t in tensors:
@@ -757,6 +764,7 @@ def layout_from_tensors(
                 continue
             blocks[il] += t.n_bytes
             repack[il] += t.n_bytes if _repacked(t) else 0
+            routed[il] += t.n_bytes if _routed(t) else 0
         elif t.name == "token_embd.weight":
             token_embd = t.n_bytes
         elif t.name in _INPUT_TABLES:
@@ -783,6 +791,7 @@ def layout_from_tensors(
         output_in_file=not tied,
         block_bytes=blocks,
         cpu_repack_bytes=repack,
+        expert_bytes=routed,
         exact=True,
         output_repack_bytes=output_repack,
     )
