@@ -196,7 +196,7 @@ def test_tied_embeddings_and_per_layer_kv(tmp_path: Path) -> None:
     assert not w.output_in_file
     # The device copy of token_embd plus output_norm, which the file does hold.
     assert w.output_bytes == w.token_embd_bytes + 1024
-    assert w.untied_output_bytes == 0
+    assert w.untied_output_bytes == 1024  # output_norm: in the file, loaded
     assert w.file_bytes == 10**9
     # Dominant type by bytes: Q4_0 (attn_q, attn_k, ffn_up) over Q8_0 (token_embd, attn_v).
     assert facts.quant == "Q4_0"
@@ -895,7 +895,7 @@ def test_per_layer_embeddings_are_an_input_table() -> None:
     layout = layout_from_tensors(tensors, 1, 4190)
     assert (layout.token_embd_bytes, layout.input_bytes, layout.output_bytes) == (100, 4000, 110)
     assert layout.block_bytes == [80]  # the projection is created with block 0, and sits there
-    assert layout.tensor_bytes == 4180  # tied: output_norm rides with the device copy
+    assert layout.tensor_bytes == 4190  # every tensor of the file, output_norm included
     assert layout.readaround_cold_bytes[-1] == 4000  # the tied token_embd is read: hot
 
 
@@ -923,3 +923,75 @@ def test_the_output_matrix_repacks_when_its_type_does(
     tensors.append(TensorInfo("blk.0.attn_q.weight", "Q8_0", (256, 256), 50))
     layout = layout_from_tensors(tensors, 1, 16050)
     assert layout.output_repack_bytes == want
+
+
+def _moe_spec(arch: str) -> Spec:
+    """A 3-block MoE: block 0 dense (feed_forward_length 1024), blocks 1-2 with 4 experts 128
+    wide and a 384-wide shared expert."""
+    spec = llama_spec(n_layer=3)
+    tensors = [t for t in spec.tensors if not t[0].startswith(("blk.1.ffn", "blk.2.ffn"))]
+    for il in (1, 2):
+        p = f"blk.{il}."
+        tensors += [
+            (p + "ffn_gate_inp.weight", "F32", (EMBD, 4)),
+            (p + "ffn_up_exps.weight", "F32", (EMBD, 128, 4)),
+            (p + "ffn_down_exps.weight", "F32", (128, EMBD, 4)),
+            (p + "ffn_up_shexp.weight", "F32", (EMBD, 384)),
+        ]
+    tensors = [(n, t, (EMBD, 1024) if n == "blk.0.ffn_up.weight" else s) for n, t, s in tensors]
+    keys = {**spec.keys, "expert_count": 4, "expert_used_count": 2}
+    return Spec(arch, keys, tensors, spec.general)
+
+
+def test_an_moes_dense_and_shared_feed_forwards_and_routed_experts_come_from_its_tensors(
+    tmp_path: Path,
+) -> None:
+    """The widest dense feed-forward (block 0's ffn_up rows) and the shared expert's width
+    size the compute buffer; the routed experts' bytes, block by block, size a decode step."""
+    facts = facts_from_gguf(write_gguf(tmp_path / "m.gguf", _moe_spec("qwen2moe")))
+    assert (facts.arch.n_ff_dense, facts.arch.n_ff_shared) == (1024, 384)
+    experts = nbytes("F32", (EMBD, 128, 4)) + nbytes("F32", (128, EMBD, 4))
+    assert facts.weights.expert_bytes == [0, experts, experts]
+    dense = facts_from_gguf(write_gguf(tmp_path / "d.gguf", llama_spec()))
+    assert (dense.arch.n_ff_dense, dense.arch.n_ff_shared) == (0, 0)  # a dense model's own ff
+    assert dense.weights.expert_bytes == [0, 0]
+
+
+@pytest.mark.parametrize(
+    ("arch", "keys", "expected"),
+    [
+        ("qwen3vl", {"n_deepstack_layers": 2}, 2),
+        ("qwen3vlmoe", {}, 0),
+        ("granite", {"deepstack_mapping": [-1, 0, 0, 1, -1]}, 2),  # INT32: distinct, not -1
+        ("llama", {"deepstack_mapping": [0, 1]}, 0),  # a key its loader does not read
+    ],
+)
+def test_deepstack_inputs_widen_the_input_row(
+    tmp_path: Path, arch: str, keys: dict[str, Any], expected: int
+) -> None:
+    spec = llama_spec()
+    spec = Spec(arch, {**spec.keys, "logit_scale": 1, **keys}, spec.tensors, spec.general)
+    assert facts_from_gguf(write_gguf(tmp_path / "m.gguf", spec)).arch.n_deepstack == expected
+
+
+def test_embedding_models_get_no_cache_and_mtp_biases_follow_their_loader(tmp_path: Path) -> None:
+    """BERT-style encoders have no KV cache (llama.cpp creates no memory for them), whatever
+    their heads say. An MTP block's expert bias is loaded by DeepSeek 3.2's loader only."""
+    from deployer.core.fit.memory import FitSettings, checkpoint_bytes, kv_bytes
+
+    spec = llama_spec()
+    bert = facts_from_gguf(write_gguf(tmp_path / "b.gguf", Spec("bert", spec.keys, spec.tensors,
+                                                                spec.general)))  # fmt: skip
+    s = FitSettings(ctx=8192, parallel=2)
+    assert bert.arch.no_memory and kv_bytes(bert.arch, range(2), s) == 0
+    assert checkpoint_bytes(bert.arch, s) == 0
+    assert not facts_from_gguf(write_gguf(tmp_path / "l.gguf", spec)).arch.no_memory
+    bias: list[TensorSpec] = [("blk.1.exp_probs_b.bias", "F32", (8,))]
+    for arch, held in (("deepseek32", 32), ("glm4moe", 0)):
+        mtp = Spec(arch, {**spec.keys, "nextn_predict_layers": 1}, spec.tensors + bias,
+                   spec.general)  # fmt: skip
+        layout = layout_from_tensors(
+            [TensorInfo(n, t, s_, nbytes(t, s_)) for n, t, s_ in mtp.tensors], 2, 10**6, 1,
+            ("exp_probs_b.bias",) if arch == "deepseek32" else (),
+        )  # fmt: skip
+        assert layout.block_bytes[1] == held

@@ -211,6 +211,8 @@ def kv_cells_for_layer(arch: ModelArch, layer: int, s: FitSettings) -> int:
 def kv_layer_bytes(arch: ModelArch, layer: int, s: FitSettings, cells: int | None = None) -> int:
     """KV bytes of one layer (0 for recurrent layers), its indexer cache included: of all its
     cells, or of `cells` of its main cache (a checkpoint's share; the indexer is not one)."""
+    if arch.no_memory:  # an embedding or diffusion model: no cache at all
+        return 0
     if arch.compress_ratios:
         return _dsv4_layer_bytes(arch, layer, s, cells)
     bk = KV_BYTES_PER_ELEMENT[s.kv_type_k]
@@ -313,7 +315,7 @@ def checkpoint_bytes(arch: ModelArch, s: FitSettings) -> int:
     window (llama.cpp skips the masked ones): at most the window's tokens, or the slot's cells
     when the slot is shorter. None for a model that can roll its memory back, and none under
     Ollama."""
-    if s.ctx_is_per_slot:
+    if s.ctx_is_per_slot or arch.no_memory:
         return 0
     window_kv = sum(
         kv_layer_bytes(
@@ -331,7 +333,7 @@ def checkpoint_bytes(arch: ModelArch, s: FitSettings) -> int:
 def recurrent_bytes(arch: ModelArch, layers: range | list[int], s: FitSettings) -> int:
     """Recurrent state (f32, per sequence) of the recurrent ones among `layers`: llama.cpp keeps
     each layer's state on the device that runs the layer."""
-    if not arch.recurrent_state_bytes_per_seq:
+    if not arch.recurrent_state_bytes_per_seq or arch.no_memory:
         return 0
     total = sum(arch.is_recurrent(i) for i in range(arch.n_layer))
     here = sum(arch.is_recurrent(i) for i in layers)
@@ -384,6 +386,10 @@ def _v_index_bytes(arch: ModelArch, s: FitSettings) -> int:
     return 8 * ub * arch.n_embd_v_max * caches
 
 
+# Gemma 3n's alternating updates: four n_embd-wide streams through every layer (n_altup).
+_ALTUP_ARCHS = frozenset({"gemma3n"})
+
+
 def compute_bytes(arch: ModelArch, s: FitSettings, *, gpu: bool = False) -> int:
     """Compute buffer of the worst-case graph (_graph_tokens tokens, each against a full
     stream of cells)."""
@@ -392,8 +398,13 @@ def compute_bytes(arch: ModelArch, s: FitSettings, *, gpu: bool = False) -> int:
     n_embd_k = arch.n_embd_k_max
     n_embd_v = arch.n_embd_v_max
     n_q = arch.n_head * arch.head_dim_k_max
-    ff = arch.n_ff * arch.n_expert_used if arch.n_expert else arch.n_ff
-    ff = ff or 4 * arch.n_embd
+    ff_moe = arch.n_ff * arch.n_expert_used if arch.n_expert else arch.n_ff
+    # An MoE's dense layers (DeepSeek's leading blocks, Llama 4's interleaved ones) and its
+    # shared expert run their own feed-forward, wider than the routed experts' sum at times
+    # (checked against llama-server on small GLM-4.5, Ling 2, AFMoE and Llama 4 files).
+    ff = max(ff_moe, arch.n_ff_dense, arch.n_ff_shared) or 4 * arch.n_embd
+    x = arch.n_embd_input_extra  # Gemma 3n's per-layer inputs: floats a token
+    altup = arch.architecture in _ALTUP_ARCHS
     # ggml's allocator reuses memory, so the buffer is the largest set of tensors alive at once:
     # in the attention half of a layer, or in its feed-forward half (gate, up and their
     # product, ff wide each, beside five n_embd-wide rows: residual, norm, input and outputs).
@@ -406,10 +417,17 @@ def compute_bytes(arch: ModelArch, s: FitSettings, *, gpu: bool = False) -> int:
         # qwen3moe/olmoe variants (benchmarks/compute_probe.py), where the dense formula was up
         # to 64 MiB under.
         ffn = max(ffn, 2 * arch.n_embd * arch.n_expert_used + ff + 5 * arch.n_embd)
+        if arch.n_ff_shared:
+            # beside a shared expert the routed experts' outputs stay alive, n_embd wide each
+            # (Llama 4, read off small files: exact at 1, 2 and 4 experts used)
+            e_used = arch.n_expert_used * arch.n_embd
+            ffn = max(ffn, 3 * ff_moe + 5 * arch.n_embd + e_used + _PER_TOKEN_SLACK_FLOATS)
     mask = _mask_bytes(arch, s)
     if s.flash_attention:
         attn += 3 * n_q  # f16 copies of Q and the attention output in FA's layout
-        act = 4 * ub * max(attn, ffn)
+        # Gemma 3n's four altup streams add 15 n_embd-wide rows to the attention half; per-layer
+        # inputs keep two copies of their rows alive through every layer.
+        act = 4 * ub * (max(attn + (15 * arch.n_embd if altup else 0), ffn) + 2 * x)
     else:
         kq = 4 * ub * n_kv * arch.n_head  # the f32 KQ matrix, alive in the attention half only
         # Beside it, read off two-layer variants without flash attention (compute_probe.py
@@ -424,8 +442,13 @@ def compute_bytes(arch: ModelArch, s: FitSettings, *, gpu: bool = False) -> int:
         # three is taken.
         v_idx = _v_index_bytes(arch, s)
         exact_attn = 4 * ub * (3 * arch.n_embd + 3 * n_q + _PER_TOKEN_SLACK_FLOATS) + v_idx
-        act = max(4 * ub * attn, exact_attn) + kq
-        act = max(act, 4 * ub * ffn + v_idx)
+        if altup:
+            exact_attn += 4 * ub * 10 * arch.n_embd
+        act = max(4 * ub * attn, exact_attn) + kq + 4 * ub * x
+        act = max(act, 4 * ub * (ffn + 2 * x) + v_idx)
+    if x:
+        # ... and at the graph's start hold four: the lookup, its projection, norm and sum
+        act = max(act, 4 * ub * (4 * x + 5 * arch.n_embd + _PER_TOKEN_SLACK_FLOATS))
     quant_kv = s.kv_type_k not in ("f16", "bf16", "f32") or s.kv_type_v not in (
         "f16",
         "bf16",
@@ -444,9 +467,12 @@ def compute_bytes(arch: ModelArch, s: FitSettings, *, gpu: bool = False) -> int:
         per_cell = 6 if s.flash_attention else 10
         top_k = min(arch.indexer_top_k, n_kv)
         extra += ub * (n_kv * per_cell + 4 * arch.indexer_q + 8 * top_k)
-    if arch.n_embd_input_extra:
-        # Gemma 3n's per-layer inputs: the lookup's f32 rows for every layer, alive throughout
-        extra += 4 * ub * arch.n_embd_input_extra
+    if arch.n_deepstack:
+        # Qwen3-VL's deepstack: the input row is n_embd x (1 + n) wide, in every select branch
+        # of the input (token, embedding and mixed batches: llm_graph_context::build_inp_embd),
+        # and it stays alive through the layers it feeds. 5n + 2 n_embd-wide rows bound what
+        # small Qwen3-VL files logged (n = 3; with and without flash attention).
+        extra += 4 * ub * arch.n_embd * (5 * arch.n_deepstack + 2)
     if arch.hyper_connections > 1:
         # Hyper-connections (DeepSeek 4, HY-V4, GLM-5-Next, Qwen4-exp) keep the residual as
         # several streams: two rows that wide beside the rest (1.4 read off small DeepSeek 4

@@ -107,6 +107,24 @@ class ModelArch(BaseModel):
         description="per layer, DeepSeek 4's compressed caches: 0 none, 4 (with an indexer) or "
         "128 tokens a row; empty: none",
     )
+    n_ff_dense: _U32 = Field(
+        default=0,
+        description="an MoE's widest dense feed-forward (its dense layers' ffn_up rows: "
+        "DeepSeek's leading blocks, Llama 4's interleaved ones); 0: none or not known",
+    )
+    n_ff_shared: _U32 = Field(
+        default=0, description="an MoE's shared expert width (ffn_up_shexp rows); 0: none"
+    )
+    n_deepstack: _U32 = Field(
+        default=0,
+        description="deepstack inputs (Qwen3-VL, Granite Vision): the input row is n_embd x "
+        "(1 + this) wide",
+    )
+    no_memory: bool = Field(
+        default=False,
+        description="llama.cpp gives the context no KV cache or state (embedding and diffusion "
+        "models: BERT and its kin, Dream, LLaDA)",
+    )
 
     @model_validator(mode="after")
     def _check_lengths(self) -> ModelArch:
@@ -222,8 +240,12 @@ class WeightLayout(BaseModel):
 
     @property
     def untied_output_bytes(self) -> int:
-        """Output bytes that exist in the file (0 when tied: the device copy is not in the file)."""
-        return self.output_bytes if self.output_in_file else 0
+        """Output-layer bytes that exist in the file: with tied embeddings all but the matrix
+        (token_embd, whose device copy is not in the file): output_norm, Gemma 3n's altup
+        projections and the like, which llama.cpp loads as any other tensor."""
+        if self.output_in_file:
+            return self.output_bytes
+        return max(0, self.output_bytes - self.token_embd_bytes)
 
     output_in_file: bool = True
     adapter_block_bytes: list[Annotated[int, Field(ge=0)]] = Field(

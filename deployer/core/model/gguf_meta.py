@@ -482,14 +482,16 @@ def _indexer(
 
 # MTP (nextn) blocks, the last nextn_predict_layers of block_count. These loaders skip every
 # tensor of them unless MTP drafting is asked for (TENSOR_SKIP; deployer never asks), so they
-# hold no weights; but for an expert-bias vector some load anyway (tiny, kept). Others (HY-V3,
+# hold no weights; but for an expert-bias vector two load anyway (tiny, kept). Others (HY-V3,
 # Step 3.5, Cohere 2 MoE) load part of the block all the same: counted whole, the safe side.
 _NEXTN_SKIPS_WEIGHTS = frozenset(
     {"bailingmoe2", "bailingmoe3", "deepseek2", "deepseek32", "deepseek4", "dots3note",
      "exaone-moe", "exaone4", "glm4", "glm4moe", "glm-dsa", "glm5-next", "mimo2", "nemotron_h",
      "nemotron_h_moe", "qwen35", "qwen35moe", "qwen3next", "qwen4exp"}
 )  # fmt: skip
-_NEXTN_LOADED_ANYWAY = ("exp_probs_b.bias",)
+# DeepSeek 3.2 and GLM-5 create the block's expert-bias vector without the skip flag
+# (TENSOR_NOT_REQUIRED alone): loaded, a few bytes. The other loaders skip it with the block.
+_NEXTN_LOADED_ANYWAY = {"deepseek32": ("exp_probs_b.bias",), "glm-dsa": ("exp_probs_b.bias",)}
 # Their KV: the main context's cache filters them out (il < n_layer()) on the default path and
 # the sparse-attention and Qwen hybrids' paths; these build it without that filter: DeepSeek 4's
 # raw and compressed caches, MiniMax-M3's, HY-V4's, DFlash's, and the hybrids whose attention
@@ -675,7 +677,51 @@ def _arch_from_header(header: GGUFHeader, tensors: dict[str, TensorInfo]) -> Mod
         n_embd_input_extra=sum(
             tensors[n].shape[0] for n in _INPUT_TABLES if n in tensors and tensors[n].shape
         ),
+        n_ff_dense=_widest_rows(tensors, "ffn_up.weight") if n_expert else 0,
+        n_ff_shared=_widest_rows(tensors, "ffn_up_shexp.weight") if n_expert else 0,
+        n_deepstack=_n_deepstack(keys, arch),
+        no_memory=arch in _NO_MEMORY_ARCHS,
     )
+
+
+def _widest_rows(tensors: dict[str, TensorInfo], suffix: str) -> int:
+    """The most output rows of any block's 2-D `suffix` tensor (a feed-forward's width)."""
+    return max(
+        (
+            t.shape[1]
+            for name, t in tensors.items()
+            if len(t.shape) == 2 and name.endswith("." + suffix) and _BLOCK_RE.match(name)
+        ),
+        default=0,
+    )
+
+
+# Qwen3-VL states its deepstack inputs; Granite Vision maps layers to them (its distinct
+# non-negative indices, llama_model_granite::load_arch_hparams).
+_DEEPSTACK_COUNT_ARCHS = frozenset({"qwen3vl", "qwen3vlmoe"})
+_DEEPSTACK_MAPPING_ARCHS = frozenset({"granite", "granite_swa"})
+
+
+def _n_deepstack(keys: _Keys, arch: str) -> int:
+    """Deepstack inputs: the input row is n_embd x (1 + this) wide (llama_hparams::n_embd_inp)."""
+    if arch in _DEEPSTACK_COUNT_ARCHS:
+        return keys.get_int("n_deepstack_layers", hi=LLAMA_MAX_LAYERS)
+    field = keys.field("deepstack_mapping")
+    if arch not in _DEEPSTACK_MAPPING_ARCHS or field is None or field.type != ARRAY:
+        return 0
+    if field.items is None:  # too long to keep: at most one input per entry
+        return min(field.count, LLAMA_MAX_LAYERS)
+    distinct = {int(v) for v in field.items if isinstance(v, int) and v >= 0}
+    return min(len(distinct), LLAMA_MAX_LAYERS)
+
+
+# llama_model::create_memory gives these no memory at all: embedding models (BERT and its kin,
+# EmbeddingGemma), diffusion LMs (Dream, LLaDA, RND1), WavTokenizer's decoder.
+_NO_MEMORY_ARCHS = frozenset(
+    {"bert", "modern-bert", "nomic-bert", "nomic-bert-moe", "neo-bert", "jina-bert-v2",
+     "jina-bert-v3", "eurobert", "clef", "gemma-embedding", "wavtokenizer-dec", "dream",
+     "llada", "llada-moe", "rnd1"}
+)  # fmt: skip
 
 
 def _kv_layers(keys: _Keys, arch: str, n_layer: int) -> int:
@@ -734,23 +780,24 @@ _INPUT_TABLES = frozenset(
 _LAYER0_TABLES = frozenset({"per_layer_model_proj.weight", "per_layer_proj_norm.weight"})
 
 
-def _skipped(t: TensorInfo, trunk: int) -> bool:
+def _skipped(t: TensorInfo, trunk: int, kept: tuple[str, ...] = ()) -> bool:
     """A tensor of an MTP (nextn) block that llama.cpp does not create unless MTP is loaded
-    (TENSOR_SKIP): it takes no memory and is never read."""
+    (TENSOR_SKIP): it takes no memory and is never read. `kept`: name endings the loader
+    creates all the same."""
     match = _BLOCK_RE.match(t.name)
-    return (
-        match is not None
-        and int(match.group(1)) >= trunk
-        and not t.name.endswith(_NEXTN_LOADED_ANYWAY)
-    )
+    return match is not None and int(match.group(1)) >= trunk and not t.name.endswith(kept)
 
 
 def layout_from_tensors(
-    tensors: list[TensorInfo], n_layer: int, file_bytes: int, nextn_layers: int = 0
+    tensors: list[TensorInfo],
+    n_layer: int,
+    file_bytes: int,
+    nextn_layers: int = 0,
+    nextn_kept: tuple[str, ...] = (),
 ) -> WeightLayout:
     """Exact WeightLayout from a tensor table (all parts of a split set together). The last
     `nextn_layers` blocks (MTP heads, which llama-server loads only for MTP drafting) hold
-    nothing."""
+    nothing but the tensors whose names end in `nextn_kept`."""
     blocks, repack, routed = [0] * n_layer, [0] * n_layer, [0] * n_layer
     trunk = n_layer - nextn_layers
     token_embd = output = other = inputs = 0
@@ -760,7 +807,7 @@ def layout_from_tensors(
             il = int(match.group(1))
             if il >= n_layer:
                 raise HeaderError(f"tensor {shown(t.name)} is beyond block_count {n_layer}")
-            if _skipped(t, trunk):
+            if _skipped(t, trunk, nextn_kept):
                 continue
             blocks[il] += t.n_bytes
             repack[il] += t.n_bytes if _repacked(t) else 0
@@ -782,7 +829,7 @@ def layout_from_tensors(
     out_name = "token_embd.weight" if tied else "output.weight"
     output_repack = sum(t.n_bytes for t in tensors if t.name == out_name and _repacked(t))
     return WeightLayout(
-        readaround_cold_bytes=_readaround(tensors, tied, trunk),
+        readaround_cold_bytes=_readaround(tensors, tied, trunk, nextn_kept),
         file_bytes=file_bytes,
         token_embd_bytes=token_embd,
         input_bytes=inputs,
@@ -797,7 +844,9 @@ def layout_from_tensors(
     )
 
 
-def _readaround(tensors: list[TensorInfo], tied: bool, trunk: int) -> list[int]:
+def _readaround(
+    tensors: list[TensorInfo], tied: bool, trunk: int, kept: tuple[str, ...] = ()
+) -> list[int]:
     """Cold bytes (never read by a decode once loaded: repacked sources, an untied
     token_embd whose rows are looked up, skipped MTP blocks) that faults on hot tensors pull
     in, file order, for each window of READAROUND_WINDOWS.
@@ -811,7 +860,7 @@ def _readaround(tensors: list[TensorInfo], tied: bool, trunk: int) -> list[int]:
     for t in tensors:
         hot = int(
             not _repacked(t)
-            and not _skipped(t, trunk)
+            and not _skipped(t, trunk, kept)
             and (tied or t.name != "token_embd.weight")
             and t.name not in _INPUT_TABLES
         )
@@ -931,7 +980,8 @@ def facts_from_parts(
         arch = _arch_from_header(first, {t.name: t for t in tensors})
         file_bytes = total_file_bytes or sum(sizes)
         skipped = arch.nextn_layers if arch.architecture in _NEXTN_SKIPS_WEIGHTS else 0
-        layout = layout_from_tensors(tensors, arch.n_layer, file_bytes, skipped)
+        kept = _NEXTN_LOADED_ANYWAY.get(arch.architecture, ())
+        layout = layout_from_tensors(tensors, arch.n_layer, file_bytes, skipped, kept)
         quant = _quant_label(first, tensors)
         general_name = _general_name(first)
     except HeaderError as exc:
