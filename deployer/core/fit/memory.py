@@ -398,17 +398,18 @@ def compute_bytes(arch: ModelArch, s: FitSettings, *, gpu: bool = False) -> int:
     n_embd_k = arch.n_embd_k_max
     n_embd_v = arch.n_embd_v_max
     n_q = arch.n_head * arch.head_dim_k_max
-    ff_moe = arch.n_ff * arch.n_expert_used if arch.n_expert else arch.n_ff
+    ff_moe = (arch.n_ff * arch.n_expert_used if arch.n_expert else arch.n_ff) or 4 * arch.n_embd
     # An MoE's dense layers (DeepSeek's leading blocks, Llama 4's interleaved ones) and its
     # shared expert run their own feed-forward, wider than the routed experts' sum at times
-    # (checked against llama-server on small GLM-4.5, Ling 2, AFMoE and Llama 4 files).
-    ff = max(ff_moe, arch.n_ff_dense, arch.n_ff_shared) or 4 * arch.n_embd
+    # (checked against llama-server on small GLM-4.5, Ling 2, AFMoE and Llama 4 files): the
+    # feed-forward half is as wide as the widest.
+    ff = max(ff_moe, arch.n_ff_dense, arch.n_ff_shared)
     x = arch.n_embd_input_extra  # Gemma 3n's per-layer inputs: floats a token
     altup = arch.architecture in _ALTUP_ARCHS
     # ggml's allocator reuses memory, so the buffer is the largest set of tensors alive at once:
     # in the attention half of a layer, or in its feed-forward half (gate, up and their
     # product, ff wide each, beside five n_embd-wide rows: residual, norm, input and outputs).
-    attn = 2 * ff + 3 * arch.n_embd + n_embd_k + _PER_TOKEN_SLACK_FLOATS
+    attn = 2 * ff_moe + 3 * arch.n_embd + n_embd_k + _PER_TOKEN_SLACK_FLOATS
     ffn = 3 * ff + 5 * arch.n_embd + _PER_TOKEN_SLACK_FLOATS
     if arch.n_expert:
         # MoE: the experts' down projections come out n_embd wide per expert used and are
@@ -416,7 +417,7 @@ def compute_bytes(arch: ModelArch, s: FitSettings, *, gpu: bool = False) -> int:
         # residual rows. An upper bound: ggml's allocator lands 0-64 MiB under it on synthetic
         # qwen3moe/olmoe variants (benchmarks/compute_probe.py), where the dense formula was up
         # to 64 MiB under.
-        ffn = max(ffn, 2 * arch.n_embd * arch.n_expert_used + ff + 5 * arch.n_embd)
+        ffn = max(ffn, 2 * arch.n_embd * arch.n_expert_used + ff_moe + 5 * arch.n_embd)
         if arch.n_ff_shared:
             # beside a shared expert the routed experts' outputs stay alive, n_embd wide each
             # (Llama 4, read off small files: exact at 1, 2 and 4 experts used)
