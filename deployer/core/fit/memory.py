@@ -364,11 +364,32 @@ def _graph_tokens(s: FitSettings) -> int:
     return min(s.n_ubatch, s.kv_cells)
 
 
+def _attended_cells(arch: ModelArch, s: FitSettings) -> int:
+    """Cells a token attends over in the worst-case graph's widest attention: a full stream,
+    the window where every attention layer slides (an LFM2 or Gemma 3n file with no full
+    layer: llama_memory_hybrid_iswa then builds only the windowed inputs), none where no
+    layer attends (Mamba, RWKV: their graphs build no mask and no KQ)."""
+    if not any(arch.n_head_kv):
+        return 0 if arch.recurrent_state_bytes_per_seq else s.cells_per_stream
+    return s.cells_per_stream if _full_attention(arch) else _swa_cells_per_stream(arch, s)
+
+
+def _full_attention(arch: ModelArch) -> bool:
+    """Whether some layer attends over the whole context (DeepSeek 4 attends its compressed
+    rows over it, though every layer slides)."""
+    full = any(kv and not arch.is_swa(i) for i, kv in enumerate(arch.n_head_kv))
+    return full or bool(arch.compress_ratios)
+
+
 def _mask_bytes(arch: ModelArch, s: FitSettings) -> int:
     """The attention mask(s) of the worst-case graph: f16 with flash attention, else f32."""
-    n_kv = s.cells_per_stream
+    n_kv = _attended_cells(arch, s)
+    if not n_kv:
+        return 0
     ub = _graph_tokens(s)
     n_kv_swa = _swa_cells_per_stream(arch, s) if arch.sliding_window and arch.swa_layers else 0
+    if n_kv_swa and not _full_attention(arch):
+        n_kv = 0  # every attention layer slides: the windowed mask alone
     return (2 if s.flash_attention else 4) * ub * (n_kv + n_kv_swa)
 
 
@@ -390,10 +411,25 @@ def _v_index_bytes(arch: ModelArch, s: FitSettings) -> int:
 _ALTUP_ARCHS = frozenset({"gemma3n"})
 
 
+def _graph_state_bytes(arch: ModelArch, s: FitSettings) -> int:
+    """A recurrent layer's state as the graph handles it: the slots' rows gathered from the
+    cache and the new states the scan writes, one layer's worth each (Kimi Linear, read off
+    small files: the compute buffer grows by a layer's state for each slot)."""
+    layers = sum(arch.is_recurrent(i) for i in range(arch.n_layer))
+    if not layers:
+        return 0
+    return 2 * min(s.parallel, _graph_tokens(s)) * arch.recurrent_state_bytes_per_seq // layers
+
+
+# Qwen3-Next and Qwen3.5 project Q twice as wide and split off a gate, which stays alive
+# until it multiplies the attention's output.
+_GATED_Q_ARCHS = frozenset({"qwen3next", "qwen35", "qwen35moe", "qwen4exp"})
+
+
 def compute_bytes(arch: ModelArch, s: FitSettings, *, gpu: bool = False) -> int:
     """Compute buffer of the worst-case graph (_graph_tokens tokens, each against a full
     stream of cells)."""
-    n_kv = s.cells_per_stream
+    n_kv = _attended_cells(arch, s)
     ub = _graph_tokens(s)
     n_embd_k = arch.n_embd_k_max
     n_embd_v = arch.n_embd_v_max
@@ -423,6 +459,12 @@ def compute_bytes(arch: ModelArch, s: FitSettings, *, gpu: bool = False) -> int:
             # (Llama 4, read off small files: exact at 1, 2 and 4 experts used)
             e_used = arch.n_expert_used * arch.n_embd
             ffn = max(ffn, 3 * ff_moe + 5 * arch.n_embd + e_used + _PER_TOKEN_SLACK_FLOATS)
+    # A recurrent layer's mixer (Mamba's projections, convolution and scan; RWKV's time mix)
+    # in place of attention on its layers.
+    ffn = max(ffn, arch.mixer_floats)
+    state = _graph_state_bytes(arch, s)
+    if not n_kv:  # no layer attends: no mask, no KQ, no cache indices
+        return 4 * ub * ffn + state
     mask = _mask_bytes(arch, s)
     if s.flash_attention:
         attn += 3 * n_q  # f16 copies of Q and the attention output in FA's layout
@@ -442,7 +484,8 @@ def compute_bytes(arch: ModelArch, s: FitSettings, *, gpu: bool = False) -> int:
         # largest term, short where an MoE's experts are few or narrow, so the largest of the
         # three is taken.
         v_idx = _v_index_bytes(arch, s)
-        exact_attn = 4 * ub * (3 * arch.n_embd + 3 * n_q + _PER_TOKEN_SLACK_FLOATS) + v_idx
+        q_rows = 4 if arch.architecture in _GATED_Q_ARCHS else 3
+        exact_attn = 4 * ub * (3 * arch.n_embd + q_rows * n_q + _PER_TOKEN_SLACK_FLOATS) + v_idx
         if altup:
             exact_attn += 4 * ub * 10 * arch.n_embd
         act = max(4 * ub * attn, exact_attn) + kq + 4 * ub * x
@@ -455,7 +498,7 @@ def compute_bytes(arch: ModelArch, s: FitSettings, *, gpu: bool = False) -> int:
         "bf16",
         "f32",
     )
-    extra = 0
+    extra = state
     if arch.indexer_layers:
         # Sparse attention (DeepSeek 3.2's lightning indexer, llama.cpp's fused op): a score
         # per token per cell (f32) and the indexer's own mask (f16), beside the selection mask
@@ -700,7 +743,7 @@ def cpu_work_bytes(arch: ModelArch, s: FitSettings) -> int:
     (benchmarks/host_overhead.py runs with flash attention): only the excess over it is added."""
     if s.flash_attention or s.kv_type_v == "f32":
         return 0
-    kq_f16 = 2 * s.cells_per_stream * s.n_ubatch * arch.n_head
+    kq_f16 = 2 * _attended_cells(arch, s) * s.n_ubatch * arch.n_head
     ffn = s.n_ubatch * arch.n_ff * max(1, arch.n_expert_used) * 34 // 32  # q8_0: 34 B / 32
     return max(0, kq_f16 - ffn)
 

@@ -120,6 +120,12 @@ class ModelArch(BaseModel):
         description="deepstack inputs (Qwen3-VL, Granite Vision): the input row is n_embd x "
         "(1 + this) wide",
     )
+    mixer_floats: _U32 = Field(
+        default=0,
+        description="floats a token a recurrent layer's mixer keeps alive at once (Mamba's "
+        "projections, convolution and scan; RWKV's time mix); 0: none, or within the "
+        "feed-forward's",
+    )
     no_memory: bool = Field(
         default=False,
         description="llama.cpp gives the context no KV cache or state (embedding and diffusion "

@@ -681,7 +681,35 @@ def _arch_from_header(header: GGUFHeader, tensors: dict[str, TensorInfo]) -> Mod
         n_ff_shared=_widest_rows(tensors, "ffn_up_shexp.weight") if n_expert else 0,
         n_deepstack=_n_deepstack(keys, arch),
         no_memory=arch in _NO_MEMORY_ARCHS,
+        mixer_floats=_mixer_floats(keys, arch, n_embd) if recurrent else 0,
     )
+
+
+# The recurrent mixers whose live tensors outgrow a feed-forward's (read off small files
+# against llama-server's log: never under, 0.01-2.5 MiB over at ubatch 512):
+# - Mamba and Mamba 2 layers (src/models/mamba-base.cpp; Jamba, PLaMo 2, Falcon-H1,
+#   Nemotron-H, Granite 4 hybrids): the in-projection (2 d_inner + 2 groups x d_state + heads),
+#   the convolution's input and output, the scan's output and the gate, beside the residual
+#   rows; Falcon-H1's attention output rides alongside;
+# - RWKV's time mix: the fused lerp and the r, w, k, v, a, g rows with their LoRA
+#   intermediates (20.1 n_embd-wide rows for RWKV 7, 15.1-15.8 for RWKV 6).
+_MAMBA_ARCHS = frozenset(
+    {"mamba", "mamba2", "jamba", "plamo2", "falcon-h1", "nemotron_h", "nemotron_h_moe",
+     "granitehybrid"}
+)  # fmt: skip
+_RWKV_MIXER_ROWS = {"rwkv7": 21, "arwkv7": 21, "rwkv6": 16, "rwkv6qwen2": 16}
+
+
+def _mixer_floats(keys: _Keys, arch: str, n_embd: int) -> int:
+    if arch in _RWKV_MIXER_ROWS:
+        return _RWKV_MIXER_ROWS[arch] * n_embd
+    if arch not in _MAMBA_ARCHS:
+        return 0
+    d_inner = keys.get_int("ssm.inner_size")
+    groups = max(keys.get_int("ssm.group_count"), 1)
+    rows = -(-(9 * n_embd + 11 * d_inner) // 2)  # 4.5 n_embd + 5.5 d_inner, rounded up
+    rows += 6 * groups * keys.get_int("ssm.state_size") + 2 * keys.get_int("ssm.time_step_rank")
+    return min(rows + (n_embd if arch == "falcon-h1" else 0), U32_MAX)
 
 
 def _widest_rows(tensors: dict[str, TensorInfo], suffix: str) -> int:
