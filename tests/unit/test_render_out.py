@@ -3,6 +3,7 @@ run by a real shell, and the memory/pids limits every target carries."""
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import subprocess
@@ -223,3 +224,20 @@ def test_systemd_accepts_units_with_hostile_paths(tmp_path: Path) -> None:
         if line.strip() and "/usr/bin/curl" not in line and "/bin/sh" not in line
     ]
     assert problems == [], proc.stderr
+
+
+def test_an_embedding_model_is_refused_in_one_line(tmp_path: Path) -> None:
+    """llama.cpp gives a BERT-style encoder no KV cache and llama-server aborts serving it for
+    completions: render (and deploy, through the same check) refuse it, naming the kind."""
+    from tests.unit.test_gguf_meta import Spec, llama_spec, write_gguf
+
+    spec = llama_spec()
+    model = write_gguf(tmp_path / "bert.gguf", Spec("bert", spec.keys, spec.tensors, spec.general))
+    out = tmp_path / "out"
+    res = CliRunner().invoke(app, ["render", str(model), *CPU, "--out", str(out)])
+    assert res.exit_code == 2
+    assert "'bert' model (embeddings or diffusion)" in _one_line_error(res.output)
+    assert not out.exists()
+    planned = CliRunner().invoke(app, ["plan", str(model), *CPU, "--json"])
+    assert planned.exit_code == 0, planned.output  # the plan still sizes it: no KV cache
+    assert json.loads(planned.output)["memory"]["kv_cache_bytes"] == 0

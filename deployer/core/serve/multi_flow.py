@@ -63,7 +63,15 @@ def plan_several(
 
 
 def require_fit(plan: MultiPlan) -> None:
-    """Refuse a router deployment whose sets of --max-loaded models do not all fit."""
+    """Refuse a router deployment whose sets of --max-loaded models do not all fit, or that
+    names a model llama-server cannot serve for completions."""
+    for result in plan.results:
+        if result.chosen.facts.arch.no_memory:
+            raise InvalidRequest(
+                f"{result.model} is a '{result.chosen.facts.arch.architecture}' model "
+                "(embeddings or diffusion), which llama-server cannot serve for completions",
+                "Leave it out: deployer serves text-generation models.",
+            )
     if not plan.fits:
         raise InvalidRequest(
             f"these models do not fit {plan.results[0].profile.id} as asked: {explain(plan)}",

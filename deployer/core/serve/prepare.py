@@ -138,7 +138,17 @@ class Prepared:
 
 
 def require_fit(result: PlanResult, ref: ModelRef) -> None:
-    """Refuse to render or deploy a plan that does not fit, naming the command that explains."""
+    """Refuse to render or deploy a plan that does not fit, naming the command that explains,
+    or a model llama-server cannot serve as a text-generation endpoint."""
+    arch = result.chosen.facts.arch
+    if arch.no_memory:
+        # llama.cpp gives these no KV cache: encoders (BERT and its kin, EmbeddingGemma) need
+        # --embedding, diffusion models their own CLI; a completion server aborts on them.
+        raise InvalidRequest(
+            f"{result.model} is a '{arch.architecture}' model (embeddings or diffusion), which "
+            "llama-server cannot serve for completions",
+            "deployer deploys text-generation models; 'deployer plan' still sizes this one.",
+        )
     if not result.fits:
         prof = result.profile.id
         raise InvalidRequest(
