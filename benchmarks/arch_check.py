@@ -1,7 +1,8 @@
 """The plan's buffers against llama-server's log on small real-shaped files of every architecture
 the integration tests build (tests/integration/test_fit_arch*.py: 50 builders, zero weights,
-embedding 256, a few layers), at two settings: ctx 8192 x 2 slots with flash attention, and
-ctx 4096 x 1 slot without.
+embedding 256, a few layers), at three settings: ctx 8192 x 2 slots with flash attention, ctx
+4096 x 1 slot without, and ctx 8192 x 16 slots with it (the worst-case graph is reserved for
+every slot: recurrent layers' states grow with them).
 
 For each file and setting: the cache (KV + recurrent state, DeepSeek 4's compressor state
 included), the host weights as llama-server logs them (mapped, plus the repacked copies) and
@@ -12,7 +13,7 @@ and writes benchmarks/results/arch_check.json.
 
     python benchmarks/arch_check.py [--only NAME,...]
 
-Needs the llama-server of scripts/build-llama.sh (or DEPLOYER_LLAMA_PREFIX). About a minute.
+Needs the llama-server of scripts/build-llama.sh (or DEPLOYER_LLAMA_PREFIX). About two minutes.
 """
 
 from __future__ import annotations
@@ -51,7 +52,7 @@ from tests.integration import (  # noqa: E402
 )
 
 Builder = Callable[[Path], Path]
-SETTINGS = [(8192, 2, True), (4096, 1, False)]
+SETTINGS = [(8192, 2, True), (4096, 1, False), (8192, 16, True)]
 CPU = MachineSpec(kind="cpu", device_count=0, device_budget_bytes=0, device_overhead_bytes=0,
                   host_budget_bytes=2**34, cpu_threads=2)  # fmt: skip
 OUT = REPO / "benchmarks" / "results" / "arch_check.json"

@@ -633,7 +633,9 @@ def _measured(
     return _MEASURED[key]
 
 
-SETTINGS = [(8192, 2, True), (4096, 1, False)]
+# A slot holds its own state, and the worst-case graph is reserved for every slot at once: the
+# compute buffer of a scan grows with the slots (16 of them here), not with the context.
+SETTINGS = [(8192, 2, True), (4096, 1, False), (8192, 16, True)]
 
 
 @pytest.mark.parametrize("build", BUILDERS, ids=lambda f: f.__name__)

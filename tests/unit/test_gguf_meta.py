@@ -958,6 +958,23 @@ def test_an_moes_dense_and_shared_feed_forwards_and_routed_experts_come_from_its
 
 
 @pytest.mark.parametrize(
+    ("mapping", "problem"),
+    [
+        (["a", "b"], "needs UINT32 or INT32 items"),  # llama.cpp: wrong array element type
+        ([0] * 513, "has 513 entries"),  # more than LLAMA_MAX_LAYERS
+        ([0, 500], "maps to input 500 of 2"),  # "Invalid deepstack index"
+    ],
+)
+def test_a_deepstack_mapping_llama_cpp_refuses_is_refused_in_one_line(
+    tmp_path: Path, mapping: list[Any], problem: str
+) -> None:
+    spec = llama_spec()
+    keys = {**spec.keys, "logit_scale": 1, "deepstack_mapping": mapping}
+    with pytest.raises(GGUFReadError, match=problem):
+        facts_from_gguf(write_gguf(tmp_path / "m.gguf", Spec("granite", keys, spec.tensors)))
+
+
+@pytest.mark.parametrize(
     ("arch", "keys", "expected"),
     [
         ("qwen3vl", {"n_deepstack_layers": 2}, 2),
@@ -976,7 +993,8 @@ def test_deepstack_inputs_widen_the_input_row(
 
 def test_embedding_models_get_no_cache_and_mtp_biases_follow_their_loader(tmp_path: Path) -> None:
     """BERT-style encoders have no KV cache (llama.cpp creates no memory for them), whatever
-    their heads say. An MTP block's expert bias is loaded by DeepSeek 3.2's loader only."""
+    their heads say. An MTP block's expert bias is loaded by DeepSeek 3.2's and GLM-5's
+    loaders only (without the skip flag); the others skip it with the block."""
     from deployer.core.fit.memory import FitSettings, checkpoint_bytes, kv_bytes
 
     spec = llama_spec()
@@ -986,12 +1004,13 @@ def test_embedding_models_get_no_cache_and_mtp_biases_follow_their_loader(tmp_pa
     assert bert.arch.no_memory and kv_bytes(bert.arch, range(2), s) == 0
     assert checkpoint_bytes(bert.arch, s) == 0
     assert not facts_from_gguf(write_gguf(tmp_path / "l.gguf", spec)).arch.no_memory
-    bias: list[TensorSpec] = [("blk.1.exp_probs_b.bias", "F32", (8,))]
-    for arch, held in (("deepseek32", 32), ("glm4moe", 0)):
-        mtp = Spec(arch, {**spec.keys, "nextn_predict_layers": 1}, spec.tensors + bias,
-                   spec.general)  # fmt: skip
-        layout = layout_from_tensors(
-            [TensorInfo(n, t, s_, nbytes(t, s_)) for n, t, s_ in mtp.tensors], 2, 10**6, 1,
-            ("exp_probs_b.bias",) if arch == "deepseek32" else (),
-        )  # fmt: skip
-        assert layout.block_bytes[1] == held
+    # an MTP block (the last of two) with its expert bias, read as the loader reads it
+    tensors: list[TensorSpec] = [("token_embd.weight", "F32", (128, 16))]
+    tensors += [(f"blk.{il}.attn_norm.weight", "F32", (128,)) for il in (0, 1)]
+    tensors += [("blk.1.exp_probs_b.bias", "F32", (8,))]
+    for arch, held in (("deepseek32", 32), ("glm-dsa", 32), ("deepseek2", 0), ("glm4moe", 0)):
+        keys = _deepseek(arch, 2, nextn_predict_layers=1)
+        if arch == "glm4moe":  # not an MLA loader: plain heads
+            keys |= {"attention.head_count_kv": 4}
+        path = write_gguf(tmp_path / f"{arch}.gguf", Spec(arch, keys, tensors))
+        assert facts_from_gguf(path).weights.block_bytes[1] == held, arch

@@ -241,3 +241,27 @@ def test_an_embedding_model_is_refused_in_one_line(tmp_path: Path) -> None:
     planned = CliRunner().invoke(app, ["plan", str(model), *CPU, "--json"])
     assert planned.exit_code == 0, planned.output  # the plan still sizes it: no KV cache
     assert json.loads(planned.output)["memory"]["kv_cache_bytes"] == 0
+
+
+def test_a_fleet_host_with_an_embedding_model_gets_the_reason_and_no_files(tmp_path: Path) -> None:
+    from deployer.adapters.adapter_files import AdapterFiles
+    from deployer.adapters.clock import SystemClock
+    from deployer.adapters.local_files import LocalDisk
+    from deployer.cli import wiring
+    from deployer.core.fleet.inventory import host_from_vars
+    from deployer.core.fleet.run import FleetEdges, plan_one
+    from deployer.core.hardware.profiles import get_profile
+    from tests.unit.test_gguf_meta import Spec, llama_spec, write_gguf
+
+    spec = llama_spec()
+    model = write_gguf(tmp_path / "bert.gguf", Spec("bert", spec.keys, spec.tensors, spec.general))
+    edges = FleetEdges(
+        runner=None,  # type: ignore[arg-type]  # plan_one runs no playbook
+        planner=wiring.plan_for, hub_store=wiring.hub_store, check_backend=wiring.check_backend,
+        files=LocalDisk(), clock=SystemClock(), adapters=AdapterFiles(),
+    )  # fmt: skip
+    prof = get_profile("cpu-x86-16c-64gb")
+    host = host_from_vars("node1", {"deployer_model": str(model), "deployer_profile": prof.id})
+    hp = plan_one(host, prof, "deployer/llama-server:test", edges)
+    assert not hp.ok and "'bert' model (embeddings or diffusion)" in hp.reason
+    assert not hp.files

@@ -411,11 +411,17 @@ def _v_index_bytes(arch: ModelArch, s: FitSettings) -> int:
 _ALTUP_ARCHS = frozenset({"gemma3n"})
 
 
-# Kimi's delta attention gathers the slots' states from the cache and writes the new ones
-# beside the layer's peak (small Kimi Linear files: the compute buffer grew by a layer's state
-# a slot). Elsewhere those rows sit under the peak: a real-shaped Qwen3.5 9B's compute buffer
-# is exact without them at 1 and 4 slots (benchmarks/results/fit_accuracy_grid.json).
-_STATE_BESIDE_PEAK_ARCHS = frozenset({"kimi-linear", "kimi-k3"})
+# The worst-case graph is reserved for every slot at once (n_seqs = slots): a Mamba layer's
+# scan writes each slot's new state beside its output, and the state rows gathered from the
+# cache sit beside the layer's peak; RWKV's time mix and Kimi's delta attention likewise. The
+# compute buffer grows by about two of a layer's states a slot (small Mamba 2, Falcon-H1,
+# Nemotron-H, Granite 4 hybrid, RWKV 6/7 and Kimi Linear files, 1-64 slots). The gated delta
+# nets' rows sit under the peak: a real-shaped Qwen3.5 9B's compute buffer is exact without
+# them at 1 and 4 slots (benchmarks/results/fit_accuracy_grid.json).
+_STATE_BESIDE_PEAK_ARCHS = frozenset(
+    {"mamba", "mamba2", "jamba", "plamo2", "falcon-h1", "nemotron_h", "nemotron_h_moe",
+     "granitehybrid", "rwkv6", "rwkv6qwen2", "rwkv7", "arwkv7", "kimi-linear", "kimi-k3"}
+)  # fmt: skip
 
 
 def _graph_state_bytes(arch: ModelArch, s: FitSettings) -> int:
@@ -691,7 +697,8 @@ def estimate_memory(facts: ModelFacts, s: FitSettings, machine: MachineSpec) -> 
         # (benchmarks/results/fit_gpu.json, 14 shapes: within 0.6 MiB with flash attention and
         # without it); the old single copy was 14-64 MiB under.
         host.compute_bytes = (
-            16 * arch.n_embd * s.n_ubatch
+            # deepstack (Qwen3-VL) widens those input rows to n_embd x (1 + n)
+            16 * arch.n_embd * (1 + arch.n_deepstack) * s.n_ubatch
             + _mask_bytes(arch, s)
             + _v_index_bytes(arch, s)
             # the other input tables' lookups (Gemma 3n's per-layer embeddings) run on the CPU

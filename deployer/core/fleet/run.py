@@ -45,6 +45,7 @@ from deployer.core.serve.prepare import (
     WeightsLocation,
     plan_fitting,
     prepare,
+    unservable_reason,
 )
 from deployer.core.serve.render import default_name, model_alias, startup_timeout_s
 
@@ -204,6 +205,9 @@ def plan_one(h: FleetHost, profile: Profile, image: str | None, edges: FleetEdge
     hp.fits = result.fits
     # Named before anything can refuse it: status and down must still find what runs there.
     hp.name = h.name or deployment_name(default_name(result.model), h.host)
+    if result.chosen.facts.arch.no_memory:
+        hp.reason = unservable_reason(result)
+        return hp
     if not result.fits:
         hp.reason = f"{result.model} does not fit {profile.id}; run 'deployer plan {h.model} --profile {profile.id}'"
         return hp

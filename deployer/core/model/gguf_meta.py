@@ -702,7 +702,7 @@ _RWKV_MIXER_ROWS = {"rwkv7": 21, "arwkv7": 21, "rwkv6": 16, "rwkv6qwen2": 16}
 
 def _mixer_floats(keys: _Keys, arch: str, n_embd: int) -> int:
     if arch in _RWKV_MIXER_ROWS:
-        return _RWKV_MIXER_ROWS[arch] * n_embd
+        return min(_RWKV_MIXER_ROWS[arch] * n_embd, U32_MAX)
     if arch not in _MAMBA_ARCHS:
         return 0
     d_inner = keys.get_int("ssm.inner_size")
@@ -736,11 +736,20 @@ def _n_deepstack(keys: _Keys, arch: str) -> int:
         return keys.get_int("n_deepstack_layers", hi=LLAMA_MAX_LAYERS)
     field = keys.field("deepstack_mapping")
     if arch not in _DEEPSTACK_MAPPING_ARCHS or field is None or field.type != ARRAY:
-        return 0
-    if field.items is None:  # too long to keep: at most one input per entry
-        return min(field.count, LLAMA_MAX_LAYERS)
-    distinct = {int(v) for v in field.items if isinstance(v, int) and v >= 0}
-    return min(len(distinct), LLAMA_MAX_LAYERS)
+        return 0  # get_arr of a missing or non-array key: no mapping
+    key = f"{arch}.deepstack_mapping"
+    # llama_model_loader::get_arr into an int32 array of LLAMA_MAX_LAYERS: BOOL, UINT32 or
+    # INT32 items (UINT32 read as int32), at most that many; an index is an input when >= 0,
+    # and none may exceed the count of distinct inputs (llama_model_granite::load_arch_hparams)
+    if field.item_type not in _LAYER_ARRAY_ITEMS or field.items is None:
+        raise HeaderError(f"{key} is {field.type_name}; llama.cpp needs UINT32 or INT32 items")
+    if field.count > LLAMA_MAX_LAYERS:
+        raise HeaderError(f"{key} has {field.count} entries; llama.cpp takes {LLAMA_MAX_LAYERS}")
+    values = [int(v) - (1 << 32) if int(v) >= 1 << 31 else int(v) for v in field.items]
+    distinct = {v for v in values if v >= 0}
+    if any(v > len(distinct) for v in distinct):
+        raise HeaderError(f"{key} maps to input {max(distinct)} of {len(distinct)}")
+    return len(distinct)
 
 
 # llama_model::create_memory gives these no memory at all: embedding models (BERT and its kin,

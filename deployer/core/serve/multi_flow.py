@@ -23,7 +23,13 @@ from deployer.core.pull.files import PullResult, pull_model
 from deployer.core.serve.deploy import DeployResult, check_name_free, serve_and_prove, with_limits
 from deployer.core.serve.deploy_flow import DeployEdges, DryRun, Progress
 from deployer.core.serve.llama_flags import PINNED_BUILD
-from deployer.core.serve.prepare import PlanInputs, Planner, RenderOptions, WeightsLocation
+from deployer.core.serve.prepare import (
+    PlanInputs,
+    Planner,
+    RenderOptions,
+    WeightsLocation,
+    unservable_reason,
+)
 from deployer.core.serve.render import RenderedBundle, llama_server_args, render_plan
 from deployer.core.serve.router import (
     PRESET_FILE,
@@ -68,9 +74,7 @@ def require_fit(plan: MultiPlan) -> None:
     for result in plan.results:
         if result.chosen.facts.arch.no_memory:
             raise InvalidRequest(
-                f"{result.model} is a '{result.chosen.facts.arch.architecture}' model "
-                "(embeddings or diffusion), which llama-server cannot serve for completions",
-                "Leave it out: deployer serves text-generation models.",
+                unservable_reason(result), "Leave it out: deployer serves text-generation models."
             )
     if not plan.fits:
         raise InvalidRequest(

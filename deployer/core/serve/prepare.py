@@ -137,16 +137,23 @@ class Prepared:
     bundle: RenderedBundle
 
 
+def unservable_reason(result: PlanResult) -> str:
+    """Why a model llama.cpp gives no memory cannot be deployed: encoders (BERT and its kin,
+    EmbeddingGemma) need --embedding, diffusion models their own CLI; a completion server
+    aborts on them."""
+    arch = result.chosen.facts.arch.architecture
+    return (
+        f"{result.model} is a '{arch}' model (embeddings or diffusion), which llama-server "
+        "cannot serve for completions"
+    )
+
+
 def require_fit(result: PlanResult, ref: ModelRef) -> None:
     """Refuse to render or deploy a plan that does not fit, naming the command that explains,
     or a model llama-server cannot serve as a text-generation endpoint."""
-    arch = result.chosen.facts.arch
-    if arch.no_memory:
-        # llama.cpp gives these no KV cache: encoders (BERT and its kin, EmbeddingGemma) need
-        # --embedding, diffusion models their own CLI; a completion server aborts on them.
+    if result.chosen.facts.arch.no_memory:
         raise InvalidRequest(
-            f"{result.model} is a '{arch.architecture}' model (embeddings or diffusion), which "
-            "llama-server cannot serve for completions",
+            unservable_reason(result),
             "deployer deploys text-generation models; 'deployer plan' still sizes this one.",
         )
     if not result.fits:
