@@ -411,13 +411,15 @@ def _v_index_bytes(arch: ModelArch, s: FitSettings) -> int:
 _ALTUP_ARCHS = frozenset({"gemma3n"})
 
 
-# The worst-case graph is reserved for every slot at once (n_seqs = slots): a Mamba layer's
-# scan writes each slot's new state beside its output, and the state rows gathered from the
-# cache sit beside the layer's peak; RWKV's time mix and Kimi's delta attention likewise. The
-# compute buffer grows by about two of a layer's states a slot (small Mamba 2, Falcon-H1,
-# Nemotron-H, Granite 4 hybrid, RWKV 6/7 and Kimi Linear files, 1-64 slots). The gated delta
-# nets' rows sit under the peak: a real-shaped Qwen3.5 9B's compute buffer is exact without
-# them at 1 and 4 slots (benchmarks/results/fit_accuracy_grid.json).
+# The worst-case graph is reserved for every slot at once (n_seqs = slots): a recurrent
+# layer's op writes each slot's new state beside its output, and the state rows gathered from
+# the cache sit beside the layer's peak. Read off llama-server's log:
+# - Mamba and Mamba 2 layers (Jamba, PLaMo 2, Falcon-H1, Nemotron-H, Granite 4 hybrids), RWKV's
+#   time mix and Kimi's delta attention: about two of a layer's states a slot (small files,
+#   1-64 slots);
+# - the gated delta nets (Qwen3-Next, Qwen3.5) and the rest: one slot's rows sit under the peak
+#   (a real-shaped Qwen3.5 9B is exact without them at 1 slot), every further slot adds
+#   (+30.5 MiB at 16 slots, a 2.1 MiB state a layer): two states a slot beyond the first.
 _STATE_BESIDE_PEAK_ARCHS = frozenset(
     {"mamba", "mamba2", "jamba", "plamo2", "falcon-h1", "nemotron_h", "nemotron_h_moe",
      "granitehybrid", "rwkv6", "rwkv6qwen2", "rwkv7", "arwkv7", "kimi-linear", "kimi-k3"}
@@ -425,12 +427,15 @@ _STATE_BESIDE_PEAK_ARCHS = frozenset(
 
 
 def _graph_state_bytes(arch: ModelArch, s: FitSettings) -> int:
-    """A recurrent layer's state as the graph handles it, where it adds to the peak: the
-    slots' rows gathered from the cache and the new states written, a layer's worth each."""
+    """A recurrent layer's states as the worst-case graph holds them beside its peak: the
+    slots' rows gathered from the cache and the new ones written, a layer's worth each."""
     layers = sum(arch.is_recurrent(i) for i in range(arch.n_layer))
-    if not layers or arch.architecture not in _STATE_BESIDE_PEAK_ARCHS:
+    if not layers:
         return 0
-    return 2 * min(s.parallel, _graph_tokens(s)) * arch.recurrent_state_bytes_per_seq // layers
+    seqs = min(s.parallel, _graph_tokens(s))
+    if arch.architecture not in _STATE_BESIDE_PEAK_ARCHS:
+        seqs -= 1
+    return 2 * seqs * arch.recurrent_state_bytes_per_seq // layers
 
 
 # Qwen3-Next and Qwen3.5 project Q twice as wide and split off a gate, which stays alive
