@@ -834,7 +834,7 @@ def test_hostile_deepseek4_keys_are_refused(
     [
         ("glm4moe", 0, 0),
         ("qwen35", 0, 0),
-        ("nemotron_h", 2, 0),
+        ("nemotron_h", 0, 0),  # a block with a feed-forward is no attention layer there
         ("hy_v3", 0, BLOCK_BYTES),
         ("graniteswitch", 1, BLOCK_BYTES),
     ],
@@ -1014,3 +1014,18 @@ def test_embedding_models_get_no_cache_and_mtp_biases_follow_their_loader(tmp_pa
             keys |= {"attention.head_count_kv": 4}
         path = write_gguf(tmp_path / f"{arch}.gguf", Spec(arch, keys, tensors))
         assert facts_from_gguf(path).weights.block_bytes[1] == held, arch
+
+
+def test_nemotron_h_attends_only_on_layers_without_a_feed_forward(tmp_path: Path) -> None:
+    """Nemotron-H's layers are Mamba (no KV heads, no feed-forward), attention (KV heads, no
+    feed-forward) or MLP; its attention filter takes !recurrent && n_ff == 0, so a layer with
+    both KV heads and a feed-forward (an MTP block) gets no KV cells."""
+    keys = {
+        "block_count": 4, "embedding_length": 128, "context_length": 4096,
+        "attention.head_count": [0, 4, 0, 4], "attention.head_count_kv": [0, 2, 0, 2],
+        "feed_forward_length": [0, 0, 256, 256], "ssm.conv_kernel": 4, "ssm.inner_size": 256,
+        "ssm.state_size": 16, "ssm.group_count": 1, "ssm.time_step_rank": 4,
+    }  # fmt: skip
+    arch = _meta(tmp_path, "nemotron_h", keys)
+    assert arch.n_head_kv == [0, 2, 0, 0]
+    assert arch.recurrent_layers == [True, False, False, False]

@@ -585,6 +585,11 @@ def _arch_from_header(header: GGUFHeader, tensors: dict[str, TensorInfo]) -> Mod
         # llama.cpp builds no KV cells for these layers (a recurrent-only memory, or a hybrid's
         # attention filter), whatever head_count_kv says
         n_head_kv = [0 if r else kv for kv, r in zip(n_head_kv, recurrent_layers, strict=True)]
+    if arch in _RECURRENT_NO_FF:
+        # Nemotron-H's attention filter takes the layers without a feed-forward: a layer with
+        # both (an MTP block) gets no KV cells, whatever its heads
+        ff = keys.per_layer("feed_forward_length", n_layer, 0)
+        n_head_kv = [0 if f else kv for kv, f in zip(n_head_kv, ff, strict=True)]
     nextn = keys.get_int("nextn_predict_layers")
     if nextn >= n_layer:
         raise HeaderError(f"{arch}.nextn_predict_layers is {nextn}; block_count is {n_layer}")
