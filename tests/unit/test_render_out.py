@@ -226,21 +226,29 @@ def test_systemd_accepts_units_with_hostile_paths(tmp_path: Path) -> None:
     assert problems == [], proc.stderr
 
 
-def test_an_embedding_model_is_refused_in_one_line(tmp_path: Path) -> None:
+@pytest.mark.parametrize(
+    ("arch", "kind"), [("bert", "embeddings or diffusion"), ("t5", "encoder-decoder")]
+)
+def test_an_encoder_model_is_refused_in_one_line(tmp_path: Path, arch: str, kind: str) -> None:
     """llama.cpp gives a BERT-style encoder no KV cache and llama-server aborts serving it for
-    completions: render (and deploy, through the same check) refuse it, naming the kind."""
+    completions; a T5 runs a graph the plan does not size: render (and deploy, through the
+    same check) refuse them, naming the kind; plan sizes what it can and says so."""
     from tests.unit.test_gguf_meta import Spec, llama_spec, write_gguf
 
     spec = llama_spec()
-    model = write_gguf(tmp_path / "bert.gguf", Spec("bert", spec.keys, spec.tensors, spec.general))
+    model = write_gguf(tmp_path / "m.gguf", Spec(arch, spec.keys, spec.tensors, spec.general))
     out = tmp_path / "out"
     res = CliRunner().invoke(app, ["render", str(model), *CPU, "--out", str(out)])
     assert res.exit_code == 2
-    assert "'bert' model (embeddings or diffusion)" in _one_line_error(res.output)
+    assert f"'{arch}' model ({kind})" in _one_line_error(res.output)
     assert not out.exists()
     planned = CliRunner().invoke(app, ["plan", str(model), *CPU, "--json"])
-    assert planned.exit_code == 0, planned.output  # the plan still sizes it: no KV cache
-    assert json.loads(planned.output)["memory"]["kv_cache_bytes"] == 0
+    assert planned.exit_code == 0, planned.output
+    got = json.loads(planned.output)
+    if arch == "bert":  # no KV cache
+        assert got["memory"]["kv_cache_bytes"] == 0 and not got["warnings"]
+    else:
+        assert any("encoder-decoder" in w for w in got["warnings"])
 
 
 def test_a_fleet_host_with_an_embedding_model_gets_the_reason_and_no_files(tmp_path: Path) -> None:

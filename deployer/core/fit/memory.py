@@ -8,7 +8,7 @@ Formulas and their sources: docs/fit.md and ../shared/reference/fit_methods.md.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Literal
 
 from deployer.core.model.facts import ModelArch, ModelFacts, WeightLayout
@@ -208,11 +208,24 @@ def kv_cells_for_layer(arch: ModelArch, layer: int, s: FitSettings) -> int:
     return per_stream * s.streams
 
 
+# llama_init_from_model turns flash attention off for these ("flash_attn is not compatible
+# with Grok - forcing off"): a transposed V cache and the f32 KQ matrix, whatever -fa says.
+NO_FLASH_ATTENTION_ARCHS = frozenset({"grok"})
+
+
+def as_run(arch: ModelArch, s: FitSettings) -> FitSettings:
+    """The settings llama.cpp runs `arch` with: flash attention off where it forces it off."""
+    if s.flash_attention and arch.architecture in NO_FLASH_ATTENTION_ARCHS:
+        return replace(s, flash_attention=False)
+    return s
+
+
 def kv_layer_bytes(arch: ModelArch, layer: int, s: FitSettings, cells: int | None = None) -> int:
     """KV bytes of one layer (0 for recurrent layers), its indexer cache included: of all its
     cells, or of `cells` of its main cache (a checkpoint's share; the indexer is not one)."""
     if arch.no_memory:  # an embedding or diffusion model: no cache at all
         return 0
+    s = as_run(arch, s)
     if arch.compress_ratios:
         return _dsv4_layer_bytes(arch, layer, s, cells)
     bk = KV_BYTES_PER_ELEMENT[s.kv_type_k]
@@ -409,6 +422,7 @@ def _v_index_bytes(arch: ModelArch, s: FitSettings) -> int:
 
 # Gemma 3n's alternating updates: four n_embd-wide streams through every layer (n_altup).
 _ALTUP_ARCHS = frozenset({"gemma3n"})
+_LIGHTNING_ARCHS = frozenset({"minimax-01"})
 
 
 # The worst-case graph is reserved for every slot at once (n_seqs = slots): a recurrent
@@ -446,6 +460,7 @@ _GATED_Q_ARCHS = frozenset({"qwen3next", "qwen35", "qwen35moe", "qwen4exp"})
 def compute_bytes(arch: ModelArch, s: FitSettings, *, gpu: bool = False) -> int:
     """Compute buffer of the worst-case graph (_graph_tokens tokens, each against a full
     stream of cells)."""
+    s = as_run(arch, s)
     n_kv = _attended_cells(arch, s)
     ub = _graph_tokens(s)
     n_embd_k = arch.n_embd_k_max
@@ -528,6 +543,12 @@ def compute_bytes(arch: ModelArch, s: FitSettings, *, gpu: bool = False) -> int:
         per_cell = 6 if s.flash_attention else 10
         top_k = min(arch.indexer_top_k, n_kv)
         extra += ub * (n_kv * per_cell + 4 * arch.indexer_q + 8 * top_k)
+    if arch.architecture in _LIGHTNING_ARCHS:
+        # MiniMax-01's lightning attention: a decay matrix of ubatch x ubatch per head, an
+        # input always alive, and its exponent and the masked scores beside it in a layer
+        # (llama.cpp reserves it with every token in one sequence). Three of them bound what
+        # small files logged at ubatch 256 and 512.
+        extra += 3 * 4 * ub * ub * arch.n_head
     if arch.n_deepstack:
         # Qwen3-VL's deepstack: the input row is n_embd x (1 + n) wide, in every select branch
         # of the input (token, embedding and mixed batches: llm_graph_context::build_inp_embd),
@@ -608,6 +629,7 @@ def host_weight_bytes(
 def estimate_memory(facts: ModelFacts, s: FitSettings, machine: MachineSpec) -> MemoryEstimate:
     """Bytes per device and on the host for `facts` run with `s` on `machine`."""
     arch, w = facts.arch, facts.weights
+    s = as_run(arch, s)
     n = arch.n_layer
     on_device = machine.kind in ("gpu", "apple") and machine.device_count > 0
     ngl = s.n_gpu_layers if on_device else 0
@@ -759,6 +781,7 @@ def cpu_work_bytes(arch: ModelArch, s: FitSettings) -> int:
     f32 V cache needs no copy). With flash attention the largest is a feed-forward input,
     ubatch x n_ff at about a byte a weight, which the measured overhead includes
     (benchmarks/host_overhead.py runs with flash attention): only the excess over it is added."""
+    s = as_run(arch, s)
     if s.flash_attention or s.kv_type_v == "f32":
         return 0
     kq_f16 = 2 * _attended_cells(arch, s) * s.n_ubatch * arch.n_head

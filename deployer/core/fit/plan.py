@@ -11,6 +11,7 @@ from deployer.core.fit.memory import (
     GPU_RUNTIME_HOST_BYTES,
     KV_TYPES,
     LOAD_MODES,
+    NO_FLASH_ATTENTION_ARCHS,
     WEIGHTS_HELD,
     FitSettings,
     MachineSpec,
@@ -21,7 +22,7 @@ from deployer.core.fit.memory import (
 )
 from deployer.core.hardware.profiles import Profile
 from deployer.core.model.adapter import Adapter
-from deployer.core.model.facts import ModelFacts
+from deployer.core.model.facts import ENCODER_DECODER_ARCHS, ModelFacts
 from deployer.core.model.quality import (
     NEGLIGIBLE_PPL_DELTA,
     UNQUANTIZED,
@@ -462,9 +463,12 @@ def make_plan(
     ctx = req.ctx if req.ctx is not None else min(DEFAULT_CTX, arch.ctx_train)
     _check_slots(req, ctx, arch.ctx_train, model)
     fa = profile.flash_attention if req.flash_attention is None else req.flash_attention
+    forced_off = arch.architecture in NO_FLASH_ATTENTION_ARCHS
+    fa = fa and not forced_off  # llama.cpp turns it off for these whatever -fa says
     if req.kv_type not in ("f16", "bf16", "f32") and not fa:
         raise InvalidRequest(
-            f"a {req.kv_type} V cache needs flash attention, which is off here",
+            f"a {req.kv_type} V cache needs flash attention, which is off here"
+            + (f" (llama.cpp runs {arch.architecture} without it)" if forced_off else ""),
             "Use --kv-type f16.",
         )
     m = machine_spec(profile)
@@ -619,6 +623,11 @@ def make_plan(
                 )
             )
     warnings: list[str] = []
+    if arch.architecture in ENCODER_DECODER_ARCHS:
+        warnings.append(
+            f"{arch.architecture} is an encoder-decoder model: this plan does not size its "
+            "encoder's graph (its compute buffer is larger), and deployer does not serve it"
+        )
     delta = ppl_delta(chosen.facts.quant)
     if chosen.fits and delta is not None and delta > HEAVY_LOSS_PPL_DELTA:
         better = _profiles_fitting_quality(options, req, ctx, fa, other_profiles or [], profile)

@@ -205,8 +205,9 @@ def plan_one(h: FleetHost, profile: Profile, image: str | None, edges: FleetEdge
     hp.fits = result.fits
     # Named before anything can refuse it: status and down must still find what runs there.
     hp.name = h.name or deployment_name(default_name(result.model), h.host)
-    if result.chosen.facts.arch.no_memory:
-        hp.reason = unservable_reason(result)
+    problem = unservable_reason(result)
+    if problem is not None:
+        hp.reason = problem
         return hp
     if not result.fits:
         hp.reason = f"{result.model} does not fit {profile.id}; run 'deployer plan {h.model} --profile {profile.id}'"

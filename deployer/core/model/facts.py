@@ -18,6 +18,9 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 LLAMA_MAX_LAYERS = 512
 LLAMA_MAX_EXPERTS = 1024
 U32_MAX = (1 << 32) - 1
+# Encoder-decoder models (T5): llama-server runs them with a relative-position bias and a
+# cross-attention sized by the training context, a graph the plan does not model.
+ENCODER_DECODER_ARCHS = frozenset({"t5", "t5encoder"})
 _U32 = Annotated[int, Field(ge=0, le=U32_MAX)]
 
 

@@ -362,7 +362,7 @@ def _recurrent_state_bytes(keys: _Keys, arch: str, n_embd: int, n_head0: int, la
 # them (DeepSeek 2/3 files converted before the MLA cache) gets ordinary per-head K and V.
 _MLA_ARCHS = frozenset(
     {"deepseek2", "deepseek32", "dots3note", "glm-dsa", "glm5-next", "hy_v4", "bailingmoe3",
-     "kimi-linear", "kimi-k3"}
+     "kimi-linear", "kimi-k3", "mistral4"}
 )  # fmt: skip
 
 # Sparse attention's indexer caches, as llama_model::create_memory builds them: one key head
@@ -482,16 +482,27 @@ def _indexer(
 
 # MTP (nextn) blocks, the last nextn_predict_layers of block_count. These loaders skip every
 # tensor of them unless MTP drafting is asked for (TENSOR_SKIP; deployer never asks), so they
-# hold no weights; but for an expert-bias vector two load anyway (tiny, kept). Others (HY-V3,
-# Step 3.5, Cohere 2 MoE) load part of the block all the same: counted whole, the safe side.
+# hold no weights; but for an expert-bias vector two load anyway (tiny, kept). HY-V3's and
+# Step 3.5's skip only the block's attention and its nextn projection and norms (the tensors
+# created with mtp_flags), and load the rest: its feed-forward and experts, its embedding and
+# head copies. Others (Cohere 2 MoE) load part of the block: counted whole, the safe side.
 _NEXTN_SKIPS_WEIGHTS = frozenset(
     {"bailingmoe2", "bailingmoe3", "deepseek2", "deepseek32", "deepseek4", "dots3note",
-     "exaone-moe", "exaone4", "glm4", "glm4moe", "glm-dsa", "glm5-next", "mimo2", "nemotron_h",
-     "nemotron_h_moe", "qwen35", "qwen35moe", "qwen3next", "qwen4exp"}
+     "exaone-moe", "exaone4", "glm4", "glm4moe", "glm-dsa", "glm5-next", "mimo2", "mistral4",
+     "nemotron_h", "nemotron_h_moe", "qwen35", "qwen35moe", "qwen3next", "qwen4exp"}
 )  # fmt: skip
 # DeepSeek 3.2 and GLM-5 create the block's expert-bias vector without the skip flag
 # (TENSOR_NOT_REQUIRED alone): loaded, a few bytes. The other loaders skip it with the block.
 _NEXTN_LOADED_ANYWAY = {"deepseek32": ("exp_probs_b.bias",), "glm-dsa": ("exp_probs_b.bias",)}
+_MTP_ATTENTION = (
+    "attn_norm.weight", "attn_qkv.weight", "attn_qkv.bias", "attn_q.weight", "attn_k.weight",
+    "attn_v.weight", "attn_q.bias", "attn_k.bias", "attn_v.bias", "attn_output.weight",
+    "ffn_norm.weight", "nextn.eh_proj.weight", "nextn.enorm.weight", "nextn.hnorm.weight",
+)  # fmt: skip
+_NEXTN_SKIPS_ONLY = {
+    "step35": _MTP_ATTENTION,
+    "hy_v3": (*_MTP_ATTENTION, "attn_q_norm.weight", "attn_k_norm.weight"),
+}
 # Their KV: the main context's cache filters them out (il < n_layer()) on the default path and
 # the sparse-attention and Qwen hybrids' paths; these build it without that filter: DeepSeek 4's
 # raw and compressed caches, MiniMax-M3's, HY-V4's, DFlash's, and the hybrids whose attention
@@ -822,12 +833,17 @@ _INPUT_TABLES = frozenset(
 _LAYER0_TABLES = frozenset({"per_layer_model_proj.weight", "per_layer_proj_norm.weight"})
 
 
-def _skipped(t: TensorInfo, trunk: int, kept: tuple[str, ...] = ()) -> bool:
+def _skipped(
+    t: TensorInfo, trunk: int, kept: tuple[str, ...] = (), only: tuple[str, ...] = ()
+) -> bool:
     """A tensor of an MTP (nextn) block that llama.cpp does not create unless MTP is loaded
     (TENSOR_SKIP): it takes no memory and is never read. `kept`: name endings the loader
-    creates all the same."""
+    creates all the same; `only`, where given: the only ones it skips."""
     match = _BLOCK_RE.match(t.name)
-    return match is not None and int(match.group(1)) >= trunk and not t.name.endswith(kept)
+    if match is None or int(match.group(1)) < trunk:
+        return False
+    rest = t.name[match.end() :]
+    return rest in only if only else not t.name.endswith(kept)
 
 
 def layout_from_tensors(
@@ -836,6 +852,7 @@ def layout_from_tensors(
     file_bytes: int,
     nextn_layers: int = 0,
     nextn_kept: tuple[str, ...] = (),
+    nextn_only: tuple[str, ...] = (),
 ) -> WeightLayout:
     """Exact WeightLayout from a tensor table (all parts of a split set together). The last
     `nextn_layers` blocks (MTP heads, which llama-server loads only for MTP drafting) hold
@@ -849,7 +866,7 @@ def layout_from_tensors(
             il = int(match.group(1))
             if il >= n_layer:
                 raise HeaderError(f"tensor {shown(t.name)} is beyond block_count {n_layer}")
-            if _skipped(t, trunk, nextn_kept):
+            if _skipped(t, trunk, nextn_kept, nextn_only):
                 continue
             blocks[il] += t.n_bytes
             repack[il] += t.n_bytes if _repacked(t) else 0
@@ -871,7 +888,7 @@ def layout_from_tensors(
     out_name = "token_embd.weight" if tied else "output.weight"
     output_repack = sum(t.n_bytes for t in tensors if t.name == out_name and _repacked(t))
     return WeightLayout(
-        readaround_cold_bytes=_readaround(tensors, tied, trunk, nextn_kept),
+        readaround_cold_bytes=_readaround(tensors, tied, trunk, nextn_kept, nextn_only),
         file_bytes=file_bytes,
         token_embd_bytes=token_embd,
         input_bytes=inputs,
@@ -887,7 +904,11 @@ def layout_from_tensors(
 
 
 def _readaround(
-    tensors: list[TensorInfo], tied: bool, trunk: int, kept: tuple[str, ...] = ()
+    tensors: list[TensorInfo],
+    tied: bool,
+    trunk: int,
+    kept: tuple[str, ...] = (),
+    only: tuple[str, ...] = (),
 ) -> list[int]:
     """Cold bytes (never read by a decode once loaded: repacked sources, an untied
     token_embd whose rows are looked up, skipped MTP blocks) that faults on hot tensors pull
@@ -902,7 +923,7 @@ def _readaround(
     for t in tensors:
         hot = int(
             not _repacked(t)
-            and not _skipped(t, trunk, kept)
+            and not _skipped(t, trunk, kept, only)
             and (tied or t.name != "token_embd.weight")
             and t.name not in _INPUT_TABLES
         )
@@ -1021,9 +1042,12 @@ def facts_from_parts(
     try:
         arch = _arch_from_header(first, {t.name: t for t in tensors})
         file_bytes = total_file_bytes or sum(sizes)
-        skipped = arch.nextn_layers if arch.architecture in _NEXTN_SKIPS_WEIGHTS else 0
-        kept = _NEXTN_LOADED_ANYWAY.get(arch.architecture, ())
-        layout = layout_from_tensors(tensors, arch.n_layer, file_bytes, skipped, kept)
+        name = arch.architecture
+        skips = name in _NEXTN_SKIPS_WEIGHTS or name in _NEXTN_SKIPS_ONLY
+        kept, only = _NEXTN_LOADED_ANYWAY.get(name, ()), _NEXTN_SKIPS_ONLY.get(name, ())
+        layout = layout_from_tensors(
+            tensors, arch.n_layer, file_bytes, arch.nextn_layers if skips else 0, kept, only
+        )
         quant = _quant_label(first, tensors)
         general_name = _general_name(first)
     except HeaderError as exc:

@@ -72,10 +72,9 @@ def require_fit(plan: MultiPlan) -> None:
     """Refuse a router deployment whose sets of --max-loaded models do not all fit, or that
     names a model llama-server cannot serve for completions."""
     for result in plan.results:
-        if result.chosen.facts.arch.no_memory:
-            raise InvalidRequest(
-                unservable_reason(result), "Leave it out: deployer serves text-generation models."
-            )
+        problem = unservable_reason(result)
+        if problem is not None:
+            raise InvalidRequest(problem, "Leave it out: deployer serves text-generation models.")
     if not plan.fits:
         raise InvalidRequest(
             f"these models do not fit {plan.results[0].profile.id} as asked: {explain(plan)}",

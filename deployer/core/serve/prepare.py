@@ -13,7 +13,7 @@ from deployer.core.fit.plan import PlanRequest, PlanResult, make_plan
 from deployer.core.hardware.profiles import Profile
 from deployer.core.model.adapter import Adapter
 from deployer.core.model.catalog import get_model, get_quant, load_catalog
-from deployer.core.model.facts import ModelFacts
+from deployer.core.model.facts import ENCODER_DECODER_ARCHS, ModelFacts
 from deployer.core.model.ref import HF_PREFIX, DemoRef, HubRef, LocalRef, ModelRef
 from deployer.core.model.resolve import HubReader, LocalModels, need_local, select_files
 from deployer.core.model.weights import facts_from_catalog
@@ -137,25 +137,31 @@ class Prepared:
     bundle: RenderedBundle
 
 
-def unservable_reason(result: PlanResult) -> str:
-    """Why a model llama.cpp gives no memory cannot be deployed: encoders (BERT and its kin,
-    EmbeddingGemma) need --embedding, diffusion models their own CLI; a completion server
-    aborts on them."""
-    arch = result.chosen.facts.arch.architecture
-    return (
-        f"{result.model} is a '{arch}' model (embeddings or diffusion), which llama-server "
-        "cannot serve for completions"
-    )
+def unservable_reason(result: PlanResult) -> str | None:
+    """Why the model cannot be deployed, or None: encoders (BERT and its kin, EmbeddingGemma)
+    need --embedding and diffusion models their own CLI (llama.cpp gives them no memory; a
+    completion server aborts on them); encoder-decoders (T5) run a graph the plan does not
+    size."""
+    arch = result.chosen.facts.arch
+    if arch.no_memory:
+        return (
+            f"{result.model} is a '{arch.architecture}' model (embeddings or diffusion), which "
+            "llama-server cannot serve for completions"
+        )
+    if arch.architecture in ENCODER_DECODER_ARCHS:
+        return (
+            f"{result.model} is a '{arch.architecture}' model (encoder-decoder), whose memory "
+            "deployer does not size"
+        )
+    return None
 
 
 def require_fit(result: PlanResult, ref: ModelRef) -> None:
     """Refuse to render or deploy a plan that does not fit, naming the command that explains,
     or a model llama-server cannot serve as a text-generation endpoint."""
-    if result.chosen.facts.arch.no_memory:
-        raise InvalidRequest(
-            unservable_reason(result),
-            "deployer deploys text-generation models; 'deployer plan' still sizes this one.",
-        )
+    problem = unservable_reason(result)
+    if problem is not None:
+        raise InvalidRequest(problem, "deployer deploys decoder-only text-generation models.")
     if not result.fits:
         prof = result.profile.id
         raise InvalidRequest(
