@@ -1042,9 +1042,9 @@ def facts_from_parts(
     try:
         arch = _arch_from_header(first, {t.name: t for t in tensors})
         file_bytes = total_file_bytes or sum(sizes)
-        name = arch.architecture
-        skips = name in _NEXTN_SKIPS_WEIGHTS or name in _NEXTN_SKIPS_ONLY
-        kept, only = _NEXTN_LOADED_ANYWAY.get(name, ()), _NEXTN_SKIPS_ONLY.get(name, ())
+        loader = arch.architecture
+        skips = loader in _NEXTN_SKIPS_WEIGHTS or loader in _NEXTN_SKIPS_ONLY
+        kept, only = _NEXTN_LOADED_ANYWAY.get(loader, ()), _NEXTN_SKIPS_ONLY.get(loader, ())
         layout = layout_from_tensors(
             tensors, arch.n_layer, file_bytes, arch.nextn_layers if skips else 0, kept, only
         )
