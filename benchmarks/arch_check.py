@@ -1,5 +1,5 @@
 """The plan's buffers against llama-server's log on small real-shaped files of every architecture
-the integration tests build (tests/integration/test_fit_arch*.py: 50 builders, zero weights,
+the integration tests build (tests/integration/test_fit_arch*.py, zero weights,
 embedding 256, a few layers), at three settings: ctx 8192 x 2 slots with flash attention, ctx
 4096 x 1 slot without, and ctx 8192 x 16 slots with it (the worst-case graph is reserved for
 every slot: recurrent layers' states grow with them).
@@ -38,6 +38,7 @@ from deployer.core.fit.llamalog import parse_buffers  # noqa: E402
 from deployer.core.fit.memory import (  # noqa: E402
     FitSettings,
     MachineSpec,
+    as_run,
     compute_bytes,
     estimate_memory,
     kv_bytes,
@@ -46,7 +47,9 @@ from deployer.core.fit.memory import (  # noqa: E402
 from deployer.core.units import MIB  # noqa: E402
 from tests.integration import (  # noqa: E402
     test_fit_arch_attention,
+    test_fit_arch_dense,
     test_fit_arch_moe,
+    test_fit_arch_more,
     test_fit_arch_recurrent,
     test_fit_architectures,
 )
@@ -70,6 +73,9 @@ def builders() -> list[tuple[Builder, tuple[str, ...]]]:
     out += [(b, ()) for b in test_fit_arch_moe.GENERATIVE]
     out += [(b, ("--embedding",)) for b in test_fit_arch_moe.EMBEDDING]
     out += [(b, ()) for b in test_fit_arch_recurrent.BUILDERS]
+    out += [(b, ()) for b in test_fit_arch_dense.BUILDERS]
+    out += [(b, ()) for b in test_fit_arch_more.BUILDERS]
+    out += [(b, ("--embedding",)) for b in test_fit_arch_more.EMBEDDING]
     return out
 
 
@@ -84,11 +90,12 @@ def measure(
 ) -> dict[str, Any]:
     with tempfile.TemporaryDirectory() as tmp:
         path = build(Path(tmp) / "m.gguf")
-        args = ["-c", str(ctx), "-np", str(slots), "-fa", "on" if fa else "off", "--fit", "off",
-                "-t", "2", *extra]  # fmt: skip
-        logged = parse_buffers(_log(build, path, args).split("loaded meta data")[-1])
         facts = facts_from_gguf(path)
-    arch, s = facts.arch, FitSettings(ctx=ctx, parallel=slots, flash_attention=fa)
+        arch, s = facts.arch, FitSettings(ctx=ctx, parallel=slots, flash_attention=fa)
+        served_fa = as_run(arch, s).flash_attention  # as deployer renders it (PLM: off)
+        args = ["-c", str(ctx), "-np", str(slots), "-fa", "on" if served_fa else "off",
+                "--fit", "off", "-t", "2", *extra]  # fmt: skip
+        logged = parse_buffers(_log(build, path, args).split("loaded meta data")[-1])
     layers = range(arch.n_layer)
     plan = {
         "cache": kv_bytes(arch, layers, s) + recurrent_bytes(arch, layers, s),
@@ -113,6 +120,23 @@ def measure(
         "weights_ok": abs(plan["weights"] - log["weights"]) <= 0.02 * MIB,
         "compute_ok": plan["compute"] >= log["compute"],
     }
+
+
+# Known misses (docs/fit.md, "Small files"): the logged figure only, or a fraction of a MiB.
+KNOWN = {
+    "step35": "mapped: CPU_Mapped spans the skipped MTP attention, which the plan leaves out",
+    "hy_v3": "mapped: CPU_Mapped spans the skipped MTP attention, which the plan leaves out",
+    "mimo2": "without flash attention: 0.24 MiB under (96-wide K heads)",
+}
+
+
+def _known(r: dict[str, Any]) -> str:
+    """The known reason a missed row misses, or ""."""
+    if r["builder"] in ("step35", "hy_v3") and not r["weights_ok"]:
+        return KNOWN[r["builder"]]
+    if r["builder"] == "mimo2" and not r["flash_attention"] and not r["compute_ok"]:
+        return KNOWN["mimo2"]
+    return ""
 
 
 def table(rows: list[dict[str, Any]]) -> str:
@@ -144,11 +168,18 @@ def main() -> int:
         for ctx, slots, fa in SETTINGS:
             rows.append(measure(build, extra, ctx, slots, fa))
             print(table(rows[-1:]).splitlines()[-1], flush=True)
-    missed = [r for r in rows if not (r["cache_ok"] and r["weights_ok"] and r["compute_ok"])]
+    for r in rows:
+        r["known"] = _known(r)
+    missed = [
+        r
+        for r in rows
+        if not (r["cache_ok"] and r["weights_ok"] and r["compute_ok"]) and not r["known"]
+    ]
     summary = {
         "files": len({r["builder"] for r in rows}),
         "settings": len(rows),
         "off_target": len(missed),
+        "known": sum(1 for r in rows if r["known"]),
         "compute_over_max_mib": round(
             max((r["compute_plan_mib"] - r["compute_log_mib"] for r in rows), default=0.0), 2
         ),

@@ -208,9 +208,10 @@ def kv_cells_for_layer(arch: ModelArch, layer: int, s: FitSettings) -> int:
     return per_stream * s.streams
 
 
-# llama_init_from_model turns flash attention off for these ("flash_attn is not compatible
-# with Grok - forcing off"): a transposed V cache and the f32 KQ matrix, whatever -fa says.
-NO_FLASH_ATTENTION_ARCHS = frozenset({"grok"})
+# Run without flash attention: llama_init_from_model turns it off for Grok ("flash_attn is
+# not compatible with Grok - forcing off"), and PLM's graph aborts with it on (a shape
+# assertion at one slot, the V-cache copy at more); a transposed V cache and the f32 KQ matrix.
+NO_FLASH_ATTENTION_ARCHS = frozenset({"grok", "plm"})
 
 
 def as_run(arch: ModelArch, s: FitSettings) -> FitSettings:
@@ -423,6 +424,13 @@ def _v_index_bytes(arch: ModelArch, s: FitSettings) -> int:
 # Gemma 3n's alternating updates: four n_embd-wide streams through every layer (n_altup).
 _ALTUP_ARCHS = frozenset({"gemma3n"})
 _LIGHTNING_ARCHS = frozenset({"minimax-01"})
+# A fused QKV whose Q is never roped (ALiBi or learned positions): Q, K and V stay views of
+# the whole row until the KQ product (llm_graph_context::build_qkv), two K widths more alive
+# without flash attention (read off small GPT-2, StarCoder, MPT, BLOOM and JAIS files).
+_FUSED_QKV_UNROPED_ARCHS = frozenset({"gpt2", "starcoder", "mpt", "bloom", "jais"})
+# MiniCPM 3 and PLM decompress K and V per head from the latent (wkv_b) and concatenate the
+# rope part: Q-wide K rows and the V rows beside Q (read off 144 small variants).
+_KV_B_SPLIT_ARCHS = frozenset({"minicpm3", "plm"})
 
 
 # The worst-case graph is reserved for every slot at once (n_seqs = slots): a recurrent
@@ -503,6 +511,11 @@ def compute_bytes(arch: ModelArch, s: FitSettings, *, gpu: bool = False) -> int:
         # Gemma 3n's four altup streams add 15 n_embd-wide rows to the attention half; per-layer
         # inputs keep two copies of their rows alive through every layer.
         act = 4 * ub * (max(attn + (15 * arch.n_embd if altup else 0), ffn) + 2 * x)
+        if arch.architecture in _KV_B_SPLIT_ARCHS:
+            # MiniCPM 3's decompressed K and V per head beside Q (and the query's halves)
+            kv_b = arch.n_head * (arch.head_dim_k - arch.n_rot + arch.head_dim_v)
+            rows = 5 * arch.n_embd + 2 * n_q + 2 * kv_b + arch.n_head * arch.head_dim_v
+            act = max(act, 4 * ub * (rows + _PER_TOKEN_SLACK_FLOATS))
     else:
         kq = 4 * ub * n_kv * arch.n_head  # the f32 KQ matrix, alive in the attention half only
         # Beside it, read off two-layer variants without flash attention (compute_probe.py
@@ -517,7 +530,12 @@ def compute_bytes(arch: ModelArch, s: FitSettings, *, gpu: bool = False) -> int:
         # three is taken.
         v_idx = _v_index_bytes(arch, s)
         q_rows = 4 if arch.architecture in _GATED_Q_ARCHS else 3
-        exact_attn = 4 * ub * (3 * arch.n_embd + q_rows * n_q + _PER_TOKEN_SLACK_FLOATS) + v_idx
+        rows = 3 * arch.n_embd + q_rows * n_q
+        if arch.architecture in _FUSED_QKV_UNROPED_ARCHS:
+            rows += 2 * n_embd_k  # Q, K and V stay views of the fused row until KQ
+        if arch.architecture in _KV_B_SPLIT_ARCHS:
+            rows = max(rows, 5 * arch.n_embd + n_q + max(n_q, arch.n_head * arch.head_dim_v))
+        exact_attn = 4 * ub * (rows + _PER_TOKEN_SLACK_FLOATS) + v_idx
         if altup:
             exact_attn += 4 * ub * 10 * arch.n_embd
         act = max(4 * ub * attn, exact_attn) + kq + 4 * ub * x
