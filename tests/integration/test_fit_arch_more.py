@@ -870,7 +870,7 @@ LAYOUT: dict[str, dict[str, object]] = {
                "n_head": 6, "n_head_kv": [2, 2, 2, 2, 0]},
     "mimo2": {"swa_layers": [_F, _T, _T, _F, _T], "sliding_window": 128, "nextn_layers": 1,
               "n_head_kv": [2, 4, 4, 2, 0]},
-    "exaone_moe": {"swa_layers": [_T, _T, _T, _F, _T], "sliding_window": 128, "nextn_layers": 1},
+    "exaone_moe": {"swa_layers": [_T, _T, _T, _F, _F], "sliding_window": 128, "nextn_layers": 1},
     "lfm2moe": {"n_head_kv": [0, 0, 2] * 2, "recurrent_layers": [_T, _T, _F] * 2,
                 "swa_layers": []},
     "mistral4": {"mla": True, "n_head_kv": [1] * 3},

@@ -518,6 +518,12 @@ def compute_bytes(arch: ModelArch, s: FitSettings, *, gpu: bool = False) -> int:
             act = max(act, 4 * ub * (rows + _PER_TOKEN_SLACK_FLOATS))
     else:
         kq = 4 * ub * n_kv * arch.n_head  # the f32 KQ matrix, alive in the attention half only
+        if arch.mla:
+            # An MLA cache holds K alone and V is a view of it, not stored transposed: the
+            # attention copies it transposed (build_attn_mha's v_cont, f16) beside KQ. Read off
+            # small DeepSeek 3.2 and GLM-5 files from ctx 2048 to 32768 (3.4 MiB under at
+            # 32768 without it).
+            kq += 2 * n_kv * arch.n_embd_v_max * s.streams
         # Beside it, read off two-layer variants without flash attention (compute_probe.py
         # --fa off --parallel 4: within 0.02 MiB wherever this half is the larger, MoE and
         # dense): three n_embd-wide and three Q-wide rows, and the V-cache indices, a graph
@@ -561,6 +567,7 @@ def compute_bytes(arch: ModelArch, s: FitSettings, *, gpu: bool = False) -> int:
         per_cell = 6 if s.flash_attention else 10
         top_k = min(arch.indexer_top_k, n_kv)
         extra += ub * (n_kv * per_cell + 4 * arch.indexer_q + 8 * top_k)
+    extra += _graph_leaf_bytes(arch, s, n_kv, ub)
     if arch.architecture in _LIGHTNING_ARCHS:
         # MiniMax-01's lightning attention: a decay matrix of ubatch x ubatch per head, an
         # input always alive, and its exponent and the masked scores beside it in a layer
@@ -588,6 +595,36 @@ def compute_bytes(arch: ModelArch, s: FitSettings, *, gpu: bool = False) -> int:
         if gpu and s.flash_attention:
             extra += 2 * n_kv * (n_embd_k + n_embd_v)
     return act + mask + extra
+
+
+# Graphs whose attention unmasks the indexer's selected cells with a zero-filled tensor made per
+# layer (llm_graph_context::build_attn's top-k path: DeepSeek 3.2, GLM-5, HY-V4, dots3note's
+# full layers; DeepSeek 4's build_top_k_mask on its layers compressed by 4).
+_TOP_K_MASK_ARCHS = frozenset({"deepseek32", "glm-dsa", "hy_v4", "dots3note"})
+
+
+def _graph_leaf_bytes(arch: ModelArch, s: FitSettings, n_kv: int, ub: int) -> int:
+    """Tensors a graph creates without an operation (ggml_new_tensor, then filled): ggml's
+    allocator places every such leaf when the graph starts, before any node
+    (ggml_gallocr_alloc_graph_impl), so one made per layer holds the buffer's base for all
+    layers at once: the sparse-attention graphs' zeros, top-k x tokens a layer (f32; f16 on
+    DeepSeek 4 with flash attention). Read off small DeepSeek 3.2 and GLM-5 files of 2 to 16
+    layers against llama-server's log: 0.125 MiB a layer at top-k 64 and ubatch 512, whatever
+    the context; 4 MiB a layer on the real models (top-k 2048), 61 to 78 layers."""
+    if not arch.indexer_top_k or not n_kv:
+        return 0
+    trunk = range(arch.n_layer - arch.nextn_layers)
+    if arch.compress_ratios:  # DeepSeek 4: its indexer scores the rows compressed by 4
+        rows = pad(-(-n_kv // _DSV4_CSA), CTX_PAD)
+        layers = sum(1 for i in trunk if arch.compress_ratios[i] == _DSV4_CSA)
+        return (2 if s.flash_attention else 4) * min(arch.indexer_top_k, rows) * ub * layers
+    if arch.architecture not in _TOP_K_MASK_ARCHS:
+        return 0
+    if arch.architecture == "dots3note":
+        layers = sum(1 for i in trunk if arch.n_head_kv[i] and not arch.is_swa(i))
+    else:
+        layers = sum(1 for i in trunk if arch.n_head_kv[i])
+    return 4 * min(arch.indexer_top_k, n_kv) * ub * layers
 
 
 def output_bytes(arch: ModelArch, s: FitSettings) -> int:

@@ -246,7 +246,7 @@ def _window(keys: _Keys, arch: str, n_layer: int) -> int:
 
 
 def _swa_layers(
-    keys: _Keys, arch: str, n_layer: int, window: int, n_head_kv: list[int]
+    keys: _Keys, arch: str, n_layer: int, window: int, n_head_kv: list[int], n_trunk: int
 ) -> list[bool]:
     if window <= 0:
         return []
@@ -273,9 +273,12 @@ def _swa_layers(
     period, dense_first = _SWA_PERIOD[arch]
     if field is not None:
         period = keys.get_int("attention.sliding_window_pattern")
+    # the pattern marks the trunk's layers (n_layer()); appended MTP blocks never slide
     if dense_first:
-        return [period == 0 or il % period != 0 for il in range(n_layer)]
-    return [period == 0 or il % period < period - 1 for il in range(n_layer)]
+        slides = [period == 0 or il % period != 0 for il in range(n_trunk)]
+    else:
+        slides = [period == 0 or il % period < period - 1 for il in range(n_trunk)]
+    return slides + [False] * (n_layer - n_trunk)
 
 
 # Recurrent layers, as the pinned llama.cpp's loaders mark them (is_recr_impl):
@@ -482,18 +485,26 @@ def _indexer(
 
 # MTP (nextn) blocks, the last nextn_predict_layers of block_count. These loaders skip every
 # tensor of them unless MTP drafting is asked for (TENSOR_SKIP; deployer never asks), so they
-# hold no weights; but for an expert-bias vector two load anyway (tiny, kept). HY-V3's and
-# Step 3.5's skip only the block's attention and its nextn projection and norms (the tensors
-# created with mtp_flags), and load the rest: its feed-forward and experts, its embedding and
-# head copies. Others (Cohere 2 MoE) load part of the block: counted whole, the safe side.
+# hold no weights, but for the few tensors some create without the skip flag (kept, below).
+# HY-V3's and Step 3.5's skip only the block's attention and its nextn projection and norms
+# (the tensors created with mtp_flags), and load the rest: its feed-forward and experts, its
+# embedding and head copies.
 _NEXTN_SKIPS_WEIGHTS = frozenset(
-    {"bailingmoe2", "bailingmoe3", "deepseek2", "deepseek32", "deepseek4", "dots3note",
-     "exaone-moe", "exaone4", "glm4", "glm4moe", "glm-dsa", "glm5-next", "mimo2", "mistral4",
-     "nemotron_h", "nemotron_h_moe", "qwen35", "qwen35moe", "qwen3next", "qwen4exp"}
+    {"bailingmoe2", "bailingmoe3", "cohere2moe", "deepseek2", "deepseek32", "deepseek4",
+     "dots3note", "exaone-moe", "exaone4", "glm4", "glm4moe", "glm-dsa", "glm5-next", "mimo2",
+     "mistral4", "nemotron_h", "nemotron_h_moe", "qwen35", "qwen35moe", "qwen3next", "qwen4exp"}
 )  # fmt: skip
 # DeepSeek 3.2 and GLM-5 create the block's expert-bias vector without the skip flag
-# (TENSOR_NOT_REQUIRED alone): loaded, a few bytes. The other loaders skip it with the block.
-_NEXTN_LOADED_ANYWAY = {"deepseek32": ("exp_probs_b.bias",), "glm-dsa": ("exp_probs_b.bias",)}
+# (TENSOR_NOT_REQUIRED alone): loaded, a few bytes; Cohere 2 MoE its embedding and head copies
+# and head norm. The other loaders skip them with the block.
+_NEXTN_LOADED_ANYWAY = {
+    "deepseek32": ("exp_probs_b.bias",),
+    "glm-dsa": ("exp_probs_b.bias",),
+    "cohere2moe": (
+        "nextn.embed_tokens.weight", "nextn.shared_head_head.weight",
+        "nextn.shared_head_norm.weight",
+    ),
+}  # fmt: skip
 _MTP_ATTENTION = (
     "attn_norm.weight", "attn_qkv.weight", "attn_qkv.bias", "attn_q.weight", "attn_k.weight",
     "attn_v.weight", "attn_q.bias", "attn_k.bias", "attn_v.bias", "attn_output.weight",
@@ -637,7 +648,7 @@ def _arch_from_header(header: GGUFHeader, tensors: dict[str, TensorInfo]) -> Mod
         raise HeaderError("no vocabulary: tokenizer.ggml.tokens, vocab_size and token_embd absent")
     n_expert, n_expert_used = _experts(keys, arch)
     window = _window(keys, arch, n_layer)
-    swa = _swa_layers(keys, arch, n_layer, window, n_head_kv)
+    swa = _swa_layers(keys, arch, n_layer, window, n_head_kv, n_layer - nextn)
     kv_lora_rank = keys.get_int("attention.kv_lora_rank")
     mla = (
         arch in _MLA_ARCHS
