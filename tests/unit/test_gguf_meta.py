@@ -1034,3 +1034,32 @@ def test_nemotron_h_attends_only_on_layers_without_a_feed_forward(tmp_path: Path
     arch = _meta(tmp_path, "nemotron_h", keys)
     assert arch.n_head_kv == [0, 2, 0, 0]
     assert arch.recurrent_layers == [True, False, False, False]
+
+
+@pytest.mark.parametrize("loops", [1, 2, 3])
+def test_a_looped_nanbeige_caches_every_pass(tmp_path: Path, loops: int) -> None:
+    """Nanbeige's loader runs its blocks num_loops times, each pass a layer of its own KV cells
+    sharing the blocks' weights (src/models/nanbeige.cpp): the plan counts the passes' cache
+    and the blocks' weights once."""
+    spec = llama_spec(n_layer=2)
+    keys = {**spec.keys, "num_loops": loops}
+    model = write_gguf(tmp_path / "m.gguf", Spec("nanbeige", keys, spec.tensors, spec.general))
+    facts = facts_from_gguf(model)
+    assert facts.arch.n_layer == 2 * loops and facts.arch.n_head_kv == [2] * (2 * loops)
+    plain = facts_from_gguf(write_gguf(tmp_path / "p.gguf", Spec("nanbeige", spec.keys,
+                                                                 spec.tensors, spec.general)))  # fmt: skip
+    assert sum(facts.weights.block_bytes) == sum(plain.weights.block_bytes)
+    assert facts.weights.block_bytes[2:] == [0] * (2 * loops - 2)
+
+
+@pytest.mark.parametrize(("blocks", "loops", "expected"), [
+    (2, 0, "num_loops is 0"), (200, 3, "200 blocks x 3 loops exceed LLAMA_MAX_LAYERS"),
+])  # fmt: skip
+def test_a_looped_nanbeige_past_llama_cpps_bounds_is_refused(
+    tmp_path: Path, blocks: int, loops: int, expected: str
+) -> None:
+    spec = llama_spec(n_layer=blocks)
+    keys = {**spec.keys, "num_loops": loops}
+    model = write_gguf(tmp_path / "m.gguf", Spec("nanbeige", keys, spec.tensors, spec.general))
+    with pytest.raises(GGUFReadError, match=expected):
+        facts_from_gguf(model)

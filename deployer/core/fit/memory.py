@@ -568,6 +568,8 @@ def compute_bytes(arch: ModelArch, s: FitSettings, *, gpu: bool = False) -> int:
         top_k = min(arch.indexer_top_k, n_kv)
         extra += ub * (n_kv * per_cell + 4 * arch.indexer_q + 8 * top_k)
     extra += _graph_leaf_bytes(arch, s, n_kv, ub)
+    if arch.architecture in _CARRIED_ROW_ARCHS:
+        extra += 4 * ub * arch.n_embd
     if arch.architecture in _LIGHTNING_ARCHS:
         # MiniMax-01's lightning attention: a decay matrix of ubatch x ubatch per head, an
         # input always alive, and its exponent and the masked scores beside it in a layer
@@ -597,6 +599,13 @@ def compute_bytes(arch: ModelArch, s: FitSettings, *, gpu: bool = False) -> int:
     return act + mask + extra
 
 
+# Graphs that carry one more n_embd-wide row through every layer: Talkie's normalized embedding
+# (each layer adds it back, scaled), HRM-Text's high-level state while its low-level stack runs
+# (read off small files against llama-server's log: 0.23-0.49 MiB under at ubatch 512 without).
+_CARRIED_ROW_ARCHS = frozenset({"talkie", "hrm_text"})
+# Chameleon's graph masks its 8192 image-token logits with a tensor made for it, a graph leaf.
+_CHAMELEON_IMAGE_TOKENS = 8192
+
 # Graphs whose attention unmasks the indexer's selected cells with a zero-filled tensor made per
 # layer (llm_graph_context::build_attn's top-k path: DeepSeek 3.2, GLM-5, HY-V4, dots3note's
 # full layers; DeepSeek 4's build_top_k_mask on its layers compressed by 4).
@@ -608,9 +617,11 @@ def _graph_leaf_bytes(arch: ModelArch, s: FitSettings, n_kv: int, ub: int) -> in
     allocator places every such leaf when the graph starts, before any node
     (ggml_gallocr_alloc_graph_impl), so one made per layer holds the buffer's base for all
     layers at once: the sparse-attention graphs' zeros, top-k x tokens a layer (f32; f16 on
-    DeepSeek 4 with flash attention). Read off small DeepSeek 3.2 and GLM-5 files of 2 to 16
+    DeepSeek 4 with flash attention); Chameleon's image-logit mask, once. Read off small DeepSeek 3.2 and GLM-5 files of 2 to 16
     layers against llama-server's log: 0.125 MiB a layer at top-k 64 and ubatch 512, whatever
     the context; 4 MiB a layer on the real models (top-k 2048), 61 to 78 layers."""
+    if arch.architecture == "chameleon":
+        return 4 * _CHAMELEON_IMAGE_TOKENS
     if not arch.indexer_top_k or not n_kv:
         return 0
     trunk = range(arch.n_layer - arch.nextn_layers)

@@ -21,6 +21,9 @@ U32_MAX = (1 << 32) - 1
 # Encoder-decoder models (T5): llama-server runs them with a relative-position bias and a
 # cross-attention sized by the training context, a graph the plan does not model.
 ENCODER_DECODER_ARCHS = frozenset({"t5", "t5encoder"})
+# Decision models (CLEF): llama-server serves them on its typed /v1/systemone API with their own
+# "systemone" template, and refuses to start without it; not a chat-completion endpoint.
+DECISION_ARCHS = frozenset({"clef"})
 _U32 = Annotated[int, Field(ge=0, le=U32_MAX)]
 
 

@@ -91,6 +91,9 @@ _SWA_ARRAY_ONLY = frozenset(
 # Hybrids whose attention layers (those with KV heads) all slide when a window is set.
 _SWA_ATTENTION_LAYERS = frozenset({"lfm2"})  # not lfm2moe: its loader reads no window
 
+# Loaders that repeat the file's blocks num_loops times, each pass a layer with its own cache.
+_LOOPED_ARCHS = frozenset({"nanbeige"})
+
 # Layers, from the first, that own a KV cache where llama.cpp's loader fixes it
 # (llama_hparams::n_layer_kv_from_start): the later layers reuse the cache of the last earlier
 # layer of their kind (Gemma 3n hard-codes 20; Gemma 4 reads attention.shared_kv_layers).
@@ -666,6 +669,17 @@ def _arch_from_header(header: GGUFHeader, tensors: dict[str, TensorInfo]) -> Mod
         if indexer_layers
         else 0
     )
+    loops = keys.get_int("num_loops", 1) if arch in _LOOPED_ARCHS else 1
+    if loops < 1:
+        raise HeaderError(f"{arch}.num_loops is 0; llama.cpp needs at least 1")
+    if loops > 1:
+        # Nanbeige's loader runs the blocks num_loops times: block_count x num_loops logical
+        # layers share the blocks' weights, each with its own KV cells
+        # (src/models/nanbeige.cpp, load_arch_hparams; llama.cpp asserts the product's bound)
+        if n_layer * loops > LLAMA_MAX_LAYERS:
+            raise HeaderError(f"{arch}: {n_layer} blocks x {loops} loops exceed LLAMA_MAX_LAYERS")
+        n_layer, n_head_kv, swa = n_layer * loops, n_head_kv * loops, swa * loops
+        recurrent_layers = recurrent_layers * loops
     return ModelArch(
         architecture=arch,
         n_layer=len(n_head_kv),  # Granite Switch's router layer included
