@@ -52,6 +52,7 @@ from tests.integration import (  # noqa: E402
     test_fit_arch_more,
     test_fit_arch_other,
     test_fit_arch_popular,
+    test_fit_arch_recent_moe,
     test_fit_arch_recurrent,
     test_fit_architectures,
 )
@@ -80,6 +81,8 @@ def builders() -> list[tuple[Builder, tuple[str, ...]]]:
     out += [(b, ("--embedding",)) for b in test_fit_arch_more.EMBEDDING]
     out += [(b, ()) for b in test_fit_arch_popular.BUILDERS]
     out += [(b, ()) for b in test_fit_arch_other.BUILDERS]
+    out += [(b, ()) for b in test_fit_arch_recent_moe.BUILDERS]
+    out += [(b, ("--embedding",)) for b in test_fit_arch_recent_moe.DIFFUSION]
     return out
 
 

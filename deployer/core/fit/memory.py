@@ -565,11 +565,28 @@ def compute_bytes(arch: ModelArch, s: FitSettings, *, gpu: bool = False) -> int:
         # heads; test_fit_architectures.py). Assumed alike for the pooled and block indexers
         # (GLM-5-Next, Qwen4-exp, MiniMax-M3), whose score rows are shorter: an upper bound.
         per_cell = 6 if s.flash_attention else 10
+        if arch.architecture == "minimax-m3" and s.flash_attention:
+            # MiniMax sparse attention expands its block selection to a per-cell mask for each
+            # indexer head (one a KV group): f32 gathered and transposed, then f16, beside the
+            # causal mask; 10.75 bytes a token-cell a head read off small files from ctx 4096
+            # to 16384 (the plan had 6 in all: 110 MiB under at 16384 x 1 slot)
+            per_cell = 11 * max(1, arch.indexer_q // max(1, arch.indexer_k))
         top_k = min(arch.indexer_top_k, n_kv)
         extra += ub * (n_kv * per_cell + 4 * arch.indexer_q + 8 * top_k)
     extra += _graph_leaf_bytes(arch, s, n_kv, ub)
     if arch.architecture in _CARRIED_ROW_ARCHS:
         extra += 4 * ub * arch.n_embd
+    if arch.residual_checkpoints:
+        # Kimi-K3's banked layer inputs: the stack, its norm and its scores' product, n_embd
+        # wide a checkpoint each (read off small files of 4 to 16 layers: 0.4-8.9 MiB under
+        # without, within 3 MiB over with)
+        extra += 4 * ub * arch.n_embd * 3 * arch.residual_checkpoints
+    if arch.architecture in _POOLED_INDEXER_ARCHS and arch.indexer_layers:
+        # The pooled and block indexers (GLM-5-Next, Qwen4-exp) score and mask every cell of
+        # every stream, not their own stream's alone: up to 1.9 bytes a token per cell beyond
+        # the stream's, read off small files at 8 and 16 slots (17-29 MiB under at ctx 32768 x
+        # 16 slots without), 3 taken; nothing more with one slot
+        extra += 3 * ub * (s.kv_cells - n_kv)
     if arch.architecture in _LIGHTNING_ARCHS:
         # MiniMax-01's lightning attention: a decay matrix of ubatch x ubatch per head, an
         # input always alive, and its exponent and the masked scores beside it in a layer
@@ -599,6 +616,7 @@ def compute_bytes(arch: ModelArch, s: FitSettings, *, gpu: bool = False) -> int:
     return act + mask + extra
 
 
+_POOLED_INDEXER_ARCHS = frozenset({"glm5-next", "qwen4exp"})
 # Graphs that carry one more n_embd-wide row through every layer: Talkie's normalized embedding
 # (each layer adds it back, scaled), HRM-Text's high-level state while its low-level stack runs
 # (read off small files against llama-server's log: 0.23-0.49 MiB under at ubatch 512 without).

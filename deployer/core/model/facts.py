@@ -108,6 +108,13 @@ class ModelArch(BaseModel):
     hyper_connections: _U32 = Field(
         default=0, description="residual streams (hyper_connection.count; 0 or 1: one)"
     )
+    residual_checkpoints: int = Field(
+        default=0,
+        ge=0,
+        le=LLAMA_MAX_LAYERS,
+        description="layer inputs a cross-layer residual attention banks (Kimi-K3: one every "
+        "attn_res.block_size layers), alive to the graph's end",
+    )
     compress_ratios: list[_U32] = Field(
         default_factory=list,
         description="per layer, DeepSeek 4's compressed caches: 0 none, 4 (with an indexer) or "

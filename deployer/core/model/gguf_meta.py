@@ -714,6 +714,7 @@ def _arch_from_header(header: GGUFHeader, tensors: dict[str, TensorInfo]) -> Mod
         indexer_top_k=keys.get_int("attention.indexer.top_k") if indexer_layers else 0,
         compress_ratios=compress_ratios,
         hyper_connections=keys.get_int("hyper_connection.count"),
+        residual_checkpoints=_residual_checkpoints(keys, arch, n_layer - nextn),
         nextn_layers=nextn,
         n_embd_input_extra=sum(
             tensors[n].shape[0] for n in _INPUT_TABLES if n in tensors and tensors[n].shape
@@ -724,6 +725,13 @@ def _arch_from_header(header: GGUFHeader, tensors: dict[str, TensorInfo]) -> Mod
         no_memory=arch in _NO_MEMORY_ARCHS,
         mixer_floats=_mixer_floats(keys, arch, n_embd) if recurrent else 0,
     )
+
+
+def _residual_checkpoints(keys: _Keys, arch: str, n_trunk: int) -> int:
+    """Kimi-K3's cross-layer residual attention banks the input of every attn_res.block_size-th
+    layer (src/models/kimi-k3.cpp, res_push at il % block_size == 0): ceil(layers / size)."""
+    size = keys.get_int("attn_res.block_size") if arch == "kimi-k3" else 0
+    return -(-n_trunk // size) if size else 0
 
 
 # The recurrent mixers whose live tensors outgrow a feed-forward's (read off small files
