@@ -142,8 +142,8 @@ KNOWN = {
 
 def _known(r: dict[str, Any]) -> str:
     """The known reason a missed row misses, or ""."""
-    if r["builder"] in ("step35", "hy_v3", "glm_dsa", "cohere2moe") and not r["weights_ok"]:
-        return KNOWN[r["builder"]]
+    if KNOWN.get(r["builder"]) == _SPAN and not r["weights_ok"]:
+        return _SPAN
     if r["builder"] == "mimo2" and not r["flash_attention"] and not r["compute_ok"]:
         return KNOWN["mimo2"]
     return ""

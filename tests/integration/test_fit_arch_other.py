@@ -21,7 +21,7 @@ deployer refuses it. Not covered: GPT-J (llama.cpp names the architecture but ha
 it: llama_model_mapping returns nothing).
 
 Weights are zeros; the buffers llama-server logs are the truth, and these tests assert it: where
-the plan is wrong they fail (or are marked xfail with the cause)."""
+the plan is wrong they fail."""
 
 from __future__ import annotations
 
@@ -575,28 +575,12 @@ def _mib(pair: tuple[int, int]) -> str:
     return f"logged {pair[0] / MIB:.2f} MiB, plan {pair[1] / MIB:.2f} MiB"
 
 
-# Known gaps, (builder name, part) -> the cause; each fails today and is marked strict xfail.
-KNOWN: dict[tuple[str, str], str] = {}
-
-
-def _known(request: pytest.FixtureRequest, build: Builder, part: str) -> None:
-    reason = KNOWN.get((build.__name__, part))
-    if reason:
-        request.applymarker(pytest.mark.xfail(strict=True, reason=reason))
-
-
 @pytest.mark.parametrize("build", BUILDERS, ids=lambda f: f.__name__)
 @pytest.mark.parametrize(("ctx", "slots", "fa"), SETTINGS)
 def test_cache_state_and_weights_are_what_llama_server_allocates(
-    request: pytest.FixtureRequest,
-    tmp_path_factory: pytest.TempPathFactory,
-    build: Builder,
-    ctx: int,
-    slots: int,
-    fa: bool,
+    tmp_path_factory: pytest.TempPathFactory, build: Builder, ctx: int, slots: int, fa: bool
 ) -> None:
     """KV cache and recurrent state to the log's 0.01 MiB, the host's weights to 0.02 MiB."""
-    _known(request, build, "cache")
     m = measure(tmp_path_factory, build, ctx, slots, fa)
     kv, rs, weights = m["KV"], m["RS"], m["weights"]
     assert abs(kv[1] - kv[0]) <= 0.01 * MIB, f"KV {_mib(kv)}"
@@ -607,15 +591,9 @@ def test_cache_state_and_weights_are_what_llama_server_allocates(
 @pytest.mark.parametrize("build", BUILDERS, ids=lambda f: f.__name__)
 @pytest.mark.parametrize(("ctx", "slots", "fa"), SETTINGS)
 def test_compute_buffer_is_never_under_llama_servers(
-    request: pytest.FixtureRequest,
-    tmp_path_factory: pytest.TempPathFactory,
-    build: Builder,
-    ctx: int,
-    slots: int,
-    fa: bool,
+    tmp_path_factory: pytest.TempPathFactory, build: Builder, ctx: int, slots: int, fa: bool
 ) -> None:
     """The plan's compute buffer is never under the logged one (how far over: the message)."""
-    _known(request, build, "compute")
     logged, plan = measure(tmp_path_factory, build, ctx, slots, fa)["compute"]
     assert plan >= logged, f"compute {_mib((logged, plan))} ({(plan - logged) / MIB:+.2f})"
 
@@ -639,13 +617,8 @@ LAYOUT: dict[str, dict[str, object]] = {
 
 
 @pytest.mark.parametrize("name", sorted(LAYOUT))
-def test_the_plan_reads_the_layout_llama_cpp_loads(
-    request: pytest.FixtureRequest, tmp_path: Path, name: str
-) -> None:
+def test_the_plan_reads_the_layout_llama_cpp_loads(tmp_path: Path, name: str) -> None:
     """What the plan reads off each file is what llama.cpp's loader sets."""
-    reason = KNOWN.get((name, "layout"))
-    if reason:
-        request.applymarker(pytest.mark.xfail(strict=True, reason=reason))
     arch = facts_from_gguf(globals()[name](tmp_path / "m.gguf")).arch
     for field, want in LAYOUT[name].items():
         assert getattr(arch, field) == want, field

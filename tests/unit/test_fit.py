@@ -713,3 +713,74 @@ def test_ollama_keeps_token_embd_counted_and_the_plan_says_where_it_is_read() ->
     )  # 13 blocks of 100 MiB stay on the host
     via_ollama = make_plan("t", [facts], profile, PlanRequest(ctx=8192, backend="ollama"))
     assert via_ollama.as_dict()["cold_weights_bytes"] == 0
+
+
+def _dsa(n_layer: int, **kw: object) -> ModelArch:
+    """A DeepSeek 3.2-shaped MLA model with a lightning indexer on every layer, top-k 2048."""
+    base: dict[str, object] = dict(
+        architecture="deepseek32", n_layer=n_layer, n_head_kv=[1] * n_layer, head_dim_k=576,
+        head_dim_v=512, mla=True, kv_lora_rank=512, n_rot=64, indexer_k=128,
+        indexer_q=64 * 128, indexer_top_k=2048, indexer_layers=[True] * n_layer,
+    )  # fmt: skip
+    return _arch(**(base | kw))
+
+
+@pytest.mark.parametrize("fa", [True, False])
+def test_each_sparse_attention_layer_holds_its_top_k_zeros_from_the_graphs_start(fa: bool) -> None:
+    """build_attn's top-k path makes a zero-filled top-k x ubatch f32 tensor per layer, a
+    graph leaf placed before any node: 4 MiB a layer at top-k 2048 and ubatch 512, all layers
+    at once (the real DeepSeek 3.2's 61 layers: 244 MiB), on every trunk layer of GLM-5 too,
+    and only while the context holds more cells than top-k does it stop growing."""
+    s = FitSettings(ctx=32768, flash_attention=fa)
+    per_layer = compute_bytes(_dsa(61), s) - compute_bytes(_dsa(60), s)
+    assert per_layer == 4 * 2048 * 512
+    glm = _dsa(8, architecture="glm-dsa", indexer_layers=[True, False] * 4)
+    assert compute_bytes(glm, s) - compute_bytes(_dsa(8), s) == 0  # shared layers make theirs
+    small = FitSettings(ctx=1024, flash_attention=fa)  # fewer cells than top-k: top-k is 1024
+    assert compute_bytes(_dsa(61), small) - compute_bytes(_dsa(60), small) == 4 * 1024 * 512
+
+
+def test_deepseek4_zeros_are_f16_with_flash_attention_over_its_compressed_rows() -> None:
+    """DeepSeek 4's build_top_k_mask runs on the layers compressed by 4, over their rows
+    (a cell in four), f16 with flash attention and f32 without."""
+    arch = _arch(architecture="deepseek4", n_layer=3, n_head_kv=[1] * 3, head_dim_k=64,
+                 head_dim_v=64, sliding_window=128, swa_layers=[True] * 3, indexer_k=128,
+                 indexer_top_k=2048, compress_ratios=[4, 4, 128])  # fmt: skip
+    none = arch.model_copy(update={"indexer_top_k": 0})
+    for fa, width in ((True, 2), (False, 4)):
+        s = FitSettings(ctx=131072, flash_attention=fa)
+        assert compute_bytes(arch, s) - compute_bytes(none, s) == width * 2048 * 512 * 2
+    s = FitSettings(ctx=4096)  # 1024 compressed rows: fewer than top-k
+    assert compute_bytes(arch, s) - compute_bytes(none, s) == 2 * 1024 * 512 * 2
+
+
+def test_mla_without_flash_attention_copies_v_transposed() -> None:
+    """An MLA cache's V is a view of K, not stored transposed: without flash attention the
+    attention copies it (K's type, f16 at least) beside KQ, a row of the latent a cell."""
+    arch = _dsa(2, architecture="deepseek2", indexer_k=0, indexer_q=0, indexer_top_k=0,
+                indexer_layers=[])  # fmt: skip
+    per_head = arch.model_copy(update={"mla": False})
+    for ctx in (16384, 32768):
+        s = FitSettings(ctx=ctx, flash_attention=False)
+        assert compute_bytes(arch, s) - compute_bytes(per_head, s) == 2 * ctx * 512
+    fa = FitSettings(ctx=16384)
+    assert compute_bytes(arch, fa) == compute_bytes(per_head, fa)
+
+
+def test_kimi_k3_banks_three_rows_a_checkpoint() -> None:
+    arch = _arch(architecture="kimi-k3", residual_checkpoints=5)
+    none = arch.model_copy(update={"residual_checkpoints": 0})
+    s = FitSettings(ctx=8192)
+    assert compute_bytes(arch, s) - compute_bytes(none, s) == 4 * 512 * 4096 * 3 * 5
+
+
+def test_pooled_indexers_score_every_streams_cells() -> None:
+    """GLM-5-Next's and Qwen4-exp's indexers score every stream's cells: 3 bytes a token per
+    cell beyond the stream's own, nothing more with one slot."""
+    arch = _dsa(4, architecture="glm5-next")
+    deepseek = _dsa(4)
+    one, many = FitSettings(ctx=32768), FitSettings(ctx=32768, parallel=16)
+    leafs = 4 * (64 * 128) * 512 * 4 - 4 * 2048 * 512 * 4  # the pooled leafs, not top-k zeros
+    assert compute_bytes(arch, one) - compute_bytes(deepseek, one) == leafs
+    extra = compute_bytes(arch, many) - compute_bytes(deepseek, many) - leafs
+    assert extra == 3 * 512 * (32768 - 2048)

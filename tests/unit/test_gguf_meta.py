@@ -1063,3 +1063,43 @@ def test_a_looped_nanbeige_past_llama_cpps_bounds_is_refused(
     model = write_gguf(tmp_path / "m.gguf", Spec("nanbeige", keys, spec.tensors, spec.general))
     with pytest.raises(GGUFReadError, match=expected):
         facts_from_gguf(model)
+
+
+@pytest.mark.parametrize(("heads", "refused"), [(2, False), (4, True), (2**32 - 1, True)])
+def test_minimax_m3_needs_one_indexer_head_per_kv_group(
+    tmp_path: Path, heads: int, refused: bool
+) -> None:
+    """MiniMax-M3's sparse attention asserts one indexer head per KV head group
+    (minimax-m3.cpp): any other count is refused in one line, and the plan's per-head mask
+    term never multiplies by a header's number unchecked."""
+    spec = llama_spec(n_layer=2)
+    keys = {**spec.keys, "attention.indexer.head_count": heads,
+            "attention.indexer.key_length": 64, "attention.indexer.top_k": 64}  # fmt: skip
+    model = write_gguf(tmp_path / "m.gguf", Spec("minimax-m3", keys, spec.tensors, spec.general))
+    if refused:
+        with pytest.raises(GGUFReadError, match="one per KV head group"):
+            facts_from_gguf(model)
+    else:
+        assert facts_from_gguf(model).arch.indexer_layers == [True, True]
+
+
+@pytest.mark.parametrize(("blocks", "size", "checkpoints"), [(4, 2, 2), (5, 2, 3), (5, 8, 1)])
+def test_kimi_k3_banks_a_layer_input_every_block(
+    tmp_path: Path, blocks: int, size: int, checkpoints: int
+) -> None:
+    """Kimi-K3 banks the input of every attn_res.block_size-th layer, the first included
+    (kimi-k3.cpp: il % size == 0): ceil(layers / size) checkpoints."""
+    spec = llama_spec(n_layer=blocks)
+    keys = {**spec.keys, "attn_res.block_size": size}
+    model = write_gguf(tmp_path / "m.gguf", Spec("kimi-k3", keys, spec.tensors, spec.general))
+    assert facts_from_gguf(model).arch.residual_checkpoints == checkpoints
+
+
+def test_a_looped_nanbeige_file_with_more_blocks_than_it_states_is_refused(tmp_path: Path) -> None:
+    """num_loops repeats the file's blocks: a tensor past block_count is one llama.cpp never
+    loads, whatever the loops (the plan must not count it as a later pass's)."""
+    spec = llama_spec(n_layer=4)
+    keys = {**spec.keys, "block_count": 2, "num_loops": 2}
+    model = write_gguf(tmp_path / "m.gguf", Spec("nanbeige", keys, spec.tensors, spec.general))
+    with pytest.raises(GGUFReadError, match=r"blk\.2\..* is beyond block_count 2"):
+        facts_from_gguf(model)

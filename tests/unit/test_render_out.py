@@ -230,10 +230,13 @@ def test_systemd_accepts_units_with_hostile_paths(tmp_path: Path) -> None:
     ("arch", "kind"),
     [("bert", "embeddings or diffusion"), ("t5", "encoder-decoder"), ("clef", "a decision model")],
 )
-def test_an_encoder_model_is_refused_in_one_line(tmp_path: Path, arch: str, kind: str) -> None:
+def test_a_model_llama_server_cannot_complete_with_is_refused_in_one_line(
+    tmp_path: Path, arch: str, kind: str
+) -> None:
     """llama.cpp gives a BERT-style encoder no KV cache and llama-server aborts serving it for
-    completions; a T5 runs a graph the plan does not size: render (and deploy, through the
-    same check) refuse them, naming the kind; plan sizes what it can and says so."""
+    completions; a T5 runs a graph the plan does not size; a CLEF decision model is served
+    only on /v1/systemone: render (and deploy, through the same check) refuse them, naming the
+    kind; plan sizes what it can and says so."""
     from tests.unit.test_gguf_meta import Spec, llama_spec, write_gguf
 
     spec = llama_spec()
@@ -250,6 +253,8 @@ def test_an_encoder_model_is_refused_in_one_line(tmp_path: Path, arch: str, kind
         assert got["memory"]["kv_cache_bytes"] == 0 and not got["warnings"]
     elif arch == "t5":
         assert any("encoder-decoder" in w for w in got["warnings"])
+    else:
+        assert any("decision model" in w for w in got["warnings"])
 
 
 def test_a_fleet_host_with_an_embedding_model_gets_the_reason_and_no_files(tmp_path: Path) -> None:

@@ -463,6 +463,18 @@ def _graph_state_bytes(arch: ModelArch, s: FitSettings) -> int:
 # Qwen3-Next and Qwen3.5 project Q twice as wide and split off a gate, which stays alive
 # until it multiplies the attention's output.
 _GATED_Q_ARCHS = frozenset({"qwen3next", "qwen35", "qwen35moe", "qwen4exp"})
+_POOLED_INDEXER_ARCHS = frozenset({"glm5-next", "qwen4exp"})
+# Graphs that carry one more n_embd-wide row through every layer: Talkie's normalized embedding
+# (each layer adds it back, scaled), HRM-Text's high-level state while its low-level stack runs
+# (read off small files against llama-server's log: 0.23-0.49 MiB under at ubatch 512 without).
+_CARRIED_ROW_ARCHS = frozenset({"talkie", "hrm_text"})
+# Chameleon's graph masks its 8192 image-token logits with a tensor made for it, a graph leaf.
+_CHAMELEON_IMAGE_TOKENS = 8192
+
+# Graphs whose attention unmasks the indexer's selected cells with a zero-filled tensor made per
+# layer (llm_graph_context::build_attn's top-k path: DeepSeek 3.2, GLM-5, HY-V4, dots3note's
+# full layers; DeepSeek 4's build_top_k_mask on its layers compressed by 4).
+_TOP_K_MASK_ARCHS = frozenset({"deepseek32", "glm-dsa", "hy_v4", "dots3note"})
 
 
 def compute_bytes(arch: ModelArch, s: FitSettings, *, gpu: bool = False) -> int:
@@ -520,10 +532,11 @@ def compute_bytes(arch: ModelArch, s: FitSettings, *, gpu: bool = False) -> int:
         kq = 4 * ub * n_kv * arch.n_head  # the f32 KQ matrix, alive in the attention half only
         if arch.mla:
             # An MLA cache holds K alone and V is a view of it, not stored transposed: the
-            # attention copies it transposed (build_attn_mha's v_cont, f16) beside KQ. Read off
+            # attention copies it transposed (build_attn_mha's v_cont, K's type) beside KQ. Read off
             # small DeepSeek 3.2 and GLM-5 files from ctx 2048 to 32768 (3.4 MiB under at
             # 32768 without it).
-            kq += 2 * n_kv * arch.n_embd_v_max * s.streams
+            v_bytes = max(2.0, KV_BYTES_PER_ELEMENT[s.kv_type_k])  # a quantized K copies as f16
+            kq += int(v_bytes * n_kv * arch.n_embd_v_max * s.streams)
         # Beside it, read off two-layer variants without flash attention (compute_probe.py
         # --fa off --parallel 4: within 0.02 MiB wherever this half is the larger, MoE and
         # dense): three n_embd-wide and three Q-wide rows, and the V-cache indices, a graph
@@ -570,7 +583,7 @@ def compute_bytes(arch: ModelArch, s: FitSettings, *, gpu: bool = False) -> int:
             # indexer head (one a KV group): f32 gathered and transposed, then f16, beside the
             # causal mask; 10.75 bytes a token-cell a head read off small files from ctx 4096
             # to 16384 (the plan had 6 in all: 110 MiB under at 16384 x 1 slot)
-            per_cell = 11 * max(1, arch.indexer_q // max(1, arch.indexer_k))
+            per_cell = 11 * max(arch.n_head_kv)  # one indexer head a KV group (checked)
         top_k = min(arch.indexer_top_k, n_kv)
         extra += ub * (n_kv * per_cell + 4 * arch.indexer_q + 8 * top_k)
     extra += _graph_leaf_bytes(arch, s, n_kv, ub)
@@ -579,7 +592,7 @@ def compute_bytes(arch: ModelArch, s: FitSettings, *, gpu: bool = False) -> int:
     if arch.residual_checkpoints:
         # Kimi-K3's banked layer inputs: the stack, its norm and its scores' product, n_embd
         # wide a checkpoint each (read off small files of 4 to 16 layers: 0.4-8.9 MiB under
-        # without, within 3 MiB over with)
+        # without, 2.3-5.7 MiB over with)
         extra += 4 * ub * arch.n_embd * 3 * arch.residual_checkpoints
     if arch.architecture in _POOLED_INDEXER_ARCHS and arch.indexer_layers:
         # The pooled and block indexers (GLM-5-Next, Qwen4-exp) score and mask every cell of
@@ -616,30 +629,22 @@ def compute_bytes(arch: ModelArch, s: FitSettings, *, gpu: bool = False) -> int:
     return act + mask + extra
 
 
-_POOLED_INDEXER_ARCHS = frozenset({"glm5-next", "qwen4exp"})
-# Graphs that carry one more n_embd-wide row through every layer: Talkie's normalized embedding
-# (each layer adds it back, scaled), HRM-Text's high-level state while its low-level stack runs
-# (read off small files against llama-server's log: 0.23-0.49 MiB under at ubatch 512 without).
-_CARRIED_ROW_ARCHS = frozenset({"talkie", "hrm_text"})
-# Chameleon's graph masks its 8192 image-token logits with a tensor made for it, a graph leaf.
-_CHAMELEON_IMAGE_TOKENS = 8192
-
-# Graphs whose attention unmasks the indexer's selected cells with a zero-filled tensor made per
-# layer (llm_graph_context::build_attn's top-k path: DeepSeek 3.2, GLM-5, HY-V4, dots3note's
-# full layers; DeepSeek 4's build_top_k_mask on its layers compressed by 4).
-_TOP_K_MASK_ARCHS = frozenset({"deepseek32", "glm-dsa", "hy_v4", "dots3note"})
-
-
 def _graph_leaf_bytes(arch: ModelArch, s: FitSettings, n_kv: int, ub: int) -> int:
     """Tensors a graph creates without an operation (ggml_new_tensor, then filled): ggml's
     allocator places every such leaf when the graph starts, before any node
     (ggml_gallocr_alloc_graph_impl), so one made per layer holds the buffer's base for all
     layers at once: the sparse-attention graphs' zeros, top-k x tokens a layer (f32; f16 on
-    DeepSeek 4 with flash attention); Chameleon's image-logit mask, once. Read off small DeepSeek 3.2 and GLM-5 files of 2 to 16
-    layers against llama-server's log: 0.125 MiB a layer at top-k 64 and ubatch 512, whatever
-    the context; 4 MiB a layer on the real models (top-k 2048), 61 to 78 layers."""
+    DeepSeek 4 with flash attention); the pooled indexers' zero keys and weights, a query row a
+    token per indexer layer at most; Chameleon's image-logit mask, once. Read off small
+    DeepSeek 3.2 and GLM-5 files of 2 to 16 layers against llama-server's log: 0.125 MiB a
+    layer at top-k 64 and ubatch 512, whatever the context; 4 MiB a layer on the real models
+    (top-k 2048), 61 to 78 layers."""
     if arch.architecture == "chameleon":
         return 4 * _CHAMELEON_IMAGE_TOKENS
+    if arch.architecture in _POOLED_INDEXER_ARCHS:
+        # GLM-5-Next's pzero (indexer head x tokens), Qwen4-exp's pzero and weights (indexer
+        # head + heads, x tokens): bounded by the indexer's query width, f32
+        return 4 * arch.indexer_q * ub * sum(arch.indexer_layers)
     if not arch.indexer_top_k or not n_kv:
         return 0
     trunk = range(arch.n_layer - arch.nextn_layers)
@@ -696,12 +701,13 @@ def host_weight_bytes(
     mmap: the log counts the whole mapping (CPU_Mapped) plus the copies (CPU_REPACK); the mapped
     pages of repacked tensors are read once and stay as clean, reclaimable page cache, so the
     working set holds each tensor once (the host's overhead adds room for the cold pages the
-    kernel reads around the hot ones: readaround_bytes). none, mlock, dio: anonymous buffers, each tensor
-    once, repacked ones only in their copy. mmap+mlock: the lock pins the mapping up to its last
-    host tensor, repacked sources included, so repacked tensors really are held twice. The
-    mapped pages of tensors offloaded to a GPU are likewise read once and reclaimable, and not
-    counted. `cold_bytes` of the mapped tensors are read only a row at a time (an untied
-    token_embd: get_rows of the prompt's tokens), so under mmap they are not held either.
+    kernel reads around the hot ones: readaround_bytes). none, mlock, dio: anonymous
+    buffers, each tensor once, repacked ones only in their copy. mmap+mlock: the lock pins the
+    mapping up to its last host tensor, repacked sources included, so repacked tensors really
+    are held twice. The mapped pages of tensors offloaded to a GPU are likewise read once and
+    reclaimable, and not counted. `cold_bytes` of the mapped tensors are read only a row at a
+    time (an untied token_embd: get_rows of the prompt's tokens), so under mmap they are not
+    held either.
     """
     mode = load_mode_of(load_mode)
     if mode in _MAPPED_MODES:

@@ -22,7 +22,7 @@ from deployer.core.fit.memory import (
 )
 from deployer.core.hardware.profiles import Profile
 from deployer.core.model.adapter import Adapter
-from deployer.core.model.facts import ENCODER_DECODER_ARCHS, ModelFacts
+from deployer.core.model.facts import DECISION_ARCHS, ENCODER_DECODER_ARCHS, ModelFacts
 from deployer.core.model.quality import (
     NEGLIGIBLE_PPL_DELTA,
     UNQUANTIZED,
@@ -627,6 +627,11 @@ def make_plan(
         warnings.append(
             f"{arch.architecture} is an encoder-decoder model: this plan does not size its "
             "encoder's graph (its compute buffer is larger), and deployer does not serve it"
+        )
+    if arch.architecture in DECISION_ARCHS:
+        warnings.append(
+            f"{arch.architecture} is a decision model: llama-server serves it on /v1/systemone "
+            "with its own template, not for chat completions, and deployer does not serve it"
         )
     delta = ppl_delta(chosen.facts.quant)
     if chosen.fits and delta is not None and delta > HEAVY_LOSS_PPL_DELTA:

@@ -127,6 +127,12 @@ _NAME_MAX = 128
 _BLOCK_RE = re.compile(r"^blk\.(\d+)\.")
 
 
+def _block_index(name: str) -> int:
+    """The block a tensor belongs to (blk.N.*), or -1."""
+    match = _BLOCK_RE.match(name)
+    return int(match.group(1)) if match else -1
+
+
 @dataclass(frozen=True)
 class TensorInfo:
     """One tensor-table entry: what the layout needs."""
@@ -471,6 +477,7 @@ def _indexer(
     elif arch == "minimax-m3":
         lead = keys.get_int("leading_dense_block_count")
         layers = [il >= lead for il in range(n_layer)]
+
     elif arch == "glm5-next":
         types = _indexer_types(keys, arch, trunk, n_layer, 1)
         layers = [t and a for t, a in zip(types, attn, strict=True)]
@@ -661,6 +668,15 @@ def _arch_from_header(header: GGUFHeader, tensors: dict[str, TensorInfo]) -> Mod
     indexer_k, indexer_v, indexer_layers = _indexer(
         keys, arch, (n_layer, n_layer - nextn), recurrent_layers, mla, head_dim_v
     )
+    if arch == "minimax-m3" and indexer_layers:
+        # its sparse attention asserts one indexer head per KV head group (minimax-m3.cpp)
+        idx_heads = keys.get_int("attention.indexer.head_count")
+        kv = {n_head_kv[il] for il, on in enumerate(indexer_layers) if on and n_head_kv[il]}
+        if kv - {idx_heads}:
+            raise HeaderError(
+                f"{arch}.attention.indexer.head_count is {idx_heads}; llama.cpp needs one per KV "
+                f"head group ({', '.join(str(k) for k in sorted(kv))})"
+            )
     compress_ratios = _compress_ratios(keys, arch, n_layer)
     if compress_ratios:  # DeepSeek 4's indexer keys live in its compressed cache
         indexer_k = keys.get_int("attention.indexer.key_length")
@@ -678,6 +694,12 @@ def _arch_from_header(header: GGUFHeader, tensors: dict[str, TensorInfo]) -> Mod
         # (src/models/nanbeige.cpp, load_arch_hparams; llama.cpp asserts the product's bound)
         if n_layer * loops > LLAMA_MAX_LAYERS:
             raise HeaderError(f"{arch}: {n_layer} blocks x {loops} loops exceed LLAMA_MAX_LAYERS")
+        beyond = sorted(n for n in tensors if _block_index(n) >= n_layer)
+        if beyond:  # the loops reuse the file's blocks; llama.cpp loads no others
+            raise HeaderError(
+                f"tensor {shown(beyond[0])} is beyond block_count {n_layer} (num_loops "
+                "repeats the blocks, it adds none)"
+            )
         n_layer, n_head_kv, swa = n_layer * loops, n_head_kv * loops, swa * loops
         recurrent_layers = recurrent_layers * loops
     return ModelArch(
@@ -711,7 +733,10 @@ def _arch_from_header(header: GGUFHeader, tensors: dict[str, TensorInfo]) -> Mod
         indexer_v=indexer_v,
         indexer_layers=indexer_layers,
         indexer_q=min(indexer_q, U32_MAX),
-        indexer_top_k=keys.get_int("attention.indexer.top_k") if indexer_layers else 0,
+        # DeepSeek 4's indexer lives in its compressed cache: its top-k masks those rows
+        indexer_top_k=(
+            keys.get_int("attention.indexer.top_k") if indexer_layers or compress_ratios else 0
+        ),
         compress_ratios=compress_ratios,
         hyper_connections=keys.get_int("hyper_connection.count"),
         residual_checkpoints=_residual_checkpoints(keys, arch, n_layer - nextn),
