@@ -1103,3 +1103,20 @@ def test_a_looped_nanbeige_file_with_more_blocks_than_it_states_is_refused(tmp_p
     model = write_gguf(tmp_path / "m.gguf", Spec("nanbeige", keys, spec.tensors, spec.general))
     with pytest.raises(GGUFReadError, match=r"blk\.2\..* is beyond block_count 2"):
         facts_from_gguf(model)
+
+
+@pytest.mark.parametrize(("types", "refused"), [([1, 0], False), ([0, 1], True)])
+def test_a_glm5_indexer_table_must_start_with_a_full_layer(
+    tmp_path: Path, types: list[int], refused: bool
+) -> None:
+    """GLM-5's shared indexer layers reuse the last full layer's selection; llama-server
+    aborts on a table whose first layer is shared (glm-dsa.cpp: prev_top_k asserted)."""
+    spec = llama_spec(n_layer=2)
+    keys = {**spec.keys, "attention.indexer.types": types, "attention.indexer.key_length": 64,
+            "attention.indexer.head_count": 4, "attention.indexer.top_k": 64}  # fmt: skip
+    model = write_gguf(tmp_path / "m.gguf", Spec("glm-dsa", keys, spec.tensors, spec.general))
+    if refused:
+        with pytest.raises(GGUFReadError, match="needs a full indexer layer first"):
+            facts_from_gguf(model)
+    else:
+        assert facts_from_gguf(model).arch.indexer_layers == [True, False]

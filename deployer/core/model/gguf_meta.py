@@ -468,6 +468,12 @@ def _indexer(
     elif arch == "glm-dsa":
         default = 1 if keys.get_int("context_length") < _GLM52_CTX else -1
         layers = _indexer_types(keys, arch, trunk, n_layer, default)
+        if trunk and not layers[0]:
+            # a shared layer reuses the last full layer's selection (glm-dsa.cpp asserts one)
+            raise HeaderError(
+                f"{arch}.attention.indexer.types marks layer 0 shared; llama.cpp needs a full "
+                "indexer layer first"
+            )
     elif arch == "hy_v4":
         if not keys.get_int("attention.indexer.top_k"):
             return 0, 0, []
