@@ -455,7 +455,6 @@ def test_mla_file_and_indexer_layers(tmp_path: Path) -> None:
         ({"context_length": 1048576}, [True, True, True, False, False, False, True, False]),
         ({"attention.indexer.types": [1, 0, 0, 1, 0, 0, 0, 1]}, [True, False, False, True,
                                                                    False, False, False, True]),
-        ({"attention.indexer.types": 0}, []),
     ],
 )  # fmt: skip
 def test_glm_dsa_indexer_types(tmp_path: Path, extra: dict[str, Any], layers: list[bool]) -> None:
@@ -1105,12 +1104,12 @@ def test_a_looped_nanbeige_file_with_more_blocks_than_it_states_is_refused(tmp_p
         facts_from_gguf(model)
 
 
-@pytest.mark.parametrize(("types", "refused"), [([1, 0], False), ([0, 1], True)])
+@pytest.mark.parametrize(("types", "refused"), [([1, 0], False), ([0, 1], True), (0, True)])
 def test_a_glm5_indexer_table_must_start_with_a_full_layer(
-    tmp_path: Path, types: list[int], refused: bool
+    tmp_path: Path, types: list[int] | int, refused: bool
 ) -> None:
     """GLM-5's shared indexer layers reuse the last full layer's selection; llama-server
-    aborts on a table whose first layer is shared (glm-dsa.cpp: prev_top_k asserted)."""
+    aborts on a table whose first layer is shared, or all (glm-dsa.cpp: prev_top_k asserted)."""
     spec = llama_spec(n_layer=2)
     keys = {**spec.keys, "attention.indexer.types": types, "attention.indexer.key_length": 64,
             "attention.indexer.head_count": 4, "attention.indexer.top_k": 64}  # fmt: skip

@@ -228,8 +228,10 @@ def test_systemd_accepts_units_with_hostile_paths(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize(
     ("arch", "kind"),
-    [("bert", "embeddings or diffusion"), ("t5", "encoder-decoder"), ("clef", "a decision model")],
-)
+    [("bert", "model (embeddings or diffusion)"), ("t5", "model (encoder-decoder)"),
+     ("clef", "model (a decision model)"), ("gptj", "model, which llama.cpp 11434 names but"),
+     ("llama9", "model, an architecture llama.cpp 11434 does not know")],
+)  # fmt: skip
 def test_a_model_llama_server_cannot_complete_with_is_refused_in_one_line(
     tmp_path: Path, arch: str, kind: str
 ) -> None:
@@ -244,7 +246,7 @@ def test_a_model_llama_server_cannot_complete_with_is_refused_in_one_line(
     out = tmp_path / "out"
     res = CliRunner().invoke(app, ["render", str(model), *CPU, "--out", str(out)])
     assert res.exit_code == 2
-    assert f"'{arch}' model ({kind})" in _one_line_error(res.output)
+    assert f"'{arch}' {kind}" in _one_line_error(res.output)
     assert not out.exists()
     planned = CliRunner().invoke(app, ["plan", str(model), *CPU, "--json"])
     assert planned.exit_code == 0, planned.output
@@ -253,8 +255,10 @@ def test_a_model_llama_server_cannot_complete_with_is_refused_in_one_line(
         assert got["memory"]["kv_cache_bytes"] == 0 and not got["warnings"]
     elif arch == "t5":
         assert any("encoder-decoder" in w for w in got["warnings"])
-    else:
+    elif arch == "clef":
         assert any("decision model" in w for w in got["warnings"])
+    else:
+        assert any("has no loader for this architecture" in w for w in got["warnings"])
 
 
 def test_a_fleet_host_with_an_embedding_model_gets_the_reason_and_no_files(tmp_path: Path) -> None:

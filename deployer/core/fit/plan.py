@@ -22,7 +22,13 @@ from deployer.core.fit.memory import (
 )
 from deployer.core.hardware.profiles import Profile
 from deployer.core.model.adapter import Adapter
-from deployer.core.model.facts import DECISION_ARCHS, ENCODER_DECODER_ARCHS, ModelFacts
+from deployer.core.model.facts import (
+    DECISION_ARCHS,
+    ENCODER_DECODER_ARCHS,
+    LLAMA_CPP_ARCHS,
+    NO_LOADER_ARCHS,
+    ModelFacts,
+)
 from deployer.core.model.quality import (
     NEGLIGIBLE_PPL_DELTA,
     UNQUANTIZED,
@@ -623,6 +629,11 @@ def make_plan(
                 )
             )
     warnings: list[str] = []
+    if arch.architecture not in LLAMA_CPP_ARCHS or arch.architecture in NO_LOADER_ARCHS:
+        warnings.append(
+            f"{arch.architecture}: the pinned llama.cpp has no loader for this architecture; "
+            "this plan sizes it as a generic transformer, and deployer does not serve it"
+        )
     if arch.architecture in ENCODER_DECODER_ARCHS:
         warnings.append(
             f"{arch.architecture} is an encoder-decoder model: this plan does not size its "

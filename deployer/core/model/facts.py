@@ -21,6 +21,33 @@ U32_MAX = (1 << 32) - 1
 # Encoder-decoder models (T5): llama-server runs them with a relative-position bias and a
 # cross-attention sized by the training context, a graph the plan does not model.
 ENCODER_DECODER_ARCHS = frozenset({"t5", "t5encoder"})
+# Every architecture name the pinned llama.cpp (11434) knows (src/llama-arch.cpp): a file naming
+# another is one its llama-server refuses to load ("unknown model architecture").
+LLAMA_CPP_ARCHS = frozenset({
+    "afmoe", "apertus", "arcee", "arctic", "arwkv7", "baichuan", "bailingmoe", "bailingmoe2",
+    "bailingmoe3", "bert", "bitnet", "bloom", "chameleon", "chatglm", "clef", "clip", "codeshell",
+    "cogvlm", "cohere2", "cohere2moe", "command-r", "dbrx", "deci", "deepseek", "deepseek2",
+    "deepseek2-ocr", "deepseek32", "deepseek4", "dflash", "dots1", "dots3note", "dream", "eagle3",
+    "ernie4_5", "ernie4_5-moe", "eurobert", "exaone", "exaone-moe", "exaone4", "falcon",
+    "falcon-h1", "gemma", "gemma-embedding", "gemma2", "gemma3", "gemma3n", "gemma4",
+    "gemma4-assistant", "glm-dsa", "glm4", "glm4moe", "glm5-next", "gpt-oss", "gpt2", "gptj",
+    "gptneox", "granite", "granite_swa", "granitehybrid", "granitemoe", "graniteswitch", "grok",
+    "grovemoe", "hrm_text", "hunyuan-dense", "hunyuan-moe", "hunyuan_vl", "hy_v3", "hy_v4",
+    "internlm2", "jais", "jais2", "jamba", "jina-bert-v2", "jina-bert-v3", "kimi-k3",
+    "kimi-linear", "laguna", "lfm2", "lfm2moe", "llada", "llada-moe", "llama", "llama-embed",
+    "llama4", "maincoder", "mamba", "mamba2", "maple", "mellum", "mimo2", "minicpm", "minicpm3",
+    "minimax-01", "minimax-m2", "minimax-m3", "mistral3", "mistral4", "modern-bert", "mpt",
+    "muse-glimmer", "nanbeige", "nemotron", "nemotron_h", "nemotron_h_moe", "neo-bert",
+    "nomic-bert", "nomic-bert-moe", "olmo", "olmo2", "olmoe", "openelm", "orion", "paddleocr",
+    "pangu-embedded", "phi2", "phi3", "phimoe", "plamo", "plamo2", "plamo3", "plm", "pockettts",
+    "qwen", "qwen2", "qwen2moe", "qwen2vl", "qwen3", "qwen35", "qwen35moe", "qwen3moe",
+    "qwen3next", "qwen3tts", "qwen3vl", "qwen3vlmoe", "qwen4exp", "refact", "rnd1", "rwkv6",
+    "rwkv6qwen2", "rwkv7", "seed_oss", "smallthinker", "smollm3", "spark2_5", "stablelm",
+    "starcoder", "starcoder2", "step35", "t5", "t5encoder", "talkie", "wavtokenizer-dec",
+    "xverse",
+})  # fmt: skip
+# Named by llama.cpp but without a loader (llama_model_mapping has no case for it): refused.
+NO_LOADER_ARCHS = frozenset({"gptj"})
 # Decision models (CLEF): llama-server serves them on its typed /v1/systemone API with their own
 # "systemone" template, and refuses to start without it; not a chat-completion endpoint.
 DECISION_ARCHS = frozenset({"clef"})

@@ -13,7 +13,13 @@ from deployer.core.fit.plan import PlanRequest, PlanResult, make_plan
 from deployer.core.hardware.profiles import Profile
 from deployer.core.model.adapter import Adapter
 from deployer.core.model.catalog import get_model, get_quant, load_catalog
-from deployer.core.model.facts import DECISION_ARCHS, ENCODER_DECODER_ARCHS, ModelFacts
+from deployer.core.model.facts import (
+    DECISION_ARCHS,
+    ENCODER_DECODER_ARCHS,
+    LLAMA_CPP_ARCHS,
+    NO_LOADER_ARCHS,
+    ModelFacts,
+)
 from deployer.core.model.ref import HF_PREFIX, DemoRef, HubRef, LocalRef, ModelRef
 from deployer.core.model.resolve import HubReader, LocalModels, need_local, select_files
 from deployer.core.model.weights import facts_from_catalog
@@ -141,8 +147,20 @@ def unservable_reason(result: PlanResult) -> str | None:
     """Why the model cannot be deployed, or None: encoders (BERT and its kin, EmbeddingGemma)
     need --embedding and diffusion models their own CLI (llama.cpp gives them no memory; a
     completion server aborts on them); encoder-decoders (T5) run a graph the plan does not
-    size; decision models (CLEF) serve llama-server's /v1/systemone API, not completions."""
+    size; decision models (CLEF) serve llama-server's /v1/systemone API, not completions; and
+    an architecture the pinned llama.cpp does not know, or names without a loader (GPT-J),
+    does not load at all."""
     arch = result.chosen.facts.arch
+    if arch.architecture not in LLAMA_CPP_ARCHS:
+        return (
+            f"{result.model} is a '{arch.architecture}' model, an architecture llama.cpp "
+            f"{PINNED_BUILD} does not know (its llama-server refuses to load it)"
+        )
+    if arch.architecture in NO_LOADER_ARCHS:
+        return (
+            f"{result.model} is a '{arch.architecture}' model, which llama.cpp "
+            f"{PINNED_BUILD} names but has no loader for"
+        )
     if arch.architecture in DECISION_ARCHS:
         return (
             f"{result.model} is a '{arch.architecture}' model (a decision model), which "
