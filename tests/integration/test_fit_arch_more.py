@@ -60,9 +60,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "benchmarks"))
 Builder = Callable[..., Path]
 
 
-def _norms(w: GGUFWriter, p: str, *names: str, width: int = E) -> None:
+def _norms(w: GGUFWriter, p: str, *names: str, width: int = E, suffix: str = ".weight") -> None:
     for name in names:
-        _tensor(w, p + name + ".weight", width)
+        _tensor(w, p + name + suffix, width)
 
 
 # --- MoE -------------------------------------------------------------------------------------

@@ -22,14 +22,11 @@ import pytest
 from gguf import GGUFReader, GGUFWriter
 
 from deployer.adapters.gguf_files import facts_from_gguf
-from deployer.core.fit.llamalog import LoggedBuffers, parse_buffers
 from deployer.core.fit.memory import (
     FitSettings,
-    MachineSpec,
     compute_bytes,
     estimate_memory,
     kv_bytes,
-    recurrent_bytes,
 )
 from deployer.core.units import MIB
 from tests.integration.test_fit_arch_moe import (
@@ -47,6 +44,14 @@ from tests.integration.test_fit_arch_moe import (
     _put,
     _qkv,
 )
+from tests.integration.test_fit_arch_more import (
+    CPU,
+    SETTINGS,
+    _mib,
+    _norms,
+    _serve,
+    measure,
+)
 from tests.integration.test_fit_arch_recurrent import _mamba2_mixer
 from tests.integration.test_fit_architectures import FF, E, V, _start, _tensor
 
@@ -55,11 +60,6 @@ pytestmark = [pytest.mark.llama_server, pytest.mark.usefixtures("llama_server_pr
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "benchmarks"))
 
 Builder = Callable[..., Path]
-
-
-def _norms(w: GGUFWriter, p: str, *names: str, width: int = E) -> None:
-    for name in names:
-        _tensor(w, p + name + ".weight", width)
 
 
 def _mtp_head(w: GGUFWriter, p: str) -> None:
@@ -380,52 +380,6 @@ BUILDERS: list[Builder] = [
 # the mapping's span covers skipped MTP tensors (test_cache_state_and_weights_...)
 SPAN_KNOWN: list[Builder] = [glm_dsa, cohere2moe]
 
-CPU = MachineSpec(kind="cpu", device_count=0, device_budget_bytes=0, device_overhead_bytes=0,
-                  host_budget_bytes=2**34, cpu_threads=2)  # fmt: skip
-
-# the worst-case graph is reserved for every slot: 16 slots exercise the per-slot terms
-SETTINGS = [(8192, 2, True), (4096, 1, False), (8192, 16, True)]
-
-
-def _serve(path: Path, ctx: int, slots: int, fa: bool, mode: str = "mmap") -> LoggedBuffers:
-    from _llama import run_server
-
-    run = run_server(path, ["-c", str(ctx), "-np", str(slots), "-fa", "on" if fa else "off",
-                            "-lm", mode, "--fit", "off", "-t", "2"])  # fmt: skip
-    return parse_buffers(run.log.split("loaded meta data")[-1])
-
-
-_MEASURED: dict[tuple[str, int, int, bool, str], dict[str, tuple[int, int]]] = {}
-
-
-def measure(factory: pytest.TempPathFactory, build: Builder, ctx: int, slots: int, fa: bool,
-            mode: str = "mmap") -> dict[str, tuple[int, int]]:  # fmt: skip
-    """(logged, plan) bytes of KV, RS, the host's weights and compute: one llama-server start
-    per file and setting, shared by the tests below."""
-    key = (build.__name__, ctx, slots, fa, mode)
-    if key not in _MEASURED:
-        path = build(factory.mktemp(build.__name__) / "m.gguf")
-        logged = _serve(path, ctx, slots, fa, mode)
-        facts = facts_from_gguf(path)
-        arch = facts.arch
-        s = FitSettings(ctx=ctx, parallel=slots, flash_attention=fa, load_mode=mode)
-        layers = range(arch.n_layer)
-        last = f"blk.{arch.n_layer - 1}."
-        mtp = sum(int(t.n_bytes) for t in GGUFReader(path).tensors if t.name.startswith(last))
-        _MEASURED[key] = {
-            "mtp": (0, mtp if arch.nextn_layers else 0),
-            "KV": (logged.get("host", "KV"), kv_bytes(arch, layers, s)),
-            "RS": (logged.get("host", "RS"), recurrent_bytes(arch, layers, s)),
-            "weights": (logged.get("host", "model"),
-                        estimate_memory(facts, s, CPU).host.logged_weights_bytes),
-            "compute": (logged.get("host", "compute"), compute_bytes(arch, s)),
-        }  # fmt: skip
-    return _MEASURED[key]
-
-
-def _mib(pair: tuple[int, int]) -> str:
-    return f"logged {pair[0] / MIB:.2f} MiB, plan {pair[1] / MIB:.2f} MiB"
-
 
 @pytest.mark.parametrize("build", BUILDERS, ids=lambda f: f.__name__)
 @pytest.mark.parametrize(("ctx", "slots", "fa"), SETTINGS)
@@ -444,8 +398,11 @@ def test_cache_state_and_weights_are_what_llama_server_allocates(
     assert abs(rs[1] - rs[0]) <= 0.01 * MIB, f"RS {_mib(rs)}"
     if build in SPAN_KNOWN:
         # the gap is skipped MTP tensors, no more than the block holds
+        path = build(tmp_path_factory.mktemp("mtp") / "m.gguf")
+        last = f"blk.{facts_from_gguf(path).arch.n_layer - 1}."
+        mtp = sum(int(t.n_bytes) for t in GGUFReader(path).tensors if t.name.startswith(last))
         gap = weights[0] - weights[1]
-        assert 0 < gap <= m["mtp"][1], f"weights {_mib(weights)}, MTP block {m['mtp'][1]} B"
+        assert 0 < gap <= mtp, f"weights {_mib(weights)}, MTP block {mtp} B"
         return
     assert abs(weights[1] - weights[0]) <= 0.02 * MIB, f"weights {_mib(weights)}"
 
@@ -495,7 +452,7 @@ def test_an_mtp_block_read_into_memory(tmp_path: Path, build: Builder) -> None:
     embedding and head copies where a file has them; the plan had counted its block whole,
     3.1 MiB over here)."""
     path = build(tmp_path / "m.gguf")
-    logged = _serve(path, 4096, 1, True, "none")
+    logged, _ = _serve(path, 4096, 1, True, "none")
     facts = facts_from_gguf(path)
     s = FitSettings(ctx=4096, load_mode="none")
     assert kv_bytes(facts.arch, [facts.arch.n_layer - 1], s) == 0
@@ -519,6 +476,6 @@ def test_sparse_attention_compute_grows_with_layers_and_context(
         path = _glm_dsa(tmp_path / "m.gguf", 16, 0, None, 202752)
     else:
         path = _deepseek(tmp_path / "m.gguf", "deepseek32", mla=True, n_layer=16)
-    logged = _serve(path, ctx, 1, fa).get("host", "compute")
+    logged = _serve(path, ctx, 1, fa)[0].get("host", "compute")
     plan = compute_bytes(facts_from_gguf(path).arch, FitSettings(ctx=ctx, flash_attention=fa))
     assert logged <= plan <= logged + 3 * MIB, _mib((logged, plan))

@@ -28,14 +28,9 @@ import pytest
 from gguf import GGUFWriter
 
 from deployer.adapters.gguf_files import facts_from_gguf
-from deployer.core.fit.llamalog import LoggedBuffers, parse_buffers
 from deployer.core.fit.memory import (
     FitSettings,
-    MachineSpec,
     compute_bytes,
-    estimate_memory,
-    kv_bytes,
-    recurrent_bytes,
 )
 from deployer.core.units import MIB
 from tests.integration.test_fit_arch_moe import (
@@ -53,6 +48,14 @@ from tests.integration.test_fit_arch_moe import (
     _put,
     _qkv,
 )
+from tests.integration.test_fit_arch_more import (
+    SETTINGS,
+    _check_cache_and_weights,
+    _mib,
+    _norms,
+    _serve,
+    measure,
+)
 from tests.integration.test_fit_architectures import FF, E, V, _start, _tensor
 
 pytestmark = [pytest.mark.llama_server, pytest.mark.usefixtures("llama_server_prefix")]
@@ -65,11 +68,6 @@ Builder = Callable[..., Path]
 Q_LORA, KV_LORA, ROPE, NOPE, V_HEAD = 64, 64, 16, 32, 32
 KDA, D_CONV = 64, 4  # Kimi delta attention: a 64-wide head, a 4-tap convolution
 IDX_HEADS, IDX_HEAD = 4, 64  # the sparse-attention indexer: 4 heads of 64
-
-
-def _norms(w: GGUFWriter, p: str, *names: str, width: int = E) -> None:
-    for name in names:
-        _tensor(w, p + name + ".weight", width)
 
 
 def _mla_keys(n_layer: int, extra: dict[str, int], *, hybrid: bool = False) -> dict[str, int]:
@@ -449,59 +447,6 @@ BUILDERS: list[Builder] = [
     bailingmoe3, kimi_k3, glm5_next, qwen4exp, hy_v4, dots3note, minimax_m3, laguna,
 ]  # fmt: skip
 DIFFUSION: list[Builder] = [rnd1, llada_moe]  # served with --embedding
-
-CPU = MachineSpec(kind="cpu", device_count=0, device_budget_bytes=0, device_overhead_bytes=0,
-                  host_budget_bytes=2**34, cpu_threads=2)  # fmt: skip
-
-# the worst-case graph is reserved for every slot: 16 slots exercise the per-slot terms
-SETTINGS = [(8192, 2, True), (4096, 1, False), (8192, 16, True)]
-
-
-def _serve(path: Path, ctx: int, slots: int, fa: bool, mode: str = "mmap",
-           extra: tuple[str, ...] = ()) -> tuple[LoggedBuffers, str]:  # fmt: skip
-    from _llama import run_server
-
-    run = run_server(path, ["-c", str(ctx), "-np", str(slots), "-fa", "on" if fa else "off",
-                            "-lm", mode, "--fit", "off", "-t", "2", *extra])  # fmt: skip
-    return parse_buffers(run.log.split("loaded meta data")[-1]), run.log
-
-
-_MEASURED: dict[tuple[str, int, int, bool, str], dict[str, tuple[int, int]]] = {}
-
-
-def measure(
-    factory: pytest.TempPathFactory, build: Builder, ctx: int, slots: int, fa: bool,
-    mode: str = "mmap", *, extra: tuple[str, ...] = (),
-) -> dict[str, tuple[int, int]]:  # fmt: skip
-    """(logged, plan) bytes of KV, RS, the host's weights and compute: one llama-server start
-    per file and setting, shared by the tests below."""
-    key = (build.__name__, ctx, slots, fa, mode)
-    if key not in _MEASURED:
-        path = build(factory.mktemp(build.__name__) / "m.gguf")
-        logged, _ = _serve(path, ctx, slots, fa, mode, extra)
-        facts = facts_from_gguf(path)
-        arch = facts.arch
-        s = FitSettings(ctx=ctx, parallel=slots, flash_attention=fa, load_mode=mode)
-        layers = range(arch.n_layer)
-        _MEASURED[key] = {
-            "KV": (logged.get("host", "KV"), kv_bytes(arch, layers, s)),
-            "RS": (logged.get("host", "RS"), recurrent_bytes(arch, layers, s)),
-            "weights": (logged.get("host", "model"),
-                        estimate_memory(facts, s, CPU).host.logged_weights_bytes),
-            "compute": (logged.get("host", "compute"), compute_bytes(arch, s)),
-        }  # fmt: skip
-    return _MEASURED[key]
-
-
-def _mib(pair: tuple[int, int]) -> str:
-    return f"logged {pair[0] / MIB:.2f} MiB, plan {pair[1] / MIB:.2f} MiB"
-
-
-def _check_cache_and_weights(m: dict[str, tuple[int, int]]) -> None:
-    kv, rs, weights = m["KV"], m["RS"], m["weights"]
-    assert abs(kv[1] - kv[0]) <= 0.01 * MIB, f"KV {_mib(kv)}"
-    assert abs(rs[1] - rs[0]) <= 0.01 * MIB, f"RS {_mib(rs)}"
-    assert abs(weights[1] - weights[0]) <= 0.02 * MIB, f"weights {_mib(weights)}"
 
 
 @pytest.mark.parametrize("build", BUILDERS, ids=lambda f: f.__name__)
