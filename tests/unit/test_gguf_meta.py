@@ -1082,7 +1082,10 @@ def test_minimax_m3_needs_one_indexer_head_per_kv_group(
         assert facts_from_gguf(model).arch.indexer_layers == [True, True]
 
 
-@pytest.mark.parametrize(("blocks", "size", "checkpoints"), [(4, 2, 2), (5, 2, 3), (5, 8, 1)])
+@pytest.mark.parametrize(
+    ("blocks", "size", "checkpoints"),
+    [(4, 2, 2), (5, 2, 3), (5, 8, 1), (5, 2**32 - 1, 1), (5, 0, 0)],
+)
 def test_kimi_k3_banks_a_layer_input_every_block(
     tmp_path: Path, blocks: int, size: int, checkpoints: int
 ) -> None:
