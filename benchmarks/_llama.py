@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import itertools
 import json
 import os
 import socket
@@ -274,6 +275,20 @@ def post_completion(port: int, request: dict[str, Any], timeout_s: float) -> dic
         return dict(json.loads(r.read()))
 
 
+# Each sampled request's seed: the next of this counter (the same sequence in every run).
+_SEEDS = itertools.count(7)
+
+
+def sampled_request() -> dict[str, Any]:
+    """Plain sampling fields for one request: a different token at each step (greedy decoding
+    of a random-weights model falls into a cycle of two or three tokens) and a seed of its own,
+    so that no two requests produce the same tokens, as no two users' requests do. With one
+    seed for every request, each answer replayed the one before it: a routed MoE then touched
+    only the experts the last answer had left in memory, and a mapped MoE looked as if it
+    could hold a third of its experts cold at full speed (the caps of 2026-11-30, superseded)."""
+    return {"temperature": 1.0, "seed": next(_SEEDS), "top_k": 0, "top_p": 1.0, "min_p": 0.0}
+
+
 def _complete(
     port: int,
     n_predict: int,
@@ -294,9 +309,7 @@ def _complete(
     if slot is not None:
         request["id_slot"] = slot
     if sample:
-        # Plain sampling, the same seed every time: a different token at each step (greedy
-        # decoding of a random-weights model falls into a cycle of two or three tokens).
-        request |= {"temperature": 1.0, "seed": 7, "top_k": 0, "top_p": 1.0, "min_p": 0.0}
+        request |= sampled_request()
     reply = post_completion(port, request, timeout_s)
     return float(reply["timings"]["predicted_per_second"])
 

@@ -479,3 +479,13 @@ def test_no_usable_memory_cgroup_is_reported_not_raised(
     (tmp_path / "no-v2" / "cgroup.subtree_control").mkdir(parents=True)
     assert _llama.cgroup_available() is False
     assert [p.name for p in (tmp_path / "no-v2").iterdir()] == ["cgroup.subtree_control"]
+
+
+def test_no_two_sampled_requests_share_a_seed() -> None:
+    """A repeated seed replays the last answer's tokens: a routed MoE would touch the same
+    experts again and its cold experts would never be read back under a cap."""
+    from _llama import sampled_request
+
+    seeds = [sampled_request()["seed"] for _ in range(50)]
+    assert len(set(seeds)) == len(seeds)
+    assert all(sampled_request()["temperature"] > 0 for _ in range(3))
