@@ -68,7 +68,8 @@ def run_server(model: Path, args: list[str], timeout_s: float = 120.0) -> Server
     cmd = [str(binary), "-m", str(model), "--host", "127.0.0.1", "--port", str(port), "-v", *args]
     t0 = time.monotonic()
     # A file, not a pipe: -v logs megabytes and a full pipe would block the server.
-    logf = tempfile.TemporaryFile(mode="w+")  # noqa: SIM115 - closed in the finally below
+    # The log echoes sampled tokens: bytes of a random vocabulary need not be UTF-8.
+    logf = tempfile.TemporaryFile(mode="w+", encoding="utf-8", errors="replace")  # noqa: SIM115
     proc = subprocess.Popen(cmd, stdout=logf, stderr=subprocess.STDOUT, text=True)
     rss = 0
     healthy_at = 0.0
@@ -357,7 +358,8 @@ def run_trial(
     speeds: list[float] = []
     error = ""
     t0 = time.monotonic()
-    logf = tempfile.TemporaryFile(mode="w+")  # noqa: SIM115 - closed in the finally below
+    # The log echoes sampled tokens: bytes of a random vocabulary need not be UTF-8.
+    logf = tempfile.TemporaryFile(mode="w+", encoding="utf-8", errors="replace")  # noqa: SIM115
     try:
         proc = subprocess.Popen(cmd, stdout=logf, stderr=subprocess.STDOUT, text=True)
     except OSError:

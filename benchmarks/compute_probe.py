@@ -70,7 +70,7 @@ def logged_compute(path: Path, args: list[str], timeout_s: float = 60) -> tuple[
     cmd = [str(llama_prefix() / "bin" / "llama-server"), "-m", str(path), "-v"]
     cmd += ["--host", "127.0.0.1", "--port", str(free_port())]
     cmd += ["--fit", "off", "--no-repack", *args]
-    logf = tempfile.TemporaryFile(mode="w+")  # noqa: SIM115 - closed below
+    logf = tempfile.TemporaryFile(mode="w+", encoding="utf-8", errors="replace")  # noqa: SIM115 - closed below
     proc = subprocess.Popen(cmd, stdout=logf, stderr=subprocess.STDOUT, text=True)
     t0 = time.monotonic()
     try:

@@ -198,7 +198,7 @@ def _serve(path: Path, args: list[str], n_predict: int, slots: int) -> dict[str,
     port = free_port()
     cmd = [str(llama_prefix() / "bin" / "llama-server"), "-m", str(path), "--host", "127.0.0.1"]
     cmd += ["--port", str(port), "-v", *args]
-    logf = tempfile.TemporaryFile(mode="w+")  # noqa: SIM115 - closed below
+    logf = tempfile.TemporaryFile(mode="w+", encoding="utf-8", errors="replace")  # noqa: SIM115 - closed below
     t0 = time.monotonic()
     proc = subprocess.Popen(cmd, stdout=logf, stderr=subprocess.STDOUT, text=True)
     got: dict[str, Any] = {"loaded": False, "error": ""}

@@ -48,7 +48,7 @@ def distinct_prompts(
         "--port", str(port), "-c", str(ctx), "-np", "1", "-fa", "on", "--fit", "off",
         "-t", str(threads), "-tb", str(threads), "--load-mode", "none", *extra_args,
     ]  # fmt: skip
-    with tempfile.TemporaryFile(mode="w+") as log:
+    with tempfile.TemporaryFile(mode="w+", encoding="utf-8", errors="replace") as log:
         proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, text=True)
         status = Path(f"/proc/{proc.pid}/status")
         anon: list[float] = []

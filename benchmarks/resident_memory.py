@@ -57,7 +57,7 @@ def measure(model: Path, mode: str, ctx: int, threads: int) -> dict[str, float |
         *("-m", str(model), "--host", "127.0.0.1", "--port", str(port), "-v"),
         *("-c", str(ctx), "-np", "1", "-t", str(threads), "--fit", "off", "--load-mode", mode),
     ]
-    logf = tempfile.TemporaryFile(mode="w+")  # noqa: SIM115 - closed below
+    logf = tempfile.TemporaryFile(mode="w+", encoding="utf-8", errors="replace")  # noqa: SIM115 - closed below
     proc = subprocess.Popen(cmd, stdout=logf, stderr=subprocess.STDOUT, text=True)
     try:
         deadline = time.monotonic() + 300

@@ -77,7 +77,7 @@ def _serve(
     cmd = [str(binary), "-m", str(path), "-c", "4096", "-np", "1", "--host", "127.0.0.1"]
     # --fit off, as deployer renders it: no trial load, whose 0-byte buffers would be logged too
     cmd += ["--port", str(port), "-v", "--fit", "off", *extra]
-    logf = tempfile.TemporaryFile(mode="w+")  # noqa: SIM115 - closed below
+    logf = tempfile.TemporaryFile(mode="w+", encoding="utf-8", errors="replace")  # noqa: SIM115 - closed below
     t0 = time.monotonic()
     proc = subprocess.Popen(cmd, stdout=logf, stderr=subprocess.STDOUT, text=True)
     try:

@@ -71,7 +71,7 @@ def measure(profile: Profile, slots: int, shape: RequestShape, requests: int) ->
     args = llama_server_args(plan, build=PINNED_BUILD, model_arg=str(demo_model_path()),
                              host="127.0.0.1", port=port, api_key_file=None)  # fmt: skip
     binary = llama_prefix() / "bin" / "llama-server"
-    with tempfile.TemporaryFile(mode="w+") as log:
+    with tempfile.TemporaryFile(mode="w+", encoding="utf-8", errors="replace") as log:
         proc = subprocess.Popen([str(binary), *args], stdout=log, stderr=subprocess.STDOUT,
                                 text=True)  # fmt: skip
         try:
