@@ -330,6 +330,7 @@ def run_trial(
     fill_tokens: int = 0,
     fill_turns: tuple[int, ...] = (),
     fill_slots: int = 1,
+    warmup_tokens: int = 0,
 ) -> TrialRun:
     """Start llama-server (inside a fresh cgroup capped at `cap_bytes` when given), wait for
     health, run up to `completions` completions (stopping early once one reaches
@@ -342,7 +343,10 @@ def run_trial(
     come before the timed completions, and RssAnon is read after each. With `fill_turns`
     instead, the long prompt is a conversation in each of `fill_slots` slots: prompts of those
     lengths, each extending the last (fit_truth.conversation_turns: a sliding-window model's
-    checkpoints)."""
+    checkpoints). With `warmup_tokens`, answers of `n_predict` tokens, untimed, come first until
+    that many were generated: a routed MoE under a cap reaches its working set only after the
+    kernel has evicted the pages the load left behind (docs/fit.md, a mapped MoE's first
+    tokens)."""
     from fit_truth import ResidentPeaks, parse_proc_status
 
     port = free_port()
@@ -403,6 +407,17 @@ def run_trial(
                 time.sleep(0.3)
                 result["anon_fill"] = parse_proc_status(status.read_text()).anon
                 result["fill_log_bytes"] = os.fstat(logf.fileno()).st_size
+            warmed = 0
+            while warmed < warmup_tokens:
+                left = timeout_s - (time.monotonic() - t0)
+                if completion_timeout_s is not None:
+                    left = min(left, completion_timeout_s)
+                try:
+                    _complete(port, n_predict, left, sample)
+                except TimeoutError:
+                    result["error"] = f"slow (no answer in {left:.0f} s, warming up)"
+                    return
+                warmed += n_predict
             for _ in range(completions):
                 left = timeout_s - (time.monotonic() - t0)
                 if left <= 1:
