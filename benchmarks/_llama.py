@@ -98,6 +98,7 @@ def run_server(model: Path, args: list[str], timeout_s: float = 120.0) -> Server
 # --- a run measured as the user lives with it: resident memory, a cgroup cap, decode speed ----
 
 CGROUP_V1_MEMORY = Path("/sys/fs/cgroup/memory")
+CGROUP_V1_BLKIO = Path("/sys/fs/cgroup/blkio")
 # Token ids, not text: the sparse shape models carry a placeholder vocabulary (ids < 32000).
 PROMPT = [1, 450, 4955, 310, 278, 14010, 3965, 16410]
 
@@ -331,6 +332,7 @@ def run_trial(
     fill_turns: tuple[int, ...] = (),
     fill_slots: int = 1,
     warmup_tokens: int = 0,
+    serve_read_bps: int | None = None,
 ) -> TrialRun:
     """Start llama-server (inside a fresh cgroup capped at `cap_bytes` when given), wait for
     health, run up to `completions` completions (stopping early once one reaches
@@ -346,7 +348,9 @@ def run_trial(
     checkpoints). With `warmup_tokens`, answers of `n_predict` tokens, untimed, come first until
     that many were generated: a routed MoE under a cap reaches its working set only after the
     kernel has evicted the pages the load left behind (docs/fit.md, a mapped MoE's first
-    tokens)."""
+    tokens). With `serve_read_bps` (cgroup v1), the server's reads from the model's disk are
+    throttled to that rate once it is healthy: a slower disk, or a faster CPU for the same
+    disk, for whatever the server reads back while it serves (its load is not slowed)."""
     from fit_truth import ResidentPeaks, parse_proc_status
 
     port = free_port()
@@ -358,6 +362,11 @@ def run_trial(
         cg = MemoryCgroup.create(f"deployer-fitbench-{os.getpid()}-{port}", cap_bytes)
         # The shell joins the group, then becomes llama-server: every page it touches is charged.
         cmd = ["sh", "-c", f'echo $$ > {cg.path}/cgroup.procs && exec "$@"', "sh", *cmd]
+    blkio: Path | None = None
+    if serve_read_bps is not None:
+        blkio = CGROUP_V1_BLKIO / f"deployer-fitbench-io-{os.getpid()}-{port}"
+        blkio.mkdir()
+        cmd = ["sh", "-c", f'echo $$ > {blkio}/cgroup.procs && exec "$@"', "sh", *cmd]
     peaks = ResidentPeaks()
     speeds: list[float] = []
     error = ""
@@ -389,6 +398,10 @@ def run_trial(
                 return
             if cg is not None:
                 result["failcnt_ready"] = cg.failcnt()
+            if blkio is not None:
+                dev = os.stat(model).st_dev
+                rule = f"{os.major(dev)}:{os.minor(dev)} {serve_read_bps}"
+                (blkio / "blkio.throttle.read_bps_device").write_text(rule)
             if fill_tokens or fill_turns:
                 left = timeout_s - (time.monotonic() - t0)
                 _complete(port, 1, left, sample)
@@ -483,6 +496,8 @@ def run_trial(
             if run.cgroup_oom_kills and "oom" not in run.error:
                 run.error = f"killed (oom){': ' + run.error if run.error else ''}"
             cg.remove()
+        if blkio is not None:
+            _remove_cgroup(blkio)
     return run
 
 

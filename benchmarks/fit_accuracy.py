@@ -47,7 +47,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from _llama import TrialRun, cgroup_available, llama_prefix, run_trial
+from _llama import CGROUP_V1_BLKIO, TrialRun, cgroup_available, llama_prefix, run_trial
 from fit_truth import (
     IN_SAMPLE_MODELS,
     TrialOutcome,
@@ -346,6 +346,7 @@ def capped_run(
     threads: int,
     n_predict: int,
     timeout_s: float,
+    serve_read_bps: int | None = None,
 ) -> TrialRun:
     """One start of `model` under `cap`, bounded by what a full-speed answer takes. A start the
     cap did not touch while serving is an uncapped run too: its best speed joins `unpressed`."""
@@ -362,6 +363,7 @@ def capped_run(
         completion_timeout_s=10 + 3 * n_predict / max(speed, 0.01),
         sample=_is_moe(model),
         warmup_tokens=MOE_WARMUP_TOKENS if _is_moe(model) else 0,
+        serve_read_bps=serve_read_bps,
     )
     if run.tokens_per_s and not run.error and run.cgroup_failcnt_serving == 0:
         unpressed.append(max(run.tokens_per_s))
@@ -388,6 +390,7 @@ def measure(
     machine: MachineSpec = CPU_MACHINE,
     floor_bytes: int | None = None,
     ceiling_bytes: int | None = None,
+    serve_read_bps: int | None = None,
 ) -> dict[str, Any]:
     """One row: logged buffers, resident peaks, the estimate, and (maybe) the cap search, or
     with `plan_caps` the plan's own figure tried as a cap (check_plan_as_cap). The plan is made
@@ -416,6 +419,7 @@ def measure(
         timeout_s=900,
         sample=_is_moe(model),
         warmup_tokens=MOE_WARMUP_TOKENS if _is_moe(model) and judged else 0,
+        serve_read_bps=serve_read_bps,
         # A prompt that fills a ubatch touches the whole compute buffer, as a user's long
         # prompt does; a short one touches a corner of it. What it adds to the anonymous memory
         # (measured here, once) is added to every capped start's cap below.
@@ -456,6 +460,8 @@ def measure(
         "fill_turns": turns or None,
         # What the conversations left, read off the log as it was when `fill_anon` was.
         "checkpoints_mib": checkpoints_held(ref.log_at_fill()) if turns else None,
+        # The disk's read rate while serving, where it was throttled (--serve-read-mbps).
+        "serve_read_bps": serve_read_bps,
         "cap": None,
         "cap_search": None,
         "cap_range": None,
@@ -486,7 +492,7 @@ def measure(
         def one_trial(cap: int) -> TrialOutcome:
             run = capped_run(
                 model, path, s, cap, unpressed, threads=threads, n_predict=n_predict,
-                timeout_s=timeout,
+                timeout_s=timeout, serve_read_bps=serve_read_bps,
             )  # fmt: skip
             out = _outcome(run, full_speed(unpressed))
             print(
@@ -803,6 +809,13 @@ def main() -> int:
     )
     ap.add_argument("--threads", type=int, default=2, help="llama-server -t/-tb (default 2)")
     ap.add_argument(
+        "--serve-read-mbps",
+        type=float,
+        default=None,
+        help="throttle the server's reads from the model's disk to this many MB/s once it is "
+        "healthy (cgroup v1 blkio): a slower disk, or a faster CPU beside the same disk",
+    )
+    ap.add_argument(
         "--work-dir",
         type=Path,
         default=Path("/var/tmp/deployer-fitbench"),
@@ -862,6 +875,15 @@ def main() -> int:
             file=sys.stderr,
         )
         return 3
+    if ns.serve_read_mbps is not None and (
+        ns.serve_read_mbps <= 0 or not (CGROUP_V1_BLKIO / "cgroup.procs").exists()
+    ):
+        print(
+            "--serve-read-mbps takes a positive rate and needs root and cgroup v1's blkio "
+            "hierarchy at /sys/fs/cgroup/blkio",
+            file=sys.stderr,
+        )
+        return 3
     if ns.model is not None:
         if not ns.model.is_file():
             print(f"No such model file: {ns.model}", file=sys.stderr)
@@ -901,6 +923,9 @@ def main() -> int:
                     caps=ns.caps,
                     n_predict=n_predict,
                     plan_caps=ns.plan_caps,
+                    serve_read_bps=None
+                    if ns.serve_read_mbps is None
+                    else int(ns.serve_read_mbps * 1e6),
                 )
             )
             _write(ns.out, models, ns.threads, rows, None)
