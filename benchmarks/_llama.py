@@ -122,11 +122,12 @@ class TrialRun:
     # ubatch added to it (the compute buffer's pages a short prompt never touches).
     anon_short_bytes: int = 0
     fill_anon_bytes: int = 0
-    fill_log_bytes: int = 0  # how much of `log` (UTF-8) the server had written at the fill
+    fill_log: str = ""  # the log as the server had written it when the fill was read
+    warmup_s: float = 0.0  # how long the untimed warm-up answers took (warmup_tokens)
 
     def log_at_fill(self) -> str:
         """The log as it was when the fill was read."""
-        return self.log.encode()[: self.fill_log_bytes].decode(errors="replace")
+        return self.fill_log
 
 
 CGROUP_V2_ROOT = Path("/sys/fs/cgroup")
@@ -281,14 +282,16 @@ def post_completion(port: int, request: dict[str, Any], timeout_s: float) -> dic
 _SEEDS = itertools.count(7)
 
 
-def sampled_request() -> dict[str, Any]:
+def sampled_request(seed: int | None = None) -> dict[str, Any]:
     """Plain sampling fields for one request: a different token at each step (greedy decoding
     of a random-weights model falls into a cycle of two or three tokens) and a seed of its own,
     so that no two requests produce the same tokens, as no two users' requests do. With one
     seed for every request, each answer replayed the one before it: a routed MoE then touched
     only the experts the last answer had left in memory, and a mapped MoE looked as if it
-    could hold a third of its experts cold at full speed (the caps of 2026-11-30, superseded)."""
-    return {"temperature": 1.0, "seed": next(_SEEDS), "top_k": 0, "top_p": 1.0, "min_p": 0.0}
+    could hold a third of its experts cold at full speed (the caps of 2026-11-30, superseded).
+    `seed` fixes it instead (the same answers in starts that are compared answer by answer)."""
+    seed = next(_SEEDS) if seed is None else seed
+    return {"temperature": 1.0, "seed": seed, "top_k": 0, "top_p": 1.0, "min_p": 0.0}
 
 
 def _complete(
@@ -365,7 +368,12 @@ def run_trial(
     blkio: Path | None = None
     if serve_read_bps is not None:
         blkio = CGROUP_V1_BLKIO / f"deployer-fitbench-io-{os.getpid()}-{port}"
-        blkio.mkdir()
+        try:
+            blkio.mkdir()
+        except OSError:
+            if cg is not None:
+                cg.remove()
+            raise
         cmd = ["sh", "-c", f'echo $$ > {blkio}/cgroup.procs && exec "$@"', "sh", *cmd]
     peaks = ResidentPeaks()
     speeds: list[float] = []
@@ -379,6 +387,8 @@ def run_trial(
         logf.close()
         if cg is not None:
             cg.remove()
+        if blkio is not None:
+            _remove_cgroup(blkio)
         raise
     status = Path(f"/proc/{proc.pid}/status")
     result: dict[str, Any] = {}
@@ -398,10 +408,8 @@ def run_trial(
                 return
             if cg is not None:
                 result["failcnt_ready"] = cg.failcnt()
-            if blkio is not None:
-                dev = os.stat(model).st_dev
-                rule = f"{os.major(dev)}:{os.minor(dev)} {serve_read_bps}"
-                (blkio / "blkio.throttle.read_bps_device").write_text(rule)
+            if blkio is not None and serve_read_bps is not None:
+                throttle_reads(blkio, model, serve_read_bps)
             if fill_tokens or fill_turns:
                 left = timeout_s - (time.monotonic() - t0)
                 _complete(port, 1, left, sample)
@@ -419,18 +427,24 @@ def run_trial(
                 # llama.cpp's log writer is a thread of its own: a moment for its lines.
                 time.sleep(0.3)
                 result["anon_fill"] = parse_proc_status(status.read_text()).anon
-                result["fill_log_bytes"] = os.fstat(logf.fileno()).st_size
-            warmed = 0
+                size = os.fstat(logf.fileno()).st_size
+                text = os.pread(logf.fileno(), size, 0).decode("utf-8", "replace")
+                result["fill_log"] = text
+            # The warm-up is bounded by the trial's time only: its answers are the transient it
+            # is there to leave out, and a per-answer limit would judge them.
+            warmed, t_warm = 0, time.monotonic()
             while warmed < warmup_tokens:
                 left = timeout_s - (time.monotonic() - t0)
-                if completion_timeout_s is not None:
-                    left = min(left, completion_timeout_s)
+                if left <= 1:
+                    result["error"] = "timeout while warming up"
+                    return
                 try:
                     _complete(port, n_predict, left, sample)
                 except TimeoutError:
-                    result["error"] = f"slow (no answer in {left:.0f} s, warming up)"
+                    result["error"] = f"slow (warm-up not done in {timeout_s:.0f} s)"
                     return
                 warmed += n_predict
+            result["warmup_s"] = time.monotonic() - t_warm
             for _ in range(completions):
                 left = timeout_s - (time.monotonic() - t0)
                 if left <= 1:
@@ -484,10 +498,11 @@ def run_trial(
         logf.close()
         run = TrialRun(out, peaks, speeds, error, exit_code, seconds=time.monotonic() - t0)
         run.cgroup_stat = stat
+        run.warmup_s = result.get("warmup_s", 0.0)
         if "anon_fill" in result:
             run.anon_short_bytes = result["anon_short"]
             run.fill_anon_bytes = max(0, result["anon_fill"] - result["anon_short"])
-            run.fill_log_bytes = result["fill_log_bytes"]
+            run.fill_log = result["fill_log"]
         if cg is not None:
             run.cgroup_max_usage_bytes = cg.max_usage()
             run.cgroup_failcnt = cg.failcnt()
@@ -495,10 +510,39 @@ def run_trial(
             run.cgroup_oom_kills = cg.oom_kills()
             if run.cgroup_oom_kills and "oom" not in run.error:
                 run.error = f"killed (oom){': ' + run.error if run.error else ''}"
-            cg.remove()
-        if blkio is not None:
-            _remove_cgroup(blkio)
+        try:
+            if cg is not None:
+                cg.remove()
+        finally:
+            if blkio is not None:
+                _remove_cgroup(blkio)
     return run
+
+
+def read_throttle_device(path: Path) -> str | None:
+    """MAJOR:MINOR of the whole disk that holds `path`, as cgroup v1's blkio throttle rules
+    name it (a partition's reads are throttled on its disk); None where the file system has no
+    block device of its own (btrfs subvolumes, overlay, tmpfs: device 0:N)."""
+    dev = os.stat(path).st_dev
+    major, minor = os.major(dev), os.minor(dev)
+    if major == 0:
+        return None
+    node = Path(f"/sys/dev/block/{major}:{minor}")
+    if (node / "partition").exists():
+        try:
+            return (node.resolve().parent / "dev").read_text().strip()
+        except OSError:
+            return None
+    return f"{major}:{minor}" if node.exists() else None
+
+
+def throttle_reads(blkio: Path, model: Path, read_bps: int) -> None:
+    """Throttle the reads of the processes in cgroup v1 blkio group `blkio` from `model`'s disk
+    to `read_bps` bytes a second (OSError where that disk cannot be named or throttled)."""
+    device = read_throttle_device(model)
+    if device is None:
+        raise OSError(f"no block device to throttle for {model}")
+    (blkio / "blkio.throttle.read_bps_device").write_text(f"{device} {read_bps}")
 
 
 def _remove_cgroup(cg: Path) -> None:

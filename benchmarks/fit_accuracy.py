@@ -47,7 +47,14 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from _llama import CGROUP_V1_BLKIO, TrialRun, cgroup_available, llama_prefix, run_trial
+from _llama import (
+    CGROUP_V1_BLKIO,
+    TrialRun,
+    cgroup_available,
+    llama_prefix,
+    read_throttle_device,
+    run_trial,
+)
 from fit_truth import (
     IN_SAMPLE_MODELS,
     TrialOutcome,
@@ -330,9 +337,9 @@ def checkpoints_held(log: str) -> list[float]:
 
 # A routed MoE is judged after this many tokens of untimed answers, uncapped and capped alike:
 # under a cap its first answers re-read experts while the kernel evicts the pages of the
-# tensors the load repacked (DeepSeek-V2-Lite at its plan: 0.6x at first, full speed after
-# about 200 tokens; docs/fit.md, a mapped MoE's first tokens). A dense model touches every
-# weight each token and has no such transient.
+# tensors the load repacked (DeepSeek-V2-Lite at its plan: 0.7x at first, settled after about
+# 200 tokens; docs/fit.md, a mapped MoE's experts). A dense model touches every weight each
+# token and has no such transient.
 MOE_WARMUP_TOKENS = 320
 
 
@@ -454,6 +461,7 @@ def measure(
         "vm_hwm": ref.peaks.hwm,
         "rss_samples": ref.peaks.samples,
         "tokens_per_s": [round(t, 2) for t in ref.tokens_per_s],
+        "warmup_s": round(ref.warmup_s, 1),
         "rss_anon_short": ref.anon_short_bytes,
         "fill_anon": ref.fill_anon_bytes,
         # The long prompt: one (its length), or a conversation of these lengths in each slot.
@@ -507,7 +515,8 @@ def measure(
                 {"cap_mib": round((cap + fill) / MIB, 1), "applied_mib": round(cap / MIB, 1),
                  "ok": out.ok, "reason": out.reason,
                  "tokens_per_s": round(out.tokens_per_s, 2),
-                 "failcnt_serving": run.cgroup_failcnt_serving}
+                 "failcnt_serving": run.cgroup_failcnt_serving,
+                 "warmup_s": round(run.warmup_s, 1)}
             )  # fmt: skip
             return out
 
@@ -902,6 +911,15 @@ def main() -> int:
             )
             return 2
         models = [(n, build_model(n, ns.work_dir, dense=ns.caps or ns.plan_caps)) for n in names]
+    if ns.serve_read_mbps is not None:
+        unthrottled = [name for name, path in models if read_throttle_device(path) is None]
+        if unthrottled:
+            print(
+                f"--serve-read-mbps: {unthrottled[0]}'s file system has no block device of its "
+                "own to throttle: use --work-dir on a plain disk",
+                file=sys.stderr,
+            )
+            return 3
     rows = []
     t0 = time.monotonic()
     for name, path in models:

@@ -9,7 +9,8 @@ file pages. One uncapped start gives the speed to compare with.
     python benchmarks/moe_first_tokens.py --model deepseek-v2-lite-q4_k_m --caps-mib 10002,9085
 
 The caps are the caps the server runs under (no long prompt's `fill` is added, unlike
-fit_accuracy.py's). Needs root and a cgroup v1 memory hierarchy. Results go to
+fit_accuracy.py's). Needs root and a cgroup v1 memory hierarchy (v2 runs, but its memory.stat
+names differ and the file-page columns read 0). Results go to
 benchmarks/results/moe_first_tokens.json.
 """
 
@@ -54,22 +55,27 @@ def one_start(
 ) -> dict[str, Any]:
     port = free_port()
     cmd = [str(llama_prefix() / "bin" / "llama-server"), "-m", str(path)]
-    cmd += ["--host", "127.0.0.1", "--port", str(port), *args]
+    # -v as fit_accuracy's starts run it (the same server, the same logging work)
+    cmd += ["--host", "127.0.0.1", "--port", str(port), "-v", *args]
     drop_file_cache(path)
     cg = None
     if cap_mib is not None:
         cg = MemoryCgroup.create(f"deployer-moe-{os.getpid()}-{port}", cap_mib * MIB)
         cmd = ["sh", "-c", f'echo $$ > {cg.path}/cgroup.procs && exec "$@"', "sh", *cmd]
-    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, text=True)
     rows: list[dict[str, Any]] = []
+    error = ""
+    proc = None
     try:
+        proc = subprocess.Popen(
+            cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, text=True
+        )
         wait_healthy(port, proc, timeout_s=900, probe_timeout_s=2)
-        for _ in range(answers):
+        for k in range(answers):
             read0, faults0 = _io(proc.pid)
             request = {"prompt": PROMPT, "n_predict": n, "ignore_eos": True}
-            reply = post_completion(
-                port, request | {"cache_prompt": False} | sampled_request(), 600
-            )
+            # Answer k has the same seed in every start: the starts compare the same tokens.
+            sampled = sampled_request(seed=1000 + k)
+            reply = post_completion(port, request | {"cache_prompt": False} | sampled, 600)
             read1, faults1 = _io(proc.pid)
             stat = cg.stat() if cg is not None else {}
             rows.append(
@@ -82,11 +88,17 @@ def one_start(
                 }
             )
             print(f"    cap {cap_mib}: {rows[-1]}", flush=True)
+    except (OSError, RuntimeError, ValueError, KeyError) as e:
+        error = f"{type(e).__name__}: {e}"
+        print(f"    cap {cap_mib}: stopped: {error}", flush=True)
     finally:
-        stop(proc, timeout_s=10)
-        if cg is not None:
-            cg.remove()
-    return {"cap_mib": cap_mib, "answers": rows}
+        try:
+            if proc is not None:
+                stop(proc, timeout_s=10)
+        finally:
+            if cg is not None:
+                cg.remove()
+    return {"cap_mib": cap_mib, "answers": rows, "error": error}
 
 
 def main() -> int:
@@ -118,21 +130,21 @@ def main() -> int:
     path = build_model(ns.model, ns.work_dir, dense=True)
     args = setting.args(ns.threads)
     t0 = time.monotonic()
-    starts = []
+    starts: list[dict[str, Any]] = []
     for cap in [None, *caps]:
         print(f"  {ns.model} {setting} cap {cap}", flush=True)
         starts.append(one_start(path, args, cap, ns.answers, ns.n_predict))
-    doc = {
-        "model": ns.model,
-        "setting": str(setting),
-        "llama_prefix": str(llama_prefix()),
-        "threads": ns.threads,
-        "n_predict": ns.n_predict,
-        "starts": starts,
-        "seconds": round(time.monotonic() - t0, 1),
-    }
-    ns.out.write_text(json.dumps(doc, indent=2) + "\n")
-    return 0
+        doc = {  # written after every start: a later one's failure keeps the earlier ones
+            "model": ns.model,
+            "setting": str(setting),
+            "llama_prefix": str(llama_prefix()),
+            "threads": ns.threads,
+            "n_predict": ns.n_predict,
+            "starts": starts,
+            "seconds": round(time.monotonic() - t0, 1),
+        }
+        ns.out.write_text(json.dumps(doc, indent=2) + "\n")
+    return 0 if all(not s["error"] for s in starts) else 1
 
 
 if __name__ == "__main__":
