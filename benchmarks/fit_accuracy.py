@@ -337,7 +337,7 @@ def checkpoints_held(log: str) -> list[float]:
 
 # A routed MoE is judged after this many tokens of untimed answers, uncapped and capped alike:
 # under a cap its first answers re-read experts while the kernel evicts the pages of the
-# tensors the load repacked (DeepSeek-V2-Lite at its plan: 0.7x at first, settled after about
+# tensors the load repacked (DeepSeek-V2-Lite at its plan: 0.8x at first, settled after about
 # 200 tokens; docs/fit.md, a mapped MoE's experts). A dense model touches every weight each
 # token and has no such transient.
 MOE_WARMUP_TOKENS = 320
