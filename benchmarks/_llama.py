@@ -14,7 +14,7 @@ import time
 import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -59,6 +59,19 @@ class ServerRun:
     seconds_to_healthy: float
 
 
+def server_log() -> IO[str]:
+    """An unnamed file for a llama-server's output (a file, not a pipe: -v logs megabytes and a
+    full pipe would block the server), read as UTF-8 with replacement: the log echoes sampled
+    tokens, and bytes of a random vocabulary need not decode. The caller closes it."""
+    return tempfile.TemporaryFile(mode="w+", encoding="utf-8", errors="replace")
+
+
+def in_group(group: Path, cmd: list[str]) -> list[str]:
+    """`cmd` run so that it starts inside cgroup (v1 or v2) directory `group`: the shell joins
+    the group, then becomes the command, so every page and read of it is charged there."""
+    return ["sh", "-c", f'echo $$ > {group}/cgroup.procs && exec "$@"', "sh", *cmd]
+
+
 def run_server(model: Path, args: list[str], timeout_s: float = 120.0) -> ServerRun:
     """Start llama-server -v with `args`, wait for /health 200, record RSS, stop it."""
     import psutil
@@ -67,9 +80,7 @@ def run_server(model: Path, args: list[str], timeout_s: float = 120.0) -> Server
     binary = llama_prefix() / "bin" / "llama-server"
     cmd = [str(binary), "-m", str(model), "--host", "127.0.0.1", "--port", str(port), "-v", *args]
     t0 = time.monotonic()
-    # A file, not a pipe: -v logs megabytes and a full pipe would block the server.
-    # The log echoes sampled tokens: bytes of a random vocabulary need not be UTF-8.
-    logf = tempfile.TemporaryFile(mode="w+", encoding="utf-8", errors="replace")  # noqa: SIM115
+    logf = server_log()
     proc = subprocess.Popen(cmd, stdout=logf, stderr=subprocess.STDOUT, text=True)
     rss = 0
     healthy_at = 0.0
@@ -363,8 +374,7 @@ def run_trial(
     cg: MemoryCgroup | None = None
     if cap_bytes is not None:
         cg = MemoryCgroup.create(f"deployer-fitbench-{os.getpid()}-{port}", cap_bytes)
-        # The shell joins the group, then becomes llama-server: every page it touches is charged.
-        cmd = ["sh", "-c", f'echo $$ > {cg.path}/cgroup.procs && exec "$@"', "sh", *cmd]
+        cmd = in_group(cg.path, cmd)
     blkio: Path | None = None
     if serve_read_bps is not None:
         blkio = CGROUP_V1_BLKIO / f"deployer-fitbench-io-{os.getpid()}-{port}"
@@ -374,13 +384,12 @@ def run_trial(
             if cg is not None:
                 cg.remove()
             raise
-        cmd = ["sh", "-c", f'echo $$ > {blkio}/cgroup.procs && exec "$@"', "sh", *cmd]
+        cmd = in_group(blkio, cmd)
     peaks = ResidentPeaks()
     speeds: list[float] = []
     error = ""
     t0 = time.monotonic()
-    # The log echoes sampled tokens: bytes of a random vocabulary need not be UTF-8.
-    logf = tempfile.TemporaryFile(mode="w+", encoding="utf-8", errors="replace")  # noqa: SIM115
+    logf = server_log()
     try:
         proc = subprocess.Popen(cmd, stdout=logf, stderr=subprocess.STDOUT, text=True)
     except OSError:

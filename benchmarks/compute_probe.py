@@ -28,7 +28,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from _llama import free_port, llama_prefix, stop
+from _llama import free_port, llama_prefix, server_log, stop
 from shapes import Shape, _write_header, file_bytes, shape_named
 
 from deployer.adapters.gguf_files import facts_from_gguf
@@ -70,7 +70,7 @@ def logged_compute(path: Path, args: list[str], timeout_s: float = 60) -> tuple[
     cmd = [str(llama_prefix() / "bin" / "llama-server"), "-m", str(path), "-v"]
     cmd += ["--host", "127.0.0.1", "--port", str(free_port())]
     cmd += ["--fit", "off", "--no-repack", *args]
-    logf = tempfile.TemporaryFile(mode="w+", encoding="utf-8", errors="replace")  # noqa: SIM115 - closed below
+    logf = server_log()
     proc = subprocess.Popen(cmd, stdout=logf, stderr=subprocess.STDOUT, text=True)
     t0 = time.monotonic()
     try:

@@ -48,7 +48,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from _llama import free_port, llama_prefix, stop
+from _llama import free_port, llama_prefix, server_log, stop
 from fit_accuracy import READ_AHEAD_KB, Setting, _is_moe
 from shapes import SHAPES, build
 
@@ -198,7 +198,7 @@ def _serve(path: Path, args: list[str], n_predict: int, slots: int) -> dict[str,
     port = free_port()
     cmd = [str(llama_prefix() / "bin" / "llama-server"), "-m", str(path), "--host", "127.0.0.1"]
     cmd += ["--port", str(port), "-v", *args]
-    logf = tempfile.TemporaryFile(mode="w+", encoding="utf-8", errors="replace")  # noqa: SIM115 - closed below
+    logf = server_log()
     t0 = time.monotonic()
     proc = subprocess.Popen(cmd, stdout=logf, stderr=subprocess.STDOUT, text=True)
     got: dict[str, Any] = {"loaded": False, "error": ""}

@@ -32,6 +32,7 @@ from _llama import (
     cgroup_available,
     drop_file_cache,
     free_port,
+    in_group,
     llama_prefix,
     post_completion,
     sampled_request,
@@ -61,7 +62,7 @@ def one_start(
     cg = None
     if cap_mib is not None:
         cg = MemoryCgroup.create(f"deployer-moe-{os.getpid()}-{port}", cap_mib * MIB)
-        cmd = ["sh", "-c", f'echo $$ > {cg.path}/cgroup.procs && exec "$@"', "sh", *cmd]
+        cmd = in_group(cg.path, cmd)
     rows: list[dict[str, Any]] = []
     error = ""
     proc = None

@@ -21,14 +21,13 @@ import argparse
 import json
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from _llama import free_port, llama_prefix, post_completion, stop, wait_healthy
+from _llama import free_port, llama_prefix, post_completion, server_log, stop, wait_healthy
 from fit_truth import parse_proc_status
 
 from deployer.core.units import MIB
@@ -48,7 +47,7 @@ def distinct_prompts(
         "--port", str(port), "-c", str(ctx), "-np", "1", "-fa", "on", "--fit", "off",
         "-t", str(threads), "-tb", str(threads), "--load-mode", "none", *extra_args,
     ]  # fmt: skip
-    with tempfile.TemporaryFile(mode="w+", encoding="utf-8", errors="replace") as log:
+    with server_log() as log:
         proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, text=True)
         status = Path(f"/proc/{proc.pid}/status")
         anon: list[float] = []

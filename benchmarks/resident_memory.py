@@ -21,7 +21,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from benchmarks._llama import free_port, llama_prefix
+from benchmarks._llama import free_port, llama_prefix, server_log
 from deployer.adapters.local_models import demo_model_path
 from deployer.core.fit.llamalog import parse_buffers
 from deployer.core.units import MIB
@@ -57,7 +57,7 @@ def measure(model: Path, mode: str, ctx: int, threads: int) -> dict[str, float |
         *("-m", str(model), "--host", "127.0.0.1", "--port", str(port), "-v"),
         *("-c", str(ctx), "-np", "1", "-t", str(threads), "--fit", "off", "--load-mode", mode),
     ]
-    logf = tempfile.TemporaryFile(mode="w+", encoding="utf-8", errors="replace")  # noqa: SIM115 - closed below
+    logf = server_log()
     proc = subprocess.Popen(cmd, stdout=logf, stderr=subprocess.STDOUT, text=True)
     try:
         deadline = time.monotonic() + 300

@@ -19,7 +19,6 @@ import argparse
 import json
 import subprocess
 import sys
-import tempfile
 import time
 import urllib.request
 from dataclasses import asdict, dataclass, field
@@ -27,7 +26,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from _llama import free_port, llama_prefix, stop
+from _llama import free_port, llama_prefix, server_log, stop
 from shapes import DEFAULT_OUT, SHAPES, Shape, build, shape_named
 
 from deployer.adapters.gguf_files import facts_from_gguf
@@ -77,7 +76,7 @@ def _serve(
     cmd = [str(binary), "-m", str(path), "-c", "4096", "-np", "1", "--host", "127.0.0.1"]
     # --fit off, as deployer renders it: no trial load, whose 0-byte buffers would be logged too
     cmd += ["--port", str(port), "-v", "--fit", "off", *extra]
-    logf = tempfile.TemporaryFile(mode="w+", encoding="utf-8", errors="replace")  # noqa: SIM115 - closed below
+    logf = server_log()
     t0 = time.monotonic()
     proc = subprocess.Popen(cmd, stdout=logf, stderr=subprocess.STDOUT, text=True)
     try:

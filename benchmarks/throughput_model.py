@@ -30,14 +30,13 @@ import json
 import platform
 import subprocess
 import sys
-import tempfile
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from _llama import free_port, llama_prefix, stop, wait_healthy
+from _llama import free_port, llama_prefix, server_log, stop, wait_healthy
 
 from deployer.adapters.loadgen import HttpLoadRunner
 from deployer.adapters.local_models import demo_model_path
@@ -71,7 +70,7 @@ def measure(profile: Profile, slots: int, shape: RequestShape, requests: int) ->
     args = llama_server_args(plan, build=PINNED_BUILD, model_arg=str(demo_model_path()),
                              host="127.0.0.1", port=port, api_key_file=None)  # fmt: skip
     binary = llama_prefix() / "bin" / "llama-server"
-    with tempfile.TemporaryFile(mode="w+", encoding="utf-8", errors="replace") as log:
+    with server_log() as log:
         proc = subprocess.Popen([str(binary), *args], stdout=log, stderr=subprocess.STDOUT,
                                 text=True)  # fmt: skip
         try:
