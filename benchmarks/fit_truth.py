@@ -102,21 +102,27 @@ class CapSearch:
 
 
 def conversation_turns(slot_ctx: int, ubatch: int, window: int, batch: int = 2048) -> list[int]:
-    """Prompt lengths, in tokens, of a two-turn conversation in one slot that leaves
-    llama-server holding as much context-checkpoint memory as completions of raw tokens can
-    (a sliding-window or recurrent model; --ctx-checkpoints 3, as deployer renders it).
+    """Prompt lengths, in tokens, of a conversation in one slot that leaves llama-server
+    holding as much context-checkpoint memory as completions of raw tokens can (a
+    sliding-window or recurrent model; --ctx-checkpoints 3, as deployer renders it).
 
     llama-server (11434) checkpoints a prompt min(batch, ubatch + 4) and 4 tokens before its
-    end, where the prompt reaches; a checkpoint at position p holds min(p, window) cells. When
-    a later turn fills the list, it keeps the conversation's first checkpoint and drops the
-    previous turn's others. So either the second turn adds more than a ubatch (three
-    checkpoints: the first turn's earliest and both of the second's) or, in a slot too short
-    for that, one token (two by these rules, both near the slot's end; measured in 512-token
-    slots the server held three there, 498-500 tokens each); whichever holds more cells. The
-    last prompt ends 8 tokens short of the slot (the server refuses a prompt that fills it).
-    A chat request checkpoints the last user message's start too, so a chat user can hold
-    three near the slot's end in any slot: the plan's bound is that, and this workload falls
-    short of it where the slot is within the window (65-87% measured)."""
+    end, where the prompt reaches, and where a turn resumes near its end (a batch that starts
+    within a ubatch of the prompt's end: the previous turn's length); a checkpoint at position
+    p holds min(p, window) cells. When a later turn fills the list, it keeps the conversation's
+    first checkpoint and drops the earlier turns' others. So the most a conversation can hold:
+    the first turn's earliest checkpoint as late as it can be, then a last turn of 5 tokens
+    that ends the slot, whose checkpoints sit 5 and 4 tokens before its end; the first turn
+    ends there too, or is a ubatch and 4 tokens long, whichever keeps more (measured with the
+    demo in a 1024-token slot: turns 1011, 1016 held checkpoints at 495, 1011 and 1012; 516,
+    1011, 1016 held 512, 1011 and 1012; the earlier two turns, 492 and 1016, held 488, 500
+    and 1012). Where every checkpoint reaches the window either way, two turns (the second
+    longer than a ubatch) as before; in a slot too short for a first turn past a ubatch, two
+    turns, the second of one token. The last prompt ends 8
+    tokens short of the slot (the server refuses a prompt that fills it). A chat request
+    checkpoints the last user message's start too and can hold three near the slot's end: the
+    plan's bound is that, and raw tokens fall short of it only where the first turn's checkpoint
+    cannot reach the window (a slot within a window and a ubatch)."""
     last = slot_ctx - 8
     early = min(batch, ubatch + 4)
 
@@ -131,11 +137,18 @@ def conversation_turns(slot_ctx: int, ubatch: int, window: int, batch: int = 204
     for p1 in {longest_first, min(longest_first, early)}:
         if p1 >= 8:
             options.append((cells([first_kept(p1), last - early, last - 4]), [p1, last]))
+    # Three turns where the first can take both its checkpoints; in a shorter slot the server
+    # restores a checkpoint at each turn and the positions shift (measured in 512-token slots:
+    # turns 503, 504 held 499, 498, 500; 488, 496, 504 held less), so two turns there.
+    if last - 16 > early:
+        options.append((cells([first_kept(last - 5), last - 5, last - 4]), [last - 5, last]))
+        options.append((cells([early - 4, last - 5, last - 4]), [early, last - 5, last]))
     if last >= 9:
-        options.append((cells([first_kept(last - 1), last - 4]), [last - 1, last]))
+        options.append((cells([first_kept(last - 1), last - 1]), [last - 1, last]))
     if not options:
         return [max(1, last)]
-    return max(options)[1]
+    # the first of the best: two turns where three hold no more
+    return max(options, key=lambda o: o[0])[1]
 
 
 def resolution_for(high_bytes: int) -> int:

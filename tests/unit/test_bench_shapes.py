@@ -40,7 +40,10 @@ def _walk(path: Path) -> ge.Header:
 def test_the_table_covers_issue_10() -> None:
     archs = {s.arch for s in shapes.SHAPES.values()}
     assert {"llama", "qwen2", "qwen3", "gemma2", "gemma3", "phi3", "qwen3moe", "olmoe"} <= archs
-    assert {s.ftype for s in shapes.SHAPES.values()} == {"Q4_K_M", "Q8_0", "F16"}
+    assert {s.ftype for s in shapes.SHAPES.values()} == {
+        "Q4_K_M", "Q8_0", "F16", "Q5_K_M", "Q6_K", "Q4_0"
+    }  # fmt: skip
+    assert set(shapes.HELD_OUT) <= set(NAMES)
     assert len(NAMES) >= 10
     assert any(s.tied and s.arch == "llama" for s in shapes.SHAPES.values())
 
@@ -172,6 +175,27 @@ def test_q8_0_and_f16_files() -> None:
     f16 = _types("llama3.2-1b-f16")
     assert set(f16.values()) == {"F16", "F32"}
     assert f16["token_embd.weight"] == "F16"
+
+
+def test_q5_k_m_q6_k_and_q4_0_mixes_follow_llama_quant() -> None:
+    # Qwen2.5 7B Q5_K_M: 28 layers, more bits in 0-2, 24-27 and every third from 5
+    t = _types("qwen2.5-7b-q5_k_m")
+    more = {0, 1, 2, 5, 8, 11, 14, 17, 20, 23, 24, 25, 26, 27}
+    for il in range(28):
+        assert t[f"blk.{il}.ffn_down.weight"] == ("Q6_K" if il in more else "Q5_K")
+        assert t[f"blk.{il}.attn_v.weight"] == ("Q6_K" if il in more else "Q5_K")
+        assert t[f"blk.{il}.attn_q.weight"] == t[f"blk.{il}.ffn_up.weight"] == "Q5_K"
+        assert t[f"blk.{il}.attn_q.bias"] == "F32"
+    assert t["output.weight"] == "Q6_K" and t["token_embd.weight"] == "Q5_K"
+    # Qwen3 8B Q4_0: one type everywhere but the output (untied, Q6_K) and the norms
+    q40 = _types("qwen3-8b-q4_0")
+    assert q40["output.weight"] == "Q6_K" and q40["token_embd.weight"] == "Q4_0"
+    assert Counter(v for k, v in q40.items() if k.startswith("blk.")) == {
+        "Q4_0": 36 * 7, "F32": 36 * 4
+    }  # fmt: skip
+    # Gemma 3 4B Q6_K: tied, so the one embedding takes the output's type; nothing else varies
+    q6 = Counter(_types("gemma3-4b-q6_k").values())
+    assert set(q6) == {"Q6_K", "F32"} and q6["Q6_K"] == 1 + 34 * 7
 
 
 def test_the_fallback_matches_a_real_quantized_file() -> None:

@@ -313,17 +313,25 @@ def test_the_long_prompt_fits_one_slot() -> None:
             assert n == s.ctx // s.slots - 8
 
 
-def _held_after(turns: list[int], early: int, keep: int = 3) -> list[int]:
+def _held_after(turns: list[int], early: int, ubatch: int, keep: int = 3) -> list[int]:
     """The positions of the checkpoints a slot holds after a raw-token conversation, by
     llama-server 11434's rules (tools/server/server-context.cpp): each prompt checkpoints
     `early` (min(batch, ubatch + 4)) and 4 tokens before its end where it reaches past what
-    the slot already holds; a full list keeps its first and drops the earlier turns' others."""
+    the slot already holds, and where a later turn resumes (the previous turn's length) when
+    the batch that starts there ends within a ubatch of the prompt's end; a full list keeps
+    its first and drops the earlier turns' others, and a checkpoint at a position already held
+    replaces it. A turn resumes where the last one ended (measured in 1024- and 2048-token
+    slots; in shorter ones the server restored a checkpoint a few tokens back first, which
+    this does not model)."""
     held: list[tuple[int, int]] = []  # (turn, position)
     done = 0
     for turn, n in enumerate(turns):
-        for pos in (n - early, n - 4):
-            if pos <= max(done - 4, 0):
-                continue
+        breaks = [p for p in (n - early, n - 4) if p > done]
+        starts = breaks
+        if done > 0 and n - (breaks[0] if breaks else n) < ubatch:
+            starts = [done, *breaks]
+        for pos in starts:
+            held = [h for h in held if h[1] != pos]
             if len(held) + 1 >= keep:
                 held = held[:1] + [h for h in held[1:] if h[0] == turn]
             while len(held) >= keep:
@@ -342,20 +350,26 @@ def test_the_conversation_holds_the_most_checkpoint_cells_raw_tokens_can(
     from fit_truth import conversation_turns
 
     early = min(batch, ubatch + 4)
+    last = slot - 8
     turns = conversation_turns(slot, ubatch, window, batch)
-    assert all(0 < n <= slot - 8 for n in turns) and turns == sorted(turns)
-    held = _held_after(turns, early)
-    cells = sum(min(p, window) for p in held)
-    # No other two-turn conversation of raw tokens holds more (every first length, a last
-    # one ending the slot) but by the margin of 8 tokens the first turn leaves before the
-    # second's early checkpoint (where the server resumes the second turn, 0-4 tokens back
-    # by a restored checkpoint, is not modelled to the token): 16 cells at most.
-    best = max(
-        sum(min(p, window) for p in _held_after([p1, slot - 8], early)) for p1 in range(8, slot - 8)
-    )
-    assert best - 16 <= cells <= best
-    if slot >= 2 * early + 24:  # room for a second turn longer than a ubatch: three
-        assert len(held) == 3
+    assert all(0 < n <= last for n in turns) and turns == sorted(turns)
+
+    def cells(conversation: list[int]) -> int:
+        return sum(min(p, window) for p in _held_after(conversation, early, ubatch))
+
+    if last - 16 <= early:
+        # a slot too short for a first turn past a ubatch: two turns, the second of one token
+        # (in a 512-token slot the server held three checkpoints of 498-500 cells after them)
+        assert turns == [last - 1, last]
+        return
+    # No other conversation of raw tokens ending the slot holds more: two turns (every first
+    # length) or three (every first length, then a second ending 5 or 8 tokens short).
+    others = [[p1, last] for p1 in range(8, last)]
+    others += [[p1, last - k, last] for k in (5, 8) for p1 in range(8, last - k - 4)]
+    best = max(cells(c) for c in others)
+    assert cells(turns) == best
+    if slot >= 2 * early + 24:  # room for a first turn past a ubatch: three
+        assert len(_held_after(turns, early, ubatch)) == 3
 
 
 def test_the_checkpoints_held_are_read_from_the_servers_lines() -> None:
