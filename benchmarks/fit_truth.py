@@ -134,7 +134,7 @@ def conversation_turns(slot_ctx: int, ubatch: int, window: int, batch: int = 204
 
     options: list[tuple[int, list[int]]] = []
     longest_first = last - early - 8  # the second turn's early checkpoint must be new
-    for p1 in {longest_first, min(longest_first, early)}:
+    for p1 in dict.fromkeys((longest_first, min(longest_first, early))):  # in this order
         if p1 >= 8:
             options.append((cells([first_kept(p1), last - early, last - 4]), [p1, last]))
     # Three turns where the first can take both its checkpoints; in a shorter slot the server
