@@ -65,6 +65,7 @@ from fit_truth import (
     conversation_turns,
     is_marginal,
     judge_trial,
+    merge_rows,
     resolution_for,
 )
 
@@ -221,7 +222,14 @@ def build_model(name: str, work_dir: Path, *, dense: bool = False) -> Path:
     # An MoE shape is also given routing (shapes.give_routing): with zero weights every token
     # picks the same experts, and a mapped model's other experts would look cold.
     moe = _is_moe(name)
-    out = work_dir / f"{path.stem}.{'routed' if moe else 'dense'}.gguf"
+    # the routed copy's name carries the routing's version: a copy made by older rules is
+    # never reused
+    kind = "dense"
+    if moe:
+        import shapes
+
+        kind = f"routed{shapes.ROUTING_VERSION}"
+    out = work_dir / f"{path.stem}.{kind}.gguf"
     if not out.exists() or out.stat().st_size != path.stat().st_size:
         tmp = out.with_suffix(".part")
         subprocess.run(["cp", "--sparse=never", str(path), str(tmp)], check=True)
@@ -842,7 +850,41 @@ def main() -> int:
         default=None,
         help="recompute a results file's estimates with the current estimator (in place)",
     )
+    ap.add_argument(
+        "--merge",
+        type=Path,
+        default=None,
+        help="add a results file's rows to --into (a rerun, or settings measured apart); the "
+        "rows keep the plan they were judged against",
+    )
+    ap.add_argument("--into", type=Path, default=None, help="the results file --merge adds to")
+    ap.add_argument(
+        "--why",
+        default=None,
+        help="with --merge: why its rows replace rows --into has for the same settings (kept "
+        "in superseded_rows with this reason)",
+    )
     ns = ap.parse_args()
+    if ns.merge is not None:
+        if ns.into is None:
+            print("--merge needs --into FILE, the results file to add to", file=sys.stderr)
+            return 2
+        try:
+            into, merged = json.loads(ns.into.read_text()), json.loads(ns.merge.read_text())
+            doc = merge_rows(into, merged["rows"], ns.why)
+            # the rows keep the plan they were judged against (--rescore re-estimates them)
+            seconds = sum(
+                float((d.get("summary") or {}).get("seconds", 0.0)) for d in (into, merged)
+            )
+            doc["summary"] = summarize(doc["rows"], seconds)
+        except (OSError, ValueError, KeyError, TypeError) as e:
+            print(f"Cannot merge {ns.merge} into {ns.into}: {e}", file=sys.stderr)
+            return 2
+        tmp = ns.into.with_suffix(".tmp")
+        tmp.write_text(json.dumps(doc, indent=2) + "\n")
+        tmp.replace(ns.into)
+        print(json.dumps(doc["summary"]))
+        return 0
     if ns.rescore is not None:
         try:
             doc = rescore(json.loads(ns.rescore.read_text()), ns.work_dir)

@@ -405,3 +405,44 @@ def check_targets(
         return TargetCheck(kv_ok, weights_ok, None, None)
     ratio = total_est / cap_bytes
     return TargetCheck(kv_ok, weights_ok, 1.0 <= ratio <= TOTAL_CEILING, ratio)
+
+
+# What makes two result rows the same measurement: the model and every setting the server ran
+# with (a throttled run is its own row).
+ROW_KEY = ("model", "ctx", "slots", "kv_type", "flash_attention", "ubatch", "mmap")
+
+
+def row_key(row: dict[str, Any]) -> tuple[Any, ...]:
+    return (*(row.get(k) for k in ROW_KEY), row.get("serve_read_bps"))
+
+
+def merge_rows(
+    doc: dict[str, Any], new_rows: list[dict[str, Any]], why: str | None
+) -> dict[str, Any]:
+    """`doc` (a results file) with `new_rows` added. A new row measuring a setting `doc`
+    already has replaces that row, which moves to `superseded_rows` with `why` as its
+    `superseded_because`; without a reason such a collision is a ValueError (nothing is
+    replaced silently). Rows keep their order; a replacement takes the old row's place."""
+    keys = [row_key(r) for r in new_rows]
+    if len(set(keys)) != len(keys):
+        raise ValueError("the new rows measure one setting twice")
+    incoming = dict(zip(keys, new_rows, strict=True))
+    rows: list[dict[str, Any]] = []
+    superseded: list[dict[str, Any]] = list(doc.get("superseded_rows") or [])
+    for old in doc["rows"]:
+        new = incoming.pop(row_key(old), None)
+        if new is None:
+            rows.append(old)
+            continue
+        if not why:
+            raise ValueError(
+                f"{old['model']} at ctx {old['ctx']} x {old['slots']} is already measured; "
+                "give --why to supersede it"
+            )
+        superseded.append(old | {"superseded_because": why})
+        rows.append(new)
+    rows.extend(r for r in new_rows if row_key(r) in incoming)
+    out = doc | {"rows": rows}
+    if superseded:
+        out["superseded_rows"] = superseded
+    return out

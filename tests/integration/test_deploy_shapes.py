@@ -3,7 +3,7 @@
 One real-shaped GGUF per architecture of benchmarks/shapes.py (the smallest file of each; the
 weights are holes, so each costs its header on disk, yet llama-server allocates and touches
 memory as the real model would), deployed with `deployer deploy PATH` on an x86 CPU profile
-(8 GB; 16 GB for DeepSeek-V2-Lite) with the default load mode (memory-mapped): the container carries the plan's limit, the
+(8 GB; 16 GB for DeepSeek-V2-Lite and Command R7B) with the default load mode (memory-mapped): the container carries the plan's limit, the
 server loads, turns healthy and answers the smoke test inside it.
 
 Left out: the Qwen3-30B-A3B shape (17 GiB resident; it would crowd this 24 GiB machine) -
@@ -36,8 +36,12 @@ import shapes
 pytestmark = [pytest.mark.docker, pytest.mark.llama_server]
 
 PROFILE = "cpu-x86-2c-8gb"
-# DeepSeek-V2-Lite's plan (10 GiB) does not fit the 8 GB machine: the next x86 size up
-PROFILE_FOR = {"deepseek-v2-lite-q4_k_m": "cpu-x86-4c-16gb"}
+# DeepSeek-V2-Lite's plan (10 GiB) and Command R7B's (6.7 GiB at its default ctx 8192, 1.1 of
+# it context checkpoints) do not fit the 8 GB machine: the next x86 size up
+PROFILE_FOR = {
+    "deepseek-v2-lite-q4_k_m": "cpu-x86-4c-16gb",
+    "command-r7b-q4_k_m": "cpu-x86-4c-16gb",
+}
 LEFT_OUT = {"qwen3moe"}  # see the module docstring
 CTX = {"llama3.1-8b-q4_k_m": 8192}  # the setting issue 10 names; the others: the plan's default
 

@@ -447,3 +447,15 @@ def test_a_fixed_window_engages_past_it(tmp_path: Path, build: object, ctx: int)
     m = measure(build(tmp_path / "m.gguf"), ctx, 1, True)  # type: ignore[operator]
     assert m.kv[0] < 4 * ctx * 512  # 512 B a cell a layer: the windowed layers hold less
     assert not m.mismatches(), m.line()
+
+
+def test_a_full_size_parallel_block_is_not_under(tmp_path: Path) -> None:
+    """Command R7B at full size (benchmarks/shapes.py, weights a hole): with flash attention
+    its feed-forward half is the larger, and the attention's output waits beside it for the
+    block's final sum. The small files' attention half hides that row; here the plan was 8 MiB
+    under llama-server's log before it counted it."""
+    import shapes
+
+    m = measure(shapes.build("command-r7b-q4_k_m", tmp_path), 4096, 1, True)
+    assert not m.mismatches(), m.line()
+    assert m.compute[1] - m.compute[0] < 4 * MIB, m.line()  # and not far over

@@ -10,10 +10,13 @@ from __future__ import annotations
 import os
 import sys
 from collections import Counter
+from dataclasses import replace
 from pathlib import Path
 
+import numpy as np
 import pytest
-from gguf import GGMLQuantizationType
+from gguf import GGMLQuantizationType, GGUFReader
+from gguf.quants import dequantize
 
 from deployer.adapters.gguf_files import facts_from_gguf
 from tests.unit import gguf_edit as ge
@@ -302,3 +305,40 @@ def test_a_bpe_sibling_has_the_real_tokenizer_kind_and_merge_count(tmp_path: Pat
     assert facts_from_gguf(shapes.build(shape.name, tmp_path)).arch.n_merges == 0
     with pytest.raises(ValueError, match="SentencePiece"):
         shapes.build("gemma3-1b-q4_k_m", tmp_path, bpe=True)
+
+
+def _tiny_moe(tmp_path: Path, tied: bool) -> Path:
+    """A one-block routed MoE file of the Granite MoE kind, written out (not a hole)."""
+    shape = replace(shapes.GRANITE_MOE_3B, name="tiny", n_layer=1, n_embd=256, n_ff=256,
+                    n_head=4, n_head_kv=2, n_vocab=1536, n_expert=4, n_expert_used=2,
+                    tied=tied)  # fmt: skip
+    path = tmp_path / f"tiny-{tied}.gguf"
+    header = shapes._write_header(shape, path)
+    with path.open("ab") as f:
+        f.write(bytes(shapes.file_bytes(shape, header) - header))
+    return path
+
+
+@pytest.mark.parametrize("tied", [True, False])
+def test_a_routed_copy_samples_a_new_token_each_step(tmp_path: Path, tied: bool) -> None:
+    """give_routing: the next token is sampled from a wide spread whether or not the output
+    matrix is the embedding (a tied file had peaked at the input token itself, so every sampled token
+    repeated the last and the same experts served every token), and each token's
+    feed-forward input, its normalized embedding, routes to its own experts."""
+    path = _tiny_moe(tmp_path, tied)
+    shapes.give_routing(path)
+    t = {x.name: x for x in GGUFReader(path).tensors}
+    embd = dequantize(t["token_embd.weight"].data, t["token_embd.weight"].tensor_type)
+    out = embd if tied else dequantize(t["output.weight"].data, t["output.weight"].tensor_type)
+    norm_w = np.asarray(t["output_norm.weight"].data, dtype=np.float64)
+    ffn_w = np.asarray(t["blk.0.ffn_norm.weight"].data, dtype=np.float64)
+    router = np.asarray(t["blk.0.ffn_gate_inp.weight"].data, dtype=np.float64)  # experts x embd
+    picks = set()
+    for tok in (1300, 1400, 1500, 7, 42):
+        h = embd[tok] / np.sqrt(np.mean(embd[tok] ** 2))  # RMS norm (zero attention adds 0)
+        logits = out @ (h * norm_w)
+        p = np.exp(logits - logits.max())
+        p /= p.sum()
+        assert p[tok] < 0.01 and p.max() < 0.25  # neither the input token nor any one dominates
+        picks.add(tuple(sorted(np.argsort(router @ (h * ffn_w))[-2:])))
+    assert len(picks) > 1  # tokens route to different experts

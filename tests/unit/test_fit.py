@@ -195,6 +195,20 @@ def test_quantized_kv_adds_to_the_sparse_attention_compute() -> None:
     assert q8 == f16 + 4 * 512 * 576
 
 
+def test_a_parallel_block_keeps_the_attention_output_beside_the_feed_forward() -> None:
+    """Command R7B's block adds attention and feed-forward to its input at the end: with flash
+    attention the feed-forward half is the larger, and one n_embd-wide row more is alive in it
+    than in a block that adds the attention in first (8 MiB at ubatch 512 on the full-size
+    shape, where the plan was that much under llama-server's log)."""
+    s = FitSettings(ctx=4096)
+    sequential = compute_bytes(_arch(architecture="llama"), s)
+    for name in ("cohere2", "command-r", "phi2", "falcon", "gptneox"):
+        assert compute_bytes(_arch(architecture=name), s) == sequential + 4 * 512 * 4096, name
+    # without flash attention the attention half (its KQ matrix) is the larger: no change
+    off = FitSettings(ctx=4096, flash_attention=False)
+    assert compute_bytes(_arch(architecture="cohere2"), off) == compute_bytes(_arch(), off)
+
+
 def test_deepseek4_caches_a_window_and_compressed_rows() -> None:
     """DeepSeek 4: a K-only window per sequence on every layer; a row per 4 tokens (and the
     indexer's keys) or per 128 on the compressing layers, with their compressors' f32 state;

@@ -22,6 +22,7 @@ from fit_truth import (
     check_targets,
     judge_speed,
     judge_trial,
+    merge_rows,
     parse_proc_status,
     resolution_for,
 )
@@ -503,3 +504,32 @@ def test_no_two_sampled_requests_share_a_seed() -> None:
     seeds = [sampled_request()["seed"] for _ in range(50)]
     assert len(set(seeds)) == len(seeds)
     assert all(sampled_request()["temperature"] > 0 for _ in range(3))
+
+
+def _row(model: str, ctx: int, **kw: object) -> dict[str, object]:
+    base: dict[str, object] = dict(model=model, ctx=ctx, slots=1, kv_type="f16",
+                                   flash_attention=True, ubatch=512, mmap=True)  # fmt: skip
+    return base | kw
+
+
+def test_merged_rows_replace_their_settings_and_keep_the_old_ones_with_the_reason() -> None:
+    rows = [_row("a", 4096, v=1), _row("b", 4096, v=1)]
+    doc: dict[str, object] = {"rows": rows, "summary": None}
+    new = [_row("b", 4096, v=2), _row("c", 8192, v=2)]
+    out = merge_rows(doc, new, "the conversation was too short")
+    assert [(r["model"], r["v"]) for r in out["rows"]] == [("a", 1), ("b", 2), ("c", 2)]
+    assert out["superseded_rows"] == [
+        _row("b", 4096, v=1, superseded_because="the conversation was too short")
+    ]
+    assert rows[1]["v"] == 1 and "superseded_rows" not in doc  # the input is untouched
+
+
+def test_a_merge_never_replaces_a_row_silently() -> None:
+    doc = {"rows": [_row("a", 4096)]}
+    with pytest.raises(ValueError, match="already measured"):
+        merge_rows(doc, [_row("a", 4096)], None)
+    # a different setting of the same model, or the same one with reads throttled, is new
+    out = merge_rows(doc, [_row("a", 4096, mmap=False), _row("a", 4096, serve_read_bps=1)], None)
+    assert len(out["rows"]) == 3 and "superseded_rows" not in out
+    with pytest.raises(ValueError, match="twice"):
+        merge_rows(doc, [_row("z", 1), _row("z", 1)], "x")

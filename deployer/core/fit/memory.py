@@ -468,6 +468,16 @@ _POOLED_INDEXER_ARCHS = frozenset({"glm5-next", "qwen4exp"})
 # (each layer adds it back, scaled), HRM-Text's high-level state while its low-level stack runs
 # (read off small files against llama-server's log: 0.23-0.49 MiB under at ubatch 512 without).
 _CARRIED_ROW_ARCHS = frozenset({"talkie", "hrm_text"})
+# Attention and feed-forward side by side from one input (x + attn(norm(x)) + ffn(norm(x))):
+# the attention's output and the block's input both wait beside the feed-forward for the
+# final sum, one n_embd-wide row more than a block that adds the attention in first (Command
+# R and R7B, Cohere 2 MoE, Phi-2, Falcon, GPT-NeoX with its parallel residual, by their graphs
+# in src/models/). Found on a held-out full-size Command R7B (8 MiB under at ubatch 512 without
+# it); the small files' attention half had hidden it. Where a NeoX file turns the parallel
+# residual off, the row is an upper bound.
+_PARALLEL_BLOCK_ARCHS = frozenset(
+    {"command-r", "cohere2", "cohere2moe", "phi2", "falcon", "gptneox"}
+)
 # Chameleon's graph masks its 8192 image-token logits with a tensor made for it, a graph leaf.
 _CHAMELEON_IMAGE_TOKENS = 8192
 
@@ -511,6 +521,8 @@ def compute_bytes(arch: ModelArch, s: FitSettings, *, gpu: bool = False) -> int:
             # (Llama 4, read off small files: exact at 1, 2 and 4 experts used)
             e_used = arch.n_expert_used * arch.n_embd
             ffn = max(ffn, 3 * ff_moe + 5 * arch.n_embd + e_used + _PER_TOKEN_SLACK_FLOATS)
+    if arch.architecture in _PARALLEL_BLOCK_ARCHS:
+        ffn += arch.n_embd  # the attention's output waits beside the feed-forward
     # A recurrent layer's mixer (Mamba's projections, convolution and scan; RWKV's time mix)
     # in place of attention on its layers.
     ffn = max(ffn, arch.mixer_floats)
