@@ -221,23 +221,22 @@ def build_model(name: str, work_dir: Path, *, dense: bool = False) -> Path:
     # would cost nothing, and a thrashing server would look healthy. Real blocks must be read.
     # An MoE shape is also given routing (shapes.give_routing): with zero weights every token
     # picks the same experts, and a mapped model's other experts would look cold.
+    import shapes
+
     moe = _is_moe(name)
     # the routed copy's name carries the routing's version: a copy made by older rules is
-    # never reused
-    kind = "dense"
-    if moe:
-        import shapes
-
-        kind = f"routed{shapes.ROUTING_VERSION}"
-    out = work_dir / f"{path.stem}.{kind}.gguf"
+    # never reused, and is removed once its successor exists (an MoE copy is gigabytes)
+    out = work_dir / f"{path.stem}.{f'routed{shapes.ROUTING_VERSION}' if moe else 'dense'}.gguf"
     if not out.exists() or out.stat().st_size != path.stat().st_size:
         tmp = out.with_suffix(".part")
         subprocess.run(["cp", "--sparse=never", str(path), str(tmp)], check=True)
         if moe:
-            import shapes
-
             shapes.give_routing(tmp)
         tmp.replace(out)
+    if moe:
+        for old in work_dir.glob(f"{path.stem}.routed*.gguf"):
+            if old != out:
+                old.unlink()
     return out
 
 
@@ -802,6 +801,39 @@ def rescore(doc: dict[str, Any], work_dir: Path) -> dict[str, Any]:
     return doc
 
 
+# What a results file's rows were measured with; a merge refuses files that differ in any.
+_RUN_FIELDS = ("llama_prefix", "threads", "read_ahead_kb")
+
+
+def merge_files(new: Path, into: Path, why: str | None) -> dict[str, Any]:
+    """Add the rows of results file `new` to `into` (fit_truth.merge_rows), in place; return
+    the recomputed summary. Each row records the model file it ran (`model_file`), since two
+    runs of one model may have used different copies (a routed copy of a newer version)."""
+    if new.resolve() == into.resolve():
+        raise ValueError("a file cannot be merged into itself")
+    old_doc, new_doc = json.loads(into.read_text()), json.loads(new.read_text())
+    for field in _RUN_FIELDS:
+        if old_doc.get(field) != new_doc.get(field):
+            raise ValueError(
+                f"the files were measured with different {field} ({old_doc.get(field)!r}, "
+                f"{new_doc.get(field)!r})"
+            )
+    for d in (old_doc, new_doc):
+        for row in d["rows"]:
+            row.setdefault("model_file", d.get("models", {}).get(row["model"]))
+    doc = merge_rows(old_doc, new_doc["rows"], why)
+    doc["models"] = old_doc.get("models", {}) | new_doc.get("models", {})
+    # the rows keep the plan they were judged against (--rescore re-estimates them)
+    seconds = sum(float((d.get("summary") or {}).get("seconds", 0.0)) for d in (old_doc, new_doc))
+    doc["summary"] = summarize(doc["rows"], seconds)
+    doc["summary"]["targets_met"] = doc["summary"]["settings_off_target"] == 0
+    tmp = into.with_suffix(".tmp")
+    tmp.write_text(json.dumps(doc, indent=2) + "\n")
+    tmp.replace(into)
+    summary: dict[str, Any] = doc["summary"]
+    return summary
+
+
 def main() -> int:
     """Run the grid and print the comparison."""
     # A kill (SIGTERM) unwinds like Ctrl-C, so every trial's server and cgroup are removed.
@@ -865,25 +897,19 @@ def main() -> int:
         "in superseded_rows with this reason)",
     )
     ns = ap.parse_args()
+    if ns.merge is None and (ns.into is not None or ns.why is not None):
+        print("--into and --why go with --merge NEW", file=sys.stderr)
+        return 2
     if ns.merge is not None:
         if ns.into is None:
             print("--merge needs --into FILE, the results file to add to", file=sys.stderr)
             return 2
         try:
-            into, merged = json.loads(ns.into.read_text()), json.loads(ns.merge.read_text())
-            doc = merge_rows(into, merged["rows"], ns.why)
-            # the rows keep the plan they were judged against (--rescore re-estimates them)
-            seconds = sum(
-                float((d.get("summary") or {}).get("seconds", 0.0)) for d in (into, merged)
-            )
-            doc["summary"] = summarize(doc["rows"], seconds)
+            summary = merge_files(ns.merge, ns.into, ns.why)
         except (OSError, ValueError, KeyError, TypeError) as e:
             print(f"Cannot merge {ns.merge} into {ns.into}: {e}", file=sys.stderr)
             return 2
-        tmp = ns.into.with_suffix(".tmp")
-        tmp.write_text(json.dumps(doc, indent=2) + "\n")
-        tmp.replace(ns.into)
-        print(json.dumps(doc["summary"]))
+        print(json.dumps(summary))
         return 0
     if ns.rescore is not None:
         try:

@@ -485,8 +485,8 @@ def _block(shape: Shape, il: int) -> Iterator[tuple[str, tuple[int, ...]]]:
         yield p + "post_attention_norm.weight", (e,)
     if not lay.parallel:
         yield p + "ffn_norm.weight", (e,)
-    if lay.layer_norm:
-        yield p + "ffn_norm.bias", (e,)
+        if lay.layer_norm:
+            yield p + "ffn_norm.bias", (e,)
     if lay.moe:
         ff = shape.n_ff_expert or shape.n_ff
         yield p + "ffn_gate_inp.weight", (e, shape.n_expert)

@@ -3,8 +3,9 @@
 One real-shaped GGUF per architecture of benchmarks/shapes.py (the smallest file of each; the
 weights are holes, so each costs its header on disk, yet llama-server allocates and touches
 memory as the real model would), deployed with `deployer deploy PATH` on an x86 CPU profile
-(8 GB; 16 GB for DeepSeek-V2-Lite and Command R7B) with the default load mode (memory-mapped): the container carries the plan's limit, the
-server loads, turns healthy and answers the smoke test inside it.
+(8 GB; 16 GB for DeepSeek-V2-Lite and Command R7B) with the default load mode
+(memory-mapped): the container carries the plan's limit, the server loads, turns healthy and
+answers the smoke test inside it.
 
 Left out: the Qwen3-30B-A3B shape (17 GiB resident; it would crowd this 24 GiB machine) -
 OLMoE-1B-7B stands for the MoE architectures here. Holes refault without I/O, so this proves

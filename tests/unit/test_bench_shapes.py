@@ -322,9 +322,9 @@ def _tiny_moe(tmp_path: Path, tied: bool) -> Path:
 @pytest.mark.parametrize("tied", [True, False])
 def test_a_routed_copy_samples_a_new_token_each_step(tmp_path: Path, tied: bool) -> None:
     """give_routing: the next token is sampled from a wide spread whether or not the output
-    matrix is the embedding (a tied file had peaked at the input token itself, so every sampled token
-    repeated the last and the same experts served every token), and each token's
-    feed-forward input, its normalized embedding, routes to its own experts."""
+    matrix is the embedding (a tied file had peaked at the input token itself, so every
+    sampled token repeated the last and the same experts served every token), and each
+    token's feed-forward input, its normalized embedding, routes to its own experts."""
     path = _tiny_moe(tmp_path, tied)
     shapes.give_routing(path)
     t = {x.name: x for x in GGUFReader(path).tensors}

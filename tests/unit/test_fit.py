@@ -202,7 +202,7 @@ def test_a_parallel_block_keeps_the_attention_output_beside_the_feed_forward() -
     shape, where the plan was that much under llama-server's log)."""
     s = FitSettings(ctx=4096)
     sequential = compute_bytes(_arch(architecture="llama"), s)
-    for name in ("cohere2", "command-r", "phi2", "falcon", "gptneox"):
+    for name in ("cohere2", "command-r", "phi2", "falcon", "plamo", "gptneox"):
         assert compute_bytes(_arch(architecture=name), s) == sequential + 4 * 512 * 4096, name
     # without flash attention the attention half (its KQ matrix) is the larger: no change
     off = FitSettings(ctx=4096, flash_attention=False)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -533,3 +534,30 @@ def test_a_merge_never_replaces_a_row_silently() -> None:
     assert len(out["rows"]) == 3 and "superseded_rows" not in out
     with pytest.raises(ValueError, match="twice"):
         merge_rows(doc, [_row("z", 1), _row("z", 1)], "x")
+
+
+def test_a_file_merge_records_each_rows_copy_and_refuses_other_runs(tmp_path: Path) -> None:
+    from fit_accuracy import merge_files
+
+    results = Path(__file__).resolve().parents[2] / "benchmarks" / "results"
+    real = json.loads((results / "fit_accuracy_held_out_archs.json").read_text())
+    rows = [{k: v for k, v in r.items() if k != "model_file"} for r in real["rows"]]
+    run = {k: real[k] for k in ("llama_prefix", "threads", "read_ahead_kb")}
+    into, new = tmp_path / "a.json", tmp_path / "b.json"
+    into.write_text(json.dumps(run | {"models": {"m": "old.gguf"} | real["models"],
+                                      "rows": rows[:3]}))  # fmt: skip
+    new.write_text(json.dumps(run | {"models": {"m": "new.gguf"}, "rows": rows[3:]}))
+    with pytest.raises(ValueError, match="itself"):
+        merge_files(into, into, None)
+    summary = merge_files(new, into, None)
+    merged = json.loads(into.read_text())
+    assert summary == merged["summary"] and summary["settings"] == len(rows)
+    assert summary["targets_met"] is (summary["settings_off_target"] == 0)
+    assert [r["model_file"] for r in merged["rows"][:3]] == [
+        real["models"][r["model"]] for r in rows[:3]
+    ]
+    assert merged["models"]["m"] == "new.gguf"  # the newer run names the copy now
+    other = tmp_path / "c.json"
+    other.write_text(json.dumps(run | {"read_ahead_kb": 8192, "rows": rows[:1]}))
+    with pytest.raises(ValueError, match="read_ahead_kb"):
+        merge_files(other, into, "a rerun")

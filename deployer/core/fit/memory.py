@@ -471,12 +471,12 @@ _CARRIED_ROW_ARCHS = frozenset({"talkie", "hrm_text"})
 # Attention and feed-forward side by side from one input (x + attn(norm(x)) + ffn(norm(x))):
 # the attention's output and the block's input both wait beside the feed-forward for the
 # final sum, one n_embd-wide row more than a block that adds the attention in first (Command
-# R and R7B, Cohere 2 MoE, Phi-2, Falcon, GPT-NeoX with its parallel residual, by their graphs
-# in src/models/). Found on a held-out full-size Command R7B (8 MiB under at ubatch 512 without
-# it); the small files' attention half had hidden it. Where a NeoX file turns the parallel
-# residual off, the row is an upper bound.
+# R and R7B, Cohere 2 MoE, Phi-2, Falcon, PLaMo, GPT-NeoX with its parallel residual, by
+# their graphs in src/models/). Found on a held-out full-size Command R7B (8 MiB under at
+# ubatch 512 without it); the small files' attention half had hidden it. Where a NeoX file
+# turns the parallel residual off, the row is an upper bound.
 _PARALLEL_BLOCK_ARCHS = frozenset(
-    {"command-r", "cohere2", "cohere2moe", "phi2", "falcon", "gptneox"}
+    {"command-r", "cohere2", "cohere2moe", "phi2", "falcon", "plamo", "gptneox"}
 )
 # Chameleon's graph masks its 8192 image-token logits with a tensor made for it, a graph leaf.
 _CHAMELEON_IMAGE_TOKENS = 8192
