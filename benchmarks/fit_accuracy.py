@@ -906,7 +906,7 @@ def main() -> int:
             return 2
         try:
             summary = merge_files(ns.merge, ns.into, ns.why)
-        except (OSError, ValueError, KeyError, TypeError) as e:
+        except (OSError, ValueError, KeyError, TypeError, AttributeError) as e:
             print(f"Cannot merge {ns.merge} into {ns.into}: {e}", file=sys.stderr)
             return 2
         print(json.dumps(summary))

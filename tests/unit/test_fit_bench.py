@@ -561,3 +561,23 @@ def test_a_file_merge_records_each_rows_copy_and_refuses_other_runs(tmp_path: Pa
     other.write_text(json.dumps(run | {"read_ahead_kb": 8192, "rows": rows[:1]}))
     with pytest.raises(ValueError, match="read_ahead_kb"):
         merge_files(other, into, "a rerun")
+
+
+@pytest.mark.parametrize(
+    "text", ['{"rows": "x"}', '{"rows": [1]}', "[]", "{", '{"rows": [{"model": "a"}]}', "\u0000"]
+)
+def test_a_merge_of_a_hostile_file_is_one_line_and_leaves_the_target_alone(
+    tmp_path: Path, text: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import fit_accuracy
+
+    into, bad = tmp_path / "into.json", tmp_path / "bad.json"
+    into.write_text('{"rows": []}')
+    bad.write_text(text)
+    argv = ["fit_accuracy.py", "--merge", str(bad), "--into", str(into), "--why", "x\n{{ y }}"]
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(sys, "argv", argv)
+        assert fit_accuracy.main() == 2
+    err = capsys.readouterr().err
+    assert err.startswith("Cannot merge ") and err.count("\n") == 1
+    assert into.read_text() == '{"rows": []}'
