@@ -782,9 +782,10 @@ def build(name: str, out_dir: Path | None = None, *, bpe: bool = False) -> Path:
     return target
 
 
-# give_routing's rules, by version (2: tied models' logits made near-uniform, 2026-12-02); a
+# give_routing's rules, by version (2: tied models' logits made near-uniform, 2026-12-02; 3:
+# routers blind to the embeddings' common offset, every expert about as busy, 2026-12-02); a
 # routed copy made by other rules is rebuilt.
-ROUTING_VERSION = 2
+ROUTING_VERSION = 3
 # The final norm's weight in a routed tied model (give_routing): logits a millionth of the
 # embedding's self-similarity, near-uniform over any vocabulary.
 TIED_OUTPUT_NORM = 1e-6
@@ -804,6 +805,14 @@ def give_routing(path: Path, seed: int = 0) -> None:
     hidden state (its embedding: the zero attention and expert outputs leave the residual stream
     unchanged) pick its own experts in every layer. Only these tensors are touched; the expert
     weights stay zero (reading them costs the same).
+
+    A trained router is balanced: over a stream of tokens each expert serves about its share (the
+    load-balancing loss trains for it), and that is what a mapped MoE's memory must hold. Random
+    Q4_K embeddings are not centred (their blocks, with no offset, hold values of one sign), so a
+    random router row also scores their common offset, the same for every token: the experts
+    whose rows sum high then won most tokens and a third of them hardly any (DeepSeek-V2-Lite,
+    mapped, held full speed a gigabyte under its plan that way). Each router row is centred (it
+    sums to zero): only what differs between tokens routes them.
     """
     import numpy as np
     from gguf import GGUFReader
@@ -824,7 +833,9 @@ def give_routing(path: Path, seed: int = 0) -> None:
             value = TIED_OUTPUT_NORM if tied and name == "output_norm.weight" else 1.0
             edits.append((offset, np.full(n // 4, value, dtype="<f4").tobytes()))
         elif name.endswith("ffn_gate_inp.weight") and kind == "F32":
-            edits.append((offset, rng.standard_normal(n // 4).astype("<f4").tobytes()))
+            rows = rng.standard_normal(((n // 4) // int(t.shape[0]), int(t.shape[0])))
+            rows -= rows.mean(axis=1, keepdims=True)  # blind to a common offset (see above)
+            edits.append((offset, rows.astype("<f4").tobytes()))
         elif name in ("token_embd.weight", "output.weight"):
             if kind in ("F32", "F16"):
                 dt = "<f4" if kind == "F32" else "<f2"

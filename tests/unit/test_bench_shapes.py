@@ -307,11 +307,12 @@ def test_a_bpe_sibling_has_the_real_tokenizer_kind_and_merge_count(tmp_path: Pat
         shapes.build("gemma3-1b-q4_k_m", tmp_path, bpe=True)
 
 
-def _tiny_moe(tmp_path: Path, tied: bool) -> Path:
+def _tiny_moe(tmp_path: Path, tied: bool, **dims: int) -> Path:
     """A one-block routed MoE file of the Granite MoE kind, written out (not a hole)."""
     shape = replace(shapes.GRANITE_MOE_3B, name="tiny", n_layer=1, n_embd=256, n_ff=256,
                     n_head=4, n_head_kv=2, n_vocab=1536, n_expert=4, n_expert_used=2,
                     tied=tied)  # fmt: skip
+    shape = replace(shape, **dims)
     path = tmp_path / f"tiny-{tied}.gguf"
     header = shapes._write_header(shape, path)
     with path.open("ab") as f:
@@ -342,3 +343,25 @@ def test_a_routed_copy_samples_a_new_token_each_step(tmp_path: Path, tied: bool)
         assert p[tok] < 0.01 and p.max() < 0.25  # neither the input token nor any one dominates
         picks.add(tuple(sorted(np.argsort(router @ (h * ffn_w))[-2:])))
     assert len(picks) > 1  # tokens route to different experts
+
+
+def test_a_routed_copy_keeps_every_expert_about_as_busy(tmp_path: Path) -> None:
+    """give_routing: over the whole vocabulary each expert serves about its share of tokens, as a
+    trained (load-balanced) router's do. Random Q4_K embeddings share a one-signed offset that an
+    uncentred random router scored the same for every token: a few experts won most tokens and
+    some none (version 2: the busiest expert 3-6x its share), so a mapped MoE's idle experts
+    could be left on disk for free under a cap below what real routing needs."""
+    # DeepSeek-V2-Lite's 64 experts, 6 a token, at half its width (36 MiB)
+    path = _tiny_moe(tmp_path, tied=False, n_embd=1024, n_expert=64, n_expert_used=6,
+                     n_vocab=3072)  # fmt: skip
+    shapes.give_routing(path)
+    t = {x.name: x for x in GGUFReader(path).tensors}
+    assert t["token_embd.weight"].tensor_type == GGMLQuantizationType.Q4_K  # the one-signed case
+    embd = dequantize(t["token_embd.weight"].data, t["token_embd.weight"].tensor_type)
+    router = np.asarray(t["blk.0.ffn_gate_inp.weight"].data, dtype=np.float64)  # experts x embd
+    assert router.shape == (64, 1024)
+    h = embd / np.sqrt(np.mean(embd**2, axis=1, keepdims=True))  # each token's normed input
+    picks = np.argsort(h @ router.T, axis=1)[:, -6:]
+    share = np.bincount(picks.ravel(), minlength=64) / picks.size * 64  # 1.0: its fair share
+    # (0.69-1.43 here; version 2's routers 0-6.5)
+    assert share.min() > 0.5 and share.max() < 2, share.round(2)
