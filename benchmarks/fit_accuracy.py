@@ -772,9 +772,15 @@ def _write(
         "rows": rows,
         "summary": summary,
     }
-    tmp = out.with_suffix(".tmp")
+    write_doc(out, doc)
+
+
+def write_doc(path: Path, doc: dict[str, Any]) -> None:
+    """Write a results file whole or not at all (a temporary file beside it, then a rename): a
+    run, a merge or a rescore that stops midway leaves the previous file as it was."""
+    tmp = path.with_suffix(".tmp")
     tmp.write_text(json.dumps(doc, indent=2) + "\n")
-    tmp.replace(out)
+    tmp.replace(path)
 
 
 def rescore(doc: dict[str, Any], work_dir: Path) -> dict[str, Any]:
@@ -827,9 +833,7 @@ def merge_files(new: Path, into: Path, why: str | None) -> dict[str, Any]:
     seconds = sum(float((d.get("summary") or {}).get("seconds", 0.0)) for d in (old_doc, new_doc))
     doc["summary"] = summarize(doc["rows"], seconds)
     doc["summary"]["targets_met"] = doc["summary"]["settings_off_target"] == 0
-    tmp = into.with_suffix(".tmp")
-    tmp.write_text(json.dumps(doc, indent=2) + "\n")
-    tmp.replace(into)
+    write_doc(into, doc)
     summary: dict[str, Any] = doc["summary"]
     return summary
 
@@ -917,7 +921,7 @@ def main() -> int:
         except (OSError, ValueError, KeyError, TypeError) as e:
             print(f"Cannot rescore {ns.rescore}: {type(e).__name__}: {e}", file=sys.stderr)
             return 2
-        ns.rescore.write_text(json.dumps(doc, indent=2) + "\n")
+        write_doc(ns.rescore, doc)
         print_table(doc["rows"])
         print(json.dumps(doc["summary"]))
         return 0

@@ -581,3 +581,19 @@ def test_a_merge_of_a_hostile_file_is_one_line_and_leaves_the_target_alone(
     err = capsys.readouterr().err
     assert err.startswith("Cannot merge ") and err.count("\n") == 1
     assert into.read_text() == '{"rows": []}'
+
+
+def test_a_results_file_is_written_whole_or_left_as_it_was(tmp_path: Path) -> None:
+    """write_doc (a run's rows, a merge, a rescore): a document that cannot be written leaves
+    the file as it was and no temporary file beside it; one that can replaces it whole."""
+    from fit_accuracy import write_doc
+
+    out = tmp_path / "r.json"
+    out.write_text('{"rows": [1]}')
+    with pytest.raises(TypeError):
+        write_doc(out, {"rows": [{1, 2}]})  # a set is not JSON
+    assert out.read_text() == '{"rows": [1]}'
+    assert [p.name for p in tmp_path.iterdir()] == ["r.json"]
+    write_doc(out, {"rows": [2]})
+    assert json.loads(out.read_text()) == {"rows": [2]}
+    assert [p.name for p in tmp_path.iterdir()] == ["r.json"]
