@@ -392,6 +392,14 @@ def full_speed(unpressed: list[float]) -> float:
     return statistics.median(unpressed) if unpressed else 0.0
 
 
+class UncappedFailure(Exception):
+    """llama-server failed with no cap at all: the setting has nothing to judge against."""
+
+    def __init__(self, message: str, log: str) -> None:
+        super().__init__(message)
+        self.log = log
+
+
 def measure(
     model: str,
     path: Path,
@@ -442,9 +450,7 @@ def measure(
         fill_slots=s.slots,
     )
     if ref.error:
-        raise SystemExit(
-            f"{model} {s}: llama-server failed uncapped: {ref.error}\n{ref.log[-2000:]}"
-        )
+        raise UncappedFailure(f"{model} {s}: llama-server failed uncapped: {ref.error}", ref.log)
     logged = parse_buffers(ref.log.split("loaded meta data")[-1])
     real = {c: logged.get("host", c) for c in ("model", "compute", "output")}
     real["KV"] = logged.cache("host")  # a recurrent model's state (RS) with its KV
@@ -725,6 +731,8 @@ def plan_caps_table(rows: list[dict[str, Any]]) -> str:
 
 def summarize(rows: list[dict[str, Any]], seconds: float) -> dict[str, Any]:
     """Worst errors over all rows and whether every target was met."""
+    if not rows:  # every setting failed uncapped: nothing was measured
+        return {"settings": 0, "models": [], "settings_off_target": 0, "seconds": round(seconds, 1)}
     errs = [r["total_err_pct"] for r in rows]
     w_max = max(abs(r["weights_est"] - r["weights_real"]) / r["weights_real"] for r in rows)
     kv_max = max(abs(r["kv_est"] - r["kv_real"]) for r in rows) / MIB
@@ -760,10 +768,11 @@ def _write(
     threads: int,
     rows: list[dict[str, Any]],
     summary: dict[str, Any] | None,
+    not_judged: list[dict[str, str]] | None = None,
 ) -> None:
     """The JSON results (rewritten after every row, so a long run that stops keeps its rows)."""
     out.parent.mkdir(parents=True, exist_ok=True)
-    doc = {
+    doc: dict[str, Any] = {
         "models": {name: str(path.name) for name, path in models},
         "llama_prefix": str(llama_prefix()),
         "machine": platform.platform(),
@@ -772,6 +781,8 @@ def _write(
         "rows": rows,
         "summary": summary,
     }
+    if not_judged:
+        doc["not_judged"] = not_judged
     write_doc(out, doc)
 
 
@@ -994,6 +1005,9 @@ def main() -> int:
             return 3
     rows = []
     t0 = time.monotonic()
+    # A setting whose uncapped start fails (a trial past its time bound, a file the server
+    # rejects) is recorded and skipped: the run goes on to the next, and ends non-zero.
+    not_judged: list[dict[str, str]] = []
     for name, path in models:
         if name == "demo":
             grid = [DEMO_GRID[i] for i in QUICK] if ns.quick else DEMO_GRID
@@ -1004,8 +1018,8 @@ def main() -> int:
             grid = [full[i] for i in picks if 0 <= i < len(full)]
         for s in grid:
             print(f"  {name} {s}", flush=True)
-            rows.append(
-                measure(
+            try:
+                row = measure(
                     name,
                     path,
                     s,
@@ -1017,17 +1031,24 @@ def main() -> int:
                     if ns.serve_read_mbps is None
                     else int(ns.serve_read_mbps * 1e6),
                 )
-            )
-            _write(ns.out, models, ns.threads, rows, None)
+            except UncappedFailure as e:
+                print(f"    not judged: {e}\n{e.log[-2000:]}", file=sys.stderr, flush=True)
+                not_judged.append({"model": name, "setting": str(s), "reason": str(e)})
+            else:
+                rows.append(row)
+            _write(ns.out, models, ns.threads, rows, None, not_judged)
     seconds = time.monotonic() - t0
     print_table(rows)
     summary = summarize(rows, seconds)
-    old_targets = (
+    old_targets = bool(rows) and (
         summary["total_median_abs_err_pct"] <= 3 and summary["total_worst_under_pct"] >= -2
     )
-    summary["targets_met"] = summary["settings_off_target"] == 0 and (old_targets or not ns.quick)
+    summary["settings_not_judged"] = len(not_judged)
+    summary["targets_met"] = (
+        summary["settings_off_target"] == 0 and not not_judged and (old_targets or not ns.quick)
+    )
     print(json.dumps(summary))
-    _write(ns.out, models, ns.threads, rows, summary)
+    _write(ns.out, models, ns.threads, rows, summary, not_judged)
     return 0 if summary["targets_met"] else 1
 
 

@@ -307,12 +307,18 @@ def test_a_bpe_sibling_has_the_real_tokenizer_kind_and_merge_count(tmp_path: Pat
         shapes.build("gemma3-1b-q4_k_m", tmp_path, bpe=True)
 
 
-def _tiny_moe(tmp_path: Path, tied: bool, **dims: int) -> Path:
+def _tiny_moe(
+    tmp_path: Path,
+    tied: bool,
+    n_embd: int = 256,
+    n_vocab: int = 1536,
+    n_expert: int = 4,
+    n_expert_used: int = 2,
+) -> Path:
     """A one-block routed MoE file of the Granite MoE kind, written out (not a hole)."""
-    shape = replace(shapes.GRANITE_MOE_3B, name="tiny", n_layer=1, n_embd=256, n_ff=256,
-                    n_head=4, n_head_kv=2, n_vocab=1536, n_expert=4, n_expert_used=2,
-                    tied=tied)  # fmt: skip
-    shape = replace(shape, **dims)
+    shape = replace(shapes.GRANITE_MOE_3B, name="tiny", n_layer=1, n_embd=n_embd, n_ff=256,
+                    n_head=4, n_head_kv=2, n_vocab=n_vocab, n_expert=n_expert,
+                    n_expert_used=n_expert_used, tied=tied)  # fmt: skip
     path = tmp_path / f"tiny-{tied}.gguf"
     header = shapes._write_header(shape, path)
     with path.open("ab") as f:
