@@ -67,6 +67,7 @@ from fit_truth import (
     judge_trial,
     merge_rows,
     resolution_for,
+    row_key,
 )
 
 from deployer.adapters.gguf_files import facts_from_gguf
@@ -768,7 +769,7 @@ def _write(
     threads: int,
     rows: list[dict[str, Any]],
     summary: dict[str, Any] | None,
-    not_judged: list[dict[str, str]] | None = None,
+    not_judged: list[dict[str, Any]] | None = None,
 ) -> None:
     """The JSON results (rewritten after every row, so a long run that stops keeps its rows)."""
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -789,9 +790,13 @@ def _write(
 def write_doc(path: Path, doc: dict[str, Any]) -> None:
     """Write a results file whole or not at all (a temporary file beside it, then a rename): a
     run, a merge or a rescore that stops midway leaves the previous file as it was."""
+    text = json.dumps(doc, indent=2) + "\n"
     tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(doc, indent=2) + "\n")
-    tmp.replace(path)
+    try:
+        tmp.write_text(text)
+        tmp.replace(path)
+    finally:
+        tmp.unlink(missing_ok=True)  # a write that failed midway (a full disk) leaves nothing
 
 
 def rescore(doc: dict[str, Any], work_dir: Path) -> dict[str, Any]:
@@ -840,6 +845,12 @@ def merge_files(new: Path, into: Path, why: str | None) -> dict[str, Any]:
             row.setdefault("model_file", d.get("models", {}).get(row["model"]))
     doc = merge_rows(old_doc, new_doc["rows"], why)
     doc["models"] = old_doc.get("models", {}) | new_doc.get("models", {})
+    # settings a run could not judge: the newer word on each, and none that a row now judges
+    judged = {row_key(r) for r in doc["rows"]}
+    failed = {row_key(n): n for d in (old_doc, new_doc) for n in d.get("not_judged") or []}
+    doc.pop("not_judged", None)
+    if left := [n for k, n in failed.items() if k not in judged]:
+        doc["not_judged"] = left
     # the rows keep the plan they were judged against (--rescore re-estimates them)
     seconds = sum(float((d.get("summary") or {}).get("seconds", 0.0)) for d in (old_doc, new_doc))
     doc["summary"] = summarize(doc["rows"], seconds)
@@ -929,10 +940,10 @@ def main() -> int:
     if ns.rescore is not None:
         try:
             doc = rescore(json.loads(ns.rescore.read_text()), ns.work_dir)
+            write_doc(ns.rescore, doc)
         except (OSError, ValueError, KeyError, TypeError) as e:
             print(f"Cannot rescore {ns.rescore}: {type(e).__name__}: {e}", file=sys.stderr)
             return 2
-        write_doc(ns.rescore, doc)
         print_table(doc["rows"])
         print(json.dumps(doc["summary"]))
         return 0
@@ -1007,7 +1018,7 @@ def main() -> int:
     t0 = time.monotonic()
     # A setting whose uncapped start fails (a trial past its time bound, a file the server
     # rejects) is recorded and skipped: the run goes on to the next, and ends non-zero.
-    not_judged: list[dict[str, str]] = []
+    not_judged: list[dict[str, Any]] = []
     for name, path in models:
         if name == "demo":
             grid = [DEMO_GRID[i] for i in QUICK] if ns.quick else DEMO_GRID
@@ -1033,7 +1044,11 @@ def main() -> int:
                 )
             except UncappedFailure as e:
                 print(f"    not judged: {e}\n{e.log[-2000:]}", file=sys.stderr, flush=True)
-                not_judged.append({"model": name, "setting": str(s), "reason": str(e)})
+                not_judged.append(
+                    {"model": name, "ctx": s.ctx, "slots": s.slots, "kv_type": s.kv,
+                     "flash_attention": s.fa, "ubatch": s.ub, "mmap": s.mmap,
+                     "reason": str(e)}
+                )  # fmt: skip
             else:
                 rows.append(row)
             _write(ns.out, models, ns.threads, rows, None, not_judged)

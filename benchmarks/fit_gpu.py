@@ -97,7 +97,7 @@ def host_caps(
 ) -> int:
     """The host side of each shape and setting under a cgroup cap (see the module's doc)."""
     from _llama import cgroup_available
-    from fit_accuracy import build_model
+    from fit_accuracy import UncappedFailure, build_model
     from fit_accuracy import measure as measure_host
 
     from deployer.core.serve.limits import memory_limits, pids_for
@@ -127,7 +127,10 @@ def host_caps(
                 machine=machine, floor_bytes=64 * MIB, ceiling_bytes=ceiling,
             )  # fmt: skip
         except (Exception, SystemExit) as exc:  # a row that breaks is reported
-            row = {"model": name, "ctx": s.ctx, "slots": s.slots, "error": repr(exc)[-2000:]}
+            # a server that failed uncapped says why in its log's last lines
+            tail = f"\n{exc.log[-2000:]}" if isinstance(exc, UncappedFailure) else ""
+            row = {"model": name, "ctx": s.ctx, "slots": s.slots,
+                   "error": (repr(exc) + tail)[-4000:]}  # fmt: skip
         else:
             total = row["host_total_est"]
             # the memory limit every target would carry for this plan

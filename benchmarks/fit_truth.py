@@ -416,6 +416,29 @@ def row_key(row: dict[str, Any]) -> tuple[Any, ...]:
     return (*(row.get(k) for k in ROW_KEY), row.get("serve_read_bps"))
 
 
+def superseded_list(value: Any) -> list[dict[str, Any]]:
+    """A results file's `superseded_rows` as a list of rows, each with its
+    `superseded_because`. Older files keep them as `{"why": text, "rows": [...]}` (a row
+    without its own reason takes `why`); anything else is a ValueError, never a list made
+    of a mapping's keys."""
+    if value is None:
+        return []
+    if (
+        isinstance(value, dict)
+        and set(value) == {"why", "rows"}
+        and isinstance(value["rows"], list)
+    ):
+        why, rows = value["why"], value["rows"]
+    elif isinstance(value, list):
+        why, rows = None, value
+    else:
+        raise ValueError("superseded_rows is neither a list of rows nor {why, rows}")
+    if not all(isinstance(r, dict) for r in rows):
+        raise ValueError("superseded_rows holds something that is not a row")
+    return [r if "superseded_because" in r or why is None else r | {"superseded_because": why}
+            for r in rows]  # fmt: skip
+
+
 def merge_rows(
     doc: dict[str, Any], new_rows: list[dict[str, Any]], why: str | None
 ) -> dict[str, Any]:
@@ -428,7 +451,7 @@ def merge_rows(
         raise ValueError("the new rows measure one setting twice")
     incoming = dict(zip(keys, new_rows, strict=True))
     rows: list[dict[str, Any]] = []
-    superseded: list[dict[str, Any]] = list(doc.get("superseded_rows") or [])
+    superseded = superseded_list(doc.get("superseded_rows"))
     for old in doc["rows"]:
         new = incoming.pop(row_key(old), None)
         if new is None:

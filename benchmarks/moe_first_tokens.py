@@ -26,6 +26,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+import shapes
 from _llama import (
     PROMPT,
     MemoryCgroup,
@@ -39,7 +40,7 @@ from _llama import (
     stop,
     wait_healthy,
 )
-from fit_accuracy import SHAPE_GRID, _is_moe, build_model
+from fit_accuracy import SHAPE_GRID, _is_moe, build_model, write_doc
 
 from deployer.core.units import MIB
 
@@ -130,6 +131,12 @@ def main() -> int:
         return 2
     path = build_model(ns.model, ns.work_dir, dense=True)
     args = setting.args(ns.threads)
+    # earlier runs in the file are kept, newest last, under "superseded"
+    try:
+        before = json.loads(ns.out.read_text())
+        kept = [*before.pop("superseded", []), before] if before.get("starts") else []
+    except (OSError, ValueError, AttributeError):
+        kept = []
     t0 = time.monotonic()
     starts: list[dict[str, Any]] = []
     for cap in [None, *caps]:
@@ -141,10 +148,12 @@ def main() -> int:
             "llama_prefix": str(llama_prefix()),
             "threads": ns.threads,
             "n_predict": ns.n_predict,
+            "routing_version": shapes.ROUTING_VERSION,
             "starts": starts,
             "seconds": round(time.monotonic() - t0, 1),
+            "superseded": kept,
         }
-        ns.out.write_text(json.dumps(doc, indent=2) + "\n")
+        write_doc(ns.out, doc)
     return 0 if all(not s["error"] for s in starts) else 1
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import signal
 import sys
 from pathlib import Path
 
@@ -37,15 +38,19 @@ def test_a_setting_whose_server_fails_is_recorded_and_the_run_goes_on(
     bad = _unloadable_copy(demo_model, tmp_path / "bad.gguf")
     out = tmp_path / "r.json"
     argv = ["fit_accuracy.py", "--model", str(bad), "--settings", "0,7", "--out", str(out)]
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setattr(sys, "argv", argv)
-        assert fit_accuracy.main() == 1
+    handler = signal.getsignal(signal.SIGTERM)  # main() installs its own
+    try:
+        with pytest.MonkeyPatch.context() as mp:
+            mp.setattr(sys, "argv", argv)
+            assert fit_accuracy.main() == 1
+    finally:
+        signal.signal(signal.SIGTERM, handler)
     err = capsys.readouterr().err
     assert err.count("not judged: bad ") == 2  # both settings tried, neither ended the run
     assert "Traceback" not in err
     doc = json.loads(out.read_text())
     assert doc["rows"] == []
-    assert [n["model"] for n in doc["not_judged"]] == ["bad", "bad"]
+    assert [(n["model"], n["ctx"]) for n in doc["not_judged"]] == [("bad", 4096), ("bad", 2048)]
     assert all("failed uncapped" in n["reason"] for n in doc["not_judged"])
     assert doc["summary"]["settings_not_judged"] == 2
     assert doc["summary"]["targets_met"] is False

@@ -525,6 +525,23 @@ def test_merged_rows_replace_their_settings_and_keep_the_old_ones_with_the_reaso
     assert rows[1]["v"] == 1 and "superseded_rows" not in doc  # the input is untouched
 
 
+def test_a_merge_keeps_the_superseded_rows_an_older_file_holds_as_why_and_rows() -> None:
+    """Older results files keep superseded_rows as {"why": ..., "rows": [...]}: a merge keeps
+    every row of it (a row without a reason of its own takes `why`); it had made a list of the
+    mapping's two keys, dropping 35 rows."""
+    kept = [_row("a", 2048, superseded_because="own reason"), _row("a", 1024)]
+    doc = {"rows": [_row("a", 4096)], "superseded_rows": {"why": "shared", "rows": kept}}
+    out = merge_rows(doc, [_row("a", 4096, v=2)], "rerun")
+    assert out["superseded_rows"] == [
+        _row("a", 2048, superseded_because="own reason"),
+        _row("a", 1024, superseded_because="shared"),
+        _row("a", 4096, superseded_because="rerun"),
+    ]
+    for bad in ({"why": "x"}, "rows", [1], {"why": "x", "rows": "y"}):
+        with pytest.raises(ValueError, match="superseded_rows"):
+            merge_rows(doc | {"superseded_rows": bad}, [_row("b", 4096)], None)
+
+
 def test_a_merge_never_replaces_a_row_silently() -> None:
     doc = {"rows": [_row("a", 4096)]}
     with pytest.raises(ValueError, match="already measured"):
@@ -590,10 +607,39 @@ def test_a_results_file_is_written_whole_or_left_as_it_was(tmp_path: Path) -> No
 
     out = tmp_path / "r.json"
     out.write_text('{"rows": [1]}')
-    with pytest.raises(TypeError):
-        write_doc(out, {"rows": [{1, 2}]})  # a set is not JSON
+    real_write = Path.write_text
+
+    def disk_full(self: Path, text: str) -> int:  # half the text lands, then the disk is full
+        real_write(self, text[: len(text) // 2])
+        raise OSError(28, "No space left on device")
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(Path, "write_text", disk_full)
+        with pytest.raises(OSError):
+            write_doc(out, {"rows": [2, 3, 4]})
     assert out.read_text() == '{"rows": [1]}'
     assert [p.name for p in tmp_path.iterdir()] == ["r.json"]
     write_doc(out, {"rows": [2]})
     assert json.loads(out.read_text()) == {"rows": [2]}
     assert [p.name for p in tmp_path.iterdir()] == ["r.json"]
+
+
+def test_a_merge_keeps_what_is_still_not_judged_and_drops_what_a_row_now_judges(
+    tmp_path: Path,
+) -> None:
+    from fit_accuracy import merge_files
+
+    results = Path(__file__).resolve().parents[2] / "benchmarks" / "results"
+    real = json.loads((results / "fit_accuracy_held_out_archs.json").read_text())
+    run = {k: real[k] for k in ("llama_prefix", "threads", "read_ahead_kb")}
+    row = real["rows"][0]
+    key = {k: row[k] for k in ("model", "ctx", "slots", "kv_type", "flash_attention", "ubatch",
+                               "mmap")}  # fmt: skip
+    other = key | {"ctx": 123456}
+    into, new = tmp_path / "a.json", tmp_path / "b.json"
+    into.write_text(json.dumps(run | {"rows": real["rows"][1:2],
+                                      "not_judged": [key | {"reason": "too slow"}]}))  # fmt: skip
+    new.write_text(json.dumps(run | {"rows": [row], "not_judged": [other | {"reason": "x"}]}))
+    merge_files(new, into, None)
+    merged = json.loads(into.read_text())
+    assert merged["not_judged"] == [other | {"reason": "x"}]  # the judged one is gone
