@@ -730,10 +730,13 @@ def plan_caps_table(rows: list[dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
-def summarize(rows: list[dict[str, Any]], seconds: float) -> dict[str, Any]:
+def summarize(
+    rows: list[dict[str, Any]], seconds: float, not_judged: list[dict[str, Any]] | None = None
+) -> dict[str, Any]:
     """Worst errors over all rows and whether every target was met."""
     if not rows:  # every setting failed uncapped: nothing was measured
-        return {"settings": 0, "models": [], "settings_off_target": 0, "seconds": round(seconds, 1)}
+        return {"settings": 0, "models": [], "settings_off_target": 0,
+                "settings_not_judged": len(not_judged or []), "seconds": round(seconds, 1)}  # fmt: skip
     errs = [r["total_err_pct"] for r in rows]
     w_max = max(abs(r["weights_est"] - r["weights_real"]) / r["weights_real"] for r in rows)
     kv_max = max(abs(r["kv_est"] - r["kv_real"]) for r in rows) / MIB
@@ -759,8 +762,14 @@ def summarize(rows: list[dict[str, Any]], seconds: float) -> dict[str, Any]:
         "settings_off_target": sum(
             1 for r in rows if not (r["kv_ok"] and r["weights_ok"] and r["total_ok"] is not False)
         ),
+        "settings_not_judged": len(not_judged or []),
         "seconds": round(seconds, 1),
     }
+
+
+def targets_met(summary: dict[str, Any]) -> bool:
+    """Every setting judged, and each inside its targets (a run's and a merge's rule)."""
+    return summary["settings_off_target"] == 0 and not summary["settings_not_judged"]
 
 
 def _write(
@@ -819,7 +828,7 @@ def rescore(doc: dict[str, Any], work_dir: Path) -> dict[str, Any]:
             row["cap_range"] = bounds_of(row["plan_check"])
         row |= estimate_columns(row, est)
     seconds = float((doc.get("summary") or {}).get("seconds", 0.0))
-    doc["summary"] = summarize(doc["rows"], seconds)
+    doc["summary"] = summarize(doc["rows"], seconds, doc.get("not_judged"))
     return doc
 
 
@@ -853,8 +862,8 @@ def merge_files(new: Path, into: Path, why: str | None) -> dict[str, Any]:
         doc["not_judged"] = left
     # the rows keep the plan they were judged against (--rescore re-estimates them)
     seconds = sum(float((d.get("summary") or {}).get("seconds", 0.0)) for d in (old_doc, new_doc))
-    doc["summary"] = summarize(doc["rows"], seconds)
-    doc["summary"]["targets_met"] = doc["summary"]["settings_off_target"] == 0
+    doc["summary"] = summarize(doc["rows"], seconds, doc.get("not_judged"))
+    doc["summary"]["targets_met"] = targets_met(doc["summary"])
     write_doc(into, doc)
     summary: dict[str, Any] = doc["summary"]
     return summary
@@ -1054,14 +1063,11 @@ def main() -> int:
             _write(ns.out, models, ns.threads, rows, None, not_judged)
     seconds = time.monotonic() - t0
     print_table(rows)
-    summary = summarize(rows, seconds)
+    summary = summarize(rows, seconds, not_judged)
     old_targets = bool(rows) and (
         summary["total_median_abs_err_pct"] <= 3 and summary["total_worst_under_pct"] >= -2
     )
-    summary["settings_not_judged"] = len(not_judged)
-    summary["targets_met"] = (
-        summary["settings_off_target"] == 0 and not not_judged and (old_targets or not ns.quick)
-    )
+    summary["targets_met"] = targets_met(summary) and (old_targets or not ns.quick)
     print(json.dumps(summary))
     _write(ns.out, models, ns.threads, rows, summary, not_judged)
     return 0 if summary["targets_met"] else 1

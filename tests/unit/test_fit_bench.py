@@ -16,6 +16,7 @@ from deployer.core.units import GIB, MIB
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "benchmarks"))
 
 from fit_truth import (
+    ROW_KEY,
     ResidentPeaks,
     TrialOutcome,
     bisect_cap,
@@ -633,13 +634,14 @@ def test_a_merge_keeps_what_is_still_not_judged_and_drops_what_a_row_now_judges(
     real = json.loads((results / "fit_accuracy_held_out_archs.json").read_text())
     run = {k: real[k] for k in ("llama_prefix", "threads", "read_ahead_kb")}
     row = real["rows"][0]
-    key = {k: row[k] for k in ("model", "ctx", "slots", "kv_type", "flash_attention", "ubatch",
-                               "mmap")}  # fmt: skip
+    key = {k: row[k] for k in ROW_KEY}
     other = key | {"ctx": 123456}
     into, new = tmp_path / "a.json", tmp_path / "b.json"
     into.write_text(json.dumps(run | {"rows": real["rows"][1:2],
                                       "not_judged": [key | {"reason": "too slow"}]}))  # fmt: skip
     new.write_text(json.dumps(run | {"rows": [row], "not_judged": [other | {"reason": "x"}]}))
-    merge_files(new, into, None)
+    summary = merge_files(new, into, None)
     merged = json.loads(into.read_text())
     assert merged["not_judged"] == [other | {"reason": "x"}]  # the judged one is gone
+    # a setting still not judged leaves the targets unmet, as it does a run's
+    assert summary["settings_not_judged"] == 1 and summary["targets_met"] is False
