@@ -135,7 +135,7 @@ def main() -> int:
     try:
         before = json.loads(ns.out.read_text())
         kept = [*before.pop("superseded", []), before] if before.get("starts") else []
-    except (OSError, ValueError, AttributeError):
+    except (OSError, ValueError, AttributeError, TypeError):  # none yet, or not a results file
         kept = []
     t0 = time.monotonic()
     starts: list[dict[str, Any]] = []
